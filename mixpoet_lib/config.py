@@ -1,0 +1,227 @@
+"""One source of truth for every setting: dataclasses and the named profiles smoke / tutorial / full.
+
+Every notebook, command and test reads its settings from :func:`get_profile`. Values marked
+"official" come from the spec's Appendix A (the authors' ``codes/config.py``); everything else
+is a documented choice of this kit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .paths import ENV_PROFILE
+
+PROFILES = ("smoke", "tutorial", "full")
+
+# Factor meanings (spec §1.2). Index = label id; -1 = not annotated / "infer it".
+FACTOR_NAMES = ("living", "era")
+FACTOR_TITLES = {"living": "living experience", "era": "historical background"}
+FACTOR_CLASSES: dict[str, tuple[str, ...]] = {
+    "living": ("military", "countryside", "other"),
+    "era": ("prosperous", "troubled"),
+}
+FACTOR_CLASSES_ZH: dict[str, tuple[str, ...]] = {
+    "living": ("军旅", "田园", "其他"),
+    "era": ("盛世", "乱世"),
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Corpus construction and instance building (spec §1)."""
+
+    chinese_poetry_sets: tuple[str, ...] = ("tang", "song")  # which chinese-poetry collections join the pool
+    chinese_poetry_max_files: int | None = None  # per collection, in file-name order; None = all
+    unlabelled_valid_poems: int = 4500  # held-out unlabelled validation poems, drawn from CCPC valid (paper: 4,500)
+    unlabelled_test_poems: int = 4500  # held-out unlabelled test poems, drawn from CCPC test (paper: 4,500)
+    unlabelled_train_instances: int | None = 150_000  # seeded sub-sample of unlabelled *instances* (official --n)
+    max_keywords: int = 4  # keywords extracted for poems that have none (1..4)
+    min_char_freq: int = 1  # official: 1 (every training character is kept)
+    max_vocab: int | None = None  # optional cap on real characters (most frequent first)
+    seed: int = 1234
+
+    def cache_dict(self) -> dict[str, Any]:
+        """Return the settings that change the processed data (used in its cache key)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network sizes (spec §2.1)."""
+
+    emb_size: int = 256
+    hidden_size: int = 512
+    context_size: int = 512
+    latent_size: int = 256  # split into one half per factor
+    factor_emb_size: int = 64
+    n_class1: int = 3
+    n_class2: int = 2
+    drop_ratio: float = 0.15
+    sens_num: int = 4
+    key_len: int = 4
+    max_line_len: int = 7
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One training phase: batch, length, optimiser and learning-rate schedule (spec §3.2)."""
+
+    batch_size: int
+    epochs: int
+    max_steps: int | None = None  # cap on optimiser steps (None = epochs decide)
+    lr_max: float = 8e-4
+    lr_min: float = 5e-8
+    warmup_steps: int = 4500
+    decay_exponent: float = 0.55
+    tf_burn_in: int = 2  # teacher-forcing schedule: epochs at ratio 1
+    tf_decay: int = 6
+    tf_min: float = 0.85
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All phases A (DAE) → B1/B2 (classifiers) → C1 (mixture) → C2 (fine-tune), spec §3."""
+
+    dae: PhaseConfig = PhaseConfig(batch_size=128, epochs=10, warmup_steps=4500, tf_burn_in=2)
+    classifier: PhaseConfig = PhaseConfig(batch_size=64, epochs=10, warmup_steps=800)
+    mixture: PhaseConfig = PhaseConfig(batch_size=128, epochs=12, warmup_steps=6000, tf_burn_in=3)
+    finetune: PhaseConfig = PhaseConfig(batch_size=64, epochs=3, warmup_steps=6000, tf_burn_in=3)
+    weight_decay: float = 2.5e-4
+    clip_grad_norm: float = 2.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    dis_betas: tuple[float, float] = (0.5, 0.99)
+    dis_decay_exponent: float = 0.5
+    ndis: int = 3
+    rec_warm_steps: int = 1500
+    tau_annealing_steps: int = 6000
+    min_tau: float = 0.01
+    noise_init: float = 0.3
+    noise_decay_steps: int = 8500
+    dae_corrupt_ratio: float = 0.1
+    straight_through_labels: bool = False  # False = official non-differentiable Gumbel sampling (spec §2.3)
+    amp_bf16: bool = False  # bf16 autocast for encoders/decoder (never for discriminator/BN)
+    log_every: int = 50
+    validate_every_epoch: bool = True
+
+
+@dataclass(frozen=True)
+class GenConfig:
+    """Generation settings (spec §4)."""
+
+    beam_size: int = 20
+    extra_steps: int = 10  # at most L + extra_steps decoder steps per line
+    novelty_filter: bool = True
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named bundle of every setting; the seed drives every random choice."""
+
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gen: GenConfig = field(default_factory=GenConfig)
+    seed: int = 1234
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the profile as plain JSON-able data."""
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Return a short stable hash of the whole profile."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _smoke() -> Profile:
+    return Profile(
+        name="smoke",
+        data=DataConfig(
+            chinese_poetry_max_files=1,
+            unlabelled_valid_poems=300,
+            unlabelled_test_poems=300,
+            unlabelled_train_instances=6000,
+            max_vocab=3000,
+        ),
+        model=ModelConfig(emb_size=32, hidden_size=64, context_size=64, latent_size=32, factor_emb_size=16),
+        train=TrainConfig(
+            dae=PhaseConfig(batch_size=32, epochs=1, max_steps=40, lr_max=2e-3, warmup_steps=10, tf_burn_in=0),
+            classifier=PhaseConfig(batch_size=32, epochs=1, max_steps=30, lr_max=2e-3, warmup_steps=10),
+            mixture=PhaseConfig(batch_size=32, epochs=1, max_steps=40, lr_max=2e-3, warmup_steps=10, tf_burn_in=0),
+            finetune=PhaseConfig(batch_size=32, epochs=1, max_steps=20, lr_max=2e-3, warmup_steps=10, tf_burn_in=0),
+            rec_warm_steps=10,
+            tau_annealing_steps=40,
+            noise_decay_steps=30,
+            log_every=10,
+        ),
+        gen=GenConfig(beam_size=8),
+    )
+
+
+def _tutorial() -> Profile:
+    return Profile(
+        name="tutorial",
+        data=DataConfig(unlabelled_train_instances=120_000, max_vocab=6000),
+        model=ModelConfig(emb_size=128, hidden_size=256, context_size=256, latent_size=128, factor_emb_size=32),
+        train=TrainConfig(
+            dae=PhaseConfig(batch_size=64, epochs=1, max_steps=2500, lr_max=2e-3, warmup_steps=300, tf_burn_in=0, tf_decay=2),
+            classifier=PhaseConfig(batch_size=64, epochs=3, max_steps=600, lr_max=2e-3, warmup_steps=100),
+            mixture=PhaseConfig(batch_size=64, epochs=1, max_steps=2500, lr_max=1e-3, warmup_steps=300, tf_burn_in=0, tf_decay=2),
+            finetune=PhaseConfig(batch_size=64, epochs=1, max_steps=400, lr_max=1e-3, warmup_steps=300, tf_burn_in=0),
+            rec_warm_steps=400,
+            tau_annealing_steps=1500,
+            noise_decay_steps=1500,
+            log_every=50,
+        ),
+    )
+
+
+def _full() -> Profile:
+    return Profile(name="full")
+
+
+_BUILDERS = {"smoke": _smoke, "tutorial": _tutorial, "full": _full}
+
+
+def resolve_profile_name(name: str | None = None) -> str:
+    """Resolve a profile name: the argument, else $MIXPOET_PROFILE, else 'tutorial'."""
+    chosen = name or os.environ.get(ENV_PROFILE) or "tutorial"
+    if chosen not in _BUILDERS:
+        raise ValueError(f"unknown profile {chosen!r}; choose one of {', '.join(PROFILES)}")
+    return chosen
+
+
+def get_profile(name: str | None = None, **overrides: Any) -> Profile:
+    """Return the named profile (see :func:`resolve_profile_name`), with top-level fields overridden."""
+    profile = _BUILDERS[resolve_profile_name(name)]()
+    return replace(profile, **overrides) if overrides else profile
+
+
+def label_name(factor: str, label: int, zh: bool = False) -> str:
+    """Return the human name of a factor label (-1 → 'unlabelled'); raise on an unknown label."""
+    classes = (FACTOR_CLASSES_ZH if zh else FACTOR_CLASSES)[factor]
+    if label == -1:
+        return "未标注" if zh else "unlabelled"
+    if not 0 <= label < len(classes):
+        raise ValueError(f"label {label} out of range for factor {factor!r} (0..{len(classes) - 1} or -1)")
+    return classes[label]
+
+
+def parse_label(factor: str, value: str | int) -> int:
+    """Turn a factor value given by name ('military') or id ('0', -1) into its id; raise on unknown values."""
+    if factor not in FACTOR_CLASSES:
+        raise ValueError(f"unknown factor {factor!r}; choose one of {', '.join(FACTOR_NAMES)}")
+    classes = FACTOR_CLASSES[factor]
+    text = str(value).strip().lower()
+    if text in ("-1", "any", "infer", "none", ""):
+        return -1
+    if text in classes:
+        return classes.index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(classes):
+        return int(text)
+    raise ValueError(f"unknown {factor} value {value!r}; choose one of {', '.join(classes)} (or -1 to infer)")
