@@ -1,0 +1,51 @@
+# mixpoet-kit — the two commands of the README are `make reproduce` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU wheel by default (an unpinned torch pulls a multi-GB CUDA build); on a GPU machine use e.g.
+#   make setup TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= notebooks,test
+PROFILE ?=
+# Raw data: downloaded from the public origins, unless a local mirror is given. A ../shared/data/raw
+# folder beside the clone (this project's CI layout) is used as the mirror automatically.
+SHARED_MIRROR := $(abspath ../shared/data/raw)
+MIXPOET_MIRROR ?= $(if $(wildcard $(SHARED_MIRROR)/mixpoet),$(SHARED_MIRROR),)
+export MIXPOET_MIRROR
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
+
+.PHONY: setup reproduce test test-unit test-notebooks data refresh-notebooks clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
+	@bash scripts/install_fonts.sh
+	@touch $@
+
+## The main job: data → every notebook, executed with papermill into runs/<profile>/, then the report.
+reproduce: setup
+	$(BIN)/mixpoet reproduce $(if $(PROFILE),--profile $(PROFILE),)
+
+## The tests: library unit tests, then nbval over the notebooks in the smoke profile.
+test: setup
+	$(MAKE) --no-print-directory test-unit test-notebooks
+
+test-unit:
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-notebooks:
+	MIXPOET_PROFILE=smoke TQDM_DISABLE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(NBVAL) notebooks/
+
+data: setup
+	$(BIN)/mixpoet data prepare $(if $(PROFILE),--profile $(PROFILE),)
+
+## Contributors: rebuild notebooks/*.ipynb from their .py twins and store fresh outputs (tutorial profile).
+refresh-notebooks: setup
+	$(BIN)/python scripts/refresh_notebooks.py $(if $(PROFILE),--profile $(PROFILE),)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,179 @@
+"""Loss terms and diagnostics as pure functions (spec §3.3 and §7.2).
+
+Every function takes tensors and returns a scalar tensor (or a float for the diagnostics); none
+touches a model. The reconstruction loss works on the packed logits of
+:class:`~mixpoet_lib.models.DecodeOutput` or on full (B, S, T, V) logits.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .vocab import PAD
+
+__all__ = [
+    "line_cross_entropy", "reconstruction_loss", "gaussian_kl", "gaussian_kl_per_item",
+    "supervised_ce", "entropy_term", "keyword_distill_ce", "classifier_terms",
+    "relativistic_d_loss", "relativistic_g_loss", "fit_gaussian", "mahalanobis_distance",
+    "symmetric_mahalanobis", "mean_pairwise_distance", "UNIFORM_ENTROPY_TERM",
+]
+
+# Value of the summed entropy term at uniform q for factors of 3 and 2 classes: −(ln3/3 + ln2/2) ≈ −0.712.
+UNIFORM_ENTROPY_TERM = -(math.log(3) / 3 + math.log(2) / 2)
+_TINY = 1e-10
+
+
+# ----------------------------------------------------------------------------------------------
+# reconstruction
+# ----------------------------------------------------------------------------------------------
+
+def line_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor | None = None, pad_id: int = PAD) -> Tensor:
+    """Mean over lines of each line's token cross-entropy (spec §3.3, phase A).
+
+    For line position i, the CE is averaged over all non-PAD targets (chars and <E>) of that line in
+    the batch; the 4 line values are then averaged. ``logits`` is either (B, S, T, V) or packed
+    (N, V) holding only the positions where ``targets != pad_id`` in row-major order. Logits at
+    PAD positions never contribute.
+    """
+    if mask is None:
+        mask = targets.ne(pad_id)
+    if logits.dim() == targets.dim() + 1:  # full logits: keep only real positions
+        logits = logits[mask]
+    nll = F.cross_entropy(logits.float(), targets[mask], reduction="none")
+    n_lines = targets.size(1)
+    line_of = torch.arange(n_lines, device=targets.device).view(1, -1, 1).expand_as(targets)[mask]
+    sums = torch.zeros(n_lines, device=nll.device, dtype=nll.dtype).index_add(0, line_of, nll)
+    counts = mask.sum(dim=(0, 2)).to(nll.dtype)
+    present = counts > 0
+    return (sums[present] / counts[present]).mean()
+
+
+def reconstruction_loss(out: object) -> Tensor:
+    """Return :func:`line_cross_entropy` of a DecodeOutput (packed logits, its targets and mask)."""
+    return line_cross_entropy(out.logits, out.targets, out.mask)  # type: ignore[attr-defined]
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaussian KL (CVAE / IGS baselines)
+# ----------------------------------------------------------------------------------------------
+
+def gaussian_kl_per_item(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | None = None,
+                         logvar_p: Tensor | None = None) -> Tensor:
+    """Analytic KL(N(μq, σq²) ‖ N(μp, σp²)) per dimension, same shape as the inputs (prior N(0, I) if omitted)."""
+    if mu_p is None:
+        mu_p = torch.zeros_like(mu_q)
+    if logvar_p is None:
+        logvar_p = torch.zeros_like(logvar_q)
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
+
+
+def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | None = None, logvar_p: Tensor | None = None,
+                free_bits: float = 0.0) -> Tensor:
+    """Batch-mean KL summed over dimensions, with free bits per dimension.
+
+    Each dimension's batch-mean KL is floored at ``free_bits`` nats (Kingma et al. 2016) before summing, so
+    dimensions below the floor get no gradient. ``free_bits=0`` is the plain analytic KL.
+    """
+    kl = gaussian_kl_per_item(mu_q, logvar_q, mu_p, logvar_p)
+    per_dim = kl.reshape(-1, kl.size(-1)).mean(0)
+    if free_bits > 0:
+        per_dim = per_dim.clamp(min=free_bits)
+    return per_dim.sum()
+
+
+# ----------------------------------------------------------------------------------------------
+# semi-supervised classifier terms (spec §3.3 C1, step 1)
+# ----------------------------------------------------------------------------------------------
+
+def supervised_ce(logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
+    """CE of q(y|x,w) over labelled items: Σ mask·CE / (Σ mask + 1e-10) (0 when nothing is labelled)."""
+    if mask is None:
+        mask = labels.ge(0).to(logits.dtype)
+    ce = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
+    mask = mask.to(ce.dtype)
+    return (ce * mask).sum() / (mask.sum() + _TINY)
+
+
+def entropy_term(logits: Tensor, mask: Tensor) -> Tensor:
+    """Mean over *unlabelled* items (mask = 0) of (1/K) Σ_c q_c log q_c; minimising it maximises H(q).
+
+    At uniform q it equals −ln(K)/K; zero when every item is labelled.
+    """
+    logq = F.log_softmax(logits.float(), dim=-1)
+    neg_ent = (logq.exp() * logq).sum(-1) / logits.size(-1)
+    unl = 1.0 - mask.to(neg_ent.dtype)
+    return (neg_ent * unl).sum() / (unl.sum() + _TINY)
+
+
+def keyword_distill_ce(logits_w: Tensor, labels: Tensor) -> Tensor:
+    """Batch-mean CE of p(y|w) against the combined labels (true or sampled; index (B,) or one-hot (B, K))."""
+    if labels.dtype.is_floating_point:
+        labels = labels.argmax(-1)
+    return F.cross_entropy(logits_w.float(), labels.detach())
+
+
+def classifier_terms(logits_xw: list[Tensor], logits_w: list[Tensor], labels: Tensor, label_mask: Tensor,
+                     combined: list[Tensor]) -> dict[str, Tensor]:
+    """Sum over factors of the three classifier terms: {'xw': Σ L_xw,k, 'ent': Σ L_ent,k, 'w': Σ L_w,k}."""
+    xw = sum(supervised_ce(lx, labels[:, k], label_mask[:, k]) for k, lx in enumerate(logits_xw))
+    ent = sum(entropy_term(lx, label_mask[:, k]) for k, lx in enumerate(logits_xw))
+    w = sum(keyword_distill_ce(lw, yk) for lw, yk in zip(logits_w, combined))
+    return {"xw": xw, "ent": ent, "w": w}  # type: ignore[dict-item]
+
+
+# ----------------------------------------------------------------------------------------------
+# relativistic standard GAN on the latent codes (spec §3.3 steps 2-3)
+# ----------------------------------------------------------------------------------------------
+
+def relativistic_d_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """Discriminator loss −mean log σ(D(real) − D(fake)); real = posterior samples, fake = prior samples."""
+    return F.softplus(-(d_real.float() - d_fake.float())).mean()
+
+
+def relativistic_g_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """Generator loss −mean log σ(D(fake) − D(real)) (moves prior and posterior towards each other)."""
+    return F.softplus(-(d_fake.float() - d_real.float())).mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Mahalanobis diagnostics (spec §7.2)
+# ----------------------------------------------------------------------------------------------
+
+def fit_gaussian(samples: Tensor, shrinkage: float = 0.1, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Return (mean, inverse covariance) of samples (n, d), the covariance shrunk towards (tr/d)·I.
+
+    Σ_reg = (1 − s)·Σ + s·(tr Σ / d)·I + eps·I; with n ≈ 2d samples the raw inverse is very noisy.
+    """
+    x = samples.detach().double()
+    mean = x.mean(0)
+    xc = x - mean
+    cov = xc.T @ xc / max(x.size(0) - 1, 1)
+    d = cov.size(0)
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+    cov = (1.0 - shrinkage) * cov + shrinkage * (torch.trace(cov) / d) * eye + eps * eye
+    return mean, torch.linalg.inv(cov)
+
+
+def mahalanobis_distance(samples: Tensor, reference: Tensor, shrinkage: float = 0.1, squared: bool = False) -> float:
+    """Mean Mahalanobis distance of ``samples`` (n, d) from a Gaussian fitted to ``reference`` (m, d)."""
+    mean, prec = fit_gaussian(reference, shrinkage)
+    xc = samples.detach().double() - mean
+    d2 = ((xc @ prec) * xc).sum(-1).clamp(min=0)
+    return float((d2 if squared else d2.sqrt()).mean())
+
+
+def symmetric_mahalanobis(a: Tensor, b: Tensor, shrinkage: float = 0.1, squared: bool = False) -> float:
+    """Average of the two directed mean Mahalanobis distances between sample sets a and b."""
+    return 0.5 * (mahalanobis_distance(a, b, shrinkage, squared) + mahalanobis_distance(b, a, shrinkage, squared))
+
+
+def mean_pairwise_distance(groups: list[Tensor], shrinkage: float = 0.1, squared: bool = False) -> float:
+    """Mean symmetric Mahalanobis distance over all pairs of sample groups (15 pairs for 6 mixtures)."""
+    pairs = list(itertools.combinations(range(len(groups)), 2))
+    if not pairs:
+        return 0.0
+    return sum(symmetric_mahalanobis(groups[i], groups[j], shrinkage, squared) for i, j in pairs) / len(pairs)

@@ -1,0 +1,756 @@
+"""Networks of the kit: the shared encoder/decoder pieces and the four models basic / cvae / igs / aus (spec §2).
+
+Sizes come only from :class:`~mixpoet_lib.config.ModelConfig`. With ``E = emb_size``, ``H = hidden_size``,
+``C = context_size``, ``Z = latent_size`` and ``F = factor_emb_size`` (paper values in brackets):
+
+* h_x = 2H (1024): final states of the bidirectional GRU poem encoder;
+* h_w = 2E (512): final states of the bidirectional tanh-RNN keyword encoder (E per direction);
+* s0 = H − 2 − sens_num (506): decoder start vector, completed per line by the length and position one-hots;
+* z = Z (256), split into one Z/2 (128) sub-space per factor.
+
+A batch is a dict of tensors (``keys``, ``poems``, ``lines``, ``length``, ``labels``, ``label_mask``);
+see :mod:`mixpoet_lib.batching`. Every model trains through ``forward(batch, ...)`` (returning a dict
+of ingredients for :mod:`mixpoet_lib.losses`), and generates through the same three step-wise pieces:
+``generation_init`` → ``init_decoder_state`` → ``decode_step`` (+ ``update_context`` after each line),
+so a constrained beam search can live outside the models.
+
+Labels for one factor travel either as a Long index tensor ``(B,)`` or as a float one-hot / relaxed
+tensor ``(B, K)`` (straight-through mode); :func:`embed_label` accepts both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from .config import ModelConfig
+from .vocab import BOS, EOS, PAD, UNK
+
+__all__ = [
+    "BOS", "EOS", "PAD", "UNK", "MODEL_KINDS", "SHARED_PREFIXES",
+    "DecodeOutput", "BiRNNEncoder", "InterLineContext", "ConditionalBatchNorm", "MLPClassifier",
+    "GaussianHead", "ImplicitPriorBranch", "ImplicitPrior", "ImplicitPosterior", "LatentDiscriminator",
+    "PoetBase", "BasicGenerator", "CVAE", "FactorModelBase", "MixPoetIGS", "MixPoetAUS",
+    "build_model", "embed_label", "label_index", "gumbel_label_sample", "count_parameters",
+]
+
+Batch = dict[str, Tensor]
+MODEL_KINDS = ("basic", "cvae", "igs", "aus")
+# Sub-modules every model shares under the same names (what DAE pre-training hands on, spec §3.3 phase A).
+SHARED_PREFIXES = ("embed.", "encoder.", "word_encoder.", "map_x.", "decoder.", "out_proj.", "context.")
+LRELU_SLOPE = 0.2
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+
+def embed_label(table: nn.Embedding, y: Tensor) -> Tensor:
+    """Look a label up in an embedding table: Long index (B,) → row, float (B, K) one-hot → y @ W."""
+    if y.dtype.is_floating_point:
+        return y @ table.weight
+    return table(y)
+
+
+def label_index(y: Tensor) -> Tensor:
+    """Return the integer label (B,) of an index or one-hot label tensor."""
+    return y.argmax(-1) if y.dtype.is_floating_point else y
+
+
+def gumbel_label_sample(logits: Tensor, tau: float, straight_through: bool) -> Tensor:
+    """Draw a label from softmax(logits) with the Gumbel trick.
+
+    ``straight_through=False`` (official, spec §2.3): argmax of Gumbel-perturbed logits as a Long index,
+    so neither τ nor any gradient matters. ``True``: hard one-hot forward, softmax((l+g)/τ) gradient backward.
+    """
+    gumbel = -torch.empty_like(logits).exponential_().log()
+    if not straight_through:
+        with torch.no_grad():
+            return (logits + gumbel).argmax(-1)
+    soft = F.softmax((logits + gumbel) / tau, dim=-1)
+    hard = F.one_hot(soft.argmax(-1), logits.size(-1)).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Return the number of trainable parameters of a module."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _unique_params(*modules: nn.Module) -> list[nn.Parameter]:
+    seen: set[int] = set()
+    out: list[nn.Parameter] = []
+    for mod in modules:
+        for p in mod.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+@dataclass
+class DecodeOutput:
+    """Decoder result: logits only at non-PAD target positions (row-major over batch, line, time)."""
+
+    logits: Tensor  # (N, V), N = mask.sum()
+    targets: Tensor  # (B, S, T) gold line tokens, trimmed to the batch's longest line + 1
+    mask: Tensor  # (B, S, T) bool, True where the target is not PAD
+
+    def full_logits(self) -> Tensor:
+        """Return (B, S, T, V) logits with zeros at PAD positions (for inspection; costs memory)."""
+        out = self.logits.new_zeros(*self.mask.shape, self.logits.size(-1))
+        out[self.mask] = self.logits
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# building blocks
+# ----------------------------------------------------------------------------------------------
+
+class BiRNNEncoder(nn.Module):
+    """One-layer bidirectional GRU or tanh RNN over padded embeddings; returns [last fwd; last bwd]."""
+
+    def __init__(self, input_size: int, hidden_size: int, cell: str = "gru"):
+        super().__init__()
+        rnn_cls = {"gru": nn.GRU, "rnn": nn.RNN}[cell]
+        self.rnn = rnn_cls(input_size, hidden_size, batch_first=True, bidirectional=True)
+        self.hidden_size = hidden_size
+
+    def forward(self, emb: Tensor, lengths: Tensor) -> Tensor:
+        """Encode (B, T, in) with true lengths (B,) → (B, 2·hidden). Lengths go to the CPU (spec §6.1-1)."""
+        packed = pack_padded_sequence(emb, lengths.detach().to("cpu", torch.int64).clamp(min=1),
+                                      batch_first=True, enforce_sorted=False)
+        _, h_n = self.rnn(packed)  # (2, B, H), restored to the input order
+        return torch.cat([h_n[0], h_n[1]], dim=-1)
+
+
+class InterLineContext(nn.Module):
+    """Inter-line context (spec §2.2-9): Conv1d over the previous line's decoder states, mean, gated update.
+
+    States at PAD targets are zeroed and the sequence is zero-padded to ``window`` (= max_line_len + 1 = 8)
+    both in training and generation (fix of the 6-vs-8 quirk, spec §6.2-7).
+    """
+
+    def __init__(self, hidden_size: int, context_size: int, window: int):
+        super().__init__()
+        self.conv = nn.Conv1d(hidden_size, context_size, kernel_size=3)
+        self.update = nn.Linear(2 * context_size, context_size)
+        self.window = window
+        self.context_size = context_size
+
+    def forward(self, context: Tensor, states: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Return the new context (B, C) from the old one (B, C) and a line's states (B, T, H)."""
+        if mask is not None:
+            states = states * mask.unsqueeze(-1).to(states.dtype)
+        if states.size(1) < self.window:
+            states = F.pad(states, (0, 0, 0, self.window - states.size(1)))
+        feat = torch.tanh(self.conv(states.transpose(1, 2))).mean(dim=-1)
+        return torch.tanh(self.update(torch.cat([context, feat], dim=-1)))
+
+
+class ConditionalBatchNorm(nn.Module):
+    """Class-conditional batch norm: BN without affine, then scale γ+Δγ[y] and shift β+Δβ[y].
+
+    The normalisation is a standard :class:`nn.BatchNorm1d` (biased batch variance, momentum 0.1,
+    running statistics as plain buffers updated without autograd; fix of spec §6.1-7). Init γ=1, Δγ=1, β=Δβ=0.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(num_features, affine=False, momentum=momentum, eps=eps)
+        self.gamma = nn.Parameter(torch.ones(num_features))
+        self.beta = nn.Parameter(torch.zeros(num_features))
+        self.delta_gamma = nn.Embedding(num_classes, num_features)
+        self.delta_beta = nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.delta_gamma.weight)
+        nn.init.zeros_(self.delta_beta.weight)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """Normalise x (B, n) and apply the label-dependent affine map."""
+        scale = self.gamma + embed_label(self.delta_gamma, y)
+        shift = self.beta + embed_label(self.delta_beta, y)
+        return self.bn(x) * scale + shift
+
+
+class MLPClassifier(nn.Sequential):
+    """Two hidden ReLU layers with dropout after each, then raw logits (spec §2.2-4)."""
+
+    def __init__(self, in_size: int, hidden1: int, hidden2: int, n_classes: int, dropout: float):
+        super().__init__(
+            nn.Linear(in_size, hidden1), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden1, hidden2), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden2, n_classes),
+        )
+
+
+class GaussianHead(nn.Module):
+    """MLP → (mean, log-variance) of a diagonal Gaussian (used by the CVAE and IGS baselines)."""
+
+    def __init__(self, in_size: int, hidden: int, out_size: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_size, hidden), nn.Tanh(), nn.Linear(hidden, 2 * out_size))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (mu, logvar), each (B, out_size)."""
+        mu, logvar = self.net(x).chunk(2, dim=-1)
+        return mu, logvar
+
+
+def _reparameterise(mu: Tensor, logvar: Tensor) -> Tensor:
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+class ImplicitPriorBranch(nn.Module):
+    """One factor's implicit prior sampler: [ε; h_w; a(y)] → Lin-CBN-LReLU ×2 → Lin-BN (spec §2.2-5)."""
+
+    def __init__(self, noise_size: int, cond_size: int, label_size: int, n_classes: int, hidden: int, out_size: int):
+        super().__init__()
+        self.noise_size = noise_size
+        self.label_embed = nn.Embedding(n_classes, label_size)
+        self.fc1 = nn.Linear(noise_size + cond_size + label_size, hidden)
+        self.cbn1 = ConditionalBatchNorm(hidden, n_classes)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.cbn2 = ConditionalBatchNorm(hidden, n_classes)
+        self.fc3 = nn.Linear(hidden, out_size)
+        self.bn = nn.BatchNorm1d(out_size)
+
+    def forward(self, eps: Tensor, h_w: Tensor, y: Tensor) -> Tensor:
+        """Map noise (B, noise), keyword (B, h_w) and label (index or one-hot) to z^(k) (B, out)."""
+        h = self.fc1(torch.cat([eps, h_w, embed_label(self.label_embed, y)], dim=-1))
+        h = F.leaky_relu(self.cbn1(h, y), LRELU_SLOPE)
+        h = F.leaky_relu(self.cbn2(self.fc2(h), y), LRELU_SLOPE)
+        return self.bn(self.fc3(h))
+
+
+class ImplicitPrior(nn.Module):
+    """The mixed-latent prior p(z|w,y): one implicit branch per factor, outputs concatenated."""
+
+    def __init__(self, cfg: ModelConfig, cond_size: int, n_classes: tuple[int, ...]):
+        super().__init__()
+        sub = cfg.latent_size // len(n_classes)
+        self.branches = nn.ModuleList(
+            ImplicitPriorBranch(sub, cond_size, cfg.factor_emb_size, k, cfg.latent_size, sub) for k in n_classes)
+        self.sub_size = sub
+
+    def forward(self, h_w: Tensor, y: list[Tensor], eps: Tensor | None = None) -> Tensor:
+        """Return z (B, Z); eps (B, Z) may be given for reproducibility (split per factor)."""
+        if eps is None:
+            eps = h_w.new_empty(h_w.size(0), self.sub_size * len(self.branches)).normal_()
+        parts = eps.split(self.sub_size, dim=-1)
+        return torch.cat([br(e, h_w, yk) for br, e, yk in zip(self.branches, parts, y)], dim=-1)
+
+
+class ImplicitPosterior(nn.Module):
+    """Implicit posterior q(z|x,w,y): [h_x; h_w; b1(y1); b2(y2); ε] → 3-layer LReLU MLP (spec §2.2-6)."""
+
+    def __init__(self, cfg: ModelConfig, hx_size: int, hw_size: int, n_classes: tuple[int, ...]):
+        super().__init__()
+        z, f = cfg.latent_size, cfg.factor_emb_size
+        self.label_embed = nn.ModuleList(nn.Embedding(k, f) for k in n_classes)
+        self.net = nn.Sequential(
+            nn.Linear(hx_size + hw_size + f * len(n_classes) + z, cfg.hidden_size), nn.LeakyReLU(LRELU_SLOPE),
+            nn.Linear(cfg.hidden_size, z), nn.LeakyReLU(LRELU_SLOPE),
+            nn.Linear(z, z),
+        )
+        self.noise_size = z
+
+    def forward(self, h_x: Tensor, h_w: Tensor, y: list[Tensor], eps: Tensor | None = None) -> Tensor:
+        """Return z_post (B, Z)."""
+        if eps is None:
+            eps = h_x.new_empty(h_x.size(0), self.noise_size).normal_()
+        labs = [embed_label(tab, yk) for tab, yk in zip(self.label_embed, y)]
+        return self.net(torch.cat([h_x, h_w, *labs, eps], dim=-1))
+
+
+class LatentDiscriminator(nn.Module):
+    """Spectral-normalised projection discriminator D(z, y1, y2) (spec §2.2-10).
+
+    φ(z) = 3 SN-Linear+LReLU(0.2) layers Z → Z → nF → nF; score = SN-Linear(φ) + ⟨φ, [e1(y1); e2(y2)]⟩,
+    with n = number of factors (so nF = 128 = Z/2 at paper sizes). Spectral norm uses 3 power iterations
+    per training-mode forward pass.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_classes: tuple[int, ...], n_power_iterations: int = 3):
+        super().__init__()
+        z, f = cfg.latent_size, cfg.factor_emb_size
+        feat = f * len(n_classes)
+
+        def sn(m: nn.Module) -> nn.Module:
+            return spectral_norm(m, n_power_iterations=n_power_iterations)
+
+        self.fc1, self.fc2, self.fc3 = sn(nn.Linear(z, z)), sn(nn.Linear(z, feat)), sn(nn.Linear(feat, feat))
+        self.out = sn(nn.Linear(feat, 1))
+        self.label_embed = nn.ModuleList(sn(nn.Embedding(k, f)) for k in n_classes)
+
+    def features(self, z: Tensor) -> Tensor:
+        """Return φ(z) (B, nF)."""
+        h = F.leaky_relu(self.fc1(z), LRELU_SLOPE)
+        h = F.leaky_relu(self.fc2(h), LRELU_SLOPE)
+        return F.leaky_relu(self.fc3(h), LRELU_SLOPE)
+
+    def forward(self, z: Tensor, y: list[Tensor]) -> Tensor:
+        """Return the scores (B,)."""
+        phi = self.features(z)
+        proj = torch.cat([embed_label(tab, yk) for tab, yk in zip(self.label_embed, y)], dim=-1)
+        return self.out(phi).squeeze(-1) + (phi * proj).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# shared base: embeddings, encoders, line decoder with context
+# ----------------------------------------------------------------------------------------------
+
+class PoetBase(nn.Module):
+    """Shared pieces of every model: embedding, poem/keyword encoders, line decoder, context, projection."""
+
+    kind = "base"
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.n_classes: tuple[int, ...] = (cfg.n_class1, cfg.n_class2)
+        e, h, c = cfg.emb_size, cfg.hidden_size, cfg.context_size
+        self.hx_size, self.hw_size = 2 * h, 2 * e
+        self.s0_size = h - 2 - cfg.sens_num
+        if self.s0_size <= 0:
+            raise ValueError(f"hidden_size {h} too small for the length and position one-hots")
+        self.embed = nn.Embedding(vocab_size, e, padding_idx=PAD)
+        self.encoder = BiRNNEncoder(e, h, "gru")
+        self.word_encoder = BiRNNEncoder(e, e, "rnn")
+        self.map_x = nn.Linear(e + c, h)
+        self.decoder = nn.GRU(h, h, batch_first=True)
+        self.out_proj = nn.Linear(h, vocab_size)
+        self.context = InterLineContext(h, c, cfg.max_line_len + 1)
+        self.dropout = nn.Dropout(cfg.drop_ratio)
+
+    # -- encoders -------------------------------------------------------------------------------
+    def encode_poem(self, poems: Tensor) -> Tensor:
+        """Encode poems (B, T) → h_x (B, 2H)."""
+        return self.encoder(self.dropout(self.embed(poems)), poems.ne(PAD).sum(1))
+
+    def encode_keyword(self, keys: Tensor) -> Tensor:
+        """Encode keywords (B, Kt) → h_w (B, 2E)."""
+        return self.word_encoder(self.dropout(self.embed(keys)), keys.ne(PAD).sum(1))
+
+    def encode(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Return (h_x, h_w) for a batch."""
+        return self.encode_poem(batch["poems"]), self.encode_keyword(batch["keys"])
+
+    # -- step-wise decoder pieces (also used by beam search) --------------------------------------
+    def init_decoder_state(self, s0: Tensor, length: Tensor, line_idx: int) -> Tensor:
+        """Return the GRU start state [s0; length one-hot; line-position one-hot] (B, H) for line ``line_idx``."""
+        pos = s0.new_zeros(s0.size(0), self.cfg.sens_num)
+        pos[:, line_idx] = 1.0
+        return torch.cat([s0, length.to(s0.dtype), pos], dim=-1)
+
+    def initial_context(self, batch_size: int, like: Tensor | None = None) -> Tensor:
+        """Return the zero context used before line 1 (B, C)."""
+        if like is not None:
+            return like.new_zeros(batch_size, self.cfg.context_size)
+        return torch.zeros(batch_size, self.cfg.context_size, device=self.out_proj.weight.device)
+
+    def decode_step(self, tokens: Tensor, hidden: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Feed one token per hypothesis: tokens (N,), hidden (N, H), context (N, C) → (logits (N, V), hidden)."""
+        u = torch.tanh(self.map_x(torch.cat([self.embed(tokens), context], dim=-1)))
+        out, h = self.decoder(self.dropout(u).unsqueeze(1), hidden.unsqueeze(0).contiguous())
+        return self.out_proj(out[:, 0]), h[0]
+
+    def update_context(self, context: Tensor, states: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Update the context (B, C) with a finished line's decoder states (B, T, H); mask marks real steps."""
+        return self.context(context, states, mask)
+
+    # -- whole-poem decoding for training -------------------------------------------------------
+    def decode(self, s0: Tensor, lines: Tensor, length: Tensor, teacher_ratio: float = 1.0) -> DecodeOutput:
+        """Decode the 4 lines from s0 (B, S0) with the context chain and scheduled sampling.
+
+        ``lines`` (B, S, Lt) holds the targets (chars + <E>, PAD after). In training mode with
+        ``teacher_ratio < 1``, one Bernoulli(r) draw per line and time step decides for the whole batch
+        whether the gold previous character or the argmax of the model's own previous output (no
+        gradient) is fed. Eval mode is always teacher-forced. Logits are projected only at non-PAD targets.
+        """
+        b, n_lines, _ = lines.shape
+        mask_full = lines.ne(PAD)
+        steps = max(int(mask_full.sum(-1).max()), 1)
+        lines, mask = lines[:, :, :steps], mask_full[:, :, :steps]
+        inputs = torch.cat([lines.new_full((b, n_lines, 1), BOS), lines[:, :, :-1]], dim=-1)
+        e = self.cfg.emb_size
+        w_emb, w_ctx = self.map_x.weight[:, :e], self.map_x.weight[:, e:]
+        gold = F.linear(self.embed(inputs), w_emb)  # (B, S, T, H): embedding part of map_x, all lines at once
+        teacher_forced = (not self.training) or teacher_ratio >= 1.0
+        context = self.initial_context(b, like=s0)
+        all_states = []
+        for i in range(n_lines):
+            h = self.init_decoder_state(s0, length, i).unsqueeze(0).contiguous()
+            ctx = F.linear(context, w_ctx, self.map_x.bias).unsqueeze(1)  # (B, 1, H)
+            if teacher_forced:
+                use_gold = [True] * steps
+            else:
+                use_gold = [True] + (torch.rand(steps - 1) < teacher_ratio).tolist()
+            pieces: list[Tensor] = []
+            t = 0
+            while t < steps:  # run maximal gold-fed segments through the GRU in one call
+                end = t + 1
+                while end < steps and use_gold[end]:
+                    end += 1
+                seg = gold[:, i, t:end]
+                if not use_gold[t]:
+                    with torch.no_grad():
+                        prev = self.out_proj(pieces[-1][:, -1]).argmax(-1)
+                    first = F.linear(self.embed(prev), w_emb).unsqueeze(1)
+                    seg = torch.cat([first, seg[:, 1:]], dim=1)
+                out, h = self.decoder(self.dropout(torch.tanh(seg + ctx)), h)
+                pieces.append(out)
+                t = end
+            states = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+            all_states.append(states)
+            if i < n_lines - 1:
+                context = self.update_context(context, states, mask[:, i])
+        states = torch.stack(all_states, dim=1)  # (B, S, T, H)
+        return DecodeOutput(logits=self.out_proj(states[mask]), targets=lines, mask=mask)
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    def load_shared(self, state_dict: dict[str, Tensor]) -> list[str]:
+        """Copy the shared encoder/decoder weights (e.g. from a DAE-trained BasicGenerator); return the keys copied."""
+        own = self.state_dict()
+        take = {k: v for k, v in state_dict.items()
+                if k.startswith(SHARED_PREFIXES) and k in own and own[k].shape == v.shape}
+        self.load_state_dict(take, strict=False)
+        return sorted(take)
+
+    def shared_modules(self) -> list[nn.Module]:
+        """Return the modules shared by every model (embed, encoders, map_x, decoder, out_proj, context)."""
+        return [self.embed, self.encoder, self.word_encoder, self.map_x, self.decoder, self.out_proj, self.context]
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Return named parameter groups for the trainer's optimisers ('rec' = everything here)."""
+        return {"rec": _unique_params(self)}
+
+    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+        """Return {'s0', 'h_w', ...} to start decoding poems for keywords (B, Kt); call in eval mode."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------------
+# phase-A network and the two Gaussian baselines
+# ----------------------------------------------------------------------------------------------
+
+class BasicGenerator(PoetBase):
+    """Keyword-conditioned generator without latent; with ``condition_on_poem`` it is the DAE network (phase A).
+
+    s0 = tanh(dec_init_pre([h_x; h_w])) (spec §2.2-7, pre-training variant); with
+    ``condition_on_poem=False`` s0 = tanh(dec_init_pre(h_w)), a plain keyword-to-poem baseline that can generate.
+    """
+
+    kind = "basic"
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, condition_on_poem: bool = True):
+        super().__init__(cfg, vocab_size)
+        self.condition_on_poem = condition_on_poem
+        in_size = self.hw_size + (self.hx_size if condition_on_poem else 0)
+        self.dec_init_pre = nn.Linear(in_size, self.s0_size)
+
+    def decoder_s0(self, h_w: Tensor, h_x: Tensor | None = None) -> Tensor:
+        """Return s0 (B, S0)."""
+        if self.condition_on_poem:
+            if h_x is None:
+                raise ValueError("this BasicGenerator is conditioned on the poem (DAE); pass h_x")
+            return torch.tanh(self.dec_init_pre(torch.cat([h_x, h_w], dim=-1)))
+        return torch.tanh(self.dec_init_pre(h_w))
+
+    def forward(self, batch: Batch, teacher_ratio: float = 1.0) -> dict[str, Any]:
+        """Reconstruct the (clean) lines from the (possibly corrupted) poem and the keyword."""
+        h_w = self.encode_keyword(batch["keys"])
+        h_x = self.encode_poem(batch["poems"]) if self.condition_on_poem else None
+        s0 = self.decoder_s0(h_w, h_x)
+        return {"decode": self.decode(s0, batch["lines"], batch["length"], teacher_ratio), "h_x": h_x, "h_w": h_w}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Return {'dae': all parameters} (phase A trains everything here)."""
+        params = _unique_params(self)
+        return {"dae": params, "rec": params}
+
+    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+        """Return {'s0', 'h_w'}; only for ``condition_on_poem=False`` (a DAE needs a poem)."""
+        if self.condition_on_poem:
+            raise ValueError("a poem-conditioned (DAE) BasicGenerator cannot generate from keywords alone")
+        h_w = self.encode_keyword(keys)
+        return {"s0": self.decoder_s0(h_w), "h_w": h_w, "labels": None}
+
+
+class CVAE(PoetBase):
+    """Keyword-conditioned Gaussian CVAE: p(z|w)=N(μ_p,σ_p²), q(z|x,w)=N(μ_q,σ_q²), s0 = tanh(W[z; h_w])."""
+
+    kind = "cvae"
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__(cfg, vocab_size)
+        z = cfg.latent_size
+        self.prior_net = GaussianHead(self.hw_size, z, z)
+        self.posterior_net = GaussianHead(self.hx_size + self.hw_size, z, z)
+        self.dec_init = nn.Linear(z + self.hw_size, self.s0_size)
+
+    def prior_params(self, h_w: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the prior (mu, logvar), each (B, Z)."""
+        return self.prior_net(h_w)
+
+    def posterior_params(self, h_x: Tensor, h_w: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the posterior (mu, logvar), each (B, Z)."""
+        return self.posterior_net(torch.cat([h_x, h_w], dim=-1))
+
+    def prior_sample(self, h_w: Tensor, n: int = 1) -> Tensor:
+        """Return (n·B, Z) prior samples; row j·B + b belongs to item b."""
+        mu, logvar = self.prior_params(h_w.repeat(n, 1))
+        return _reparameterise(mu, logvar)
+
+    def posterior_sample(self, h_x: Tensor, h_w: Tensor) -> Tensor:
+        """Return one reparameterised posterior sample (B, Z)."""
+        return _reparameterise(*self.posterior_params(h_x, h_w))
+
+    def decoder_s0(self, z: Tensor, h_w: Tensor) -> Tensor:
+        """Return s0 (B, S0)."""
+        return torch.tanh(self.dec_init(torch.cat([z, h_w], dim=-1)))
+
+    def forward(self, batch: Batch, teacher_ratio: float = 1.0) -> dict[str, Any]:
+        """Return the decode output, the prior/posterior parameters (for the KL) and z."""
+        h_x, h_w = self.encode(batch)
+        prior, post = self.prior_params(h_w), self.posterior_params(h_x, h_w)
+        z = _reparameterise(*post)
+        dec = self.decode(self.decoder_s0(z, h_w), batch["lines"], batch["length"], teacher_ratio)
+        return {"decode": dec, "prior": prior, "posterior": post, "z": z, "h_x": h_x, "h_w": h_w}
+
+    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+        """Return {'s0', 'h_w', 'z'} with z drawn from the prior."""
+        h_w = self.encode_keyword(keys)
+        z = self.prior_sample(h_w)
+        return {"s0": self.decoder_s0(z, h_w), "h_w": h_w, "z": z, "labels": None}
+
+
+# ----------------------------------------------------------------------------------------------
+# factor models: shared classifiers, label sampling and label-conditioned decoder start
+# ----------------------------------------------------------------------------------------------
+
+class FactorModelBase(PoetBase):
+    """Adds the per-factor classifiers q(y_k|x,w) (``cl_xw``) and p(y_k|w) (``cl_w``), label sampling and dec_init."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False):
+        super().__init__(cfg, vocab_size)
+        self.straight_through = straight_through
+        h, hx, hw, f = cfg.hidden_size, self.hx_size, self.hw_size, cfg.factor_emb_size
+        d = cfg.drop_ratio
+        self.cl_xw = nn.ModuleList(MLPClassifier(hx + hw, h, max(h // 4, 1), k, d) for k in self.n_classes)
+        self.cl_w = nn.ModuleList(MLPClassifier(hw, max(hw // 2, 1), max(hw // 8, 1), k, d) for k in self.n_classes)
+        self.factor_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)  # decoder-side d_k
+        self.dec_init = nn.Linear(cfg.latent_size + hw + f * len(self.n_classes), self.s0_size)
+
+    def classify_xw(self, h_x: Tensor, h_w: Tensor) -> list[Tensor]:
+        """Return the logits of q(y_k|x,w) for every factor, each (B, K_k)."""
+        inp = torch.cat([h_x, h_w], dim=-1)
+        return [cl(inp) for cl in self.cl_xw]
+
+    def classify_w(self, h_w: Tensor) -> list[Tensor]:
+        """Return the logits of p(y_k|w) for every factor, each (B, K_k)."""
+        return [cl(h_w) for cl in self.cl_w]
+
+    def sample_labels(self, logits_xw: list[Tensor], labels: Tensor, label_mask: Tensor | None = None,
+                      tau: float = 1.0, straight_through: bool | None = None) -> list[Tensor]:
+        """Combine true labels with Gumbel samples from q(y|x,w) where unlabelled (spec §2.3).
+
+        Returns one tensor per factor: Long (B,) in official mode, float one-hot (B, K) in
+        straight-through mode (gradient reaches ``cl_xw`` through the unlabelled rows only).
+        """
+        st = self.straight_through if straight_through is None else straight_through
+        if label_mask is None:
+            label_mask = labels.ge(0).float()
+        out = []
+        for k, logits in enumerate(logits_xw):
+            known = label_mask[:, k] > 0
+            sample = gumbel_label_sample(logits, tau, st)
+            true = labels[:, k].clamp(min=0)
+            if st:
+                onehot = F.one_hot(true, logits.size(-1)).to(sample.dtype)
+                out.append(torch.where(known.unsqueeze(-1), onehot, sample))
+            else:
+                out.append(torch.where(known, true, sample))
+        return out
+
+    @staticmethod
+    def label_ids(y: list[Tensor]) -> Tensor:
+        """Stack per-factor labels (index or one-hot) into a Long (B, n_factors) tensor."""
+        return torch.stack([label_index(yk) for yk in y], dim=-1)
+
+    def infer_labels(self, h_w: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Fill labels (B, n_factors) equal to -1 (or all, if None) with argmax p(y_k|w) (spec §4.1)."""
+        guess = torch.stack([lg.argmax(-1) for lg in self.classify_w(h_w)], dim=-1)
+        if labels is None:
+            return guess
+        labels = labels.to(guess.device)
+        return torch.where(labels.ge(0), labels, guess)
+
+    def decoder_s0(self, z: Tensor, h_w: Tensor, y: list[Tensor]) -> Tensor:
+        """Return s0 = tanh(dec_init([z; h_w; d_1(y_1); d_2(y_2)])) (B, S0)."""
+        labs = [embed_label(tab, yk) for tab, yk in zip(self.factor_embed, y)]
+        return torch.tanh(self.dec_init(torch.cat([z, h_w, *labs], dim=-1)))
+
+    def classifier_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Return {'cl1': ..., 'cl2': ...}: embed, encoders and factor k's two classifiers (phases B1/B2)."""
+        base = (self.embed, self.encoder, self.word_encoder)
+        return {f"cl{k + 1}": _unique_params(*base, self.cl_w[k], self.cl_xw[k]) for k in range(len(self.n_classes))}
+
+    def _split(self, labels: Tensor) -> list[Tensor]:
+        return [labels[:, k] for k in range(labels.size(1))]
+
+
+class MixPoetIGS(FactorModelBase):
+    """Mixed latent space with one isotropic-Gaussian sub-space per factor, trained as a semi-supervised CVAE (M2).
+
+    Prior of sub-space k: N(μ, σ²) from [h_w; a_k(y_k)]; posterior: from [h_x; h_w; b_k(y_k)].
+    """
+
+    kind = "igs"
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False):
+        super().__init__(cfg, vocab_size, straight_through)
+        sub, f, z = cfg.latent_size // len(self.n_classes), cfg.factor_emb_size, cfg.latent_size
+        self.sub_size = sub
+        self.prior_label_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)
+        self.post_label_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)
+        self.prior_heads = nn.ModuleList(GaussianHead(self.hw_size + f, z, sub) for _ in self.n_classes)
+        self.post_heads = nn.ModuleList(
+            GaussianHead(self.hx_size + self.hw_size + f, z, sub) for _ in self.n_classes)
+
+    def prior_params(self, h_w: Tensor, y: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """Return [(mu, logvar)] per factor sub-space, each (B, Z/2)."""
+        return [head(torch.cat([h_w, embed_label(tab, yk)], dim=-1))
+                for head, tab, yk in zip(self.prior_heads, self.prior_label_embed, y)]
+
+    def posterior_params(self, h_x: Tensor, h_w: Tensor, y: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """Return [(mu, logvar)] of q(z_k|x,w,y_k) per factor, each (B, Z/2)."""
+        return [head(torch.cat([h_x, h_w, embed_label(tab, yk)], dim=-1))
+                for head, tab, yk in zip(self.post_heads, self.post_label_embed, y)]
+
+    def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1) -> Tensor:
+        """Return (n·B, Z) prior samples; row j·B + b belongs to item b."""
+        h_w, y = h_w.repeat(n, 1), [yk.repeat(n, *([1] * (yk.dim() - 1))) for yk in y]
+        return torch.cat([_reparameterise(mu, lv) for mu, lv in self.prior_params(h_w, y)], dim=-1)
+
+    def posterior_sample(self, h_x: Tensor, h_w: Tensor, y: list[Tensor]) -> Tensor:
+        """Return one reparameterised posterior sample (B, Z)."""
+        return torch.cat([_reparameterise(mu, lv) for mu, lv in self.posterior_params(h_x, h_w, y)], dim=-1)
+
+    def forward(self, batch: Batch, teacher_ratio: float = 1.0, tau: float = 1.0) -> dict[str, Any]:
+        """Return decode output, classifier logits, combined labels, per-factor prior/posterior parameters and z."""
+        h_x, h_w = self.encode(batch)
+        lx, lw = self.classify_xw(h_x, h_w), self.classify_w(h_w)
+        y = self.sample_labels(lx, batch["labels"], batch.get("label_mask"), tau)
+        prior, post = self.prior_params(h_w, y), self.posterior_params(h_x, h_w, y)
+        z = torch.cat([_reparameterise(mu, lv) for mu, lv in post], dim=-1)
+        dec = self.decode(self.decoder_s0(z, h_w, y), batch["lines"], batch["length"], teacher_ratio)
+        return {"decode": dec, "logits_xw": lx, "logits_w": lw, "labels": y, "label_ids": self.label_ids(y),
+                "prior": prior, "posterior": post, "z": z, "h_x": h_x, "h_w": h_w}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Return {'rec': all, 'cl1', 'cl2'}."""
+        return {"rec": _unique_params(self), **self.classifier_groups()}
+
+    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+        """Return {'s0', 'h_w', 'labels', 'z'}; labels -1 / None are inferred from p(y|w)."""
+        h_w = self.encode_keyword(keys)
+        ids = self.infer_labels(h_w, labels)
+        y = self._split(ids)
+        z = self.prior_sample(h_w, y)
+        return {"s0": self.decoder_s0(z, h_w, y), "h_w": h_w, "labels": ids, "z": z}
+
+
+class MixPoetAUS(FactorModelBase):
+    """MixPoet-AUS (the paper's model): implicit CBN prior per factor, implicit posterior, latent discriminator.
+
+    Training (spec §3.3 C1/C2): ``forward`` gives the reconstruction/classifier ingredients with z = z_post;
+    ``latent_pair`` gives (z_post, z_prior, labels) for the discriminator and generator steps.
+    """
+
+    kind = "aus"
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False):
+        super().__init__(cfg, vocab_size, straight_through)
+        self.prior = ImplicitPrior(cfg, self.hw_size, self.n_classes)
+        self.posterior = ImplicitPosterior(cfg, self.hx_size, self.hw_size, self.n_classes)
+        self.discriminator = LatentDiscriminator(cfg, self.n_classes)
+
+    def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
+        """Return (n·B, Z) prior samples (row j·B + b belongs to item b); BN uses batch stats in train mode."""
+        if n > 1:
+            h_w = h_w.repeat(n, 1)
+            y = [yk.repeat(n, *([1] * (yk.dim() - 1))) for yk in y]
+        return self.prior(h_w, y, eps)
+
+    def posterior_sample(self, h_x: Tensor, h_w: Tensor, y: list[Tensor], eps: Tensor | None = None) -> Tensor:
+        """Return one posterior sample z_post (B, Z)."""
+        return self.posterior(h_x, h_w, y, eps)
+
+    def discriminate(self, z: Tensor, y: list[Tensor]) -> Tensor:
+        """Return the discriminator scores D(z, y1, y2) (B,)."""
+        return self.discriminator(z, y)
+
+    def forward(self, batch: Batch, teacher_ratio: float = 1.0, tau: float = 1.0,
+                update_prior_stats: bool = True) -> dict[str, Any]:
+        """Reconstruction/classifier step ingredients (spec §3.3-1): decode from z_post.
+
+        With ``update_prior_stats`` the prior is also run (no gradient) so its BN/CBN running
+        statistics follow training, as in the official step; the sample is returned as 'z_prior'.
+        """
+        h_x, h_w = self.encode(batch)
+        lx, lw = self.classify_xw(h_x, h_w), self.classify_w(h_w)
+        y = self.sample_labels(lx, batch["labels"], batch.get("label_mask"), tau)
+        z_post = self.posterior_sample(h_x, h_w, y)
+        z_prior = None
+        if update_prior_stats and self.training:
+            with torch.no_grad():
+                z_prior = self.prior_sample(h_w.detach(), [yk.detach() for yk in y])
+        dec = self.decode(self.decoder_s0(z_post, h_w, y), batch["lines"], batch["length"], teacher_ratio)
+        return {"decode": dec, "logits_xw": lx, "logits_w": lw, "labels": y, "label_ids": self.label_ids(y),
+                "z_post": z_post, "z_prior": z_prior, "h_x": h_x, "h_w": h_w}
+
+    def latent_pair(self, batch: Batch, tau: float = 1.0, noise_std: float = 0.0) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Return (z_post + n, z_prior + n′, labels) for the adversarial steps (labels re-sampled each call).
+
+        Run it under ``torch.no_grad()`` for the discriminator step and with gradients for the generator step.
+        """
+        h_x, h_w = self.encode(batch)
+        y = self.sample_labels(self.classify_xw(h_x, h_w), batch["labels"], batch.get("label_mask"), tau)
+        z_post = self.posterior_sample(h_x, h_w, y)
+        z_prior = self.prior_sample(h_w, y)
+        if noise_std > 0:
+            z_post = z_post + noise_std * torch.randn_like(z_post)
+            z_prior = z_prior + noise_std * torch.randn_like(z_prior)
+        return z_post, z_prior, y
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Return the spec's groups: 'rec' (R), 'gen' (G), 'dis' (D) and 'cl1'/'cl2' (phases B1/B2)."""
+        rec = _unique_params(self.embed, self.encoder, self.decoder, self.word_encoder, self.cl_xw, self.cl_w,
+                             self.factor_embed, self.posterior, self.out_proj, self.dec_init, self.context, self.map_x)
+        gen = _unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed)
+        return {"rec": rec, "gen": gen, "dis": _unique_params(self.discriminator), **self.classifier_groups()}
+
+    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+        """Return {'s0', 'h_w', 'labels', 'z'}: one prior sample per keyword (eval mode → BN running stats)."""
+        h_w = self.encode_keyword(keys)
+        ids = self.infer_labels(h_w, labels)
+        y = self._split(ids)
+        z = self.prior_sample(h_w, y)
+        return {"s0": self.decoder_s0(z, h_w, y), "h_w": h_w, "labels": ids, "z": z}
+
+
+_KINDS: dict[str, type[PoetBase]] = {"basic": BasicGenerator, "cvae": CVAE, "igs": MixPoetIGS, "aus": MixPoetAUS}
+
+
+def build_model(kind: str, cfg: ModelConfig, vocab_size: int, **kwargs: Any) -> PoetBase:
+    """Build a model by kind ('basic' | 'cvae' | 'igs' | 'aus'; 'dae' = 'basic'); kwargs go to the constructor."""
+    key = {"dae": "basic", "mixpoet": "aus"}.get(kind.lower(), kind.lower())
+    if key not in _KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    return _KINDS[key](cfg, vocab_size, **kwargs)

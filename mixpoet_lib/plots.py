@@ -1,0 +1,145 @@
+"""Plotting helpers: a CJK font for Chinese labels, reproducible figure files, and the data figures."""
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib import font_manager
+
+from .paths import ENV_FONT, figures_dir
+
+FONT_FAMILIES = ["Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+                 "Microsoft YaHei", "PingFang SC", "Heiti SC", "SimHei"]
+FONT_FILES = ["/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+              "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+              "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"]
+
+
+def use_cjk_font(path: str | None = None, quiet: bool = False) -> str | None:
+    """Register and select a CJK font (argument, $MIXPOET_CJK_FONT, system fonts); warn and return None if none."""
+    explicit = path or os.environ.get(ENV_FONT)
+    if explicit and not Path(explicit).is_file():
+        warnings.warn(f"{ENV_FONT}={explicit!r} is not a font file; looking for system CJK fonts instead", stacklevel=2)
+        explicit = None
+    chosen: list[str] = []
+    for file in filter(None, [explicit, *FONT_FILES]):
+        if Path(file).is_file():
+            font_manager.fontManager.addfont(file)
+            if file == explicit:
+                chosen.append(font_manager.FontProperties(fname=file).get_name())
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    chosen += [name for name in FONT_FAMILIES if name in have and name not in chosen]
+    if not chosen:
+        if not quiet:
+            warnings.warn("no CJK font found: Chinese labels will render as boxes. Install fonts-wqy-microhei or "
+                          f"fonts-noto-cjk, or set {ENV_FONT}=/path/to/font.ttf", stacklevel=2)
+        return None
+    matplotlib.rcParams["font.family"] = "sans-serif"
+    matplotlib.rcParams["font.sans-serif"] = chosen + ["DejaVu Sans"]
+    matplotlib.rcParams["axes.unicode_minus"] = False
+    return chosen[0]
+
+
+def setup_style(font: str | None = None) -> str | None:
+    """Apply the kit's seaborn theme and then the CJK font (seaborn resets fonts, so order matters)."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    matplotlib.rcParams["svg.hashsalt"] = "mixpoet-kit"  # byte-stable SVG files
+    matplotlib.rcParams["figure.dpi"] = 100
+    return use_cjk_font(font)
+
+
+def save_figure(fig: Any, name: str, folder: Path | None = None) -> list[Path]:
+    """Save ``fig`` as ``<name>.png`` and ``<name>.svg`` (no timestamps, so reruns give the same bytes)."""
+    folder = folder or figures_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
+        path = folder / f"{name}.{ext}"
+        fig.savefig(path, bbox_inches="tight", metadata=meta)
+        out.append(path)
+    return out
+
+
+def label_distribution(label_stats: dict[str, dict[str, int]], zh: bool = True) -> Any:
+    """Bar charts of the CQCF label counts per factor class and split."""
+    import pandas as pd
+    import seaborn as sns
+
+    from .config import FACTOR_CLASSES, FACTOR_CLASSES_ZH, FACTOR_TITLES
+
+    names = FACTOR_CLASSES_ZH if zh else FACTOR_CLASSES
+    rows = []
+    for split in ("cqcf_train", "cqcf_valid", "cqcf_test"):
+        stats = label_stats[split]
+        for k, factor in enumerate(("living", "era")):
+            for c in (-1, *range(len(names[factor]))):
+                label = ("未标注" if zh else "unlabelled") if c == -1 else names[factor][c]
+                rows.append({"split": split.removeprefix("cqcf_"), "factor": factor, "class": label,
+                             "poems": stats[f"y{k + 1}={c}"]})
+    df = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, factor in zip(axes, ("living", "era")):
+        sns.barplot(data=df[df.factor == factor], x="class", y="poems", hue="split", ax=ax)
+        ax.set_title(f"{FACTOR_TITLES[factor]} ({'生活经历' if factor == 'living' else '历史背景'})")
+        ax.set_xlabel("")
+    fig.tight_layout()
+    return fig
+
+
+def cooccurrence_heatmap(pairs: dict[str, int], zh: bool = True) -> Any:
+    """Heat map of how often each (living, era) label pair occurs, -1 = unlabelled."""
+    import numpy as np
+    import seaborn as sns
+
+    from .config import FACTOR_CLASSES, FACTOR_CLASSES_ZH
+
+    names = FACTOR_CLASSES_ZH if zh else FACTOR_CLASSES
+    unl = "未标注" if zh else "unlabelled"
+    grid = np.zeros((4, 3), dtype=int)
+    for key, n in pairs.items():
+        a, b = (int(x) for x in key.split())
+        grid[a + 1, b + 1] = n
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    sns.heatmap(grid, annot=True, fmt="d", cmap="rocket_r", cbar=False, ax=ax,
+                xticklabels=[unl, *names["era"]], yticklabels=[unl, *names["living"]])
+    ax.set_xlabel("历史背景 historical background")
+    ax.set_ylabel("生活经历 living experience")
+    ax.set_title("CQCF train: label co-occurrence")
+    fig.tight_layout()
+    return fig
+
+
+def length_split(line_lengths: dict[str, dict[str, int]]) -> Any:
+    """Stacked bars of 5- vs 7-character poems per split."""
+    import pandas as pd
+
+    df = pd.DataFrame(line_lengths).T
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    df.plot(kind="barh", stacked=True, ax=ax, color=["#4C72B0", "#DD8452"])
+    ax.set_xlabel("poems")
+    ax.set_title("五言 / 七言: 5- and 7-character poems per split")
+    fig.tight_layout()
+    return fig
+
+
+def char_frequency_rank(texts: Sequence[str], top_labels: int = 12) -> Any:
+    """Log-log rank/frequency plot of characters (Zipf), with the most frequent characters named."""
+    counts = Counter(ch for t in texts for ch in t if ch != "|")
+    ranked = counts.most_common()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.loglog(range(1, len(ranked) + 1), [n for _, n in ranked], lw=1.5)
+    for r, (ch, n) in enumerate(ranked[:top_labels], start=1):
+        ax.annotate(ch, (r, n), textcoords="offset points", xytext=(2, 2), fontsize=9)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("count")
+    ax.set_title(f"character frequency ({len(ranked)} distinct characters)")
+    fig.tight_layout()
+    return fig
