@@ -51,6 +51,21 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .pipeline import PipelineError, run_pipeline
+
+    t0 = time.perf_counter()
+    try:
+        runs = run_pipeline(args.profile, force=args.force, progress=not args.quiet)
+    except PipelineError as exc:
+        print(f"mixpoet: reproduce stopped: {exc}", file=sys.stderr)
+        return 1
+    ran = sum(r.status == "ran" for r in runs)
+    print(f"{ran} notebook(s) executed, {len(runs) - ran} unchanged, in {time.perf_counter() - t0:.0f} s; "
+          f"report: runs/<profile>/report.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``mixpoet`` command."""
     parser = argparse.ArgumentParser(prog="mixpoet", description="MixPoet tutorial and reproduction kit")
@@ -65,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "prepare":
             p.add_argument("--all", action="store_true", help="every data file, whatever the profile")
         p.set_defaults(func=func)
+    rep = sub.add_parser("reproduce", help="run every notebook with papermill into runs/<profile>/ and write the report")
+    rep.add_argument("--profile", choices=PROFILES, help="default: full when CUDA is available, else tutorial")
+    rep.add_argument("--force", action="store_true", help="re-run notebooks even when their inputs are unchanged")
+    rep.add_argument("-q", "--quiet", action="store_true", help="no per-cell progress bars")
+    rep.set_defaults(func=_cmd_reproduce)
     return parser
 
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .vocab import PAD
+
+if TYPE_CHECKING:
+    from .models import DecodeOutput
 
 __all__ = [
     "line_cross_entropy", "reconstruction_loss", "gaussian_kl", "gaussian_kl_per_item",
@@ -22,7 +26,7 @@ __all__ = [
     "symmetric_mahalanobis", "mean_pairwise_distance", "UNIFORM_ENTROPY_TERM",
 ]
 
-# Value of the summed entropy term at uniform q for factors of 3 and 2 classes: −(ln3/3 + ln2/2) ≈ −0.712.
+# Summed entropy term at uniform q for factors of 3 and 2 classes: −(ln3/3 + ln2/2) = −0.7128 (repo log: −0.712).
 UNIFORM_ENTROPY_TERM = -(math.log(3) / 3 + math.log(2) / 2)
 _TINY = 1e-10
 
@@ -52,9 +56,9 @@ def line_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor | None = No
     return (sums[present] / counts[present]).mean()
 
 
-def reconstruction_loss(out: object) -> Tensor:
+def reconstruction_loss(out: DecodeOutput) -> Tensor:
     """Return :func:`line_cross_entropy` of a DecodeOutput (packed logits, its targets and mask)."""
-    return line_cross_entropy(out.logits, out.targets, out.mask)  # type: ignore[attr-defined]
+    return line_cross_entropy(out.logits, out.targets, out.mask)
 
 
 # ----------------------------------------------------------------------------------------------

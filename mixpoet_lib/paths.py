@@ -41,9 +41,9 @@ def mirror_dir(override: str | os.PathLike[str] | None = None) -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
-def figures_dir() -> Path:
-    """Return <repo>/figures, created if missing."""
-    path = repo_root() / "figures"
+def figures_dir(profile: str = "tutorial") -> Path:
+    """Return where a profile's figures go (created): <repo>/figures for the published tutorial run, else figures/<profile>."""
+    path = repo_root() / "figures" if profile == "tutorial" else repo_root() / "figures" / profile
     path.mkdir(parents=True, exist_ok=True)
     return path
 

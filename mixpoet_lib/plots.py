@@ -56,9 +56,9 @@ def setup_style(font: str | None = None) -> str | None:
     return use_cjk_font(font)
 
 
-def save_figure(fig: Any, name: str, folder: Path | None = None) -> list[Path]:
-    """Save ``fig`` as ``<name>.png`` and ``<name>.svg`` (no timestamps, so reruns give the same bytes)."""
-    folder = folder or figures_dir()
+def save_figure(fig: Any, name: str, profile: str = "tutorial", folder: Path | None = None) -> list[Path]:
+    """Save ``fig`` as ``<name>.png`` and ``<name>.svg`` in the profile's figure folder (no timestamps)."""
+    folder = folder or figures_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None})):

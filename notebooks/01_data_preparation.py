@@ -38,6 +38,7 @@
 
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+RUN_DIR: str = None  # where run artefacts go (None: runs/<profile>)
 SEED: int = 1234  # seed of every random choice in this notebook
 
 # %%
@@ -52,6 +53,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 
 from mixpoet_lib import config, corpora, dataset, fetch, plots, rhythm
+from mixpoet_lib import paths as kit_paths
 from mixpoet_lib.batching import make_batch
 
 jieba.setLogLevel(logging.INFO)  # jieba logs its dictionary loading to stderr otherwise
@@ -151,12 +153,12 @@ print(pd.Series(pairs, name="poems").to_string())
 
 # %%
 fig = plots.label_distribution(summary["labels"])
-plots.save_figure(fig, "01_label_distribution")
+plots.save_figure(fig, "01_label_distribution", profile.name)
 plt.show()
 
 # %%
 fig = plots.cooccurrence_heatmap(pairs)
-plots.save_figure(fig, "01_label_cooccurrence")
+plots.save_figure(fig, "01_label_cooccurrence", profile.name)
 plt.show()
 
 # %% [markdown]
@@ -189,7 +191,7 @@ print("no evaluation poem is in a training pool")
 
 # %%
 fig = plots.length_split(summary["line_lengths"])
-plots.save_figure(fig, "01_length_split")
+plots.save_figure(fig, "01_length_split", profile.name)
 plt.show()
 
 # %% [markdown]
@@ -228,7 +230,7 @@ pd.DataFrame(examples)
 # %%
 train_texts = [p.content for s in dataset.TRAIN_SPLITS for p in data.poems(s)]
 fig = plots.char_frequency_rank(train_texts)
-plots.save_figure(fig, "01_char_frequency")
+plots.save_figure(fig, "01_char_frequency", profile.name)
 plt.show()
 vocab = data.vocab
 print(f"vocabulary: {len(vocab)} ids; the 20 most frequent characters: {''.join(vocab.tokens[4:24])}")
@@ -281,11 +283,11 @@ rows = []
 for title, text in famous.items():
     report = rhythm.check_poem(text, tr=tr)
     for i, line in enumerate(text.split("|")):
+        cls = rhythm.rhyme_class(line[-1], tr=tr)
         rows.append({"poem": title if i == 0 else "", "line": line, "tones": rhythm.tone_string(line, tr=tr),
-                     "type": report.types[i], "expected": report.expected[i] if report.expected else None,
-                     "rhyme class": rhythm.rhyme_class(line[-1], tr=tr)})
-    rows[-4]["form ok"] = report.ok
-print(pd.DataFrame(rows).fillna("").to_string(index=False))
+                     "type": report.types[i], "expected": report.expected[i] if report.expected else "",
+                     "rhyme class": "" if cls is None else cls, "form ok": report.ok if i == 0 else ""})
+print(pd.DataFrame(rows).to_string(index=False))
 
 # %% [markdown]
 # `P`/`Z` are level/oblique, `B` both (polyphonic), `?` neither list. Real poems do not always pass the
@@ -299,6 +301,16 @@ passed = np.mean([rhythm.check_poem(p.lines, tr=tr).ok for p in sample])
 recognised = np.mean([rhythm.line_type(p.lines[0], tr=tr) >= 0 for p in sample])
 print(f"held-out human poems ({len(sample)}): first line recognised {recognised:.1%}, "
       f"whole poem passes tone pattern + rhyme {passed:.1%}")
+
+# %% [markdown]
+# The data summary also goes into the run folder, where the pipeline's report picks it up.
+
+# %%
+run_dir = Path(RUN_DIR) if RUN_DIR else kit_paths.runs_dir(profile.name)
+run_dir.mkdir(parents=True, exist_ok=True)
+_ = (run_dir / "data_summary.json").write_text(json.dumps(
+    {**summary, "form_pass_rate_unl_test": round(float(passed), 4), "dataset": data.root.name},
+    ensure_ascii=False, indent=1), encoding="utf-8")
 
 # %% [markdown]
 # ## Summary

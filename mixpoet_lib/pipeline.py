@@ -1,0 +1,188 @@
+"""The reproduction runner: every numbered notebook in order with papermill, resumable, then a report.
+
+``mixpoet reproduce`` executes ``notebooks/NN_*.ipynb`` into ``runs/<profile>/`` (never over the source
+notebooks), injecting ``PROFILE`` and ``RUN_DIR``. A notebook is skipped when its *inputs* are unchanged
+since its last successful run: its own file, the library code, the profile, and the outputs of the
+notebooks before it (chained through their input hashes). The first failure stops the run and names the
+notebook and the cell; the partially executed copy is kept for inspection.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Profile, get_profile
+from .paths import figures_dir, repo_root, runs_dir
+from .vocab import write_json_atomic
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed; the message names the notebook, the cell and the error."""
+
+
+@dataclass
+class NotebookRun:
+    """What happened to one notebook in a pipeline run."""
+
+    name: str
+    status: str  # "ran", "skipped" (inputs unchanged), "failed"
+    seconds: float
+    input_hash: str
+
+
+def default_profile_name() -> str:
+    """Return 'full' when a CUDA device is available, else 'tutorial'."""
+    import torch
+
+    return "full" if torch.cuda.is_available() else "tutorial"
+
+
+def notebook_paths(folder: Path | None = None) -> list[Path]:
+    """Return the numbered notebooks (``NN_*.ipynb``) in execution order."""
+    folder = folder or repo_root() / "notebooks"
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def library_hash() -> str:
+    """Return a hash of the library's source files (a change re-runs every notebook)."""
+    h = hashlib.sha256()
+    for path in sorted((repo_root() / "mixpoet_lib").glob("*")):
+        if path.suffix in (".py", ".json"):
+            h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def input_hash(notebook: Path, profile: Profile, upstream: str, lib: str) -> str:
+    """Return the hash of everything a notebook's outputs depend on."""
+    h = hashlib.sha256()
+    for part in (notebook.read_bytes(), profile.digest().encode(), upstream.encode(), lib.encode()):
+        h.update(part)
+    return h.hexdigest()[:16]
+
+
+def _failing_cell(nb_path: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first = next((ln for ln in cell.source.splitlines() if ln.strip() and not ln.startswith("#")), "")
+                return f"cell {index} ({first[:60]!r}): {out.get('ename')}: {out.get('evalue')}"
+    return "unknown cell"
+
+
+def run_pipeline(profile_name: str | None = None, force: bool = False, out_dir: Path | None = None,
+                 notebooks: list[Path] | None = None, log: Any = print, progress: bool = True) -> list[NotebookRun]:
+    """Execute the notebooks in order (skipping unchanged ones unless ``force``) and write the report."""
+    import papermill as pm
+
+    profile = get_profile(profile_name or default_profile_name())
+    out = Path(out_dir) if out_dir else runs_dir(profile.name)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.json"
+    state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
+    books = notebooks if notebooks is not None else notebook_paths()
+    if not books:
+        raise PipelineError("no notebooks found to run")
+    lib, upstream, runs = library_hash(), "", []
+    for i, nb in enumerate(books, start=1):
+        key = input_hash(nb, profile, upstream, lib)
+        target = out / nb.name
+        previous = state.get(nb.name, {})
+        if not force and previous.get("input_hash") == key and previous.get("status") == "ok" and target.exists():
+            log(f"[{i}/{len(books)}] {nb.name}: inputs unchanged, skipped")
+            runs.append(NotebookRun(nb.name, "skipped", previous.get("seconds", 0.0), key))
+            upstream = key
+            continue
+        log(f"[{i}/{len(books)}] {nb.name}: running (profile {profile.name})")
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(target), parameters={"PROFILE": profile.name, "RUN_DIR": str(out)},
+                                kernel_name="python3", cwd=str(nb.parent), progress_bar=progress, log_output=False)
+        except pm.PapermillExecutionError:
+            seconds = time.perf_counter() - t0
+            state[nb.name] = {"input_hash": key, "status": "failed", "seconds": seconds}
+            write_json_atomic(state_path, state)
+            raise PipelineError(f"{nb.name} failed at {_failing_cell(target)}; partial notebook kept at {target}") from None
+        seconds = time.perf_counter() - t0
+        state[nb.name] = {"input_hash": key, "status": "ok", "seconds": round(seconds, 1),
+                          "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_json_atomic(state_path, state)
+        runs.append(NotebookRun(nb.name, "ran", seconds, key))
+        log(f"[{i}/{len(books)}] {nb.name}: done in {seconds:.0f} s")
+        upstream = key
+    write_report(profile, out, state, books)
+    return runs
+
+
+def environment() -> dict[str, str]:
+    """Return versions and device information for the report."""
+    import numpy
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "platform": platform.platform(), "device": device, "command": " ".join(sys.argv[:1] + sys.argv[1:])}
+
+
+def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list[Path]) -> Path:
+    """Write ``report.md`` and ``report.html`` summarising the run folder."""
+    lines = [f"# MixPoet-kit run report — profile `{profile.name}`", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; seed {profile.seed}; profile digest `{profile.digest()}`.", "",
+             "## Environment", "", "| item | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in environment().items()]
+    lines += ["", "## Notebooks", "", "| notebook | status | wall time (s) | finished |", "|---|---|---:|---|"]
+    total = 0.0
+    for nb in books:
+        s = state.get(nb.name, {})
+        total += float(s.get("seconds", 0.0))
+        lines.append(f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} | {s.get('finished', '')} |")
+    lines += [f"| **total** | | {total:.0f} | |", ""]
+    data_summary = out / "data_summary.json"
+    if data_summary.exists():
+        d = json.loads(data_summary.read_text(encoding="utf-8"))
+        lines += ["## Data", "", "| split | poems | instances |", "|---|---:|---:|"]
+        lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
+        lines += ["", f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
+                      f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.", ""]
+    results = out / "results.csv"
+    if results.exists():
+        import pandas as pd
+
+        lines += ["## Results", "", markdown_table(pd.read_csv(results)), ""]
+    else:
+        lines += ["## Results", "", "No results table yet (the evaluation notebook has not produced `results.csv`).", ""]
+    figs = sorted(figures_dir(profile.name).glob("*.png"))
+    if figs:
+        lines += ["## Figures", ""] + [f"![{f.stem}]({Path('../..' if profile.name == 'tutorial' else '../../..') / f.relative_to(repo_root())})"
+                                       if out.resolve() == runs_dir(profile.name).resolve() else f"![{f.stem}]({f})" for f in figs] + [""]
+    samples = out / "samples.json"
+    if samples.exists():
+        lines += ["## Sample poems", ""]
+        for item in json.loads(samples.read_text(encoding="utf-8")):
+            lines += [f"**{item.get('title', '')}**", "", "<br>".join(item["content"].split("|")), ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    try:
+        import mistune
+
+        (out / "report.html").write_text("<!doctype html><meta charset='utf-8'><title>report</title>"
+                                         + mistune.html("\n".join(lines)), encoding="utf-8")
+    except ImportError:  # mistune comes with nbconvert; the Markdown report is the primary one
+        pass
+    return report
+
+
+def markdown_table(df: Any) -> str:
+    """Render a pandas DataFrame as a GitHub Markdown table (no extra dependency)."""
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])

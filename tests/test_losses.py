@@ -1,0 +1,112 @@
+"""Hand-checkable tests of mixpoet_lib.losses."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mixpoet_lib.losses import (UNIFORM_ENTROPY_TERM, classifier_terms, entropy_term, gaussian_kl,
+                                gaussian_kl_per_item, keyword_distill_ce, line_cross_entropy, mahalanobis_distance,
+                                mean_pairwise_distance, relativistic_d_loss, relativistic_g_loss, supervised_ce,
+                                symmetric_mahalanobis)
+
+
+def _nll(row: list[float], target: int) -> float:
+    return -(row[target] - math.log(sum(math.exp(v) for v in row)))
+
+
+def test_line_ce_matches_hand_computation_and_ignores_pad():
+    # B=2 items, S=2 lines, T=3 steps, V=3 classes; PAD = 0
+    targets = torch.tensor([[[1, 2, 0], [2, 0, 0]],
+                            [[2, 1, 2], [1, 2, 0]]])
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 3, 3)
+    lg = logits.tolist()
+    line0 = [_nll(lg[0][0][0], 1), _nll(lg[0][0][1], 2), _nll(lg[1][0][0], 2), _nll(lg[1][0][1], 1), _nll(lg[1][0][2], 2)]
+    line1 = [_nll(lg[0][1][0], 2), _nll(lg[1][1][0], 1), _nll(lg[1][1][1], 2)]
+    expected = 0.5 * (sum(line0) / len(line0) + sum(line1) / len(line1))
+    got = line_cross_entropy(logits, targets)
+    assert got.item() == pytest.approx(expected, abs=1e-5)
+    mask = targets.ne(0)
+    assert line_cross_entropy(logits[mask], targets).item() == pytest.approx(expected, abs=1e-5)  # packed form
+    changed = logits.clone()
+    changed[~mask] = 1e3 * torch.randn_like(changed[~mask])
+    assert line_cross_entropy(changed, targets).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_gaussian_kl_known_values():
+    # KL(N(1, 4) || N(0, 1)) = 0.5 (4 + 1 − 1 − ln 4)
+    mu, lv = torch.tensor([[1.0]]), torch.tensor([[math.log(4.0)]])
+    assert gaussian_kl(mu, lv).item() == pytest.approx(0.5 * (4 - math.log(4)), abs=1e-6)
+    # general: ln(σp/σq) + (σq² + (μq−μp)²)/(2σp²) − 1/2
+    mq, sq, mp, sp = 0.5, 0.7, -1.0, 2.0
+    hand = math.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
+    kl = gaussian_kl_per_item(torch.tensor([mq]), torch.tensor([2 * math.log(sq)]),
+                              torch.tensor([mp]), torch.tensor([2 * math.log(sp)]))
+    assert kl.item() == pytest.approx(hand, abs=1e-6)
+    # batch mean, sum over dims, free bits per dimension
+    mu2 = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
+    lv2 = torch.zeros(2, 2)
+    assert gaussian_kl(mu2, lv2).item() == pytest.approx(0 + (0.5 + 4.5) / 2, abs=1e-6)
+    assert gaussian_kl(mu2, lv2, free_bits=1.0).item() == pytest.approx(1.0 + 2.5, abs=1e-6)
+    assert gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)).item() == 0.0
+
+
+def test_supervised_ce_labelled_only_and_zero_when_none():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 5.0]])
+    labels = torch.tensor([0, -1, 1])
+    expected = (_nll([2.0, 0, 0], 0) + _nll([0, 0, 5.0], 1)) / 2
+    assert supervised_ce(logits, labels, labels.ge(0).float()).item() == pytest.approx(expected, abs=1e-5)
+    none = torch.tensor([-1, -1, -1])
+    assert supervised_ce(logits, none, none.ge(0).float()).item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_entropy_term_uniform_is_minus_0712():
+    mask = torch.zeros(5)
+    total = entropy_term(torch.zeros(5, 3), mask) + entropy_term(torch.zeros(5, 2), mask)
+    assert total.item() == pytest.approx(-0.712, abs=1e-3)  # exactly −0.71278; the repo log shows −0.712
+    assert total.item() == pytest.approx(UNIFORM_ENTROPY_TERM, abs=1e-6)
+    # labelled items are ignored; all labelled → 0
+    peaked = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert entropy_term(peaked, torch.tensor([1.0, 0.0])).item() == pytest.approx(-math.log(3) / 3, abs=1e-6)
+    assert entropy_term(peaked, torch.ones(2)).item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_keyword_distill_and_classifier_terms():
+    lw = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    idx = torch.tensor([0, 1])
+    expected = (_nll([1.0, 0, -1.0], 0) + _nll([0, 2.0, 0], 1)) / 2
+    assert keyword_distill_ce(lw, idx).item() == pytest.approx(expected, abs=1e-5)
+    assert keyword_distill_ce(lw, torch.eye(3)[idx]).item() == pytest.approx(expected, abs=1e-5)
+    labels = torch.tensor([[-1, -1], [-1, -1]])
+    terms = classifier_terms([torch.zeros(2, 3), torch.zeros(2, 2)], [lw, torch.zeros(2, 2)], labels,
+                             labels.ge(0).float(), [idx, torch.tensor([0, 1])])
+    assert terms["xw"].item() == pytest.approx(0.0, abs=1e-8)
+    assert terms["ent"].item() == pytest.approx(UNIFORM_ENTROPY_TERM, abs=1e-6)
+    assert terms["w"].item() == pytest.approx(expected + math.log(2), abs=1e-5)
+
+
+def test_relativistic_losses_on_known_scores():
+    real, fake = torch.tensor([2.0]), torch.tensor([0.0])
+    sig = 1 / (1 + math.exp(-2))
+    assert relativistic_d_loss(real, fake).item() == pytest.approx(-math.log(sig), abs=1e-6)
+    assert relativistic_g_loss(real, fake).item() == pytest.approx(-math.log(1 - sig), abs=1e-6)
+    assert relativistic_d_loss(torch.zeros(4), torch.zeros(4)).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_mahalanobis_helpers():
+    torch.manual_seed(0)
+    ref = torch.randn(4000, 4)
+    same = torch.randn(1000, 4)
+    d2 = mahalanobis_distance(same, ref, shrinkage=0.0, squared=True)
+    assert d2 == pytest.approx(4.0, rel=0.1)  # E[χ²_d] = d
+    shifted = same + torch.tensor([3.0, 0, 0, 0])
+    assert mahalanobis_distance(shifted, ref) > mahalanobis_distance(same, ref) + 1.0
+    # regularisation keeps a rank-deficient reference invertible
+    flat = torch.randn(10, 16)
+    assert math.isfinite(mahalanobis_distance(torch.randn(5, 16), flat, shrinkage=0.1))
+    a, b = torch.randn(300, 3), torch.randn(300, 3) + 2
+    assert symmetric_mahalanobis(a, b) == pytest.approx(symmetric_mahalanobis(b, a))
+    groups = [torch.randn(200, 3) + i for i in range(4)]
+    assert mean_pairwise_distance(groups) > 0 and mean_pairwise_distance(groups[:1]) == 0.0
