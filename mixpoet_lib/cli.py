@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Sequence
 
 from .config import PROFILES, get_profile
+
+
+# Modules that add sub-commands through a ``register(subparsers)`` function (imported only if present).
+PLUGIN_MODULES = ("cli_train", "cli_generate", "cli_bench")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -85,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true", help="re-run notebooks even when their inputs are unchanged")
     rep.add_argument("-q", "--quiet", action="store_true", help="no per-cell progress bars")
     rep.set_defaults(func=_cmd_reproduce)
+    for module in PLUGIN_MODULES:  # train, generate, classify, bench … each registers its own sub-commands
+        try:
+            mod = importlib.import_module(f"mixpoet_lib.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mixpoet_lib.{module}":
+                raise
+            continue
+        mod.register(sub)
     return parser
 
 

@@ -104,7 +104,12 @@ class TrainConfig:
     dae_corrupt_ratio: float = 0.1
     straight_through_labels: bool = False  # False = official non-differentiable Gumbel sampling (spec §2.3)
     amp_bf16: bool = False  # bf16 autocast for encoders/decoder (never for discriminator/BN)
+    kl_anneal_steps: int = 10000  # CVAE / MixPoet-IGS: KL weight rises 0 → 1 over this many steps [RECON]
+    kl_anneal_kind: str = "linear"  # linear | sigmoid | constant
+    free_bits: float = 0.05  # CVAE / MixPoet-IGS: nats per latent dimension below which KL is not penalised [RECON]
+    ckpt_every: int = 500  # optimiser steps between resumable checkpoints
     log_every: int = 50
+    val_batches: int = 50  # batches per validation pass (official: 50)
     validate_every_epoch: bool = True
 
 
@@ -118,6 +123,23 @@ class GenConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol (spec §5, reconstructed [RECON]) and the independent judge models."""
+
+    n_keywords: int = 1000  # test keywords, half for 5- and half for 7-character poems
+    seeds: tuple[int, ...] = (1, 2, 3)  # generation seeds (mean ± std over them)
+    intra_n: int = 6  # poems per keyword for intra-topic diversity
+    max_pairs: int = 100_000  # sub-sample of poem pairs for inter-topic Jaccard
+    judge_emb: int = 128
+    judge_hidden: int = 256
+    judge: PhaseConfig = PhaseConfig(batch_size=64, epochs=10, lr_max=1e-3, warmup_steps=200)
+    lm_emb: int = 256
+    lm_hidden: int = 512
+    lm_layers: int = 2
+    lm: PhaseConfig = PhaseConfig(batch_size=128, epochs=5, lr_max=2e-3, warmup_steps=500)
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named bundle of every setting; the seed drives every random choice."""
 
@@ -126,6 +148,7 @@ class Profile:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     gen: GenConfig = field(default_factory=GenConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 1234
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,9 +180,16 @@ def _smoke() -> Profile:
             rec_warm_steps=10,
             tau_annealing_steps=40,
             noise_decay_steps=30,
+            kl_anneal_steps=20,
+            ckpt_every=10,
             log_every=10,
+            val_batches=3,
         ),
         gen=GenConfig(beam_size=8),
+        eval=EvalConfig(n_keywords=12, seeds=(1, 2, 3), intra_n=3, max_pairs=2000, judge_emb=32, judge_hidden=32,
+                        judge=PhaseConfig(batch_size=32, epochs=1, max_steps=30, lr_max=2e-3, warmup_steps=5),
+                        lm_emb=32, lm_hidden=64, lm_layers=1,
+                        lm=PhaseConfig(batch_size=32, epochs=1, max_steps=30, lr_max=2e-3, warmup_steps=5)),
     )
 
 
@@ -176,8 +206,15 @@ def _tutorial() -> Profile:
             rec_warm_steps=400,
             tau_annealing_steps=1500,
             noise_decay_steps=1500,
+            kl_anneal_steps=1500,
+            ckpt_every=250,
             log_every=50,
+            val_batches=20,
         ),
+        eval=EvalConfig(n_keywords=200, judge_emb=96, judge_hidden=128,
+                        judge=PhaseConfig(batch_size=64, epochs=4, max_steps=1200, lr_max=2e-3, warmup_steps=100),
+                        lm_emb=128, lm_hidden=256, lm_layers=1,
+                        lm=PhaseConfig(batch_size=64, epochs=1, max_steps=1500, lr_max=2e-3, warmup_steps=100)),
     )
 
 
