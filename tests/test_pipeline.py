@@ -1,0 +1,66 @@
+"""The papermill runner: parameter injection, output folder, resume/skip, failure report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mixpoet_lib import pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def env(monkeypatch, tmp_path, mirror_dir):
+    monkeypatch.setenv("MIXPOET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MIXPOET_MIRROR", str(mirror_dir))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    return tmp_path
+
+
+def test_runner_executes_injects_and_skips(env):
+    out = env / "run"
+    books = [REPO / "notebooks" / "01_data_preparation.ipynb"]
+    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, log=lambda m: None, progress=False)
+    assert [r.status for r in runs] == ["ran"]
+    executed = nbformat.read(out / books[0].name, as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "PROFILE = \"smoke\"" in injected[0].source and str(out) in injected[0].source
+    assert json.loads((out / "data_summary.json").read_text())["settings"]["unlabelled_train_instances"] == 6000
+    report = (out / "report.md").read_text()
+    assert "profile `smoke`" in report and "01_data_preparation.ipynb" in report and "| ok |" in report
+    assert (out / "report.html").exists()
+    assert not (REPO / "notebooks" / "runs").exists()
+    again = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, log=lambda m: None, progress=False)
+    assert [r.status for r in again] == ["skipped"]
+    forced = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, force=True, log=lambda m: None, progress=False)
+    assert [r.status for r in forced] == ["ran"]
+
+
+def test_runner_stops_on_failure_naming_notebook_and_cell(env):
+    folder = env / "nbs"
+    folder.mkdir()
+    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("PROFILE = None\nRUN_DIR = None", metadata={"tags": ["parameters"]}),
+                                           nbformat.v4.new_code_cell("x = 1")])
+    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("PROFILE = None\nRUN_DIR = None", metadata={"tags": ["parameters"]}),
+                                          nbformat.v4.new_code_cell("print('before')"),
+                                          nbformat.v4.new_code_cell("raise ValueError('boom in cell')")])
+    after = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("y = 2")])
+    for name, nb in (("01_good.ipynb", good), ("02_bad.ipynb", bad), ("03_after.ipynb", after)):
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / name)
+    out = env / "run"
+    with pytest.raises(pipeline.PipelineError) as err:
+        pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False)
+    message = str(err.value)
+    assert "02_bad.ipynb" in message and "ValueError: boom in cell" in message and "raise ValueError" in message
+    assert (out / "02_bad.ipynb").exists() and not (out / "03_after.ipynb").exists()
+    state = json.loads((out / "state.json").read_text())
+    assert state["01_good.ipynb"]["status"] == "ok" and state["02_bad.ipynb"]["status"] == "failed"
+    # fix the notebook: the rerun skips the good one and continues from the failed one
+    bad.cells[2].source = "z = 3"
+    nbformat.write(bad, folder / "02_bad.ipynb")
+    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False)
+    assert [r.status for r in runs] == ["skipped", "ran", "ran"]
