@@ -1,0 +1,73 @@
+"""Looking inside the mixed latent space: prior samples per factor mixture and 2-D projections (spec §7.1)."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from .vocab import BOS, EOS, Vocab
+
+MIXTURES: tuple[tuple[int, int], ...] = tuple(itertools.product(range(3), range(2)))  # (y1, y2), 6 in all
+
+
+def keyword_tensor(vocab: Vocab, keyword: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Encode one keyword as the (1, Kt) tensor ``<B> chars <E>``; unknown characters or >2 chars raise."""
+    if not 1 <= len(keyword) <= 2:
+        raise ValueError(f"keyword {keyword!r} must have 1 or 2 characters")
+    missing = vocab.unknown(keyword)
+    if missing:
+        raise ValueError(f"keyword {keyword!r} has characters outside the vocabulary: {''.join(missing)}")
+    return torch.tensor([[BOS, *vocab.encode(keyword), EOS]], device=device)
+
+
+@torch.no_grad()
+def mixture_prior_samples(model: torch.nn.Module, vocab: Vocab, keyword: str, n_per_mixture: int = 512,
+                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n_per_mixture`` prior samples z ~ p(z | w, y1, y2) for each of the 6 mixtures (eval mode, seeded).
+
+    Returns ``(z, labels)`` with z of shape (6·n, Z) and labels (6·n, 2).
+    """
+    if not hasattr(model, "prior_sample"):
+        raise ValueError(f"{type(model).__name__} has no factor-conditioned prior")
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        h_w = model.encode_keyword(keyword_tensor(vocab, keyword, dev))
+        zs, ys = [], []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for y1, y2 in MIXTURES:
+                y = [torch.tensor([y1], device=dev), torch.tensor([y2], device=dev)]
+                zs.append(model.prior_sample(h_w, y, n=n_per_mixture).float().cpu().numpy())
+                ys.append(np.tile([y1, y2], (n_per_mixture, 1)))
+    finally:
+        model.train(was_training)
+    return np.concatenate(zs), np.concatenate(ys)
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project rows of ``x`` on their first two principal components; return (projection, explained-variance ratios)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"need a 2-D array with at least 2 rows, got shape {x.shape}")
+    centred = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    signs = np.sign(vt[:2, np.argmax(np.abs(vt[:2]), axis=1)].diagonal())  # deterministic orientation
+    proj = centred @ (vt[:2].T * signs)
+    var = s**2
+    return proj, var[:2] / var.sum()
+
+
+def separation_ratio(z: np.ndarray, groups: np.ndarray) -> float:
+    """Between-group over within-group mean squared distance to centroids (higher = groups better separated)."""
+    z = np.asarray(z, dtype=np.float64)
+    centre = z.mean(axis=0)
+    between, within = 0.0, 0.0
+    for g in np.unique(groups):
+        part = z[groups == g]
+        mu = part.mean(axis=0)
+        between += len(part) * float(((mu - centre) ** 2).sum())
+        within += float(((part - mu) ** 2).sum())
+    return between / max(within, 1e-12)

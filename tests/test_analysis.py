@@ -1,0 +1,46 @@
+"""Latent-space analysis helpers: PCA, separation ratio, mixture prior samples."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mixpoet_lib.analysis import MIXTURES, keyword_tensor, mixture_prior_samples, pca_2d, separation_ratio
+from mixpoet_lib.config import get_profile
+from mixpoet_lib.models import build_model
+from mixpoet_lib.vocab import SPECIALS, Vocab
+
+
+def test_pca_recovers_the_main_axis():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=200)
+    x = np.stack([3 * t, 3 * t, 0.1 * rng.normal(size=200)], axis=1)
+    proj, ratio = pca_2d(x)
+    assert proj.shape == (200, 2) and ratio[0] > 0.99
+    assert abs(np.corrcoef(proj[:, 0], t)[0, 1]) > 0.999
+    with pytest.raises(ValueError):
+        pca_2d(np.zeros(3))
+
+
+def test_separation_ratio_by_hand():
+    z = np.array([[0.0], [2.0], [10.0], [12.0]])
+    g = np.array([0, 0, 1, 1])
+    # centroids 1 and 11, centre 6: between = 2·25 + 2·25 = 100; within = 4·1 = 4
+    assert separation_ratio(z, g) == pytest.approx(25.0)
+
+
+def test_mixture_prior_samples_shapes_and_seed():
+    vocab = Vocab(SPECIALS + tuple("明月秋风"))
+    for kind in ("igs", "aus"):
+        model = build_model(kind, get_profile("smoke").model, len(vocab))
+        z, y = mixture_prior_samples(model, vocab, "明月", n_per_mixture=8, seed=3)
+        assert z.shape == (48, get_profile("smoke").model.latent_size) and y.shape == (48, 2)
+        assert [tuple(r) for r in y[::8]] == list(MIXTURES)
+        z2, _ = mixture_prior_samples(model, vocab, "明月", n_per_mixture=8, seed=3)
+        assert np.array_equal(z, z2) and model.training
+    with pytest.raises(ValueError, match="outside the vocabulary: 星"):
+        keyword_tensor(vocab, "星月")
+    with pytest.raises(ValueError, match="1 or 2 characters"):
+        keyword_tensor(vocab, "明月秋")
+    with pytest.raises(ValueError, match="no factor-conditioned prior"):
+        mixture_prior_samples(build_model("basic", get_profile("smoke").model, len(vocab)), vocab, "明月")
