@@ -1,0 +1,143 @@
+"""``mixpoet generate``: write quatrains from a checkpoint (plugin of :mod:`mixpoet_lib.cli`).
+
+Example::
+
+    mixpoet generate --checkpoint runs/tutorial/aus.pt --keyword 朔风 --length 7 \\
+        --living military --era troubled -n 3 --seed 1 [--json]
+
+One row per poem, its four lines joined by '|', followed by the relaxation rung the poem needed
+(see :mod:`mixpoet_lib.generation`). A poem that could not be generated says so. Exit status: 0 when
+every poem was generated, 3 when at least one failed, 1 on an error (one line on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import FACTOR_CLASSES, GenConfig, label_name, parse_label
+
+EXIT_SOME_FAILED = 3
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``generate`` sub-command."""
+    p = subparsers.add_parser("generate", help="generate quatrains from a checkpoint",
+                              description="Generate quatrains with the constrained beam search (spec §4).")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint file (.pt): a training checkpoint (runs/<profile>/checkpoints/<model>_<phase>.pt) "
+                        "or a generation checkpoint with its vocabulary")
+    p.add_argument("--vocab", help="vocab.json of the model (default: from the checkpoint, else the dataset its "
+                                   "profile names)")
+    p.add_argument("--data-dir", help="data folder holding the processed dataset "
+                                      "(default: $MIXPOET_DATA_DIR or <repo>/data)")
+    p.add_argument("--keyword", action="append", required=True,
+                   help="1-2 character keyword (repeat the option for several keywords)")
+    p.add_argument("--length", default="7", help="characters per line: 5 or 7 (default 7)")
+    p.add_argument("--living", default="-1",
+                   help=f"living-experience label: {', '.join(FACTOR_CLASSES['living'])}, or -1 to infer (default)")
+    p.add_argument("--era", default="-1",
+                   help=f"historical-background label: {', '.join(FACTOR_CLASSES['era'])}, or -1 to infer (default)")
+    p.add_argument("-n", "--n-samples", default="1", help="poems per keyword (default 1)")
+    p.add_argument("--seed", default="0", help="seed of the latent samples (default 0)")
+    p.add_argument("--distinct", action="store_true",
+                   help="n poems from the n best distinct first lines of one beam (for the basic model)")
+    p.add_argument("--beam", default=None, help=f"beam size (default {GenConfig().beam_size})")
+    p.add_argument("--repetition-rule", choices=("intended", "official"), default="intended",
+                   help="in-line repetition rule (default: intended; official = the original off-by-one window)")
+    p.add_argument("--strict", action="store_true",
+                   help="no relaxation ladder: fail a poem as the official generator does")
+    p.add_argument("--training-lines", help="training_lines.txt for the novelty filter "
+                                            "(default: the one named by the checkpoint, if any)")
+    p.add_argument("--no-novelty", action="store_true", help="switch the novelty filter off")
+    p.add_argument("--crrd", help="CRRD folder with pingsheng.txt, zesheng.txt, pingshui.txt "
+                                  "(default: found in the data folder)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu)")
+    p.add_argument("--json", action="store_true", help="print the poems as JSON")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _int(value: str, what: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _training_lines(args: argparse.Namespace, meta: dict[str, Any], ckpt: Path) -> tuple[set[str] | None, str]:
+    if args.no_novelty:
+        return None, "novelty filter off (--no-novelty)"
+    path = None
+    if args.training_lines:
+        path = Path(args.training_lines)
+        if not path.is_file():
+            raise FileNotFoundError(f"training lines not found: {path}")
+    else:
+        cand = meta.get("training_lines_path")
+        if cand:
+            cand = Path(cand) if Path(cand).is_absolute() else ckpt.parent / cand
+            path = cand if cand.is_file() else None
+    if path is None:
+        return None, "novelty filter off (no training lines; pass --training-lines)"
+    return set(path.read_text(encoding="utf-8").split()), f"novelty filter on ({path})"
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .generation import MAX_RELAXATION, Generator, load_checkpoint
+    from .rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
+
+    length = _int(args.length, "--length")
+    if length not in (5, 7):
+        raise ValueError(f"--length must be 5 or 7, got {length}")
+    n = _int(args.n_samples, "-n")
+    if n < 1:
+        raise ValueError(f"-n must be ≥ 1, got {n}")
+    seed = _int(args.seed, "--seed")
+    beam = _int(args.beam, "--beam") if args.beam is not None else GenConfig().beam_size
+    if beam < 1:
+        raise ValueError(f"--beam must be ≥ 1, got {beam}")
+    labels = (parse_label("living", args.living), parse_label("era", args.era))  # names or ids
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt = Path(args.checkpoint)
+    model, vocab, meta = load_checkpoint(ckpt, device=device, vocab=args.vocab, data_dir=args.data_dir)
+    tr = load_tone_rhyme(find_crrd_dir(args.crrd)) if args.crrd else default_tone_rhyme()
+    lines, novelty_note = _training_lines(args, meta, ckpt)
+    gen = Generator(model, vocab, tr, lines, GenConfig(beam_size=beam, novelty_filter=lines is not None),
+                    device=device, repetition_rule=args.repetition_rule,
+                    max_relaxation=0 if args.strict else MAX_RELAXATION)
+    if args.distinct:
+        poems = [p for kw in args.keyword for p in gen.top_n_distinct(kw, length, n, labels=labels, seed=seed)]
+    else:
+        poems = gen.generate(args.keyword, length, labels=labels, n_samples=n, seed=seed)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in poems], ensure_ascii=False, indent=1))
+    else:
+        kind = getattr(model, "kind", "?")
+        asked = ""
+        if kind in ("igs", "aus"):
+            asked = " · asked " + " ".join(f"{f}={label_name(f, v) if v >= 0 else 'infer'}"
+                                          for f, v in zip(("living", "era"), labels))
+        print(f"# model {kind} · {length}-character · seed {seed} · beam {beam}{asked} · {novelty_note}")
+        for i, p in enumerate(poems, 1):
+            head = f"{i:>2}. [{p.keyword}"
+            if kind in ("igs", "aus"):
+                head += f" · {label_name('living', p.labels[0])}/{label_name('era', p.labels[1])}"
+            head += "]"
+            if p.ok:
+                form = "form ok" if p.form_ok else "form NOT ok"
+                print(f"{head} {p.text}    (relaxation {p.relaxation}: {p.relaxation_name} · {form} · "
+                      f"score {p.score:.3f})")
+            else:
+                print(f"{head} generation FAILED on line {(p.failed_line or 0) + 1}: no candidate survived "
+                      f"up to relaxation {p.relaxation} ({p.relaxation_name})")
+    return 0 if all(p.ok for p in poems) else EXIT_SOME_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+
+    sys.exit(main(["generate", *sys.argv[1:]]))

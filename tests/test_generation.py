@@ -1,0 +1,442 @@
+"""Constrained, batched beam-search generation (mixpoet_lib.generation) and the ``mixpoet generate`` command."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from mixpoet_lib import cli
+from mixpoet_lib.config import GenConfig, get_profile
+from mixpoet_lib.generation import (MAX_RELAXATION, RELAXATION_LEVELS, ConstraintTables, Generator,
+                                    benchmark_generation, closest_line_types, greedy_decode, inline_ban_mask,
+                                    load_checkpoint, repetition_window)
+from mixpoet_lib.models import build_model
+from mixpoet_lib.rhythm import (ToneRhyme, check_poem, line_type, poem_pattern, position_template,
+                                rhyme_classes_of, tone_of)
+from mixpoet_lib.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+
+# A tiny hand-made tone/rhyme table over real characters (the tones are not meant to be historically right).
+LEVEL = "天风山春花时人云江秋心年声空中归高烟愁眠前园家情东"
+OBLIQUE = "月雨草树水路夜色客日影意去老落处望寺海酒"
+BOTH = "看思重过"  # listed in both files (polyphonic)
+NEITHER = "一兮"  # in neither file
+RHYMES = {**{c: 1 for c in "天年烟眠前园"}, **{c: 2 for c in "风中空东"}, **{c: 3 for c in "时归心情声家思"}}
+TR = ToneRhyme.from_strings(LEVEL + BOTH, OBLIQUE + BOTH, RHYMES)
+VOCAB = Vocab(SPECIALS + tuple(LEVEL + OBLIQUE + BOTH + NEITHER))
+SMOKE = get_profile("smoke").model
+KINDS = ("basic", "cvae", "igs", "aus")
+KEYWORDS = ["春", "秋风", "月", "江"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op threads only add contention (10× slower on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_model(kind: str, seed: int = 0, eos_bias: float = 0.0, dtype: torch.dtype = torch.float32):
+    torch.manual_seed(seed)
+    kwargs = {"condition_on_poem": False} if kind == "basic" else {}
+    m = build_model(kind, SMOKE, len(VOCAB), **kwargs).to(dtype).eval()
+    with torch.no_grad():
+        m.out_proj.bias[EOS] += eos_bias
+    return m
+
+
+def gen(model, **kw) -> Generator:
+    cfg = kw.pop("gen_cfg", GenConfig(beam_size=6))
+    return Generator(model, VOCAB, TR, kw.pop("training_lines", None), cfg, **kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# pure helpers
+# ----------------------------------------------------------------------------------------------
+
+def test_repetition_window_tables():
+    assert [repetition_window(k, "official") for k in range(7)] == [0, 0, 2, 2, 4, 4, 6]  # spec §4.3 table
+    assert [repetition_window(k, "intended") for k in range(7)] == [0, 1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="bogus"):
+        repetition_window(3, "bogus")
+
+
+@pytest.mark.parametrize("rule, hyp, banned", [
+    # hypothesis [<B>, c1..ck] (ids; 10.. are characters) → ids banned at position k
+    ("official", [BOS], set()),
+    ("intended", [BOS], set()),
+    ("official", [BOS, 10], set()),  # k=1: m=0, doubling c1 allowed
+    ("intended", [BOS, 10], {BOS}),
+    ("official", [BOS, 10, 11], {BOS, 10}),  # k=2: m=2
+    ("intended", [BOS, 10, 11], {BOS, 10}),
+    ("official", [BOS, 10, 11, 12], {BOS, 10}),  # k=3: m=2 → c2 (11) may come back: the off-by-one
+    ("intended", [BOS, 10, 11, 12], {BOS, 10, 11}),
+    ("official", [BOS, 10, 10, 12, 13], {BOS, 10, 12}),  # k=4: m=4
+    ("intended", [BOS, 10, 10, 12, 13], {BOS, 10, 12}),
+    ("intended", [BOS, 10, 11, 11], {BOS, 10, 11}),  # after a doubling, no tripling
+    ("official", [BOS, 10, 11, 11], {BOS, 10}),  # official: k=3 → 11 allowed a third time
+    ("official", [BOS, 10, 11, 12, 13, 14], {BOS, 10, 11, 12}),  # k=5: m=4 → c4 (13) and c5 (14) allowed
+    ("intended", [BOS, 10, 11, 12, 13, 14], {BOS, 10, 11, 12, 13}),
+])
+def test_inline_ban_mask_hand_tables(rule, hyp, banned):
+    mask = inline_ban_mask(torch.tensor([hyp]), 20, rule)
+    assert set(mask[0].nonzero().flatten().tolist()) == banned
+
+
+def test_constraint_tables_follow_tone_lists():
+    tb = ConstraintTables(VOCAB, TR)
+    ids = {ch: VOCAB.id(ch) for ch in LEVEL + OBLIQUE + BOTH + NEITHER}
+    for ch, i in ids.items():
+        t = tone_of(ch, tr=TR)
+        assert bool(tb.tone[1, i]) == (t in "ZB")  # level position bans oblique + polyphonic
+        assert bool(tb.tone[2, i]) == (t in "PB")  # oblique position bans level + polyphonic
+        assert not tb.tone[0, i]
+        for c in (1, 2, 3):
+            assert bool(tb.rhyme[c, i]) == (c not in rhyme_classes_of(ch, tr=TR))
+    assert not tb.tone[:, ids["一"]].any()  # neither list: never banned by tone
+    assert tb.always[[UNK, PAD, BOS]].all() and not tb.always[EOS]
+
+
+def test_closest_line_types():
+    assert closest_line_types("天风月雨山", tr=TR) == [line_type("天风月雨山", tr=TR)] == [2]  # PPZZP
+    ties = closest_line_types("一一一一一", tr=TR)
+    assert ties == [0, 1, 2, 3]
+
+
+# ----------------------------------------------------------------------------------------------
+# constraints in the output
+# ----------------------------------------------------------------------------------------------
+
+def assert_constraints(p, rule: str = "intended", tr: ToneRhyme = TR, vocab: Vocab = VOCAB):
+    assert p.ok and len(p.lines) == 4 and len(p.line_relaxation) == 4
+    assert p.relaxation == max(p.line_relaxation)
+    specials = set(SPECIALS)
+    for i, line in enumerate(p.lines):
+        assert len(line) == p.length
+        assert all(ch in vocab and ch not in specials for ch in line)
+        for t, ch in enumerate(line):  # in-line rule
+            window = repetition_window(t, rule)
+            assert ch not in line[:max(window - 1, 0)], (rule, line, t)
+        if p.line_relaxation[i] < RELAXATION_LEVELS.index("no_cross_line_ban"):
+            assert not set(line) & set("".join(p.lines[:i])), p.lines
+        if i > 0 and p.line_relaxation[i] < RELAXATION_LEVELS.index("no_tone"):
+            for ch, want in zip(line, position_template(p.pattern[i], p.length)):
+                if want == 0:
+                    assert tone_of(ch, tr=tr) in "P?", (line, ch)
+                elif want == 1:
+                    assert tone_of(ch, tr=tr) in "Z?", (line, ch)
+        if i in (1, 3) and p.line_relaxation[i] < RELAXATION_LEVELS.index("no_rhyme") and p.rhyme_class:
+            assert p.rhyme_class in rhyme_classes_of(line[-1], tr=tr), (p.lines, p.rhyme_class)
+    t1 = line_type(p.lines[0], tr=tr)
+    if t1 >= 0:
+        assert p.pattern == poem_pattern(t1)
+    if p.relaxation < RELAXATION_LEVELS.index("no_form_check"):
+        assert p.form_ok and check_poem(p.lines, tr=tr).ok
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_constraints_honoured_all_kinds(kind):
+    g = gen(make_model(kind))
+    poems = g.generate(KEYWORDS, [5, 7, 5, 7], n_samples=2, seed=1)
+    assert len(poems) == 8 and [p.keyword for p in poems[:2]] == ["春", "春"]
+    for p in poems:
+        assert_constraints(p)
+        if kind in ("igs", "aus"):
+            assert all(lab >= 0 for lab in p.labels)  # inferred
+        else:
+            assert p.labels == (-1, -1)
+
+
+def test_official_repetition_rule_variant():
+    g = gen(make_model("aus", seed=3), repetition_rule="official")
+    for p in g.generate(KEYWORDS, 7, n_samples=2, seed=2):
+        assert_constraints(p, "official")
+
+
+def test_strict_success_passes_form_check():
+    """With <E> favoured at position L the strict rung often succeeds; rungs < no_form_check give well-formed poems."""
+    g = gen(make_model("aus", eos_bias=8.0), gen_cfg=GenConfig(beam_size=8))
+    poems = g.generate(KEYWORDS, [5, 7, 5, 7], n_samples=3, seed=0)
+    assert any(p.relaxation == 0 for p in poems)
+    for p in poems:
+        assert_constraints(p)
+
+
+def test_constraints_with_real_crrd(mirror_dir):
+    """The real THU-CRRD lists (polyphonic characters, characters without rhyme class) on a 600-character vocabulary."""
+    from mixpoet_lib.rhythm import find_crrd_dir, load_tone_rhyme
+
+    tr = load_tone_rhyme(find_crrd_dir(mirror_dir))
+    level = sorted(ch for ch in tr.level - tr.oblique if ch in tr.rhyme_classes)[:250]
+    oblique = sorted(tr.oblique - tr.level)[:250]
+    both = sorted(tr.both)[:50]
+    plain = sorted(tr.level - tr.oblique - set(tr.rhyme_classes))[:50]
+    vocab = Vocab(SPECIALS + tuple(dict.fromkeys(level + oblique + both + plain + list("秋风春月一"))))
+    torch.manual_seed(0)
+    model = build_model("aus", SMOKE, len(vocab)).eval()
+    with torch.no_grad():
+        model.out_proj.bias[EOS] += 8.0
+    g = Generator(model, vocab, tr, None, GenConfig(beam_size=8))
+    poems = g.generate(["秋风", "春", "月"], [5, 7, 7], n_samples=3, seed=0)
+    for p in poems:
+        assert_constraints(p, tr=tr, vocab=vocab)
+    assert sum(p.relaxation < 3 and p.form_ok for p in poems) >= 3
+
+
+def test_novelty_filter_rejects_training_lines():
+    model = make_model("cvae", eos_bias=8.0)
+    first = gen(model).generate(["春"], 5, seed=4)[0]
+    again = gen(model, training_lines={first.lines[0]}).generate(["春"], 5, seed=4)[0]
+    assert again.lines[0] != first.lines[0]
+    off = gen(model, training_lines={first.lines[0]}, gen_cfg=GenConfig(beam_size=6, novelty_filter=False))
+    assert off.generate(["春"], 5, seed=4)[0].lines == first.lines
+
+
+# ----------------------------------------------------------------------------------------------
+# batching, seeding, scores
+# ----------------------------------------------------------------------------------------------
+
+def test_batched_equals_one_at_a_time():
+    model = make_model("aus", seed=5, dtype=torch.float64)  # float64: no near-ties from batch-size-dependent BLAS
+    kws, lens, labs = ["春", "秋风", "月"], [5, 7, 5], [(0, 1), (-1, -1), ("countryside", "prosperous")]
+    batched = gen(model).generate(kws, lens, labels=labs, n_samples=2, seed=3)
+    chunked = gen(model, max_batch_poems=4).generate(kws, lens, labels=labs, n_samples=2, seed=3)
+    single = [p for kw, ln, lab in zip(kws, lens, labs)
+              for p in gen(model).generate([kw], ln, labels=lab, n_samples=2, seed=3)]
+    for a, b, c in zip(batched, chunked, single):
+        assert a.lines == b.lines == c.lines and a.labels == c.labels and a.line_relaxation == c.line_relaxation
+        assert a.score == pytest.approx(c.score, abs=1e-9)
+    assert batched[0].labels == (0, 1) and batched[4].labels == (1, 0)
+
+
+def test_batched_equals_single_float32():
+    model = make_model("igs", seed=6)
+    batched = gen(model).generate(KEYWORDS, 5, seed=7)
+    single = [gen(model).generate([kw], 5, seed=7)[0] for kw in KEYWORDS]
+    assert [p.lines for p in batched] == [p.lines for p in single]
+
+
+def test_determinism_and_seed_dependence():
+    model = make_model("cvae", seed=2)
+    a = gen(model).generate(KEYWORDS, 5, n_samples=2, seed=11)
+    b = gen(model).generate(KEYWORDS, 5, n_samples=2, seed=11)
+    c = gen(model).generate(KEYWORDS, 5, n_samples=2, seed=12)
+    assert a == b
+    assert [p.lines for p in a] != [p.lines for p in c]
+    assert a[0].lines != a[1].lines or a[2].lines != a[3].lines  # samples differ through the latent
+
+
+def test_scores_and_context_match_teacher_forced_decode():
+    """Per-line scores equal a teacher-forced re-scoring by model.decode (same s0, context padded to 8)."""
+    model = make_model("aus", seed=8, eos_bias=3.0, dtype=torch.float64)
+    g = gen(model, gen_cfg=GenConfig(beam_size=6, extra_steps=1))
+    for length in (5, 7):
+        p = g.generate(["秋风"], length, labels=(2, 1), seed=9)[0]
+        assert p.ok
+        req = g._requests(["秋风"], length, (2, 1), 1, 9)[0]
+        with torch.no_grad():
+            _, s0, length_oh = g._init_poems([req])
+            lines = torch.full((1, 4, 8), PAD, dtype=torch.long)
+            for i, line in enumerate(p.lines):
+                lines[0, i, :length] = torch.tensor(VOCAB.encode(line))
+                lines[0, i, length] = EOS
+            dec = model.decode(s0, lines, length_oh)
+            logp = torch.log_softmax(dec.full_logits(), -1).gather(-1, dec.targets.unsqueeze(-1)).squeeze(-1)
+            per_line = (logp * dec.mask).sum(-1)[0] / (length + 1)
+        assert per_line.tolist() == pytest.approx(list(p.line_scores), abs=1e-8)
+
+
+# ----------------------------------------------------------------------------------------------
+# relaxation ladder
+# ----------------------------------------------------------------------------------------------
+
+def test_relaxation_ladder_counts_and_strict_failure():
+    model = make_model("aus", seed=4)
+    full = gen(model).generate(KEYWORDS, [5, 7, 5, 7], n_samples=2, seed=5)
+    strict = gen(model, max_relaxation=0).generate(KEYWORDS, [5, 7, 5, 7], n_samples=2, seed=5)
+    assert all(p.ok for p in full)
+    assert sum(p.relaxation > 0 for p in full) >= 4  # an untrained model needs the ladder
+    for a, b in zip(full, strict):
+        if a.relaxation == 0:
+            assert b.ok and b.lines == a.lines
+        else:  # the official behaviour: the poem fails, and says so
+            assert not b.ok and b.lines == () and b.failed_line is not None and b.form_ok is False
+            assert b.failed_line == min(i for i, lvl in enumerate(a.line_relaxation) if lvl > 0)
+
+
+def test_ladder_reaches_cross_line_rung_on_exhausted_vocabulary():
+    """With too few characters for four lines, the last rung is used (or the poem fails, never half-made)."""
+    small = Vocab(SPECIALS + tuple("天风山春花时月雨草树水路"))
+    torch.manual_seed(0)
+    model = build_model("cvae", SMOKE, len(small)).eval()
+    g = Generator(model, small, TR, None, GenConfig(beam_size=4))
+    for p in g.generate(["春", "月"], 7, seed=0):
+        if p.ok:
+            assert len(p.lines) == 4 and p.relaxation == MAX_RELAXATION
+        else:
+            assert p.lines == () and p.relaxation == MAX_RELAXATION
+    failing = Generator(model, small, TR, None, GenConfig(beam_size=4), max_relaxation=3)
+    p = failing.generate(["春"], 7, seed=0)[0]
+    assert not p.ok and p.lines == () and p.failed_line is not None
+
+
+def test_top_n_distinct_basic():
+    g = gen(make_model("basic", seed=1), gen_cfg=GenConfig(beam_size=4))
+    poems = g.top_n_distinct("春", 5, 6)
+    assert len(poems) == 6
+    firsts = [p.lines[0] for p in poems if p.ok]
+    assert len(firsts) == len(set(firsts)) >= 2
+    for p in poems:
+        if p.ok:
+            assert_constraints(p)
+    assert g.generate(["春"], 5, n_samples=2)[0].lines == g.generate(["春"], 5, n_samples=2)[1].lines
+
+
+# ----------------------------------------------------------------------------------------------
+# bad inputs
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"keywords": ["鹤"]}, "鹤"),
+    ({"keywords": ["春秋风"]}, "春秋风"),
+    ({"length": 6}, "6"),
+    ({"labels": ("soldier", -1)}, "soldier"),
+    ({"labels": (0, 5)}, "5"),
+    ({"n_samples": 0}, "0"),
+])
+def test_bad_inputs_raise_with_value(kwargs, named):
+    g = gen(make_model("aus"))
+    args = {"keywords": ["春"], "length": 5, **kwargs}
+    with pytest.raises(ValueError, match=named):
+        g.generate(**args)
+
+
+def test_labels_on_label_free_model_raise():
+    with pytest.raises(ValueError, match="cvae"):
+        gen(make_model("cvae")).generate(["春"], 5, labels=(0, 1))
+
+
+def test_greedy_decode():
+    model = make_model("aus")
+    lines = greedy_decode(model, VOCAB, "秋风", 7, labels=("other", -1), seed=1)
+    assert len(lines) == 4 and all(len(line) == 7 and all(ch in VOCAB for ch in line) for line in lines)
+    assert lines == greedy_decode(model, VOCAB, "秋风", 7, labels=("other", -1), seed=1)
+    with pytest.raises(ValueError, match="9"):
+        greedy_decode(model, VOCAB, "春", 9)
+
+
+def test_benchmark_generation_smoke():
+    b = benchmark_generation(make_model("aus"), VOCAB, 4, 5, 4, tone_rhyme=TR)
+    assert b.n_poems == 4 and b.poems_per_s > 0 and b.decode_poems_per_s > 0
+    assert sum(b.relaxation_counts.values()) == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoint + CLI
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def ckpt_env(tmp_path):
+    crrd = tmp_path / "CRRD"
+    crrd.mkdir()
+    (crrd / "pingsheng.txt").write_text(LEVEL + BOTH + "\n", encoding="utf-8")
+    (crrd / "zesheng.txt").write_text(OBLIQUE + BOTH + "\n", encoding="utf-8")
+    (crrd / "pingshui.txt").write_text("".join(f"{c} {k}\n" for c, k in RHYMES.items()), encoding="utf-8")
+    model = make_model("aus")
+    path = tmp_path / "aus.pt"
+    torch.save({"kind": "aus", "model_config": dataclasses.asdict(SMOKE),
+                "vocab": list(VOCAB.tokens), "state_dict": model.state_dict()}, path)
+    return path, crrd
+
+
+def run_cli(capsys, *args):
+    code = cli.main(["generate", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_load_checkpoint_roundtrip(ckpt_env):
+    path, _ = ckpt_env
+    model, vocab, meta = load_checkpoint(path)
+    assert model.kind == "aus" and vocab == VOCAB and meta["kind"] == "aus" and not model.training
+
+
+def training_checkpoint(tmp_path, with_data: bool = False):
+    """A checkpoint in mixpoet_lib.training's format (no vocabulary inside) and a vocab.json beside it."""
+    model = make_model("igs")
+    path = tmp_path / "igs_c2.pt"
+    payload = {"format": 1, "name": "igs", "phase": "c2", "complete": True, "step": 3, "total_steps": 3,
+               "model_args": {"kind": "igs", "straight_through": False}, "model_config": dataclasses.asdict(SMOKE),
+               "vocab_size": len(VOCAB), "model": model.state_dict(), "metrics": {}}
+    if with_data:
+        payload["config"] = {"data": {"max_vocab": 3}}
+    torch.save(payload, path)
+    VOCAB.save(tmp_path / "vocab.json")
+    return path, tmp_path / "vocab.json"
+
+
+def test_training_format_checkpoint(ckpt_env, capsys, tmp_path):
+    _, crrd = ckpt_env
+    path, vocab_json = training_checkpoint(tmp_path)
+    model, vocab, meta = load_checkpoint(path, vocab=vocab_json)
+    assert model.kind == "igs" and vocab == VOCAB and meta["phase"] == "c2"
+    code, out, err = run_cli(capsys, "--checkpoint", path, "--vocab", vocab_json, "--crrd", crrd, "--keyword", "春",
+                             "--length", 5, "--beam", 4, "--living", "countryside")
+    assert code == 0, err
+    assert "countryside/" in out
+    code, _, err = run_cli(capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春")  # no vocabulary anywhere
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "vocab" in err
+
+
+def test_cli_generate_text_and_json(ckpt_env, capsys):
+    path, crrd = ckpt_env
+    code, out, err = run_cli(capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "秋风", "--length", 7,
+                             "--living", "military", "--era", "troubled", "-n", 2, "--beam", 4, "--seed", 1)
+    assert code == 0, err
+    rows = [r for r in out.splitlines() if not r.startswith("#")]
+    assert len(rows) == 2 and all("relaxation" in r and "military/troubled" in r for r in rows)
+    code, out, _ = run_cli(capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春", "--length", 5,
+                           "--beam", 4, "--json")
+    data = json.loads(out)
+    assert code == 0 and len(data) == 1 and len(data[0]["lines"]) == 4 and data[0]["relaxation_name"]
+
+
+def test_cli_strict_failure_is_reported(ckpt_env, capsys):
+    path, crrd = ckpt_env
+    code, out, _ = run_cli(capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春", "--length", 7,
+                           "--beam", 4, "-n", 3, "--strict")
+    assert code == 3  # an untrained model fails the official procedure, and the output says so
+    assert out.count("generation FAILED on line") == 3
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"--checkpoint": "missing.pt"}, "missing.pt"),
+    ({"--keyword": "鹤"}, "鹤"),
+    ({"--length": "6"}, "6"),
+    ({"--length": "five"}, "five"),
+    ({"--living": "soldier"}, "soldier"),
+    ({"--era": "golden"}, "golden"),
+])
+def test_cli_bad_inputs_one_line(ckpt_env, capsys, change, named):
+    path, crrd = ckpt_env
+    opts = {"--checkpoint": str(path), "--crrd": str(crrd), "--keyword": "春", "--length": "5", **change}
+    if change.get("--checkpoint") == "missing.pt":
+        opts["--checkpoint"] = str(path.parent / "missing.pt")
+    code, out, err = run_cli(capsys, *[x for kv in opts.items() for x in kv])
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("mixpoet: error:") and named in err
+
+
+def test_cli_corrupt_checkpoint(ckpt_env, capsys, tmp_path):
+    _, crrd = ckpt_env
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    code, _, err = run_cli(capsys, "--checkpoint", bad, "--crrd", crrd, "--keyword", "春")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "bad.pt" in err
+    incomplete = tmp_path / "inc.pt"
+    torch.save({"kind": "aus"}, incomplete)
+    code, _, err = run_cli(capsys, "--checkpoint", incomplete, "--crrd", crrd, "--keyword", "春")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "state_dict" in err
