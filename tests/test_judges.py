@@ -1,0 +1,224 @@
+"""The independent evaluation models of mixpoet_lib.judges: factor judges and the character LM (spec §5.3-5.4)."""
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mixpoet_lib import judges as J
+from mixpoet_lib.config import FACTOR_NAMES, PhaseConfig, get_profile
+from mixpoet_lib.vocab import BOS, EOS, SPECIALS, UNK, Vocab
+
+# `smoke_data` (the smoke profile's prepared dataset) comes from tests/conftest.py.
+SMOKE = get_profile("smoke")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Run these small models single-threaded: on a busy 2-core machine torch's default of 2 intra-op threads
+    made this module ~25× slower (292 s instead of 12 s); the previous setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("judge_run")
+
+
+@pytest.fixture(scope="module")
+def smoke_judges(smoke_data, run_dir):
+    return J.ensure_judges(smoke_data, SMOKE, run_dir)
+
+
+@pytest.fixture(scope="module")
+def smoke_lm(smoke_data, run_dir):
+    return J.ensure_lm(smoke_data, SMOKE, run_dir)
+
+
+def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def test_encode_poem_layout():
+    v = Vocab(SPECIALS + tuple("春风秋月"))
+    assert J.encode_poem(v, "春风|秋月") == [4, 5, EOS, 6, 7]  # <E> ends every line but the last
+    assert J.encode_poem(v, ["春风", "秋雪"], bos=True, eos=True) == [BOS, 4, 5, EOS, 6, UNK, EOS]
+
+
+def test_encode_arrays_equals_text_encoding(smoke_data):
+    poems = [p.content for p in smoke_data.poems("cqcf_test")]
+    arrays = smoke_data.arrays("cqcf_test")
+    for bos, eos in ((False, False), (True, True)):
+        tok_a, len_a = J.encode_arrays(arrays, bos, eos)
+        tok_t, len_t = J._encode_texts(smoke_data.vocab, poems, bos, eos)
+        assert torch.equal(tok_a, tok_t) and torch.equal(len_a, len_t)
+
+
+# ----------------------------------------------------------------------------- judges
+
+
+def test_smoke_judges_run_end_to_end(smoke_judges, smoke_data, run_dir):
+    assert set(smoke_judges) == set(FACTOR_NAMES)
+    for factor, model in smoke_judges.items():
+        rep = model.report
+        n = len(model.classes)
+        cm = np.array(rep["test"]["confusion"])
+        assert cm.shape == (n, n)
+        assert cm.sum() == rep["test"]["n"] == sum(p.labels[FACTOR_NAMES.index(factor)] >= 0
+                                                  for p in smoke_data.poems("cqcf_test"))
+        assert 0.0 <= rep["test"]["accuracy"] <= 1.0 and math.isfinite(rep["test"]["macro_f1"])
+        assert rep["steps"] == SMOKE.eval.judge.max_steps and rep["history"]
+        ck = torch.load(J.judge_path(run_dir, factor), map_location="cpu", weights_only=True)
+        assert ck["factor"] == factor and ck["report"]["test"] == rep["test"]
+    poems = [p.content for p in smoke_data.poems("cqcf_test")[:5]]
+    poems.append(["白日依山尽", "黄河入海流", "欲穷千里目", "更上一层楼"])  # a list of lines works too
+    out = J.classify(smoke_judges, poems)
+    assert len(out) == len(poems)
+    for row in out:
+        for factor, model in smoke_judges.items():
+            probs = row[factor]["probs"]
+            assert len(probs) == len(model.classes) and all(math.isfinite(x) for x in probs)
+            assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+            assert row[factor]["label"] == int(np.argmax(probs))
+            assert row[factor]["name"] == model.classes[row[factor]["label"]]
+    with pytest.raises(ValueError, match="no characters"):
+        J.classify(smoke_judges, ["|||"])
+
+
+def test_judge_checkpoint_is_reused_and_equal(smoke_judges, smoke_data, run_dir):
+    paths = {f: J.judge_path(run_dir, f) for f in FACTOR_NAMES}
+    stamps = {f: p.stat().st_mtime_ns for f, p in paths.items()}
+    again = J.ensure_judges(smoke_data, SMOKE, run_dir)
+    assert {f: p.stat().st_mtime_ns for f, p in paths.items()} == stamps  # loaded, not retrained
+    poems = [p.content for p in smoke_data.poems("cqcf_valid")[:20]]
+    for f in FACTOR_NAMES:
+        assert _state_equal(again[f], smoke_judges[f])
+    assert J.classify(again, poems) == J.classify(smoke_judges, poems)
+
+
+def test_judge_retrains_when_settings_change(smoke_judges, smoke_data, tmp_path):
+    J.ensure_judges(smoke_data, SMOKE, tmp_path, factors=("era",))
+    path = J.judge_path(tmp_path, "era")
+    before = path.stat().st_mtime_ns
+    J.ensure_judges(smoke_data, SMOKE, tmp_path, seed=SMOKE.seed + 1, factors=("era",))
+    assert path.stat().st_mtime_ns != before
+    assert torch.load(path, weights_only=True)["key"]["seed"] == SMOKE.seed + 1
+    path.write_bytes(b"not a checkpoint")  # an unreadable file is retrained, not fatal
+    J.ensure_judges(smoke_data, SMOKE, tmp_path, factors=("era",))
+    assert torch.load(path, weights_only=True)["key"]["seed"] == SMOKE.seed
+
+
+def _synthetic(n: int, rng: np.random.Generator) -> tuple[list[str], list[int]]:
+    """5-character quatrains of filler characters; class k hides 2-4 of its marker characters somewhere."""
+    markers = ("兵戈", "田桑", "月花")
+    filler = list("之乎者也云山水风雨天日人心春秋")
+    poems, labels = [], []
+    for _ in range(n):
+        k = int(rng.integers(3))
+        chars = list(rng.choice(filler, 20))
+        for pos in rng.choice(20, int(rng.integers(2, 5)), replace=False):
+            chars[pos] = markers[k][int(rng.integers(2))]
+        poems.append("|".join("".join(chars[i : i + 5]) for i in range(0, 20, 5)))
+        labels.append(k)
+    return poems, labels
+
+
+def test_judge_learns_a_separable_task():
+    rng = np.random.default_rng(0)
+    vocab = Vocab(SPECIALS + tuple("兵戈田桑月花之乎者也云山水风雨天日人心春秋"))
+    sets = {}
+    for name, n in (("train", 300), ("valid", 60), ("test", 150)):
+        poems, labels = _synthetic(n, rng)
+        sets[name] = (*J._encode_texts(vocab, poems, False, False), torch.tensor(labels))
+    J.seed_everything(0)
+    model = J.JudgeClassifier(vocab, "living", emb=16, hidden=16)
+    phase = PhaseConfig(batch_size=32, epochs=8, lr_max=5e-3, warmup_steps=10)
+    fit = J.fit_classifier(model, sets["train"], sets["valid"], phase, seed=0)
+    assert fit["steps"] == 8 * 10
+    ev = J.evaluate_classifier(model, *sets["test"])
+    assert ev["accuracy"] >= 0.95 and ev["macro_f1"] >= 0.95
+
+
+# ----------------------------------------------------------------------------- classify_jsonl
+
+
+def test_classify_jsonl_reports_malformed_lines_and_continues(smoke_judges, tmp_path):
+    rows = [
+        json.dumps({"content": "白日依山尽|黄河入海流|欲穷千里目|更上一层楼", "id": "a"}, ensure_ascii=False),
+        '{"content": "broken',
+        json.dumps({"content": "床前明月光|疑是地上霜|举头望明月|低头思故乡"}, ensure_ascii=False),
+        json.dumps({"text": "no content"}),
+        "",
+        json.dumps([1, 2]),
+        json.dumps({"content": "|||"}),
+        json.dumps({"content": "春眠不觉晓|处处闻啼鸟|夜来风雨声|花落知多少"}, ensure_ascii=False),
+    ]
+    path = tmp_path / "poems.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = io.StringIO()
+    n_ok, errors = J.classify_jsonl(smoke_judges, path, out)
+    assert n_ok == 3
+    assert [e.split(":")[0] for e in errors] == ["line 2", "line 4", "line 6", "line 7"]
+    assert "invalid JSON" in errors[0] and "content" in errors[1]
+    written = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [w["line"] for w in written] == [1, 3, 8]
+    assert written[0]["id"] == "a"
+    for w in written:
+        assert set(w["judge"]) == set(FACTOR_NAMES)
+    same = J.classify(smoke_judges, [w["content"] for w in written])
+    assert [w["judge"] for w in written] == same
+
+
+# ----------------------------------------------------------------------------- character LM
+
+
+def test_lm_perplexity_falls_and_checkpoint_roundtrips(smoke_lm, smoke_data, run_dir):
+    train_poems = [p.content for p in smoke_data.poems("unl_train")[:200]]
+    J.seed_everything(SMOKE.seed)
+    cfg = SMOKE.eval
+    untrained = J.CharLM(smoke_data.vocab, cfg.lm_emb, cfg.lm_hidden, cfg.lm_layers)
+    before = J.lm_score(untrained, train_poems).summary()["corpus_ppl"]
+    after = J.lm_score(smoke_lm, train_poems).summary()["corpus_ppl"]
+    assert after < 0.8 * before
+
+    rep = smoke_lm.report
+    assert math.isfinite(rep["valid_char_ppl"]) and rep["n_train"] == len(smoke_data.poems("unl_train"))
+    gt = rep["gt_unl_test"]
+    assert gt["n"] == len(smoke_data.poems("unl_test")) and gt["mean_lms"] < 0
+    assert gt["corpus_ppl"] == pytest.approx(J.lm_score(smoke_lm, [p.content for p in smoke_data.poems("unl_test")])
+                                             .summary()["corpus_ppl"], rel=1e-5)
+
+    path = J.lm_path(run_dir)
+    stamp = path.stat().st_mtime_ns
+    again = J.ensure_lm(smoke_data, SMOKE, run_dir)
+    assert path.stat().st_mtime_ns == stamp and _state_equal(again, smoke_lm)
+    np.testing.assert_allclose(J.lm_score(again, train_poems[:20]).lms, J.lm_score(smoke_lm, train_poems[:20]).lms)
+
+
+def test_lm_log_probs_are_normalised_and_match_the_scored_targets(smoke_lm):
+    tokens, _ = smoke_lm.encode(["白日依山尽|黄河入海流|欲穷千里目|更上一层楼"])
+    with torch.no_grad():
+        full = smoke_lm.log_prob(tokens)  # (1, T, V)
+        picked = smoke_lm(tokens)  # (1, T-1): log p of each next token
+    assert torch.allclose(full.exp().sum(-1), torch.ones(full.shape[:2]), atol=1e-4)
+    assert torch.allclose(full[0, :-1].gather(1, tokens[0, 1:, None])[:, 0], picked[0], atol=1e-5)
+
+
+def test_lm_score_counts_characters_only(smoke_lm):
+    poems = ["白日依山尽|黄河入海流|欲穷千里目|更上一层楼", "床前明月光|疑是地上霜|举头望明月|低头思故乡"]
+    s = J.lm_score(smoke_lm, poems)
+    assert s.n_chars.tolist() == [20, 20]
+    assert np.all(s.lms < 0) and np.allclose(s.ppl, np.exp(-s.lms))
+    assert J.lm_score(smoke_lm, []).lms.size == 0
