@@ -35,7 +35,7 @@ test: setup
 	$(MAKE) --no-print-directory test-unit test-notebooks
 
 test-unit:
-	TQDM_DISABLE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	OMP_NUM_THREADS=1 TQDM_DISABLE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-notebooks:
 	MIXPOET_PROFILE=smoke TQDM_DISABLE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(NBVAL) notebooks/

@@ -1,0 +1,59 @@
+"""``mixpoet classify``: tag poems (JSON lines with a ``content`` field) with the judge classifiers' factor labels."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import FACTOR_NAMES
+
+
+def _judge_files(checkpoint: str) -> dict[str, Path]:
+    path = Path(checkpoint)
+    if path.is_dir():
+        found = {f: path / f"judge_{f}.pt" for f in FACTOR_NAMES}
+        found = {f: p for f, p in found.items() if p.is_file()}
+        if not found:
+            raise FileNotFoundError(f"no judge checkpoint (judge_living.pt / judge_era.pt) in {path}")
+        return found
+    if not path.is_file():
+        raise FileNotFoundError(f"judge checkpoint {path} does not exist")
+    factor = next((f for f in FACTOR_NAMES if path.stem.endswith(f)), None)
+    if factor is None:
+        raise ValueError(f"cannot tell the factor of {path.name}; expected judge_living.pt or judge_era.pt "
+                         "(or give the folder holding both)")
+    return {factor: path}
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from .judges import classify_jsonl, load_judge
+
+    if not Path(args.input).is_file():
+        raise FileNotFoundError(f"input file {args.input} does not exist")
+    judges = {}
+    for factor, path in _judge_files(args.checkpoint).items():
+        try:
+            judges[factor] = load_judge(path)
+        except Exception as exc:  # corrupt, truncated or foreign file: say which one, in one line
+            raise ValueError(f"cannot load judge checkpoint {path}: {exc}") from None
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        n_ok, errors = classify_jsonl(judges, args.input, out)
+    finally:
+        if args.output:
+            out.close()
+    for err in errors:
+        print(f"mixpoet classify: {args.input}: {err}", file=sys.stderr)
+    print(f"{n_ok} poem(s) tagged, {len(errors)} malformed line(s) skipped", file=sys.stderr)
+    return 0 if not errors else 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``classify`` sub-command."""
+    p = sub.add_parser("classify", help="tag poems with the judge classifiers' factor labels and probabilities")
+    p.add_argument("--checkpoint", required=True,
+                   help="a judge checkpoint (judge_living.pt / judge_era.pt) or the folder holding them "
+                        "(e.g. runs/tutorial/checkpoints)")
+    p.add_argument("--input", required=True, help="JSON lines, one poem per line, lines joined by '|' in 'content'")
+    p.add_argument("--output", help="write the tagged JSON lines here (default: standard output)")
+    p.set_defaults(func=_cmd_classify)
