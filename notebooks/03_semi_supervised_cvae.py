@@ -1,0 +1,238 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · From the VAE to a semi-supervised conditional VAE with factor sub-spaces
+#
+# Notebook 02 built a decoder that writes verse from a conditioning vector. Here the conditioning
+# vector becomes a **latent variable** $z$, which is what lets one keyword yield many different poems.
+# We go in three steps, each a model of the library trained on the same data:
+#
+# 1. the **CVAE** (one Gaussian latent, conditioned on the keyword) — the textbook baseline;
+# 2. the **semi-supervised** objective of Kingma et al. (2014, "M2") for factor labels that are often
+#    missing, with the two classifiers MixPoet needs;
+# 3. **MixPoet-IGS**: the latent split into one isotropic-Gaussian sub-space per factor.
+#
+# Notebook 04 then replaces the Gaussians and the KL term by implicit samplers and a discriminator.
+
+# %% tags=["parameters"]
+PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
+SEED: int = 1234  # seed of every random choice in this notebook
+
+# %%
+import logging
+
+import jieba
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from mixpoet_lib import config, dataset, generation, losses, plots, training
+
+jieba.setLogLevel(logging.INFO)
+profile = config.get_profile(PROFILE)
+font = plots.setup_style()
+torch.manual_seed(SEED)
+data = dataset.prepare(profile)
+vocab = data.vocab
+print(f"profile {profile.name} | device {training.device()}")
+
+# %% [markdown]
+# ## 1 · The conditional VAE
+#
+# Given a keyword $w$, the CVAE assumes a poem is written by first drawing $z\sim p_\theta(z\mid w)$ and
+# then decoding $x\sim p_\theta(x\mid z,w)$. Training maximises the evidence lower bound
+#
+# $$\log p_\theta(x\mid w)\ \ge\ \mathbb E_{q_\phi(z\mid x,w)}\bigl[\log p_\theta(x\mid z,w)\bigr]
+#   -\operatorname{KL}\bigl(q_\phi(z\mid x,w)\,\big\|\,p_\theta(z\mid w)\bigr),$$
+#
+# with a Gaussian posterior (the recognition network reads the poem) and a Gaussian prior (it reads the
+# keyword only). For two diagonal Gaussians the KL has a closed form, summed over dimensions:
+#
+# $$\operatorname{KL}\bigl(\mathcal N(\mu_q,\sigma_q^2)\,\|\,\mathcal N(\mu_p,\sigma_p^2)\bigr)
+#   =\tfrac12\Bigl(\log\tfrac{\sigma_p^2}{\sigma_q^2}+\tfrac{\sigma_q^2+(\mu_q-\mu_p)^2}{\sigma_p^2}-1\Bigr).$$
+#
+# A hand check of `losses.gaussian_kl` on $q=\mathcal N(1, 1)$, $p=\mathcal N(0, e^{2})$, one dimension:
+# $\tfrac12\,(2 + (1+1)/e^{2} - 1) = 0.6353$.
+
+# %% tags=["nbval-check-output"]
+kl = losses.gaussian_kl(torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[0.0]]), torch.tensor([[2.0]]))
+print(f"KL = {kl.item():.4f}; by hand = {0.5 * (2 + 2 / np.e**2 - 1):.4f}")
+
+# %% [markdown]
+# ### Posterior collapse, and what we do about it
+#
+# A strong autoregressive decoder can model poems well *without* looking at $z$. The cheapest way to
+# satisfy the ELBO is then $q_\phi(z\mid x,w)=p_\theta(z\mid w)$: the KL goes to zero, $z$ carries no
+# information and every sample for a keyword gives the same poem. Two standard remedies are parameters
+# of the kit (`kl_anneal_steps`, `free_bits` in the profile):
+#
+# * **KL annealing** — the KL weight $\beta$ rises from 0 to 1, so the decoder learns to use $z$ before
+#   the KL starts pulling $q$ onto the prior;
+# * **free bits** — each latent dimension may keep $\lambda$ nats of KL for free:
+#   $\sum_d\max(\lambda,\operatorname{KL}_d)$, so pushing a dimension's KL below $\lambda$ gains nothing.
+#
+# The training log counts **active units** (dimensions whose posterior mean varies across poems,
+# $\operatorname{Var}_x\,\mathbb E_q[z_d] > 0.01$): a collapsed model has none.
+
+# %%
+cvae = training.ensure_model("cvae", profile, data=data, run_dir=RUN_DIR, progress=False)
+log = training.read_log("cvae", "c1", profile, run_dir=RUN_DIR)
+val = training.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True)
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+roll = log.rolling(max(1, len(log) // 40), min_periods=1).mean()
+axes[0].plot(log["step"], roll["rec"])
+axes[0].set(title="reconstruction", xlabel="step")
+axes[1].plot(log["step"], roll["kl"], label="KL")
+axes[1].plot(log["step"], log["kl_weight"], "--", label="β (annealing)")
+axes[1].set(title="KL and its weight", xlabel="step")
+axes[1].legend()
+axes[2].plot(log["step"], log["active_units"])
+axes[2].set(title=f"active units (of {profile.model.latent_size})", xlabel="step")
+fig.tight_layout()
+plots.save_figure(fig, "03_cvae_training", profile.name)
+plt.show()
+print(val.tail(1).round(3).to_string(index=False))
+
+# %% [markdown]
+# ## 2 · Semi-supervised learning with missing labels (Kingma et al.'s M2)
+#
+# MixPoet conditions the latent on two factor labels $y=(y_1,y_2)$, but most poems carry one label or
+# none (notebook 01). M2 treats a missing label as one more latent variable with its own recognition
+# network, the classifier $q_\phi(y_k\mid x,w)$. For a labelled factor the bound is the CVAE's with $y_k$
+# fixed, plus a supervised classification loss; for a missing one it is averaged over
+# $q_\phi(y_k\mid x,w)$ and gains the classifier's entropy:
+#
+# $$\mathcal U(x,w)=\sum_{y}q_\phi(y\mid x,w)\,\mathcal L(x,w,y)+\mathcal H\bigl(q_\phi(y\mid x,w)\bigr).$$
+#
+# MixPoet does not sum over $y$: it *samples* the missing label (Gumbel-max, spec §2.3), and adds, per
+# factor $k$ with $K_k$ classes,
+#
+# * $\mathcal L_{xw,k}$ — cross-entropy of $q(y_k\mid x,w)$ on the items labelled for $k$;
+# * $\mathcal L_{ent,k}=\frac1{K_k}\sum_c q_c\log q_c$ on the unlabelled items (minimising it *maximises*
+#   the entropy — M2's $+\mathcal H$ term);
+# * $\mathcal L_{w,k}$ — cross-entropy of the keyword-only classifier $p(y_k\mid w)$ against the true or
+#   sampled label. This second classifier is what generation uses when the user gives no label.
+#
+# At uniform $q$ the entropy terms of both factors sum to $-(\ln 3/3+\ln 2/2)$, the $-0.712$ that the
+# official training log shows at the start:
+
+# %% tags=["nbval-check-output"]
+uniform = [torch.zeros(4, 3), torch.zeros(4, 2)]
+mask = torch.zeros(4, 2)
+value = sum(losses.entropy_term(logits, mask[:, k]).item() for k, logits in enumerate(uniform))
+print(f"entropy terms at uniform q: {value:.4f} (spec: -0.712)")
+
+# %% [markdown]
+# ### The classifiers (phases B1, B2)
+#
+# Before the mixture training, both classifiers of each factor are pre-trained on the labelled poems.
+# $q(y\mid x,w)$ reads the whole poem and should do well; $p(y\mid w)$ sees only a one- or two-character
+# keyword, so it can only learn associations such as 烽火 → military. Validation on CQCF valid,
+# against the majority-class baseline:
+
+# %%
+classifiers = training.ensure_model("classifiers", profile, data=data, run_dir=RUN_DIR, progress=False)
+rows = []
+for k, factor in enumerate(config.FACTOR_NAMES, start=1):
+    v = training.read_log("shared", f"cl{k}", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
+    labels = data.arrays("cqcf_valid").labels[:, k - 1]
+    labels = labels[labels >= 0]
+    majority = np.bincount(labels).max() / len(labels)
+    rows.append({"factor": factor, "q(y|x,w) acc": v["val_acc_xw"], "q(y|x,w) macro-F1": v["val_f1_xw"],
+                 "p(y|w) acc": v["val_acc_w"], "p(y|w) macro-F1": v["val_f1_w"], "majority-class acc": majority})
+clf = pd.DataFrame(rows).set_index("factor")
+clf.round(3)
+
+# %% [markdown]
+# ## 3 · MixPoet-IGS: one Gaussian sub-space per factor
+#
+# MixPoet splits the latent vector into one sub-space per factor, $z=[z_1;z_2]$, each of half the
+# latent size. In the **isotropic-Gaussian** variant (our name: IGS) each sub-space has its own prior
+# and posterior,
+#
+# $$p(z_k\mid w,y_k)=\mathcal N\bigl(\mu_k(w,y_k),\,\sigma^2_k(w,y_k)I\bigr),\qquad
+#   q(z_k\mid x,w,y_k)=\mathcal N\bigl(\mu'_k(x,w,y_k),\,\sigma'^2_k(x,w,y_k)I\bigr),$$
+#
+# and the KL splits into one analytic term per sub-space. Choosing a value for each factor selects a
+# region in each sub-space; concatenating the samples gives the *mixed* code. Because sub-space $k$
+# only ever sees $y_k$, a mixture that is rare in the data (countryside life in troubled times: 14
+# poems) is still reachable — each half was trained on plenty of data for its own factor.
+
+# %%
+igs = training.ensure_model("igs", profile, data=data, run_dir=RUN_DIR, progress=False)
+log1 = training.read_log("igs", "c1", profile, run_dir=RUN_DIR)
+log2 = training.read_log("igs", "c2", profile, run_dir=RUN_DIR)
+ilog = pd.concat([log1, log2.assign(step=log2["step"] + log1["step"].max())])
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+roll = ilog.rolling(max(1, len(ilog) // 40), min_periods=1).mean()
+axes[0].plot(ilog["step"], roll["rec"])
+axes[0].axvline(log1["step"].max(), color="grey", ls=":", label="fine-tuning starts")
+axes[0].set(title="reconstruction", xlabel="step")
+axes[0].legend()
+axes[1].plot(ilog["step"], roll["kl1"], label="KL, living sub-space")
+axes[1].plot(ilog["step"], roll["kl2"], label="KL, era sub-space")
+axes[1].set(title="KL per sub-space", xlabel="step")
+axes[1].legend()
+axes[2].plot(ilog["step"], roll["xw"], label="supervised CE")
+axes[2].plot(ilog["step"], roll["ent"], label="entropy term")
+axes[2].plot(ilog["step"], roll["w"], label="keyword CE")
+axes[2].set(title="classifier terms", xlabel="step")
+axes[2].legend()
+fig.tight_layout()
+plots.save_figure(fig, "03_igs_training", profile.name)
+plt.show()
+
+# %% [markdown]
+# ## 4 · Same keyword, different latent samples
+#
+# The point of the latent variable: for one keyword, different samples of $z$ give different poems.
+# Greedy decoding (no constraints yet) from three prior samples of each model:
+
+# %%
+for name, model in (("CVAE", cvae), ("MixPoet-IGS", igs)):
+    print(name)
+    for seed in range(3):
+        print("  ", " | ".join(generation.greedy_decode(model, vocab, "秋风", 5, seed=seed)))
+
+# %%
+cv = training.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
+ig = training.read_log("igs", "c2", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
+summary = pd.DataFrame({"CVAE": {"validation perplexity": cv["val_ppl"], "active units": cv["val_active_units"]},
+                        "MixPoet-IGS": {"validation perplexity": ig["val_ppl"], "active units": ig["val_active_units"]}})
+print(summary.round(2).to_string())
+assert np.isfinite(summary.values).all()
+assert (clf["q(y|x,w) acc"] > 0).all()
+if profile.name != "smoke":  # the smoke profile trains for seconds: only the full run has to learn
+    assert (clf["q(y|x,w) acc"] > clf["majority-class acc"] + 0.05).all(), "a classifier is not above chance"
+    assert cv["val_active_units"] > 0, "the CVAE's posterior collapsed"
+
+# %% [markdown]
+# ## Summary
+#
+# * The CVAE's latent variable gives diversity, but only if it is used: annealing and free bits keep
+#   the posterior from collapsing onto the prior.
+# * M2 handles missing labels by inferring them with a classifier; MixPoet samples them and keeps a
+#   second, keyword-only classifier for generation.
+# * Splitting the latent into factor sub-spaces lets the model combine factor values that rarely or
+#   never co-occur in the labelled data.
+#
+# ## Exercises
+#
+# 1. Set `free_bits` to 0 and `kl_anneal_steps` to 1 in a copy of the profile. How many active units
+#    does the CVAE keep?
+# 2. Why is the entropy term divided by the number of classes? What would change without it?
+# 3. $p(y\mid w)$ is much weaker than $q(y\mid x,w)$. Which keywords would you expect it to classify well?

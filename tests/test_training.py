@@ -1,0 +1,289 @@
+"""Training phases, checkpoints, exact kill-and-resume, schedules and input errors (smoke profile, fast)."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mixpoet_lib import cli
+from mixpoet_lib.config import get_profile
+from mixpoet_lib.models import BasicGenerator, MixPoetAUS
+from mixpoet_lib.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
+from mixpoet_lib.training import (PHASES, checkpoint_path, classification_scores, ensure_model, load_model,
+                                  phase_plan, train)
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = get_profile("smoke")
+ALL = ("basic", "cvae", "igs", "aus", "aus_st")
+CAP = 6  # steps per phase in the all-phases run: AUS c1 stays in the reconstruction warm-up, c2 goes past it
+
+
+def _data_dir(data) -> Path:
+    return Path(data.root).parents[1]  # <data>/processed/dataset-<key>
+
+
+def _same(a, b, where="") -> None:
+    """Assert two checkpoint objects are identical: tensors bit for bit, everything else by ==."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), f"tensor differs at {where}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"keys differ at {where}: {set(a) ^ set(b)}"
+        for k in a:
+            _same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), where
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+@pytest.fixture(scope="module")
+def all_phases(smoke_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("all_phases")
+    t0 = time.perf_counter()
+    res = train(ALL, "smoke", data=smoke_data, run_dir=run, progress=False, max_steps=CAP)
+    return run, res, time.perf_counter() - t0
+
+
+def test_plan_order_and_prerequisites():
+    assert phase_plan(["basic"]) == [("shared", "dae"), ("basic", "c1")]
+    plan = phase_plan(["aus_st", "cvae"])
+    assert plan == [("shared", "dae"), ("shared", "cl1"), ("shared", "cl2"), ("cvae", "c1"),
+                    ("aus_st", "c1"), ("aus_st", "c2")]
+    assert {p for _, p in phase_plan(ALL)} == set(PHASES)
+
+
+def test_every_phase_runs_logs_and_is_finite(all_phases):
+    run, res, _ = all_phases
+    assert list(res) == [f"{n}_{p}" for n, p in phase_plan(ALL)]
+    for key, r in res.items():
+        assert r.steps_run == CAP and r.step == CAP and not r.complete, key
+        log = pd.read_csv(run / "logs" / f"{key}.csv")
+        assert list(log["step"]) == list(range(1, CAP + 1)), key
+        assert np.isfinite(log["loss"]).all() and (log["grad_norm"] > 0).all(), key
+        val = pd.read_csv(run / "logs" / f"{key}_valid.csv")
+        assert list(val["step"]) == [CAP], key
+        cols = [c for c in val.columns if c != "step"]
+        assert cols and np.isfinite(val[cols].to_numpy(dtype=float)).all(), key
+        if "val_ppl" in val:
+            assert 1 < float(val["val_ppl"].iloc[0]) < 2 * 3004, key  # below uniform over the vocabulary
+    cl = pd.read_csv(run / "logs" / "shared_cl1_valid.csv")
+    assert 0 <= cl["val_acc_xw"].iloc[0] <= 1 and 0 <= cl["val_f1_w"].iloc[0] <= 1
+
+
+def test_aus_adversarial_steps_noise_and_diagnostics(all_phases):
+    run, _, _ = all_phases
+    t = SMOKE.train
+    c1 = pd.read_csv(run / "logs" / "aus_c1.csv")
+    assert c1["d_loss"].isna().all() and (c1["sigma"] == 1.0).all()  # still in the reconstruction warm-up
+    c2 = pd.read_csv(run / "logs" / "aus_c2.csv")
+    rec_steps = CAP + c2["step"]
+    adv = rec_steps > t.rec_warm_steps
+    assert adv.any() and not adv.all()
+    assert np.isfinite(c2.loc[adv, ["d_loss", "g_loss", "lr_dis", "lr_gen"]].to_numpy()).all()
+    assert c2.loc[~adv, "d_loss"].isna().all()
+    first = c2.index[adv][0]
+    assert c2.loc[first, "sigma"] == 1.0  # official: the first discriminator round still sees σ = 1.0
+    assert np.isfinite(c2.loc[first, ["diag_prior_post", "diag_mixture"]].to_numpy(dtype=float)).all()
+    # τ counts batches from the first C1 batch on, through C2
+    assert np.allclose(c2["tau"], [gumbel_tau(CAP + s - 1, t.tau_annealing_steps, t.min_tau) for s in c2["step"]])
+    igs = pd.read_csv(run / "logs" / "igs_c1.csv")
+    assert np.isfinite(igs.loc[0, ["diag_prior_post", "diag_mixture"]].to_numpy(dtype=float)).all()
+
+
+def test_learning_rate_and_teacher_forcing_follow_the_schedules(all_phases):
+    run, _, _ = all_phases
+    t = SMOKE.train
+    dae = pd.read_csv(run / "logs" / "shared_dae.csv")
+    assert dae["lr"].tolist() == [phase_learning_rate(s, t.dae) for s in dae["step"]]
+    assert dae["tf_ratio"].tolist() == [teacher_forcing_ratio(1, t.dae.tf_burn_in, t.dae.tf_decay, t.dae.tf_min)] * CAP
+    cl = pd.read_csv(run / "logs" / "shared_cl2.csv")
+    assert cl["lr"].tolist() == [phase_learning_rate(s, t.classifier) for s in cl["step"]]
+    c1 = pd.read_csv(run / "logs" / "aus_c1.csv")
+    assert c1["lr_rec"].tolist() == [phase_learning_rate(s, t.mixture) for s in c1["step"]]
+    c2 = pd.read_csv(run / "logs" / "aus_c2.csv")  # C2 continues the optimisers' step counts
+    assert c2["lr_rec"].tolist() == [phase_learning_rate(CAP + s, t.finetune) for s in c2["step"]]
+    adv = c2[c2["d_loss"].notna()]
+    n_dis = [t.ndis * (i + 1) for i in range(len(adv))]  # the discriminator's schedule advances ndis× per batch
+    assert adv["lr_dis"].tolist() == [phase_learning_rate(n - t.ndis + 1, t.finetune, t.dis_decay_exponent)
+                                      for n in n_dis]
+    cvae = pd.read_csv(run / "logs" / "cvae_c1.csv")
+    assert cvae["kl_weight"].tolist() == [min((s - 1) / t.kl_anneal_steps, 1.0) for s in cvae["step"]]
+
+
+def test_checkpoints_round_trip_with_weights_only(all_phases):
+    run, res, _ = all_phases
+    for key, r in res.items():
+        ckpt = torch.load(r.checkpoint, map_location="cpu", weights_only=True)
+        assert ckpt["step"] == CAP and ckpt["complete"] is False and ckpt["name"] + "_" + ckpt["phase"] == key
+        assert {"model", "optimizers", "schedulers", "counters", "rng", "config", "signature"} <= set(ckpt)
+        assert {"torch", "numpy", "python"} <= set(ckpt["rng"])
+        model = load_model(r.checkpoint, map_location="cpu")
+        assert not model.training
+        _same(model.state_dict(), ckpt["model"], key)
+    aus, aus_st = load_model(res["aus_c2"].checkpoint, "cpu"), load_model(res["aus_st_c2"].checkpoint, "cpu")
+    assert isinstance(aus, MixPoetAUS) and not aus.straight_through and aus_st.straight_through
+    assert set(torch.load(res["aus_c2"].checkpoint, weights_only=True)["optimizers"]) == {"rec", "dis", "gen"}
+
+
+def test_rerun_skips_finished_work(all_phases, smoke_data):
+    run, _, _ = all_phases
+    t0 = time.perf_counter()
+    again = train(ALL, "smoke", data=smoke_data, run_dir=run, progress=False, max_steps=CAP)
+    assert all(r.steps_run == 0 for r in again.values()) and time.perf_counter() - t0 < 10
+
+
+def test_resuming_aus_mid_adversarial_phase_is_exact(all_phases, smoke_data, tmp_path):
+    """Continue aus_c2 from its step-6 checkpoint (3 optimisers, σ/τ counters, SN and BN buffers, RNG) to step 9."""
+    run, _, _ = all_phases
+    resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    for target, keys in ((resumed, ("shared_dae", "shared_cl1", "shared_cl2", "aus_c1", "aus_c2")),
+                         (fresh, ("shared_dae", "shared_cl1", "shared_cl2", "aus_c1"))):
+        (target / "checkpoints").mkdir(parents=True)
+        (target / "logs").mkdir()
+        for key in keys:
+            shutil.copy(run / "checkpoints" / f"{key}.pt", target / "checkpoints")
+        if "aus_c2" in keys:
+            shutil.copy(run / "logs" / "aus_c2.csv", target / "logs")
+    a = train(["aus"], "smoke", data=smoke_data, run_dir=resumed, progress=False, max_steps=CAP + 3, phases=["c2"])
+    b = train(["aus"], "smoke", data=smoke_data, run_dir=fresh, progress=False, max_steps=CAP + 3, phases=["c2"])
+    assert a["aus_c2"].steps_run == 3 and b["aus_c2"].steps_run == CAP + 3
+    _same(torch.load(a["aus_c2"].checkpoint, weights_only=True), torch.load(b["aus_c2"].checkpoint, weights_only=True))
+    assert (resumed / "logs" / "aus_c2.csv").read_bytes() == (fresh / "logs" / "aus_c2.csv").read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------
+# kill -9 in the middle of a phase, resume, compare with an uninterrupted run
+# ----------------------------------------------------------------------------------------------
+
+def _env(mirror_dir: Path) -> dict[str, str]:
+    env = dict(os.environ, TQDM_DISABLE="1", MIXPOET_MIRROR=str(mirror_dir), PYTHONPATH=str(REPO))
+    env.pop("MIXPOET_PROFILE", None)
+    return env
+
+
+KILL_STEPS = 12  # --max-steps of the kill-and-resume runs (checkpoints at 10 and 12)
+
+
+def _cli_train(run: Path, data_dir: Path, mirror_dir: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mixpoet_lib.cli", "train", "--profile", "smoke", "--models", "basic",
+           "--run-dir", str(run), "--data-dir", str(data_dir), "--max-steps", str(KILL_STEPS), "-q"]
+    return subprocess.run(cmd, cwd=REPO, env=_env(mirror_dir), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(smoke_data, mirror_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted")
+    proc = _cli_train(run, _data_dir(smoke_data), mirror_dir)
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+# The child slows down once basic_c1 has passed its first checkpoint, so the kill lands mid-phase.
+_SLOW_CHILD = """
+import sys, time
+from mixpoet_lib.dataset import prepare
+from mixpoet_lib.config import get_profile
+from mixpoet_lib.training import train
+def slow(key, step, row):
+    if key == "basic_c1" and step > {ckpt}:
+        time.sleep(2.0)
+train(["basic"], "smoke", data=prepare(get_profile("smoke"), data_dir=sys.argv[2]), run_dir=sys.argv[1],
+      progress=False, callback=slow, max_steps={steps})
+"""
+
+
+def test_kill_and_resume_is_bit_identical(uninterrupted, smoke_data, mirror_dir, tmp_path):
+    run = tmp_path / "killed"
+    data_dir = _data_dir(smoke_data)
+    script = _SLOW_CHILD.format(ckpt=SMOKE.train.ckpt_every, steps=KILL_STEPS)
+    child = subprocess.Popen([sys.executable, "-c", script, str(run), str(data_dir)], cwd=REPO, env=_env(mirror_dir),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = checkpoint_path(run, "basic", "c1")
+    deadline = time.monotonic() + 120
+    while not ckpt.exists():
+        assert child.poll() is None, child.stderr.read().decode()
+        assert time.monotonic() < deadline, "no mid-phase checkpoint appeared"
+        time.sleep(0.02)
+    time.sleep(0.6)  # one more (slow) step past the checkpoint, then kill -9
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    child.stderr.close()
+    partial = torch.load(ckpt, weights_only=True)
+    assert partial["step"] == SMOKE.train.ckpt_every < KILL_STEPS
+    log_rows = len(pd.read_csv(run / "logs" / "basic_c1.csv"))
+    assert log_rows == partial["step"] + 1  # a row past the checkpoint was written; resuming must drop it
+
+    proc = _cli_train(run, data_dir, mirror_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "basic_c1" in proc.stdout
+    for name, phase in (("shared", "dae"), ("basic", "c1")):
+        a = torch.load(checkpoint_path(uninterrupted, name, phase), weights_only=True)
+        b = torch.load(checkpoint_path(run, name, phase), weights_only=True)
+        assert a["step"] == b["step"] == KILL_STEPS
+        _same(a, b, f"{name}_{phase}")
+        for suffix in ("", "_valid"):
+            log = f"{name}_{phase}{suffix}.csv"
+            assert (uninterrupted / "logs" / log).read_bytes() == (run / "logs" / log).read_bytes(), log
+
+
+def test_ensure_model_trains_once_then_loads(smoke_data, tmp_path):
+    t = SMOKE.train
+    tiny = replace(SMOKE, train=replace(t, dae=replace(t.dae, max_steps=3), mixture=replace(t.mixture, max_steps=3)))
+    model = ensure_model("basic", tiny, data=smoke_data, run_dir=tmp_path, progress=False)
+    assert isinstance(model, BasicGenerator) and not model.condition_on_poem and not model.training
+    path = checkpoint_path(tmp_path, "basic", "c1")
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["complete"] and ckpt["step"] == 3
+    _same({k: v.cpu() for k, v in model.state_dict().items()}, ckpt["model"])
+    stamp = path.stat().st_mtime_ns
+    again = ensure_model("basic", tiny, run_dir=tmp_path)  # finished: loaded, not trained (no data needed)
+    assert path.stat().st_mtime_ns == stamp
+    _same(again.state_dict(), model.state_dict())
+    out = again.generation_init(torch.tensor([[3, 10, 2]], device=next(again.parameters()).device))
+    assert out["s0"].shape[0] == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# errors and small helpers
+# ----------------------------------------------------------------------------------------------
+
+def test_bad_inputs_raise_clear_errors(smoke_data, tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        train(["nope"], "smoke", data=smoke_data, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown phase"):
+        train(["basic"], "smoke", data=smoke_data, run_dir=tmp_path, phases=["c3"])
+    with pytest.raises(ValueError, match="max_steps"):
+        train(["basic"], "smoke", data=smoke_data, run_dir=tmp_path, max_steps=0)
+    with pytest.raises(ValueError, match="shared_dae"):  # C1 alone needs the DAE checkpoint
+        train(["basic"], "smoke", data=smoke_data, run_dir=tmp_path, phases=["c1"], progress=False)
+    assert cli.main(["train", "--profile", "smoke", "--models", "basic", "gpt"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "unknown model 'gpt'" in err and len(err.splitlines()) == 1
+    code = cli.main(["train", "--profile", "smoke", "--models", "basic", "--data-dir", str(tmp_path / "nodata"),
+                     "--mirror", str(tmp_path / "no-mirror")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "not available" in err and len(err.splitlines()) == 1
+
+
+def test_classification_scores():
+    acc, f1 = classification_scores(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
+    assert acc == pytest.approx(0.6)
+    # per class F1: c0 = 2·1/(2+1+1) = .5, c1 = 2/(2+0+1) = .667, c2 = 2/(2+1+0) = .667
+    assert f1 == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
+    assert all(math.isnan(v) for v in classification_scores(np.array([]), np.array([]), 2))
