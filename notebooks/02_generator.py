@@ -35,23 +35,16 @@ RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
 SEED: int = 1234  # seed of every random choice in this notebook
 
 # %%
-import logging
-
-import jieba
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from mixpoet_lib import batching, config, dataset, generation, models, plots, schedules, training
+from mixpoet_lib import batching, config, generation, models, plots, schedules, training
+from mixpoet_lib.notebook import setup
 
-jieba.setLogLevel(logging.INFO)
-profile = config.get_profile(PROFILE)
-font = plots.setup_style()
-torch.manual_seed(SEED)
-data = dataset.prepare(profile)
+profile, data = setup(PROFILE, SEED)
 vocab = data.vocab
-print(f"profile {profile.name} | device {training.device()} | vocabulary {len(vocab)}")
 
 # %% [markdown]
 # ## 1 · Conditioning: keyword, length and line position

@@ -32,23 +32,16 @@ RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
 SEED: int = 1234  # seed of every random choice in this notebook
 
 # %%
-import logging
-
-import jieba
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from mixpoet_lib import config, dataset, generation, losses, plots, training
+from mixpoet_lib import config, generation, losses, plots, training
+from mixpoet_lib.notebook import setup
 
-jieba.setLogLevel(logging.INFO)
-profile = config.get_profile(PROFILE)
-font = plots.setup_style()
-torch.manual_seed(SEED)
-data = dataset.prepare(profile)
+profile, data = setup(PROFILE, SEED)
 vocab = data.vocab
-print(f"profile {profile.name} | device {training.device()}")
 
 # %% [markdown]
 # ## 1 · The conditional VAE

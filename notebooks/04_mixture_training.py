@@ -29,24 +29,17 @@ SEED: int = 1234  # seed of every random choice in this notebook
 KEYWORD: str = "秋风"  # keyword whose prior samples are projected in section 4
 
 # %%
-import logging
-
-import jieba
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from mixpoet_lib import analysis, config, dataset, generation, losses, plots, training
+from mixpoet_lib import analysis, config, generation, losses, plots, training
+from mixpoet_lib.notebook import setup
 
-jieba.setLogLevel(logging.INFO)
-profile = config.get_profile(PROFILE)
-font = plots.setup_style()
-torch.manual_seed(SEED)
-data = dataset.prepare(profile)
+profile, data = setup(PROFILE, SEED)
 vocab = data.vocab
-print(f"profile {profile.name} | device {training.device()} | straight-through labels: "
-      f"{profile.train.straight_through_labels}")
+print(f"straight-through labels: {profile.train.straight_through_labels}")
 
 # %% [markdown]
 # ## 1 · Implicit prior and posterior
@@ -170,7 +163,7 @@ for ax, (part, colour, title) in zip(axes, ((z, mix_names, "whole z, by mixture"
     proj, ratio = analysis.pca_2d(part)
     for value in dict.fromkeys(colour):
         sel = colour == value
-        ax.scatter(proj[sel, 0], proj[sel, 1], s=6, alpha=0.6, label=value)
+        ax.scatter(proj[sel, 0], proj[sel, 1], s=6, alpha=0.6, label=value, rasterized=True)
     ax.set(title=f"{title}\n(PC1+PC2: {ratio.sum():.0%} of variance)", xticks=[], yticks=[])
     ax.legend(markerscale=3, fontsize=8)
 fig.suptitle(f"prior samples for the keyword {KEYWORD}")

@@ -93,3 +93,15 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in readme and "make reproduce" in readme
     assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == ["make test"]
+
+
+def test_notebook_setup_without_data(capsys):
+    import torch
+
+    from mixpoet_lib.notebook import setup
+
+    profile, data = setup("smoke", 7, prepare_data=False)
+    first = torch.rand(1)
+    setup("smoke", 7, prepare_data=False)
+    assert profile.name == "smoke" and data is None and torch.equal(first, torch.rand(1))
+    assert "profile smoke | seed 7" in capsys.readouterr().out
