@@ -601,6 +601,14 @@ class FactorModelBase(PoetBase):
         base = (self.embed, self.encoder, self.word_encoder)
         return {f"cl{k + 1}": _unique_params(*base, self.cl_w[k], self.cl_xw[k]) for k in range(len(self.n_classes))}
 
+    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+        """Return {'s0', 'h_w', 'labels', 'z'}: labels -1 / None inferred from p(y|w), one prior sample per keyword."""
+        h_w = self.encode_keyword(keys)
+        ids = self.infer_labels(h_w, labels)
+        y = self._split(ids)
+        z = self.prior_sample(h_w, y)  # type: ignore[attr-defined]  # defined by IGS and AUS
+        return {"s0": self.decoder_s0(z, h_w, y), "h_w": h_w, "labels": ids, "z": z}
+
     def _split(self, labels: Tensor) -> list[Tensor]:
         return [labels[:, k] for k in range(labels.size(1))]
 
@@ -656,14 +664,6 @@ class MixPoetIGS(FactorModelBase):
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Return {'rec': all, 'cl1', 'cl2'}."""
         return {"rec": _unique_params(self), **self.classifier_groups()}
-
-    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
-        """Return {'s0', 'h_w', 'labels', 'z'}; labels -1 / None are inferred from p(y|w)."""
-        h_w = self.encode_keyword(keys)
-        ids = self.infer_labels(h_w, labels)
-        y = self._split(ids)
-        z = self.prior_sample(h_w, y)
-        return {"s0": self.decoder_s0(z, h_w, y), "h_w": h_w, "labels": ids, "z": z}
 
 
 class MixPoetAUS(FactorModelBase):
@@ -736,13 +736,6 @@ class MixPoetAUS(FactorModelBase):
         gen = _unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed)
         return {"rec": rec, "gen": gen, "dis": _unique_params(self.discriminator), **self.classifier_groups()}
 
-    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
-        """Return {'s0', 'h_w', 'labels', 'z'}: one prior sample per keyword (eval mode → BN running stats)."""
-        h_w = self.encode_keyword(keys)
-        ids = self.infer_labels(h_w, labels)
-        y = self._split(ids)
-        z = self.prior_sample(h_w, y)
-        return {"s0": self.decoder_s0(z, h_w, y), "h_w": h_w, "labels": ids, "z": z}
 
 
 _KINDS: dict[str, type[PoetBase]] = {"basic": BasicGenerator, "cvae": CVAE, "igs": MixPoetIGS, "aus": MixPoetAUS}

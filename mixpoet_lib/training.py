@@ -574,6 +574,15 @@ def _classifier_eval(model: FactorModelBase, data: PreparedData, dev: torch.devi
 _CL_VAL_COLUMNS = tuple(f"val_{m}_{t}{k}" for k in (1, 2) for t in ("xw", "w") for m in ("acc", "f1"))
 
 
+def _reconstruction_step(tr: _Trainer, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
+    """One reconstruction-only update (DAE and Basic): teacher-forcing schedule, masked line CE, 'rec' optimiser."""
+    r, lr = tr.tf_ratio(epoch), tr.lr()
+    with tr.autocast():
+        loss = reconstruction_loss(tr.model(batch, teacher_ratio=r)["decode"])
+    gn = tr.update("rec", loss)
+    return {"epoch": epoch, "lr": lr, "tf_ratio": r, "loss": loss.item(), "grad_norm": gn}
+
+
 class _DAETrainer(_Trainer):
     """Phase A (spec §3.3): reconstruct the clean lines from the UNK-corrupted poem and the keyword."""
 
@@ -594,11 +603,7 @@ class _DAETrainer(_Trainer):
         return {"rec": (list(self.model.param_groups()["dae"]), self.tcfg.betas, self.pcfg.decay_exponent)}
 
     def step(self, batch, step, epoch):
-        r, lr = self.tf_ratio(epoch), self.lr()
-        with self.autocast():
-            loss = reconstruction_loss(self.model(batch, teacher_ratio=r)["decode"])
-        gn = self.update("rec", loss)
-        return {"epoch": epoch, "lr": lr, "tf_ratio": r, "loss": loss.item(), "grad_norm": gn}
+        return _reconstruction_step(self, batch, epoch)
 
     def validate(self):
         return _rec_validation(self, lambda b: self.model(b)["decode"], corrupt=self.tcfg.dae_corrupt_ratio, mode="dae")
@@ -719,11 +724,7 @@ class _BasicTrainer(_SecondStage):
     val_columns = ("val_rec", "val_ppl")
 
     def step(self, batch, step, epoch):
-        r, lr = self.tf_ratio(epoch), self.lr()
-        with self.autocast():
-            loss = reconstruction_loss(self.model(batch, teacher_ratio=r)["decode"])
-        gn = self.update("rec", loss)
-        return {"epoch": epoch, "lr": lr, "tf_ratio": r, "loss": loss.item(), "grad_norm": gn}
+        return _reconstruction_step(self, batch, epoch)
 
     def validate(self):
         return _rec_validation(self, lambda b: self.model(b))
