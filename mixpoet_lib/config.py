@@ -127,6 +127,12 @@ class GenConfig:
     beam_size: int = 20
     extra_steps: int = 10  # at most L + extra_steps decoder steps per line
     novelty_filter: bool = True
+    # Outlier guard for the latent draw [kit choice]: each poem draws ``z_candidates`` latents from its own
+    # generator and keeps the first whose norm is ≤ ``z_outlier_ratio`` × the median norm of its candidates
+    # (the AUS implicit prior occasionally maps a draw to a far-away z that decodes to garbage).
+    # z_candidates=1 or z_outlier_ratio=0 is the official behaviour (always the first draw).
+    z_candidates: int = 4
+    z_outlier_ratio: float = 3.0
 
 
 @dataclass(frozen=True)

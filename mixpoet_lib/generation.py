@@ -381,6 +381,7 @@ class Generator:
         self.tokens = list(self.vocab.tokens)
         self.window = model.cfg.max_line_len + 1
         self.kind = getattr(model, "kind", "base")
+        self.z_rejections = 0  # latent draws replaced by the outlier guard so far
         self.line_type = functools.lru_cache(maxsize=1 << 18)(lambda s: line_type(s, tr=self.tr))
 
     # -- public API ------------------------------------------------------------------------------
@@ -537,25 +538,14 @@ class Generator:
         h_w = m.encode_keyword(self._keys([r.keyword for r in reqs]))
         dtype = h_w.dtype
         labels = torch.tensor([r.labels for r in reqs], dtype=torch.long, device=self.device)
-        z_size = m.cfg.latent_size
-        if self.kind != "basic":
-            eps = torch.stack([torch.randn(z_size, generator=st.rng) for st in states]).to(self.device, dtype)
         if self.kind == "basic":
             s0 = m.decoder_s0(h_w)
             ids = None
-        elif self.kind == "cvae":
-            mu, logvar = m.prior_params(h_w)
-            s0, ids = m.decoder_s0(mu + eps * torch.exp(0.5 * logvar), h_w), None
-        elif self.kind == "igs":
-            ids = m.infer_labels(h_w, labels)
-            y = [ids[:, k] for k in range(ids.size(1))]
-            parts = eps.split(m.sub_size, dim=-1)
-            z = torch.cat([mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(m.prior_params(h_w, y), parts)], -1)
-            s0 = m.decoder_s0(z, h_w, y)
-        elif self.kind == "aus":
-            ids = m.infer_labels(h_w, labels)
-            y = [ids[:, k] for k in range(ids.size(1))]
-            s0 = m.decoder_s0(m.prior_sample(h_w, y, eps=eps), h_w, y)
+        elif self.kind in ("cvae", "igs", "aus"):
+            ids = m.infer_labels(h_w, labels) if self.kind != "cvae" else None
+            y = [ids[:, k] for k in range(ids.size(1))] if ids is not None else []
+            z = self._draw_latents(states, h_w, y)
+            s0 = m.decoder_s0(z, h_w, y) if y else m.decoder_s0(z, h_w)
         else:
             raise ValueError(f"unsupported model kind {self.kind!r}")
         if ids is not None:
@@ -564,6 +554,41 @@ class Generator:
         length_oh = torch.tensor([[1.0, 0.0] if r.length == 7 else [0.0, 1.0] for r in reqs],
                                  dtype=s0.dtype, device=self.device)
         return states, s0, length_oh
+
+    def _prior_from_eps(self, h_w: Tensor, y: list[Tensor], eps: Tensor) -> Tensor:
+        """Prior latent for given noise: Gaussian kinds reparameterise, AUS runs its implicit sampler."""
+        m = self.model
+        if self.kind == "cvae":
+            mu, logvar = m.prior_params(h_w)
+            return mu + eps * torch.exp(0.5 * logvar)
+        if self.kind == "igs":
+            parts = eps.split(m.sub_size, dim=-1)
+            return torch.cat([mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(m.prior_params(h_w, y), parts)], -1)
+        return m.prior_sample(h_w, y, eps=eps)
+
+    def _draw_latents(self, states: list[_PoemState], h_w: Tensor, y: list[Tensor]) -> Tensor:
+        """One prior latent per poem (P, Z), drawn from each poem's own generator, with the outlier guard.
+
+        Each poem draws R = ``z_candidates`` noise vectors; the first whose latent norm is at most
+        ``z_outlier_ratio`` × the median of its R norms is kept (so the choice never depends on the batch).
+        """
+        z_size = self.model.cfg.latent_size
+        r = max(1, int(getattr(self.gen_cfg, "z_candidates", 1)))
+        ratio = float(getattr(self.gen_cfg, "z_outlier_ratio", 0.0))
+        if ratio <= 0:
+            r = 1
+        eps = torch.stack([torch.randn(r, z_size, generator=st.rng) for st in states]).to(self.device, h_w.dtype)
+        p = len(states)
+        # candidate-major rows: row c·P + b is candidate c of poem b
+        flat = eps.transpose(0, 1).reshape(r * p, z_size)
+        z = self._prior_from_eps(h_w.repeat(r, 1), [yk.repeat(r) for yk in y], flat).view(r, p, z_size)
+        if r == 1:
+            return z[0]
+        norms = z.float().norm(dim=-1)  # (R, P)
+        ok = norms <= ratio * norms.median(dim=0).values
+        first = torch.where(ok.any(0), ok.float().argmax(0), norms.argmin(0))
+        self.z_rejections += int((first > 0).sum())
+        return z[first, torch.arange(p, device=z.device)]
 
     # -- poem loop ------------------------------------------------------------------------------------
     def _generate_chunk(self, reqs: Sequence[_Request]) -> list[GeneratedPoem]:

@@ -283,6 +283,44 @@ def test_ladder_reaches_cross_line_rung_on_exhausted_vocabulary():
     assert not p.ok and p.lines == () and p.failed_line is not None
 
 
+@pytest.mark.parametrize("kind", ["cvae", "igs", "aus"])
+def test_latent_outlier_guard(kind, monkeypatch):
+    """A far-away latent draw is replaced by the poem's next candidate; the choice is per poem, not per batch."""
+    g = gen(make_model(kind), gen_cfg=GenConfig(beam_size=4, z_candidates=3, z_outlier_ratio=3.0))
+    real = g._prior_from_eps
+
+    def blow_up_first(h_w, y, eps):  # candidate 0 of poem 0 (row 0) lands 1000× too far
+        z = real(h_w, y, eps).clone()
+        z[0] *= 1000.0
+        return z
+
+    monkeypatch.setattr(g, "_prior_from_eps", blow_up_first)
+    with g._eval_mode():
+        states = [g._requests(KEYWORDS[:2], 5, (-1, -1) if kind != "cvae" else None, 1, 0)[i] for i in range(2)]
+        from mixpoet_lib.generation import _PoemState
+        sts = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in states]
+        h_w = g.model.encode_keyword(g._keys(KEYWORDS[:2]))
+        y = [] if kind == "cvae" else [torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)]
+        z = g._draw_latents(sts, h_w, y)
+    assert g.z_rejections == 1
+    norms = z.norm(dim=-1)
+    assert norms.max() < 100 * norms.min()
+    # official behaviour (ratio 0: one draw, no guard): the outlier is kept
+    g.gen_cfg = GenConfig(beam_size=4, z_candidates=3, z_outlier_ratio=0.0)
+    with g._eval_mode():
+        sts = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in states]
+        z0 = g._draw_latents(sts, h_w, y)
+    assert z0[0].norm() > 100 * z0[1].norm() and g.z_rejections == 1
+
+
+def test_generation_with_guard_is_batch_independent():
+    g = gen(make_model("aus"), gen_cfg=GenConfig(beam_size=4, z_candidates=4, z_outlier_ratio=1.05))
+    both = g.generate(KEYWORDS[:2], 5, n_samples=2, seed=3)
+    one = g.generate(KEYWORDS[1:2], 5, n_samples=2, seed=3)
+    assert [p.text for p in both[2:]] == [p.text for p in one]
+    assert g.z_rejections > 0  # a ratio this tight rejects some first draws
+
+
 def test_top_n_distinct_basic():
     g = gen(make_model("basic", seed=1), gen_cfg=GenConfig(beam_size=4))
     poems = g.top_n_distinct("春", 5, 6)

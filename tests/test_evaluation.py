@@ -1,0 +1,221 @@
+"""The evaluation orchestration: test keywords, generation roles, cache, scores, summary and claims."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mixpoet_lib import evaluation as E
+from mixpoet_lib import judges as J
+from mixpoet_lib.config import get_profile
+from mixpoet_lib.models import build_model
+
+SMOKE = get_profile("smoke")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("eval_run")
+
+
+@pytest.fixture(scope="module")
+def models(smoke_data):
+    out = {}
+    for i, system in enumerate(("basic", "cvae", "igs", "aus", "aus_st")):
+        torch.manual_seed(i)
+        kwargs = {"condition_on_poem": False} if system == "basic" else {}
+        if system == "aus_st":
+            kwargs = {"straight_through": True}
+        out[system] = build_model(system.replace("_st", ""), SMOKE.model, len(smoke_data.vocab), **kwargs).eval()
+    return out
+
+
+@pytest.fixture(scope="module")
+def scorers_parts(smoke_data, run_dir):
+    return J.ensure_judges(smoke_data, SMOKE, run_dir), J.ensure_lm(smoke_data, SMOKE, run_dir)
+
+
+@pytest.fixture(scope="module")
+def result(smoke_data, run_dir, models, scorers_parts):
+    judges, lm = scorers_parts
+    return E.evaluate(SMOKE, smoke_data, run_dir, models, judges, lm, seeds=(1, 2), n_keywords=4, intra_n=2,
+                      log=lambda m: None, progress=False)
+
+
+def test_test_items_are_seeded_balanced_and_distinct(smoke_data):
+    a = E.test_items(smoke_data, 10, seed=7)
+    b = E.test_items(smoke_data, 10, seed=7)
+    assert a == b
+    assert [it.length for it in a] == [5] * 5 + [7] * 5
+    for length in (5, 7):
+        kws = [it.keyword for it in a if it.length == length]
+        assert len(set(kws)) == len(kws)
+    for it in a:
+        lines = it.reference.split("|")
+        assert len(lines) == 4 and all(len(line) == it.length for line in lines)
+        assert 1 <= len(it.keyword) <= 2
+    assert E.test_items(smoke_data, 10, seed=8) != a
+
+
+@pytest.mark.parametrize("bad", [0, 3, -2])
+def test_test_items_rejects_bad_counts(smoke_data, bad):
+    with pytest.raises(E.EvaluationError, match=str(bad)):
+        E.test_items(smoke_data, bad, seed=1)
+
+
+def test_test_items_too_many(smoke_data):
+    with pytest.raises(E.EvaluationError, match="distinct usable keywords"):
+        E.test_items(smoke_data, 100_000, seed=1)
+
+
+def test_roles_and_counts(result):
+    n_items = len(result.items)
+    for system in E.SYSTEMS:
+        sp = result.poems[(system, 1)]
+        assert len(sp.role("inter")) == n_items
+        if system == "gt":
+            assert not sp.role("intra") and not sp.role("mixture")
+            continue
+        assert len(sp.role("intra")) == 2 * n_items
+        if system in E.FACTOR_SYSTEMS:
+            mix = sp.role("mixture")
+            assert len(mix) == 6 * n_items
+            assert sorted({tuple(r["requested"]) for r in mix}) == [(a, b) for a in range(3) for b in range(2)]
+            # a requested mixture is used as given, never re-inferred
+            assert all(r["labels"] == r["requested"] for r in mix if r["ok"])
+        else:
+            assert not sp.role("mixture")
+        ok = [r for r in sp.records if r["ok"]]
+        assert all(len(r["text"].split("|")) == 4 for r in ok)
+
+
+def test_scores_table_shape_and_determinism(result):
+    s = result.scores
+    assert set(s["system"]) == set(E.SYSTEMS)
+    assert set(s["length"]) == {"all", "5", "7"}
+    assert set(s["metric"]) == set(E.METRICS)
+    # deterministic systems: the same numbers for every seed
+    for system in ("gt", "basic"):
+        sub = s[(s["system"] == system) & (s["length"] == "all")].pivot(index="metric", columns="seed", values="value")
+        np.testing.assert_array_equal(sub[1].fillna(-9).to_numpy(), sub[2].fillna(-9).to_numpy())
+    # factor metrics only for the factor models
+    fa = s[(s["metric"] == "living_acc") & (s["length"] == "all")].set_index(["system", "seed"])["value"]
+    assert all(math.isnan(fa[(sys, 1)]) for sys in ("gt", "basic", "cvae"))
+    assert all(0.0 <= fa[(sys, 1)] <= 1.0 for sys in E.FACTOR_SYSTEMS if np.isfinite(fa[(sys, 1)]))
+    gt = s[(s["system"] == "gt") & (s["length"] == "all") & (s["seed"] == 1)].set_index("metric")["value"]
+    assert gt["fail_rate"] == 0.0 and 0.0 < gt["inter_jaccard"] < 1.0 and gt["lms"] < 0
+
+
+def test_summary_mean_std(result):
+    summ = result.summary()
+    row = summ[(summ["system"] == "basic") & (summ["metric"] == "inter_jaccard")].iloc[0]
+    assert row["std"] == 0.0 and row["n_seeds"] == 2 and row["deterministic"]
+    vals = result.scores[(result.scores["system"] == "cvae") & (result.scores["metric"] == "distinct_1")
+                         & (result.scores["length"] == "all")]["value"].to_numpy()
+    row = summ[(summ["system"] == "cvae") & (summ["metric"] == "distinct_1")].iloc[0]
+    assert row["mean"] == pytest.approx(vals.mean()) and row["std"] == pytest.approx(vals.std(ddof=1))
+
+
+def test_cache_is_reused(smoke_data, run_dir, models, scorers_parts, result, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("generation should have come from the cache")
+
+    monkeypatch.setattr(E, "generate_system", boom)
+    again = E.evaluate(SMOKE, smoke_data, run_dir, models, *scorers_parts, seeds=(1, 2), n_keywords=4, intra_n=2,
+                       log=lambda m: None, progress=False)
+    pd.testing.assert_frame_equal(again.scores, result.scores)
+
+
+def test_changed_weights_invalidate_cache(smoke_data, run_dir, models, result):
+    items = result.items
+    k1 = E.cache_key("aus", 1, items, SMOKE, 2, "aaaa")
+    assert k1 != E.cache_key("aus", 1, items, SMOKE, 2, "bbbb")
+    assert k1 != E.cache_key("aus", 2, items, SMOKE, 2, "aaaa")
+    assert E.cache_key("basic", 1, items, SMOKE, 2, "x") == E.cache_key("basic", 2, items, SMOKE, 2, "x")
+    assert E.load_cached(E.poems_path(run_dir, "aus", 1), k1) is None
+
+
+def test_corrupt_cache_file_is_regenerated(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("{not json", encoding="utf-8")
+    assert E.load_cached(path, "k") is None
+
+
+def test_relaxations_and_timing(result):
+    rel = result.relaxations()
+    assert "gt" not in rel.index
+    n_items = len(result.items)
+    assert rel.loc["basic"].sum() == 3 * n_items  # inter + 2 intra, counted once (deterministic)
+    assert rel.loc["aus"].sum() == 2 * (3 + 6) * n_items
+    spp = result.seconds_per_poem()
+    assert "gt" not in spp.index and (spp > 0).all()
+
+
+def test_write_and_read_results(result, tmp_path):
+    paths = E.write_results(result, tmp_path)
+    df = pd.read_csv(paths["csv"])
+    assert set(df["length"].astype(str)) == {"all", "5", "7"}
+    loaded = E.load_results(tmp_path)
+    assert loaded["meta"]["seeds"] == [1, 2]
+    md = E.markdown_results(loaded)
+    assert md.count("\n") == 1 + len(E.SYSTEMS) and "MixPoet-AUS" in md
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        E.load_results(tmp_path / "nowhere")
+
+
+def test_unknown_system_and_missing_model(smoke_data, run_dir, models, scorers_parts):
+    with pytest.raises(E.EvaluationError, match="nope"):
+        E.evaluate(SMOKE, smoke_data, run_dir, models, *scorers_parts, systems=("nope",), n_keywords=4, progress=False)
+    with pytest.raises(E.EvaluationError, match="cvae"):
+        E.evaluate(SMOKE, smoke_data, run_dir, {}, *scorers_parts, systems=("gt", "cvae"), n_keywords=4,
+                   progress=False)
+
+
+def _summary(values: dict[tuple[str, str], tuple[float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"system": s, "metric": m, "mean": v[0], "std": v[1], "n_seeds": 3, "n_poems": 10}
+                         for (s, m), v in values.items()])
+
+
+def test_claims_verdicts_on_hand_made_numbers():
+    summ = _summary({
+        ("aus", "inter_jaccard"): (0.10, 0.01), ("basic", "inter_jaccard"): (0.20, 0.0),
+        ("cvae", "inter_jaccard"): (0.105, 0.01),
+        ("aus", "intra_jaccard"): (0.30, 0.01), ("basic", "intra_jaccard"): (0.25, 0.0),
+        ("cvae", "intra_jaccard"): (0.40, 0.01),
+        ("aus", "intra_jaccard_mix"): (0.20, 0.01),
+        ("aus", "lms"): (-6.0, 0.1), ("basic", "lms"): (-5.95, 0.1), ("cvae", "lms"): (-7.0, 0.1),
+        ("aus", "living_acc"): (0.60, 0.05), ("aus", "era_acc"): (0.52, 0.05),
+        ("aus", "joint_acc"): (0.4, 0.02), ("igs", "joint_acc"): (0.3, 0.02),
+    })
+    c = claims = E.claims(summ).set_index(["claim"])
+    v = {(row.metric, "Basic" in idx): row.verdict for idx, row in claims.iterrows()}
+    assert v[("inter_jaccard", True)] == "supported"
+    assert v[("inter_jaccard", False)] == "weakly supported (within seed spread)"
+    assert v[("intra_jaccard", True)] == "not supported"
+    assert v[("intra_jaccard", False)] == "supported"
+    assert v[("intra_jaccard_mix", True)] == "supported"  # 0.20 vs Basic's top-N 0.25
+    assert v[("lms", True)] == "supported (not worse within seed spread)"
+    assert v[("lms", False)] == "supported"
+    assert c.loc["MixPoet-AUS controls the living factor", "verdict"] == "supported"
+    assert c.loc["MixPoet-AUS controls the era factor", "verdict"] == "weakly supported"
+    assert c.filter(like="better than MixPoet-IGS", axis=0)["verdict"].iloc[0] == "supported"
+
+
+def test_results_table_formats_mean_std():
+    summ = _summary({("aus", "inter_jaccard"): (0.1234, 0.0056), ("gt", "inter_jaccard"): (0.2, 0.0),
+                     ("gt", "living_acc"): (math.nan, math.nan)})
+    t = E.results_table(summ, ["inter_jaccard", "living_acc"])
+    assert list(t.index) == ["GT (human)", "MixPoet-AUS"]
+    assert t.loc["MixPoet-AUS", E.METRICS["inter_jaccard"][0]] == "0.123 ± 0.006"
+    assert t.loc["GT (human)", E.METRICS["living_acc"][0]] == "—"
