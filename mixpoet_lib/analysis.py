@@ -5,6 +5,7 @@ import itertools
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .vocab import BOS, EOS, Vocab
 
@@ -71,3 +72,44 @@ def separation_ratio(z: np.ndarray, groups: np.ndarray) -> float:
         between += len(part) * float(((mu - centre) ** 2).sum())
         within += float(((part - mu) ** 2).sum())
     return between / max(within, 1e-12)
+
+
+@torch.no_grad()
+def interpolate_mixtures(model: torch.nn.Module, vocab: Vocab, keyword: str, mix_a: tuple[int, int],
+                         mix_b: tuple[int, int], steps: int = 5, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+    """Decoder start states along a straight line from mixture A to mixture B for one keyword (factor models).
+
+    One noise vector is drawn (seeded) and pushed through the prior under A and under B; both the latents and
+    the label one-hots are mixed linearly, z_t = (1−t)·z_A + t·z_B and y_t = (1−t)·y_A + t·y_B, and
+    s0_t = dec_init([z_t; h_w; d(y_t)]). Returns (t values, s0 of shape (steps, S0)).
+    """
+    if steps < 2:
+        raise ValueError(f"steps must be ≥ 2, got {steps}")
+    if getattr(model, "kind", None) not in ("igs", "aus"):
+        raise ValueError(f"interpolation needs a factor model (igs or aus), got {getattr(model, 'kind', model)!r}")
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    h_w = model.encode_keyword(keyword_tensor(vocab, keyword, dev))
+    n_cls = model.n_classes
+    for a, b, k in zip(mix_a, mix_b, n_cls):
+        if not (0 <= a < k and 0 <= b < k):
+            raise ValueError(f"mixture labels {mix_a} / {mix_b} out of range for classes {tuple(n_cls)}")
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn(1, model.cfg.latent_size, generator=gen).to(dev)
+    ids_a = [torch.tensor([a], device=dev) for a in mix_a]
+    ids_b = [torch.tensor([b], device=dev) for b in mix_b]
+    if model.kind == "aus":
+        z_a, z_b = model.prior_sample(h_w, ids_a, eps=eps), model.prior_sample(h_w, ids_b, eps=eps)
+    else:
+        parts = eps.split(model.sub_size, dim=-1)
+        z_a = torch.cat([mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(model.prior_params(h_w, ids_a), parts)], -1)
+        z_b = torch.cat([mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(model.prior_params(h_w, ids_b), parts)], -1)
+    ts = np.linspace(0.0, 1.0, steps)
+    t = torch.tensor(ts, dtype=z_a.dtype, device=dev).unsqueeze(1)
+    z = (1 - t) * z_a + t * z_b
+    y = [(1 - t) * F.one_hot(torch.tensor([a], device=dev), k).float() + t * F.one_hot(torch.tensor([b], device=dev), k).float()
+         for a, b, k in zip(mix_a, mix_b, n_cls)]
+    s0 = model.decoder_s0(z, h_w.expand(steps, -1), y)
+    model.train(was_training)
+    return ts, s0

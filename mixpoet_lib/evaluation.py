@@ -507,8 +507,8 @@ def claims(summary: pd.DataFrame, main: str = "aus") -> pd.DataFrame:
     rows = []
     for base in ("basic", "cvae"):
         for metric, claim in (("inter_jaccard", "more diverse across keywords (inter-topic)"),
-                              ("intra_jaccard", "more diverse for one keyword (intra-topic, N samples)"),
-                              ("intra_jaccard_mix", "more diverse for one keyword (intra-topic, mixtures vs N samples)"),
+                              ("intra_jaccard", "more diverse for one keyword (intra-topic, N samples each)"),
+                              ("intra_jaccard_mix", "more diverse for one keyword (6 mixtures vs the baseline's N samples)"),
                               ("lms", "quality not worse (LMS)")):
             if metric == "intra_jaccard_mix":
                 # MixPoet's mixture groups against the baseline's own N-sample groups
@@ -528,7 +528,7 @@ def claims(summary: pd.DataFrame, main: str = "aus") -> pd.DataFrame:
                     verdict = "supported (not worse within seed spread)"
             else:
                 verdict, ev = _compare(summary, main, base, metric)
-            rows.append({"claim": f"{SYSTEM_TITLES[main]} is {claim} than {SYSTEM_TITLES[base]}",
+            rows.append({"claim": f"{SYSTEM_TITLES[main]} vs {SYSTEM_TITLES[base]}: {claim}",
                          "metric": metric, "verdict": verdict, "evidence": ev})
     for f, chance in (("living", 1 / 3), ("era", 1 / 2)):
         m, s = _stat(summary, main, f"{f}_acc")

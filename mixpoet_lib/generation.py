@@ -444,6 +444,23 @@ class Generator:
         failed = _PoemState(req=req, rng=first.rng, labels=first.labels, failed_line=0, last_level=self.max_relaxation)
         return poems + [self._finish(failed) for _ in range(n - len(poems))]
 
+    def generate_from_s0(self, keyword: str, length: int, s0: Tensor, seed: int = 0) -> list[GeneratedPoem]:
+        """Decode one poem per row of a given decoder start state s0 (P, S0), e.g. an interpolated latent.
+
+        The keyword only names the poems (s0 already holds it); labels are reported as (-1, -1).
+        """
+        if s0.dim() != 2 or s0.size(0) < 1:
+            raise ValueError(f"s0 must be (P, S0) with P ≥ 1, got shape {tuple(s0.shape)}")
+        reqs = self._requests([keyword] * s0.size(0), length, None, 1, seed)
+        with self._eval_mode():
+            states = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
+            s0 = s0.to(self.device)
+            length_oh = torch.tensor([[1.0, 0.0] if r.length == 7 else [0.0, 1.0] for r in reqs],
+                                     dtype=s0.dtype, device=self.device)
+            ctx = self.model.initial_context(len(reqs), like=s0)
+            self._run_lines(states, s0, length_oh, ctx, start_line=0)
+            return [self._finish(st) for st in states]
+
     # -- input handling ----------------------------------------------------------------------------
     def _requests(self, keywords: Sequence[str] | str, length: int | Sequence[int], labels: Any,
                   n_samples: int, seed: int) -> list[_Request]:

@@ -44,3 +44,33 @@ def test_mixture_prior_samples_shapes_and_seed():
         keyword_tensor(vocab, "明月秋")
     with pytest.raises(ValueError, match="no factor-conditioned prior"):
         mixture_prior_samples(build_model("basic", get_profile("smoke").model, len(vocab)), vocab, "明月")
+
+
+@pytest.mark.parametrize("kind", ["igs", "aus"])
+def test_interpolate_mixtures_endpoints_and_errors(kind):
+    from mixpoet_lib.analysis import interpolate_mixtures
+
+    vocab = Vocab(SPECIALS + tuple("明月秋风"))
+    torch.manual_seed(0)
+    model = build_model(kind, get_profile("smoke").model, len(vocab)).eval()
+    ts, s0 = interpolate_mixtures(model, vocab, "明月", (0, 1), (1, 0), steps=5, seed=2)
+    assert list(ts) == [0.0, 0.25, 0.5, 0.75, 1.0] and s0.shape == (5, model.s0_size)
+    # the endpoints are the ordinary decoder starts of mixtures A and B for the same noise
+    with torch.no_grad():
+        h_w = model.encode_keyword(keyword_tensor(vocab, "明月"))
+        eps = torch.randn(1, model.cfg.latent_size, generator=torch.Generator().manual_seed(2))
+        for t_idx, mix in ((0, (0, 1)), (-1, (1, 0))):
+            y = [torch.tensor([m]) for m in mix]
+            if kind == "aus":
+                z = model.prior_sample(h_w, y, eps=eps)
+            else:
+                parts = eps.split(model.sub_size, dim=-1)
+                z = torch.cat([mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(model.prior_params(h_w, y), parts)], -1)
+            torch.testing.assert_close(s0[t_idx], model.decoder_s0(z, h_w, y)[0])
+    assert not torch.allclose(s0[0], s0[2])
+    with pytest.raises(ValueError, match="steps"):
+        interpolate_mixtures(model, vocab, "明月", (0, 1), (1, 0), steps=1)
+    with pytest.raises(ValueError, match="out of range"):
+        interpolate_mixtures(model, vocab, "明月", (5, 1), (1, 0))
+    with pytest.raises(ValueError, match="factor model"):
+        interpolate_mixtures(build_model("cvae", get_profile("smoke").model, len(vocab)), vocab, "明月", (0, 1), (1, 0))

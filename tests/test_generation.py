@@ -321,6 +321,17 @@ def test_generation_with_guard_is_batch_independent():
     assert g.z_rejections > 0  # a ratio this tight rejects some first draws
 
 
+def test_generate_from_s0_matches_generate():
+    g = gen(make_model("basic"))
+    with torch.no_grad():
+        s0 = g.model.decoder_s0(g.model.encode_keyword(g._keys(["秋风"])))
+    a = g.generate("秋风", 5, seed=4)[0]
+    b = g.generate_from_s0("秋风", 5, s0.expand(2, -1), seed=4)
+    assert a.ok and b[0].text == a.text == b[1].text
+    with pytest.raises(ValueError, match="shape"):
+        g.generate_from_s0("秋风", 5, s0[0])
+
+
 def test_top_n_distinct_basic():
     g = gen(make_model("basic", seed=1), gen_cfg=GenConfig(beam_size=4))
     poems = g.top_n_distinct("春", 5, 6)
