@@ -96,6 +96,9 @@ class TrainConfig:
     dis_betas: tuple[float, float] = (0.5, 0.99)
     dis_decay_exponent: float = 0.5
     ndis: int = 3
+    # Speed [kit choice]: the ndis discriminator steps of one batch share one no-grad encoder pass (the official
+    # code re-encodes the batch, with fresh dropout, in each of them). Labels, noise and samplers stay per step.
+    share_dis_encoding: bool = False
     rec_warm_steps: int = 1500
     tau_annealing_steps: int = 6000
     min_tau: float = 0.01

@@ -715,12 +715,14 @@ class MixPoetAUS(FactorModelBase):
         return {"decode": dec, "logits_xw": lx, "logits_w": lw, "labels": y, "label_ids": self.label_ids(y),
                 "z_post": z_post, "z_prior": z_prior, "h_x": h_x, "h_w": h_w}
 
-    def latent_pair(self, batch: Batch, tau: float = 1.0, noise_std: float = 0.0) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def latent_pair(self, batch: Batch, tau: float = 1.0, noise_std: float = 0.0,
+                    encoded: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Return (z_post + n, z_prior + n′, labels) for the adversarial steps (labels re-sampled each call).
 
         Run it under ``torch.no_grad()`` for the discriminator step and with gradients for the generator step.
+        ``encoded`` = (h_x, h_w) skips the encoders (the discriminator steps can share one no-grad pass).
         """
-        h_x, h_w = self.encode(batch)
+        h_x, h_w = self.encode(batch) if encoded is None else encoded
         y = self.sample_labels(self.classify_xw(h_x, h_w), batch["labels"], batch.get("label_mask"), tau)
         z_post = self.posterior_sample(h_x, h_w, y)
         z_prior = self.prior_sample(h_w, y)

@@ -879,9 +879,13 @@ class _AUSTrainer(_FactorTrainer):
         if c["rec_steps"] > t.rec_warm_steps:
             # 2. ndis discriminator updates on no-grad latent pairs; σ is the official 1.0 until the first advance
             d_losses = []
+            encoded = None
+            if t.share_dis_encoding:
+                with torch.no_grad():
+                    encoded = m.encode(batch)
             for _ in range(t.ndis):
                 with torch.no_grad():
-                    z_post, z_prior, y = m.latent_pair(batch, tau, row["sigma"])
+                    z_post, z_prior, y = m.latent_pair(batch, tau, row["sigma"], encoded)
                 d_loss = relativistic_d_loss(m.discriminate(z_post, y), m.discriminate(z_prior, y))
                 self.update("dis", d_loss)
                 d_losses.append(d_loss.item())
@@ -963,12 +967,17 @@ class PhaseResult:
 
 
 # Settings that never change the weights (bookkeeping, validation, diagnostics under a forked RNG).
+# Options added after checkpoints were published: they enter the signature only when switched on, so
+# existing checkpoints stay valid under their default.
+_SIGNATURE_IF_SET = {"share_dis_encoding": False}
 _NOT_IN_SIGNATURE = ("ckpt_every", "log_every", "val_batches", "cl_val_instances", "validate_every",
                      "validate_every_epoch", "diag_every", "diag_samples", "diag_chunk")
 
 
 def _signature(ctx: _Ctx, tr: _Trainer, upstream: tuple[str, int] | None) -> str:
-    train_cfg = {k: v for k, v in _jsonable(ctx.profile.train).items() if k not in _NOT_IN_SIGNATURE}
+    adversarial = tr.name in ("aus", "aus_st") and tr.phase in ("c1", "c2")
+    train_cfg = {k: v for k, v in _jsonable(ctx.profile.train).items() if k not in _NOT_IN_SIGNATURE
+                 and not (k in _SIGNATURE_IF_SET and (v == _SIGNATURE_IF_SET[k] or not adversarial))}
     blob = {"name": tr.name, "phase": tr.phase, "model_args": tr.model_args(),
             "model": ctx.profile.model, "train": train_cfg, "seed": ctx.profile.seed,
             "data": ctx.data.root.name, "vocab": ctx.vocab_size, "upstream": upstream, "format": CKPT_FORMAT}

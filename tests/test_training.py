@@ -148,6 +148,19 @@ def test_rerun_skips_finished_work(all_phases, smoke_data):
     assert all(r.steps_run == 0 for r in again.values()) and time.perf_counter() - t0 < 10
 
 
+def test_shared_dis_encoding_reuses_upstream_and_trains(all_phases, smoke_data, tmp_path):
+    """share_dis_encoding only re-runs the adversarial (AUS) phases, which still train with finite losses."""
+    run, _, _ = all_phases
+    shutil.copytree(run, tmp_path / "run")
+    fast = replace(SMOKE, train=replace(SMOKE.train, share_dis_encoding=True))
+    res = train(["aus"], fast, data=smoke_data, run_dir=tmp_path / "run", progress=False, max_steps=CAP)
+    assert res["shared_dae"].steps_run == 0 and res["shared_cl2"].steps_run == 0  # upstream reused
+    assert res["aus_c2"].steps_run > 0
+    log = pd.read_csv(tmp_path / "run" / "logs" / "aus_c2.csv")
+    adv = log["d_loss"].notna()
+    assert adv.any() and np.isfinite(log.loc[adv, "d_loss"]).all() and np.isfinite(log.loc[adv, "g_loss"]).all()
+
+
 def test_resuming_aus_mid_adversarial_phase_is_exact(all_phases, smoke_data, tmp_path):
     """Continue aus_c2 from its step-6 checkpoint (3 optimisers, σ/τ counters, SN and BN buffers, RNG) to step 9."""
     run, _, _ = all_phases
