@@ -1,0 +1,320 @@
+"""``mixpoet bench``: steady-state training speed, FLOP/s against the machine's matmul peak, memory, generation speed.
+
+For every requested profile a fresh subprocess (so peak memory is its own) runs every training phase of
+basic, cvae, igs and aus for a few steps on the real data with the real training code (``train(...,
+max_steps=N)`` in a temporary folder; no validation passes, diagnostics or intermediate checkpoints), and
+reports per phase:
+
+* steady-state seconds per optimiser step (median, the first ``--skip`` steps of every phase left out; AUS
+  split into its reconstruction warm-up and its adversarial steps: R + ndis·D + G, as the official figure);
+* decoded tokens per second (target characters + one ``<E>`` per line, at the phase's batch size);
+* FLOPs of one step counted by ``torch.utils.flop_counter`` on a separate step, hence achieved GFLOP/s and
+  its share of the measured fp32 and bf16 peak of a large matmul on the same threads;
+* peak resident memory while the phase ran (sampled every 5 ms) and the process's peak RSS;
+* generation poems/s at the profile's sizes, beam 20, batched (random weights; the decode-only figure is one
+  forced-end beam search per line, what a trained model costs).
+
+The ``full`` profile uses the official model and batch sizes with the vocabulary capped at 5,547 tokens, the
+size of the official vocabulary, so that its seconds per step compare with the official code's.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+OFFICIAL = {"dae_s_per_step": 1.1, "mixture_s_per_step": 1.7, "peak_rss_gb": 1.9,
+            "gen_poems_per_s_full": (1 / 0.09, 1 / 0.07)}
+OFFICIAL_VOCAB = 5547
+DEFAULT_PROFILES = ("smoke", "tutorial", "full")
+MODELS = ("basic", "cvae", "igs", "aus")
+
+
+# ----------------------------------------------------------------------------------------------
+# measurements (worker side)
+# ----------------------------------------------------------------------------------------------
+
+def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 3) -> float:
+    """Measured GFLOP/s of an n×n×n matmul in the given dtype on the current torch threads (best of reps)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    probe = torch.randn(256, 256).to(dtype)
+    t0 = time.perf_counter()
+    torch.mm(probe, probe)
+    if 2 * 256 ** 3 / (time.perf_counter() - t0) / 1e9 < 5:  # no fast kernel for this dtype: a small size will do
+        n = 512
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+        if best > 5:  # very slow dtype (e.g. bf16 without hardware support): one timing is enough
+            break
+    return 2 * n ** 3 / best / 1e9
+
+
+class RSSSampler:
+    """Background sampler of this process's resident memory (VmRSS), for per-interval peaks."""
+
+    def __init__(self, period: float = 0.005):
+        self.period = period
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def rss_bytes() -> int:
+        """Current resident set size in bytes (Linux /proc; 0 elsewhere)."""
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter(), self.rss_bytes()))
+            time.sleep(self.period)
+
+    def __enter__(self) -> "RSSSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self, start: float, end: float) -> int:
+        """Largest sample taken between two perf_counter times."""
+        vals = [r for t, r in self.samples if start <= t <= end]
+        return max(vals) if vals else 0
+
+
+def bench_profile(profile_name: str, steps: int, skip: int, threads: int, generation: bool,
+                  share_dis_encoding: bool | None = None) -> dict[str, Any]:
+    """Run the training phases of one profile for a few steps and return the per-phase figures (worker side)."""
+    import pandas as pd
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .config import get_profile
+    from .dataset import TRAIN_SPLITS, prepare
+    from .training import train
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    prof = get_profile(profile_name)
+    if profile_name == "full":
+        prof = dataclasses.replace(prof, data=dataclasses.replace(prof.data, max_vocab=OFFICIAL_VOCAB - 4))
+    warm = max(skip + 3, steps // 3)  # AUS: reconstruction warm-up steps, then adversarial ones
+    t = prof.train
+    tcfg = dataclasses.replace(t, rec_warm_steps=warm, ckpt_every=10 ** 9, validate_every=0,
+                               validate_every_epoch=False, diag_every=0, num_threads=threads or t.num_threads,
+                               share_dis_encoding=t.share_dis_encoding if share_dis_encoding is None
+                               else share_dis_encoding)
+    prof = dataclasses.replace(prof, train=tcfg)
+    data = prepare(prof)
+    arrays = data.arrays("unl_train")
+    mean_len = float(arrays.length[arrays.poem_index].mean())  # characters per line over training instances
+    peaks = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
+    flop_at = {"warm": skip + 1, "adv": warm + skip + 1, "plain": skip + 1}
+    times: dict[str, list[tuple[int, float]]] = {}
+    bounds: dict[str, list[float]] = {}
+    flops: dict[str, dict[int, int]] = {}
+    state: dict[str, Any] = {"last": None, "counter": None, "key": None}
+
+    def on_step(key: str, step: int, row: dict) -> None:
+        now = time.perf_counter()
+        if state["counter"] is not None:  # close the FLOP count of the step that just ended
+            state["counter"].__exit__(None, None, None)
+            flops.setdefault(key, {})[step] = state["counter"].get_total_flops()
+            state["counter"] = None
+        elif state["key"] == key and state["last"] is not None:
+            times.setdefault(key, []).append((step, now - state["last"]))
+        bounds.setdefault(key, [now, now])[1] = now
+        if state["key"] != key:
+            bounds[key][0] = now
+        state["key"] = key
+        name = key.rsplit("_", 1)[0]
+        targets = ({flop_at["warm"], flop_at["adv"]} if name.startswith("aus") and key.endswith("c1")
+                   else {flop_at["plain"]})
+        if step + 1 in targets:
+            state["counter"] = FlopCounterMode(display=False)
+            state["counter"].__enter__()
+        state["last"] = time.perf_counter()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, RSSSampler() as rss:
+        t0 = time.perf_counter()
+        res = train(list(MODELS), prof, data=data, run_dir=tmp, progress=False, max_steps=steps, callback=on_step)
+        wall = time.perf_counter() - t0
+        for key, r in res.items():
+            name, phase = key.rsplit("_", 1)
+            pc = {"dae": t.dae, "cl1": t.classifier, "cl2": t.classifier, "c1": t.mixture, "c2": t.finetune}[phase]
+            per_step = [(s, x) for s, x in times.get(key, []) if s > skip]
+            regimes = {"": per_step}
+            if name == "aus":
+                log = pd.read_csv(Path(tmp) / "logs" / f"{key}.csv")
+                adv_steps = set(log.loc[log["d_loss"].notna(), "step"].astype(int)) if "step" in log else set()
+                if adv_steps:
+                    regimes = {"warm-up": [(s, x) for s, x in per_step if s not in adv_steps],
+                               "adversarial": [(s, x) for s, x in per_step if s in adv_steps]}
+            lo, hi = bounds.get(key, [0.0, 0.0])
+            for regime, vals in regimes.items():
+                if not vals:
+                    continue
+                sps = statistics.median(x for _, x in vals)
+                f = flops.get(key, {})
+                if name == "aus" and phase == "c1":
+                    fl = f.get(flop_at["adv" if regime == "adversarial" else "warm"])
+                else:
+                    fl = next(iter(f.values()), None)
+                tokens = pc.batch_size * 4 * (mean_len + 1)
+                gflops = fl / 1e9 if fl else float("nan")
+                rows.append({
+                    "profile": profile_name, "phase": f"{key}" + (f" ({regime})" if regime else ""),
+                    "batch": pc.batch_size, "steps_timed": len(vals), "s_per_step": sps,
+                    "tokens_per_s": tokens / sps, "gflop_per_step": gflops, "gflop_per_s": gflops / sps,
+                    "pct_fp32_peak": 100 * gflops / sps / peaks["fp32"], "pct_bf16_peak": 100 * gflops / sps / peaks["bf16"],
+                    "peak_rss_mb": rss.peak(lo, hi) / 2 ** 20,
+                })
+    out: dict[str, Any] = {
+        "profile": profile_name, "threads": torch.get_num_threads(), "vocab": len(data.vocab),
+        "model": dataclasses.asdict(prof.model), "steps_per_phase": steps, "skip": skip,
+        "share_dis_encoding": tcfg.share_dis_encoding, "matmul_peak_gflops": peaks, "phases": rows,
+        "train_wall_s": wall, "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if generation:
+        out["generation"] = bench_generation(prof, data)
+    return out
+
+
+def bench_generation(prof: Any, data: Any, n_poems: int = 64, beam: int = 20) -> list[dict[str, Any]]:
+    """Poems per second at the profile's model size, beam 20, batched, 5- and 7-character (random weights)."""
+    import torch
+
+    from .generation import benchmark_generation
+    from .models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("aus", prof.model, len(data.vocab)).eval()
+    rows = []
+    for length in (5, 7):
+        b = benchmark_generation(model, data.vocab, n_poems, length, beam)
+        rows.append({"length": length, "beam": beam, "poems": n_poems, "decode_poems_per_s": b.decode_poems_per_s,
+                     "end_to_end_poems_per_s": b.poems_per_s, "threads": b.threads})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# command (parent side)
+# ----------------------------------------------------------------------------------------------
+
+def _run_worker(profile: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "mixpoet_lib.cli_bench", "--worker", profile, "--steps", str(args.steps),
+           "--skip", str(args.skip), "--threads", str(args.threads)]
+    if args.no_generation:
+        cmd.append("--no-generation")
+    if args.share_dis_encoding is not None:
+        cmd += ["--share-dis-encoding", str(args.share_dis_encoding).lower()]
+    env = dict(os.environ, TQDM_DISABLE="1")
+    if args.threads > 0:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise ValueError(f"bench of profile {profile} failed (exit {proc.returncode}): {tail[0]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def format_report(results: list[dict[str, Any]]) -> str:
+    """Human-readable tables of the bench results, with the official figures beside the full profile."""
+    import pandas as pd
+
+    out = []
+    for r in results:
+        out.append(f"== profile {r['profile']}: vocab {r['vocab']}, {r['threads']} thread(s), "
+                   f"matmul peak fp32 {r['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
+                   f"bf16 {r['matmul_peak_gflops']['bf16']:.1f} GFLOP/s, process peak RSS "
+                   f"{r['process_peak_rss_mb']:.0f} MB, share_dis_encoding={r['share_dis_encoding']}")
+        df = pd.DataFrame(r["phases"]).drop(columns=["profile"])
+        out.append(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        if r.get("generation"):
+            out.append(pd.DataFrame(r["generation"]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        if r["profile"] == "full":
+            ph = {p["phase"]: p["s_per_step"] for p in r["phases"]}
+            dae = ph.get("shared_dae")
+            adv = ph.get("aus_c1 (adversarial)")
+            if dae:
+                out.append(f"official code, same sizes, on an AVX-512 2-core machine: DAE {OFFICIAL['dae_s_per_step']} s/step "
+                           f"(here {dae:.2f} s → {OFFICIAL['dae_s_per_step'] / dae:.2f}×)")
+            if adv:
+                out.append(f"official mixture step (R + 3 D + G) {OFFICIAL['mixture_s_per_step']} s/step "
+                           f"(here {adv:.2f} s → {OFFICIAL['mixture_s_per_step'] / adv:.2f}×)")
+    return "\n".join(out)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.steps < args.skip + 6:
+        raise ValueError(f"--steps must be at least --skip + 6 = {args.skip + 6} (AUS needs warm-up and adversarial "
+                         f"steps), got {args.steps}")
+    results = []
+    for profile in args.profiles:
+        print(f"[bench] profile {profile}: {args.steps} steps per phase …", file=sys.stderr, flush=True)
+        results.append(_run_worker(profile, args))
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print(format_report(results))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` sub-command."""
+    p = sub.add_parser("bench", help="measure training speed, FLOP/s, memory and generation speed per profile",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--profiles", nargs="+", default=list(DEFAULT_PROFILES), choices=DEFAULT_PROFILES,
+                   help="profiles to measure (default: all three; full uses the official sizes, vocab 5,547)")
+    p.add_argument("--steps", type=int, default=12, help="optimiser steps per phase (default 12)")
+    p.add_argument("--skip", type=int, default=2, help="first steps of every phase left out of the medians")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default, all cores)")
+    p.add_argument("--share-dis-encoding", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
+                   help="true/false: override TrainConfig.share_dis_encoding for the AUS phases")
+    p.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--output", help="also write the JSON figures to this file")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _worker_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker", required=True)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--skip", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-generation", action="store_true")
+    ap.add_argument("--share-dis-encoding", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+    a = ap.parse_args(argv)
+    res = bench_profile(a.worker, a.steps, a.skip, a.threads, not a.no_generation, a.share_dis_encoding)
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))

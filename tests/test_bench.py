@@ -1,0 +1,50 @@
+"""``mixpoet bench``: the figures it reports are real measurements of the training code (smoke profile)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mixpoet_lib import cli
+from mixpoet_lib.cli_bench import RSSSampler, format_report, matmul_peak
+
+
+def test_matmul_peak_is_positive_and_finite():
+    g = matmul_peak("fp32", n=256, reps=2)
+    assert 0.1 < g < 1e5
+
+
+def test_rss_sampler_sees_an_allocation():
+    import numpy as np
+
+    with RSSSampler(period=0.001) as s:
+        import time
+        t0 = time.perf_counter()
+        a = np.ones(50_000_000 // 8)  # 50 MB touched
+        time.sleep(0.05)
+        t1 = time.perf_counter()
+        del a
+    assert s.peak(t0, t1) > RSSSampler.rss_bytes() - 1 and s.peak(t0, t1) > 40 * 2 ** 20
+
+
+def test_bench_smoke_json(mirror_dir, monkeypatch, capsys):
+    monkeypatch.setenv("MIXPOET_MIRROR", str(mirror_dir))
+    rc = cli.main(["bench", "--profiles", "smoke", "--steps", "8", "--threads", "1", "--json", "--no-generation"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    (r,) = res
+    phases = {p["phase"]: p for p in r["phases"]}
+    for key in ("shared_dae", "shared_cl1", "basic_c1", "cvae_c1", "igs_c1", "aus_c1 (warm-up)",
+                "aus_c1 (adversarial)"):
+        p = phases[key]
+        assert p["s_per_step"] > 0 and p["tokens_per_s"] > 0 and p["peak_rss_mb"] > 50, key
+        assert p["gflop_per_step"] > 0 and 0 < p["pct_fp32_peak"] < 100, key
+    # the adversarial step (R + 3 D + G) costs more FLOPs than the reconstruction step alone
+    assert phases["aus_c1 (adversarial)"]["gflop_per_step"] > phases["aus_c1 (warm-up)"]["gflop_per_step"]
+    assert r["matmul_peak_gflops"]["fp32"] > 0 and r["threads"] == 1
+    assert "shared_dae" in format_report(res)
+
+
+def test_bench_rejects_too_few_steps(capsys):
+    assert cli.main(["bench", "--profiles", "smoke", "--steps", "3"]) == 1
+    assert "--steps must be at least" in capsys.readouterr().err
