@@ -11,10 +11,14 @@ from .config import FACTOR_NAMES
 def _judge_files(checkpoint: str) -> dict[str, Path]:
     path = Path(checkpoint)
     if path.is_dir():
-        found = {f: path / f"judge_{f}.pt" for f in FACTOR_NAMES}
-        found = {f: p for f, p in found.items() if p.is_file()}
+        found = {}
+        for f in FACTOR_NAMES:
+            for suffix in (".pt", ".safetensors"):  # training checkpoints, or published weights
+                if (path / f"judge_{f}{suffix}").is_file():
+                    found[f] = path / f"judge_{f}{suffix}"
+                    break
         if not found:
-            raise FileNotFoundError(f"no judge checkpoint (judge_living.pt / judge_era.pt) in {path}")
+            raise FileNotFoundError(f"no judge checkpoint (judge_living.pt / judge_era.pt, or .safetensors) in {path}")
         return found
     if not path.is_file():
         raise FileNotFoundError(f"judge checkpoint {path} does not exist")

@@ -920,6 +920,13 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *, voc
     from .models import build_model
 
     path = Path(path)
+    if path.suffix == ".safetensors":  # published weights (mixpoet_lib.publish): safetensors + JSON + vocab.json
+        from .publish import load_published_model
+
+        model, pvocab, meta = load_published_model(path, device)
+        if vocab is not None:
+            raise ValueError(f"{path} carries its own vocabulary ({meta.get('vocab_path')}); do not pass --vocab")
+        return model, pvocab, meta
     ckpt = _read_checkpoint(path)
     given = vocab
     if isinstance(given, (str, Path)):

@@ -385,7 +385,11 @@ def _stored_key(path: Path, log: Log) -> dict[str, Any] | None:
 
 
 def load_judge(path: str | Path, device: torch.device | str | None = None) -> JudgeClassifier:
-    """Load a judge checkpoint (weights_only) with its vocabulary and report, in eval mode."""
+    """Load a judge checkpoint (weights_only; or published .safetensors) with its vocabulary and report, in eval mode."""
+    if Path(path).suffix == ".safetensors":
+        from .publish import load_published_judge
+
+        return load_published_judge(path, device)
     ck = _load(Path(path))
     model = JudgeClassifier(Vocab(tuple(ck["tokens"])), ck["factor"], **ck["hparams"])
     model.load_state_dict(ck["state_dict"])
@@ -395,13 +399,22 @@ def load_judge(path: str | Path, device: torch.device | str | None = None) -> Ju
 
 def ensure_judges(data: PreparedData, profile: Profile, run_dir: str | Path, seed: int | None = None,
                   progress: bool = False, log: Log = _quiet, factors: Sequence[str] = FACTOR_NAMES,
-                  retrain: bool = False) -> dict[str, JudgeClassifier]:
-    """Return {factor: judge}, loading a checkpoint whose settings key matches, else training (and saving) it."""
+                  retrain: bool = False, published: bool = False) -> dict[str, JudgeClassifier]:
+    """Return {factor: judge}, loading a checkpoint whose settings key matches, else training (and saving) it.
+
+    With ``published`` and no checkpoint in the run folder, matching published weights (weights/<profile>) are used.
+    """
     seed = profile.seed if seed is None else seed
     judges = {}
     for factor in factors:
         path = judge_path(run_dir, factor)
         key = None if retrain else _stored_key(path, log)
+        if key is None and not retrain and published:
+            pub = _published(profile, f"judge_{factor}", _judge_key(data, factor, profile, seed))
+            if pub is not None:
+                log(f"judge {factor}: using the published weights {pub}")
+                judges[factor] = load_judge(pub)
+                continue
         if key is not None:
             if key == _judge_key(data, factor, profile, seed):
                 log(f"judge {factor}: reusing {path}")
@@ -673,14 +686,41 @@ def load_lm(path: str | Path, device: torch.device | str | None = None) -> CharL
 
 
 def ensure_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: int | None = None,
-              progress: bool = False, log: Log = _quiet, retrain: bool = False) -> CharLM:
-    """Return the char LM, loading a checkpoint whose settings key matches, else training (and saving) it."""
+              progress: bool = False, log: Log = _quiet, retrain: bool = False, published: bool = False) -> CharLM:
+    """Return the char LM, loading a checkpoint whose settings key matches, else training (and saving) it.
+
+    With ``published`` and no checkpoint in the run folder, matching published weights (weights/<profile>) are used.
+    """
     seed = profile.seed if seed is None else seed
     path = lm_path(run_dir)
     key = None if retrain else _stored_key(path, log)
+    if key is None and not retrain and published:
+        pub = _published(profile, "char_lm", _lm_key(data, profile, seed))
+        if pub is not None:
+            log(f"char LM: using the published weights {pub}")
+            from .publish import load_published_lm
+
+            return load_published_lm(pub)
     if key is not None:
         if key == _lm_key(data, profile, seed):
             log(f"char LM: reusing {path}")
             return load_lm(path)
         log(f"char LM: {path} was trained with other settings; retraining")
     return train_lm(data, profile, run_dir, seed, progress, log)[0]
+
+
+def _published(profile: Profile, name: str, key: dict[str, Any]) -> Path | None:
+    """A published judge/LM file whose settings key equals ``key`` (JSON round trip), else None."""
+    import json
+
+    from .publish import weights_dir
+
+    path = weights_dir(profile.name) / f"{name}.safetensors"
+    meta_path = path.with_suffix(".json")
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    return path if meta.get("key") == json.loads(json.dumps(key)) else None

@@ -152,11 +152,9 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
         lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
         lines += ["", f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
                       f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.", ""]
-    results = out / "results.csv"
+    results = out / "results.json"
     if results.exists():
-        import pandas as pd
-
-        lines += ["## Results", "", markdown_table(pd.read_csv(results)), ""]
+        lines += ["## Results", ""] + results_markdown(json.loads(results.read_text(encoding="utf-8"))) + [""]
     else:
         lines += ["## Results", "", "No results table yet (the evaluation notebook has not produced `results.csv`).", ""]
     figs = sorted(figures_dir(profile.name).glob("*.png"))
@@ -178,6 +176,36 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
     except ImportError:  # mistune comes with nbconvert; the Markdown report is the primary one
         pass
     return report
+
+
+def results_markdown(results: dict[str, Any]) -> list[str]:
+    """The results section (table, judge ceiling, LM reference, claims, generation time) from ``results.json``."""
+    from .evaluation import SYSTEM_TITLES, markdown_results
+
+    meta = results.get("meta", {})
+    lines = [f"{meta.get('n_keywords', '?')} test keywords (half 5-, half 7-character), generation seeds "
+             f"{meta.get('seeds', '?')}, beam {meta.get('beam_size', '?')}; mean ± std over the seeds "
+             "(GT and Basic do not depend on the seed). ↓ lower is better, ↑ higher is better.", "",
+             markdown_results(results), ""]
+    ceiling = results.get("judge_ceiling", {})
+    if ceiling:
+        lines += ["Judge classifiers on the CQCF test split (the ceiling for factor control): "
+                  + "; ".join(f"{f} accuracy {c.get('accuracy', float('nan')):.3f}, macro-F1 "
+                              f"{c.get('macro_f1', float('nan')):.3f} (n = {c.get('n', '?')})"
+                              for f, c in ceiling.items()) + ".", ""]
+    ref = results.get("lm_reference_gt", {})
+    if ref:
+        lines += [f"Character LM on the GT poems: LMS {ref.get('mean_lms', float('nan')):.3f}, perplexity "
+                  f"{ref.get('corpus_ppl', float('nan')):.1f}.", ""]
+    spp = results.get("seconds_per_poem", {})
+    if spp:
+        lines += ["Generation time per poem (s, CPU): " + ", ".join(f"{SYSTEM_TITLES.get(k, k)} {v:.3f}"
+                                                               for k, v in spp.items()) + ".", ""]
+    claims = results.get("claims", [])
+    if claims:
+        lines += ["### The paper's claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
+        lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in claims]
+    return lines
 
 
 def markdown_table(df: Any) -> str:

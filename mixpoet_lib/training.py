@@ -1173,16 +1173,25 @@ def train(kinds: str | Sequence[str], profile: str | Profile | None = None, data
 
 
 def ensure_model(kind: str, profile: str | Profile | None = None, data: PreparedData | None = None,
-                 run_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> nn.Module:
+                 run_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+                 published: bool | None = None) -> nn.Module:
     """Return the trained model of this kind: its finished checkpoint, else train it (and its prerequisites) first.
 
     ``kind`` is a model name (basic, cvae, igs, aus, aus_st), 'dae' or 'classifiers'; the model comes back in
-    eval mode on ``device()``. Notebooks call this so that each one runs on its own.
+    eval mode on ``device()``. Notebooks call this so that each one runs on its own. With ``published`` (default:
+    $MIXPOET_PUBLISHED) and no finished checkpoint in the run folder, published weights trained with the same
+    settings (``weights/<profile>/<kind>.safetensors``) are loaded instead of training.
     """
+    from .publish import find_published, load_published_model, use_published_default
+
     prof = _resolve_profile(profile)
     name, phase = _final_phase(str(kind).strip().lower())
     root = _resolve_run_dir(run_dir, prof)
     path = checkpoint_path(root, name, phase)
+    if (use_published_default() if published is None else published) and not path.exists():
+        pub = find_published(prof, str(kind).strip().lower())
+        if pub is not None:
+            return load_published_model(pub, device())[0]
     if data is None and path.exists():  # fast path: finished with exactly these settings, no data needed
         head = load_checkpoint(path, mmap=True)
         if head.get("complete") and head.get("config") == _jsonable(prof.to_dict()):

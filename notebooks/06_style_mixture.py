@@ -35,6 +35,9 @@ MIX_TO: list = [1, 0]  # interpolation end: countryside, prosperous
 STEPS: int = 5  # points on the interpolation path
 
 # %%
+import json
+from pathlib import Path
+
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
@@ -87,10 +90,15 @@ def case_study(keyword: str) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+samples = []
 for kw in keywords:
     grid = case_study(kw)
     display(grid.style.set_caption(f"keyword {kw}").set_properties(**{"white-space": "pre-wrap",
                                                                       "text-align": "left"}))
+    samples += [{"title": f"{kw} · {mix} · {col}", "content": "|".join(cell.split("\n")[:4])}
+                for mix, row in grid.iterrows() for col, cell in row.items() if not cell.startswith("(no poem")]
+# the run report shows these as its sample poems per mixture
+Path(run_dir, "samples.json").write_text(json.dumps(samples, ensure_ascii=False, indent=1), encoding="utf-8")
 
 # %% [markdown]
 # ## 2 · Do generated poems lean on a few characters?

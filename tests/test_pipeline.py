@@ -64,3 +64,20 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
     nbformat.write(bad, folder / "02_bad.ipynb")
     runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False)
     assert [r.status for r in runs] == ["skipped", "ran", "ran"]
+
+
+def test_results_markdown_from_results_json():
+    results = {
+        "meta": {"n_keywords": 4, "seeds": [1, 2], "beam_size": 8},
+        "summary": [{"system": "gt", "length": "all", "metric": "inter_jaccard", "mean": 0.05, "std": 0.0},
+                    {"system": "aus", "length": "all", "metric": "inter_jaccard", "mean": 0.1234, "std": 0.01},
+                    {"system": "aus", "length": "5", "metric": "inter_jaccard", "mean": 0.9, "std": 0.0}],
+        "judge_ceiling": {"living": {"n": 10, "accuracy": 0.8, "macro_f1": 0.75}},
+        "lm_reference_gt": {"mean_lms": -6.4, "corpus_ppl": 600.0},
+        "seconds_per_poem": {"aus": 0.02},
+        "claims": [{"claim": "c", "verdict": "supported", "evidence": "e"}],
+    }
+    text = "\n".join(pipeline.results_markdown(results))
+    assert "| MixPoet-AUS | 0.123 ± 0.010 |" in text and "0.900" not in text  # only the 'all' rows
+    assert "living accuracy 0.800, macro-F1 0.750 (n = 10)" in text and "LMS -6.400" in text
+    assert "MixPoet-AUS 0.020" in text and "| c | supported | e |" in text
