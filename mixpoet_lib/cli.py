@@ -11,7 +11,7 @@ from .config import PROFILES, get_profile
 
 
 # Modules that add sub-commands through a ``register(subparsers)`` function (imported only if present).
-PLUGIN_MODULES = ("cli_train", "cli_generate", "cli_classify", "cli_bench")
+PLUGIN_MODULES = ("cli_train", "cli_generate", "cli_classify", "cli_bench", "cli_publish")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

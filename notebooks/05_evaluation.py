@@ -33,6 +33,7 @@
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
 RUN_DIR: str = None  # where checkpoints, poems and results go (None: runs/<profile>)
+PUBLISHED: bool = None  # no checkpoint in the run folder → use weights/<profile>/ if they match (None: $MIXPOET_PUBLISHED)
 SEED: int = 1234  # seed of this notebook's own random choices (generation seeds come from the profile)
 SYSTEMS: list = None  # subset of gt basic cvae igs aus aus_st (None: all)
 
@@ -43,11 +44,12 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from mixpoet_lib import config, evaluation, judges, paths, plots, training
+from mixpoet_lib import config, evaluation, judges, paths, plots, publish, training
 from mixpoet_lib.notebook import setup
 
 profile, data = setup(PROFILE, SEED)
 run_dir = paths.runs_dir(profile.name) if RUN_DIR is None else RUN_DIR
+published = publish.use_published_default() if PUBLISHED is None else bool(PUBLISHED)
 systems = list(SYSTEMS or evaluation.SYSTEMS)
 ecfg = profile.eval
 print(f"{ecfg.n_keywords} test keywords × seeds {ecfg.seeds}; N = {ecfg.intra_n} poems per keyword for intra-topic "
@@ -68,7 +70,8 @@ print(f"{ecfg.n_keywords} test keywords × seeds {ecfg.seeds}; N = {ecfg.intra_n
 # decodes to garbage. Set `z_outlier_ratio=0` for the official behaviour.
 
 # %%
-models = {s: training.ensure_model(s, profile, data=data, run_dir=run_dir, progress=False) for s in systems if s != "gt"}
+models = {s: training.ensure_model(s, profile, data=data, run_dir=run_dir, progress=False, published=published)
+          for s in systems if s != "gt"}
 for s, m in models.items():
     info = getattr(m, "training_info", {})
     print(f"{evaluation.SYSTEM_TITLES[s]:<16} {sum(p.numel() for p in m.parameters()):>10,} parameters · "
@@ -90,8 +93,8 @@ for s, m in models.items():
 # reference value.
 
 # %%
-judge_models = judges.ensure_judges(data, profile, run_dir, progress=True)
-lm = judges.ensure_lm(data, profile, run_dir, progress=True)
+judge_models = judges.ensure_judges(data, profile, run_dir, progress=True, published=published)
+lm = judges.ensure_lm(data, profile, run_dir, progress=True, published=published)
 ceiling = pd.DataFrame({f: {k: j.report["test"][k] for k in ("n", "accuracy", "macro_f1")}
                         for f, j in judge_models.items()}).T
 ceiling["majority class"] = [max(j.report["train_class_counts"]) / sum(j.report["train_class_counts"])

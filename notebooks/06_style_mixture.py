@@ -28,6 +28,7 @@
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
 RUN_DIR: str = None  # where checkpoints and results live (None: runs/<profile>)
+PUBLISHED: bool = None  # no checkpoint in the run folder → use weights/<profile>/ if they match (None: $MIXPOET_PUBLISHED)
 SEED: int = 1234  # seed of the latent draws in this notebook
 KEYWORDS: list = ["秋风", "明月"]  # case-study keywords (each must be in the vocabulary)
 MIX_FROM: list = [0, 1]  # interpolation start, [living, era]: military, troubled
@@ -44,14 +45,16 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from mixpoet_lib import analysis, config, evaluation, generation, judges, metrics, paths, plots, training
+from mixpoet_lib import (analysis, config, evaluation, generation, judges, metrics, paths, plots, publish,
+                         training)
 from mixpoet_lib.notebook import setup
 
 profile, data = setup(PROFILE, SEED)
 run_dir = paths.runs_dir(profile.name) if RUN_DIR is None else RUN_DIR
+published = publish.use_published_default() if PUBLISHED is None else bool(PUBLISHED)
 vocab = data.vocab
-aus = training.ensure_model("aus", profile, data=data, run_dir=run_dir, progress=False)
-judge_models = judges.ensure_judges(data, profile, run_dir)
+aus = training.ensure_model("aus", profile, data=data, run_dir=run_dir, progress=False, published=published)
+judge_models = judges.ensure_judges(data, profile, run_dir, published=published)
 gen = generation.Generator(aus, vocab, training_lines=data.training_lines(), gen_cfg=profile.gen)
 keywords = [k for k in KEYWORDS if all(ch in vocab and vocab.id(ch) >= 4 for ch in k)]
 assert keywords, f"none of the keywords {KEYWORDS} is in the vocabulary"
@@ -112,10 +115,10 @@ Path(run_dir, "samples.json").write_text(json.dumps(samples, ensure_ascii=False,
 # notebook 05 has run with the same settings, otherwise they are generated now.
 
 # %%
-lm = judges.ensure_lm(data, profile, run_dir)
+lm = judges.ensure_lm(data, profile, run_dir, published=published)
 systems = ["gt", "basic", "cvae", "aus"]
-models = {s: training.ensure_model(s, profile, data=data, run_dir=run_dir, progress=False) for s in systems
-          if s != "gt"}
+models = {s: training.ensure_model(s, profile, data=data, run_dir=run_dir, progress=False, published=published)
+          for s in systems if s != "gt"}
 ev = evaluation.evaluate(profile, data, run_dir, models, judge_models, lm, systems=systems,
                          seeds=profile.eval.seeds[:1], progress=False)
 k_max = 1000

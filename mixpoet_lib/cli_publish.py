@@ -1,0 +1,40 @@
+"""``mixpoet publish``: export a run's finished models, judges and char LM to weights/<profile>/ (safetensors + JSON)."""
+from __future__ import annotations
+
+import argparse
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from .config import get_profile
+    from .dataset import prepare
+    from .paths import runs_dir
+    from .publish import export_run, total_size_mb, weights_dir
+
+    profile = get_profile(args.profile)
+    run = args.run_dir or runs_dir(profile.name)
+    data = prepare(profile, data_dir=args.data_dir, mirror=args.mirror)
+    out = args.output or weights_dir(profile.name)
+    files = export_run(run, profile, data.vocab, out, tuple(args.models), args.storage,
+                       judges=not args.no_judges, lm=not args.no_lm)
+    for f in files:
+        print(f"{f}  {f.stat().st_size / 1e6:.2f} MB")
+    print(f"total {total_size_mb(out):.1f} MB in {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``publish`` sub-command."""
+    p = sub.add_parser("publish", help="export trained weights as safetensors + JSON (weights/<profile>/)",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--profile", help="settings profile (default: $MIXPOET_PROFILE or tutorial)")
+    p.add_argument("--run-dir", help="run folder with checkpoints/ (default: runs/<profile>)")
+    p.add_argument("--output", help="output folder (default: weights/<profile>)")
+    p.add_argument("--models", nargs="+", default=["basic", "cvae", "igs", "aus"],
+                   help="models to export (default: basic cvae igs aus)")
+    p.add_argument("--storage", choices=("fp32", "fp16", "int8"), default="int8",
+                   help="storage of large weight matrices (default int8 with per-row scales)")
+    p.add_argument("--no-judges", action="store_true", help="do not export the judge classifiers")
+    p.add_argument("--no-lm", action="store_true", help="do not export the character LM")
+    p.add_argument("--data-dir", help="data folder (default: $MIXPOET_DATA_DIR or data/)")
+    p.add_argument("--mirror", help="local mirror of the raw files (default: $MIXPOET_MIRROR)")
+    p.set_defaults(func=_cmd_publish)
