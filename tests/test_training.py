@@ -300,3 +300,21 @@ def test_classification_scores():
     # per class F1: c0 = 2·1/(2+1+1) = .5, c1 = 2/(2+0+1) = .667, c2 = 2/(2+1+0) = .667
     assert f1 == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
     assert all(math.isnan(v) for v in classification_scores(np.array([]), np.array([]), 2))
+
+
+def test_full_profile_code_path_runs_a_few_steps_on_cpu(smoke_data, tmp_path):
+    """The `full` profile (official sizes, batch 128, every phase of aus) runs on the CPU: 2 steps per phase.
+
+    The data are the smoke profile's (building the full dataset is the data pipeline's test); the AUS warm-up
+    is shortened to one step so the adversarial R + 3·D + G step runs too.
+    """
+    full = get_profile("full")
+    assert full.model.hidden_size == 512 and full.train.mixture.batch_size == 128
+    prof = replace(full, data=SMOKE.data, train=replace(full.train, rec_warm_steps=1, validate_every_epoch=False,
+                                                        val_batches=1, cl_val_instances=64, diag_every=0))
+    res = train(["aus"], prof, data=smoke_data, run_dir=tmp_path, progress=False, max_steps=2)
+    assert {"shared_dae", "shared_cl1", "shared_cl2", "aus_c1", "aus_c2"} <= set(res)
+    log = pd.read_csv(tmp_path / "logs" / "aus_c1.csv")
+    assert len(log) == 2 and np.isfinite(log["rec"]).all() and log["d_loss"].notna().any()
+    ck = torch.load(checkpoint_path(tmp_path, "aus", "c1"), map_location="cpu", weights_only=True)
+    assert ck["model_config"]["hidden_size"] == 512 and ck["model_config"]["latent_size"] == 256
