@@ -105,7 +105,7 @@ class RSSSampler:
 
 
 def bench_profile(profile_name: str, steps: int, skip: int, threads: int, generation: bool,
-                  share_dis_encoding: bool | None = None) -> dict[str, Any]:
+                  share_dis_encoding: bool | None = None, models: tuple[str, ...] = MODELS) -> dict[str, Any]:
     """Run the training phases of one profile for a few steps and return the per-phase figures (worker side)."""
     import pandas as pd
     import torch
@@ -160,7 +160,7 @@ def bench_profile(profile_name: str, steps: int, skip: int, threads: int, genera
     rows = []
     with tempfile.TemporaryDirectory() as tmp, RSSSampler() as rss:
         t0 = time.perf_counter()
-        res = train(list(MODELS), prof, data=data, run_dir=tmp, progress=False, max_steps=steps, callback=on_step)
+        res = train(list(models), prof, data=data, run_dir=tmp, progress=False, max_steps=steps, callback=on_step)
         wall = time.perf_counter() - t0
         for key, r in res.items():
             name, phase = key.rsplit("_", 1)
@@ -195,7 +195,7 @@ def bench_profile(profile_name: str, steps: int, skip: int, threads: int, genera
     out: dict[str, Any] = {
         "profile": profile_name, "threads": torch.get_num_threads(), "vocab": len(data.vocab),
         "model": dataclasses.asdict(prof.model), "steps_per_phase": steps, "skip": skip,
-        "share_dis_encoding": tcfg.share_dis_encoding, "matmul_peak_gflops": peaks, "phases": rows,
+        "share_dis_encoding": tcfg.share_dis_encoding, "models": list(models), "matmul_peak_gflops": peaks, "phases": rows,
         "train_wall_s": wall, "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if generation:
@@ -229,6 +229,7 @@ def _run_worker(profile: str, args: argparse.Namespace) -> dict[str, Any]:
            "--skip", str(args.skip), "--threads", str(args.threads)]
     if args.no_generation:
         cmd.append("--no-generation")
+    cmd += ["--models", *args.models]
     if args.share_dis_encoding is not None:
         cmd += ["--share-dis-encoding", str(args.share_dis_encoding).lower()]
     env = dict(os.environ, TQDM_DISABLE="1")
@@ -297,6 +298,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--share-dis-encoding", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
                    help="true/false: override TrainConfig.share_dis_encoding for the AUS phases")
     p.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
+                   help="models whose phases are timed (with their prerequisites; default: all four)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--output", help="also write the JSON figures to this file")
     p.set_defaults(func=_cmd_bench)
@@ -310,8 +313,10 @@ def _worker_main(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-generation", action="store_true")
     ap.add_argument("--share-dis-encoding", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
     a = ap.parse_args(argv)
-    res = bench_profile(a.worker, a.steps, a.skip, a.threads, not a.no_generation, a.share_dis_encoding)
+    res = bench_profile(a.worker, a.steps, a.skip, a.threads, not a.no_generation, a.share_dis_encoding,
+                        tuple(a.models))
     print(json.dumps(res))
     return 0
 

@@ -1,0 +1,55 @@
+"""Regenerate the README's results section from a run's results.json (default: runs/tutorial).
+
+    .venv/bin/python scripts/update_readme_results.py [--run runs/tutorial] [--check]
+
+The section sits between the markers `<!-- results:start -->` and `<!-- results:end -->`; with --check the
+script only reports whether the README is up to date (exit 1 if not).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mixpoet_lib.pipeline import results_markdown  # noqa: E402
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def block(run: Path) -> str:
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    state_path = run / "state.json"
+    lines = [START, f"_Generated from `{run.relative_to(ROOT)}/results.json` by `scripts/update_readme_results.py`._", ""]
+    if state_path.exists():
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        per_nb = ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
+        lines += [f"Notebook wall times of this run: {per_nb}.", ""]
+    lines += results_markdown(results) + ["", END]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default=str(ROOT / "runs" / "tutorial"))
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        print(f"README.md lacks the markers {START} … {END}", file=sys.stderr)
+        return 1
+    new = text[: text.index(START)] + block(Path(args.run).resolve()) + text[text.index(END) + len(END):]
+    if args.check:
+        print("README results are up to date" if new == text else "README results are stale")
+        return 0 if new == text else 1
+    readme.write_text(new, encoding="utf-8")
+    print("README results section updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
