@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
@@ -19,7 +20,29 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     for f in files:
         print(f"{f}  {f.stat().st_size / 1e6:.2f} MB")
     print(f"total {total_size_mb(out):.1f} MB in {out}")
+    if not args.no_check:
+        check_published(run, out, tuple(args.models), data)
     return 0
+
+
+def check_published(run: Path | str, out: Path | str, models: tuple[str, ...], data) -> None:
+    """Validation perplexity of each model from its training checkpoint and from the published file, noted in its JSON."""
+    import json
+    from pathlib import Path
+
+    from .publish import load_published_model
+    from .training import _final_phase, checkpoint_path, load_model, validation_loss
+
+    for name in models:
+        orig = load_model(checkpoint_path(run, *_final_phase(name)), map_location="cpu")
+        pub, _, _ = load_published_model(Path(out) / f"{name}.safetensors")
+        a, b = validation_loss(orig, data), validation_loss(pub, data)
+        print(f"{name}: validation perplexity {a['val_ppl']:.2f} (checkpoint) vs {b['val_ppl']:.2f} (published)")
+        meta_path = Path(out) / f"{name}.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["check"] = {"val_ppl_checkpoint": round(a["val_ppl"], 3), "val_ppl_published": round(b["val_ppl"], 3),
+                         "batches": a["batches"]}
+        meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="storage of large weight matrices (default int8 with per-row scales)")
     p.add_argument("--no-judges", action="store_true", help="do not export the judge classifiers")
     p.add_argument("--no-lm", action="store_true", help="do not export the character LM")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip comparing validation perplexity of the checkpoints and the published files")
     p.add_argument("--data-dir", help="data folder (default: $MIXPOET_DATA_DIR or data/)")
     p.add_argument("--mirror", help="local mirror of the raw files (default: $MIXPOET_MIRROR)")
     p.set_defaults(func=_cmd_publish)

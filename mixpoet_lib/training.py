@@ -1200,3 +1200,22 @@ def ensure_model(kind: str, profile: str | Profile | None = None, data: Prepared
     phases = None if name != SHARED else (["dae"] if phase == "dae" else ["dae", "cl1", "cl2"])
     train(plan_names, prof, data=data, run_dir=root, progress=progress, phases=phases)
     return load_model(path)
+
+
+def validation_loss(model: nn.Module, data: PreparedData, batch_size: int = 64, n_batches: int = 20) -> dict[str, float]:
+    """Reconstruction loss and perplexity of any generator on fixed validation batches (unl_valid + cqcf_valid).
+
+    The same batches every call (fixed seed), eval mode, teacher forcing; latent models decode from their
+    posterior sample as in training. Used to compare weights of the same model (e.g. published int8 vs fp32).
+    """
+    dev = next(model.parameters()).device
+    stream = BatchStream(data, VAL_SPLITS, "mixpoet_pre", batch_size, _VAL_SEED)
+    losses = []
+    with _eval_mode(model), torch.no_grad(), _fixed_rng(_VAL_SEED):
+        for b in stream.batches(0):
+            if len(losses) >= n_batches:
+                break
+            out = model(_to(b, dev))
+            losses.append(float(reconstruction_loss(out["decode"] if isinstance(out, dict) else out)))
+    rec = float(np.mean(losses))
+    return {"val_rec": rec, "val_ppl": math.exp(min(rec, 50.0)), "batches": len(losses)}

@@ -318,3 +318,18 @@ def test_full_profile_code_path_runs_a_few_steps_on_cpu(smoke_data, tmp_path):
     assert len(log) == 2 and np.isfinite(log["rec"]).all() and log["d_loss"].notna().any()
     ck = torch.load(checkpoint_path(tmp_path, "aus", "c1"), map_location="cpu", weights_only=True)
     assert ck["model_config"]["hidden_size"] == 512 and ck["model_config"]["latent_size"] == 256
+
+
+def test_validation_loss_is_deterministic_and_sensitive(smoke_data):
+    from mixpoet_lib.models import build_model
+    from mixpoet_lib.training import validation_loss
+
+    torch.manual_seed(0)
+    m = build_model("aus", SMOKE.model, len(smoke_data.vocab))
+    a = validation_loss(m, smoke_data, batch_size=16, n_batches=2)
+    b = validation_loss(m, smoke_data, batch_size=16, n_batches=2)
+    assert a == b and a["batches"] == 2 and a["val_ppl"] == pytest.approx(math.exp(a["val_rec"]))
+    assert a["val_rec"] == pytest.approx(math.log(len(smoke_data.vocab)), rel=0.2)  # untrained ≈ uniform
+    with torch.no_grad():
+        m.out_proj.bias.add_(torch.randn_like(m.out_proj.bias))
+    assert validation_loss(m, smoke_data, batch_size=16, n_batches=2)["val_rec"] != a["val_rec"]
