@@ -265,7 +265,9 @@ def score_subset(sp: SystemPoems, scorers: Scorers, lengths: Sequence[int], seed
     inter = [r for r in recs if r["role"] == "inter"]
     inter_ok = [r for r in inter if r["ok"]]
     texts = [r["text"] for r in inter_ok]
-    out: dict[str, float] = {"n_inter": float(len(inter)), "n_poems": float(len(recs))}
+    out: dict[str, float] = {"n_inter": float(len(inter)), "n_poems": float(len(recs)),
+                             "n_intra": float(sum(r["role"] == "intra" for r in recs)),
+                             "n_mixture": float(sum(r["role"] == "mixture" for r in recs))}
     out["fail_rate"] = float(np.mean([not r["ok"] for r in recs])) if recs else math.nan
     out["relaxed_rate"] = float(np.mean([r["relaxation"] > 0 for r in recs])) if recs else math.nan
     kws = [r["keyword"] for r in inter_ok]
@@ -455,11 +457,13 @@ def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: 
         for length in ("all", "5", "7"):
             lens = (5, 7) if length == "all" else (int(length),)
             metrics = score_subset(sp, scorers, lens, seed)
-            n = metrics.pop("n_inter")
-            n_all = metrics.pop("n_poems")
+            counts = {k: int(metrics.pop(k)) for k in ("n_inter", "n_poems", "n_intra", "n_mixture")}
             for m, v in metrics.items():
+                n = (counts["n_mixture"] if m.startswith(("living", "era", "joint", "intra_jaccard_mix"))
+                     else counts["n_intra"] if m == "intra_jaccard"
+                     else counts["n_poems"] if m in ("fail_rate", "relaxed_rate") else counts["n_inter"])
                 rows.append({"system": system, "seed": seed, "length": length, "metric": m, "value": v,
-                             "n_poems": int(n if not m.startswith(("living", "era", "joint", "intra")) else n_all)})
+                             "n_poems": n})
     bar.close()
     ceiling = {f: dict(getattr(j, "report", {}).get("test", {})) for f, j in judges.items()}
     from .judges import lm_score

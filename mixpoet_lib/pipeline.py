@@ -187,6 +187,20 @@ def results_markdown(results: dict[str, Any]) -> list[str]:
              f"{meta.get('seeds', '?')}, beam {meta.get('beam_size', '?')}; mean ± std over the seeds "
              "(GT and Basic do not depend on the seed). ↓ lower is better, ↑ higher is better.", "",
              markdown_results(results), ""]
+    counts = []
+    for row in results.get("summary", []):
+        if row.get("length") == "all" and row.get("metric") in ("inter_jaccard", "intra_jaccard", "joint_acc"):
+            counts.append(row)
+    if counts:
+        per = {}
+        for row in counts:
+            per.setdefault(row["system"], {})[row["metric"]] = row.get("n_poems")
+        parts = []
+        for system, c in per.items():
+            bits = [f"{c[m]} {label}" for m, label in (("inter_jaccard", "inter"), ("intra_jaccard", "intra"),
+                                                       ("joint_acc", "mixture")) if c.get(m)]
+            parts.append(f"{SYSTEM_TITLES.get(system, system)} {' / '.join(bits)}")
+        lines += ["Poems behind each number, per seed: " + "; ".join(parts) + ".", ""]
     ceiling = results.get("judge_ceiling", {})
     if ceiling:
         lines += ["Judge classifiers on the CQCF test split (the ceiling for factor control): "
