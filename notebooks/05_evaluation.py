@@ -309,6 +309,13 @@ print(f"\nHuman reference: LMS {gt_lms:.3f} on the {len(items)} GT poems "
 #
 # * Lower Jaccard is *more* diverse; the human poems show where real variety lies. A model can look
 #   diverse by writing noise, so the diversity columns must be read together with LMS and the form rate.
+# * LMS is a weak proxy for quality. A character LM gives high probability to predictable text, so a
+#   generator that repeats safe characters scores *better* than the human poems (compare the GT row with
+#   the generators). Between two systems, a lower LMS can mean worse poems or simply less generic ones;
+#   read it next to distinct-n and the Jaccard columns, and read the poems in section 7.
+# * Intra-topic diversity has two variants for the factor models: N prior samples under one (inferred)
+#   mixture, and one poem per mixture. If the first is much less diverse than the second, the prior
+#   sampler gives little variety inside a mixture and the diversity comes from mixing the factors.
 # * The factor-control accuracies are bounded by the judges' own accuracy on human poems (section 2).
 #   The era factor is hard even for the judge, so small differences there mean little.
 # * All results come from a reduced training run when the profile is not `full` (see the README's
