@@ -27,7 +27,8 @@ def block(run: Path) -> str:
     if state_path.exists():
         state = json.loads(state_path.read_text(encoding="utf-8"))
         per_nb = ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
-        lines += [f"Notebook wall times of this run: {per_nb}.", ""]
+        lines += [f"Notebook wall times of this run: {per_nb} (notebooks 02–04 load existing checkpoints instead of "
+                  "training; the published run trained them beforehand with `mixpoet train`).", ""]
     lines += results_markdown(results) + ["", END]
     return "\n".join(lines)
 
