@@ -48,3 +48,21 @@ def test_bench_smoke_json(mirror_dir, monkeypatch, capsys):
 def test_bench_rejects_too_few_steps(capsys):
     assert cli.main(["bench", "--profiles", "smoke", "--steps", "3"]) == 1
     assert "--steps must be at least" in capsys.readouterr().err
+
+
+def test_flop_counter_counts_linear_and_gru_by_hand():
+    import torch
+
+    from mixpoet_lib.cli_bench import flop_counter
+
+    lin = torch.nn.Linear(8, 16)
+    x = torch.randn(4, 8, requires_grad=True)
+    c = flop_counter()
+    with c:
+        lin(x).sum().backward()
+    assert c.get_total_flops() == 3 * 2 * 4 * 8 * 16  # forward + two backward matmuls
+    gru = torch.nn.GRU(8, 16, batch_first=True)
+    c = flop_counter()
+    with c, torch.no_grad():
+        gru(torch.randn(2, 5, 8))
+    assert c.get_total_flops() == 2 * 2 * 5 * 3 * (8 * 16 + 16 * 16)
