@@ -710,17 +710,7 @@ def ensure_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: i
 
 
 def _published(profile: Profile, name: str, key: dict[str, Any]) -> Path | None:
-    """A published judge/LM file whose settings key equals ``key`` (JSON round trip), else None."""
-    import json
+    """A published judge/LM file whose settings key equals ``key``, else None."""
+    from .publish import find_published
 
-    from .publish import weights_dir
-
-    path = weights_dir(profile.name) / f"{name}.safetensors"
-    meta_path = path.with_suffix(".json")
-    if not (path.is_file() and meta_path.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-    return path if meta.get("key") == json.loads(json.dumps(key)) else None
+    return find_published(profile, name, key)

@@ -234,19 +234,28 @@ def load_published_lm(path: str | Path, device: torch.device | str | None = None
     return model.to(device or default_device()).eval()
 
 
-def find_published(profile: Profile, name: str) -> Path | None:
-    """The published file for a model name whose weights_key matches the profile, else None."""
+def published_meta(profile: Profile, name: str) -> tuple[Path, dict[str, Any]] | None:
+    """(file, metadata) of ``weights/<profile>/<name>.safetensors`` if it and its readable JSON exist, else None."""
     path = weights_dir(profile.name) / f"{name}.safetensors"
     meta_path = path.with_suffix(".json")
     if not (path.is_file() and meta_path.is_file()):
         return None
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        return path, json.loads(meta_path.read_text(encoding="utf-8"))
     except ValueError:
         return None
-    if meta.get("type") == "model" and meta.get("weights_key") != weights_key(profile):
+
+
+def find_published(profile: Profile, name: str, key: Any = None) -> Path | None:
+    """The published file of a generator whose weights_key matches the profile (judges/LM: whose ``key`` equals
+    the given settings key after a JSON round trip), else None."""
+    found = published_meta(profile, name)
+    if found is None:
         return None
-    return path
+    path, meta = found
+    if meta.get("type") == "model":
+        return path if meta.get("weights_key") == weights_key(profile) else None
+    return path if key is not None and meta.get("key") == json.loads(json.dumps(key)) else None
 
 
 def total_size_mb(folder: str | Path) -> float:

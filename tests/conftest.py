@@ -28,3 +28,15 @@ def smoke_data(tmp_path_factory: pytest.TempPathFactory, mirror_dir: Path):
     from mixpoet_lib.dataset import prepare
 
     return prepare(get_profile("smoke"), data_dir=tmp_path_factory.mktemp("data"), mirror=mirror_dir)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run single-threaded: on a busy 2-core machine extra intra-op threads only add contention
+    (10–25× slower seen here). Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

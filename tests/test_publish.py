@@ -16,12 +16,7 @@ from mixpoet_lib.training import ensure_model, train
 SMOKE = get_profile("smoke")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_pack_unpack_int8_fp16_and_exact_parts():
