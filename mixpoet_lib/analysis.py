@@ -99,12 +99,7 @@ def interpolate_mixtures(model: torch.nn.Module, vocab: Vocab, keyword: str, mix
     eps = torch.randn(1, model.cfg.latent_size, generator=gen).to(dev)
     ids_a = [torch.tensor([a], device=dev) for a in mix_a]
     ids_b = [torch.tensor([b], device=dev) for b in mix_b]
-    if model.kind == "aus":
-        z_a, z_b = model.prior_sample(h_w, ids_a, eps=eps), model.prior_sample(h_w, ids_b, eps=eps)
-    else:
-        parts = eps.split(model.sub_size, dim=-1)
-        z_a = torch.cat([mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(model.prior_params(h_w, ids_a), parts)], -1)
-        z_b = torch.cat([mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(model.prior_params(h_w, ids_b), parts)], -1)
+    z_a, z_b = model.prior_sample(h_w, ids_a, eps=eps), model.prior_sample(h_w, ids_b, eps=eps)
     ts = np.linspace(0.0, 1.0, steps)
     t = torch.tensor(ts, dtype=z_a.dtype, device=dev).unsqueeze(1)
     z = (1 - t) * z_a + t * z_b

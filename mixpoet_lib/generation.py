@@ -455,10 +455,8 @@ class Generator:
         with self._eval_mode():
             states = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
             s0 = s0.to(self.device)
-            length_oh = torch.tensor([[1.0, 0.0] if r.length == 7 else [0.0, 1.0] for r in reqs],
-                                     dtype=s0.dtype, device=self.device)
             ctx = self.model.initial_context(len(reqs), like=s0)
-            self._run_lines(states, s0, length_oh, ctx, start_line=0)
+            self._run_lines(states, s0, self._length_onehot(reqs, s0.dtype), ctx, start_line=0)
             return [self._finish(st) for st in states]
 
     # -- input handling ----------------------------------------------------------------------------
@@ -568,20 +566,17 @@ class Generator:
         if ids is not None:
             for st, row in zip(states, ids.tolist()):
                 st.labels = (int(row[0]), int(row[1]))
-        length_oh = torch.tensor([[1.0, 0.0] if r.length == 7 else [0.0, 1.0] for r in reqs],
-                                 dtype=s0.dtype, device=self.device)
-        return states, s0, length_oh
+        return states, s0, self._length_onehot(reqs, s0.dtype)
+
+    def _length_onehot(self, reqs: Sequence[_Request], dtype: torch.dtype) -> Tensor:
+        """Length condition per poem (P, 2): [1, 0] for 7 characters, [0, 1] for 5."""
+        return torch.tensor([[1.0, 0.0] if r.length == 7 else [0.0, 1.0] for r in reqs], dtype=dtype, device=self.device)
 
     def _prior_from_eps(self, h_w: Tensor, y: list[Tensor], eps: Tensor) -> Tensor:
         """Prior latent for given noise: Gaussian kinds reparameterise, AUS runs its implicit sampler."""
-        m = self.model
         if self.kind == "cvae":
-            mu, logvar = m.prior_params(h_w)
-            return mu + eps * torch.exp(0.5 * logvar)
-        if self.kind == "igs":
-            parts = eps.split(m.sub_size, dim=-1)
-            return torch.cat([mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(m.prior_params(h_w, y), parts)], -1)
-        return m.prior_sample(h_w, y, eps=eps)
+            return self.model.prior_sample(h_w, eps=eps)
+        return self.model.prior_sample(h_w, y, eps=eps)
 
     def _draw_latents(self, states: list[_PoemState], h_w: Tensor, y: list[Tensor]) -> Tensor:
         """One prior latent per poem (P, Z), drawn from each poem's own generator, with the outlier guard.

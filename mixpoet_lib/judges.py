@@ -59,6 +59,7 @@ from .batching import epoch_order
 from .config import FACTOR_CLASSES, FACTOR_NAMES, PhaseConfig, Profile
 from .dataset import PreparedData, SplitArrays
 from .metrics import accuracy, confusion_matrix, macro_f1, mean_std, per_class_f1, split_lines
+from .publish import find_published
 from .schedules import make_lr_scheduler
 from .vocab import BOS, EOS, PAD, UNK, Vocab
 
@@ -410,7 +411,7 @@ def ensure_judges(data: PreparedData, profile: Profile, run_dir: str | Path, see
         path = judge_path(run_dir, factor)
         key = None if retrain else _stored_key(path, log)
         if key is None and not retrain and published:
-            pub = _published(profile, f"judge_{factor}", _judge_key(data, factor, profile, seed))
+            pub = find_published(profile, f"judge_{factor}", _judge_key(data, factor, profile, seed))
             if pub is not None:
                 log(f"judge {factor}: using the published weights {pub}")
                 judges[factor] = load_judge(pub)
@@ -695,7 +696,7 @@ def ensure_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: i
     path = lm_path(run_dir)
     key = None if retrain else _stored_key(path, log)
     if key is None and not retrain and published:
-        pub = _published(profile, "char_lm", _lm_key(data, profile, seed))
+        pub = find_published(profile, "char_lm", _lm_key(data, profile, seed))
         if pub is not None:
             log(f"char LM: using the published weights {pub}")
             from .publish import load_published_lm
@@ -708,9 +709,3 @@ def ensure_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: i
         log(f"char LM: {path} was trained with other settings; retraining")
     return train_lm(data, profile, run_dir, seed, progress, log)[0]
 
-
-def _published(profile: Profile, name: str, key: dict[str, Any]) -> Path | None:
-    """A published judge/LM file whose settings key equals ``key``, else None."""
-    from .publish import find_published
-
-    return find_published(profile, name, key)

@@ -201,8 +201,8 @@ class GaussianHead(nn.Module):
         return mu, logvar
 
 
-def _reparameterise(mu: Tensor, logvar: Tensor) -> Tensor:
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+def _reparameterise(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
+    return mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)
 
 
 class ImplicitPriorBranch(nn.Module):
@@ -502,10 +502,10 @@ class CVAE(PoetBase):
         """Return the posterior (mu, logvar), each (B, Z)."""
         return self.posterior_net(torch.cat([h_x, h_w], dim=-1))
 
-    def prior_sample(self, h_w: Tensor, n: int = 1) -> Tensor:
-        """Return (n·B, Z) prior samples; row j·B + b belongs to item b."""
+    def prior_sample(self, h_w: Tensor, n: int = 1, eps: Tensor | None = None) -> Tensor:
+        """Return (n·B, Z) prior samples (row j·B + b belongs to item b); ``eps`` fixes the noise."""
         mu, logvar = self.prior_params(h_w.repeat(n, 1))
-        return _reparameterise(mu, logvar)
+        return _reparameterise(mu, logvar, eps)
 
     def posterior_sample(self, h_x: Tensor, h_w: Tensor) -> Tensor:
         """Return one reparameterised posterior sample (B, Z)."""
@@ -641,10 +641,11 @@ class MixPoetIGS(FactorModelBase):
         return [head(torch.cat([h_x, h_w, embed_label(tab, yk)], dim=-1))
                 for head, tab, yk in zip(self.post_heads, self.post_label_embed, y)]
 
-    def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1) -> Tensor:
-        """Return (n·B, Z) prior samples; row j·B + b belongs to item b."""
+    def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
+        """Return (n·B, Z) prior samples (row j·B + b belongs to item b); ``eps`` (n·B, Z) fixes the noise."""
         h_w, y = h_w.repeat(n, 1), [yk.repeat(n, *([1] * (yk.dim() - 1))) for yk in y]
-        return torch.cat([_reparameterise(mu, lv) for mu, lv in self.prior_params(h_w, y)], dim=-1)
+        parts = eps.split(self.sub_size, dim=-1) if eps is not None else [None] * len(y)
+        return torch.cat([_reparameterise(mu, lv, e) for (mu, lv), e in zip(self.prior_params(h_w, y), parts)], dim=-1)
 
     def posterior_sample(self, h_x: Tensor, h_w: Tensor, y: list[Tensor]) -> Tensor:
         """Return one reparameterised posterior sample (B, Z)."""
