@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .paths import ENV_PROFILE
+from mixpoet_lib.paths import ENV_PROFILE
 
 PROFILES = ("smoke", "tutorial", "full")
 
@@ -121,6 +121,23 @@ class TrainConfig:
     diag_samples: int = 512  # samples per distribution in the diagnostics (official: 4 × 128 and 8 × 64)
     diag_chunk: int = 128  # replicas of the chosen instance per sampling round
     num_threads: int = 0  # torch intra-op threads while training (0 = leave torch's default); tiny models run faster on 1
+
+
+# TrainConfig fields that never change the trained weights (bookkeeping, validation, diagnostics run under a
+# forked RNG): left out of checkpoint signatures and of the published weights' key.
+NOT_IN_SIGNATURE = ("ckpt_every", "log_every", "val_batches", "cl_val_instances", "validate_every",
+                    "validate_every_epoch", "diag_every", "diag_samples", "diag_chunk")
+# Options added after checkpoints were published: they count only when switched away from this default, so
+# existing checkpoints stay valid.
+SIGNATURE_IF_SET: dict[str, Any] = {"share_dis_encoding": False}
+
+
+def weight_settings(train: TrainConfig, adversarial: bool = True) -> dict[str, Any]:
+    """The TrainConfig fields (as JSON data) that decide the weights; ``adversarial=False`` also drops the
+    options of :data:`SIGNATURE_IF_SET` (they only act in the AUS adversarial phases)."""
+    values = json.loads(json.dumps(dataclasses.asdict(train), sort_keys=True, default=str))
+    return {k: v for k, v in values.items() if k not in NOT_IN_SIGNATURE
+            and not (k in SIGNATURE_IF_SET and (v == SIGNATURE_IF_SET[k] or not adversarial))}
 
 
 @dataclass(frozen=True)

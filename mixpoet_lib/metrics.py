@@ -30,7 +30,7 @@ from typing import Union
 
 import numpy as np
 
-from .rhythm import ToneRhyme, check_poem
+from mixpoet_lib.data.rhythm import ToneRhyme, check_poem
 
 PoemLike = Union[str, Sequence[str]]
 UNIT_KINDS = ("char", "bigram")

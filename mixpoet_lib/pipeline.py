@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Profile, get_profile
-from .paths import figures_dir, repo_root, runs_dir
-from .vocab import write_json_atomic
+from mixpoet_lib.config import Profile, get_profile
+from mixpoet_lib.paths import figures_dir, repo_root, runs_dir
+from mixpoet_lib.data.vocab import write_json_atomic
 
 
 class PipelineError(RuntimeError):
@@ -51,10 +51,11 @@ def notebook_paths(folder: Path | None = None) -> list[Path]:
 
 def library_hash() -> str:
     """Return a hash of the library's source files (a change re-runs every notebook)."""
+    root = repo_root() / "mixpoet_lib"
     h = hashlib.sha256()
-    for path in sorted((repo_root() / "mixpoet_lib").glob("*")):
-        if path.suffix in (".py", ".json"):
-            h.update(path.name.encode() + path.read_bytes())
+    for path in sorted(root.rglob("*")):  # every sub-package too: an edit anywhere re-runs the notebooks
+        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -180,7 +181,7 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
 
 def results_markdown(results: dict[str, Any]) -> list[str]:
     """The results section (table, judge ceiling, LM reference, claims, generation time) from ``results.json``."""
-    from .evaluation import SYSTEM_TITLES, markdown_results
+    from mixpoet_lib.evaluate.evaluation import SYSTEM_TITLES, markdown_results
 
     meta = results.get("meta", {})
     lines = [f"{meta.get('n_keywords', '?')} test keywords (half 5-, half 7-character), generation seeds "

@@ -12,7 +12,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib import font_manager
 
-from .paths import ENV_FONT, figures_dir
+from mixpoet_lib.paths import ENV_FONT, figures_dir
 
 FONT_FAMILIES = ["Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
                  "Microsoft YaHei", "PingFang SC", "Heiti SC", "SimHei"]
@@ -73,7 +73,7 @@ def label_distribution(label_stats: dict[str, dict[str, int]], zh: bool = True) 
     import pandas as pd
     import seaborn as sns
 
-    from .config import FACTOR_CLASSES, FACTOR_CLASSES_ZH, FACTOR_TITLES
+    from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_CLASSES_ZH, FACTOR_TITLES
 
     names = FACTOR_CLASSES_ZH if zh else FACTOR_CLASSES
     rows = []
@@ -99,7 +99,7 @@ def cooccurrence_heatmap(pairs: dict[str, int], zh: bool = True) -> Any:
     import numpy as np
     import seaborn as sns
 
-    from .config import FACTOR_CLASSES, FACTOR_CLASSES_ZH
+    from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_CLASSES_ZH
 
     names = FACTOR_CLASSES_ZH if zh else FACTOR_CLASSES
     unl = "未标注" if zh else "unlabelled"

@@ -52,9 +52,14 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 
-from mixpoet_lib import config, corpora, dataset, fetch, plots, rhythm
+from mixpoet_lib import config
+from mixpoet_lib.data import corpora
+from mixpoet_lib.data import dataset
+from mixpoet_lib.data import fetch
+from mixpoet_lib import plots
+from mixpoet_lib.data import rhythm
 from mixpoet_lib import paths as kit_paths
-from mixpoet_lib.batching import make_batch
+from mixpoet_lib.data.batching import make_batch
 
 jieba.setLogLevel(logging.INFO)  # jieba logs its dictionary loading to stderr otherwise
 profile = config.get_profile(PROFILE)
@@ -78,12 +83,12 @@ print("profile:", profile.name, "| seed:", SEED, "| CJK font:", font)
 # quatrains of chinese-poetry (CCPC *train* is not in the public snapshot). After de-duplication the
 # pool holds about 118k quatrains — close to CQC's size, but not the same poems.
 #
-# `mixpoet_lib.fetch` downloads each file from its public URL at a pinned commit, verifies its sha256,
+# `mixpoet_lib.data.fetch` downloads each file from its public URL at a pinned commit, verifies its sha256,
 # and writes it atomically. With `MIXPOET_MIRROR=/path/to/raw` (or `--mirror`) it copies from a local
 # mirror instead, verifying the same hashes.
 
 # %%
-from mixpoet_lib.registry import load_registry
+from mixpoet_lib.data.registry import load_registry
 
 registry = load_registry()
 files = dataset.required_files(profile.data)
@@ -200,7 +205,7 @@ plt.show()
 # MixPoet is conditioned on one keyword per instance, and a poem with $k$ keywords becomes $k$ training
 # instances (spec §1.3). CCPC and CQCF ship keywords; chinese-poetry does not. jieba's own extractors
 # drop every one-character word, yet a fifth of CCPC's keywords are single characters (暮, 石, 侯 …). So
-# `mixpoet_lib.keywords` segments each line with jieba (HMM off, dictionary extended with the CCPC/CQCF
+# `mixpoet_lib.data.keywords` segments each line with jieba (HMM off, dictionary extended with the CCPC/CQCF
 # keywords), keeps words of 1–2 characters that are not function words, and ranks them by
 #
 # $$\operatorname{tfidf}(w, p) = \operatorname{tf}(w, p)\,\Bigl(\log\frac{1+N}{1+\operatorname{df}(w)} + 1\Bigr),$$

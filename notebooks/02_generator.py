@@ -38,9 +38,14 @@ SEED: int = 1234  # seed of every random choice in this notebook
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 
-from mixpoet_lib import batching, config, generation, models, plots, schedules, training
+from mixpoet_lib.data import batching
+from mixpoet_lib import config
+from mixpoet_lib.generate import generator as generation
+from mixpoet_lib.models import generators as models
+from mixpoet_lib import plots
+from mixpoet_lib.train import schedules
+from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
 profile, data = setup(PROFILE, SEED)

@@ -37,7 +37,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mixpoet_lib import config, generation, losses, plots, training
+from mixpoet_lib import config
+from mixpoet_lib.generate import generator as generation
+from mixpoet_lib.models import losses
+from mixpoet_lib import plots
+from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
 profile, data = setup(PROFILE, SEED)

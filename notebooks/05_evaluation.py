@@ -44,7 +44,14 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from mixpoet_lib import config, evaluation, judges, paths, plots, publish, training
+from mixpoet_lib import config
+from mixpoet_lib._util import default_device
+from mixpoet_lib.evaluate import evaluation
+from mixpoet_lib.train import judges
+from mixpoet_lib import paths
+from mixpoet_lib import plots
+from mixpoet_lib import checkpoints as publish
+from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
 profile, data = setup(PROFILE, SEED)
@@ -267,7 +274,7 @@ plt.show()
 
 # %%
 timing = result.seconds_per_poem().rename(index=evaluation.SYSTEM_TITLES)
-print("generation wall time per poem (s), beam", profile.gen.beam_size, "on", training.device())
+print("generation wall time per poem (s), beam", profile.gen.beam_size, "on", default_device())
 print(timing.round(4).to_string())
 
 # %% [markdown]

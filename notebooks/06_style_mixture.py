@@ -45,8 +45,16 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from mixpoet_lib import (analysis, config, evaluation, generation, judges, metrics, paths, plots, publish,
-                         training)
+from mixpoet_lib.evaluate import analysis
+from mixpoet_lib import config
+from mixpoet_lib.evaluate import evaluation
+from mixpoet_lib.generate import generator as generation
+from mixpoet_lib.train import judges
+from mixpoet_lib import metrics
+from mixpoet_lib import paths
+from mixpoet_lib import plots
+from mixpoet_lib import checkpoints as publish
+from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
 profile, data = setup(PROFILE, SEED)

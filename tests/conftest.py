@@ -25,7 +25,7 @@ def mirror_dir() -> Path:
 def smoke_data(tmp_path_factory: pytest.TempPathFactory, mirror_dir: Path):
     """The smoke profile's prepared dataset, built once per test session in a temporary data folder."""
     from mixpoet_lib.config import get_profile
-    from mixpoet_lib.dataset import prepare
+    from mixpoet_lib.data.dataset import prepare
 
     return prepare(get_profile("smoke"), data_dir=tmp_path_factory.mktemp("data"), mirror=mirror_dir)
 

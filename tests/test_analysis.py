@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from mixpoet_lib.analysis import MIXTURES, keyword_tensor, mixture_prior_samples, pca_2d, separation_ratio
+from mixpoet_lib.evaluate.analysis import MIXTURES, keyword_tensor, mixture_prior_samples, pca_2d, separation_ratio
 from mixpoet_lib.config import get_profile
-from mixpoet_lib.models import build_model
-from mixpoet_lib.vocab import SPECIALS, Vocab
+from mixpoet_lib.checkpoints import build_model
+from mixpoet_lib.data.vocab import SPECIALS, Vocab
 
 
 def test_pca_recovers_the_main_axis():
@@ -48,7 +48,7 @@ def test_mixture_prior_samples_shapes_and_seed():
 
 @pytest.mark.parametrize("kind", ["igs", "aus"])
 def test_interpolate_mixtures_endpoints_and_errors(kind):
-    from mixpoet_lib.analysis import interpolate_mixtures
+    from mixpoet_lib.evaluate.analysis import interpolate_mixtures
 
     vocab = Vocab(SPECIALS + tuple("明月秋风"))
     torch.manual_seed(0)

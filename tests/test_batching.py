@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixpoet_lib.batching import BatchStream, corrupt, epoch_order, make_batch, select_instances
-from mixpoet_lib.dataset import encode_split
-from mixpoet_lib.corpora import Poem
-from mixpoet_lib.vocab import BOS, EOS, PAD, UNK, build_vocab
+from mixpoet_lib.data.batching import BatchStream, corrupt, epoch_order, make_batch, select_instances
+from mixpoet_lib.data.dataset import encode_split
+from mixpoet_lib.data.corpora import Poem
+from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK, build_vocab
 
 POEMS = [
     Poem(("床前明月光", "疑是地上霜", "举头望明月", "低头思故乡"), ("明月", "霜"), (2, -1)),

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
-from mixpoet_lib import cli
-from mixpoet_lib.cli_bench import RSSSampler, format_report, matmul_peak
+from mixpoet_lib.cli import app as cli
+from mixpoet_lib.cli.bench import RSSSampler, format_report, matmul_peak
 
 
 def test_matmul_peak_is_positive_and_finite():
@@ -53,7 +52,7 @@ def test_bench_rejects_too_few_steps(capsys):
 def test_flop_counter_counts_linear_and_gru_by_hand():
     import torch
 
-    from mixpoet_lib.cli_bench import flop_counter
+    from mixpoet_lib.cli.bench import flop_counter
 
     lin = torch.nn.Linear(8, 16)
     x = torch.randn(4, 8, requires_grad=True)

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from mixpoet_lib import cli
+from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import get_profile
-from mixpoet_lib.judges import ensure_judges
+from mixpoet_lib.train.judges import ensure_judges
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixpoet_lib import cli
+from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import PROFILES, get_profile, label_name, parse_label, resolve_profile_name
 
 REPO = Path(__file__).resolve().parents[1]

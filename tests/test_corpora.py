@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mixpoet_lib.corpora import (DataFormatError, Poem, SkipLog, label_table, load_ccpc, load_chinese_poetry,
+from mixpoet_lib.data.corpora import (DataFormatError, Poem, SkipLog, label_table, load_ccpc, load_chinese_poetry,
                                  load_cqcf, normalised_key, quatrain_problem, split_paragraphs, to_simplified)
 
 GOOD = {"label": "-1 1", "content": "细读养生主|长歌归去来|山僧借水品|溪父送琴材", "keywords": "山僧 长歌 归去 细读"}

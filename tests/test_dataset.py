@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixpoet_lib import dataset as ds
+from mixpoet_lib.data import dataset as ds
 from mixpoet_lib.config import DataConfig, get_profile
-from mixpoet_lib.corpora import Poem, normalised_key
-from mixpoet_lib.vocab import PAD, build_vocab
+from mixpoet_lib.data.corpora import Poem, normalised_key
+from mixpoet_lib.data.vocab import PAD, build_vocab
 
 
 def test_no_evaluation_poem_in_a_training_pool(smoke_data):
@@ -103,7 +103,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path, mirror_dir, monkeypatch):
 def test_corrupt_mirror_file_stops_before_any_processing(tmp_path, mirror_dir):
     import shutil
 
-    from mixpoet_lib.fetch import FetchError
+    from mixpoet_lib.data.fetch import FetchError
 
     bad = tmp_path / "mirror"
     shutil.copytree(mirror_dir / "mixpoet", bad / "mixpoet")

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from mixpoet_lib import evaluation as E
-from mixpoet_lib import judges as J
+from mixpoet_lib.evaluate import evaluation as E
+from mixpoet_lib.train import judges as J
 from mixpoet_lib.config import get_profile
-from mixpoet_lib.models import build_model
+from mixpoet_lib.checkpoints import build_model
 
 SMOKE = get_profile("smoke")
 
@@ -29,7 +29,7 @@ def models(smoke_data):
     out = {}
     for i, system in enumerate(("basic", "cvae", "igs", "aus", "aus_st")):
         torch.manual_seed(i)
-        kwargs = {"condition_on_poem": False} if system == "basic" else {}
+        kwargs = {}
         if system == "aus_st":
             kwargs = {"straight_through": True}
         out[system] = build_model(system.replace("_st", ""), SMOKE.model, len(smoke_data.vocab), **kwargs).eval()

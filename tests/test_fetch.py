@@ -13,9 +13,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from mixpoet_lib import fetch as fetch_mod
-from mixpoet_lib.fetch import FetchError, ensure_raw, fetch, raw_path, verify
-from mixpoet_lib.registry import GROUPS, RawFile, get, load_registry, select
+from mixpoet_lib.data import fetch as fetch_mod
+from mixpoet_lib.data.fetch import FetchError, ensure_raw, fetch, raw_path, verify
+from mixpoet_lib.data.registry import GROUPS, RawFile, get, load_registry, select
 
 COMMITS = {
     "THUNLP-AIPoet/MixPoet": "3131f3011df8ff46b5fc80feccca088115d8392d",

@@ -1,4 +1,4 @@
-"""Constrained, batched beam-search generation (mixpoet_lib.generation) and the ``mixpoet generate`` command."""
+"""Constrained, batched beam-search generation (mixpoet_lib.generate.generator) and the ``mixpoet generate`` command."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,15 +7,15 @@ import json
 import pytest
 import torch
 
-from mixpoet_lib import cli
+from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import GenConfig, get_profile
-from mixpoet_lib.generation import (MAX_RELAXATION, RELAXATION_LEVELS, ConstraintTables, Generator,
+from mixpoet_lib.generate.generator import (MAX_RELAXATION, RELAXATION_LEVELS, ConstraintTables, Generator,
                                     benchmark_generation, closest_line_types, greedy_decode, inline_ban_mask,
-                                    load_checkpoint, repetition_window)
-from mixpoet_lib.models import build_model
-from mixpoet_lib.rhythm import (ToneRhyme, check_poem, line_type, poem_pattern, position_template,
+                                    repetition_window)
+from mixpoet_lib.checkpoints import build_model, load_generator
+from mixpoet_lib.data.rhythm import (ToneRhyme, check_poem, line_type, poem_pattern, position_template,
                                 rhyme_classes_of, tone_of)
-from mixpoet_lib.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 
 # A tiny hand-made tone/rhyme table over real characters (the tones are not meant to be historically right).
 LEVEL = "天风山春花时人云江秋心年声空中归高烟愁眠前园家情东"
@@ -41,8 +41,7 @@ def _one_thread():
 
 def make_model(kind: str, seed: int = 0, eos_bias: float = 0.0, dtype: torch.dtype = torch.float32):
     torch.manual_seed(seed)
-    kwargs = {"condition_on_poem": False} if kind == "basic" else {}
-    m = build_model(kind, SMOKE, len(VOCAB), **kwargs).to(dtype).eval()
+    m = build_model(kind, SMOKE, len(VOCAB)).to(dtype).eval()
     with torch.no_grad():
         m.out_proj.bias[EOS] += eos_bias
     return m
@@ -167,7 +166,7 @@ def test_strict_success_passes_form_check():
 
 def test_constraints_with_real_crrd(mirror_dir):
     """The real THU-CRRD lists (polyphonic characters, characters without rhyme class) on a 600-character vocabulary."""
-    from mixpoet_lib.rhythm import find_crrd_dir, load_tone_rhyme
+    from mixpoet_lib.data.rhythm import find_crrd_dir, load_tone_rhyme
 
     tr = load_tone_rhyme(find_crrd_dir(mirror_dir))
     level = sorted(ch for ch in tr.level - tr.oblique if ch in tr.rhyme_classes)[:250]
@@ -297,7 +296,7 @@ def test_latent_outlier_guard(kind, monkeypatch):
     monkeypatch.setattr(g, "_prior_from_eps", blow_up_first)
     with g._eval_mode():
         states = [g._requests(KEYWORDS[:2], 5, (-1, -1) if kind != "cvae" else None, 1, 0)[i] for i in range(2)]
-        from mixpoet_lib.generation import _PoemState
+        from mixpoet_lib.generate.generator import _PoemState
         sts = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in states]
         h_w = g.model.encode_keyword(g._keys(KEYWORDS[:2]))
         y = [] if kind == "cvae" else [torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)]
@@ -396,8 +395,9 @@ def ckpt_env(tmp_path):
     (crrd / "pingshui.txt").write_text("".join(f"{c} {k}\n" for c, k in RHYMES.items()), encoding="utf-8")
     model = make_model("aus")
     path = tmp_path / "aus.pt"
-    torch.save({"kind": "aus", "model_config": dataclasses.asdict(SMOKE),
-                "vocab": list(VOCAB.tokens), "state_dict": model.state_dict()}, path)
+    torch.save({"format": 1, "name": "aus", "phase": "c2", "complete": True, "step": 1, "total_steps": 1,
+                "model_args": {"kind": "aus"}, "model_config": dataclasses.asdict(SMOKE), "vocab_size": len(VOCAB),
+                "vocab": list(VOCAB.tokens), "model": model.state_dict(), "metrics": {}}, path)
     return path, crrd
 
 
@@ -409,12 +409,12 @@ def run_cli(capsys, *args):
 
 def test_load_checkpoint_roundtrip(ckpt_env):
     path, _ = ckpt_env
-    model, vocab, meta = load_checkpoint(path)
-    assert model.kind == "aus" and vocab == VOCAB and meta["kind"] == "aus" and not model.training
+    model, vocab, meta = load_generator(path)
+    assert model.kind == "aus" and vocab == VOCAB and meta["name"] == "aus" and not model.training
 
 
 def training_checkpoint(tmp_path, with_data: bool = False):
-    """A checkpoint in mixpoet_lib.training's format (no vocabulary inside) and a vocab.json beside it."""
+    """A checkpoint in mixpoet_lib.train.loop's format (no vocabulary inside) and a vocab.json beside it."""
     model = make_model("igs")
     path = tmp_path / "igs_c2.pt"
     payload = {"format": 1, "name": "igs", "phase": "c2", "complete": True, "step": 3, "total_steps": 3,
@@ -430,7 +430,7 @@ def training_checkpoint(tmp_path, with_data: bool = False):
 def test_training_format_checkpoint(ckpt_env, capsys, tmp_path):
     _, crrd = ckpt_env
     path, vocab_json = training_checkpoint(tmp_path)
-    model, vocab, meta = load_checkpoint(path, vocab=vocab_json)
+    model, vocab, meta = load_generator(path, vocab=vocab_json)
     assert model.kind == "igs" and vocab == VOCAB and meta["phase"] == "c2"
     code, out, err = run_cli(capsys, "--checkpoint", path, "--vocab", vocab_json, "--crrd", crrd, "--keyword", "春",
                              "--length", 5, "--beam", 4, "--living", "countryside")
@@ -488,4 +488,4 @@ def test_cli_corrupt_checkpoint(ckpt_env, capsys, tmp_path):
     incomplete = tmp_path / "inc.pt"
     torch.save({"kind": "aus"}, incomplete)
     code, _, err = run_cli(capsys, "--checkpoint", incomplete, "--crrd", crrd, "--keyword", "春")
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "state_dict" in err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "model_args" in err

@@ -1,4 +1,4 @@
-"""The independent evaluation models of mixpoet_lib.judges: factor judges and the character LM (spec §5.3-5.4)."""
+"""The independent evaluation models of mixpoet_lib.train.judges: factor judges and the character LM (spec §5.3-5.4)."""
 from __future__ import annotations
 
 import io
@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from mixpoet_lib import judges as J
+from mixpoet_lib import checkpoints as ckpt
+from mixpoet_lib._util import seed_everything
+from mixpoet_lib.models import judges as NJ
+from mixpoet_lib.train import judges as J
 from mixpoet_lib.config import FACTOR_NAMES, PhaseConfig, get_profile
-from mixpoet_lib.vocab import BOS, EOS, SPECIALS, UNK, Vocab
+from mixpoet_lib.data.vocab import BOS, EOS, SPECIALS, UNK, Vocab
 
 # `smoke_data` (the smoke profile's prepared dataset) comes from tests/conftest.py.
 SMOKE = get_profile("smoke")
@@ -53,16 +56,16 @@ def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 def test_encode_poem_layout():
     v = Vocab(SPECIALS + tuple("春风秋月"))
-    assert J.encode_poem(v, "春风|秋月") == [4, 5, EOS, 6, 7]  # <E> ends every line but the last
-    assert J.encode_poem(v, ["春风", "秋雪"], bos=True, eos=True) == [BOS, 4, 5, EOS, 6, UNK, EOS]
+    assert NJ.encode_poem(v, "春风|秋月") == [4, 5, EOS, 6, 7]  # <E> ends every line but the last
+    assert NJ.encode_poem(v, ["春风", "秋雪"], bos=True, eos=True) == [BOS, 4, 5, EOS, 6, UNK, EOS]
 
 
 def test_encode_arrays_equals_text_encoding(smoke_data):
     poems = [p.content for p in smoke_data.poems("cqcf_test")]
     arrays = smoke_data.arrays("cqcf_test")
     for bos, eos in ((False, False), (True, True)):
-        tok_a, len_a = J.encode_arrays(arrays, bos, eos)
-        tok_t, len_t = J._encode_texts(smoke_data.vocab, poems, bos, eos)
+        tok_a, len_a = NJ.encode_arrays(arrays, bos, eos)
+        tok_t, len_t = NJ.encode_texts(smoke_data.vocab, poems, bos, eos)
         assert torch.equal(tok_a, tok_t) and torch.equal(len_a, len_t)
 
 
@@ -80,7 +83,7 @@ def test_smoke_judges_run_end_to_end(smoke_judges, smoke_data, run_dir):
                                                   for p in smoke_data.poems("cqcf_test"))
         assert 0.0 <= rep["test"]["accuracy"] <= 1.0 and math.isfinite(rep["test"]["macro_f1"])
         assert rep["steps"] == SMOKE.eval.judge.max_steps and rep["history"]
-        ck = torch.load(J.judge_path(run_dir, factor), map_location="cpu", weights_only=True)
+        ck = torch.load(ckpt.judge_path(run_dir, factor), map_location="cpu", weights_only=True)
         assert ck["factor"] == factor and ck["report"]["test"] == rep["test"]
     poems = [p.content for p in smoke_data.poems("cqcf_test")[:5]]
     poems.append(["白日依山尽", "黄河入海流", "欲穷千里目", "更上一层楼"])  # a list of lines works too
@@ -98,7 +101,7 @@ def test_smoke_judges_run_end_to_end(smoke_judges, smoke_data, run_dir):
 
 
 def test_judge_checkpoint_is_reused_and_equal(smoke_judges, smoke_data, run_dir):
-    paths = {f: J.judge_path(run_dir, f) for f in FACTOR_NAMES}
+    paths = {f: ckpt.judge_path(run_dir, f) for f in FACTOR_NAMES}
     stamps = {f: p.stat().st_mtime_ns for f, p in paths.items()}
     again = J.ensure_judges(smoke_data, SMOKE, run_dir)
     assert {f: p.stat().st_mtime_ns for f, p in paths.items()} == stamps  # loaded, not retrained
@@ -110,7 +113,7 @@ def test_judge_checkpoint_is_reused_and_equal(smoke_judges, smoke_data, run_dir)
 
 def test_judge_retrains_when_settings_change(smoke_judges, smoke_data, tmp_path):
     J.ensure_judges(smoke_data, SMOKE, tmp_path, factors=("era",))
-    path = J.judge_path(tmp_path, "era")
+    path = ckpt.judge_path(tmp_path, "era")
     before = path.stat().st_mtime_ns
     J.ensure_judges(smoke_data, SMOKE, tmp_path, seed=SMOKE.seed + 1, factors=("era",))
     assert path.stat().st_mtime_ns != before
@@ -141,9 +144,9 @@ def test_judge_learns_a_separable_task():
     sets = {}
     for name, n in (("train", 300), ("valid", 60), ("test", 150)):
         poems, labels = _synthetic(n, rng)
-        sets[name] = (*J._encode_texts(vocab, poems, False, False), torch.tensor(labels))
-    J.seed_everything(0)
-    model = J.JudgeClassifier(vocab, "living", emb=16, hidden=16)
+        sets[name] = (*NJ.encode_texts(vocab, poems, False, False), torch.tensor(labels))
+    seed_everything(0)
+    model = NJ.JudgeClassifier(vocab, "living", emb=16, hidden=16)
     phase = PhaseConfig(batch_size=32, epochs=8, lr_max=5e-3, warmup_steps=10)
     fit = J.fit_classifier(model, sets["train"], sets["valid"], phase, seed=0)
     assert fit["steps"] == 8 * 10
@@ -186,9 +189,9 @@ def test_classify_jsonl_reports_malformed_lines_and_continues(smoke_judges, tmp_
 
 def test_lm_perplexity_falls_and_checkpoint_roundtrips(smoke_lm, smoke_data, run_dir):
     train_poems = [p.content for p in smoke_data.poems("unl_train")[:200]]
-    J.seed_everything(SMOKE.seed)
+    seed_everything(SMOKE.seed)
     cfg = SMOKE.eval
-    untrained = J.CharLM(smoke_data.vocab, cfg.lm_emb, cfg.lm_hidden, cfg.lm_layers)
+    untrained = NJ.CharLM(smoke_data.vocab, cfg.lm_emb, cfg.lm_hidden, cfg.lm_layers)
     before = J.lm_score(untrained, train_poems).summary()["corpus_ppl"]
     after = J.lm_score(smoke_lm, train_poems).summary()["corpus_ppl"]
     assert after < 0.8 * before
@@ -200,7 +203,7 @@ def test_lm_perplexity_falls_and_checkpoint_roundtrips(smoke_lm, smoke_data, run
     assert gt["corpus_ppl"] == pytest.approx(J.lm_score(smoke_lm, [p.content for p in smoke_data.poems("unl_test")])
                                              .summary()["corpus_ppl"], rel=1e-5)
 
-    path = J.lm_path(run_dir)
+    path = ckpt.lm_path(run_dir)
     stamp = path.stat().st_mtime_ns
     again = J.ensure_lm(smoke_data, SMOKE, run_dir)
     assert path.stat().st_mtime_ns == stamp and _state_equal(again, smoke_lm)

@@ -1,4 +1,4 @@
-"""Hand-checkable tests of mixpoet_lib.losses."""
+"""Hand-checkable tests of mixpoet_lib.models.losses."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mixpoet_lib.losses import (UNIFORM_ENTROPY_TERM, classifier_terms, entropy_term, gaussian_kl,
+from mixpoet_lib.models.losses import (UNIFORM_ENTROPY_TERM, classifier_terms, entropy_term, gaussian_kl,
                                 gaussian_kl_per_item, keyword_distill_ce, line_cross_entropy, mahalanobis_distance,
                                 mean_pairwise_distance, relativistic_d_loss, relativistic_g_loss, supervised_ce,
                                 symmetric_mahalanobis)

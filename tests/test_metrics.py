@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mixpoet_lib import metrics as M
-from mixpoet_lib.rhythm import ToneRhyme
+from mixpoet_lib.data.rhythm import ToneRhyme
 
 # ----------------------------------------------------------------------------- units and Jaccard
 

@@ -1,4 +1,4 @@
-"""Shape, masking, sampling and training-signal tests for mixpoet_lib.models (paper and smoke sizes)."""
+"""Shape, masking, sampling and training-signal tests for mixpoet_lib.models.generators (paper and smoke sizes)."""
 from __future__ import annotations
 
 import copy
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from mixpoet_lib.config import ModelConfig, get_profile
-from mixpoet_lib.losses import line_cross_entropy, reconstruction_loss
-from mixpoet_lib.models import (BOS, EOS, PAD, CVAE, BasicGenerator, ConditionalBatchNorm, MixPoetAUS, MixPoetIGS,
-                                build_model, gumbel_label_sample)
+from mixpoet_lib.models.losses import line_cross_entropy, reconstruction_loss
+from mixpoet_lib.models.generators import (BOS, EOS, PAD, CVAE, BasicGenerator, ConditionalBatchNorm, MixPoetAUS, MixPoetIGS,
+                                gumbel_label_sample)
+from mixpoet_lib.checkpoints import build_model
 
 VOCAB = 6000
 PAPER = ModelConfig()
@@ -46,7 +47,7 @@ def fake_batch(batch_size: int = 4, vocab: int = VOCAB, lengths: list[int] | Non
 @pytest.fixture(scope="module")
 def paper_models() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    return {kind: build_model(kind, PAPER, VOCAB) for kind in ("basic", "cvae", "igs", "aus")}
+    return {kind: build_model(kind, PAPER, VOCAB) for kind in ("dae", "cvae", "igs", "aus")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,7 +71,7 @@ def test_shared_shapes_paper_sizes(paper_models):
     assert new_ctx.shape == (4, 512)
 
 
-@pytest.mark.parametrize("kind", ["basic", "cvae", "igs", "aus"])
+@pytest.mark.parametrize("kind", ["dae", "cvae", "igs", "aus"])
 def test_forward_shapes_paper_sizes(paper_models, kind):
     m = paper_models[kind].train()
     b = fake_batch()
@@ -102,7 +103,7 @@ def test_forward_shapes_paper_sizes(paper_models, kind):
         assert z_post.shape == z_prior.shape == (4, 256) and len(y2) == 2
 
 
-@pytest.mark.parametrize("kind", ["basic", "cvae", "igs", "aus"])
+@pytest.mark.parametrize("kind", ["dae", "cvae", "igs", "aus"])
 def test_forward_shapes_smoke_sizes(kind):
     torch.manual_seed(0)
     m = build_model(kind, SMOKE, 300)
@@ -115,7 +116,7 @@ def test_forward_shapes_smoke_sizes(kind):
     reconstruction_loss(dec).backward()
     m.eval()
     with torch.no_grad():
-        if kind == "basic":
+        if kind == "dae":
             with pytest.raises(ValueError):
                 m.generation_init(b["keys"])
             m2 = BasicGenerator(SMOKE, 300, condition_on_poem=False).eval()

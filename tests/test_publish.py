@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 
-from mixpoet_lib import cli, publish
-from mixpoet_lib import judges as J
+from mixpoet_lib.cli import app as cli
+from mixpoet_lib import checkpoints as publish
+from mixpoet_lib.train import judges as J
 from mixpoet_lib.config import get_profile
-from mixpoet_lib.generation import Generator, load_checkpoint
-from mixpoet_lib.training import ensure_model, train
+from mixpoet_lib.generate.generator import Generator
+from mixpoet_lib.train.loop import ensure_model, train
 
 SMOKE = get_profile("smoke")
 
@@ -56,7 +56,7 @@ def test_export_and_load_every_way(trained, smoke_data, tmp_path, mode, capsys):
     assert meta["weights_key"] == publish.weights_key(SMOKE) and meta["storage"] == mode
     # generator: same logits as the training checkpoint (exactly in fp32, closely in int8)
     orig = ensure_model("aus", SMOKE, run_dir=trained, progress=False)
-    model, vocab, _ = load_checkpoint(out / "aus.safetensors")
+    model, vocab, _ = publish.load_generator(out / "aus.safetensors")
     assert vocab.tokens == smoke_data.vocab.tokens
     keys = torch.tensor([[vocab.id("春"), 0]])
     with torch.no_grad():
@@ -78,9 +78,9 @@ def test_export_and_load_every_way(trained, smoke_data, tmp_path, mode, capsys):
     tag = json.loads(capsys.readouterr().out.strip().splitlines()[0])
     assert "living" in json.dumps(tag) and "era" in json.dumps(tag)
     # judges and LM through the ensure_* fallbacks
-    judge = J.load_judge(out / "judge_era.safetensors")
+    judge = publish.load_judge(out / "judge_era.safetensors")
     assert judge.report["test"]["n"] > 0
-    lm = publish.load_published_lm(out / "char_lm.safetensors")
+    lm = publish.load_lm(out / "char_lm.safetensors")
     assert J.lm_score(lm, ["春风吹又生|明月照高楼|白日依山尽|黄河入海流"]).lms[0] < 0
 
 
@@ -112,3 +112,9 @@ def test_export_refuses_unfinished_checkpoint(smoke_data, tmp_path):
     train(["basic"], SMOKE, data=smoke_data, run_dir=run, progress=False, max_steps=3)
     with pytest.raises(ValueError, match="not a finished checkpoint"):
         publish.export_run(run, SMOKE, smoke_data.vocab, tmp_path / "w", models=("basic",), judges=False, lm=False)
+
+
+def test_weights_key_matches_the_committed_weights():
+    """The settings hash of the tutorial profile is the one the published files were made with."""
+    meta = json.loads((publish.weights_dir("tutorial") / "aus.json").read_text(encoding="utf-8"))
+    assert publish.weights_key(get_profile("tutorial")) == meta["weights_key"]

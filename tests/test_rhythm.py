@@ -1,4 +1,4 @@
-"""Tests of mixpoet_lib.rhythm: CRRD loading, tones, the 14-template recogniser and the quatrain rules."""
+"""Tests of mixpoet_lib.data.rhythm: CRRD loading, tones, the 14-template recogniser and the quatrain rules."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mixpoet_lib import rhythm as R
+from mixpoet_lib.data import rhythm as R
 
 # `mirror_dir` (the raw-data mirror, skipping when absent) comes from tests/conftest.py.
 

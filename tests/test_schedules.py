@@ -1,11 +1,11 @@
-"""Sanity values of mixpoet_lib.schedules (spec §2.4, §3.2)."""
+"""Sanity values of mixpoet_lib.train.schedules (spec §2.4, §3.2)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from mixpoet_lib.config import TrainConfig
-from mixpoet_lib.schedules import (gumbel_tau, instance_noise, kl_weight, learning_rate, make_lr_scheduler,
+from mixpoet_lib.train.schedules import (gumbel_tau, instance_noise, kl_weight, learning_rate, make_lr_scheduler,
                                    phase_learning_rate, phase_lr_scheduler, teacher_forcing_ratio)
 
 TRAIN = TrainConfig()

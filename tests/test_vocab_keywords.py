@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from mixpoet_lib.keywords import KeywordExtractor, extract_keywords
-from mixpoet_lib.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab, build_vocab
+from mixpoet_lib.data.keywords import KeywordExtractor, extract_keywords
+from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab, build_vocab
 
 
 def test_vocab_order_ids_and_round_trip(tmp_path):

@@ -39,7 +39,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from . import paths
+from mixpoet_lib import paths
 
 LEVEL, OBLIQUE, FREE = 0, 1, -1
 N_RHYME_CLASSES = 30

@@ -28,11 +28,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import MIXTURES
-from .config import FACTOR_CLASSES, FACTOR_NAMES, Profile
-from .dataset import PreparedData
-from .generation import RELAXATION_LEVELS, GeneratedPoem, Generator
-from .metrics import (copy_rate, distinct_n, factor_control_scores, form_pass_rate, inter_topic_jaccard,
+from mixpoet_lib.evaluate.analysis import MIXTURES
+from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_NAMES, Profile
+from mixpoet_lib.data.dataset import PreparedData
+from mixpoet_lib.generate.generator import RELAXATION_LEVELS, GeneratedPoem, Generator
+from mixpoet_lib.metrics import (copy_rate, distinct_n, factor_control_scores, form_pass_rate, inter_topic_jaccard,
                       intra_topic_jaccard, mean_std)
 
 SYSTEMS: tuple[str, ...] = ("gt", "basic", "cvae", "igs", "aus", "aus_st")
@@ -258,7 +258,7 @@ def _ok_texts(records: Iterable[dict[str, Any]]) -> list[str]:
 
 def score_subset(sp: SystemPoems, scorers: Scorers, lengths: Sequence[int], seed: int) -> dict[str, float]:
     """Every metric of one system and seed on the poems of the given lengths (nan where not defined)."""
-    from .judges import classify, lm_score
+    from mixpoet_lib.train.judges import classify, lm_score
 
     keep = set(lengths)
     recs = [r for r in sp.records if r["length"] in keep]
@@ -307,7 +307,7 @@ def score_subset(sp: SystemPoems, scorers: Scorers, lengths: Sequence[int], seed
 
 def factor_confusions(sp: SystemPoems, judges: dict[str, Any]) -> dict[str, np.ndarray]:
     """Per factor, the confusion matrix (rows requested, columns judged) of the mixture poems."""
-    from .judges import classify
+    from mixpoet_lib.train.judges import classify
 
     mix = [r for r in sp.role("mixture") if r["ok"]]
     if not mix:
@@ -415,7 +415,7 @@ def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: 
     """
     from tqdm.auto import tqdm
 
-    from .rhythm import default_tone_rhyme
+    from mixpoet_lib.data.rhythm import default_tone_rhyme
 
     ecfg = profile.eval
     seeds = tuple(ecfg.seeds if seeds is None else seeds)
@@ -466,7 +466,7 @@ def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: 
                              "n_poems": n})
     bar.close()
     ceiling = {f: dict(getattr(j, "report", {}).get("test", {})) for f, j in judges.items()}
-    from .judges import lm_score
+    from mixpoet_lib.train.judges import lm_score
     gt_all = [it.reference for it in items]
     ref = lm_score(lm, gt_all).summary()
     meta = {"profile": profile.name, "n_keywords": n_keywords, "intra_n": intra_n, "seeds": list(seeds),

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from collections.abc import Sequence
 
-from .config import PROFILES, get_profile
-
-
-# Modules that add sub-commands through a ``register(subparsers)`` function (imported only if present).
-PLUGIN_MODULES = ("cli_train", "cli_generate", "cli_classify", "cli_bench", "cli_publish")
+from mixpoet_lib.cli import bench as cmd_bench
+from mixpoet_lib.cli import classify as cmd_classify
+from mixpoet_lib.cli import generate as cmd_generate
+from mixpoet_lib.cli import publish as cmd_publish
+from mixpoet_lib.cli import train as cmd_train
+from mixpoet_lib.config import PROFILES, get_profile
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -22,8 +22,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .dataset import required_files
-    from .fetch import fetch
+    from mixpoet_lib.data.dataset import required_files
+    from mixpoet_lib.data.fetch import fetch
 
     files = required_files(get_profile("full" if args.all else args.profile).data)
     t0 = time.perf_counter()
@@ -33,8 +33,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .dataset import required_files
-    from .fetch import verify
+    from mixpoet_lib.data.dataset import required_files
+    from mixpoet_lib.data.fetch import verify
 
     files = required_files(get_profile("full" if args.all else args.profile).data)
     bad = verify(files, data_dir=args.data_dir)
@@ -45,7 +45,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .dataset import format_summary, prepare
+    from mixpoet_lib.data.dataset import format_summary, prepare
 
     profile = get_profile(args.profile)
     t0 = time.perf_counter()
@@ -57,7 +57,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .pipeline import PipelineError, run_pipeline
+    from mixpoet_lib.pipeline import PipelineError, run_pipeline
 
     t0 = time.perf_counter()
     try:
@@ -90,21 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true", help="re-run notebooks even when their inputs are unchanged")
     rep.add_argument("-q", "--quiet", action="store_true", help="no per-cell progress bars")
     rep.set_defaults(func=_cmd_reproduce)
-    for module in PLUGIN_MODULES:  # train, generate, classify, bench … each registers its own sub-commands
-        try:
-            mod = importlib.import_module(f"mixpoet_lib.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mixpoet_lib.{module}":
-                raise
-            continue
-        mod.register(sub)
+    for module in (cmd_train, cmd_generate, cmd_classify, cmd_bench, cmd_publish):  # each adds its own sub-commands
+        module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse arguments, run the sub-command, turn known errors into one-line messages."""
-    from .corpora import DataFormatError
-    from .fetch import FetchError
+    from mixpoet_lib.data.corpora import DataFormatError
+    from mixpoet_lib.data.fetch import FetchError
 
     args = build_parser().parse_args(argv)
     try:

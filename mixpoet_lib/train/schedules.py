@@ -6,15 +6,17 @@ functions read like the formulas; each docstring says which counter it expects.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
+import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from .config import PhaseConfig
+from mixpoet_lib.config import PhaseConfig
 
 __all__ = [
     "learning_rate", "phase_learning_rate", "make_lr_scheduler", "phase_lr_scheduler",
-    "gumbel_tau", "instance_noise", "teacher_forcing_ratio", "kl_weight",
+    "gumbel_tau", "instance_noise", "teacher_forcing_ratio", "kl_weight", "planned_steps", "make_optimizer",
 ]
 
 
@@ -109,3 +111,17 @@ def kl_weight(step: int, total_steps: int, kind: str = "linear", max_weight: flo
     if kind == "sigmoid":
         return max_weight / (1.0 + math.exp(-steepness * (frac - midpoint)))
     raise ValueError(f"unknown KL annealing kind {kind!r}; choose linear, sigmoid or constant")
+
+
+def planned_steps(per_epoch: int, phase: PhaseConfig) -> int:
+    """Optimiser steps of a phase: ``epochs`` passes of ``per_epoch`` batches, capped by ``max_steps`` (at least 1)."""
+    total = per_epoch * phase.epochs
+    if phase.max_steps is not None:
+        total = min(total, phase.max_steps)
+    return max(total, 1)
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], phase: PhaseConfig, weight_decay: float,
+                   betas: tuple[float, float]) -> torch.optim.AdamW:
+    """The kit's optimiser for every phase: AdamW at the phase's peak learning rate (the schedule scales it)."""
+    return torch.optim.AdamW(params, lr=phase.lr_max, betas=betas, weight_decay=weight_decay)

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .dataset import PreparedData, SplitArrays
-from .vocab import BOS, EOS, PAD, UNK
+from mixpoet_lib.data.dataset import PreparedData, SplitArrays
+from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK
 
 LINE_SLOTS = 8  # 7 characters + <E>
 MODES = ("dae", "cl1", "cl2", "mixpoet_pre", "mixpoet_tune", "all")

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .vocab import BOS, EOS, Vocab
+from mixpoet_lib.data.vocab import BOS, EOS, Vocab
 
 MIXTURES: tuple[tuple[int, int], ...] = tuple(itertools.product(range(3), range(2)))  # (y1, y2), 6 in all
 

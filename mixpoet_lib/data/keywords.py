@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from .corpora import is_cjk
+from mixpoet_lib.data.corpora import is_cjk
 
 # Function words that never make a useful topic keyword on their own.
 STOPWORDS = frozenset(

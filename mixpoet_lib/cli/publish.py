@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+from mixpoet_lib._util import write_json_atomic
+from mixpoet_lib.checkpoints import (checkpoint_path, export_run, final_phase, load_model, total_size_mb,
+                                     weights_dir)
+from mixpoet_lib.config import get_profile
+from mixpoet_lib.data.dataset import PreparedData, prepare
+from mixpoet_lib.paths import runs_dir
+from mixpoet_lib.train.loop import validation_loss
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from .config import get_profile
-    from .dataset import prepare
-    from .paths import runs_dir
-    from .publish import export_run, total_size_mb, weights_dir
-
     profile = get_profile(args.profile)
     run = args.run_dir or runs_dir(profile.name)
     data = prepare(profile, data_dir=args.data_dir, mirror=args.mirror)
@@ -25,24 +29,18 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_published(run: Path | str, out: Path | str, models: tuple[str, ...], data) -> None:
+def check_published(run: Path | str, out: Path | str, models: tuple[str, ...], data: PreparedData) -> None:
     """Validation perplexity of each model from its training checkpoint and from the published file, noted in its JSON."""
-    import json
-    from pathlib import Path
-
-    from .publish import load_published_model
-    from .training import _final_phase, checkpoint_path, load_model, validation_loss
-
     for name in models:
-        orig = load_model(checkpoint_path(run, *_final_phase(name)), map_location="cpu")
-        pub, _, _ = load_published_model(Path(out) / f"{name}.safetensors")
+        orig = load_model(checkpoint_path(run, *final_phase(name)), device="cpu")
+        pub = load_model(Path(out) / f"{name}.safetensors", device="cpu")
         a, b = validation_loss(orig, data), validation_loss(pub, data)
         print(f"{name}: validation perplexity {a['val_ppl']:.2f} (checkpoint) vs {b['val_ppl']:.2f} (published)")
         meta_path = Path(out) / f"{name}.json"
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         meta["check"] = {"val_ppl_checkpoint": round(a["val_ppl"], 3), "val_ppl_published": round(b["val_ppl"], 3),
                          "batches": a["batches"]}
-        meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+        write_json_atomic(meta_path, meta)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

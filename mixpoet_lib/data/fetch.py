@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 from tqdm.auto import tqdm
 
-from . import paths
-from .registry import RawFile, get, select
+from mixpoet_lib import paths
+from mixpoet_lib.data.registry import RawFile, get, select
 
 STAMP_NAME = ".verified.json"
 CHUNK = 1 << 16

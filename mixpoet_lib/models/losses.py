@@ -2,7 +2,7 @@
 
 Every function takes tensors and returns a scalar tensor (or a float for the diagnostics); none
 touches a model. The reconstruction loss works on the packed logits of
-:class:`~mixpoet_lib.models.DecodeOutput` or on full (B, S, T, V) logits.
+:class:`~mixpoet_lib.models.generators.DecodeOutput` or on full (B, S, T, V) logits.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .vocab import PAD
+from mixpoet_lib.data.vocab import PAD
 
 if TYPE_CHECKING:
-    from .models import DecodeOutput
+    from mixpoet_lib.models.generators import DecodeOutput
 
 __all__ = [
     "line_cross_entropy", "reconstruction_loss", "gaussian_kl", "gaussian_kl_per_item",

@@ -1,20 +1,20 @@
-"""``mixpoet train``: run the training phases of one or more models (resumable; see :mod:`mixpoet_lib.training`)."""
+"""``mixpoet train``: run the training phases of one or more models (resumable; see :mod:`mixpoet_lib.train.loop`)."""
 from __future__ import annotations
 
 import argparse
 import math
 import time
 
-from .config import PROFILES, get_profile
+from mixpoet_lib.config import PROFILES, get_profile
 
 DEFAULT_MODELS = ("basic", "cvae", "igs", "aus")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .corpora import DataFormatError
-    from .dataset import prepare
-    from .fetch import FetchError
-    from .training import PHASES, phase_plan, train
+    from mixpoet_lib.data.corpora import DataFormatError
+    from mixpoet_lib.data.dataset import prepare
+    from mixpoet_lib.data.fetch import FetchError
+    from mixpoet_lib.train.loop import PHASES, phase_plan, train
 
     models = args.models or list(DEFAULT_MODELS)
     phase_plan(models)  # validates the names before any data work (ValueError → one line, exit 1)
@@ -45,7 +45,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mixpoet train`` to the ``mixpoet`` command."""
-    from .training import MODEL_NAMES, PHASES
+    from mixpoet_lib.train.loop import MODEL_NAMES, PHASES
 
     p = subparsers.add_parser("train", help="train models phase by phase (DAE, classifiers, basic, cvae, igs, aus); "
                                             "resumes interrupted phases and skips finished ones")

@@ -48,7 +48,7 @@ Post-filter (spec §4.4), on completed hypotheses in rank order: text truncated 
 characters, shorter lines dropped, lines found verbatim in the training lines dropped (novelty), line 1
 must be recognised by the rule-based recogniser, and lines 2-4 must be recognised as the type the poem
 pattern requires. The pattern comes from line 1's type; the rhyme class from line 1's last character,
-else line 2's (first listed Pingshui class, :func:`~mixpoet_lib.rhythm.rhyme_class`).
+else line 2's (first listed Pingshui class, :func:`~mixpoet_lib.data.rhythm.rhyme_class`).
 
 Relaxation ladder
 -----------------
@@ -76,7 +76,7 @@ all poems that need it). If even the last rung fails, the poem is returned with 
 ====  ====================  ======================================================================
 
 ``UNK``, specials, the in-line rule and the exact line length are never relaxed. ``form_ok`` on the
-result is an independent check of the finished poem (:func:`~mixpoet_lib.rhythm.check_poem`): tone
+result is an independent check of the finished poem (:func:`~mixpoet_lib.data.rhythm.check_poem`): tone
 pattern and rhyme of lines 2 and 4.
 
 API
@@ -85,7 +85,6 @@ API
   n_samples, seed)`` → list of :class:`GeneratedPoem`; ``.top_n_distinct(keyword, length, n)`` for a model
   without latent (the basic baseline's intra-topic diversity);
 * :func:`greedy_decode`: argmax decoding without constraints (a first look at a model);
-* :func:`load_checkpoint`: a model + vocabulary from a training or generation checkpoint;
 * :func:`benchmark_generation`: poems per second, end to end and raw decode.
 
 Speed. The network dominates: per 5-character poem at paper size (V ≈ 6,000, beam 20) the beam needs
@@ -102,21 +101,20 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .config import FACTOR_NAMES, GenConfig, ModelConfig, parse_label
-from .rhythm import (N_RHYME_CLASSES, TEMPLATES_5, TEMPLATES_7, ToneRhyme, check_poem, default_tone_rhyme,
+from mixpoet_lib.config import FACTOR_NAMES, GenConfig, parse_label
+from mixpoet_lib.data.rhythm import (N_RHYME_CLASSES, TEMPLATES_5, TEMPLATES_7, ToneRhyme, check_poem, default_tone_rhyme,
                      line_type, poem_pattern, position_template, rhyme_class, tone_masks, tone_string)
-from .vocab import BOS, EOS, PAD, UNK, Vocab
+from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK, Vocab
 
 __all__ = [
     "RELAXATION_LEVELS", "REPETITION_RULES", "GeneratedPoem", "ConstraintTables", "Generator",
-    "repetition_window", "inline_ban_mask", "closest_line_types", "load_checkpoint", "greedy_decode",
+    "repetition_window", "inline_ban_mask", "closest_line_types", "greedy_decode",
     "GenerationBenchmark", "benchmark_generation",
 ]
 
@@ -143,7 +141,7 @@ class GeneratedPoem:
     ``relaxation`` is the highest rung of :data:`RELAXATION_LEVELS` any line needed (0 = strict); for a
     failed poem it is the last rung tried. ``score`` is the mean over lines of the average log-probability
     per generated token (``<E>`` included; higher is better, nan when failed). ``form_ok`` says whether
-    the finished poem passes :func:`~mixpoet_lib.rhythm.check_poem` (tone pattern and rhyme).
+    the finished poem passes :func:`~mixpoet_lib.data.rhythm.check_poem` (tone pattern and rhyme).
     """
 
     keyword: str
@@ -334,10 +332,10 @@ class Generator:
     """Batched constrained beam-search generator for every model kind (see the module docstring).
 
     Args:
-        model: a model built by :func:`~mixpoet_lib.models.build_model` (a basic model must have
+        model: a model built by :func:`~mixpoet_lib.checkpoints.build_model` (a basic model must have
             ``condition_on_poem=False``). It is switched to eval mode while generating.
-        vocab: the model's :class:`~mixpoet_lib.vocab.Vocab` (or its token list).
-        tone_rhyme: CRRD resources; default :func:`~mixpoet_lib.rhythm.default_tone_rhyme`.
+        vocab: the model's :class:`~mixpoet_lib.data.vocab.Vocab` (or its token list).
+        tone_rhyme: CRRD resources; default :func:`~mixpoet_lib.data.rhythm.default_tone_rhyme`.
         training_lines: the novelty filter's library (e.g. ``PreparedData.training_lines()``); None
             disables the filter, as does ``gen_cfg.novelty_filter=False``.
         gen_cfg: beam size, extra positions per line, novelty switch.
@@ -551,7 +549,6 @@ class Generator:
         m = self.model
         states = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
         h_w = m.encode_keyword(self._keys([r.keyword for r in reqs]))
-        dtype = h_w.dtype
         labels = torch.tensor([r.labels for r in reqs], dtype=torch.long, device=self.device)
         if self.kind == "basic":
             s0 = m.decoder_s0(h_w)
@@ -864,118 +861,6 @@ def _clone_rng(rng: torch.Generator) -> torch.Generator:
     g = torch.Generator()
     g.set_state(rng.get_state())
     return g
-
-
-# ----------------------------------------------------------------------------------------------
-# checkpoints
-# ----------------------------------------------------------------------------------------------
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt / not a torch file / disallowed pickle content
-        raise ValueError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {path} is not a dict (got {type(ckpt).__name__})")
-    return ckpt
-
-
-def _data_config_from(config: dict[str, Any]) -> Any:
-    from .config import DataConfig
-
-    known = {f.name for f in dataclasses.fields(DataConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(config).items() if k in known}
-    return DataConfig(**values)
-
-
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *, vocab: Vocab | str | Path | None = None,
-                    data_dir: str | Path | None = None) -> tuple[torch.nn.Module, Vocab, dict[str, Any]]:
-    """Load a model for generation; return (model in eval mode on ``device``, vocab, metadata).
-
-    Two plain-dict formats, both read with ``weights_only=True``:
-
-    * **training checkpoints** (:mod:`mixpoet_lib.training`: ``model_args``, ``model_config``,
-      ``vocab_size``, ``model``, ``config`` …), rebuilt by ``training.load_model``. They hold no
-      vocabulary: it comes from ``vocab`` (a Vocab or a vocab.json path) or else from the dataset their
-      profile's data settings name (``dataset.prepare``, reusing the cache under ``data_dir``); the
-      metadata then gets ``training_lines_path`` for the novelty filter;
-    * **generation checkpoints**: ``kind`` (basic | cvae | igs | aus), ``model_config``, ``state_dict``,
-      ``vocab`` (token list) or ``vocab_path`` (relative to the checkpoint's folder), optional
-      ``model_kwargs`` and ``training_lines_path``.
-
-    Raises FileNotFoundError / ValueError with a one-line message.
-    """
-    from .models import build_model
-
-    path = Path(path)
-    if path.suffix == ".safetensors":  # published weights (mixpoet_lib.publish): safetensors + JSON + vocab.json
-        from .publish import load_published_model
-
-        model, pvocab, meta = load_published_model(path, device)
-        if vocab is not None:
-            raise ValueError(f"{path} carries its own vocabulary ({meta.get('vocab_path')}); do not pass --vocab")
-        return model, pvocab, meta
-    ckpt = _read_checkpoint(path)
-    given = vocab
-    if isinstance(given, (str, Path)):
-        vpath = Path(given)
-        if not vpath.is_file():
-            raise FileNotFoundError(f"vocabulary not found: {vpath}")
-        given = Vocab.load(vpath)
-    meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "model", "vocab", "optimizers", "rng")}
-    if "model_args" in ckpt and "model" in ckpt:  # a training checkpoint
-        from .training import load_model
-
-        try:
-            model = load_model(path, map_location=device)
-        except (KeyError, TypeError, RuntimeError) as exc:
-            raise ValueError(f"checkpoint {path} cannot be loaded as a model: {_first_line(exc)}") from None
-        if given is None:
-            if "vocab" in ckpt:
-                given = Vocab(tuple(ckpt["vocab"]))
-            elif isinstance(ckpt.get("config"), dict) and "data" in ckpt["config"]:
-                from .dataset import prepare
-
-                data = prepare(_data_config_from(ckpt["config"]["data"]), data_dir=data_dir)
-                given = data.vocab
-                meta.setdefault("training_lines_path", str(data.root / "training_lines.txt"))
-            else:
-                raise ValueError(f"checkpoint {path} holds no vocabulary and no data settings; pass a vocab.json")
-        vocab_size = int(ckpt.get("vocab_size", len(given)))
-    else:
-        missing = [k for k in ("kind", "model_config", "state_dict") if k not in ckpt]
-        if given is None and "vocab" not in ckpt and "vocab_path" not in ckpt:
-            missing.append("vocab or vocab_path")
-        if missing:
-            raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}")
-        if given is None:
-            if "vocab" in ckpt:
-                given = Vocab(tuple(ckpt["vocab"]))
-            else:
-                vpath = Path(ckpt["vocab_path"])
-                given = Vocab.load(vpath if vpath.is_absolute() else path.parent / vpath)
-        fields = {f.name for f in dataclasses.fields(ModelConfig)}
-        cfg = ModelConfig(**{k: v for k, v in dict(ckpt["model_config"]).items() if k in fields})
-        kwargs = dict(ckpt.get("model_kwargs") or {})
-        if str(ckpt["kind"]).lower() in ("basic", "dae") and "condition_on_poem" not in kwargs:
-            kwargs["condition_on_poem"] = False
-        model = build_model(str(ckpt["kind"]), cfg, len(given), **kwargs)
-        try:
-            model.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as exc:
-            raise ValueError(f"checkpoint {path} does not fit a {ckpt['kind']} model: {_first_line(exc)}") from None
-        model.to(device).eval()
-        vocab_size = len(given)
-    if len(given) != vocab_size or getattr(model, "vocab_size", vocab_size) != len(given):
-        raise ValueError(f"checkpoint {path} expects {vocab_size} tokens but the vocabulary has {len(given)}")
-    return model, given, meta
 
 
 # ----------------------------------------------------------------------------------------------

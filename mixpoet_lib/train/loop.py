@@ -26,7 +26,7 @@ Decisions (faithful to the official code unless marked [RECON]):
 
 * Each phase is seeded from (profile seed, model kind, phase): ``aus`` and ``aus_st`` start from the same
   initial weights; every second-stage model sees the same batch order.
-* B1/B2 train a :class:`~mixpoet_lib.models.FactorModelBase` that starts from the DAE weights; B2 continues B1
+* B1/B2 train a :class:`~mixpoet_lib.models.generators.FactorModelBase` that starts from the DAE weights; B2 continues B1
   (the shared embedding and encoders move in both). IGS/AUS C1 starts from B2 (shared weights + classifiers),
   with ``dec_init`` freshly initialised (official). basic/cvae start from the DAE. [RECON] for the baselines.
 * ``basic`` = BasicGenerator(condition_on_poem=False): s0 = tanh(dec_init_pre(h_w)), dec_init_pre fresh,
@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -54,7 +52,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,55 +62,41 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import clip_grad_norm_
 
-from .batching import BatchStream, make_batch
-from .config import ModelConfig, PhaseConfig, Profile, get_profile
-from .dataset import TRAIN_SPLITS, PreparedData
-from .losses import (classifier_terms, gaussian_kl, mahalanobis_distance, mean_pairwise_distance,
+from mixpoet_lib._util import default_device, derived_seed, digest, jsonable, seed_everything, torch_save_atomic
+from mixpoet_lib.checkpoints import (FACTOR_MODELS, MODEL_NAMES, PHASES, SHARED, CKPT_FORMAT, build_model,
+                                     check_model_names, checkpoint_path, final_phase, find_published, load_model,
+                                     read_checkpoint, use_published_default)
+from mixpoet_lib.data.batching import BatchStream, make_batch
+from mixpoet_lib.config import PhaseConfig, Profile, get_profile, weight_settings
+from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
+from mixpoet_lib.models.losses import (classifier_terms, gaussian_kl, mahalanobis_distance, mean_pairwise_distance,
                      reconstruction_loss, relativistic_d_loss, relativistic_g_loss)
-from .models import CVAE, BasicGenerator, FactorModelBase, MixPoetAUS, MixPoetIGS
-from .paths import runs_dir
-from .schedules import gumbel_tau, instance_noise, kl_weight, phase_lr_scheduler, teacher_forcing_ratio
+from mixpoet_lib.models.generators import FactorModelBase
+from mixpoet_lib.paths import runs_dir
+from mixpoet_lib.train.schedules import gumbel_tau, instance_noise, kl_weight, phase_lr_scheduler, teacher_forcing_ratio
 
 __all__ = [
-    "MODEL_NAMES", "PHASES", "PhaseResult", "device", "seed_everything", "phase_plan", "checkpoint_path",
-    "train", "ensure_model", "load_model", "load_checkpoint", "read_log", "latent_diagnostics",
+    "PhaseResult", "phase_plan",
+    "train", "ensure_model", "read_log", "latent_diagnostics",
     "classification_scores",
 ]
 
-MODEL_NAMES = ("basic", "cvae", "igs", "aus", "aus_st")
-PHASES = ("dae", "cl1", "cl2", "c1", "c2")
-FACTOR_MODELS = ("igs", "aus", "aus_st")  # these have classifiers, use the B phases and fine-tune (C2)
-SHARED = "shared"
-CKPT_FORMAT = 1
 VAL_SPLITS = ("unl_valid", "cqcf_valid")
 _VAL_SEED = 20_200_207  # fixed seed of every validation / diagnostic pass (never touches training RNG)
 _CL_EVAL_BATCH = 256
+
 _KIND_OF = {"basic": "basic", "cvae": "cvae", "igs": "igs", "aus": "aus", "aus_st": "aus"}
 
 Callback = Callable[[str, int, dict[str, Any]], None]
 
 
+def _key(name: str, phase: str) -> str:
+    return f"{name}_{phase}"
+
+
 # ----------------------------------------------------------------------------------------------
 # small public helpers
 # ----------------------------------------------------------------------------------------------
-
-def device() -> torch.device:
-    """Return the CUDA device when one is available, else the CPU."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def _derived_seed(*parts: object) -> int:
-    """A stable 31-bit seed from any parts (same value in every process and Python version)."""
-    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 def classification_scores(pred: np.ndarray, gold: np.ndarray, n_classes: int) -> tuple[float, float]:
@@ -157,22 +141,10 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 # plan: which phases, in which order, from which upstream checkpoint
 # ----------------------------------------------------------------------------------------------
 
-def _check_names(names: Iterable[str]) -> list[str]:
-    out = []
-    for n in names:
-        key = str(n).strip().lower()
-        if key not in MODEL_NAMES:
-            raise ValueError(f"unknown model {n!r}; choose from {', '.join(MODEL_NAMES)}")
-        if key not in out:
-            out.append(key)
-    if not out:
-        raise ValueError(f"no model given; choose from {', '.join(MODEL_NAMES)}")
-    return out
-
 
 def phase_plan(names: Sequence[str]) -> list[tuple[str, str]]:
     """Return the (name, phase) pairs that train these models, prerequisites first, each once."""
-    names = _check_names([names] if isinstance(names, str) else names)
+    names = check_model_names([names] if isinstance(names, str) else names)
     plan = [(SHARED, "dae")]
     if any(n in FACTOR_MODELS for n in names):
         plan += [(SHARED, "cl1"), (SHARED, "cl2")]
@@ -182,15 +154,6 @@ def phase_plan(names: Sequence[str]) -> list[tuple[str, str]]:
             if n in FACTOR_MODELS:
                 plan.append((n, "c2"))
     return plan
-
-
-def _final_phase(name: str) -> tuple[str, str]:
-    if name in ("dae", "shared"):
-        return SHARED, "dae"
-    if name in ("classifier", "classifiers", "cl"):
-        return SHARED, "cl2"
-    _check_names([name])
-    return name, "c2" if name in FACTOR_MODELS else "c1"
 
 
 def _upstream(name: str, phase: str) -> tuple[str, str] | None:
@@ -203,15 +166,6 @@ def _upstream(name: str, phase: str) -> tuple[str, str] | None:
     if phase == "c1":
         return (SHARED, "cl2") if name in FACTOR_MODELS else (SHARED, "dae")
     return name, "c1"
-
-
-def _key(name: str, phase: str) -> str:
-    return f"{name}_{phase}"
-
-
-def checkpoint_path(run_dir: str | os.PathLike[str], name: str, phase: str) -> Path:
-    """Return ``<run>/checkpoints/<name>_<phase>.pt``."""
-    return Path(run_dir) / "checkpoints" / f"{_key(name, phase)}.pt"
 
 
 def _resolve_profile(profile: str | Profile | None) -> Profile:
@@ -228,22 +182,6 @@ def _resolve_run_dir(run_dir: str | os.PathLike[str] | None, profile: Profile) -
 # ----------------------------------------------------------------------------------------------
 # models and checkpoints
 # ----------------------------------------------------------------------------------------------
-
-def _build_model(args: dict[str, Any], mcfg: ModelConfig, vocab_size: int) -> nn.Module:
-    kind = args["kind"]
-    if kind == "dae":
-        return BasicGenerator(mcfg, vocab_size, condition_on_poem=True)
-    if kind == "classifier":
-        return FactorModelBase(mcfg, vocab_size)
-    if kind == "basic":
-        return BasicGenerator(mcfg, vocab_size, condition_on_poem=False)
-    if kind == "cvae":
-        return CVAE(mcfg, vocab_size)
-    if kind == "igs":
-        return MixPoetIGS(mcfg, vocab_size, straight_through=bool(args.get("straight_through", False)))
-    if kind == "aus":
-        return MixPoetAUS(mcfg, vocab_size, straight_through=bool(args.get("straight_through", False)))
-    raise ValueError(f"unknown model kind {kind!r} in checkpoint")
 
 
 def _np_rng_state() -> dict[str, Any]:
@@ -268,37 +206,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_atomic(payload: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, Any]:
-    """Load a training checkpoint (a plain dict) with ``weights_only=True`` onto the CPU."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True, mmap=mmap)
-
-
-def load_model(path: str | os.PathLike[str], map_location: str | torch.device | None = None) -> nn.Module:
-    """Rebuild the model saved in a checkpoint, load its weights and return it in eval mode on ``device()``."""
-    ckpt = load_checkpoint(path)
-    model = _build_model(ckpt["model_args"], ModelConfig(**ckpt["model_config"]), int(ckpt["vocab_size"]))
-    model.load_state_dict(ckpt["model"])
-    model.training_info = {k: ckpt[k] for k in ("name", "phase", "step", "total_steps", "complete", "metrics")}
-    return model.to(map_location or device()).eval()
-
-
 def _load_prefixes(model: nn.Module, state: dict[str, Tensor], prefixes: tuple[str, ...]) -> list[str]:
     own = model.state_dict()
     take = {k: v for k, v in state.items() if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
     model.load_state_dict(take, strict=False)
     return sorted(take)
-
-
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,11 +370,13 @@ class _Trainer:
         return {"kind": self.model_kind}
 
     def stream(self) -> BatchStream:
-        seed = _derived_seed(self.ctx.profile.seed, "batches", self.phase)  # same order for every model
+        seed = derived_seed(self.ctx.profile.seed, "batches", self.phase)  # same order for every model
         return BatchStream(self.ctx.data, TRAIN_SPLITS, self.stream_mode, self.pcfg.batch_size, seed)
 
     def build(self) -> nn.Module:
-        self.model = _build_model(self.model_args(), self.ctx.profile.model, self.ctx.vocab_size).to(self.ctx.device)
+        args = self.model_args()
+        self.model = build_model(args["kind"], self.ctx.profile.model, self.ctx.vocab_size,
+                                 straight_through=bool(args.get("straight_through", False))).to(self.ctx.device)
         self.model.train()
         return self.model
 
@@ -596,7 +510,7 @@ class _DAETrainer(_Trainer):
         return self.tcfg.dae
 
     def stream(self) -> BatchStream:
-        seed = _derived_seed(self.ctx.profile.seed, "batches", "dae")
+        seed = derived_seed(self.ctx.profile.seed, "batches", "dae")
         return BatchStream(self.ctx.data, TRAIN_SPLITS, "dae", self.pcfg.batch_size, seed, self.tcfg.dae_corrupt_ratio)
 
     def optimiser_specs(self):
@@ -678,7 +592,7 @@ class _SecondStage(_Trainer):
 
     def stream(self) -> BatchStream:
         mode = "mixpoet_tune" if self.phase == "c2" else "mixpoet_pre"
-        seed = _derived_seed(self.ctx.profile.seed, "batches", self.phase)
+        seed = derived_seed(self.ctx.profile.seed, "batches", self.phase)
         return BatchStream(self.ctx.data, TRAIN_SPLITS, mode, self.pcfg.batch_size, seed)
 
     def init_fresh(self, upstream):
@@ -703,7 +617,7 @@ class _SecondStage(_Trainer):
         self.counters["tf_leftover"] = self._dae_leftover_ratio() if self.tcfg.tf_leftover_quirk else None
 
     def _dae_leftover_ratio(self) -> float:
-        dae = load_checkpoint(checkpoint_path(self.ctx.run_dir, SHARED, "dae"), mmap=True)
+        dae = read_checkpoint(checkpoint_path(self.ctx.run_dir, SHARED, "dae"), mmap=True)
         done_epochs = int(dae["step"]) // max(int(dae["steps_per_epoch"]), 1)
         p = self.tcfg.dae
         return teacher_forcing_ratio(done_epochs + 1, p.tf_burn_in, p.tf_decay, p.tf_min)
@@ -786,7 +700,7 @@ class _FactorTrainer(_SecondStage):
 
     def diagnostics(self, batch: dict[str, Tensor], tau: float) -> dict[str, float]:
         t = self.tcfg
-        seed = _derived_seed(_VAL_SEED, "diag", self.counters["tau_step"])
+        seed = derived_seed(_VAL_SEED, "diag", self.counters["tau_step"])
         d = latent_diagnostics(self.model, batch, t.diag_samples, t.diag_chunk, tau, seed)
         return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"]}
 
@@ -966,22 +880,14 @@ class PhaseResult:
         return statistics.median(self.step_seconds) if self.step_seconds else math.nan
 
 
-# Settings that never change the weights (bookkeeping, validation, diagnostics under a forked RNG).
-# Options added after checkpoints were published: they enter the signature only when switched on, so
-# existing checkpoints stay valid under their default.
-_SIGNATURE_IF_SET = {"share_dis_encoding": False}
-_NOT_IN_SIGNATURE = ("ckpt_every", "log_every", "val_batches", "cl_val_instances", "validate_every",
-                     "validate_every_epoch", "diag_every", "diag_samples", "diag_chunk")
-
-
 def _signature(ctx: _Ctx, tr: _Trainer, upstream: tuple[str, int] | None) -> str:
     adversarial = tr.name in ("aus", "aus_st") and tr.phase in ("c1", "c2")
-    train_cfg = {k: v for k, v in _jsonable(ctx.profile.train).items() if k not in _NOT_IN_SIGNATURE
-                 and not (k in _SIGNATURE_IF_SET and (v == _SIGNATURE_IF_SET[k] or not adversarial))}
+    train_cfg = weight_settings(ctx.profile.train, adversarial)
     blob = {"name": tr.name, "phase": tr.phase, "model_args": tr.model_args(),
-            "model": ctx.profile.model, "train": train_cfg, "seed": ctx.profile.seed,
+            "model": repr(ctx.profile.model),  # the repr string: the form every existing checkpoint was signed with
+            "train": train_cfg, "seed": ctx.profile.seed,
             "data": ctx.data.root.name, "vocab": ctx.vocab_size, "upstream": upstream, "format": CKPT_FORMAT}
-    return hashlib.sha256(json.dumps(_jsonable(blob), sort_keys=True).encode()).hexdigest()[:16]
+    return digest(blob)
 
 
 def _run_phase(ctx: _Ctx, name: str, phase: str, resume: bool, max_steps: int | None) -> PhaseResult:
@@ -998,7 +904,7 @@ def _run_phase(ctx: _Ctx, name: str, phase: str, resume: bool, max_steps: int | 
         if not up_path.exists():
             raise ValueError(f"{key} starts from {_key(*up)}, but {up_path} does not exist; "
                              f"train phase {up[1]!r} first")
-        head = load_checkpoint(up_path, mmap=True)  # only the fingerprint: (signature, step)
+        head = read_checkpoint(up_path, mmap=True)  # only the fingerprint: (signature, step)
         up_print = (str(head["signature"]), int(head["step"]))
         del head
     sig = _signature(ctx, tr, up_print)
@@ -1013,7 +919,7 @@ def _run_phase(ctx: _Ctx, name: str, phase: str, resume: bool, max_steps: int | 
 
     state = None
     if resume and path.exists():
-        head = load_checkpoint(path, mmap=True)
+        head = read_checkpoint(path, mmap=True)
         if head.get("signature") != sig:
             ctx.log(f"{key}: settings or upstream changed since its checkpoint; training it again")
         elif int(head["step"]) >= target:
@@ -1021,11 +927,11 @@ def _run_phase(ctx: _Ctx, name: str, phase: str, resume: bool, max_steps: int | 
                                time.perf_counter() - t_start, path, logs["train"].path, bool(head["complete"]),
                                metrics=dict(head.get("metrics") or {}))
         else:
-            state = load_checkpoint(path)
+            state = read_checkpoint(path)
         del head
-    up_state = load_checkpoint(up_path) if state is None and up_path is not None else None
+    up_state = read_checkpoint(up_path) if state is None and up_path is not None else None
 
-    seed_everything(_derived_seed(ctx.profile.seed, _KIND_OF.get(name, name), phase))  # aus, aus_st: same init
+    seed_everything(derived_seed(ctx.profile.seed, _KIND_OF.get(name, name), phase))  # aus, aus_st: same init
     tr.build()
     if state is None:
         tr.init_fresh(up_state)
@@ -1053,12 +959,12 @@ def _run_phase(ctx: _Ctx, name: str, phase: str, resume: bool, max_steps: int | 
             "step": step, "total_steps": planned, "steps_per_epoch": per_epoch,
             "epoch": (step - 1) // per_epoch + 1 if step else 0,
             "batch_in_epoch": (step - 1) % per_epoch + 1 if step else 0,
-            "model_args": tr.model_args(), "model_config": _jsonable(ctx.profile.model), "vocab_size": ctx.vocab_size,
+            "model_args": tr.model_args(), "model_config": jsonable(ctx.profile.model), "vocab_size": ctx.vocab_size,
             "model": tr.model.state_dict(), **tr.state(), "rng": _rng_state(), "signature": sig,
-            "upstream": _key(*up) if up else None, "config": _jsonable(ctx.profile.to_dict()),
+            "upstream": _key(*up) if up else None, "config": jsonable(ctx.profile.to_dict()),
             "metrics": metrics, "torch_version": str(torch.__version__),
         }
-        _save_atomic(payload, path)
+        torch_save_atomic(payload, path)
 
     t = tr.tcfg
     bar = None
@@ -1121,7 +1027,7 @@ def _append_timing(run_dir: Path, key: str, start: int, end: int, seconds: float
                         "threads", "device", "finished"])
         med = statistics.median(steps) if steps else math.nan
         w.writerow([key, start, end, f"{seconds:.2f}", f"{med:.4f}", f"{val_s:.2f}", f"{ckpt_s:.2f}",
-                    torch.get_num_threads(), str(device()), time.strftime("%Y-%m-%dT%H:%M:%S")])
+                    torch.get_num_threads(), str(default_device()), time.strftime("%Y-%m-%dT%H:%M:%S")])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1131,7 +1037,7 @@ def _append_timing(run_dir: Path, key: str, start: int, end: int, seconds: float
 def _prepare_data(profile: Profile, data: PreparedData | None) -> PreparedData:
     if data is not None:
         return data
-    from .dataset import prepare
+    from mixpoet_lib.data.dataset import prepare
 
     return prepare(profile)
 
@@ -1159,7 +1065,7 @@ def train(kinds: str | Sequence[str], profile: str | Profile | None = None, data
     prof = _resolve_profile(profile)
     if log is None:
         log = (lambda m: print(f"[train] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
-    ctx = _Ctx(prof, _prepare_data(prof, data), _resolve_run_dir(run_dir, prof), device(), progress, callback, log)
+    ctx = _Ctx(prof, _prepare_data(prof, data), _resolve_run_dir(run_dir, prof), default_device(), progress, callback, log)
     results: dict[str, PhaseResult] = {}
     threads = torch.get_num_threads()
     if prof.train.num_threads > 0:
@@ -1178,23 +1084,21 @@ def ensure_model(kind: str, profile: str | Profile | None = None, data: Prepared
     """Return the trained model of this kind: its finished checkpoint, else train it (and its prerequisites) first.
 
     ``kind`` is a model name (basic, cvae, igs, aus, aus_st), 'dae' or 'classifiers'; the model comes back in
-    eval mode on ``device()``. Notebooks call this so that each one runs on its own. With ``published`` (default:
+    eval mode on ``default_device()``. Notebooks call this so that each one runs on its own. With ``published`` (default:
     $MIXPOET_PUBLISHED) and no finished checkpoint in the run folder, published weights trained with the same
     settings (``weights/<profile>/<kind>.safetensors``) are loaded instead of training.
     """
-    from .publish import find_published, load_published_model, use_published_default
-
     prof = _resolve_profile(profile)
-    name, phase = _final_phase(str(kind).strip().lower())
+    name, phase = final_phase(str(kind).strip().lower())
     root = _resolve_run_dir(run_dir, prof)
     path = checkpoint_path(root, name, phase)
     if (use_published_default() if published is None else published) and not path.exists():
         pub = find_published(prof, str(kind).strip().lower())
         if pub is not None:
-            return load_published_model(pub, device())[0]
+            return load_model(pub)
     if data is None and path.exists():  # fast path: finished with exactly these settings, no data needed
-        head = load_checkpoint(path, mmap=True)
-        if head.get("complete") and head.get("config") == _jsonable(prof.to_dict()):
+        head = read_checkpoint(path, mmap=True)
+        if head.get("complete") and head.get("config") == jsonable(prof.to_dict()):
             return load_model(path)
     plan_names = [name] if name != SHARED else ["igs" if phase == "cl2" else "basic"]
     phases = None if name != SHARED else (["dae"] if phase == "dae" else ["dae", "cl1", "cl2"])

@@ -41,7 +41,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -52,31 +51,25 @@ from typing import IO, Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from tqdm.auto import tqdm
 
-from .batching import epoch_order
-from .config import FACTOR_CLASSES, FACTOR_NAMES, PhaseConfig, Profile
-from .dataset import PreparedData, SplitArrays
-from .metrics import accuracy, confusion_matrix, macro_f1, mean_std, per_class_f1, split_lines
-from .publish import find_published
-from .schedules import make_lr_scheduler
-from .vocab import BOS, EOS, PAD, UNK, Vocab
+from mixpoet_lib.data.batching import epoch_order
+from mixpoet_lib.config import FACTOR_NAMES, PhaseConfig, Profile
+from mixpoet_lib.data.dataset import PreparedData
+from mixpoet_lib.metrics import accuracy, confusion_matrix, macro_f1, mean_std, per_class_f1, split_lines
+from mixpoet_lib.checkpoints import CKPT_FORMAT, find_published, judge_path, lm_path, load_judge, load_lm, read_checkpoint
+from mixpoet_lib.models.judges import JUDGE_DROPOUT, LM_DROPOUT, CharLM, JudgeClassifier, encode_arrays
+from mixpoet_lib._util import default_device, seed_everything
+from mixpoet_lib.train.schedules import make_lr_scheduler
+from mixpoet_lib.data.vocab import EOS, PAD, UNK, Vocab
 
 __all__ = [
-    "LM_CUTOFFS", "VAL_POINTS", "JudgeClassifier", "CharLM", "LMScores", "default_device", "seed_everything",
-    "encode_poem", "encode_arrays", "fit_classifier", "evaluate_classifier", "train_judge", "load_judge",
-    "ensure_judges", "classify", "classify_jsonl", "fit_lm", "train_lm", "load_lm", "ensure_lm", "lm_score",
-    "judge_path", "lm_path",
+    "VAL_POINTS", "LMScores", "fit_classifier", "evaluate_classifier", "train_judge", "ensure_judges", "classify",
+    "classify_jsonl", "fit_lm", "train_lm", "ensure_lm", "lm_score",
 ]
 
-LM_CUTOFFS = (400, 2000)  # adaptive-softmax clusters: ids < 400 (head), 400-1999, ≥ 2000
-LM_DIV_VALUE = 4.0
 LM_VAL_POEMS = 1000  # seeded unl_valid subset for the validations during LM training
-JUDGE_DROPOUT = 0.2
-LM_DROPOUT = 0.2
 VAL_POINTS = 8  # validations spread evenly over a training run (the last step included)
-CKPT_FORMAT = 1
 
 Log = Callable[[str], None]
 
@@ -88,75 +81,12 @@ def _quiet(_: str) -> None:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def default_device() -> torch.device:
-    """CUDA if available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _progress_enabled(progress: bool) -> bool:
     return progress and os.environ.get("TQDM_DISABLE", "").strip().lower() in ("", "0", "false", "no")
 
 
 def _vocab_hash(vocab: Vocab) -> str:
     return hashlib.sha256("\n".join(vocab.tokens).encode()).hexdigest()[:16]
-
-
-def encode_poem(vocab: Vocab, poem: str | Sequence[str], bos: bool = False, eos: bool = False) -> list[int]:
-    """Token ids ``[<B>] line1 <E> line2 <E> … line4 [<E>]`` of a poem ('|'-joined string or lines)."""
-    ids = [BOS] if bos else []
-    for i, line in enumerate(split_lines(poem)):
-        if i:
-            ids.append(EOS)
-        ids.extend(vocab.encode(line))
-    if eos:
-        ids.append(EOS)
-    return ids
-
-
-def encode_arrays(arrays: SplitArrays, bos: bool = False, eos: bool = False,
-                  rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode a split's poem arrays like :func:`encode_poem`: a PAD-padded (P, T) int64 tensor and (P,) lengths."""
-    idx = np.arange(len(arrays.length)) if rows is None else np.asarray(rows, dtype=np.int64)
-    lens = arrays.length[idx].astype(np.int64)
-    width = int(bos) + 4 * 7 + 3 + int(eos)
-    out = np.full((len(idx), width), PAD, dtype=np.int64)
-    for n in np.unique(lens):
-        sel = np.flatnonzero(lens == n)
-        chars = arrays.chars[idx[sel], :, :n].astype(np.int64)  # (k, 4, n)
-        body = np.concatenate([chars, np.full((len(sel), 4, 1), EOS, dtype=np.int64)], axis=2)
-        body = body.reshape(len(sel), -1)[:, :-1]  # drop the line end after line 4
-        parts = [np.full((len(sel), 1), BOS)] * bos + [body] + [np.full((len(sel), 1), EOS)] * eos
-        row = np.concatenate(parts, axis=1)
-        out[sel, : row.shape[1]] = row
-    lengths = int(bos) + 4 * lens + 3 + int(eos)
-    tokens = torch.from_numpy(out)
-    return tokens[:, : int(lengths.max())] if len(idx) else tokens[:, :0], torch.from_numpy(lengths)
-
-
-def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    out = torch.full((len(seqs), int(lengths.max()) if len(seqs) else 0), PAD, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
-    return out, lengths
-
-
-def _encode_texts(vocab: Vocab, poems: Sequence[str | Sequence[str]], bos: bool, eos: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    seqs = []
-    for k, p in enumerate(poems):
-        ids = encode_poem(vocab, p, bos, eos)
-        if len(ids) - bos - eos - (len(split_lines(p)) - 1) <= 0:
-            raise ValueError(f"poem {k} has no characters: {p!r}")
-        seqs.append(ids)
-    return _pad(seqs)
 
 
 def _batches_of(n: int, size: int) -> Iterable[slice]:
@@ -213,42 +143,6 @@ def _step_batches(n_items: int, phase: PhaseConfig, seed: int) -> Iterable[tuple
 
 
 # ------------------------------------------------------------------------------------------- judges
-
-
-class JudgeClassifier(nn.Module):
-    """BiGRU over characters → max-pool over time → dropout → linear, for one factor."""
-
-    def __init__(self, vocab: Vocab, factor: str, emb: int, hidden: int, dropout: float = JUDGE_DROPOUT):
-        super().__init__()
-        if factor not in FACTOR_CLASSES:
-            raise ValueError(f"unknown factor {factor!r}; choose one of {', '.join(FACTOR_NAMES)}")
-        self.vocab, self.factor = vocab, factor
-        self.classes = FACTOR_CLASSES[factor]
-        self.hparams = {"emb": emb, "hidden": hidden, "dropout": dropout}
-        self.report: dict[str, Any] = {}
-        self.embed = nn.Embedding(len(vocab), emb, padding_idx=PAD)
-        self.rnn = nn.GRU(emb, hidden, batch_first=True, bidirectional=True)
-        self.drop = nn.Dropout(dropout)
-        self.out = nn.Linear(2 * hidden, len(self.classes))
-
-    @property
-    def device(self) -> torch.device:
-        """Where the weights live."""
-        return self.out.weight.device
-
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T) token ids and (B,) lengths → (B, n_classes) logits."""
-        t = tokens.shape[1]
-        packed = pack_padded_sequence(self.drop(self.embed(tokens)), lengths.cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        states, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=t)
-        mask = torch.arange(t, device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
-        pooled = states.masked_fill(~mask[:, :, None], float("-inf")).max(dim=1).values
-        return self.out(self.drop(pooled))
-
-    def encode(self, poems: Sequence[str | Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode raw poems for :meth:`forward` (no <B>/<E>)."""
-        return _encode_texts(self.vocab, poems, bos=False, eos=False)
 
 
 @torch.no_grad()
@@ -318,11 +212,6 @@ def fit_classifier(model: JudgeClassifier, train: tuple[torch.Tensor, torch.Tens
     return {"history": history, "best": best, "steps": total}
 
 
-def judge_path(run_dir: str | Path, factor: str) -> Path:
-    """``<run_dir>/checkpoints/judge_<factor>.pt``."""
-    return Path(run_dir) / "checkpoints" / f"judge_{factor}.pt"
-
-
 def _judge_key(data: PreparedData, factor: str, profile: Profile, seed: int) -> dict[str, Any]:
     cfg = profile.eval
     return {"kind": "judge", "format": CKPT_FORMAT, "factor": factor, "emb": cfg.judge_emb,
@@ -370,32 +259,15 @@ def train_judge(data: PreparedData, factor: str, profile: Profile, run_dir: str 
     return model, model.report
 
 
-def _load(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _stored_key(path: Path, log: Log) -> dict[str, Any] | None:
     """The settings key of a checkpoint, or None (logged) if it is missing or unreadable."""
     if not path.exists():
         return None
     try:
-        return _load(path).get("key")
+        return read_checkpoint(path).get("key")
     except Exception as exc:  # truncated or foreign file: retrain rather than fail
         log(f"{path} is unreadable ({type(exc).__name__}: {exc}); retraining")
         return None
-
-
-def load_judge(path: str | Path, device: torch.device | str | None = None) -> JudgeClassifier:
-    """Load a judge checkpoint (weights_only; or published .safetensors) with its vocabulary and report, in eval mode."""
-    if Path(path).suffix == ".safetensors":
-        from .publish import load_published_judge
-
-        return load_published_judge(path, device)
-    ck = _load(Path(path))
-    model = JudgeClassifier(Vocab(tuple(ck["tokens"])), ck["factor"], **ck["hparams"])
-    model.load_state_dict(ck["state_dict"])
-    model.report = ck["report"]
-    return model.to(device or default_device()).eval()
 
 
 def ensure_judges(data: PreparedData, profile: Profile, run_dir: str | Path, seed: int | None = None,
@@ -489,47 +361,6 @@ def classify_jsonl(judges: dict[str, JudgeClassifier], in_path: str | Path, out_
 
 
 # ----------------------------------------------------------------------------------- language model
-
-
-class CharLM(nn.Module):
-    """Character LSTM language model over ``<B> line1 <E> … line4 <E>`` with an adaptive-softmax output."""
-
-    def __init__(self, vocab: Vocab, emb: int, hidden: int, layers: int = 1, dropout: float = LM_DROPOUT,
-                 cutoffs: Sequence[int] = LM_CUTOFFS, div_value: float = LM_DIV_VALUE):
-        super().__init__()
-        n = len(vocab)
-        cuts = [int(c) for c in cutoffs if 0 < c < n - 1] or [max(1, n // 2)]
-        self.vocab = vocab
-        self.hparams = {"emb": emb, "hidden": hidden, "layers": layers, "dropout": dropout,
-                        "cutoffs": cuts, "div_value": div_value}
-        self.report: dict[str, Any] = {}
-        self.embed = nn.Embedding(n, emb, padding_idx=PAD)
-        self.rnn = nn.LSTM(emb, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
-        self.drop = nn.Dropout(dropout)
-        self.out = nn.AdaptiveLogSoftmaxWithLoss(hidden, n, cuts, div_value=div_value)
-
-    @property
-    def device(self) -> torch.device:
-        """Where the weights live."""
-        return self.embed.weight.device
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids → (B, T-1) log-probability of each next token ``tokens[:, 1:]`` (0 where it is PAD)."""
-        states, _ = self.rnn(self.drop(self.embed(tokens[:, :-1])))
-        h = self.drop(states)
-        tgt = tokens[:, 1:]
-        logp = self.out(h.reshape(-1, h.shape[-1]), tgt.reshape(-1)).output.view_as(tgt)
-        return logp.masked_fill(tgt == PAD, 0.0)
-
-    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids → (B, T, V) full next-token log-probabilities (for sampling or inspection; slower)."""
-        states, _ = self.rnn(self.drop(self.embed(tokens)))
-        h = self.drop(states)
-        return self.out.log_prob(h.reshape(-1, h.shape[-1])).view(*tokens.shape, -1)
-
-    def encode(self, poems: Sequence[str | Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode raw poems with <B> … <E>."""
-        return _encode_texts(self.vocab, poems, bos=True, eos=True)
 
 
 def _lm_losses(lm: CharLM, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -635,11 +466,6 @@ def fit_lm(lm: CharLM, train: tuple[torch.Tensor, torch.Tensor], valid: tuple[to
     return {"history": history, "best": best, "steps": total}
 
 
-def lm_path(run_dir: str | Path) -> Path:
-    """``<run_dir>/checkpoints/charlm.pt``."""
-    return Path(run_dir) / "checkpoints" / "charlm.pt"
-
-
 def _lm_key(data: PreparedData, profile: Profile, seed: int) -> dict[str, Any]:
     cfg = profile.eval
     return {"kind": "charlm", "format": CKPT_FORMAT, "emb": cfg.lm_emb, "hidden": cfg.lm_hidden,
@@ -677,15 +503,6 @@ def train_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: in
     return lm, lm.report
 
 
-def load_lm(path: str | Path, device: torch.device | str | None = None) -> CharLM:
-    """Load a char-LM checkpoint (weights_only) with its vocabulary and report, in eval mode."""
-    ck = _load(Path(path))
-    lm = CharLM(Vocab(tuple(ck["tokens"])), **ck["hparams"])
-    lm.load_state_dict(ck["state_dict"])
-    lm.report = ck["report"]
-    return lm.to(device or default_device()).eval()
-
-
 def ensure_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: int | None = None,
               progress: bool = False, log: Log = _quiet, retrain: bool = False, published: bool = False) -> CharLM:
     """Return the char LM, loading a checkpoint whose settings key matches, else training (and saving) it.
@@ -699,9 +516,7 @@ def ensure_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: i
         pub = find_published(profile, "char_lm", _lm_key(data, profile, seed))
         if pub is not None:
             log(f"char LM: using the published weights {pub}")
-            from .publish import load_published_lm
-
-            return load_published_lm(pub)
+            return load_lm(pub)
     if key is not None:
         if key == _lm_key(data, profile, seed):
             log(f"char LM: reusing {path}")

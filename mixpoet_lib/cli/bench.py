@@ -137,9 +137,9 @@ def bench_profile(profile_name: str, steps: int, skip: int, threads: int, genera
     """Run the training phases of one profile for a few steps and return the per-phase figures (worker side)."""
     import pandas as pd
     import torch
-    from .config import get_profile
-    from .dataset import TRAIN_SPLITS, prepare
-    from .training import train
+    from mixpoet_lib.config import get_profile
+    from mixpoet_lib.data.dataset import prepare
+    from mixpoet_lib.train.loop import train
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -233,8 +233,8 @@ def bench_generation(prof: Any, data: Any, n_poems: int = 64, beam: int = 20) ->
     """Poems per second at the profile's model size, beam 20, batched, 5- and 7-character (random weights)."""
     import torch
 
-    from .generation import benchmark_generation
-    from .models import build_model
+    from mixpoet_lib.generate.generator import benchmark_generation
+    from mixpoet_lib.checkpoints import build_model
 
     torch.manual_seed(0)
     model = build_model("aus", prof.model, len(data.vocab)).eval()
@@ -251,7 +251,7 @@ def bench_generation(prof: Any, data: Any, n_poems: int = 64, beam: int = 20) ->
 # ----------------------------------------------------------------------------------------------
 
 def _run_worker(profile: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "mixpoet_lib.cli_bench", "--worker", profile, "--steps", str(args.steps),
+    cmd = [sys.executable, "-m", "mixpoet_lib.cli.bench", "--worker", profile, "--steps", str(args.steps),
            "--skip", str(args.skip), "--threads", str(args.threads)]
     if args.no_generation:
         cmd.append("--no-generation")

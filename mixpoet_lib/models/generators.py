@@ -9,8 +9,8 @@ Sizes come only from :class:`~mixpoet_lib.config.ModelConfig`. With ``E = emb_si
 * z = Z (256), split into one Z/2 (128) sub-space per factor.
 
 A batch is a dict of tensors (``keys``, ``poems``, ``lines``, ``length``, ``labels``, ``label_mask``);
-see :mod:`mixpoet_lib.batching`. Every model trains through ``forward(batch, ...)`` (returning a dict
-of ingredients for :mod:`mixpoet_lib.losses`), and generates through the same three step-wise pieces:
+see :mod:`mixpoet_lib.data.batching`. Every model trains through ``forward(batch, ...)`` (returning a dict
+of ingredients for :mod:`mixpoet_lib.models.losses`), and generates through the same three step-wise pieces:
 ``generation_init`` → ``init_decoder_state`` → ``decode_step`` (+ ``update_context`` after each line),
 so a constrained beam search can live outside the models.
 
@@ -28,19 +28,18 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .config import ModelConfig
-from .vocab import BOS, EOS, PAD, UNK
+from mixpoet_lib.config import ModelConfig
+from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK
 
 __all__ = [
-    "BOS", "EOS", "PAD", "UNK", "MODEL_KINDS", "SHARED_PREFIXES",
+    "BOS", "EOS", "PAD", "UNK", "SHARED_PREFIXES",
     "DecodeOutput", "BiRNNEncoder", "InterLineContext", "ConditionalBatchNorm", "MLPClassifier",
     "GaussianHead", "ImplicitPriorBranch", "ImplicitPrior", "ImplicitPosterior", "LatentDiscriminator",
     "PoetBase", "BasicGenerator", "CVAE", "FactorModelBase", "MixPoetIGS", "MixPoetAUS",
-    "build_model", "embed_label", "label_index", "gumbel_label_sample", "count_parameters",
+    "embed_label", "label_index", "gumbel_label_sample", "count_parameters",
 ]
 
 Batch = dict[str, Tensor]
-MODEL_KINDS = ("basic", "cvae", "igs", "aus")
 # Sub-modules every model shares under the same names (what DAE pre-training hands on, spec §3.3 phase A).
 SHARED_PREFIXES = ("embed.", "encoder.", "word_encoder.", "map_x.", "decoder.", "out_proj.", "context.")
 LRELU_SLOPE = 0.2
@@ -738,15 +737,3 @@ class MixPoetAUS(FactorModelBase):
                              self.factor_embed, self.posterior, self.out_proj, self.dec_init, self.context, self.map_x)
         gen = _unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed)
         return {"rec": rec, "gen": gen, "dis": _unique_params(self.discriminator), **self.classifier_groups()}
-
-
-
-_KINDS: dict[str, type[PoetBase]] = {"basic": BasicGenerator, "cvae": CVAE, "igs": MixPoetIGS, "aus": MixPoetAUS}
-
-
-def build_model(kind: str, cfg: ModelConfig, vocab_size: int, **kwargs: Any) -> PoetBase:
-    """Build a model by kind ('basic' | 'cvae' | 'igs' | 'aus'; 'dae' = 'basic'); kwargs go to the constructor."""
-    key = {"dae": "basic", "mixpoet": "aus"}.get(kind.lower(), kind.lower())
-    if key not in _KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
-    return _KINDS[key](cfg, vocab_size, **kwargs)

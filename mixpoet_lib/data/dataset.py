@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from . import paths as _paths
-from .config import DataConfig, Profile
-from .corpora import (Poem, SkipLog, label_table, load_ccpc, load_chinese_poetry, load_cqcf,
+from mixpoet_lib import paths as _paths
+from mixpoet_lib.config import DataConfig, Profile
+from mixpoet_lib.data.corpora import (Poem, SkipLog, label_table, load_ccpc, load_chinese_poetry, load_cqcf,
                       normalised_key)
-from .vocab import PAD, Vocab, build_vocab, write_json_atomic
+from mixpoet_lib.data.vocab import PAD, Vocab, build_vocab, write_json_atomic
 
 PIPELINE_VERSION = 1
 SPLITS = ("cqcf_train", "cqcf_valid", "cqcf_test", "unl_train", "unl_valid", "unl_test")
@@ -57,7 +57,7 @@ def _quiet(_: str) -> None:
 
 def required_files(cfg: DataConfig) -> list[Any]:
     """Return the registry entries the data pipeline reads for these settings."""
-    from .registry import select
+    from mixpoet_lib.data.registry import select
 
     groups = ["cqcf", "ccpc", "crrd", "test_inps", *cfg.chinese_poetry_sets]
     return select(groups, {s: cfg.chinese_poetry_max_files for s in cfg.chinese_poetry_sets})
@@ -105,7 +105,7 @@ class Corpus:
 
 def build_corpus(raw: dict[str, Path], cfg: DataConfig, log: Log = _quiet) -> Corpus:
     """Parse every source, de-duplicate, carve the evaluation splits and fill in missing keywords."""
-    from .keywords import extract_keywords
+    from mixpoet_lib.data.keywords import extract_keywords
 
     skips = SkipLog()
     cqcf = {split: load_cqcf(raw[name]) for split, name in CQCF_FILES.items()}
@@ -337,7 +337,7 @@ def make_summary(corpus: Corpus, vocab: Vocab, instances: dict[str, int], cfg: D
 def prepare(cfg: DataConfig | Profile, data_dir: str | Path | None = None, mirror: str | Path | None = None,
             log: Log = _quiet, progress: bool = False) -> PreparedData:
     """Fetch/verify the raw files, then build (or reuse) the corpus and dataset caches."""
-    from .fetch import ensure_raw
+    from mixpoet_lib.data.fetch import ensure_raw
 
     cfg = cfg.data if isinstance(cfg, Profile) else cfg
     data = _paths.data_dir(data_dir)

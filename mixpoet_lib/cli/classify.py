@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import FACTOR_NAMES
+from mixpoet_lib.config import FACTOR_NAMES
 
 
 def _judge_files(checkpoint: str) -> dict[str, Path]:
@@ -30,7 +30,7 @@ def _judge_files(checkpoint: str) -> dict[str, Path]:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from .judges import classify_jsonl, load_judge
+    from mixpoet_lib.train.judges import classify_jsonl, load_judge
 
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"input file {args.input} does not exist")

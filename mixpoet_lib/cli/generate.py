@@ -1,4 +1,4 @@
-"""``mixpoet generate``: write quatrains from a checkpoint (plugin of :mod:`mixpoet_lib.cli`).
+"""``mixpoet generate``: write quatrains from a checkpoint (registered by :mod:`mixpoet_lib.cli.app`).
 
 Example::
 
@@ -6,18 +6,17 @@ Example::
         --living military --era troubled -n 3 --seed 1 [--json]
 
 One row per poem, its four lines joined by '|', followed by the relaxation rung the poem needed
-(see :mod:`mixpoet_lib.generation`). A poem that could not be generated says so. Exit status: 0 when
+(see :mod:`mixpoet_lib.generate.generator`). A poem that could not be generated says so. Exit status: 0 when
 every poem was generated, 3 when at least one failed, 1 on an error (one line on stderr).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from .config import FACTOR_CLASSES, GenConfig, label_name, parse_label
+from mixpoet_lib.config import FACTOR_CLASSES, GenConfig, label_name, parse_label
 
 EXIT_SOME_FAILED = 3
 
@@ -87,8 +86,9 @@ def _training_lines(args: argparse.Namespace, meta: dict[str, Any], ckpt: Path) 
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from .generation import MAX_RELAXATION, Generator, load_checkpoint
-    from .rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
+    from mixpoet_lib.checkpoints import load_generator
+    from mixpoet_lib.generate.generator import MAX_RELAXATION, Generator
+    from mixpoet_lib.data.rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
 
     length = _int(args.length, "--length")
     if length not in (5, 7):
@@ -103,7 +103,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     labels = (parse_label("living", args.living), parse_label("era", args.era))  # names or ids
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = Path(args.checkpoint)
-    model, vocab, meta = load_checkpoint(ckpt, device=device, vocab=args.vocab, data_dir=args.data_dir)
+    model, vocab, meta = load_generator(ckpt, device=device, vocab=args.vocab, data_dir=args.data_dir)
     tr = load_tone_rhyme(find_crrd_dir(args.crrd)) if args.crrd else default_tone_rhyme()
     lines, novelty_note = _training_lines(args, meta, ckpt)
     gen = Generator(model, vocab, tr, lines, GenConfig(beam_size=beam, novelty_filter=lines is not None),
@@ -135,9 +135,3 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 print(f"{head} generation FAILED on line {(p.failed_line or 0) + 1}: no candidate survived "
                       f"up to relaxation {p.relaxation} ({p.relaxation_name})")
     return 0 if all(p.ok for p in poems) else EXIT_SOME_FAILED
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["generate", *sys.argv[1:]]))

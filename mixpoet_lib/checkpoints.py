@@ -1,0 +1,419 @@
+"""Checkpoints and published weights: where they live, one factory, one loader per network family.
+
+Every network the kit trains is saved in one of two forms, both free of pickled code:
+
+* a **training checkpoint** ``<run>/checkpoints/<name>_<phase>.pt`` — a plain dict read with
+  ``torch.load(weights_only=True)``: weights, optimiser states, RNG states, schedule counters, the settings
+  signature and (``model_args``, ``model_config``, ``vocab_size``) to rebuild the network; judges and the
+  character LM keep ``checkpoints/judge_<factor>.pt`` and ``checkpoints/charlm.pt`` with their vocabulary;
+* **published weights** ``weights/<profile>/<name>.safetensors`` + ``<name>.json`` + a shared ``vocab.json``.
+  Large matrices (2-D, ≥ 4,096 entries) may be stored as int8 with one fp32 scale per row (symmetric,
+  scale = max|row| / 127) or as fp16; everything else stays fp32. Loading dequantises to fp32.
+  :func:`weights_key` ties the files to the settings that trained them, so a notebook only uses them when its
+  profile would have trained exactly these networks.
+
+:func:`build_model` is the one factory of the generators, :func:`load_model` / :func:`load_judge` /
+:func:`load_lm` the one loader of each family (either form), :func:`load_generator` adds the vocabulary a
+generation run needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mixpoet_lib._util import atomic_write, default_device, digest, first_line, write_json_atomic
+from mixpoet_lib.config import FACTOR_NAMES, DataConfig, ModelConfig, Profile, weight_settings
+from mixpoet_lib.data.dataset import prepare
+from mixpoet_lib.data.vocab import Vocab
+from mixpoet_lib.models.generators import CVAE, BasicGenerator, FactorModelBase, MixPoetAUS, MixPoetIGS
+from mixpoet_lib.models.judges import CharLM, JudgeClassifier
+from mixpoet_lib.paths import repo_root
+
+__all__ = [
+    "MODEL_NAMES", "PHASES", "FACTOR_MODELS", "SHARED", "CKPT_FORMAT", "check_model_names", "final_phase",
+    "checkpoint_path", "judge_path", "lm_path", "build_model", "read_checkpoint", "load_model", "load_judge",
+    "load_lm", "load_generator", "weights_dir", "use_published_default", "weights_key", "pack_state",
+    "unpack_state", "read_published", "export_run", "find_published", "total_size_mb",
+]
+
+MODEL_NAMES = ("basic", "cvae", "igs", "aus", "aus_st")
+PHASES = ("dae", "cl1", "cl2", "c1", "c2")
+FACTOR_MODELS = ("igs", "aus", "aus_st")  # these have classifiers, use the B phases and fine-tune (C2)
+SHARED = "shared"  # the name of the phases every model starts from (DAE, classifier pre-training)
+CKPT_FORMAT = 1
+STORAGE_MODES = ("fp32", "fp16", "int8")
+MIN_QUANT_NUMEL = 4096
+SCALE_SUFFIX = ".__scale"
+PUBLISHED_FORMAT = 1
+ENV_PUBLISHED = "MIXPOET_PUBLISHED"
+
+
+# ----------------------------------------------------------------------------------------------
+# names and places
+# ----------------------------------------------------------------------------------------------
+
+def check_model_names(names: Iterable[str]) -> list[str]:
+    """Lower-cased, de-duplicated model names; a one-line ValueError for an unknown or empty list."""
+    out: list[str] = []
+    for n in names:
+        key = str(n).strip().lower()
+        if key not in MODEL_NAMES:
+            raise ValueError(f"unknown model {n!r}; choose from {', '.join(MODEL_NAMES)}")
+        if key not in out:
+            out.append(key)
+    if not out:
+        raise ValueError(f"no model given; choose from {', '.join(MODEL_NAMES)}")
+    return out
+
+
+def final_phase(name: str) -> tuple[str, str]:
+    """(checkpoint name, phase) holding the finished network: a model name, 'dae' or 'classifiers'."""
+    if name in ("dae", "shared"):
+        return SHARED, "dae"
+    if name in ("classifier", "classifiers", "cl"):
+        return SHARED, "cl2"
+    check_model_names([name])
+    return name, "c2" if name in FACTOR_MODELS else "c1"
+
+
+def checkpoint_path(run_dir: str | os.PathLike[str], name: str, phase: str) -> Path:
+    """``<run>/checkpoints/<name>_<phase>.pt``."""
+    return Path(run_dir) / "checkpoints" / f"{name}_{phase}.pt"
+
+
+def judge_path(run_dir: str | os.PathLike[str], factor: str) -> Path:
+    """``<run>/checkpoints/judge_<factor>.pt``."""
+    return Path(run_dir) / "checkpoints" / f"judge_{factor}.pt"
+
+
+def lm_path(run_dir: str | os.PathLike[str]) -> Path:
+    """``<run>/checkpoints/charlm.pt``."""
+    return Path(run_dir) / "checkpoints" / "charlm.pt"
+
+
+def weights_dir(profile: str) -> Path:
+    """``<repo>/weights/<profile>`` (not created)."""
+    return repo_root() / "weights" / profile
+
+
+def use_published_default() -> bool:
+    """True when $MIXPOET_PUBLISHED is set to 1/true/yes (notebooks then load published weights instead of training)."""
+    return os.environ.get(ENV_PUBLISHED, "").strip().lower() in ("1", "true", "yes")
+
+
+def weights_key(profile: Profile) -> str:
+    """Hash of the settings that decide the trained weights (data, model, training, seed; bookkeeping excluded)."""
+    return digest({"data": profile.data, "model": profile.model, "train": weight_settings(profile.train),
+                   "seed": profile.seed, "format": PUBLISHED_FORMAT})
+
+
+# ----------------------------------------------------------------------------------------------
+# the one model factory
+# ----------------------------------------------------------------------------------------------
+
+def build_model(kind: str, cfg: ModelConfig, vocab_size: int, *, straight_through: bool = False) -> nn.Module:
+    """Build an untrained network of this kind with these sizes and vocabulary size.
+
+    Kinds: ``dae`` (the keyword + poem autoencoder of phase A), ``classifier`` (the shared networks with the
+    factor classifiers, phases B1/B2), ``basic`` (keyword only), ``cvae``, ``igs``, ``aus``;
+    ``straight_through`` (igs/aus) makes the sampled labels differentiable.
+    """
+    builders = {
+        "dae": lambda: BasicGenerator(cfg, vocab_size, condition_on_poem=True),
+        "classifier": lambda: FactorModelBase(cfg, vocab_size),
+        "basic": lambda: BasicGenerator(cfg, vocab_size, condition_on_poem=False),
+        "cvae": lambda: CVAE(cfg, vocab_size),
+        "igs": lambda: MixPoetIGS(cfg, vocab_size, straight_through=straight_through),
+        "aus": lambda: MixPoetAUS(cfg, vocab_size, straight_through=straight_through),
+    }
+    key = str(kind).strip().lower()
+    if key not in builders:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(builders)}")
+    return builders[key]()
+
+
+def _model_config(values: dict[str, Any]) -> ModelConfig:
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in dict(values).items() if k in fields})
+
+
+# ----------------------------------------------------------------------------------------------
+# training checkpoints
+# ----------------------------------------------------------------------------------------------
+
+def read_checkpoint(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, Any]:
+    """A training checkpoint (a plain dict, ``weights_only``) on the CPU; one-line errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # truncated / not a torch file / disallowed pickle content
+        raise ValueError(f"cannot read checkpoint {path}: {first_line(exc)}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {path} is not a dict (got {type(ckpt).__name__})")
+    return ckpt
+
+
+def _restore(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not fit a {what}: {first_line(exc)}") from None
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device | None = None) -> nn.Module:
+    """Rebuild a generator from a training checkpoint (.pt) or published weights (.safetensors), in eval mode.
+
+    The model carries ``training_info`` (name, phase, step, total_steps, complete, metrics).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        meta, state = read_published(path, "model")
+        args, cfg, size = meta["model_args"], meta["model_config"], meta["vocab_size"]
+        info = {"name": meta.get("source"), "phase": "published", "step": meta.get("step"),
+                "total_steps": meta.get("total_steps"), "complete": True, "metrics": meta.get("metrics")}
+    else:
+        ckpt = read_checkpoint(path)
+        missing = [k for k in ("model_args", "model_config", "vocab_size", "model") if k not in ckpt]
+        if missing:
+            raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}")
+        args, cfg, size, state = ckpt["model_args"], ckpt["model_config"], ckpt["vocab_size"], ckpt["model"]
+        info = {k: ckpt.get(k) for k in ("name", "phase", "step", "total_steps", "complete", "metrics")}
+    model = build_model(args["kind"], _model_config(cfg), int(size),
+                        straight_through=bool(args.get("straight_through", False)))
+    _restore(model, state, path, f"{args.get('kind')} model")
+    model.training_info = info
+    return model.to(device or default_device()).eval()
+
+
+def load_judge(path: str | os.PathLike[str], device: str | torch.device | None = None) -> JudgeClassifier:
+    """A judge classifier from its checkpoint (.pt) or published weights (.safetensors), with its report."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        meta, state = read_published(path, "judge")
+        vocab, factor = published_vocab(path, meta), meta["factor"]
+    else:
+        meta = read_checkpoint(path)
+        vocab, factor, state = Vocab(tuple(meta["tokens"])), meta["factor"], meta["state_dict"]
+    model = JudgeClassifier(vocab, factor, **meta["hparams"])
+    _restore(model, state, path, f"{factor} judge")
+    model.report = meta["report"]
+    return model.to(device or default_device()).eval()
+
+
+def load_lm(path: str | os.PathLike[str], device: str | torch.device | None = None) -> CharLM:
+    """The character LM from its checkpoint (.pt) or published weights (.safetensors), with its report."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        meta, state = read_published(path, "lm")
+        vocab = published_vocab(path, meta)
+    else:
+        meta = read_checkpoint(path)
+        vocab, state = Vocab(tuple(meta["tokens"])), meta["state_dict"]
+    lm = CharLM(vocab, **meta["hparams"])
+    _restore(lm, state, path, "character LM")
+    lm.report = meta.get("report") or {}
+    return lm.to(device or default_device()).eval()
+
+
+def load_generator(path: str | os.PathLike[str], device: str | torch.device = "cpu", *,
+                   vocab: Vocab | str | Path | None = None, data_dir: str | Path | None = None
+                   ) -> tuple[nn.Module, Vocab, dict[str, Any]]:
+    """A generator, its vocabulary and its metadata, for ``mixpoet generate`` and notebooks.
+
+    Published weights carry their vocabulary. A training checkpoint takes it from ``vocab`` (a Vocab or a
+    vocab.json path), else from a ``vocab`` list inside it, else from the dataset its profile's data settings
+    name (``prepare``, reusing the cache under ``data_dir``); the metadata then gets ``training_lines_path``
+    for the novelty filter. Raises FileNotFoundError / ValueError with a one-line message.
+    """
+    path = Path(path)
+    if isinstance(vocab, (str, Path)):
+        if not Path(vocab).is_file():
+            raise FileNotFoundError(f"vocabulary not found: {vocab}")
+        vocab = Vocab.load(Path(vocab))
+    model = load_model(path, device)
+    if path.suffix == ".safetensors":
+        if vocab is not None:
+            raise ValueError(f"{path} carries its own vocabulary; do not pass --vocab")
+        meta, _ = read_published(path, "model")
+        return model, published_vocab(path, meta), meta
+    ckpt = read_checkpoint(path, mmap=True)
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "vocab", "optimizers", "schedulers", "rng")}
+    if vocab is None and "vocab" in ckpt:
+        vocab = Vocab(tuple(ckpt["vocab"]))
+    elif vocab is None and isinstance(ckpt.get("config"), dict) and "data" in ckpt["config"]:
+        fields = {f.name for f in dataclasses.fields(DataConfig)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"]["data"].items() if k in fields}
+        data = prepare(DataConfig(**values), data_dir=data_dir)
+        vocab = data.vocab
+        meta.setdefault("training_lines_path", str(data.root / "training_lines.txt"))
+    elif vocab is None:
+        raise ValueError(f"checkpoint {path} holds no vocabulary and no data settings; pass a vocab.json")
+    if len(vocab) != int(ckpt["vocab_size"]):
+        raise ValueError(f"checkpoint {path} expects {ckpt['vocab_size']} tokens but the vocabulary has {len(vocab)}")
+    return model, vocab, meta
+
+
+# ----------------------------------------------------------------------------------------------
+# published weights: tensor storage
+# ----------------------------------------------------------------------------------------------
+
+def pack_state(state: dict[str, torch.Tensor], mode: str = "int8") -> dict[str, torch.Tensor]:
+    """State dict → tensors to store: big float matrices as int8 (+ per-row fp32 scale) or fp16, the rest as is."""
+    if mode not in STORAGE_MODES:
+        raise ValueError(f"unknown storage mode {mode!r}; choose one of {', '.join(STORAGE_MODES)}")
+    out: dict[str, torch.Tensor] = {}
+    for name, t in state.items():
+        t = t.detach().cpu().contiguous()
+        big = t.is_floating_point() and t.dim() == 2 and t.numel() >= MIN_QUANT_NUMEL
+        if not big or mode == "fp32":
+            out[name] = t.float() if t.is_floating_point() else t
+        elif mode == "fp16":
+            out[name] = t.half()
+        else:
+            scale = t.abs().amax(dim=1, keepdim=True).float() / 127.0
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            out[name] = torch.round(t.float() / scale).clamp(-127, 127).to(torch.int8)
+            out[name + SCALE_SUFFIX] = scale
+    return out
+
+
+def unpack_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`pack_state`: fp32 (and integer buffers) again."""
+    out: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        scale = tensors.get(name + SCALE_SUFFIX)
+        if scale is not None:
+            out[name] = t.float() * scale
+        elif t.is_floating_point():
+            out[name] = t.float()
+        else:
+            out[name] = t
+    return out
+
+
+def _save(out_dir: Path, name: str, state: dict[str, torch.Tensor], meta: dict[str, Any], mode: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    st, js = out_dir / f"{name}.safetensors", out_dir / f"{name}.json"
+    packed = pack_state(state, mode)
+    atomic_write(st, lambda tmp: save_file(packed, str(tmp)))
+    meta = {**meta, "format": PUBLISHED_FORMAT, "storage": mode, "weights": st.name}
+    write_json_atomic(js, meta)
+    return [st, js]
+
+
+def read_published(path: str | Path, kind: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(metadata JSON, fp32 state dict) of a published ``.safetensors`` file (its ``.json`` must sit beside it).
+
+    ``kind`` (model | judge | lm): refuse a file that holds another type of network.
+    """
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    meta_path = path.with_suffix(".json")
+    for p in (path, meta_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"published weights incomplete: {p} not found")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"cannot read {meta_path}: {exc}") from None
+    if kind is not None and meta.get("type") != kind:
+        raise ValueError(f"{path} holds a {meta.get('type')!r}, not a {kind}")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # truncated / not a safetensors file
+        raise ValueError(f"cannot read weights {path}: {str(exc).splitlines()[0]}") from None
+    return meta, unpack_state(tensors)
+
+
+def published_vocab(path: Path, meta: dict[str, Any]) -> Vocab:
+    """The vocabulary a published file names (``vocab_path`` relative to its folder)."""
+    vpath = path.parent / meta.get("vocab_path", "vocab.json")
+    if not vpath.is_file():
+        raise FileNotFoundError(f"vocabulary {vpath} (named by {path.with_suffix('.json')}) not found")
+    return Vocab.load(vpath)
+
+
+# ----------------------------------------------------------------------------------------------
+# export and lookup
+# ----------------------------------------------------------------------------------------------
+
+def export_run(run_dir: str | Path, profile: Profile, vocab: Vocab, out_dir: str | Path | None = None,
+               models: tuple[str, ...] = ("basic", "cvae", "igs", "aus"), mode: str = "int8",
+               judges: bool = True, lm: bool = True) -> list[Path]:
+    """Export the finished models (and judges / LM) of a run folder; return the written files."""
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else weights_dir(profile.name)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab.save(out / "vocab.json")
+    written = [out / "vocab.json"]
+    key = weights_key(profile)
+    for name in models:
+        ck_name, phase = final_phase(name)
+        path = checkpoint_path(run_dir, ck_name, phase)
+        ck = read_checkpoint(path)
+        if not ck.get("complete"):
+            raise ValueError(f"{path} is not a finished checkpoint; train {name} first")
+        if int(ck["vocab_size"]) != len(vocab):
+            raise ValueError(f"{path} expects {ck['vocab_size']} tokens, the vocabulary has {len(vocab)}")
+        args = dict(ck["model_args"])
+        meta = {"type": "model", "name": name, "kind": args.get("kind"), "model_args": args,
+                "model_config": ck["model_config"], "vocab_size": int(ck["vocab_size"]), "vocab_path": "vocab.json",
+                "profile": profile.name, "weights_key": key, "step": ck.get("step"),
+                "total_steps": ck.get("total_steps"), "metrics": ck.get("metrics"), "source": f"{ck_name}_{phase}"}
+        written += _save(out, name, ck["model"], meta, mode)
+    if judges:
+        for factor in FACTOR_NAMES:
+            ck = read_checkpoint(judge_path(run_dir, factor))
+            report = {k: v for k, v in ck["report"].items() if k != "history"}
+            meta = {"type": "judge", "factor": factor, "hparams": ck["hparams"], "report": report,
+                    "key": ck["key"], "vocab_path": "vocab.json", "profile": profile.name}
+            written += _save(out, f"judge_{factor}", ck["state_dict"], meta, mode)
+    if lm:
+        ck = read_checkpoint(lm_path(run_dir))
+        meta = {"type": "lm", "hparams": ck["hparams"], "key": ck["key"], "report": ck.get("report"),
+                "vocab_path": "vocab.json", "profile": profile.name}
+        written += _save(out, "char_lm", ck["state_dict"], meta, mode)
+    return written
+
+
+def published_meta(profile: Profile, name: str) -> tuple[Path, dict[str, Any]] | None:
+    """(file, metadata) of ``weights/<profile>/<name>.safetensors`` if it and its readable JSON exist, else None."""
+    path = weights_dir(profile.name) / f"{name}.safetensors"
+    meta_path = path.with_suffix(".json")
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        return path, json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
+def find_published(profile: Profile, name: str, key: Any = None) -> Path | None:
+    """The published file of a generator whose weights_key matches the profile (judges/LM: whose ``key`` equals
+    the given settings key after a JSON round trip), else None."""
+    found = published_meta(profile, name)
+    if found is None:
+        return None
+    path, meta = found
+    if meta.get("type") == "model":
+        return path if meta.get("weights_key") == weights_key(profile) else None
+    return path if key is not None and meta.get("key") == json.loads(json.dumps(key)) else None
+
+
+def total_size_mb(folder: str | Path) -> float:
+    """Size of every file in a published folder, in MB (10^6 bytes)."""
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file()) / 1e6

@@ -1,0 +1,162 @@
+"""The independent judges of notebook 05: a factor classifier per style factor and a character language model.
+
+They share nothing with MixPoet (a generated poem is never judged by MixPoet's own q(y|x,w)); how they are
+trained, saved and reused is in :mod:`mixpoet_lib.train.judges`.
+
+* :class:`JudgeClassifier` — a BiGRU over the poem's characters, max-pooled over time, then a linear layer.
+* :class:`CharLM` — a character LSTM language model over whole poems with an adaptive-softmax output
+  (``nn.AdaptiveLogSoftmaxWithLoss``; the vocabulary is sorted by frequency, so frequent characters sit in
+  its head cluster): exact normalised log-probabilities at a fraction of a full softmax's cost.
+
+Both read the kit vocabulary and reuse ``<E>`` as the line end, as MixPoet's decoder does: the judges read
+``line1 <E> line2 <E> line3 <E> line4``, the LM ``<B> line1 <E> … line4 <E>``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_NAMES
+from mixpoet_lib.data.dataset import SplitArrays
+from mixpoet_lib.data.vocab import BOS, EOS, PAD, Vocab
+from mixpoet_lib.metrics import split_lines
+
+__all__ = ["LM_CUTOFFS", "JudgeClassifier", "CharLM", "encode_poem", "encode_arrays", "encode_texts"]
+
+LM_CUTOFFS = (400, 2000)  # adaptive-softmax clusters: ids < 400 (head), 400-1999, ≥ 2000
+LM_DIV_VALUE = 4.0
+JUDGE_DROPOUT = 0.2
+LM_DROPOUT = 0.2
+
+
+def encode_poem(vocab: Vocab, poem: str | Sequence[str], bos: bool = False, eos: bool = False) -> list[int]:
+    """Token ids ``[<B>] line1 <E> line2 <E> … line4 [<E>]`` of a poem ('|'-joined string or lines)."""
+    ids = [BOS] if bos else []
+    for i, line in enumerate(split_lines(poem)):
+        if i:
+            ids.append(EOS)
+        ids.extend(vocab.encode(line))
+    if eos:
+        ids.append(EOS)
+    return ids
+
+
+def encode_arrays(arrays: SplitArrays, bos: bool = False, eos: bool = False,
+                  rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode a split's poem arrays like :func:`encode_poem`: a PAD-padded (P, T) int64 tensor and (P,) lengths."""
+    idx = np.arange(len(arrays.length)) if rows is None else np.asarray(rows, dtype=np.int64)
+    lens = arrays.length[idx].astype(np.int64)
+    width = int(bos) + 4 * 7 + 3 + int(eos)
+    out = np.full((len(idx), width), PAD, dtype=np.int64)
+    for n in np.unique(lens):
+        sel = np.flatnonzero(lens == n)
+        chars = arrays.chars[idx[sel], :, :n].astype(np.int64)  # (k, 4, n)
+        body = np.concatenate([chars, np.full((len(sel), 4, 1), EOS, dtype=np.int64)], axis=2)
+        body = body.reshape(len(sel), -1)[:, :-1]  # drop the line end after line 4
+        parts = [np.full((len(sel), 1), BOS)] * bos + [body] + [np.full((len(sel), 1), EOS)] * eos
+        row = np.concatenate(parts, axis=1)
+        out[sel, : row.shape[1]] = row
+    lengths = int(bos) + 4 * lens + 3 + int(eos)
+    tokens = torch.from_numpy(out)
+    return tokens[:, : int(lengths.max())] if len(idx) else tokens[:, :0], torch.from_numpy(lengths)
+
+
+def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lengths.max()) if len(seqs) else 0), PAD, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
+    return out, lengths
+
+
+def encode_texts(vocab: Vocab, poems: Sequence[str | Sequence[str]], bos: bool, eos: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    seqs = []
+    for k, p in enumerate(poems):
+        ids = encode_poem(vocab, p, bos, eos)
+        if len(ids) - bos - eos - (len(split_lines(p)) - 1) <= 0:
+            raise ValueError(f"poem {k} has no characters: {p!r}")
+        seqs.append(ids)
+    return _pad(seqs)
+
+
+class JudgeClassifier(nn.Module):
+    """BiGRU over characters → max-pool over time → dropout → linear, for one factor."""
+
+    def __init__(self, vocab: Vocab, factor: str, emb: int, hidden: int, dropout: float = JUDGE_DROPOUT):
+        super().__init__()
+        if factor not in FACTOR_CLASSES:
+            raise ValueError(f"unknown factor {factor!r}; choose one of {', '.join(FACTOR_NAMES)}")
+        self.vocab, self.factor = vocab, factor
+        self.classes = FACTOR_CLASSES[factor]
+        self.hparams = {"emb": emb, "hidden": hidden, "dropout": dropout}
+        self.report: dict[str, Any] = {}
+        self.embed = nn.Embedding(len(vocab), emb, padding_idx=PAD)
+        self.rnn = nn.GRU(emb, hidden, batch_first=True, bidirectional=True)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(2 * hidden, len(self.classes))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live."""
+        return self.out.weight.device
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids and (B,) lengths → (B, n_classes) logits."""
+        t = tokens.shape[1]
+        packed = pack_padded_sequence(self.drop(self.embed(tokens)), lengths.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        states, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=t)
+        mask = torch.arange(t, device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
+        pooled = states.masked_fill(~mask[:, :, None], float("-inf")).max(dim=1).values
+        return self.out(self.drop(pooled))
+
+    def encode(self, poems: Sequence[str | Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode raw poems for :meth:`forward` (no <B>/<E>)."""
+        return encode_texts(self.vocab, poems, bos=False, eos=False)
+
+
+class CharLM(nn.Module):
+    """Character LSTM language model over ``<B> line1 <E> … line4 <E>`` with an adaptive-softmax output."""
+
+    def __init__(self, vocab: Vocab, emb: int, hidden: int, layers: int = 1, dropout: float = LM_DROPOUT,
+                 cutoffs: Sequence[int] = LM_CUTOFFS, div_value: float = LM_DIV_VALUE):
+        super().__init__()
+        n = len(vocab)
+        cuts = [int(c) for c in cutoffs if 0 < c < n - 1] or [max(1, n // 2)]
+        self.vocab = vocab
+        self.hparams = {"emb": emb, "hidden": hidden, "layers": layers, "dropout": dropout,
+                        "cutoffs": cuts, "div_value": div_value}
+        self.report: dict[str, Any] = {}
+        self.embed = nn.Embedding(n, emb, padding_idx=PAD)
+        self.rnn = nn.LSTM(emb, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.AdaptiveLogSoftmaxWithLoss(hidden, n, cuts, div_value=div_value)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live."""
+        return self.embed.weight.device
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids → (B, T-1) log-probability of each next token ``tokens[:, 1:]`` (0 where it is PAD)."""
+        states, _ = self.rnn(self.drop(self.embed(tokens[:, :-1])))
+        h = self.drop(states)
+        tgt = tokens[:, 1:]
+        logp = self.out(h.reshape(-1, h.shape[-1]), tgt.reshape(-1)).output.view_as(tgt)
+        return logp.masked_fill(tgt == PAD, 0.0)
+
+    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids → (B, T, V) full next-token log-probabilities (for sampling or inspection; slower)."""
+        states, _ = self.rnn(self.drop(self.embed(tokens)))
+        h = self.drop(states)
+        return self.out.log_prob(h.reshape(-1, h.shape[-1])).view(*tokens.shape, -1)
+
+    def encode(self, poems: Sequence[str | Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode raw poems with <B> … <E>."""
+        return encode_texts(self.vocab, poems, bos=True, eos=True)
