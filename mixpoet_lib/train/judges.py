@@ -1,38 +1,22 @@
-"""Independent evaluation models (spec §5.3-5.4, reconstructed [RECON]): factor judges and a character LM.
+"""Training the independent judges of notebook 05 and scoring poems with them (spec §5.3-5.4, [RECON]).
 
-* :class:`JudgeClassifier` — one per factor: a BiGRU over the poem's characters, max-pooled over time,
-  then a linear layer. Trained on the CQCF train poems labelled for that factor, model-selected on CQCF
-  valid (best macro-F1), and scored on CQCF test: that score is the *ceiling* a generated poem's factor
-  control can be judged against. It shares nothing with MixPoet (never use MixPoet's own q(y|x,w) as judge).
-* :class:`CharLM` — a character LSTM language model over whole poems, trained on the unlabelled training
-  poems (``unl_train``) only, validated on ``unl_valid``; LMS(p) = mean log-probability per character of
-  poem p, and the GT reference is the ``unl_test`` poems.
+The networks are in :mod:`mixpoet_lib.models.judges`, their loaders and file places in :mod:`mixpoet_lib.checkpoints`.
+A judge per factor is trained on the CQCF train poems labelled for it, model-selected on CQCF valid (best
+macro-F1) and scored on CQCF test: the *ceiling* a generated poem's factor control is judged against (MixPoet's
+own q(y|x,w) is never a judge). The char LM is trained on ``unl_train``, selected on ``unl_valid``; LMS(p) = mean
+log-probability per character of poem p, with the ``unl_test`` poems as the GT reference.
 
-Decisions worth knowing:
-
-* **Token sequences.** Both models use the kit vocabulary unchanged (unknown characters → UNK) and
-  **reuse ``<E>`` as the line end**, as MixPoet's line decoder does (every line ends with ``<E>``): the
-  judges read ``line1 <E> line2 <E> line3 <E> line4``, the LM reads ``<B> line1 <E> … line4 <E>`` (the
-  fourth ``<E>`` ends the poem; with exactly 4 lines there is no ambiguity, and no extra id is needed).
-  The LM is trained on every target (characters and ``<E>``), but LMS and every perplexity reported here
-  average over the **character targets only** (UNK included, as the class of all out-of-vocabulary
-  characters), conditioning on the line ends without scoring them.
-* **Adaptive softmax.** The LM's output layer is ``nn.AdaptiveLogSoftmaxWithLoss`` (cut-offs
-  :data:`LM_CUTOFFS`, clipped to the vocabulary): the kit vocabulary is already sorted by frequency, so
-  the frequent characters sit in the head. It gives *exact* normalised log-probabilities, at a ~4× lower
-  CPU cost than a full 6,000-way softmax. Validation during training uses a seeded subset of
-  :data:`LM_VAL_POEMS` unl_valid poems; the reported validation perplexity uses all of unl_valid.
-* **Items are poems, not (keyword, poem) instances**: the judges never see keywords, so each poem counts once.
-* **Optimiser.** AdamW with the kit's betas, weight decay and gradient clipping (``profile.train``), the
-  warm-up + power-decay learning rate of :mod:`schedules` with the ``EvalConfig`` phase settings. Steps =
-  epochs × batches per epoch, capped by ``max_steps``; batch order from :func:`batching.epoch_order`.
-  Validation runs :data:`VAL_POINTS` times, evenly spread over training (the last step included), and
-  the best validation state is kept (judges: macro-F1 on CQCF valid; LM: character perplexity on unl_valid).
-* **Checkpoints** are plain dicts (tensors, numbers, strings, lists) loadable with
-  ``torch.load(..., weights_only=True)``: ``<run_dir>/checkpoints/judge_<factor>.pt`` and ``.../charlm.pt``.
-  They carry their vocabulary (so they classify/score raw text without the data folder), the report and
-  a settings key (sizes, phase, seed, vocabulary hash, dataset folder); :func:`ensure_judges` and
-  :func:`ensure_lm` reuse a checkpoint whose key matches and retrain otherwise.
+* **One fitting loop**, :func:`fit_supervised`, trains both with the main loop's optimiser and learning-rate
+  schedule (:mod:`mixpoet_lib.train.schedules`, ``EvalConfig`` phases, ``profile.train`` betas, weight decay
+  and clipping) and batch order (:func:`mixpoet_lib.data.batching.epoch_order`). It validates
+  :data:`VAL_POINTS` times, evenly spread (the last step included), and keeps the best state (judges: macro-F1;
+  LM: character perplexity on a seeded subset of :data:`LM_VAL_POEMS` unl_valid poems).
+* **LM targets.** The LM trains on every target (characters and ``<E>``); LMS and every perplexity reported
+  here average over the **character targets only** (UNK included), conditioning on the line ends.
+* **Items are poems**, not (keyword, poem) instances: the judges never see keywords.
+* **Checkpoints** (``judge_<factor>.pt``, ``charlm.pt``) are plain dicts for ``torch.load(weights_only=True)``
+  with their vocabulary, report and a settings key (sizes, phase, seed, vocabulary hash, dataset folder);
+  :func:`ensure_judges` / :func:`ensure_lm` reuse a checkpoint (or published weights) whose key matches.
 """
 from __future__ import annotations
 
@@ -40,38 +24,39 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mixpoet_lib.data.batching import epoch_order
+from mixpoet_lib._util import default_device, seed_everything, torch_save_atomic
+from mixpoet_lib.checkpoints import (CKPT_FORMAT, find_published, judge_path, lm_path, load_judge, load_lm,
+                                     read_checkpoint)
 from mixpoet_lib.config import FACTOR_NAMES, PhaseConfig, Profile
+from mixpoet_lib.data.batching import epoch_order
 from mixpoet_lib.data.dataset import PreparedData
-from mixpoet_lib.metrics import accuracy, confusion_matrix, macro_f1, mean_std, per_class_f1, split_lines
-from mixpoet_lib.checkpoints import CKPT_FORMAT, find_published, judge_path, lm_path, load_judge, load_lm, read_checkpoint
-from mixpoet_lib.models.judges import JUDGE_DROPOUT, LM_DROPOUT, CharLM, JudgeClassifier, encode_arrays
-from mixpoet_lib._util import default_device, seed_everything
-from mixpoet_lib.train.schedules import make_lr_scheduler
 from mixpoet_lib.data.vocab import EOS, PAD, UNK, Vocab
+from mixpoet_lib.metrics import accuracy, confusion_matrix, macro_f1, mean_std, per_class_f1, split_lines
+from mixpoet_lib.models.judges import JUDGE_DROPOUT, LM_DROPOUT, CharLM, JudgeClassifier, encode_arrays
+from mixpoet_lib.train.schedules import make_optimizer, phase_lr_scheduler, planned_steps
 
 __all__ = [
-    "VAL_POINTS", "LMScores", "fit_classifier", "evaluate_classifier", "train_judge", "ensure_judges", "classify",
-    "classify_jsonl", "fit_lm", "train_lm", "ensure_lm", "lm_score",
+    "VAL_POINTS", "LM_VAL_POEMS", "Selection", "fit_supervised", "LMScores", "fit_classifier", "evaluate_classifier",
+    "train_judge", "ensure_judges", "classify", "classify_jsonl", "fit_lm", "train_lm", "ensure_lm", "lm_score",
 ]
 
 LM_VAL_POEMS = 1000  # seeded unl_valid subset for the validations during LM training
 VAL_POINTS = 8  # validations spread evenly over a training run (the last step included)
 
 Log = Callable[[str], None]
+Items = tuple[torch.Tensor, ...]  # encoded poems: (tokens, lengths) or (tokens, lengths, labels)
 
 
 def _quiet(_: str) -> None:
@@ -81,11 +66,8 @@ def _quiet(_: str) -> None:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _progress_enabled(progress: bool) -> bool:
-    return progress and os.environ.get("TQDM_DISABLE", "").strip().lower() in ("", "0", "false", "no")
-
-
 def _vocab_hash(vocab: Vocab) -> str:
+    # not _util.digest: that hashes the JSON list, which would change every published judge/LM key
     return hashlib.sha256("\n".join(vocab.tokens).encode()).hexdigest()[:16]
 
 
@@ -94,29 +76,32 @@ def _batches_of(n: int, size: int) -> Iterable[slice]:
         yield slice(i, min(i + size, n))
 
 
-def _save_atomic(obj: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
 
 
-def _plan(n_items: int, phase: PhaseConfig) -> tuple[int, int]:
-    """(batches per epoch, total optimiser steps) of a phase over n_items."""
-    per_epoch = math.ceil(n_items / phase.batch_size)
-    total = per_epoch * phase.epochs
-    if phase.max_steps is not None:
-        total = min(total, phase.max_steps)
-    return per_epoch, max(total, 1)
+def _progress_bar(total: int, desc: str, progress: bool) -> tqdm:
+    # `disable` is only passed to switch the bar off: left out, tqdm takes it from $TQDM_DISABLE
+    return tqdm(total=total, desc=desc, leave=False, **({} if progress else {"disable": True}))
+
+
+# ------------------------------------------------------------------------------- the fitting loop
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which validation score picks the state :func:`fit_supervised` keeps: its name, direction and start value.
+
+    ``start`` is the best score before the first validation (a validation must beat it to be kept).
+    """
+
+    score: str
+    maximize: bool
+    start: float
+
+    def better(self, value: float, best: float) -> bool:
+        """True if ``value`` improves on ``best`` (NaN never does)."""
+        return value > best if self.maximize else value < best
 
 
 def _val_steps(total: int) -> set[int]:
@@ -124,15 +109,8 @@ def _val_steps(total: int) -> set[int]:
     return {max(1, round(total * k / VAL_POINTS)) for k in range(1, VAL_POINTS + 1)}
 
 
-def _optimizer(model: nn.Module, phase: PhaseConfig, weight_decay: float, betas: tuple[float, float]):
-    opt = torch.optim.AdamW(model.parameters(), lr=phase.lr_max, betas=betas, weight_decay=weight_decay)
-    sched = make_lr_scheduler(opt, phase.lr_max, phase.lr_min, phase.warmup_steps, phase.decay_exponent)
-    return opt, sched
-
-
-def _step_batches(n_items: int, phase: PhaseConfig, seed: int) -> Iterable[tuple[int, int, np.ndarray]]:
-    """Yield (step 1-based, epoch 1-based, item ids) until the phase's step budget is spent."""
-    per_epoch, total = _plan(n_items, phase)
+def _step_batches(n_items: int, phase: PhaseConfig, seed: int, total: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield (step 1-based, epoch 1-based, item ids) until ``total`` steps are done."""
     step = 0
     for epoch in range(1, phase.epochs + 1):
         for ids in epoch_order(n_items, phase.batch_size, seed, epoch):
@@ -142,11 +120,94 @@ def _step_batches(n_items: int, phase: PhaseConfig, seed: int) -> Iterable[tuple
             yield step, epoch, ids
 
 
+def fit_supervised(model: nn.Module, n_items: int, batch_loss: Callable[[np.ndarray], torch.Tensor],
+                   validate: Callable[[], dict[str, float]], select: Selection, phase: PhaseConfig, seed: int,
+                   weight_decay: float, clip: float, betas: tuple[float, float], progress: bool = False,
+                   desc: str = "fit") -> dict[str, Any]:
+    """Train ``model`` in place on ``n_items`` items; keep the state with the best validation score.
+
+    ``batch_loss(ids)`` returns the mean loss of the items ``ids`` (forward pass in training mode);
+    ``validate()`` returns named validation scores (it must leave the model in training mode). The optimiser
+    is :func:`~mixpoet_lib.train.schedules.make_optimizer` with the phase's learning-rate schedule and gradient
+    clipping at ``clip``; the batches come from :func:`~mixpoet_lib.data.batching.epoch_order` (seeded by
+    ``seed`` and the epoch). Returns ``{"history": rows, "best": {"step", scores…}, "steps": total}``; the
+    model ends in eval mode with the selected weights.
+    """
+    opt = make_optimizer(model.parameters(), phase, weight_decay, betas)
+    sched = phase_lr_scheduler(opt, phase)
+    total = planned_steps(math.ceil(n_items / phase.batch_size), phase)
+    checks = _val_steps(total)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {select.score: select.start}
+    best_state = _cpu_state(model)
+    running, seen = 0.0, 0
+    model.train()
+    bar = _progress_bar(total, desc, progress)
+    for step, epoch, ids in _step_batches(n_items, phase, seed, total):
+        loss = batch_loss(ids)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        sched.step()
+        running, seen = running + loss.item(), seen + 1
+        bar.update(1)
+        if step not in checks:
+            continue
+        scores = validate()
+        history.append({"step": step, "epoch": epoch, "train_loss": running / seen, "lr": sched.get_last_lr()[0],
+                        **{f"valid_{k}": v for k, v in scores.items()}})
+        running, seen = 0.0, 0
+        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", **{select.score: f"{scores[select.score]:.4g}"})
+        if select.better(scores[select.score], best[select.score]):
+            best, best_state = {"step": step, **scores}, _cpu_state(model)
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"history": history, "best": best, "steps": total}
+
+
+# ------------------------------------------------------------------------------ checkpoint reuse
+
+
+def _stored_key(path: Path, log: Log) -> dict[str, Any] | None:
+    """The settings key of a checkpoint, or None (logged) if it is missing or unreadable."""
+    if not path.exists():
+        return None
+    try:
+        return read_checkpoint(path).get("key")
+    except Exception as exc:  # truncated or foreign file: retrain rather than fail
+        log(f"{path} is unreadable ({type(exc).__name__}: {exc}); retraining")
+        return None
+
+
+def _reuse(what: str, path: Path, key: dict[str, Any], load: Callable[[Path], Any], log: Log, retrain: bool,
+           profile: Profile, published: str | None) -> Any:
+    """The network saved at ``path`` if its settings key matches, else None (the caller trains it).
+
+    With ``published`` (the name of a published file) and no checkpoint at ``path``, published weights
+    (weights/<profile>) whose key matches are used.
+    """
+    stored = None if retrain else _stored_key(path, log)
+    if stored is None and not retrain and published:
+        pub = find_published(profile, published, key)
+        if pub is not None:
+            log(f"{what}: using the published weights {pub}")
+            return load(pub)
+    if stored is not None:
+        if stored == key:
+            log(f"{what}: reusing {path}")
+            return load(path)
+        log(f"{what}: {path} was trained with other settings; retraining")
+    return None
+
+
 # ------------------------------------------------------------------------------------------- judges
 
 
 @torch.no_grad()
-def _predict(model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def _predict(model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int = 512
+             ) -> torch.Tensor:
     """Class probabilities (N, C) on the CPU, in eval mode (the mode is restored)."""
     was_training = model.training
     model.eval()
@@ -169,47 +230,26 @@ def evaluate_classifier(model: JudgeClassifier, tokens: torch.Tensor, lengths: t
             "per_class_f1": per_class_f1(y, pred, n).tolist(), "confusion": confusion_matrix(y, pred, n).tolist()}
 
 
-def fit_classifier(model: JudgeClassifier, train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                   valid: tuple[torch.Tensor, torch.Tensor, torch.Tensor], phase: PhaseConfig, seed: int,
+def fit_classifier(model: JudgeClassifier, train: Items, valid: Items, phase: PhaseConfig, seed: int,
                    weight_decay: float = 2.5e-4, clip: float = 2.0, betas: tuple[float, float] = (0.9, 0.99),
                    progress: bool = False, desc: str = "judge") -> dict[str, Any]:
-    """Train in place on (tokens, lengths, labels); keep the best-validation-macro-F1 state; return the history."""
+    """Train in place on (tokens, lengths, labels) with cross-entropy; keep the best-validation-macro-F1 state.
+
+    Returns the :func:`fit_supervised` history (validation rows carry ``valid_accuracy`` and ``valid_macro_f1``).
+    """
     tokens, lengths, labels = train
-    opt, sched = _optimizer(model, phase, weight_decay, betas)
-    total = _plan(len(labels), phase)[1]
-    checks = _val_steps(total)
-    loss_fn = nn.CrossEntropyLoss()
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"macro_f1": -1.0}
-    best_state = _cpu_state(model)
-    running, seen = 0.0, 0
-    model.train()
-    bar = tqdm(total=total, desc=desc, leave=False, disable=not _progress_enabled(progress))
-    for step, epoch, ids in _step_batches(len(labels), phase, seed):
+
+    def batch_loss(ids: np.ndarray) -> torch.Tensor:
         ln = lengths[ids]
         tok = tokens[ids, : int(ln.max())].to(model.device)
-        loss = loss_fn(model(tok, ln), labels[ids].to(model.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        sched.step()
-        running, seen = running + loss.item(), seen + 1
-        bar.update(1)
-        if step in checks:
-            ev = evaluate_classifier(model, *valid)
-            row = {"step": step, "epoch": epoch, "train_loss": running / seen, "lr": sched.get_last_lr()[0],
-                   "valid_accuracy": ev["accuracy"], "valid_macro_f1": ev["macro_f1"]}
-            history.append(row)
-            running, seen = 0.0, 0
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", f1=f"{ev['macro_f1']:.3f}")
-            if ev["macro_f1"] > best["macro_f1"]:
-                best = {"step": step, **{k: ev[k] for k in ("accuracy", "macro_f1")}}
-                best_state = _cpu_state(model)
-    bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
-    return {"history": history, "best": best, "steps": total}
+        return F.cross_entropy(model(tok, ln), labels[ids].to(model.device))
+
+    def validate() -> dict[str, float]:
+        ev = evaluate_classifier(model, *valid)
+        return {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"]}
+
+    return fit_supervised(model, len(labels), batch_loss, validate, Selection("macro_f1", True, -1.0), phase, seed,
+                          weight_decay, clip, betas, progress, desc)
 
 
 def _judge_key(data: PreparedData, factor: str, profile: Profile, seed: int) -> dict[str, Any]:
@@ -221,7 +261,7 @@ def _judge_key(data: PreparedData, factor: str, profile: Profile, seed: int) -> 
             "dataset": data.root.name}
 
 
-def _factor_items(data: PreparedData, split: str, fi: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _factor_items(data: PreparedData, split: str, fi: int) -> Items:
     arrays = data.arrays(split)
     rows = np.flatnonzero(arrays.labels[:, fi] >= 0)
     tokens, lengths = encode_arrays(arrays, rows=rows)
@@ -250,24 +290,13 @@ def train_judge(data: PreparedData, factor: str, profile: Profile, run_dir: str 
         "seconds": round(time.perf_counter() - t0, 2), "device": str(model.device), "seed": seed,
     }
     path = judge_path(run_dir, factor)
-    _save_atomic({"key": _judge_key(data, factor, profile, seed), "tokens": list(vocab.tokens),
-                  "factor": factor, "hparams": model.hparams, "state_dict": _cpu_state(model),
-                  "report": model.report}, path)
+    torch_save_atomic({"key": _judge_key(data, factor, profile, seed), "tokens": list(vocab.tokens),
+                       "factor": factor, "hparams": model.hparams, "state_dict": _cpu_state(model),
+                       "report": model.report}, path)
     t = model.report["test"]
     log(f"judge {factor}: test accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "
         f"({model.report['seconds']:.0f} s) → {path}")
     return model, model.report
-
-
-def _stored_key(path: Path, log: Log) -> dict[str, Any] | None:
-    """The settings key of a checkpoint, or None (logged) if it is missing or unreadable."""
-    if not path.exists():
-        return None
-    try:
-        return read_checkpoint(path).get("key")
-    except Exception as exc:  # truncated or foreign file: retrain rather than fail
-        log(f"{path} is unreadable ({type(exc).__name__}: {exc}); retraining")
-        return None
 
 
 def ensure_judges(data: PreparedData, profile: Profile, run_dir: str | Path, seed: int | None = None,
@@ -280,21 +309,12 @@ def ensure_judges(data: PreparedData, profile: Profile, run_dir: str | Path, see
     seed = profile.seed if seed is None else seed
     judges = {}
     for factor in factors:
-        path = judge_path(run_dir, factor)
-        key = None if retrain else _stored_key(path, log)
-        if key is None and not retrain and published:
-            pub = find_published(profile, f"judge_{factor}", _judge_key(data, factor, profile, seed))
-            if pub is not None:
-                log(f"judge {factor}: using the published weights {pub}")
-                judges[factor] = load_judge(pub)
-                continue
-        if key is not None:
-            if key == _judge_key(data, factor, profile, seed):
-                log(f"judge {factor}: reusing {path}")
-                judges[factor] = load_judge(path)
-                continue
-            log(f"judge {factor}: {path} was trained with other settings; retraining")
-        judges[factor] = train_judge(data, factor, profile, run_dir, seed, progress, log)[0]
+        key = _judge_key(data, factor, profile, seed)
+        model = _reuse(f"judge {factor}", judge_path(run_dir, factor), key, load_judge, log, retrain, profile,
+                       f"judge_{factor}" if published else None)
+        if model is None:
+            model = train_judge(data, factor, profile, run_dir, seed, progress, log)[0]
+        judges[factor] = model
     return judges
 
 
@@ -312,6 +332,22 @@ def classify(judges: dict[str, JudgeClassifier], poems: Sequence[str | Sequence[
     return out
 
 
+def _jsonl_poem(raw: str) -> tuple[dict[str, Any], str]:
+    """The object and its ``content`` of one JSON line; ValueError says what is wrong with it."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    content = obj.get("content")
+    if not isinstance(content, str):
+        raise ValueError("'content' missing or not a string")
+    if not "".join(split_lines(content)):
+        raise ValueError("'content' holds no characters")
+    return obj, content
+
+
 def classify_jsonl(judges: dict[str, JudgeClassifier], in_path: str | Path, out_stream: IO[str],
                    batch_size: int = 512) -> tuple[int, list[str]]:
     """Classify a JSON-lines file of ``{"content": "l1|l2|l3|l4", …}``; write one JSON line per good poem.
@@ -327,8 +363,6 @@ def classify_jsonl(judges: dict[str, JudgeClassifier], in_path: str | Path, out_
 
     def flush() -> None:
         nonlocal n_ok
-        if not pending:
-            return
         for (lineno, obj, _), pred in zip(pending, classify(judges, [c for _, _, c in pending], batch_size)):
             out_stream.write(json.dumps({**obj, "line": lineno, "judge": pred}, ensure_ascii=False) + "\n")
             n_ok += 1
@@ -339,21 +373,10 @@ def classify_jsonl(judges: dict[str, JudgeClassifier], in_path: str | Path, out_
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                errors.append(f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
+                pending.append((lineno, *_jsonl_poem(raw)))
+            except ValueError as exc:
+                errors.append(f"line {lineno}: {exc}")
                 continue
-            if not isinstance(obj, dict):
-                errors.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
-                continue
-            content = obj.get("content")
-            if not isinstance(content, str):
-                errors.append(f"line {lineno}: 'content' missing or not a string")
-                continue
-            if not "".join(split_lines(content)):
-                errors.append(f"line {lineno}: 'content' holds no characters")
-                continue
-            pending.append((lineno, obj, content))
             if len(pending) >= batch_size:
                 flush()
     flush()
@@ -425,45 +448,25 @@ def _char_ppl(lm: CharLM, tokens: torch.Tensor, lengths: torch.Tensor) -> float:
     return math.exp(-float(sums.sum()) / max(int(counts.sum()), 1))
 
 
-def fit_lm(lm: CharLM, train: tuple[torch.Tensor, torch.Tensor], valid: tuple[torch.Tensor, torch.Tensor],
-           phase: PhaseConfig, seed: int, weight_decay: float = 2.5e-4, clip: float = 2.0,
-           betas: tuple[float, float] = (0.9, 0.99), progress: bool = False, desc: str = "char LM") -> dict[str, Any]:
-    """Train in place on encoded poems (mean loss over every non-PAD target); keep the best validation state."""
+def fit_lm(lm: CharLM, train: Items, valid: Items, phase: PhaseConfig, seed: int, weight_decay: float = 2.5e-4,
+           clip: float = 2.0, betas: tuple[float, float] = (0.9, 0.99), progress: bool = False,
+           desc: str = "char LM") -> dict[str, Any]:
+    """Train in place on encoded poems (mean loss over every non-PAD target); keep the best validation state.
+
+    Selection is on the character perplexity of ``valid`` (history rows carry ``valid_char_ppl``).
+    """
     tokens, lengths = train
-    opt, sched = _optimizer(lm, phase, weight_decay, betas)
-    total = _plan(len(lengths), phase)[1]
-    checks = _val_steps(total)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"char_ppl": math.inf}
-    best_state = _cpu_state(lm)
-    running, seen = 0.0, 0
-    lm.train()
-    bar = tqdm(total=total, desc=desc, leave=False, disable=not _progress_enabled(progress))
-    for step, epoch, ids in _step_batches(len(lengths), phase, seed):
+
+    def batch_loss(ids: np.ndarray) -> torch.Tensor:
         tok = tokens[ids, : int(lengths[ids].max())].to(lm.device)
         logp, _ = _lm_losses(lm, tok)
-        loss = -logp.sum() / (tok[:, 1:] != PAD).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(lm.parameters(), clip)
-        opt.step()
-        sched.step()
-        running, seen = running + loss.item(), seen + 1
-        bar.update(1)
-        if step in checks:
-            ppl = _char_ppl(lm, *valid)
-            row = {"step": step, "epoch": epoch, "train_loss": running / seen, "lr": sched.get_last_lr()[0],
-                   "valid_char_ppl": ppl}
-            history.append(row)
-            running, seen = 0.0, 0
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", ppl=f"{ppl:.1f}")
-            if ppl < best["char_ppl"]:
-                best = {"step": step, "char_ppl": ppl}
-                best_state = _cpu_state(lm)
-    bar.close()
-    lm.load_state_dict(best_state)
-    lm.eval()
-    return {"history": history, "best": best, "steps": total}
+        return -logp.sum() / (tok[:, 1:] != PAD).sum()
+
+    def validate() -> dict[str, float]:
+        return {"char_ppl": _char_ppl(lm, *valid)}
+
+    return fit_supervised(lm, len(lengths), batch_loss, validate, Selection("char_ppl", False, math.inf), phase,
+                          seed, weight_decay, clip, betas, progress, desc)
 
 
 def _lm_key(data: PreparedData, profile: Profile, seed: int) -> dict[str, Any]:
@@ -481,7 +484,8 @@ def train_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: in
     seed = profile.seed if seed is None else seed
     cfg, vocab = profile.eval, data.vocab
     t0 = time.perf_counter()
-    train, valid, test = (encode_arrays(data.arrays(s), bos=True, eos=True) for s in ("unl_train", "unl_valid", "unl_test"))
+    train, valid, test = (encode_arrays(data.arrays(s), bos=True, eos=True)
+                          for s in ("unl_train", "unl_valid", "unl_test"))
     pick = np.sort(np.random.default_rng(seed).permutation(len(valid[1]))[:LM_VAL_POEMS])
     valid_subset = (valid[0][pick], valid[1][pick])
     seed_everything(seed)
@@ -496,8 +500,8 @@ def train_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: in
                  "gt_unl_test": gt, "history": fit["history"], "seconds": round(time.perf_counter() - t0, 2),
                  "device": str(lm.device), "seed": seed}
     path = lm_path(run_dir)
-    _save_atomic({"key": _lm_key(data, profile, seed), "tokens": list(vocab.tokens), "hparams": lm.hparams,
-                  "state_dict": _cpu_state(lm), "report": lm.report}, path)
+    torch_save_atomic({"key": _lm_key(data, profile, seed), "tokens": list(vocab.tokens), "hparams": lm.hparams,
+                       "state_dict": _cpu_state(lm), "report": lm.report}, path)
     log(f"char LM: valid perplexity {lm.report['valid_char_ppl']:.1f}, GT LMS {gt['mean_lms']:.3f} "
         f"({lm.report['seconds']:.0f} s) → {path}")
     return lm, lm.report
@@ -510,17 +514,6 @@ def ensure_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: i
     With ``published`` and no checkpoint in the run folder, matching published weights (weights/<profile>) are used.
     """
     seed = profile.seed if seed is None else seed
-    path = lm_path(run_dir)
-    key = None if retrain else _stored_key(path, log)
-    if key is None and not retrain and published:
-        pub = find_published(profile, "char_lm", _lm_key(data, profile, seed))
-        if pub is not None:
-            log(f"char LM: using the published weights {pub}")
-            return load_lm(pub)
-    if key is not None:
-        if key == _lm_key(data, profile, seed):
-            log(f"char LM: reusing {path}")
-            return load_lm(path)
-        log(f"char LM: {path} was trained with other settings; retraining")
-    return train_lm(data, profile, run_dir, seed, progress, log)[0]
-
+    lm = _reuse("char LM", lm_path(run_dir), _lm_key(data, profile, seed), load_lm, log, retrain, profile,
+                "char_lm" if published else None)
+    return train_lm(data, profile, run_dir, seed, progress, log)[0] if lm is None else lm
