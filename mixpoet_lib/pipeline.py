@@ -181,7 +181,8 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
 
 def results_markdown(results: dict[str, Any]) -> list[str]:
     """The results section (table, judge ceiling, LM reference, claims, generation time) from ``results.json``."""
-    from mixpoet_lib.evaluate.evaluation import SYSTEM_TITLES, markdown_results
+    from mixpoet_lib.evaluate.evaluation import SYSTEM_TITLES
+    from mixpoet_lib.evaluate.report import markdown_results
 
     meta = results.get("meta", {})
     lines = [f"{meta.get('n_keywords', '?')} test keywords (half 5-, half 7-character), generation seeds "

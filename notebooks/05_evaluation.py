@@ -46,7 +46,7 @@ from IPython.display import display
 
 from mixpoet_lib import config
 from mixpoet_lib._util import default_device
-from mixpoet_lib.evaluate import evaluation
+from mixpoet_lib.evaluate import claims, evaluation, report
 from mixpoet_lib.train import judges
 from mixpoet_lib import paths
 from mixpoet_lib import plots
@@ -157,7 +157,7 @@ pd.DataFrame([{"keyword": it.keyword, "length": it.length, "human poem (GT)": it
 
 # %%
 result = evaluation.evaluate(profile, data, run_dir, models, judge_models, lm, systems=systems)
-files = evaluation.write_results(result, run_dir)
+files = report.write_results(result, run_dir)
 print("written:", ", ".join(str(p) for p in files.values()))
 
 # %% [markdown]
@@ -168,7 +168,7 @@ print("written:", ", ".join(str(p) for p in files.values()))
 
 # %%
 summary = result.summary()
-table = evaluation.results_table(summary)
+table = report.results_table(summary)
 
 
 def _bold_best(col: pd.Series) -> list[str]:
@@ -190,7 +190,7 @@ table.style.apply(_bold_best, axis=0).set_caption(
 
 # %%
 main_cols = ["inter_jaccard", "intra_jaccard", "intra_jaccard_mix", "distinct_2", "lms", "form_ok", "joint_acc"]
-per_len = pd.concat({f"{n}-char": evaluation.results_table(result.summary(str(n)), main_cols) for n in (5, 7)})
+per_len = pd.concat({f"{n}-char": report.results_table(result.summary(str(n)), main_cols) for n in (5, 7)})
 per_len
 
 # %%
@@ -301,7 +301,7 @@ pd.DataFrame(rows).set_index(["keyword", "length"]).T
 # inside the spread counts as support.
 
 # %%
-verdicts = evaluation.claims(summary) if "aus" in systems else pd.DataFrame()
+verdicts = claims.claims(summary) if "aus" in systems else pd.DataFrame()
 verdicts
 
 # %%

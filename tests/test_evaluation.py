@@ -1,4 +1,4 @@
-"""The evaluation orchestration: test keywords, generation roles, cache, scores, summary and claims."""
+"""The evaluation (test keywords, generation roles, cache, scores, summary), its claims and its result files."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from mixpoet_lib.evaluate import claims as C
 from mixpoet_lib.evaluate import evaluation as E
+from mixpoet_lib.evaluate import report as R
 from mixpoet_lib.train import judges as J
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.checkpoints import build_model
@@ -158,15 +160,15 @@ def test_relaxations_and_timing(result):
 
 
 def test_write_and_read_results(result, tmp_path):
-    paths = E.write_results(result, tmp_path)
+    paths = R.write_results(result, tmp_path)
     df = pd.read_csv(paths["csv"])
     assert set(df["length"].astype(str)) == {"all", "5", "7"}
-    loaded = E.load_results(tmp_path)
+    loaded = R.load_results(tmp_path)
     assert loaded["meta"]["seeds"] == [1, 2]
-    md = E.markdown_results(loaded)
+    md = R.markdown_results(loaded)
     assert md.count("\n") == 1 + len(E.SYSTEMS) and "MixPoet-AUS" in md
     with pytest.raises(FileNotFoundError, match="results.json"):
-        E.load_results(tmp_path / "nowhere")
+        R.load_results(tmp_path / "nowhere")
 
 
 def test_unknown_system_and_missing_model(smoke_data, run_dir, models, scorers_parts):
@@ -193,7 +195,7 @@ def test_claims_verdicts_on_hand_made_numbers():
         ("aus", "living_acc"): (0.60, 0.05), ("aus", "era_acc"): (0.52, 0.05),
         ("aus", "joint_acc"): (0.4, 0.02), ("igs", "joint_acc"): (0.3, 0.02),
     })
-    c = claims = E.claims(summ).set_index(["claim"])
+    c = claims = C.claims(summ).set_index(["claim"])
     v = {(row.metric, "Basic" in idx): row.verdict for idx, row in claims.iterrows()}
     assert v[("inter_jaccard", True)] == "supported"
     assert v[("inter_jaccard", False)] == "weakly supported (within seed spread)"
@@ -210,7 +212,7 @@ def test_claims_verdicts_on_hand_made_numbers():
 def test_results_table_formats_mean_std():
     summ = _summary({("aus", "inter_jaccard"): (0.1234, 0.0056), ("gt", "inter_jaccard"): (0.2, 0.0),
                      ("gt", "living_acc"): (math.nan, math.nan)})
-    t = E.results_table(summ, ["inter_jaccard", "living_acc"])
+    t = R.results_table(summ, ["inter_jaccard", "living_acc"])
     assert list(t.index) == ["GT (human)", "MixPoet-AUS"]
     assert t.loc["MixPoet-AUS", E.METRICS["inter_jaccard"][0]] == "0.123 ± 0.006"
     assert t.loc["GT (human)", E.METRICS["living_acc"][0]] == "—"

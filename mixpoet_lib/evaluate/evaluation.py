@@ -13,27 +13,41 @@ Every metric is computed per system, per generation seed and per length (5, 7, a
 them into mean ± sample std over the seeds. Generated poems are cached as JSON per (system, seed), keyed by the
 checkpoint's content and the settings, so a re-run only scores. Deterministic systems (GT, Basic) are generated
 once and their one result stands for every seed (std 0 by construction, said in the table).
+
+The paper's claims checked against the numbers are in :mod:`mixpoet_lib.evaluate.claims`; the results tables and
+files (``results.csv``, ``results.json``) in :mod:`mixpoet_lib.evaluate.report`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from mixpoet_lib.evaluate.analysis import MIXTURES
+from mixpoet_lib._util import digest, write_text_atomic
 from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_NAMES, Profile
 from mixpoet_lib.data.dataset import PreparedData
+from mixpoet_lib.data.rhythm import default_tone_rhyme
+from mixpoet_lib.evaluate.analysis import MIXTURES
 from mixpoet_lib.generate.generator import RELAXATION_LEVELS, GeneratedPoem, Generator
 from mixpoet_lib.metrics import (copy_rate, distinct_n, factor_control_scores, form_pass_rate, inter_topic_jaccard,
-                      intra_topic_jaccard, mean_std)
+                                 intra_topic_jaccard, mean_std)
+from mixpoet_lib.train.judges import classify, lm_score
+
+__all__ = [
+    "SYSTEMS", "SYSTEM_TITLES", "FACTOR_SYSTEMS", "DETERMINISTIC", "EVAL_FORMAT", "METRICS", "EvaluationError",
+    "TestItem", "test_items", "SystemPoems", "cache_key", "generate_system", "poems_path", "load_cached",
+    "save_cached", "Scorers", "score_subset", "factor_confusions", "relaxation_counts", "EvaluationResult",
+    "summarise", "evaluate",
+]
 
 SYSTEMS: tuple[str, ...] = ("gt", "basic", "cvae", "igs", "aus", "aus_st")
 SYSTEM_TITLES: dict[str, str] = {"gt": "GT (human)", "basic": "Basic", "cvae": "CVAE", "igs": "MixPoet-IGS",
@@ -41,6 +55,8 @@ SYSTEM_TITLES: dict[str, str] = {"gt": "GT (human)", "basic": "Basic", "cvae": "
 FACTOR_SYSTEMS: frozenset[str] = frozenset({"igs", "aus", "aus_st"})
 DETERMINISTIC: frozenset[str] = frozenset({"gt", "basic"})
 EVAL_FORMAT = 1
+NO_LABELS = (-1, -1)  # the 'requested' labels of a poem generated without a requested mixture
+COUNTS = ("n_inter", "n_poems", "n_intra", "n_mixture")  # poem counts score_subset reports beside the metrics
 
 # metric name → (title, direction: +1 higher is better, −1 lower is better, 0 neither)
 METRICS: dict[str, tuple[str, int]] = {
@@ -138,21 +154,57 @@ def _record(role: str, item_idx: int, poem: GeneratedPoem, requested: tuple[int,
             "score": None if math.isnan(poem.score) else poem.score}
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def cache_key(system: str, seed: int, items: Sequence[TestItem], profile: Profile, intra_n: int,
               weights: str = "") -> str:
     """Hash of everything that decides a system's poems: items, generation settings, seed, weights digest."""
-    blob = json.dumps({"format": EVAL_FORMAT, "system": system, "seed": seed if system not in DETERMINISTIC else 0,
-                       "items": [asdict(it) for it in items], "gen": asdict(profile.gen), "intra_n": intra_n,
-                       "weights": weights}, sort_keys=True, ensure_ascii=False).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return digest({"format": EVAL_FORMAT, "system": system, "seed": seed if system not in DETERMINISTIC else 0,
+                   "items": [asdict(it) for it in items], "gen": asdict(profile.gen), "intra_n": intra_n,
+                   "weights": weights})
+
+
+def _state_digest(model: Any) -> str:
+    # the raw bytes of every tensor, not _util.digest (JSON): the weights digests in results.json stay the same
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _gt_records(items: Sequence[TestItem]) -> list[dict[str, Any]]:
+    return [{"role": "inter", "item": i, "keyword": it.keyword, "length": it.length, "requested": [-1, -1],
+             "labels": [-1, -1], "sample": 0, "ok": True, "relaxation": 0, "form_ok": None, "text": it.reference,
+             "score": None} for i, it in enumerate(items)]
+
+
+def _basic_records(generator: Generator, items: Sequence[TestItem], seed: int, intra_n: int
+                   ) -> list[dict[str, Any]]:
+    """One beam result per keyword (inter) and the top-N distinct ones (intra): Basic has no randomness."""
+    inter = generator.generate([it.keyword for it in items], [it.length for it in items], n_samples=1, seed=seed)
+    records = [_record("inter", i, p, NO_LABELS) for i, p in enumerate(inter)]
+    for i, it in enumerate(items):
+        group = generator.top_n_distinct(it.keyword, it.length, intra_n, seed=seed)
+        records += [_record("intra", i, replace(p, sample=j), NO_LABELS) for j, p in enumerate(group)]
+    return records
+
+
+def _sampled_records(system: str, generator: Generator, items: Sequence[TestItem], seed: int, intra_n: int
+                     ) -> tuple[list[dict[str, Any]], int]:
+    """N latent samples per keyword (sample 0 is also the inter poem); factor models add one poem per mixture."""
+    kws, lens = [it.keyword for it in items], [it.length for it in items]
+    samples = generator.generate(kws, lens, n_samples=intra_n, seed=seed)  # keyword-major
+    records: list[dict[str, Any]] = []
+    for k, p in enumerate(samples):
+        if p.sample == 0:
+            records.append(_record("inter", k // intra_n, p, NO_LABELS))
+        records.append(_record("intra", k // intra_n, p, NO_LABELS))
+    n_gen = len(samples)
+    if system in FACTOR_SYSTEMS:
+        for mix in MIXTURES:
+            poems = generator.generate(kws, lens, labels=mix, n_samples=1, seed=seed)
+            records += [_record("mixture", i, p, mix) for i, p in enumerate(poems)]
+            n_gen += len(poems)
+    return records, n_gen
 
 
 def generate_system(system: str, items: Sequence[TestItem], seed: int, intra_n: int,
@@ -163,53 +215,17 @@ def generate_system(system: str, items: Sequence[TestItem], seed: int, intra_n: 
     if intra_n < 2:
         raise EvaluationError(f"intra_n must be ≥ 2, got {intra_n}")
     t0 = time.perf_counter()
-    records: list[dict[str, Any]] = []
-    n_gen = 0
     if system == "gt":
-        for i, it in enumerate(items):
-            records.append({"role": "inter", "item": i, "keyword": it.keyword, "length": it.length,
-                            "requested": [-1, -1], "labels": [-1, -1], "sample": 0, "ok": True, "relaxation": 0,
-                            "form_ok": None, "text": it.reference, "score": None})
-        return SystemPoems(system, seed, records, time.perf_counter() - t0, 0)
+        return SystemPoems(system, seed, _gt_records(items), time.perf_counter() - t0, 0)
     if generator is None:
         raise EvaluationError(f"system {system!r} needs a generator")
-    kws, lens = [it.keyword for it in items], [it.length for it in items]
     if system == "basic":
-        inter = generator.generate(kws, lens, n_samples=1, seed=seed)
-        records += [_record("inter", i, p, (-1, -1)) for i, p in enumerate(inter)]
-        for i, it in enumerate(items):
-            group = generator.top_n_distinct(it.keyword, it.length, intra_n, seed=seed)
-            records += [_record("intra", i, dataclass_replace_sample(p, j), (-1, -1)) for j, p in enumerate(group)]
-        n_gen = len(items) * (1 + intra_n)
+        records, n_gen = _basic_records(generator, items, seed, intra_n), len(items) * (1 + intra_n)
     else:
-        samples = generator.generate(kws, lens, n_samples=intra_n, seed=seed)  # keyword-major
-        for k, p in enumerate(samples):
-            i = k // intra_n
-            if p.sample == 0:
-                records.append(_record("inter", i, p, (-1, -1)))
-            records.append(_record("intra", i, p, (-1, -1)))
-        n_gen = len(samples)
-        if system in FACTOR_SYSTEMS:
-            for mix in MIXTURES:
-                poems = generator.generate(kws, lens, labels=mix, n_samples=1, seed=seed)
-                records += [_record("mixture", i, p, mix) for i, p in enumerate(poems)]
-                n_gen += len(poems)
+        records, n_gen = _sampled_records(system, generator, items, seed, intra_n)
     seconds = time.perf_counter() - t0
     log(f"{system} seed {seed}: {n_gen} poems in {seconds:.1f} s ({seconds / max(n_gen, 1) * 1000:.1f} ms/poem)")
     return SystemPoems(system, seed, records, seconds, n_gen)
-
-
-def dataclass_replace_sample(poem: GeneratedPoem, sample: int) -> GeneratedPoem:
-    """The same poem with its sample number set (top-N distinct poems all come back as sample 0)."""
-    from dataclasses import replace
-    return replace(poem, sample=sample)
-
-
-def _save_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=None), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def poems_path(run_dir: str | Path, system: str, seed: int) -> Path:
@@ -233,8 +249,9 @@ def load_cached(path: Path, key: str) -> SystemPoems | None:
 
 def save_cached(sp: SystemPoems, path: Path) -> None:
     """Write one system's poems (atomically) with their key."""
-    _save_json_atomic({"key": sp.key, "system": sp.system, "seed": sp.seed, "seconds": sp.seconds,
-                       "n_generated": sp.n_generated, "records": sp.records}, path)
+    obj = {"key": sp.key, "system": sp.system, "seed": sp.seed, "seconds": sp.seconds,
+           "n_generated": sp.n_generated, "records": sp.records}
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False))  # fields in this order, one line
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,27 +269,12 @@ class Scorers:
     max_pairs: int = 100_000
 
 
-def _ok_texts(records: Iterable[dict[str, Any]]) -> list[str]:
-    return [r["text"] for r in records if r["ok"]]
-
-
-def score_subset(sp: SystemPoems, scorers: Scorers, lengths: Sequence[int], seed: int) -> dict[str, float]:
-    """Every metric of one system and seed on the poems of the given lengths (nan where not defined)."""
-    from mixpoet_lib.train.judges import classify, lm_score
-
-    keep = set(lengths)
-    recs = [r for r in sp.records if r["length"] in keep]
-    inter = [r for r in recs if r["role"] == "inter"]
-    inter_ok = [r for r in inter if r["ok"]]
-    texts = [r["text"] for r in inter_ok]
-    out: dict[str, float] = {"n_inter": float(len(inter)), "n_poems": float(len(recs)),
-                             "n_intra": float(sum(r["role"] == "intra" for r in recs)),
-                             "n_mixture": float(sum(r["role"] == "mixture" for r in recs))}
-    out["fail_rate"] = float(np.mean([not r["ok"] for r in recs])) if recs else math.nan
-    out["relaxed_rate"] = float(np.mean([r["relaxation"] > 0 for r in recs])) if recs else math.nan
-    kws = [r["keyword"] for r in inter_ok]
-    out["inter_jaccard"] = inter_topic_jaccard(texts, scorers.max_pairs, seed, "char", kws)
-    out["inter_jaccard_bigram"] = inter_topic_jaccard(texts, scorers.max_pairs, seed, "bigram", kws)
+def _diversity(recs: list[dict[str, Any]], inter_ok: list[dict[str, Any]], scorers: Scorers, seed: int
+               ) -> dict[str, float]:
+    """Inter- and intra-topic Jaccard, distinct-n and the copy rate."""
+    texts, kws = [r["text"] for r in inter_ok], [r["keyword"] for r in inter_ok]
+    out = {"inter_jaccard": inter_topic_jaccard(texts, scorers.max_pairs, seed, "char", kws),
+           "inter_jaccard_bigram": inter_topic_jaccard(texts, scorers.max_pairs, seed, "bigram", kws)}
     for role, name in (("intra", "intra_jaccard"), ("mixture", "intra_jaccard_mix")):
         groups: dict[int, list[str]] = {}
         for r in recs:
@@ -282,41 +284,68 @@ def score_subset(sp: SystemPoems, scorers: Scorers, lengths: Sequence[int], seed
     out["distinct_1"] = distinct_n(texts, 1)
     out["distinct_2"] = distinct_n(texts, 2)
     out["copy_rate"] = copy_rate(texts, scorers.training_lines)
-    if texts:
-        lm = lm_score(scorers.lm, texts).summary()
-        out["lms"], out["lm_ppl"] = lm["mean_lms"], lm["corpus_ppl"]
-        out["form_ok"] = form_pass_rate(texts, scorers.tone_rhyme)["ok"]
-    else:
-        out["lms"] = out["lm_ppl"] = out["form_ok"] = math.nan
-    mix = [r for r in recs if r["role"] == "mixture" and r["ok"]]
-    if mix:
-        tags = classify(scorers.judges, [r["text"] for r in mix])
-        pred = [[t[f]["label"] for f in FACTOR_NAMES] for t in tags]
-        fc = factor_control_scores([r["requested"] for r in mix], pred,
-                                   tuple(len(FACTOR_CLASSES[f]) for f in FACTOR_NAMES), FACTOR_NAMES)
-        for f in FACTOR_NAMES:
-            out[f"{f}_acc"] = float(fc[f]["accuracy"])  # type: ignore[index]
-            out[f"{f}_f1"] = float(fc[f]["macro_f1"])  # type: ignore[index]
-        out["joint_acc"] = float(fc["joint_accuracy"])  # type: ignore[arg-type]
-    else:
+    return out
+
+
+def _quality(texts: list[str], scorers: Scorers) -> dict[str, float]:
+    """LMS, LM perplexity and the tone pattern + rhyme pass rate (nan without poems)."""
+    if not texts:
+        return {"lms": math.nan, "lm_ppl": math.nan, "form_ok": math.nan}
+    lm = lm_score(scorers.lm, texts).summary()
+    return {"lms": lm["mean_lms"], "lm_ppl": lm["corpus_ppl"],
+            "form_ok": form_pass_rate(texts, scorers.tone_rhyme)["ok"]}
+
+
+def _judged_control(mix: list[dict[str, Any]], judges: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~mixpoet_lib.metrics.factor_control_scores` of mixture poems: requested labels vs the judges' labels."""
+    tags = classify(judges, [r["text"] for r in mix])
+    pred = [[t[f]["label"] for f in FACTOR_NAMES] for t in tags]
+    return factor_control_scores([r["requested"] for r in mix], pred,
+                                 tuple(len(FACTOR_CLASSES[f]) for f in FACTOR_NAMES), FACTOR_NAMES)
+
+
+def _control(mix: list[dict[str, Any]], judges: dict[str, Any]) -> dict[str, float]:
+    """Per factor judged accuracy and macro-F1 of the good mixture poems, and the joint accuracy (nan without)."""
+    if not mix:
+        out = {}
         for f in FACTOR_NAMES:
             out[f"{f}_acc"] = out[f"{f}_f1"] = math.nan
-        out["joint_acc"] = math.nan
+        return {**out, "joint_acc": math.nan}
+    fc = _judged_control(mix, judges)
+    out = {}
+    for f in FACTOR_NAMES:
+        out[f"{f}_acc"] = float(fc[f]["accuracy"])
+        out[f"{f}_f1"] = float(fc[f]["macro_f1"])
+    return {**out, "joint_acc": float(fc["joint_accuracy"])}
+
+
+def score_subset(sp: SystemPoems, scorers: Scorers, lengths: Sequence[int], seed: int) -> dict[str, float]:
+    """Every metric of one system and seed on the poems of the given lengths (nan where not defined).
+
+    The result also holds the poem counts :data:`COUNTS` (as floats) before the metrics.
+    """
+    keep = set(lengths)
+    recs = [r for r in sp.records if r["length"] in keep]
+    inter = [r for r in recs if r["role"] == "inter"]
+    inter_ok = [r for r in inter if r["ok"]]
+    out: dict[str, float] = {"n_inter": float(len(inter)), "n_poems": float(len(recs)),
+                             "n_intra": float(sum(r["role"] == "intra" for r in recs)),
+                             "n_mixture": float(sum(r["role"] == "mixture" for r in recs))}
+    out["fail_rate"] = float(np.mean([not r["ok"] for r in recs])) if recs else math.nan
+    out["relaxed_rate"] = float(np.mean([r["relaxation"] > 0 for r in recs])) if recs else math.nan
+    out.update(_diversity(recs, inter_ok, scorers, seed))
+    out.update(_quality([r["text"] for r in inter_ok], scorers))
+    out.update(_control([r for r in recs if r["role"] == "mixture" and r["ok"]], scorers.judges))
     return out
 
 
 def factor_confusions(sp: SystemPoems, judges: dict[str, Any]) -> dict[str, np.ndarray]:
     """Per factor, the confusion matrix (rows requested, columns judged) of the mixture poems."""
-    from mixpoet_lib.train.judges import classify
-
     mix = [r for r in sp.role("mixture") if r["ok"]]
     if not mix:
         return {}
-    tags = classify(judges, [r["text"] for r in mix])
-    pred = [[t[f]["label"] for f in FACTOR_NAMES] for t in tags]
-    fc = factor_control_scores([r["requested"] for r in mix], pred,
-                               tuple(len(FACTOR_CLASSES[f]) for f in FACTOR_NAMES), FACTOR_NAMES)
-    return {f: np.asarray(fc[f]["confusion"]) for f in FACTOR_NAMES}  # type: ignore[index]
+    fc = _judged_control(mix, judges)
+    return {f: np.asarray(fc[f]["confusion"]) for f in FACTOR_NAMES}
 
 
 def relaxation_counts(sp: SystemPoems) -> dict[str, int]:
@@ -331,6 +360,27 @@ def relaxation_counts(sp: SystemPoems) -> dict[str, int]:
         else:
             counts[RELAXATION_LEVELS[int(r["relaxation"])]] += 1
     return counts
+
+
+def _poems_behind(metric: str, counts: dict[str, int]) -> int:
+    """How many poems a metric was computed on (mixture, intra, all, or inter poems)."""
+    if metric.startswith(("living", "era", "joint", "intra_jaccard_mix")):
+        return counts["n_mixture"]
+    if metric == "intra_jaccard":
+        return counts["n_intra"]
+    return counts["n_poems"] if metric in ("fail_rate", "relaxed_rate") else counts["n_inter"]
+
+
+def _score_rows(sp: SystemPoems, system: str, seed: int, scorers: Scorers) -> list[dict[str, Any]]:
+    """Long-table rows (system, seed, length, metric, value, n_poems) for the lengths 'all', '5' and '7'."""
+    rows = []
+    for length in ("all", "5", "7"):
+        lens = (5, 7) if length == "all" else (int(length),)
+        metrics = score_subset(sp, scorers, lens, seed)
+        counts = {k: int(metrics.pop(k)) for k in COUNTS}
+        rows += [{"system": system, "seed": seed, "length": length, "metric": m, "value": v,
+                  "n_poems": _poems_behind(m, counts)} for m, v in metrics.items()]
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,17 +441,16 @@ def summarise(scores: pd.DataFrame, length: str = "all") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def results_table(summary: pd.DataFrame, metrics: Sequence[str] | None = None, digits: int = 3) -> pd.DataFrame:
-    """Wide table: one row per system (paper order), one 'mean ± std' column per metric (— where undefined)."""
-    metrics = list(metrics or METRICS)
-    table = pd.DataFrame(index=[SYSTEM_TITLES[s] for s in SYSTEMS if s in set(summary["system"])])
-    for m in metrics:
-        col = {}
-        for _, r in summary[summary["metric"] == m].iterrows():
-            col[SYSTEM_TITLES[r["system"]]] = ("—" if not np.isfinite(r["mean"])
-                                              else f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}")
-        table[METRICS[m][0]] = pd.Series(col)
-    return table.fillna("—")
+def _check_request(systems: Sequence[str], seeds: tuple[int, ...], models: dict[str, Any]) -> None:
+    """Raise EvaluationError for no seeds, an unknown system or a system without a trained model."""
+    if not seeds:
+        raise EvaluationError("no generation seeds given")
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        raise EvaluationError(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
+    missing = [s for s in systems if s != "gt" and s not in models]
+    if missing:
+        raise EvaluationError(f"no trained model given for system(s) {missing}")
 
 
 def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: dict[str, Any],
@@ -413,32 +462,20 @@ def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: 
     ``models`` maps system → trained model (GT needs none); ``weights`` optionally maps system → a digest of
     its checkpoint file for the cache key (default: a digest of the model's state dict).
     """
-    from tqdm.auto import tqdm
-
-    from mixpoet_lib.data.rhythm import default_tone_rhyme
-
     ecfg = profile.eval
     seeds = tuple(ecfg.seeds if seeds is None else seeds)
-    if not seeds:
-        raise EvaluationError("no generation seeds given")
+    _check_request(systems, seeds, models)
     n_keywords = ecfg.n_keywords if n_keywords is None else n_keywords
     intra_n = ecfg.intra_n if intra_n is None else intra_n
-    unknown = [s for s in systems if s not in SYSTEMS]
-    if unknown:
-        raise EvaluationError(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
-    missing = [s for s in systems if s != "gt" and s not in models]
-    if missing:
-        raise EvaluationError(f"no trained model given for system(s) {missing}")
     items = test_items(data, n_keywords, profile.seed)
-    tr = default_tone_rhyme()
-    training_lines = frozenset(data.training_lines())
-    scorers = Scorers(judges, lm, training_lines, tr, ecfg.max_pairs)
+    scorers = Scorers(judges, lm, frozenset(data.training_lines()), default_tone_rhyme(), ecfg.max_pairs)
     weights = dict(weights or {})
     poems: dict[tuple[str, int], SystemPoems] = {}
     rows: list[dict[str, Any]] = []
-    jobs = [(s, seed) for s in systems for seed in seeds]
-    bar = tqdm(jobs, desc="evaluation", disable=not progress)
     generators: dict[str, Generator] = {}
+    # `disable` is only passed to switch the bar off: left out, tqdm takes it from $TQDM_DISABLE
+    bar = tqdm([(s, seed) for s in systems for seed in seeds], desc="evaluation",
+               **({} if progress else {"disable": True}))
     for system, seed in bar:
         bar.set_postfix(system=system, seed=seed)
         if system not in weights:
@@ -449,153 +486,16 @@ def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: 
         sp = load_cached(path, key)
         if sp is None:
             if system != "gt" and system not in generators:
-                generators[system] = Generator(models[system], data.vocab, tr, training_lines, profile.gen)
+                generators[system] = Generator(models[system], data.vocab, scorers.tone_rhyme,
+                                               scorers.training_lines, profile.gen)
             sp = generate_system(system, items, gen_seed, intra_n, generators.get(system), log)
             sp.key = key
             save_cached(sp, path)
         poems[(system, seed)] = sp
-        for length in ("all", "5", "7"):
-            lens = (5, 7) if length == "all" else (int(length),)
-            metrics = score_subset(sp, scorers, lens, seed)
-            counts = {k: int(metrics.pop(k)) for k in ("n_inter", "n_poems", "n_intra", "n_mixture")}
-            for m, v in metrics.items():
-                n = (counts["n_mixture"] if m.startswith(("living", "era", "joint", "intra_jaccard_mix"))
-                     else counts["n_intra"] if m == "intra_jaccard"
-                     else counts["n_poems"] if m in ("fail_rate", "relaxed_rate") else counts["n_inter"])
-                rows.append({"system": system, "seed": seed, "length": length, "metric": m, "value": v,
-                             "n_poems": n})
+        rows += _score_rows(sp, system, seed, scorers)
     bar.close()
     ceiling = {f: dict(getattr(j, "report", {}).get("test", {})) for f, j in judges.items()}
-    from mixpoet_lib.train.judges import lm_score
-    gt_all = [it.reference for it in items]
-    ref = lm_score(lm, gt_all).summary()
+    ref = lm_score(lm, [it.reference for it in items]).summary()
     meta = {"profile": profile.name, "n_keywords": n_keywords, "intra_n": intra_n, "seeds": list(seeds),
             "systems": list(systems), "beam_size": profile.gen.beam_size, "weights": weights}
     return EvaluationResult(pd.DataFrame(rows), poems, items, ceiling, ref, seeds, meta)
-
-
-def _state_digest(model: Any) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------------------------
-# claims and files
-# ----------------------------------------------------------------------------------------------
-
-def _stat(summary: pd.DataFrame, system: str, metric: str) -> tuple[float, float]:
-    row = summary[(summary["system"] == system) & (summary["metric"] == metric)]
-    if row.empty:
-        return math.nan, math.nan
-    return float(row["mean"].iloc[0]), float(row["std"].iloc[0])
-
-
-def _compare(summary: pd.DataFrame, a: str, b: str, metric: str) -> tuple[str, str]:
-    """Verdict of 'a is better than b on metric' and the evidence string."""
-    (ma, sa), (mb, sb) = _stat(summary, a, metric), _stat(summary, b, metric)
-    direction = METRICS[metric][1]
-    if not (np.isfinite(ma) and np.isfinite(mb)):
-        return "not measured", f"{SYSTEM_TITLES[a]} or {SYSTEM_TITLES[b]} has no {metric}"
-    better = (ma - mb) * direction > 0
-    clear = abs(ma - mb) > (sa + sb)
-    verdict = ("supported" if clear else "weakly supported (within seed spread)") if better else \
-        ("not supported" if clear else "not supported (within seed spread)")
-    return verdict, f"{SYSTEM_TITLES[a]} {ma:.3f} ± {sa:.3f} vs {SYSTEM_TITLES[b]} {mb:.3f} ± {sb:.3f}"
-
-
-def claims(summary: pd.DataFrame, main: str = "aus") -> pd.DataFrame:
-    """The paper's qualitative claims checked against the measured summary (length 'all'), one row per comparison."""
-    rows = []
-    for base in ("basic", "cvae"):
-        for metric, claim in (("inter_jaccard", "more diverse across keywords (inter-topic)"),
-                              ("intra_jaccard", "more diverse for one keyword (intra-topic, N samples each)"),
-                              ("intra_jaccard_mix", "more diverse for one keyword (6 mixtures vs the baseline's N samples)"),
-                              ("lms", "quality not worse (LMS)")):
-            if metric == "intra_jaccard_mix":
-                # MixPoet's mixture groups against the baseline's own N-sample groups
-                m_mean, m_std = _stat(summary, main, metric)
-                b_mean, b_std = _stat(summary, base, "intra_jaccard")
-                if np.isfinite(m_mean) and np.isfinite(b_mean):
-                    better, clear = m_mean < b_mean, abs(m_mean - b_mean) > m_std + b_std
-                    verdict = ("supported" if clear else "weakly supported (within seed spread)") if better else \
-                        ("not supported" if clear else "not supported (within seed spread)")
-                    ev = (f"{SYSTEM_TITLES[main]} {m_mean:.3f} ± {m_std:.3f} vs "
-                          f"{SYSTEM_TITLES[base]} {b_mean:.3f} ± {b_std:.3f}")
-                else:
-                    verdict, ev = "not measured", "missing system"
-            elif metric == "lms":
-                verdict, ev = _compare(summary, main, base, metric)
-                if verdict.startswith("not supported") and "within" in verdict:
-                    verdict = "supported (not worse within seed spread)"
-            else:
-                verdict, ev = _compare(summary, main, base, metric)
-            rows.append({"claim": f"{SYSTEM_TITLES[main]} vs {SYSTEM_TITLES[base]}: {claim}",
-                         "metric": metric, "verdict": verdict, "evidence": ev})
-    for f, chance in (("living", 1 / 3), ("era", 1 / 2)):
-        m, s = _stat(summary, main, f"{f}_acc")
-        if np.isfinite(m):
-            verdict = "supported" if m - s > chance else ("weakly supported" if m > chance else "not supported")
-            ev = f"judged accuracy {m:.3f} ± {s:.3f} vs chance {chance:.3f}"
-        else:
-            verdict, ev = "not measured", "no mixture poems"
-        rows.append({"claim": f"{SYSTEM_TITLES[main]} controls the {f} factor", "metric": f"{f}_acc",
-                     "verdict": verdict, "evidence": ev})
-    verdict, ev = _compare(summary, main, "igs", "joint_acc")
-    rows.append({"claim": f"{SYSTEM_TITLES[main]} controls the factors better than MixPoet-IGS (ablation)",
-                 "metric": "joint_acc", "verdict": verdict, "evidence": ev})
-    return pd.DataFrame(rows)
-
-
-def write_results(result: EvaluationResult, run_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.csv`` (long summary, every length), ``results.json`` (with metadata) and the raw scores."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for length in ("all", "5", "7"):
-        s = result.summary(length)
-        s.insert(1, "length", length)
-        parts.append(s)
-    summary = pd.concat(parts, ignore_index=True)
-    paths = {"csv": run_dir / "results.csv", "json": run_dir / "results.json", "scores": run_dir / "eval" / "scores.csv"}
-    paths["scores"].parent.mkdir(parents=True, exist_ok=True)
-    summary.to_csv(paths["csv"], index=False)
-    result.scores.to_csv(paths["scores"], index=False)
-    obj = {
-        "meta": result.meta,
-        "metrics": {k: {"title": t, "direction": d} for k, (t, d) in METRICS.items()},
-        "systems": SYSTEM_TITLES,
-        "summary": json.loads(summary.to_json(orient="records")),
-        "judge_ceiling": {f: {k: v for k, v in c.items() if k in ("n", "accuracy", "macro_f1", "confusion")}
-                          for f, c in result.judge_ceiling.items()},
-        "lm_reference_gt": result.lm_reference,
-        "seconds_per_poem": result.seconds_per_poem().to_dict(),
-        "relaxations": json.loads(result.relaxations().to_json(orient="index")),
-        "claims": json.loads(claims(result.summary()).to_json(orient="records")),
-    }
-    tmp = paths["json"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, paths["json"])
-    return paths
-
-
-def load_results(run_dir: str | Path) -> dict[str, Any]:
-    """Read ``results.json`` of a run (raise FileNotFoundError naming the path if there is none)."""
-    path = Path(run_dir) / "results.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no evaluation results at {path}; run notebook 05 (or `mixpoet reproduce`) first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def markdown_results(results: dict[str, Any], metrics: Sequence[str] | None = None) -> str:
-    """The README/report results table (length 'all') as Markdown, from a loaded ``results.json``."""
-    summary = pd.DataFrame(results["summary"])
-    summary = summary[summary["length"] == "all"]
-    table = results_table(summary, metrics)
-    header = "| system | " + " | ".join(table.columns) + " |"
-    sep = "|---|" + "---|" * len(table.columns)
-    lines = [header, sep] + ["| " + idx + " | " + " | ".join(str(v) for v in row) + " |"
-                             for idx, row in zip(table.index, table.values)]
-    return "\n".join(lines)
