@@ -113,7 +113,10 @@ def pair_from_index(k: np.ndarray | int, n: int) -> tuple[np.ndarray, np.ndarray
 
 def inter_topic_jaccard(poems_by_keyword: Sequence[PoemLike], max_pairs: int = 100_000, seed: int = 0,
                         kind: str = "char", keywords: Sequence[str] | None = None) -> float:
-    """Mean J over poem pairs with different keywords (poem i ↔ keyword i): all pairs if ≤ max_pairs, else a seeded sample."""
+    """Mean J over poem pairs with different keywords (poem i ↔ keyword i).
+
+    All pairs are scored if there are at most ``max_pairs``, else a seeded sample of ``max_pairs`` of them.
+    """
     if max_pairs < 1:
         raise ValueError(f"max_pairs must be ≥ 1, got {max_pairs}")
     if keywords is not None and len(keywords) != len(poems_by_keyword):
@@ -171,7 +174,10 @@ def accuracy(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndar
 
 def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
                      n_classes: int) -> np.ndarray:
-    """(n_classes, n_classes) int64 counts, rows = true class, columns = predicted class; labels outside 0..n-1 raise."""
+    """(n_classes, n_classes) int64 counts, rows = true class, columns = predicted class.
+
+    Labels outside 0..n_classes-1 raise ValueError.
+    """
     t, p = _labels(y_true), _labels(y_pred)
     if t.shape != p.shape:
         raise ValueError(f"y_true has {t.size} items, y_pred {p.size}")
@@ -185,7 +191,7 @@ def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] |
 
 def per_class_f1(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
                  n_classes: int) -> np.ndarray:
-    """F1 of every class, 2·TP/(2·TP+FP+FN); a class absent from both truth and prediction scores 0 (sklearn default)."""
+    """F1 of every class, 2·TP/(2·TP+FP+FN); a class absent from truth and prediction scores 0 (sklearn default)."""
     cm = confusion_matrix(y_true, y_pred, n_classes)
     tp = np.diag(cm).astype(float)
     denom = 2 * tp + (cm.sum(0) - tp) + (cm.sum(1) - tp)
@@ -193,14 +199,20 @@ def per_class_f1(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.
 
 
 def macro_f1(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_classes: int) -> float:
-    """Mean of :func:`per_class_f1` over all n_classes (sklearn f1_score(labels=range(n), average='macro')); empty → nan."""
+    """The kit's one macro-F1: the mean of :func:`per_class_f1` over all n_classes; empty → nan.
+
+    Equal to sklearn's ``f1_score(y_true, y_pred, labels=range(n_classes), average="macro")``.
+    """
     if _labels(y_true).size == 0:
         return math.nan
     return float(per_class_f1(y_true, y_pred, n_classes).mean())
 
 
 def form_pass_rate(poems: Sequence[PoemLike], tr: ToneRhyme | None = None) -> dict[str, float]:
-    """Shares of poems passing rhythm.check_poem: 'ok' (both), 'pattern_ok', 'rhyme_ok'; not 4 lines = fail; plus 'n'."""
+    """Shares of poems passing rhythm.check_poem: 'ok' (both), 'pattern_ok', 'rhyme_ok', plus 'n'.
+
+    A poem that does not have 4 lines fails.
+    """
     counts = Counter()
     for p in poems:
         lines = split_lines(p)
@@ -241,8 +253,9 @@ def topk_accumulated_frequency(poems: Sequence[PoemLike], k_max: int) -> np.ndar
     return acc
 
 
-def factor_control_scores(specified: Sequence[Sequence[int]] | np.ndarray, predicted: Sequence[Sequence[int]] | np.ndarray,
-                          n_classes: Sequence[int] = (3, 2), names: Sequence[str] = ("living", "era")) -> dict[str, object]:
+def factor_control_scores(specified: Sequence[Sequence[int]] | np.ndarray,
+                          predicted: Sequence[Sequence[int]] | np.ndarray, n_classes: Sequence[int] = (3, 2),
+                          names: Sequence[str] = ("living", "era")) -> dict[str, object]:
     """Judged vs *specified* (y1, y2) of generated poems: per-factor accuracy, macro-F1, confusion; joint accuracy."""
     s, p = np.asarray(specified, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
     if s.shape != p.shape or s.ndim != 2 or s.shape[1] != len(n_classes):

@@ -1,7 +1,10 @@
 """The evaluation (test keywords, generation roles, cache, scores, summary), its claims and its result files."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -143,6 +146,14 @@ def test_changed_weights_invalidate_cache(smoke_data, run_dir, models, result):
     assert E.load_cached(E.poems_path(run_dir, "aus", 1), k1) is None
 
 
+def test_cache_key_is_the_sha256_of_the_sorted_settings_json(result):
+    # the committed caches (runs/<profile>/eval/poems) depend on this exact scheme
+    items = result.items
+    blob = json.dumps({"format": E.EVAL_FORMAT, "system": "aus", "seed": 2, "items": [asdict(it) for it in items],
+                       "gen": asdict(SMOKE.gen), "intra_n": 2, "weights": "w"}, sort_keys=True, ensure_ascii=False)
+    assert E.cache_key("aus", 2, items, SMOKE, 2, "w") == hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def test_corrupt_cache_file_is_regenerated(tmp_path):
     path = tmp_path / "x.json"
     path.write_text("{not json", encoding="utf-8")
@@ -207,6 +218,14 @@ def test_claims_verdicts_on_hand_made_numbers():
     assert c.loc["MixPoet-AUS controls the living factor", "verdict"] == "supported"
     assert c.loc["MixPoet-AUS controls the era factor", "verdict"] == "weakly supported"
     assert c.filter(like="better than MixPoet-IGS", axis=0)["verdict"].iloc[0] == "supported"
+
+
+def test_claims_without_numbers_are_not_measured():
+    verdicts = C.claims(_summary({("aus", "lms"): (-6.0, 0.1)}))
+    assert set(verdicts["verdict"]) == {"not measured"}
+    evidence = dict(zip(verdicts["claim"], verdicts["evidence"]))
+    assert evidence["MixPoet-AUS vs Basic: quality not worse (LMS)"] == "MixPoet-AUS or Basic has no lms"
+    assert "missing system" in evidence.values() and "no mixture poems" in evidence.values()
 
 
 def test_results_table_formats_mean_std():

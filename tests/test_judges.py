@@ -154,6 +154,32 @@ def test_judge_learns_a_separable_task():
     assert ev["accuracy"] >= 0.95 and ev["macro_f1"] >= 0.95
 
 
+def test_fit_supervised_keeps_the_best_validated_state():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1, bias=False)
+    x = torch.linspace(-1, 1, 40)[:, None]
+    y = 3 * x
+    seen: list[float] = []
+
+    def batch_loss(ids: np.ndarray) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(model(x[ids]), y[ids])
+
+    def validate() -> dict[str, float]:
+        seen.append(float(model.weight.detach()))
+        return {"distance": abs(seen[-1] - 0.5)}  # best near w = 0.5, passed on the way from ~0.2 towards 3
+
+    phase = PhaseConfig(batch_size=8, epochs=20, lr_max=0.05, warmup_steps=1)
+    fit = J.fit_supervised(model, 40, batch_loss, validate, J.Selection("distance", False, math.inf), phase,
+                           seed=0, weight_decay=0.0, clip=10.0, betas=(0.9, 0.99))
+    assert fit["steps"] == 100 and len(fit["history"]) == J.VAL_POINTS == len(seen)
+    assert [row["step"] for row in fit["history"]][-1] == 100
+    best = min(range(len(seen)), key=lambda i: abs(seen[i] - 0.5))
+    assert 0 < best < len(seen) - 1  # a state from the middle of the run is restored
+    assert fit["best"] == {"step": fit["history"][best]["step"], "distance": abs(seen[best] - 0.5)}
+    assert float(model.weight.detach()) == seen[best] and not model.training
+    assert J.Selection("f1", True, -1.0).better(0.5, 0.4) and not J.Selection("f1", True, -1.0).better(math.nan, 0.4)
+
+
 # ----------------------------------------------------------------------------- classify_jsonl
 
 

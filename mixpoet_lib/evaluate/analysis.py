@@ -103,8 +103,8 @@ def interpolate_mixtures(model: torch.nn.Module, vocab: Vocab, keyword: str, mix
     ts = np.linspace(0.0, 1.0, steps)
     t = torch.tensor(ts, dtype=z_a.dtype, device=dev).unsqueeze(1)
     z = (1 - t) * z_a + t * z_b
-    y = [(1 - t) * F.one_hot(torch.tensor([a], device=dev), k).float() + t * F.one_hot(torch.tensor([b], device=dev), k).float()
-         for a, b, k in zip(mix_a, mix_b, n_cls)]
+    y = [(1 - t) * F.one_hot(torch.tensor([a], device=dev), k).float()
+         + t * F.one_hot(torch.tensor([b], device=dev), k).float() for a, b, k in zip(mix_a, mix_b, n_cls)]
     s0 = model.decoder_s0(z, h_w.expand(steps, -1), y)
     model.train(was_training)
     return ts, s0

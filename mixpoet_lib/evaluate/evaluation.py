@@ -428,7 +428,10 @@ class EvaluationResult:
 
 
 def summarise(scores: pd.DataFrame, length: str = "all") -> pd.DataFrame:
-    """Rows (system, metric) with mean, std (ddof 1 over seeds), n_seeds and n_poems for one length ('all', '5', '7')."""
+    """Rows (system, metric) with mean, std (ddof 1 over seeds), n_seeds and n_poems for one length.
+
+    ``length`` is 'all', '5' or '7'; undefined (nan) values are left out of the mean and std.
+    """
     sub = scores[scores["length"] == str(length)]
     rows = []
     for (system, metric), grp in sub.groupby(["system", "metric"], sort=False):

@@ -75,7 +75,11 @@ def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def encode_texts(vocab: Vocab, poems: Sequence[str | Sequence[str]], bos: bool, eos: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode raw poems like :func:`encode_poem`: a PAD-padded (P, T) int64 tensor and (P,) lengths.
+
+    A poem without any character raises ValueError naming its index.
+    """
     seqs = []
     for k, p in enumerate(poems):
         ids = encode_poem(vocab, p, bos, eos)
@@ -88,7 +92,7 @@ def encode_texts(vocab: Vocab, poems: Sequence[str | Sequence[str]], bos: bool, 
 class JudgeClassifier(nn.Module):
     """BiGRU over characters → max-pool over time → dropout → linear, for one factor."""
 
-    def __init__(self, vocab: Vocab, factor: str, emb: int, hidden: int, dropout: float = JUDGE_DROPOUT):
+    def __init__(self, vocab: Vocab, factor: str, emb: int, hidden: int, dropout: float = JUDGE_DROPOUT) -> None:
         super().__init__()
         if factor not in FACTOR_CLASSES:
             raise ValueError(f"unknown factor {factor!r}; choose one of {', '.join(FACTOR_NAMES)}")
@@ -125,7 +129,7 @@ class CharLM(nn.Module):
     """Character LSTM language model over ``<B> line1 <E> … line4 <E>`` with an adaptive-softmax output."""
 
     def __init__(self, vocab: Vocab, emb: int, hidden: int, layers: int = 1, dropout: float = LM_DROPOUT,
-                 cutoffs: Sequence[int] = LM_CUTOFFS, div_value: float = LM_DIV_VALUE):
+                 cutoffs: Sequence[int] = LM_CUTOFFS, div_value: float = LM_DIV_VALUE) -> None:
         super().__init__()
         n = len(vocab)
         cuts = [int(c) for c in cutoffs if 0 < c < n - 1] or [max(1, n // 2)]
