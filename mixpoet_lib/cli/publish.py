@@ -8,14 +8,14 @@ from pathlib import Path
 from mixpoet_lib._util import write_json_atomic
 from mixpoet_lib.checkpoints import (checkpoint_path, export_run, final_phase, load_model, total_size_mb,
                                      weights_dir)
-from mixpoet_lib.config import get_profile
+from mixpoet_lib.cli.settings import add_profile_options, profile_from_args
 from mixpoet_lib.data.dataset import PreparedData, prepare
 from mixpoet_lib.paths import runs_dir
 from mixpoet_lib.train.loop import validation_loss
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    profile = get_profile(args.profile)
+    profile = profile_from_args(args)
     run = args.run_dir or runs_dir(profile.name)
     data = prepare(profile, data_dir=args.data_dir, mirror=args.mirror)
     out = args.output or weights_dir(profile.name)
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``publish`` sub-command."""
     p = sub.add_parser("publish", help="export trained weights as safetensors + JSON (weights/<profile>/)",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--profile", help="settings profile (default: $MIXPOET_PROFILE or tutorial)")
+    add_profile_options(p)
     p.add_argument("--run-dir", help="run folder with checkpoints/ (default: runs/<profile>)")
     p.add_argument("--output", help="output folder (default: weights/<profile>)")
     p.add_argument("--models", nargs="+", default=["basic", "cvae", "igs", "aus"],

@@ -5,23 +5,22 @@ import argparse
 import math
 import time
 
-from mixpoet_lib.config import PROFILES, get_profile
+from mixpoet_lib.cli.settings import add_profile_options, profile_from_args
+from mixpoet_lib.data.corpora import DataFormatError
+from mixpoet_lib.data.dataset import prepare
+from mixpoet_lib.data.fetch import FetchError
+from mixpoet_lib.train.loop import MODEL_NAMES, PHASES, phase_plan, train
 
 DEFAULT_MODELS = ("basic", "cvae", "igs", "aus")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mixpoet_lib.data.corpora import DataFormatError
-    from mixpoet_lib.data.dataset import prepare
-    from mixpoet_lib.data.fetch import FetchError
-    from mixpoet_lib.train.loop import PHASES, phase_plan, train
-
     models = args.models or list(DEFAULT_MODELS)
     phase_plan(models)  # validates the names before any data work (ValueError → one line, exit 1)
     for p in args.phases or ():
         if p not in PHASES:
             raise ValueError(f"unknown phase {p!r}; choose from {', '.join(PHASES)}")
-    profile = get_profile(args.profile)
+    profile = profile_from_args(args)
     try:
         data = prepare(profile, data_dir=args.data_dir, mirror=args.mirror)
     except (FetchError, DataFormatError, FileNotFoundError, OSError) as exc:
@@ -45,11 +44,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mixpoet train`` to the ``mixpoet`` command."""
-    from mixpoet_lib.train.loop import MODEL_NAMES, PHASES
-
     p = subparsers.add_parser("train", help="train models phase by phase (DAE, classifiers, basic, cvae, igs, aus); "
                                             "resumes interrupted phases and skips finished ones")
-    p.add_argument("--profile", choices=PROFILES, help="settings profile (default: $MIXPOET_PROFILE or tutorial)")
+    add_profile_options(p)
     p.add_argument("--models", nargs="+", metavar="MODEL",
                    help=f"models to train, with their prerequisite phases: {' '.join(MODEL_NAMES)} "
                         f"(default: {' '.join(DEFAULT_MODELS)})")
