@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from mixpoet_lib import pipeline
+from mixpoet_lib.config import get_profile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,6 +65,40 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
     nbformat.write(bad, folder / "02_bad.ipynb")
     runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False)
     assert [r.status for r in runs] == ["skipped", "ran", "ran"]
+
+
+def _notebook(folder, name, params, code):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / name)
+    return folder / name
+
+
+def test_overrides_injected_where_declared_refused_elsewhere_and_hashed(env):
+    folder = env / "nbs"
+    folder.mkdir()
+    declared = _notebook(folder, "01_declared.ipynb", "PROFILE = None\nRUN_DIR = None\nOVERRIDES: str = \"\"",
+                         "from mixpoet_lib.config import get_profile\n"
+                         "assert get_profile(PROFILE, OVERRIDES).train.ndis == 5")
+    plain = _notebook(folder, "02_plain.ipynb", "PROFILE = None\nRUN_DIR = None", "x = 1")
+    assert pipeline.notebook_parameters(declared) == {"PROFILE", "RUN_DIR", "OVERRIDES"}
+    out = env / "run"
+    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=[declared], log=lambda m: None, progress=False,
+                                 overrides="train.ndis=5")
+    assert [r.status for r in runs] == ["ran"]
+    executed = nbformat.read(out / declared.name, as_version=4)
+    injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'OVERRIDES = "train.ndis=5"' in injected.source
+    with pytest.raises(pipeline.PipelineError, match="02_plain.ipynb has no OVERRIDES parameter"):
+        pipeline.run_pipeline("smoke", out_dir=out, notebooks=[plain], log=lambda m: None, progress=False,
+                              overrides="train.ndis=5")
+    assert not (out / plain.name).exists()
+    with pytest.raises(ValueError, match="unknown setting 'train.ndiss'"):
+        pipeline.run_pipeline("smoke", out_dir=out, notebooks=[plain], log=lambda m: None, overrides="train.ndiss=5")
+    prof = get_profile("smoke")
+    base = pipeline.input_hash(plain, prof, "", "lib")
+    assert pipeline.input_hash(plain, prof, "", "lib", "") == base != pipeline.input_hash(plain, prof, "", "lib", "a=1")
 
 
 def test_results_markdown_from_results_json():

@@ -90,7 +90,7 @@ def _training_lines(args: argparse.Namespace, meta: dict[str, Any], ckpt: Path) 
     return set(path.read_text(encoding="utf-8").split()), f"novelty filter on ({path})"
 
 
-def _gen_config(args: argparse.Namespace, novelty: bool) -> GenConfig:
+def _gen_config(args: argparse.Namespace, novelty: bool = True) -> GenConfig:
     """The generation settings: --beam, the novelty filter's state, then the ``gen.*`` overrides of --set."""
     beam = _int(args.beam, "--beam") if args.beam is not None else GenConfig().beam_size
     if beam < 1:
@@ -99,7 +99,8 @@ def _gen_config(args: argparse.Namespace, novelty: bool) -> GenConfig:
     other = [k for k in overrides if not k.startswith("gen.")]
     if other:
         raise ValueError(f"mixpoet generate takes only gen.* settings in --set, not {', '.join(other)}")
-    return apply_overrides(GenConfig(beam_size=beam, novelty_filter=novelty), overrides, "gen.")
+    return apply_overrides(GenConfig(beam_size=beam, novelty_filter=novelty),
+                           {k[len("gen."):]: v for k, v in overrides.items()}, "gen.")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -110,6 +111,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if n < 1:
         raise ValueError(f"-n must be ≥ 1, got {n}")
     seed = _int(args.seed, "--seed")
+    _gen_config(args)  # bad --beam / --set fail before the model is loaded
     labels = (parse_label("living", args.living), parse_label("era", args.era))  # names or ids
     device = args.device or str(default_device())
     ckpt = Path(args.checkpoint)
