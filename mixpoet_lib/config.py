@@ -44,20 +44,13 @@ def _require(owner: object, name: str, ok: bool, rule: str) -> None:
         raise ValueError(f"{type(owner).__name__}.{name} must be {rule}, got {value!r}")
 
 
-def _positive(owner: object, *names: str) -> None:
+_RULES = {"> 0": lambda v: v > 0, "≥ 0": lambda v: v >= 0, "≥ 1 or None": lambda v: v is None or v >= 1}
+
+
+def _check(owner: object, rule: str, *names: str) -> None:
+    """Apply one of the :data:`_RULES` to several fields of ``owner``."""
     for name in names:
-        _require(owner, name, getattr(owner, name) > 0, "> 0")
-
-
-def _non_negative(owner: object, *names: str) -> None:
-    for name in names:
-        _require(owner, name, getattr(owner, name) >= 0, "≥ 0")
-
-
-def _none_or_positive(owner: object, *names: str) -> None:
-    for name in names:
-        value = getattr(owner, name)
-        _require(owner, name, value is None or value >= 1, "≥ 1 or None")
+        _require(owner, name, _RULES[rule](getattr(owner, name)), rule)
 
 
 @dataclass(frozen=True)
@@ -78,10 +71,10 @@ class DataConfig:
         object.__setattr__(self, "chinese_poetry_sets", tuple(self.chinese_poetry_sets))  # JSON gives lists
         _require(self, "chinese_poetry_sets", set(self.chinese_poetry_sets) <= set(CHINESE_POETRY_SETS),
                  f"a subset of {CHINESE_POETRY_SETS}")
-        _none_or_positive(self, "chinese_poetry_max_files", "unlabelled_train_instances", "max_vocab")
-        _non_negative(self, "unlabelled_valid_poems", "unlabelled_test_poems")
+        _check(self, "≥ 1 or None", "chinese_poetry_max_files", "unlabelled_train_instances", "max_vocab")
+        _check(self, "≥ 0", "unlabelled_valid_poems", "unlabelled_test_poems")
         _require(self, "max_keywords", 1 <= self.max_keywords <= 4, "in 1..4")
-        _positive(self, "min_char_freq")
+        _check(self, "> 0", "min_char_freq")
 
     def cache_dict(self) -> dict[str, Any]:
         """Return the settings that change the processed data (used in its cache key)."""
@@ -110,7 +103,7 @@ class ModelConfig:
     max_line_len: int = 7
 
     def __post_init__(self) -> None:
-        _positive(self, "emb_size", "hidden_size", "context_size", "latent_size", "factor_emb_size", "sens_num",
+        _check(self, "> 0", "emb_size", "hidden_size", "context_size", "latent_size", "factor_emb_size", "sens_num",
                   "key_len", "max_line_len")
         _require(self, "latent_size", self.latent_size % len(N_CLASSES) == 0,
                  f"a multiple of {len(N_CLASSES)} (one equal part per factor)")
@@ -142,10 +135,10 @@ class PhaseConfig:
     tf_min: float = 0.85
 
     def __post_init__(self) -> None:
-        _positive(self, "batch_size", "epochs", "lr_max")
-        _none_or_positive(self, "max_steps")
+        _check(self, "> 0", "batch_size", "epochs", "lr_max")
+        _check(self, "≥ 1 or None", "max_steps")
         _require(self, "lr_min", 0 <= self.lr_min <= self.lr_max, f"in [0, lr_max = {self.lr_max}]")
-        _non_negative(self, "warmup_steps", "decay_exponent", "tf_burn_in", "tf_decay")
+        _check(self, "≥ 0", "warmup_steps", "decay_exponent", "tf_burn_in", "tf_decay")
         _require(self, "tf_min", 0 <= self.tf_min <= 1, "in [0, 1]")
 
 
@@ -183,19 +176,20 @@ class TrainConfig:
     cl_val_instances: int = 0  # classifier validation: at most this many labelled cqcf_valid instances (0 = all)
     validate_every_epoch: bool = True
     validate_every: int = 0  # also validate every this many steps (0 = only at epoch ends and at the phase end)
-    tf_leftover_quirk: bool = True  # official: 1st second-stage epoch runs at the DAE's last teacher-forcing ratio (§2.4)
+    # official: the 1st second-stage epoch runs at the DAE's last teacher-forcing ratio (§2.4)
+    tf_leftover_quirk: bool = True
     diag_every: int = 40  # latent diagnostics (spec §7.2) every this many adversarial batches (AUS) / batches (IGS)
     diag_samples: int = 512  # samples per distribution in the diagnostics (official: 4 × 128 and 8 × 64)
     diag_chunk: int = 128  # replicas of the chosen instance per sampling round
-    num_threads: int = 0  # torch intra-op threads while training (0 = leave torch's default); tiny models run faster on 1
+    num_threads: int = 0  # torch intra-op threads while training (0 = torch's default); tiny models run faster on 1
 
     def __post_init__(self) -> None:
         for name in ("betas", "dis_betas"):
             object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON gives lists
             _require(self, name, len(getattr(self, name)) == 2 and all(0 <= b < 1 for b in getattr(self, name)),
                      "two numbers in [0, 1)")
-        _positive(self, "ndis", "clip_grad_norm", "min_tau", "ckpt_every", "log_every", "val_batches")
-        _non_negative(self, "weight_decay", "dis_decay_exponent", "rec_warm_steps", "tau_annealing_steps",
+        _check(self, "> 0", "ndis", "clip_grad_norm", "min_tau", "ckpt_every", "log_every", "val_batches")
+        _check(self, "≥ 0", "weight_decay", "dis_decay_exponent", "rec_warm_steps", "tau_annealing_steps",
                       "noise_init", "noise_decay_steps", "kl_anneal_steps", "free_bits", "cl_val_instances",
                       "validate_every", "diag_every", "num_threads")
         _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")
@@ -235,8 +229,8 @@ class GenConfig:
     z_outlier_ratio: float = 3.0
 
     def __post_init__(self) -> None:
-        _positive(self, "beam_size", "z_candidates")
-        _non_negative(self, "extra_steps", "z_outlier_ratio")
+        _check(self, "> 0", "beam_size", "z_candidates")
+        _check(self, "≥ 0", "extra_steps", "z_outlier_ratio")
 
 
 @dataclass(frozen=True)
@@ -258,7 +252,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(self.seeds))  # JSON gives lists
         _require(self, "seeds", len(self.seeds) >= 1, "at least one seed")
-        _positive(self, "n_keywords", "intra_n", "max_pairs", "judge_emb", "judge_hidden", "lm_emb", "lm_hidden",
+        _check(self, "> 0", "n_keywords", "intra_n", "max_pairs", "judge_emb", "judge_hidden", "lm_emb", "lm_hidden",
                   "lm_layers")
 
 
@@ -332,9 +326,11 @@ def _tutorial() -> Profile:
         # Step counts sized to ≈ 31 min of training on a 2-core CPU (measured s/step at these sizes, 2 threads:
         # DAE 0.43, classifier 0.11, basic 0.31, cvae/igs 0.42, aus 0.40 warm-up / 0.69 adversarial).
         train=TrainConfig(
-            dae=PhaseConfig(batch_size=64, epochs=1, max_steps=1500, lr_max=2e-3, warmup_steps=200, tf_burn_in=0, tf_decay=2),
+            dae=PhaseConfig(batch_size=64, epochs=1, max_steps=1500, lr_max=2e-3, warmup_steps=200, tf_burn_in=0,
+                            tf_decay=2),
             classifier=PhaseConfig(batch_size=64, epochs=3, max_steps=500, lr_max=2e-3, warmup_steps=50),
-            mixture=PhaseConfig(batch_size=64, epochs=1, max_steps=500, lr_max=1e-3, warmup_steps=100, tf_burn_in=0, tf_decay=2),
+            mixture=PhaseConfig(batch_size=64, epochs=1, max_steps=500, lr_max=1e-3, warmup_steps=100, tf_burn_in=0,
+                                tf_decay=2),
             finetune=PhaseConfig(batch_size=64, epochs=1, max_steps=150, lr_max=1e-3, warmup_steps=100, tf_burn_in=0),
             rec_warm_steps=150,
             tau_annealing_steps=500,
@@ -482,11 +478,7 @@ def _coerce(path: str, hint: Any, value: Any) -> Any:
             item = (typing.get_args(option) or (Any,))[0]
             return tuple(float(v) if item is float and isinstance(v, int) and not isinstance(v, bool) else v
                          for v in value)
-    raise ValueError(f"setting {path!r} expects {_type_name(hint)}, got {value!r}")
-
-
-def _type_name(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint)
+    raise ValueError(f"setting {path!r} expects {hint.__name__ if isinstance(hint, type) else hint}, got {value!r}")
 
 
 def label_name(factor: str, label: int, zh: bool = False) -> str:

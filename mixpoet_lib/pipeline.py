@@ -4,8 +4,8 @@
 notebooks), injecting ``PROFILE``, ``RUN_DIR`` and ``OVERRIDES`` (settings changed with ``--set``, in the
 text form of :func:`mixpoet_lib.config.parse_overrides`). A notebook is skipped when its *inputs* are
 unchanged since its last successful run: its own file, the library code, the profile with its overrides,
-and the outputs of the notebooks before it (chained through their input hashes). The first failure stops the run and names the
-notebook and the cell; the partially executed copy is kept for inspection.
+and the outputs of the notebooks before it (chained through their input hashes). The first failure stops the
+run and names the notebook and the cell; the partially executed copy is kept for inspection.
 """
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def run_pipeline(profile_name: str | None = None, force: bool = False, out_dir: 
             runs.append(NotebookRun(nb.name, "ran", seconds, key))
             log(f"[{i}/{len(books)}] {nb.name}: done in {seconds:.0f} s")
         upstream = key
-    write_report(profile, out, state, books)
+    write_report(profile, out, state, books, overrides)
     return runs
 
 
@@ -174,40 +174,23 @@ def environment() -> dict[str, str]:
             "platform": platform.platform(), "device": device, "command": " ".join(sys.argv[:1] + sys.argv[1:])}
 
 
-def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list[Path]) -> Path:
+def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list[Path], overrides: str = "") -> Path:
     """Write ``report.md`` and ``report.html`` summarising the run folder."""
     lines = [f"# MixPoet-kit run report — profile `{profile.name}`", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; seed {profile.seed}; profile digest `{profile.digest()}`.", "",
-             "## Environment", "", "| item | value |", "|---|---|"]
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; seed {profile.seed}; "
+             f"profile digest `{profile.digest()}`.", ""]
+    if overrides:
+        lines += [f"Settings changed from the profile: `{overrides}`.", ""]
+    lines += ["## Environment", "", "| item | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in environment().items()]
-    lines += ["", "## Notebooks", "", "| notebook | status | wall time (s) | finished |", "|---|---|---:|---|"]
-    total = 0.0
-    for nb in books:
-        s = state.get(nb.name, {})
-        total += float(s.get("seconds", 0.0))
-        lines.append(f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} | {s.get('finished', '')} |")
-    lines += [f"| **total** | | {total:.0f} | |", ""]
-    data_summary = out / "data_summary.json"
-    if data_summary.exists():
-        d = json.loads(data_summary.read_text(encoding="utf-8"))
-        lines += ["## Data", "", "| split | poems | instances |", "|---|---:|---:|"]
-        lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
-        lines += ["", f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
-                      f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.", ""]
+    lines += _notebooks_section(state, books) + _data_section(out)
     results = out / "results.json"
     if results.exists():
         lines += ["## Results", ""] + results_markdown(json.loads(results.read_text(encoding="utf-8"))) + [""]
     else:
-        lines += ["## Results", "", "No results table yet (the evaluation notebook has not produced `results.csv`).", ""]
-    figs = sorted(figures_dir(profile.name).glob("*.png"))
-    if figs:
-        lines += ["## Figures", ""] + [f"![{f.stem}]({Path('../..' if profile.name == 'tutorial' else '../../..') / f.relative_to(repo_root())})"
-                                       if out.resolve() == runs_dir(profile.name).resolve() else f"![{f.stem}]({f})" for f in figs] + [""]
-    samples = out / "samples.json"
-    if samples.exists():
-        lines += ["## Sample poems", ""]
-        for item in json.loads(samples.read_text(encoding="utf-8")):
-            lines += [f"**{item.get('title', '')}**", "", "<br>".join(item["content"].split("|")), ""]
+        lines += ["## Results", "", "No results table yet (the evaluation notebook has not produced "
+                  "`results.csv`).", ""]
+    lines += _figures_section(profile, out) + _samples_section(out)
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     import mistune  # optional dependency (notebooks extra), like papermill: only the pipeline writes reports
@@ -215,6 +198,52 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
     (out / "report.html").write_text("<!doctype html><meta charset='utf-8'><title>report</title>"
                                      + mistune.html("\n".join(lines)), encoding="utf-8")
     return report
+
+
+def _notebooks_section(state: dict[str, Any], books: list[Path]) -> list[str]:
+    """Markdown table of every notebook's status and wall time."""
+    lines = ["", "## Notebooks", "", "| notebook | status | wall time (s) | finished |", "|---|---|---:|---|"]
+    total = 0.0
+    for nb in books:
+        s = state.get(nb.name, {})
+        total += float(s.get("seconds", 0.0))
+        lines.append(f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} "
+                     f"| {s.get('finished', '')} |")
+    return lines + [f"| **total** | | {total:.0f} | |", ""]
+
+
+def _data_section(out: Path) -> list[str]:
+    """Poems and instances per split, from the ``data_summary.json`` notebook 01 leaves in the run folder."""
+    data_summary = out / "data_summary.json"
+    if not data_summary.exists():
+        return []
+    d = json.loads(data_summary.read_text(encoding="utf-8"))
+    lines = ["## Data", "", "| split | poems | instances |", "|---|---:|---:|"]
+    lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
+    return lines + ["", f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
+                        f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.", ""]
+
+
+def _figures_section(profile: Profile, out: Path) -> list[str]:
+    """Links to the profile's figures: relative from the profile's own run folder, absolute elsewhere."""
+    figs = sorted(figures_dir(profile.name).glob("*.png"))
+    if not figs:
+        return []
+    up = Path("../.." if profile.name == "tutorial" else "../../..")
+    own_folder = out.resolve() == runs_dir(profile.name).resolve()
+    return ["## Figures", ""] + [f"![{f.stem}]({up / f.relative_to(repo_root())})" if own_folder
+                                 else f"![{f.stem}]({f})" for f in figs] + [""]
+
+
+def _samples_section(out: Path) -> list[str]:
+    """The sample poems the last notebook leaves in ``samples.json``."""
+    samples = out / "samples.json"
+    if not samples.exists():
+        return []
+    lines = ["## Sample poems", ""]
+    for item in json.loads(samples.read_text(encoding="utf-8")):
+        lines += [f"**{item.get('title', '')}**", "", "<br>".join(item["content"].split("|")), ""]
+    return lines
 
 
 def results_markdown(results: dict[str, Any]) -> list[str]:

@@ -36,16 +36,18 @@ def test_runner_executes_injects_and_skips(env):
     assert not (REPO / "notebooks" / "runs").exists()
     again = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, log=lambda m: None, progress=False)
     assert [r.status for r in again] == ["skipped"]
-    forced = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, force=True, log=lambda m: None, progress=False)
+    forced = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, force=True, log=lambda m: None,
+                                   progress=False)
     assert [r.status for r in forced] == ["ran"]
 
 
 def test_runner_stops_on_failure_naming_notebook_and_cell(env):
     folder = env / "nbs"
     folder.mkdir()
-    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("PROFILE = None\nRUN_DIR = None", metadata={"tags": ["parameters"]}),
+    params = "PROFILE = None\nRUN_DIR = None"
+    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
                                            nbformat.v4.new_code_cell("x = 1")])
-    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("PROFILE = None\nRUN_DIR = None", metadata={"tags": ["parameters"]}),
+    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
                                           nbformat.v4.new_code_cell("print('before')"),
                                           nbformat.v4.new_code_cell("raise ValueError('boom in cell')")])
     after = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("y = 2")])
@@ -54,7 +56,8 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
         nbformat.write(nb, folder / name)
     out = env / "run"
     with pytest.raises(pipeline.PipelineError) as err:
-        pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False)
+        pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None,
+                              progress=False)
     message = str(err.value)
     assert "02_bad.ipynb" in message and "ValueError: boom in cell" in message and "raise ValueError" in message
     assert (out / "02_bad.ipynb").exists() and not (out / "03_after.ipynb").exists()
@@ -63,7 +66,8 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
     # fix the notebook: the rerun skips the good one and continues from the failed one
     bad.cells[2].source = "z = 3"
     nbformat.write(bad, folder / "02_bad.ipynb")
-    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False)
+    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None,
+                                 progress=False)
     assert [r.status for r in runs] == ["skipped", "ran", "ran"]
 
 

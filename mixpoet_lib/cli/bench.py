@@ -90,7 +90,7 @@ def flop_counter() -> Any:
             super().__init__()
             self.total = 0
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
             rule = flop_registry.get(func._overloadpacket)
@@ -99,6 +99,7 @@ def flop_counter() -> Any:
             return out
 
         def get_total_flops(self) -> int:
+            """FLOPs counted so far."""
             return self.total
 
     return _Counter()
@@ -107,7 +108,7 @@ def flop_counter() -> Any:
 class RSSSampler:
     """Background sampler of this process's resident memory (VmRSS), for per-interval peaks."""
 
-    def __init__(self, period: float = 0.005):
+    def __init__(self, period: float = 0.005) -> None:
         self.period = period
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
@@ -253,7 +254,8 @@ def phase_rows(profile_name: str, prof: Profile, keys: list[str], timer: StepTim
                 "profile": profile_name, "phase": f"{key}" + (f" ({regime})" if regime else ""),
                 "batch": pc.batch_size, "steps_timed": len(vals), "s_per_step": sps,
                 "tokens_per_s": tokens / sps, "gflop_per_step": gflops, "gflop_per_s": gflops / sps,
-                "pct_fp32_peak": 100 * gflops / sps / peaks["fp32"], "pct_bf16_peak": 100 * gflops / sps / peaks["bf16"],
+                "pct_fp32_peak": 100 * gflops / sps / peaks["fp32"],
+                "pct_bf16_peak": 100 * gflops / sps / peaks["bf16"],
                 "peak_rss_mb": rss.peak(lo, hi) / 2 ** 20,
             })
     return rows
@@ -345,7 +347,8 @@ def format_report(results: list[dict[str, Any]]) -> str:
             dae = ph.get("shared_dae")
             adv = ph.get("aus_c1 (adversarial)")
             if dae:
-                out.append(f"official code, same sizes, on an AVX-512 2-core machine: DAE {OFFICIAL['dae_s_per_step']} s/step "
+                out.append(f"official code, same sizes, on an AVX-512 2-core machine: "
+                           f"DAE {OFFICIAL['dae_s_per_step']} s/step "
                            f"(here {dae:.2f} s → {OFFICIAL['dae_s_per_step'] / dae:.2f}×)")
             if adv:
                 out.append(f"official mixture step (R + 3 D + G) {OFFICIAL['mixture_s_per_step']} s/step "

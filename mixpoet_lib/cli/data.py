@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = data.add_subparsers(dest="action", required=True)
     for name, func, help_ in (("fetch", _cmd_fetch, "download (or copy from a mirror) and verify the raw files"),
                               ("verify", _cmd_verify, "check the raw files' sha256 without downloading"),
-                              ("prepare", _cmd_prepare, "build (or reuse) the processed dataset and print its summary")):
+                              ("prepare", _cmd_prepare,
+                               "build (or reuse) the processed dataset and print its summary")):
         p = actions.add_parser(name, help=help_)
         p.add_argument("--data-dir", help="where data lives (default: $MIXPOET_DATA_DIR or <repo>/data)")
         p.add_argument("--mirror", help="local folder mirroring the raw files (default: $MIXPOET_MIRROR); "

@@ -1,4 +1,4 @@
-"""``mixpoet publish``: export a run's finished models, judges and char LM to weights/<profile>/ (safetensors + JSON)."""
+"""``mixpoet publish``: export a run's finished models, judges and char LM to weights/<profile>/ (safetensors, JSON)."""
 from __future__ import annotations
 
 import argparse
@@ -30,7 +30,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def check_published(run: Path | str, out: Path | str, models: tuple[str, ...], data: PreparedData) -> None:
-    """Validation perplexity of each model from its training checkpoint and from the published file, noted in its JSON."""
+    """Validation perplexity of each model from its training checkpoint and from the published file (noted in its
+    JSON)."""
     for name in models:
         orig = load_model(checkpoint_path(run, *final_phase(name)), device="cpu")
         pub = load_model(Path(out) / f"{name}.safetensors", device="cpu")

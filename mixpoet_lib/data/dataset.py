@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mixpoet_lib import paths as _paths
 from mixpoet_lib._util import digest, write_json_atomic
@@ -134,7 +135,8 @@ def build_corpus(raw: dict[str, Path], cfg: DataConfig, log: Log = _quiet) -> Co
         for poem in cqcf[split]:
             claim(poem, split)
     rng = random.Random(cfg.seed)
-    for split, part, n in (("unl_test", "test", cfg.unlabelled_test_poems), ("unl_valid", "valid", cfg.unlabelled_valid_poems)):
+    for split, part, n in (("unl_test", "test", cfg.unlabelled_test_poems),
+                           ("unl_valid", "valid", cfg.unlabelled_valid_poems)):
         fresh: dict[str, int] = {}
         for i, p in enumerate(ccpc[part]):
             fresh.setdefault(normalised_key(p), i)
@@ -155,7 +157,8 @@ def build_corpus(raw: dict[str, Path], cfg: DataConfig, log: Log = _quiet) -> Co
             p = splits["unl_train"][i]
             splits["unl_train"][i] = Poem(p.lines, words, p.labels, p.source, p.origin)
     stats = {split: label_table(poems) for split, poems in cqcf.items()}
-    stats["cqcf_train_pairs"] = dict(Counter(f"{a} {b}" for a, b in (p.labels for p in cqcf["cqcf_train"])).most_common())
+    pairs = Counter(f"{a} {b}" for a, b in (p.labels for p in cqcf["cqcf_train"]))
+    stats["cqcf_train_pairs"] = dict(pairs.most_common())
     return Corpus(splits, read, skips, duplicates, len(missing), stats)
 
 
@@ -298,7 +301,8 @@ def build_dataset(corpus: Corpus, cfg: DataConfig, folder: Path, log: Log = _qui
     instances = {}
     for split in SPLITS:
         arrays = encode_split(corpus.splits[split], vocab, keep if split == "unl_train" else None)
-        np.savez_compressed(folder / f"{split}.npz", **{k: getattr(arrays, k) for k in SplitArrays.__dataclass_fields__})
+        np.savez_compressed(folder / f"{split}.npz",
+                            **{k: getattr(arrays, k) for k in SplitArrays.__dataclass_fields__})
         instances[split] = arrays.n_instances
     lines = sorted({line for p in train_poems for line in p.lines})
     (folder / "training_lines.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -359,8 +363,6 @@ def prepare(profile: Profile, data_dir: str | Path | None = None, mirror: str | 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """Render the summary as the plain-text tables printed by ``mixpoet data prepare``."""
-    import pandas as pd
-
     out = []
     src = pd.DataFrame(summary["poems_per_source"]).T.fillna(0).astype(int)
     src = src.reindex(columns=[s for s in SPLITS if s in src.columns])
@@ -368,7 +370,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     out.append("Poems per source and split\n" + src.to_string())
     out.append("Instances (one per keyword) per split\n" + pd.Series(summary["instances_per_split"]).to_string())
     labels = {k: v for k, v in summary["labels"].items() if k in CQCF_FILES}
-    out.append("CQCF labels per factor class (poems as read, before de-duplication)\n" + pd.DataFrame(labels).T.to_string())
+    out.append("CQCF labels per factor class (poems as read, before de-duplication)\n"
+               + pd.DataFrame(labels).T.to_string())
     out.append("5- / 7-character poems\n" + pd.DataFrame(summary["line_lengths"]).T.to_string())
     out.append(f"Vocabulary size: {summary['vocab_size']} (incl. {N_SPECIALS} specials); "
                f"UNK rate on evaluation splits: {summary['eval_unk_rate']:.3%}")

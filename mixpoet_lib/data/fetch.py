@@ -2,8 +2,8 @@
 
 A file is only ever named as the real one after its size and sha256 matched: bytes are hashed while
 they stream into a temporary file beside the target (:func:`mixpoet_lib._util.atomic_write`), which is
-renamed into place only when both checks pass. Verified files are remembered in ``<data>/raw/.verified.json`` (size, mtime_ns,
-sha256 per name), so a rerun skips them without re-hashing.
+renamed into place only when both checks pass. Verified files are remembered in
+``<data>/raw/.verified.json`` (size, mtime_ns, sha256 per name), so a rerun skips them without re-hashing.
 
 Source order: the ``mirror`` argument, else ``base_url``, else ``$MIXPOET_MIRROR``, else the
 registry URL (raw.githubusercontent.com at the pinned commit).
@@ -83,6 +83,7 @@ class _Stamps:
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": f.sha256}
 
     def is_valid(self, f: RawFile, path: Path, rehash: bool = False) -> bool:
+        """Whether ``path`` holds ``f`` (trusting a matching stamp unless ``rehash``); stamps are updated."""
         try:
             st = path.stat()
         except OSError:
@@ -98,10 +99,12 @@ class _Stamps:
         return False
 
     def record(self, f: RawFile, path: Path) -> None:
+        """Stamp a file that was just written and verified."""
         self.data[f.name] = self._key(f, path.stat())
         self.dirty = True
 
     def save(self) -> None:
+        """Write the stamps back (atomically) if they changed."""
         if not self.dirty:
             return
         write_json_atomic(self.path, self.data, indent=0)
