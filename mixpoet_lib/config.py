@@ -7,7 +7,6 @@ is a documented choice of this kit.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mixpoet_lib._util import digest, jsonable
 from mixpoet_lib.paths import ENV_PROFILE
 
 PROFILES = ("smoke", "tutorial", "full")
@@ -209,7 +209,7 @@ SIGNATURE_IF_SET: dict[str, Any] = {"share_dis_encoding": False}
 def weight_settings(train: TrainConfig, adversarial: bool = True) -> dict[str, Any]:
     """The TrainConfig fields (as JSON data) that decide the weights; ``adversarial=False`` also drops the
     options of :data:`SIGNATURE_IF_SET` (they only act in the AUS adversarial phases)."""
-    values = json.loads(json.dumps(dataclasses.asdict(train), sort_keys=True, default=str))
+    values = jsonable(train)
     return {k: v for k, v in values.items() if k not in NOT_IN_SIGNATURE
             and not (k in SIGNATURE_IF_SET and (v == SIGNATURE_IF_SET[k] or not adversarial))}
 
@@ -277,8 +277,7 @@ class Profile:
 
     def digest(self) -> str:
         """Return a short stable hash of the whole profile."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return digest(self.to_dict(), 12)
 
 
 def _smoke() -> Profile:
@@ -413,6 +412,13 @@ def parse_overrides(text: str | Iterable[str] | None) -> dict[str, Any]:
                 value = raw.strip()
             out[key.strip()] = value
     return out
+
+
+def run_name(name: str, overrides: str | Mapping[str, Any] | None = None) -> str:
+    """The folder name of a run: the profile name, plus ``-<digest>`` of the overrides when there are some, so
+    that a run with changed settings never overwrites the profile's own checkpoints, weights or reports."""
+    wanted = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides or {})
+    return f"{name}-{digest(wanted, 8)}" if wanted else name
 
 
 def format_overrides(overrides: Mapping[str, Any]) -> str:

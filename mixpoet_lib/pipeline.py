@@ -24,7 +24,7 @@ import numpy
 import torch
 
 from mixpoet_lib._util import default_device, write_json_atomic
-from mixpoet_lib.config import Profile, get_profile
+from mixpoet_lib.config import Profile, get_profile, run_name
 from mixpoet_lib.evaluate.evaluation import SYSTEM_TITLES, markdown_results
 from mixpoet_lib.paths import figures_dir, repo_root, runs_dir
 
@@ -122,7 +122,7 @@ def run_pipeline(profile_name: str | None = None, force: bool = False, out_dir: 
     to every notebook as ``OVERRIDES`` and is part of each notebook's input hash.
     """
     profile = get_profile(profile_name or default_profile_name(), overrides)  # bad overrides fail before any run
-    out = Path(out_dir) if out_dir else runs_dir(profile.name)
+    out = Path(out_dir) if out_dir else runs_dir(run_name(profile.name, overrides))  # never the profile's own run
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "state.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}

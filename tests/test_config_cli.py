@@ -13,9 +13,9 @@ import yaml
 
 from mixpoet_lib.checkpoints import weights_key
 from mixpoet_lib.cli import app as cli
-from mixpoet_lib.cli.settings import profile_from_args
+from mixpoet_lib.cli.settings import default_run_dir, profile_from_args
 from mixpoet_lib.config import (FACTOR_CLASSES, PROFILES, ModelConfig, PhaseConfig, TrainConfig, format_overrides,
-                                get_profile, label_name, parse_label, parse_overrides, resolve_profile_name)
+                                get_profile, label_name, parse_label, parse_overrides, resolve_profile_name, run_name)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,6 +105,13 @@ def test_cli_set_option_collects_overrides(capsys):
                                           "--set", "train.ndis=4"])
     profile = profile_from_args(args)
     assert profile.name == "smoke" and profile.model.latent_size == 16 and profile.train.ndis == 4
+    # a run with changed settings gets its own folder, never the profile's own checkpoints
+    assert run_name("smoke") == run_name("smoke", "") == "smoke"
+    assert run_name("smoke", "train.ndis=4,model.latent_size=16") == run_name("smoke", {"model.latent_size": 16,
+                                                                                        "train.ndis": 4})
+    assert run_name("smoke", "model.latent_size=16,train.ndis=4") != "smoke"
+    args.run_dir = "elsewhere"
+    assert default_run_dir(args, profile) == Path("elsewhere")
     for argv, message in ((["data", "verify", "--profile", "smoke", "--set", "data.max_vocb=3"], "data.max_vocb"),
                           (["train", "--profile", "smoke", "--models", "basic", "--set", "model.latent_size=3"],
                            "latent_size"),

@@ -8,17 +8,17 @@ from pathlib import Path
 from mixpoet_lib._util import write_json_atomic
 from mixpoet_lib.checkpoints import (checkpoint_path, export_run, final_phase, load_model, total_size_mb,
                                      weights_dir)
-from mixpoet_lib.cli.settings import add_profile_options, profile_from_args
+from mixpoet_lib.cli.settings import add_profile_options, default_run_dir, overrides_from_args, profile_from_args
+from mixpoet_lib.config import run_name
 from mixpoet_lib.data.dataset import PreparedData, prepare
-from mixpoet_lib.paths import runs_dir
 from mixpoet_lib.train.loop import validation_loss
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
     profile = profile_from_args(args)
-    run = args.run_dir or runs_dir(profile.name)
+    run = default_run_dir(args, profile)
     data = prepare(profile, data_dir=args.data_dir, mirror=args.mirror)
-    out = args.output or weights_dir(profile.name)
+    out = args.output or weights_dir(run_name(profile.name, overrides_from_args(args)))
     files = export_run(run, profile, data.vocab, out, tuple(args.models), args.storage,
                        judges=not args.no_judges, lm=not args.no_lm)
     for f in files:
@@ -49,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("publish", help="export trained weights as safetensors + JSON (weights/<profile>/)",
                        description=__doc__.splitlines()[0])
     add_profile_options(p)
-    p.add_argument("--run-dir", help="run folder with checkpoints/ (default: runs/<profile>)")
-    p.add_argument("--output", help="output folder (default: weights/<profile>)")
+    p.add_argument("--run-dir", help="run folder with checkpoints/ (default: runs/<profile>, "
+                                     "runs/<profile>-<digest> with --set)")
+    p.add_argument("--output", help="output folder (default: weights/<profile>, weights/<profile>-<digest> with --set)")
     p.add_argument("--models", nargs="+", default=["basic", "cvae", "igs", "aus"],
                    help="models to export (default: basic cvae igs aus)")
     p.add_argument("--storage", choices=("fp32", "fp16", "int8"), default="int8",

@@ -6,21 +6,22 @@ import sys
 import time
 
 from mixpoet_lib.cli.settings import add_profile_options, overrides_from_args
-from mixpoet_lib.config import format_overrides
-from mixpoet_lib.pipeline import PipelineError, run_pipeline
+from mixpoet_lib.config import format_overrides, run_name
+from mixpoet_lib.paths import runs_dir
+from mixpoet_lib.pipeline import PipelineError, default_profile_name, run_pipeline
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    overrides = format_overrides(overrides_from_args(args))
     try:
-        runs = run_pipeline(args.profile, force=args.force, progress=not args.quiet,
-                            overrides=format_overrides(overrides_from_args(args)))
+        runs = run_pipeline(args.profile, force=args.force, progress=not args.quiet, overrides=overrides)
     except PipelineError as exc:
         print(f"mixpoet: reproduce stopped: {exc}", file=sys.stderr)
         return 1
     ran = sum(r.status == "ran" for r in runs)
     print(f"{ran} notebook(s) executed, {len(runs) - ran} unchanged, in {time.perf_counter() - t0:.0f} s; "
-          f"report: runs/<profile>/report.md")
+          f"report: {runs_dir(run_name(args.profile or default_profile_name(), overrides)) / 'report.md'}")
     return 0
 
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from mixpoet_lib.config import PROFILES, Profile, get_profile, parse_overrides
+from mixpoet_lib.config import PROFILES, Profile, get_profile, parse_overrides, run_name
+from mixpoet_lib.paths import runs_dir
 
 SET_HELP = ("change settings of the profile: dotted names with JSON values, comma-separated or repeated, "
             "e.g. --set model.latent_size=64,train.ndis=5")
@@ -30,3 +32,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def profile_from_args(args: argparse.Namespace, name: str | None = None) -> Profile:
     """The profile named by ``--profile`` (or ``name``), with the ``--set`` overrides applied."""
     return get_profile(name or getattr(args, "profile", None), overrides_from_args(args))
+
+
+def default_run_dir(args: argparse.Namespace, profile: Profile) -> Path:
+    """``--run-dir`` if given, else ``runs/<profile>``, or ``runs/<profile>-<digest>`` when ``--set`` changed
+    settings (see :func:`mixpoet_lib.config.run_name`)."""
+    given = getattr(args, "run_dir", None)
+    return Path(given) if given else runs_dir(run_name(profile.name, overrides_from_args(args)))

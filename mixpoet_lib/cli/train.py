@@ -5,7 +5,7 @@ import argparse
 import math
 import time
 
-from mixpoet_lib.cli.settings import add_profile_options, profile_from_args
+from mixpoet_lib.cli.settings import add_profile_options, default_run_dir, profile_from_args
 from mixpoet_lib.data.corpora import DataFormatError
 from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.fetch import FetchError
@@ -27,7 +27,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"data for profile {profile.name!r} is not available ({exc}); "
                          f"run `mixpoet data fetch --profile {profile.name}` or pass --mirror") from None
     t0 = time.perf_counter()
-    results = train(models, profile, data=data, run_dir=args.run_dir, resume=not args.no_resume,
+    results = train(models, profile, data=data, run_dir=default_run_dir(args, profile), resume=not args.no_resume,
                     progress=not args.quiet, max_steps=args.max_steps, phases=args.phases)
     if not results:
         print(f"nothing to do: no phase of {', '.join(models)} matches {', '.join(args.phases or [])}")
@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--phases", nargs="+", metavar="PHASE",
                    help=f"run only these phases of the plan ({' '.join(PHASES)}); "
                         "their upstream checkpoints must exist")
-    p.add_argument("--run-dir", help="where checkpoints/ and logs/ go (default: runs/<profile>)")
+    p.add_argument("--run-dir", help="where checkpoints/ and logs/ go (default: runs/<profile>, "
+                                     "runs/<profile>-<digest> with --set)")
     p.add_argument("--max-steps", type=int, help="stop every phase after this many steps (a later run continues it)")
     p.add_argument("--no-resume", action="store_true", help="retrain every phase of the plan from scratch")
     p.add_argument("--data-dir", help="where data lives (default: $MIXPOET_DATA_DIR or <repo>/data)")
