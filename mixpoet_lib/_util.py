@@ -56,9 +56,10 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: object, indent: int | None = 1) -> Path:
-    """Write ``obj`` as UTF-8 JSON (keys sorted, CJK kept readable) to ``path`` atomically."""
-    return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=indent, sort_keys=True))
+def write_json_atomic(path: str | os.PathLike[str], obj: object, indent: int | None = 1,
+                      sort_keys: bool = True) -> Path:
+    """Write ``obj`` as UTF-8 JSON (CJK kept readable; keys sorted unless ``sort_keys=False``) to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=indent, sort_keys=sort_keys))
 
 
 def torch_save_atomic(obj: object, path: str | os.PathLike[str]) -> Path:

@@ -253,7 +253,8 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
     elif vocab is None and isinstance(ckpt.get("config"), dict) and "data" in ckpt["config"]:
         fields = {f.name for f in dataclasses.fields(DataConfig)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"]["data"].items() if k in fields}
-        data = prepare(DataConfig(**values), data_dir=data_dir)
+        name = str(ckpt["config"].get("name") or "checkpoint")
+        data = prepare(Profile(name, data=DataConfig(**values)), data_dir=data_dir)
         vocab = data.vocab
         meta.setdefault("training_lines_path", str(data.root / "training_lines.txt"))
     elif vocab is None:

@@ -7,12 +7,16 @@ is a documented choice of this kit.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mixpoet_lib._util import digest, jsonable
 from mixpoet_lib.paths import ENV_PROFILE
 
 PROFILES = ("smoke", "tutorial", "full")
@@ -28,6 +32,25 @@ FACTOR_CLASSES_ZH: dict[str, tuple[str, ...]] = {
     "living": ("军旅", "田园", "其他"),
     "era": ("盛世", "乱世"),
 }
+N_CLASSES: tuple[int, ...] = tuple(len(c) for c in FACTOR_CLASSES.values())  # classes per factor: (3, 2)
+KL_ANNEAL_KINDS = ("linear", "sigmoid", "constant")
+CHINESE_POETRY_SETS = ("tang", "song")
+
+
+def _require(owner: object, name: str, ok: bool, rule: str) -> None:
+    """Raise a one-line ValueError naming ``owner``'s field ``name``, its value and the rule it breaks."""
+    if not ok:
+        value = getattr(owner, name)
+        raise ValueError(f"{type(owner).__name__}.{name} must be {rule}, got {value!r}")
+
+
+_RULES = {"> 0": lambda v: v > 0, "≥ 0": lambda v: v >= 0, "≥ 1 or None": lambda v: v is None or v >= 1}
+
+
+def _check(owner: object, rule: str, *names: str) -> None:
+    """Apply one of the :data:`_RULES` to several fields of ``owner``."""
+    for name in names:
+        _require(owner, name, _RULES[rule](getattr(owner, name)), rule)
 
 
 @dataclass(frozen=True)
@@ -44,6 +67,15 @@ class DataConfig:
     max_vocab: int | None = None  # optional cap on real characters (most frequent first)
     seed: int = 1234
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chinese_poetry_sets", tuple(self.chinese_poetry_sets))  # JSON gives lists
+        _require(self, "chinese_poetry_sets", set(self.chinese_poetry_sets) <= set(CHINESE_POETRY_SETS),
+                 f"a subset of {CHINESE_POETRY_SETS}")
+        _check(self, "≥ 1 or None", "chinese_poetry_max_files", "unlabelled_train_instances", "max_vocab")
+        _check(self, "≥ 0", "unlabelled_valid_poems", "unlabelled_test_poems")
+        _require(self, "max_keywords", 1 <= self.max_keywords <= 4, "in 1..4")
+        _check(self, "> 0", "min_char_freq")
+
     def cache_dict(self) -> dict[str, Any]:
         """Return the settings that change the processed data (used in its cache key)."""
         return dataclasses.asdict(self)
@@ -51,19 +83,40 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network sizes (spec §2.1)."""
+    """Network sizes (spec §2.1).
+
+    ``n_class1`` / ``n_class2`` are not settings: they always equal the class counts of :data:`FACTOR_CLASSES`
+    (use :attr:`n_classes`). They stay fields only because checkpoint signatures and the published
+    ``weights_key`` hash this dataclass with them; any other value is rejected.
+    """
 
     emb_size: int = 256
     hidden_size: int = 512
     context_size: int = 512
     latent_size: int = 256  # split into one half per factor
     factor_emb_size: int = 64
-    n_class1: int = 3
-    n_class2: int = 2
+    n_class1: int = N_CLASSES[0]  # derived, see the class docstring
+    n_class2: int = N_CLASSES[1]  # derived, see the class docstring
     drop_ratio: float = 0.15
     sens_num: int = 4
     key_len: int = 4
     max_line_len: int = 7
+
+    def __post_init__(self) -> None:
+        _check(self, "> 0", "emb_size", "hidden_size", "context_size", "latent_size", "factor_emb_size", "sens_num",
+                  "key_len", "max_line_len")
+        _require(self, "latent_size", self.latent_size % len(N_CLASSES) == 0,
+                 f"a multiple of {len(N_CLASSES)} (one equal part per factor)")
+        _require(self, "hidden_size", self.hidden_size > self.sens_num + 2,
+                 f"> sens_num + 2 = {self.sens_num + 2} (room for the length and position one-hots)")
+        _require(self, "drop_ratio", 0 <= self.drop_ratio < 1, "in [0, 1)")
+        _require(self, "n_class1", self.n_class1 == N_CLASSES[0], f"{N_CLASSES[0]} (from FACTOR_CLASSES)")
+        _require(self, "n_class2", self.n_class2 == N_CLASSES[1], f"{N_CLASSES[1]} (from FACTOR_CLASSES)")
+
+    @property
+    def n_classes(self) -> tuple[int, ...]:
+        """Classes per factor, in :data:`FACTOR_NAMES` order."""
+        return N_CLASSES
 
 
 @dataclass(frozen=True)
@@ -80,6 +133,13 @@ class PhaseConfig:
     tf_burn_in: int = 2  # teacher-forcing schedule: epochs at ratio 1
     tf_decay: int = 6
     tf_min: float = 0.85
+
+    def __post_init__(self) -> None:
+        _check(self, "> 0", "batch_size", "epochs", "lr_max")
+        _check(self, "≥ 1 or None", "max_steps")
+        _require(self, "lr_min", 0 <= self.lr_min <= self.lr_max, f"in [0, lr_max = {self.lr_max}]")
+        _check(self, "≥ 0", "warmup_steps", "decay_exponent", "tf_burn_in", "tf_decay")
+        _require(self, "tf_min", 0 <= self.tf_min <= 1, "in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -116,11 +176,25 @@ class TrainConfig:
     cl_val_instances: int = 0  # classifier validation: at most this many labelled cqcf_valid instances (0 = all)
     validate_every_epoch: bool = True
     validate_every: int = 0  # also validate every this many steps (0 = only at epoch ends and at the phase end)
-    tf_leftover_quirk: bool = True  # official: 1st second-stage epoch runs at the DAE's last teacher-forcing ratio (§2.4)
+    # official: the 1st second-stage epoch runs at the DAE's last teacher-forcing ratio (§2.4)
+    tf_leftover_quirk: bool = True
     diag_every: int = 40  # latent diagnostics (spec §7.2) every this many adversarial batches (AUS) / batches (IGS)
     diag_samples: int = 512  # samples per distribution in the diagnostics (official: 4 × 128 and 8 × 64)
     diag_chunk: int = 128  # replicas of the chosen instance per sampling round
-    num_threads: int = 0  # torch intra-op threads while training (0 = leave torch's default); tiny models run faster on 1
+    num_threads: int = 0  # torch intra-op threads while training (0 = torch's default); tiny models run faster on 1
+
+    def __post_init__(self) -> None:
+        for name in ("betas", "dis_betas"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON gives lists
+            _require(self, name, len(getattr(self, name)) == 2 and all(0 <= b < 1 for b in getattr(self, name)),
+                     "two numbers in [0, 1)")
+        _check(self, "> 0", "ndis", "clip_grad_norm", "min_tau", "ckpt_every", "log_every", "val_batches")
+        _check(self, "≥ 0", "weight_decay", "dis_decay_exponent", "rec_warm_steps", "tau_annealing_steps",
+                      "noise_init", "noise_decay_steps", "kl_anneal_steps", "free_bits", "cl_val_instances",
+                      "validate_every", "diag_every", "num_threads")
+        _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")
+        _require(self, "kl_anneal_kind", self.kl_anneal_kind in KL_ANNEAL_KINDS, f"one of {KL_ANNEAL_KINDS}")
+        _require(self, "diag_samples", self.diag_samples >= 1 and self.diag_chunk >= 1, "≥ 1 (and diag_chunk ≥ 1)")
 
 
 # TrainConfig fields that never change the trained weights (bookkeeping, validation, diagnostics run under a
@@ -135,7 +209,7 @@ SIGNATURE_IF_SET: dict[str, Any] = {"share_dis_encoding": False}
 def weight_settings(train: TrainConfig, adversarial: bool = True) -> dict[str, Any]:
     """The TrainConfig fields (as JSON data) that decide the weights; ``adversarial=False`` also drops the
     options of :data:`SIGNATURE_IF_SET` (they only act in the AUS adversarial phases)."""
-    values = json.loads(json.dumps(dataclasses.asdict(train), sort_keys=True, default=str))
+    values = jsonable(train)
     return {k: v for k, v in values.items() if k not in NOT_IN_SIGNATURE
             and not (k in SIGNATURE_IF_SET and (v == SIGNATURE_IF_SET[k] or not adversarial))}
 
@@ -154,6 +228,10 @@ class GenConfig:
     z_candidates: int = 4
     z_outlier_ratio: float = 3.0
 
+    def __post_init__(self) -> None:
+        _check(self, "> 0", "beam_size", "z_candidates")
+        _check(self, "≥ 0", "extra_steps", "z_outlier_ratio")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -171,6 +249,12 @@ class EvalConfig:
     lm_layers: int = 2
     lm: PhaseConfig = PhaseConfig(batch_size=128, epochs=5, lr_max=2e-3, warmup_steps=500)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(self.seeds))  # JSON gives lists
+        _require(self, "seeds", len(self.seeds) >= 1, "at least one seed")
+        _check(self, "> 0", "n_keywords", "intra_n", "max_pairs", "judge_emb", "judge_hidden", "lm_emb", "lm_hidden",
+                  "lm_layers")
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -184,14 +268,16 @@ class Profile:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 1234
 
+    def __post_init__(self) -> None:
+        _require(self, "name", isinstance(self.name, str) and bool(self.name), "a non-empty string")
+
     def to_dict(self) -> dict[str, Any]:
         """Return the profile as plain JSON-able data."""
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
         """Return a short stable hash of the whole profile."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return digest(self.to_dict(), 12)
 
 
 def _smoke() -> Profile:
@@ -239,9 +325,11 @@ def _tutorial() -> Profile:
         # Step counts sized to ≈ 31 min of training on a 2-core CPU (measured s/step at these sizes, 2 threads:
         # DAE 0.43, classifier 0.11, basic 0.31, cvae/igs 0.42, aus 0.40 warm-up / 0.69 adversarial).
         train=TrainConfig(
-            dae=PhaseConfig(batch_size=64, epochs=1, max_steps=1500, lr_max=2e-3, warmup_steps=200, tf_burn_in=0, tf_decay=2),
+            dae=PhaseConfig(batch_size=64, epochs=1, max_steps=1500, lr_max=2e-3, warmup_steps=200, tf_burn_in=0,
+                            tf_decay=2),
             classifier=PhaseConfig(batch_size=64, epochs=3, max_steps=500, lr_max=2e-3, warmup_steps=50),
-            mixture=PhaseConfig(batch_size=64, epochs=1, max_steps=500, lr_max=1e-3, warmup_steps=100, tf_burn_in=0, tf_decay=2),
+            mixture=PhaseConfig(batch_size=64, epochs=1, max_steps=500, lr_max=1e-3, warmup_steps=100, tf_burn_in=0,
+                                tf_decay=2),
             finetune=PhaseConfig(batch_size=64, epochs=1, max_steps=150, lr_max=1e-3, warmup_steps=100, tf_burn_in=0),
             rec_warm_steps=150,
             tau_annealing_steps=500,
@@ -275,10 +363,128 @@ def resolve_profile_name(name: str | None = None) -> str:
     return chosen
 
 
-def get_profile(name: str | None = None, **overrides: Any) -> Profile:
-    """Return the named profile (see :func:`resolve_profile_name`), with top-level fields overridden."""
+def get_profile(name: str | None = None, overrides: str | Mapping[str, Any] | None = None,
+                **fields: Any) -> Profile:
+    """Return the named profile (see :func:`resolve_profile_name`) with some settings changed.
+
+    Settings are named by dotted paths and given either as ``overrides`` (a mapping, or the command-line
+    text of :func:`parse_overrides`) or as keywords; keywords are applied last. A keyword may also name a
+    section and give a mapping of its fields. All of these give latent size 64 and 5 discriminator steps::
+
+        get_profile("tutorial", "model.latent_size=64,train.ndis=5")
+        get_profile("tutorial", {"model.latent_size": 64, "train.ndis": 5})
+        get_profile("tutorial", model={"latent_size": 64}, train={"ndis": 5})
+        get_profile("tutorial", **{"model.latent_size": 64, "train.ndis": 5})
+
+    Unknown names and values of the wrong type raise a one-line ValueError; so do values the settings'
+    own checks reject (e.g. an odd latent size).
+    """
     profile = _BUILDERS[resolve_profile_name(name)]()
-    return replace(profile, **overrides) if overrides else profile
+    wanted = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides or {})
+    wanted.update(fields)
+    return apply_overrides(profile, wanted) if wanted else profile
+
+
+_PAIR_START = re.compile(r",\s*(?=[A-Za-z_][\w.]*\s*=)")  # a comma that starts the next KEY=
+
+
+def parse_overrides(text: str | Iterable[str] | None) -> dict[str, Any]:
+    """Parse ``"model.latent_size=64,train.ndis=5"`` (or several such strings) into ``{dotted key: value}``.
+
+    Pairs are separated by commas (a comma inside a value such as ``[0.9,0.99]`` stays in it); each
+    value is read as a JSON literal (``64``, ``0.5``, ``true``, ``null``, ``[1, 2]``, ``"text"``), else kept
+    as a plain string. Empty text gives ``{}``. Keys are checked when the overrides are applied.
+    """
+    if text is None:
+        return {}
+    parts = [text] if isinstance(text, str) else list(text)
+    out: dict[str, Any] = {}
+    for part in parts:
+        for pair in _PAIR_START.split(part.strip()):
+            if not pair.strip():
+                continue
+            key, sep, raw = pair.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"setting {pair.strip()!r} is not of the form KEY=VALUE (e.g. model.latent_size=64)")
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw.strip()
+            out[key.strip()] = value
+    return out
+
+
+def run_name(name: str, overrides: str | Mapping[str, Any] | None = None) -> str:
+    """The folder name of a run: the profile name, plus ``-<digest>`` of the overrides when there are some, so
+    that a run with changed settings never overwrites the profile's own checkpoints, weights or reports."""
+    wanted = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides or {})
+    return f"{name}-{digest(wanted, 8)}" if wanted else name
+
+
+def format_overrides(overrides: Mapping[str, Any]) -> str:
+    """The inverse of :func:`parse_overrides`: ``{"train.ndis": 5}`` → ``"train.ndis=5"``."""
+    return ",".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in overrides.items())
+
+
+def apply_overrides(obj: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:
+    """Return a copy of the settings dataclass ``obj`` (a Profile or one of its sections) with dotted keys set.
+
+    A key names a field (``"ndis"``) or a path through nested settings (``"train.dae.batch_size"``); a
+    mapping given for a nested settings field updates some of its fields. Values are checked against the
+    field's type (ints for int fields, JSON lists become tuples, ...) and by the dataclasses' own checks.
+    ``prefix`` is the path of ``obj`` itself, used in error messages.
+    """
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        head, _, rest = str(key).partition(".")
+        grouped.setdefault(head, {})[rest] = value  # rest "" = the field itself
+    names = [f.name for f in dataclasses.fields(obj)]
+    hints = typing.get_type_hints(type(obj))
+    changes = {}
+    for head, sub in grouped.items():
+        path = prefix + head
+        if head not in names:
+            where = repr(prefix[:-1]) if prefix else "a profile"
+            raise ValueError(f"unknown setting {path!r}; {where} has {', '.join(names)}")
+        current = getattr(obj, head)
+        value = _coerce(path, hints[head], sub.pop("")) if "" in sub else _MISSING
+        if dataclasses.is_dataclass(current):
+            base = value if dataclasses.is_dataclass(value) else current
+            if isinstance(value, Mapping):
+                sub = {**value, **sub}
+            value = apply_overrides(base, sub, path + ".") if sub else base
+        elif sub:
+            raise ValueError(f"setting {path!r} has no sub-settings (got {', '.join(path + '.' + k for k in sub)})")
+        changes[head] = value
+    return replace(obj, **changes)
+
+
+_MISSING = object()
+
+
+def _coerce(path: str, hint: Any, value: Any) -> Any:
+    """Check ``value`` against a field's type hint; return it converted (int → float, list → tuple)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if option is type(None) and value is None:
+            return None
+        if dataclasses.is_dataclass(origin) and isinstance(value, (origin, Mapping)):
+            return value
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if origin is float:
+                return float(value)
+            if isinstance(value, int):
+                return value
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is tuple and isinstance(value, (list, tuple)):
+            item = (typing.get_args(option) or (Any,))[0]
+            return tuple(float(v) if item is float and isinstance(v, int) and not isinstance(v, bool) else v
+                         for v in value)
+    raise ValueError(f"setting {path!r} expects {hint.__name__ if isinstance(hint, type) else hint}, got {value!r}")
 
 
 def label_name(factor: str, label: int, zh: bool = False) -> str:

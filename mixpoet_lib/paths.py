@@ -42,7 +42,8 @@ def mirror_dir(override: str | os.PathLike[str] | None = None) -> Path | None:
 
 
 def figures_dir(profile: str = "tutorial") -> Path:
-    """Return where a profile's figures go (created): <repo>/figures for the published tutorial run, else figures/<profile>."""
+    """Return where a profile's figures go (created): <repo>/figures for the published tutorial run, else
+    figures/<profile>."""
     path = repo_root() / "figures" if profile == "tutorial" else repo_root() / "figures" / profile
     path.mkdir(parents=True, exist_ok=True)
     return path

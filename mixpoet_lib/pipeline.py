@@ -1,25 +1,33 @@
 """The reproduction runner: every numbered notebook in order with papermill, resumable, then a report.
 
 ``mixpoet reproduce`` executes ``notebooks/NN_*.ipynb`` into ``runs/<profile>/`` (never over the source
-notebooks), injecting ``PROFILE`` and ``RUN_DIR``. A notebook is skipped when its *inputs* are unchanged
-since its last successful run: its own file, the library code, the profile, and the outputs of the
-notebooks before it (chained through their input hashes). The first failure stops the run and names the
-notebook and the cell; the partially executed copy is kept for inspection.
+notebooks), injecting ``PROFILE``, ``RUN_DIR`` and ``OVERRIDES`` (settings changed with ``--set``, in the
+text form of :func:`mixpoet_lib.config.parse_overrides`). A notebook is skipped when its *inputs* are
+unchanged since its last successful run: its own file, the library code, the profile with its overrides,
+and the outputs of the notebooks before it (chained through their input hashes). The first failure stops the
+run and names the notebook and the cell; the partially executed copy is kept for inspection.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
+import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixpoet_lib.config import Profile, get_profile
+import numpy
+import torch
+
+from mixpoet_lib._util import default_device, write_json_atomic
+from mixpoet_lib.config import Profile, get_profile, run_name
+from mixpoet_lib.evaluate.evaluation import SYSTEM_TITLES
+from mixpoet_lib.evaluate.report import markdown_results
 from mixpoet_lib.paths import figures_dir, repo_root, runs_dir
-from mixpoet_lib.data.vocab import write_json_atomic
 
 
 class PipelineError(RuntimeError):
@@ -38,9 +46,7 @@ class NotebookRun:
 
 def default_profile_name() -> str:
     """Return 'full' when a CUDA device is available, else 'tutorial'."""
-    import torch
-
-    return "full" if torch.cuda.is_available() else "tutorial"
+    return "full" if default_device().type == "cuda" else "tutorial"
 
 
 def notebook_paths(folder: Path | None = None) -> list[Path]:
@@ -59,16 +65,45 @@ def library_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def input_hash(notebook: Path, profile: Profile, upstream: str, lib: str) -> str:
-    """Return the hash of everything a notebook's outputs depend on."""
+def input_hash(notebook: Path, profile: Profile, upstream: str, lib: str, overrides: str = "") -> str:
+    """Return the hash of everything a notebook's outputs depend on (``overrides`` counts only when given, so
+    runs without overrides keep their hashes)."""
     h = hashlib.sha256()
     for part in (notebook.read_bytes(), profile.digest().encode(), upstream.encode(), lib.encode()):
         h.update(part)
+    if overrides:
+        h.update(b"overrides\0" + overrides.encode())
     return h.hexdigest()[:16]
 
 
+def notebook_parameters(notebook: Path) -> set[str]:
+    """The names assigned in a notebook's cell tagged ``parameters`` (what papermill can inject)."""
+    import nbformat  # optional dependency (notebooks extra); only the pipeline reads notebooks
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return set()
+    return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=", cell.source, flags=re.MULTILINE))
+
+
+def notebook_inputs(notebook: Path, profile: Profile, out: Path, overrides: str) -> dict[str, str]:
+    """The parameters to inject: ``PROFILE`` and ``RUN_DIR`` always, ``OVERRIDES`` where the notebook declares it.
+
+    A notebook without an ``OVERRIDES`` parameter runs as before when there are no overrides; asked to apply
+    some, it raises :class:`PipelineError` instead of silently ignoring them.
+    """
+    params = {"PROFILE": profile.name, "RUN_DIR": str(out)}
+    if "OVERRIDES" in notebook_parameters(notebook):
+        params["OVERRIDES"] = overrides
+    elif overrides:
+        raise PipelineError(f"{notebook.name} has no OVERRIDES parameter, so it cannot apply the settings "
+                            f"{overrides!r}; run it without --set or add OVERRIDES to its parameters cell")
+    return params
+
+
 def _failing_cell(nb_path: Path) -> str:
-    import nbformat
+    import nbformat  # optional dependency (notebooks extra); only the pipeline reads notebooks
 
     nb = nbformat.read(nb_path, as_version=4)
     for index, cell in enumerate(nb.cells):
@@ -80,12 +115,15 @@ def _failing_cell(nb_path: Path) -> str:
 
 
 def run_pipeline(profile_name: str | None = None, force: bool = False, out_dir: Path | None = None,
-                 notebooks: list[Path] | None = None, log: Any = print, progress: bool = True) -> list[NotebookRun]:
-    """Execute the notebooks in order (skipping unchanged ones unless ``force``) and write the report."""
-    import papermill as pm
+                 notebooks: list[Path] | None = None, log: Callable[[str], Any] = print, progress: bool = True,
+                 overrides: str = "") -> list[NotebookRun]:
+    """Execute the notebooks in order (skipping unchanged ones unless ``force``) and write the report.
 
-    profile = get_profile(profile_name or default_profile_name())
-    out = Path(out_dir) if out_dir else runs_dir(profile.name)
+    ``overrides`` (e.g. ``"model.latent_size=64"``) changes settings of the profile; it is checked here, passed
+    to every notebook as ``OVERRIDES`` and is part of each notebook's input hash.
+    """
+    profile = get_profile(profile_name or default_profile_name(), overrides)  # bad overrides fail before any run
+    out = Path(out_dir) if out_dir else runs_dir(run_name(profile.name, overrides))  # never the profile's own run
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "state.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -94,96 +132,123 @@ def run_pipeline(profile_name: str | None = None, force: bool = False, out_dir: 
         raise PipelineError("no notebooks found to run")
     lib, upstream, runs = library_hash(), "", []
     for i, nb in enumerate(books, start=1):
-        key = input_hash(nb, profile, upstream, lib)
-        target = out / nb.name
+        key = input_hash(nb, profile, upstream, lib, overrides)
         previous = state.get(nb.name, {})
-        if not force and previous.get("input_hash") == key and previous.get("status") == "ok" and target.exists():
+        if not force and previous.get("input_hash") == key and previous.get("status") == "ok" \
+                and (out / nb.name).exists():
             log(f"[{i}/{len(books)}] {nb.name}: inputs unchanged, skipped")
             runs.append(NotebookRun(nb.name, "skipped", previous.get("seconds", 0.0), key))
-            upstream = key
-            continue
-        log(f"[{i}/{len(books)}] {nb.name}: running (profile {profile.name})")
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(nb), str(target), parameters={"PROFILE": profile.name, "RUN_DIR": str(out)},
-                                kernel_name="python3", cwd=str(nb.parent), progress_bar=progress, log_output=False)
-        except pm.PapermillExecutionError:
-            seconds = time.perf_counter() - t0
-            state[nb.name] = {"input_hash": key, "status": "failed", "seconds": seconds}
-            write_json_atomic(state_path, state)
-            raise PipelineError(f"{nb.name} failed at {_failing_cell(target)}; partial notebook kept at {target}") from None
-        seconds = time.perf_counter() - t0
-        state[nb.name] = {"input_hash": key, "status": "ok", "seconds": round(seconds, 1),
-                          "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_json_atomic(state_path, state)
-        runs.append(NotebookRun(nb.name, "ran", seconds, key))
-        log(f"[{i}/{len(books)}] {nb.name}: done in {seconds:.0f} s")
+        else:
+            log(f"[{i}/{len(books)}] {nb.name}: running (profile {profile.name})")
+            seconds = _execute(nb, out, notebook_inputs(nb, profile, out, overrides), key, state, progress)
+            runs.append(NotebookRun(nb.name, "ran", seconds, key))
+            log(f"[{i}/{len(books)}] {nb.name}: done in {seconds:.0f} s")
         upstream = key
-    write_report(profile, out, state, books)
+    write_report(profile, out, state, books, overrides)
     return runs
+
+
+def _execute(nb: Path, out: Path, params: dict[str, str], key: str, state: dict[str, Any], progress: bool) -> float:
+    """Run one notebook into ``out`` with papermill, record the outcome in ``state.json``; return its seconds."""
+    import papermill as pm  # optional dependency (notebooks extra), heavy; only ``reproduce`` runs notebooks
+
+    target, state_path = out / nb.name, out / "state.json"
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3", cwd=str(nb.parent),
+                            progress_bar=progress, log_output=False)
+    except pm.PapermillExecutionError:
+        state[nb.name] = {"input_hash": key, "status": "failed", "seconds": time.perf_counter() - t0}
+        write_json_atomic(state_path, state, sort_keys=False)
+        raise PipelineError(f"{nb.name} failed at {_failing_cell(target)}; partial notebook kept at {target}") from None
+    seconds = time.perf_counter() - t0
+    state[nb.name] = {"input_hash": key, "status": "ok", "seconds": round(seconds, 1),
+                      "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json_atomic(state_path, state, sort_keys=False)
+    return seconds
 
 
 def environment() -> dict[str, str]:
     """Return versions and device information for the report."""
-    import numpy
-    import torch
-
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "platform": platform.platform(), "device": device, "command": " ".join(sys.argv[:1] + sys.argv[1:])}
 
 
-def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list[Path]) -> Path:
+def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list[Path], overrides: str = "") -> Path:
     """Write ``report.md`` and ``report.html`` summarising the run folder."""
     lines = [f"# MixPoet-kit run report — profile `{profile.name}`", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; seed {profile.seed}; profile digest `{profile.digest()}`.", "",
-             "## Environment", "", "| item | value |", "|---|---|"]
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; seed {profile.seed}; "
+             f"profile digest `{profile.digest()}`.", ""]
+    if overrides:
+        lines += [f"Settings changed from the profile: `{overrides}`.", ""]
+    lines += ["## Environment", "", "| item | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in environment().items()]
-    lines += ["", "## Notebooks", "", "| notebook | status | wall time (s) | finished |", "|---|---|---:|---|"]
-    total = 0.0
-    for nb in books:
-        s = state.get(nb.name, {})
-        total += float(s.get("seconds", 0.0))
-        lines.append(f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} | {s.get('finished', '')} |")
-    lines += [f"| **total** | | {total:.0f} | |", ""]
-    data_summary = out / "data_summary.json"
-    if data_summary.exists():
-        d = json.loads(data_summary.read_text(encoding="utf-8"))
-        lines += ["## Data", "", "| split | poems | instances |", "|---|---:|---:|"]
-        lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
-        lines += ["", f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
-                      f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.", ""]
+    lines += _notebooks_section(state, books) + _data_section(out)
     results = out / "results.json"
     if results.exists():
         lines += ["## Results", ""] + results_markdown(json.loads(results.read_text(encoding="utf-8"))) + [""]
     else:
-        lines += ["## Results", "", "No results table yet (the evaluation notebook has not produced `results.csv`).", ""]
-    figs = sorted(figures_dir(profile.name).glob("*.png"))
-    if figs:
-        lines += ["## Figures", ""] + [f"![{f.stem}]({Path('../..' if profile.name == 'tutorial' else '../../..') / f.relative_to(repo_root())})"
-                                       if out.resolve() == runs_dir(profile.name).resolve() else f"![{f.stem}]({f})" for f in figs] + [""]
-    samples = out / "samples.json"
-    if samples.exists():
-        lines += ["## Sample poems", ""]
-        for item in json.loads(samples.read_text(encoding="utf-8")):
-            lines += [f"**{item.get('title', '')}**", "", "<br>".join(item["content"].split("|")), ""]
+        lines += ["## Results", "", "No results table yet (the evaluation notebook has not produced "
+                  "`results.csv`).", ""]
+    lines += _figures_section(profile, out) + _samples_section(out)
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
-    try:
-        import mistune
+    import mistune  # optional dependency (notebooks extra), like papermill: only the pipeline writes reports
 
-        (out / "report.html").write_text("<!doctype html><meta charset='utf-8'><title>report</title>"
-                                         + mistune.html("\n".join(lines)), encoding="utf-8")
-    except ImportError:  # mistune comes with nbconvert; the Markdown report is the primary one
-        pass
+    (out / "report.html").write_text("<!doctype html><meta charset='utf-8'><title>report</title>"
+                                     + mistune.html("\n".join(lines)), encoding="utf-8")
     return report
+
+
+def _notebooks_section(state: dict[str, Any], books: list[Path]) -> list[str]:
+    """Markdown table of every notebook's status and wall time."""
+    lines = ["", "## Notebooks", "", "| notebook | status | wall time (s) | finished |", "|---|---|---:|---|"]
+    total = 0.0
+    for nb in books:
+        s = state.get(nb.name, {})
+        total += float(s.get("seconds", 0.0))
+        lines.append(f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} "
+                     f"| {s.get('finished', '')} |")
+    return lines + [f"| **total** | | {total:.0f} | |", ""]
+
+
+def _data_section(out: Path) -> list[str]:
+    """Poems and instances per split, from the ``data_summary.json`` notebook 01 leaves in the run folder."""
+    data_summary = out / "data_summary.json"
+    if not data_summary.exists():
+        return []
+    d = json.loads(data_summary.read_text(encoding="utf-8"))
+    lines = ["## Data", "", "| split | poems | instances |", "|---|---:|---:|"]
+    lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
+    return lines + ["", f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
+                        f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.", ""]
+
+
+def _figures_section(profile: Profile, out: Path) -> list[str]:
+    """Links to the profile's figures: relative from the profile's own run folder, absolute elsewhere."""
+    figs = sorted(figures_dir(profile.name).glob("*.png"))
+    if not figs:
+        return []
+    up = Path("../.." if profile.name == "tutorial" else "../../..")
+    own_folder = out.resolve() == runs_dir(profile.name).resolve()
+    return ["## Figures", ""] + [f"![{f.stem}]({up / f.relative_to(repo_root())})" if own_folder
+                                 else f"![{f.stem}]({f})" for f in figs] + [""]
+
+
+def _samples_section(out: Path) -> list[str]:
+    """The sample poems the last notebook leaves in ``samples.json``."""
+    samples = out / "samples.json"
+    if not samples.exists():
+        return []
+    lines = ["## Sample poems", ""]
+    for item in json.loads(samples.read_text(encoding="utf-8")):
+        lines += [f"**{item.get('title', '')}**", "", "<br>".join(item["content"].split("|")), ""]
+    return lines
 
 
 def results_markdown(results: dict[str, Any]) -> list[str]:
     """The results section (table, judge ceiling, LM reference, claims, generation time) from ``results.json``."""
-    from mixpoet_lib.evaluate.evaluation import SYSTEM_TITLES
-    from mixpoet_lib.evaluate.report import markdown_results
-
     meta = results.get("meta", {})
     lines = [f"{meta.get('n_keywords', '?')} test keywords (half 5-, half 7-character), generation seeds "
              f"{meta.get('seeds', '?')}, beam {meta.get('beam_size', '?')}; mean ± std over the seeds "
@@ -223,10 +288,3 @@ def results_markdown(results: dict[str, Any]) -> list[str]:
         lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in claims]
     return lines
 
-
-def markdown_table(df: Any) -> str:
-    """Render a pandas DataFrame as a GitHub Markdown table (no extra dependency)."""
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, rule, *rows])

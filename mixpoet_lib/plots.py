@@ -10,8 +10,12 @@ from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 from matplotlib import font_manager
 
+from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_CLASSES_ZH, FACTOR_TITLES
 from mixpoet_lib.paths import ENV_FONT, figures_dir
 
 FONT_FAMILIES = ["Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
@@ -25,7 +29,8 @@ def use_cjk_font(path: str | None = None, quiet: bool = False) -> str | None:
     """Register and select a CJK font (argument, $MIXPOET_CJK_FONT, system fonts); warn and return None if none."""
     explicit = path or os.environ.get(ENV_FONT)
     if explicit and not Path(explicit).is_file():
-        warnings.warn(f"{ENV_FONT}={explicit!r} is not a font file; looking for system CJK fonts instead", stacklevel=2)
+        warnings.warn(f"{ENV_FONT}={explicit!r} is not a font file; looking for system CJK fonts instead",
+                      stacklevel=2)
         explicit = None
     chosen: list[str] = []
     for file in filter(None, [explicit, *FONT_FILES]):
@@ -48,8 +53,6 @@ def use_cjk_font(path: str | None = None, quiet: bool = False) -> str | None:
 
 def setup_style(font: str | None = None) -> str | None:
     """Apply the kit's seaborn theme and then the CJK font (seaborn resets fonts, so order matters)."""
-    import seaborn as sns
-
     sns.set_theme(style="whitegrid", context="notebook")
     matplotlib.rcParams["svg.hashsalt"] = "mixpoet-kit"  # byte-stable SVG files
     matplotlib.rcParams["figure.dpi"] = 100
@@ -70,11 +73,6 @@ def save_figure(fig: Any, name: str, profile: str = "tutorial", folder: Path | N
 
 def label_distribution(label_stats: dict[str, dict[str, int]], zh: bool = True) -> Any:
     """Bar charts of the CQCF label counts per factor class and split."""
-    import pandas as pd
-    import seaborn as sns
-
-    from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_CLASSES_ZH, FACTOR_TITLES
-
     names = FACTOR_CLASSES_ZH if zh else FACTOR_CLASSES
     rows = []
     for split in ("cqcf_train", "cqcf_valid", "cqcf_test"):
@@ -96,11 +94,6 @@ def label_distribution(label_stats: dict[str, dict[str, int]], zh: bool = True) 
 
 def cooccurrence_heatmap(pairs: dict[str, int], zh: bool = True) -> Any:
     """Heat map of how often each (living, era) label pair occurs, -1 = unlabelled."""
-    import numpy as np
-    import seaborn as sns
-
-    from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_CLASSES_ZH
-
     names = FACTOR_CLASSES_ZH if zh else FACTOR_CLASSES
     unl = "未标注" if zh else "unlabelled"
     grid = np.zeros((4, 3), dtype=int)
@@ -119,8 +112,6 @@ def cooccurrence_heatmap(pairs: dict[str, int], zh: bool = True) -> Any:
 
 def length_split(line_lengths: dict[str, dict[str, int]]) -> Any:
     """Stacked bars of 5- vs 7-character poems per split."""
-    import pandas as pd
-
     df = pd.DataFrame(line_lengths).T
     fig, ax = plt.subplots(figsize=(7, 3.2))
     df.plot(kind="barh", stacked=True, ax=ax, color=["#4C72B0", "#DD8452"])

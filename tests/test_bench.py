@@ -5,7 +5,7 @@ import json
 
 
 from mixpoet_lib.cli import app as cli
-from mixpoet_lib.cli.bench import RSSSampler, format_report, matmul_peak
+from mixpoet_lib.cli.bench import RSSSampler, bench_settings, cpu_info, format_report, matmul_peak
 
 
 def test_matmul_peak_is_positive_and_finite():
@@ -28,7 +28,8 @@ def test_rss_sampler_sees_an_allocation():
 
 def test_bench_smoke_json(mirror_dir, monkeypatch, capsys):
     monkeypatch.setenv("MIXPOET_MIRROR", str(mirror_dir))
-    rc = cli.main(["bench", "--profiles", "smoke", "--steps", "8", "--threads", "1", "--json", "--no-generation"])
+    rc = cli.main(["bench", "--profiles", "smoke", "--steps", "8", "--threads", "1", "--json", "--no-generation",
+                   "--set", "eval.intra_n=2"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     (r,) = res
@@ -41,7 +42,21 @@ def test_bench_smoke_json(mirror_dir, monkeypatch, capsys):
     # the adversarial step (R + 3 D + G) costs more FLOPs than the reconstruction step alone
     assert phases["aus_c1 (adversarial)"]["gflop_per_step"] > phases["aus_c1 (warm-up)"]["gflop_per_step"]
     assert r["matmul_peak_gflops"]["fp32"] > 0 and r["threads"] == 1
-    assert "shared_dae" in format_report(res)
+    assert r["overrides"] == "eval.intra_n=2" and r["cpu"]["model"]
+    report = format_report(res)
+    assert "shared_dae" in report and f"CPU {r['cpu']['model']}" in report and "speed flags" in report
+
+
+def test_cpu_info_names_the_processor_and_speed_flags():
+    info = cpu_info()
+    assert info["model"] and isinstance(info["flags"], list)
+    assert all(f in ("avx2", "fma") or f.startswith(("avx512", "amx")) for f in info["flags"])
+
+
+def test_bench_settings_keep_user_overrides():
+    full = bench_settings("full", 12, 2, 1, "train.share_dis_encoding=true,data.max_vocab=100")
+    assert full.train.share_dis_encoding and full.data.max_vocab == 100 and full.train.ckpt_every == 10 ** 9
+    assert bench_settings("full", 12, 2, 1).data.max_vocab == 5547 - 4 and full.train.rec_warm_steps == 5
 
 
 def test_bench_rejects_too_few_steps(capsys):

@@ -1,11 +1,13 @@
 """The prepared dataset: splits without leakage, instances, sub-sampling, cache behaviour, summary."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from mixpoet_lib.data import dataset as ds
-from mixpoet_lib.config import DataConfig, get_profile
+from mixpoet_lib.config import DataConfig, Profile, get_profile
 from mixpoet_lib.data.corpora import Poem, normalised_key
 from mixpoet_lib.data.vocab import PAD, build_vocab
 
@@ -70,14 +72,14 @@ def test_encode_split_keeps_selected_instances():
 def test_cache_reused_and_rebuilt_on_change(tmp_path, mirror_dir, monkeypatch):
     cfg = DataConfig(chinese_poetry_max_files=1, unlabelled_valid_poems=50, unlabelled_test_poems=50,
                      unlabelled_train_instances=500)
-    first = ds.prepare(cfg, data_dir=tmp_path, mirror=mirror_dir)
+    first = ds.prepare(Profile("test", data=cfg), data_dir=tmp_path, mirror=mirror_dir)
     calls = []
     monkeypatch.setattr(ds, "build_corpus", lambda *a, **k: calls.append("corpus"))
     monkeypatch.setattr(ds, "build_dataset", lambda *a, **k: calls.append("dataset"))
-    again = ds.prepare(cfg, data_dir=tmp_path, mirror=mirror_dir)
+    again = ds.prepare(Profile("test", data=cfg), data_dir=tmp_path, mirror=mirror_dir)
     assert again.root == first.root and calls == []
     monkeypatch.undo()
-    changed = ds.prepare(DataConfig(**{**cfg.cache_dict(), "unlabelled_train_instances": 400}),
+    changed = ds.prepare(Profile("test", data=replace(cfg, unlabelled_train_instances=400)),
                          data_dir=tmp_path, mirror=mirror_dir)
     assert changed.corpus_root == first.corpus_root and changed.root != first.root
     assert changed.summary["instances_per_split"]["unl_train"] == 400
@@ -93,11 +95,11 @@ def test_interrupted_build_leaves_no_cache(tmp_path, mirror_dir, monkeypatch):
 
     monkeypatch.setattr(ds, "build_dataset", boom)
     with pytest.raises(KeyboardInterrupt):
-        ds.prepare(cfg, data_dir=tmp_path, mirror=mirror_dir)
+        ds.prepare(Profile("test", data=cfg), data_dir=tmp_path, mirror=mirror_dir)
     processed = tmp_path / "processed"
     assert [p.name.startswith("corpus-") for p in processed.iterdir()] == [True]  # finished stage kept
     monkeypatch.undo()
-    assert ds.prepare(cfg, data_dir=tmp_path, mirror=mirror_dir).summary["vocab_size"] > 100
+    assert ds.prepare(Profile("test", data=cfg), data_dir=tmp_path, mirror=mirror_dir).summary["vocab_size"] > 100
 
 
 def test_corrupt_mirror_file_stops_before_any_processing(tmp_path, mirror_dir):

@@ -32,7 +32,8 @@ def _flip_byte(data: bytes, at: int | None = None) -> bytes:
 
 
 def _leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if ".part-" in p.name]
+    """Temporary files of interrupted or rejected writes (``_util.atomic_write`` names them ``.<name>.*.part``)."""
+    return [p for p in root.rglob("*") if p.name.endswith(".part") or ".part-" in p.name]
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from mixpoet_lib import pipeline
+from mixpoet_lib.config import get_profile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,16 +36,18 @@ def test_runner_executes_injects_and_skips(env):
     assert not (REPO / "notebooks" / "runs").exists()
     again = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, log=lambda m: None, progress=False)
     assert [r.status for r in again] == ["skipped"]
-    forced = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, force=True, log=lambda m: None, progress=False)
+    forced = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, force=True, log=lambda m: None,
+                                   progress=False)
     assert [r.status for r in forced] == ["ran"]
 
 
 def test_runner_stops_on_failure_naming_notebook_and_cell(env):
     folder = env / "nbs"
     folder.mkdir()
-    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("PROFILE = None\nRUN_DIR = None", metadata={"tags": ["parameters"]}),
+    params = "PROFILE = None\nRUN_DIR = None"
+    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
                                            nbformat.v4.new_code_cell("x = 1")])
-    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("PROFILE = None\nRUN_DIR = None", metadata={"tags": ["parameters"]}),
+    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
                                           nbformat.v4.new_code_cell("print('before')"),
                                           nbformat.v4.new_code_cell("raise ValueError('boom in cell')")])
     after = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("y = 2")])
@@ -53,7 +56,8 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
         nbformat.write(nb, folder / name)
     out = env / "run"
     with pytest.raises(pipeline.PipelineError) as err:
-        pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False)
+        pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None,
+                              progress=False)
     message = str(err.value)
     assert "02_bad.ipynb" in message and "ValueError: boom in cell" in message and "raise ValueError" in message
     assert (out / "02_bad.ipynb").exists() and not (out / "03_after.ipynb").exists()
@@ -62,8 +66,43 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
     # fix the notebook: the rerun skips the good one and continues from the failed one
     bad.cells[2].source = "z = 3"
     nbformat.write(bad, folder / "02_bad.ipynb")
-    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False)
+    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None,
+                                 progress=False)
     assert [r.status for r in runs] == ["skipped", "ran", "ran"]
+
+
+def _notebook(folder, name, params, code):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / name)
+    return folder / name
+
+
+def test_overrides_injected_where_declared_refused_elsewhere_and_hashed(env):
+    folder = env / "nbs"
+    folder.mkdir()
+    declared = _notebook(folder, "01_declared.ipynb", "PROFILE = None\nRUN_DIR = None\nOVERRIDES: str = \"\"",
+                         "from mixpoet_lib.config import get_profile\n"
+                         "assert get_profile(PROFILE, OVERRIDES).train.ndis == 5")
+    plain = _notebook(folder, "02_plain.ipynb", "PROFILE = None\nRUN_DIR = None", "x = 1")
+    assert pipeline.notebook_parameters(declared) == {"PROFILE", "RUN_DIR", "OVERRIDES"}
+    out = env / "run"
+    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=[declared], log=lambda m: None, progress=False,
+                                 overrides="train.ndis=5")
+    assert [r.status for r in runs] == ["ran"]
+    executed = nbformat.read(out / declared.name, as_version=4)
+    injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'OVERRIDES = "train.ndis=5"' in injected.source
+    with pytest.raises(pipeline.PipelineError, match="02_plain.ipynb has no OVERRIDES parameter"):
+        pipeline.run_pipeline("smoke", out_dir=out, notebooks=[plain], log=lambda m: None, progress=False,
+                              overrides="train.ndis=5")
+    assert not (out / plain.name).exists()
+    with pytest.raises(ValueError, match="unknown setting 'train.ndiss'"):
+        pipeline.run_pipeline("smoke", out_dir=out, notebooks=[plain], log=lambda m: None, overrides="train.ndiss=5")
+    prof = get_profile("smoke")
+    base = pipeline.input_hash(plain, prof, "", "lib")
+    assert pipeline.input_hash(plain, prof, "", "lib", "") == base != pipeline.input_hash(plain, prof, "", "lib", "a=1")
 
 
 def test_results_markdown_from_results_json():

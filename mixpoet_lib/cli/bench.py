@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -32,6 +33,19 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from mixpoet_lib.checkpoints import build_model
+from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
+from mixpoet_lib.config import Profile, apply_overrides, format_overrides, get_profile, parse_overrides
+from mixpoet_lib.data.dataset import PreparedData, prepare
+from mixpoet_lib.data.vocab import N_SPECIALS
+from mixpoet_lib.generate.generator import benchmark_generation
+from mixpoet_lib.train.loop import train
 
 OFFICIAL = {"dae_s_per_step": 1.1, "mixture_s_per_step": 1.7, "peak_rss_gb": 1.9,
             "gen_poems_per_s_full": (1 / 0.09, 1 / 0.07)}
@@ -46,8 +60,6 @@ MODELS = ("basic", "cvae", "igs", "aus")
 
 def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 3) -> float:
     """Measured GFLOP/s of an n×n×n matmul in the given dtype on the current torch threads (best of reps)."""
-    import torch
-
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     probe = torch.randn(256, 256).to(dtype)
     t0 = time.perf_counter()
@@ -73,15 +85,12 @@ def flop_counter() -> Any:
     Unlike ``FlopCounterMode`` it keeps no module tracker, whose hooks fail on the scheduled-sampling decoder's
     views; the GRUs decompose into counted matmuls on the CPU.
     """
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-
     class _Counter(TorchDispatchMode):
         def __init__(self) -> None:
             super().__init__()
             self.total = 0
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
             rule = flop_registry.get(func._overloadpacket)
@@ -90,6 +99,7 @@ def flop_counter() -> Any:
             return out
 
         def get_total_flops(self) -> int:
+            """FLOPs counted so far."""
             return self.total
 
     return _Counter()
@@ -98,7 +108,7 @@ def flop_counter() -> Any:
 class RSSSampler:
     """Background sampler of this process's resident memory (VmRSS), for per-interval peaks."""
 
-    def __init__(self, period: float = 0.005):
+    def __init__(self, period: float = 0.005) -> None:
         self.period = period
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
@@ -132,110 +142,156 @@ class RSSSampler:
         return max(vals) if vals else 0
 
 
-def bench_profile(profile_name: str, steps: int, skip: int, threads: int, generation: bool,
-                  share_dis_encoding: bool | None = None, models: tuple[str, ...] = MODELS) -> dict[str, Any]:
-    """Run the training phases of one profile for a few steps and return the per-phase figures (worker side)."""
-    import pandas as pd
-    import torch
-    from mixpoet_lib.config import get_profile
-    from mixpoet_lib.data.dataset import prepare
-    from mixpoet_lib.train.loop import train
+def cpu_info() -> dict[str, Any]:
+    """The processor model and its speed-relevant instruction sets (AVX2, AVX-512*, AMX*), from /proc/cpuinfo
+    or ``lscpu``; empty values where neither is available."""
+    text = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        pass
+    if "flags" not in text:
+        try:
+            text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            text = ""
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "model name(s)") and not model:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    fast = sorted(f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx")))
+    return {"model": model or platform.processor() or "unknown", "flags": fast, "cores": os.cpu_count()}
 
-    if threads > 0:
-        torch.set_num_threads(threads)
+
+def bench_settings(profile_name: str, steps: int, skip: int, threads: int,
+                   overrides: str | None = None) -> Profile:
+    """The profile as benchmarked: ``--set`` overrides applied, the official vocabulary size for ``full``,
+    AUS warm-up long enough to time both regimes, no checkpoints, validation or diagnostics in between."""
     prof = get_profile(profile_name)
     if profile_name == "full":
-        prof = dataclasses.replace(prof, data=dataclasses.replace(prof.data, max_vocab=OFFICIAL_VOCAB - 4))
+        prof = apply_overrides(prof, {"data.max_vocab": OFFICIAL_VOCAB - N_SPECIALS})
+    prof = apply_overrides(prof, parse_overrides(overrides))  # the user's settings win
     warm = max(skip + 3, steps // 3)  # AUS: reconstruction warm-up steps, then adversarial ones
+    return apply_overrides(prof, {"train": {
+        "rec_warm_steps": warm, "ckpt_every": 10 ** 9, "validate_every": 0, "validate_every_epoch": False,
+        "diag_every": 0, "num_threads": threads or prof.train.num_threads}})
+
+
+class StepTimer:
+    """The training callback of the bench: per-step wall times, each phase's time span and the FLOPs of
+    chosen steps (counted on those steps only, which are then left out of the timings)."""
+
+    def __init__(self, flop_steps: dict[str, int]) -> None:
+        self.flop_steps = flop_steps  # "warm", "adv" (AUS mixture phase) and "plain" (every other phase)
+        self.times: dict[str, list[tuple[int, float]]] = {}
+        self.bounds: dict[str, list[float]] = {}
+        self.flops: dict[str, dict[int, int]] = {}
+        self._last: float | None = None
+        self._counter: Any = None
+        self._key: str | None = None
+
+    def __call__(self, key: str, step: int, row: dict) -> None:
+        """Record the step that just ended; start a FLOP count if the next step is one to count."""
+        now = time.perf_counter()
+        if self._counter is not None:  # close the FLOP count of the step that just ended
+            self._counter.__exit__(None, None, None)
+            self.flops.setdefault(key, {})[step] = self._counter.get_total_flops()
+            self._counter = None
+        elif self._key == key and self._last is not None:
+            self.times.setdefault(key, []).append((step, now - self._last))
+        self.bounds.setdefault(key, [now, now])[1] = now
+        if self._key != key:
+            self.bounds[key][0] = now
+        self._key = key
+        name = key.rsplit("_", 1)[0]
+        at = self.flop_steps
+        targets = {at["warm"], at["adv"]} if name.startswith("aus") and key.endswith("c1") else {at["plain"]}
+        if step + 1 in targets:
+            self._counter = flop_counter()
+            self._counter.__enter__()
+        self._last = time.perf_counter()
+
+
+def _regimes(name: str, key: str, per_step: list[tuple[int, float]], logs: Path) -> dict[str, list]:
+    """Split AUS step timings into warm-up and adversarial steps (from its CSV log); one regime otherwise."""
+    if name != "aus":
+        return {"": per_step}
+    log = pd.read_csv(logs / f"{key}.csv")
+    adv_steps = set(log.loc[log["d_loss"].notna(), "step"].astype(int)) if "step" in log else set()
+    if not adv_steps:
+        return {"": per_step}
+    return {"warm-up": [(s, x) for s, x in per_step if s not in adv_steps],
+            "adversarial": [(s, x) for s, x in per_step if s in adv_steps]}
+
+
+def phase_rows(profile_name: str, prof: Profile, keys: list[str], timer: StepTimer, logs: Path, skip: int,
+               mean_len: float, peaks: dict[str, float], rss: RSSSampler) -> list[dict[str, Any]]:
+    """One row of figures per timed phase (and per AUS regime)."""
     t = prof.train
-    tcfg = dataclasses.replace(t, rec_warm_steps=warm, ckpt_every=10 ** 9, validate_every=0,
-                               validate_every_epoch=False, diag_every=0, num_threads=threads or t.num_threads,
-                               share_dis_encoding=t.share_dis_encoding if share_dis_encoding is None
-                               else share_dis_encoding)
-    prof = dataclasses.replace(prof, train=tcfg)
+    configs = {"dae": t.dae, "cl1": t.classifier, "cl2": t.classifier, "c1": t.mixture, "c2": t.finetune}
+    rows = []
+    for key in keys:
+        name, phase = key.rsplit("_", 1)
+        pc = configs[phase]
+        per_step = [(s, x) for s, x in timer.times.get(key, []) if s > skip]
+        lo, hi = timer.bounds.get(key, [0.0, 0.0])
+        for regime, vals in _regimes(name, key, per_step, logs).items():
+            if not vals:
+                continue
+            sps = statistics.median(x for _, x in vals)
+            f = timer.flops.get(key, {})
+            if name == "aus" and phase == "c1":
+                fl = f.get(timer.flop_steps["adv" if regime == "adversarial" else "warm"])
+            else:
+                fl = next(iter(f.values()), None)
+            tokens = pc.batch_size * 4 * (mean_len + 1)
+            gflops = fl / 1e9 if fl else float("nan")
+            rows.append({
+                "profile": profile_name, "phase": f"{key}" + (f" ({regime})" if regime else ""),
+                "batch": pc.batch_size, "steps_timed": len(vals), "s_per_step": sps,
+                "tokens_per_s": tokens / sps, "gflop_per_step": gflops, "gflop_per_s": gflops / sps,
+                "pct_fp32_peak": 100 * gflops / sps / peaks["fp32"],
+                "pct_bf16_peak": 100 * gflops / sps / peaks["bf16"],
+                "peak_rss_mb": rss.peak(lo, hi) / 2 ** 20,
+            })
+    return rows
+
+
+def bench_profile(profile_name: str, steps: int, skip: int, threads: int, generation: bool,
+                  overrides: str | None = None, models: tuple[str, ...] = MODELS) -> dict[str, Any]:
+    """Run the training phases of one profile for a few steps and return the per-phase figures (worker side)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    prof = bench_settings(profile_name, steps, skip, threads, overrides)
     data = prepare(prof)
     arrays = data.arrays("unl_train")
     mean_len = float(arrays.length[arrays.poem_index].mean())  # characters per line over training instances
     peaks = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
-    flop_at = {"warm": skip + 1, "adv": warm + skip + 1, "plain": skip + 1}
-    times: dict[str, list[tuple[int, float]]] = {}
-    bounds: dict[str, list[float]] = {}
-    flops: dict[str, dict[int, int]] = {}
-    state: dict[str, Any] = {"last": None, "counter": None, "key": None}
-
-    def on_step(key: str, step: int, row: dict) -> None:
-        now = time.perf_counter()
-        if state["counter"] is not None:  # close the FLOP count of the step that just ended
-            state["counter"].__exit__(None, None, None)
-            flops.setdefault(key, {})[step] = state["counter"].get_total_flops()
-            state["counter"] = None
-        elif state["key"] == key and state["last"] is not None:
-            times.setdefault(key, []).append((step, now - state["last"]))
-        bounds.setdefault(key, [now, now])[1] = now
-        if state["key"] != key:
-            bounds[key][0] = now
-        state["key"] = key
-        name = key.rsplit("_", 1)[0]
-        targets = ({flop_at["warm"], flop_at["adv"]} if name.startswith("aus") and key.endswith("c1")
-                   else {flop_at["plain"]})
-        if step + 1 in targets:
-            state["counter"] = flop_counter()
-            state["counter"].__enter__()
-        state["last"] = time.perf_counter()
-
-    rows = []
+    warm = prof.train.rec_warm_steps
+    timer = StepTimer({"warm": skip + 1, "adv": warm + skip + 1, "plain": skip + 1})
     with tempfile.TemporaryDirectory() as tmp, RSSSampler() as rss:
         t0 = time.perf_counter()
-        res = train(list(models), prof, data=data, run_dir=tmp, progress=False, max_steps=steps, callback=on_step)
+        res = train(list(models), prof, data=data, run_dir=tmp, progress=False, max_steps=steps, callback=timer)
         wall = time.perf_counter() - t0
-        for key, r in res.items():
-            name, phase = key.rsplit("_", 1)
-            pc = {"dae": t.dae, "cl1": t.classifier, "cl2": t.classifier, "c1": t.mixture, "c2": t.finetune}[phase]
-            per_step = [(s, x) for s, x in times.get(key, []) if s > skip]
-            regimes = {"": per_step}
-            if name == "aus":
-                log = pd.read_csv(Path(tmp) / "logs" / f"{key}.csv")
-                adv_steps = set(log.loc[log["d_loss"].notna(), "step"].astype(int)) if "step" in log else set()
-                if adv_steps:
-                    regimes = {"warm-up": [(s, x) for s, x in per_step if s not in adv_steps],
-                               "adversarial": [(s, x) for s, x in per_step if s in adv_steps]}
-            lo, hi = bounds.get(key, [0.0, 0.0])
-            for regime, vals in regimes.items():
-                if not vals:
-                    continue
-                sps = statistics.median(x for _, x in vals)
-                f = flops.get(key, {})
-                if name == "aus" and phase == "c1":
-                    fl = f.get(flop_at["adv" if regime == "adversarial" else "warm"])
-                else:
-                    fl = next(iter(f.values()), None)
-                tokens = pc.batch_size * 4 * (mean_len + 1)
-                gflops = fl / 1e9 if fl else float("nan")
-                rows.append({
-                    "profile": profile_name, "phase": f"{key}" + (f" ({regime})" if regime else ""),
-                    "batch": pc.batch_size, "steps_timed": len(vals), "s_per_step": sps,
-                    "tokens_per_s": tokens / sps, "gflop_per_step": gflops, "gflop_per_s": gflops / sps,
-                    "pct_fp32_peak": 100 * gflops / sps / peaks["fp32"], "pct_bf16_peak": 100 * gflops / sps / peaks["bf16"],
-                    "peak_rss_mb": rss.peak(lo, hi) / 2 ** 20,
-                })
+        rows = phase_rows(profile_name, prof, list(res), timer, Path(tmp) / "logs", skip, mean_len, peaks, rss)
     out: dict[str, Any] = {
-        "profile": profile_name, "threads": torch.get_num_threads(), "vocab": len(data.vocab),
-        "model": dataclasses.asdict(prof.model), "steps_per_phase": steps, "skip": skip,
-        "share_dis_encoding": tcfg.share_dis_encoding, "models": list(models), "matmul_peak_gflops": peaks, "phases": rows,
-        "train_wall_s": wall, "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "profile": profile_name, "overrides": overrides or "", "cpu": cpu_info(), "threads": torch.get_num_threads(),
+        "vocab": len(data.vocab), "model": dataclasses.asdict(prof.model), "steps_per_phase": steps, "skip": skip,
+        "share_dis_encoding": prof.train.share_dis_encoding, "models": list(models), "matmul_peak_gflops": peaks,
+        "phases": rows, "train_wall_s": wall,
+        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if generation:
         out["generation"] = bench_generation(prof, data)
     return out
 
 
-def bench_generation(prof: Any, data: Any, n_poems: int = 64, beam: int = 20) -> list[dict[str, Any]]:
+def bench_generation(prof: Profile, data: PreparedData, n_poems: int = 64, beam: int = 20) -> list[dict[str, Any]]:
     """Poems per second at the profile's model size, beam 20, batched, 5- and 7-character (random weights)."""
-    import torch
-
-    from mixpoet_lib.generate.generator import benchmark_generation
-    from mixpoet_lib.checkpoints import build_model
-
     torch.manual_seed(0)
     model = build_model("aus", prof.model, len(data.vocab)).eval()
     rows = []
@@ -256,8 +312,9 @@ def _run_worker(profile: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.no_generation:
         cmd.append("--no-generation")
     cmd += ["--models", *args.models]
-    if args.share_dis_encoding is not None:
-        cmd += ["--share-dis-encoding", str(args.share_dis_encoding).lower()]
+    overrides = overrides_from_args(args)
+    if overrides:
+        cmd += ["--set", format_overrides(overrides)]
     env = dict(os.environ, TQDM_DISABLE="1")
     if args.threads > 0:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -270,10 +327,13 @@ def _run_worker(profile: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def format_report(results: list[dict[str, Any]]) -> str:
     """Human-readable tables of the bench results, with the official figures beside the full profile."""
-    import pandas as pd
-
     out = []
     for r in results:
+        cpu = r.get("cpu", {})
+        out.append(f"== CPU {cpu.get('model', '?')}, {cpu.get('cores', '?')} cores; speed flags: "
+                   f"{' '.join(cpu.get('flags', [])) or 'none of avx2/avx512*/amx*'}")
+        if r.get("overrides"):
+            out.append(f"== settings changed: {r['overrides']}")
         out.append(f"== profile {r['profile']}: vocab {r['vocab']}, {r['threads']} thread(s), "
                    f"matmul peak fp32 {r['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
                    f"bf16 {r['matmul_peak_gflops']['bf16']:.1f} GFLOP/s, process peak RSS "
@@ -287,7 +347,8 @@ def format_report(results: list[dict[str, Any]]) -> str:
             dae = ph.get("shared_dae")
             adv = ph.get("aus_c1 (adversarial)")
             if dae:
-                out.append(f"official code, same sizes, on an AVX-512 2-core machine: DAE {OFFICIAL['dae_s_per_step']} s/step "
+                out.append(f"official code, same sizes, on an AVX-512 2-core machine: "
+                           f"DAE {OFFICIAL['dae_s_per_step']} s/step "
                            f"(here {dae:.2f} s → {OFFICIAL['dae_s_per_step'] / dae:.2f}×)")
             if adv:
                 out.append(f"official mixture step (R + 3 D + G) {OFFICIAL['mixture_s_per_step']} s/step "
@@ -299,6 +360,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.steps < args.skip + 6:
         raise ValueError(f"--steps must be at least --skip + 6 = {args.skip + 6} (AUS needs warm-up and adversarial "
                          f"steps), got {args.steps}")
+    for profile in args.profiles:  # unknown or invalid --set settings fail here, in one line, before any work
+        bench_settings(profile, args.steps, args.skip, args.threads, format_overrides(overrides_from_args(args)))
     results = []
     for profile in args.profiles:
         print(f"[bench] profile {profile}: {args.steps} steps per phase …", file=sys.stderr, flush=True)
@@ -321,8 +384,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=12, help="optimiser steps per phase (default 12)")
     p.add_argument("--skip", type=int, default=2, help="first steps of every phase left out of the medians")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default, all cores)")
-    p.add_argument("--share-dis-encoding", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
-                   help="true/false: override TrainConfig.share_dis_encoding for the AUS phases")
+    add_set_option(p, "change settings of every measured profile, e.g. --set train.share_dis_encoding=true")
     p.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
                    help="models whose phases are timed (with their prerequisites; default: all four)")
@@ -338,11 +400,10 @@ def _worker_main(argv: list[str]) -> int:
     ap.add_argument("--skip", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-generation", action="store_true")
-    ap.add_argument("--share-dis-encoding", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+    ap.add_argument("--set", default="")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     a = ap.parse_args(argv)
-    res = bench_profile(a.worker, a.steps, a.skip, a.threads, not a.no_generation, a.share_dis_encoding,
-                        tuple(a.models))
+    res = bench_profile(a.worker, a.steps, a.skip, a.threads, not a.no_generation, a.set, tuple(a.models))
     print(json.dumps(res))
     return 0
 

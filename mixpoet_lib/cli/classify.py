@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from mixpoet_lib.config import FACTOR_NAMES
+from mixpoet_lib.train.judges import classify_jsonl, load_judge
 
 
 def _judge_files(checkpoint: str) -> dict[str, Path]:
@@ -30,8 +31,6 @@ def _judge_files(checkpoint: str) -> dict[str, Path]:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from mixpoet_lib.train.judges import classify_jsonl, load_judge
-
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"input file {args.input} does not exist")
     judges = {}

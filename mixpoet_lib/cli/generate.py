@@ -16,7 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mixpoet_lib.config import FACTOR_CLASSES, GenConfig, label_name, parse_label
+from mixpoet_lib._util import default_device
+from mixpoet_lib.checkpoints import load_generator
+from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
+from mixpoet_lib.config import FACTOR_CLASSES, GenConfig, apply_overrides, label_name, parse_label
+from mixpoet_lib.data.rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
+from mixpoet_lib.generate.generator import MAX_RELAXATION, GeneratedPoem, Generator
 
 EXIT_SOME_FAILED = 3
 
@@ -55,6 +60,8 @@ def register(subparsers: Any) -> None:
                                   "(default: found in the data folder)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the poems as JSON")
+    add_set_option(p, "change generation settings (gen.* only; applied after --beam / --no-novelty), "
+                      "e.g. --set gen.z_candidates=1,gen.extra_steps=5")
     p.set_defaults(func=_cmd_generate)
 
 
@@ -83,13 +90,20 @@ def _training_lines(args: argparse.Namespace, meta: dict[str, Any], ckpt: Path) 
     return set(path.read_text(encoding="utf-8").split()), f"novelty filter on ({path})"
 
 
+def _gen_config(args: argparse.Namespace, novelty: bool = True) -> GenConfig:
+    """The generation settings: --beam, the novelty filter's state, then the ``gen.*`` overrides of --set."""
+    beam = _int(args.beam, "--beam") if args.beam is not None else GenConfig().beam_size
+    if beam < 1:
+        raise ValueError(f"--beam must be ≥ 1, got {beam}")
+    overrides = overrides_from_args(args)
+    other = [k for k in overrides if not k.startswith("gen.")]
+    if other:
+        raise ValueError(f"mixpoet generate takes only gen.* settings in --set, not {', '.join(other)}")
+    return apply_overrides(GenConfig(beam_size=beam, novelty_filter=novelty),
+                           {k[len("gen."):]: v for k, v in overrides.items()}, "gen.")
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import torch
-
-    from mixpoet_lib.checkpoints import load_generator
-    from mixpoet_lib.generate.generator import MAX_RELAXATION, Generator
-    from mixpoet_lib.data.rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
-
     length = _int(args.length, "--length")
     if length not in (5, 7):
         raise ValueError(f"--length must be 5 or 7, got {length}")
@@ -97,17 +111,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if n < 1:
         raise ValueError(f"-n must be ≥ 1, got {n}")
     seed = _int(args.seed, "--seed")
-    beam = _int(args.beam, "--beam") if args.beam is not None else GenConfig().beam_size
-    if beam < 1:
-        raise ValueError(f"--beam must be ≥ 1, got {beam}")
+    _gen_config(args)  # bad --beam / --set fail before the model is loaded
     labels = (parse_label("living", args.living), parse_label("era", args.era))  # names or ids
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or str(default_device())
     ckpt = Path(args.checkpoint)
     model, vocab, meta = load_generator(ckpt, device=device, vocab=args.vocab, data_dir=args.data_dir)
     tr = load_tone_rhyme(find_crrd_dir(args.crrd)) if args.crrd else default_tone_rhyme()
     lines, novelty_note = _training_lines(args, meta, ckpt)
-    gen = Generator(model, vocab, tr, lines, GenConfig(beam_size=beam, novelty_filter=lines is not None),
-                    device=device, repetition_rule=args.repetition_rule,
+    cfg = _gen_config(args, lines is not None)
+    gen = Generator(model, vocab, tr, lines, cfg, device=device, repetition_rule=args.repetition_rule,
                     max_relaxation=0 if args.strict else MAX_RELAXATION)
     if args.distinct:
         poems = [p for kw in args.keyword for p in gen.top_n_distinct(kw, length, n, labels=labels, seed=seed)]
@@ -117,21 +129,29 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(json.dumps([p.to_dict() for p in poems], ensure_ascii=False, indent=1))
     else:
         kind = getattr(model, "kind", "?")
-        asked = ""
-        if kind in ("igs", "aus"):
-            asked = " · asked " + " ".join(f"{f}={label_name(f, v) if v >= 0 else 'infer'}"
-                                          for f, v in zip(("living", "era"), labels))
-        print(f"# model {kind} · {length}-character · seed {seed} · beam {beam}{asked} · {novelty_note}")
+        print(f"# model {kind} · {length}-character · seed {seed} · beam {cfg.beam_size}"
+              f"{_asked(kind, labels)} · {novelty_note}")
         for i, p in enumerate(poems, 1):
-            head = f"{i:>2}. [{p.keyword}"
-            if kind in ("igs", "aus"):
-                head += f" · {label_name('living', p.labels[0])}/{label_name('era', p.labels[1])}"
-            head += "]"
-            if p.ok:
-                form = "form ok" if p.form_ok else "form NOT ok"
-                print(f"{head} {p.text}    (relaxation {p.relaxation}: {p.relaxation_name} · {form} · "
-                      f"score {p.score:.3f})")
-            else:
-                print(f"{head} generation FAILED on line {(p.failed_line or 0) + 1}: no candidate survived "
-                      f"up to relaxation {p.relaxation} ({p.relaxation_name})")
+            print(_poem_row(i, p, kind))
     return 0 if all(p.ok for p in poems) else EXIT_SOME_FAILED
+
+
+def _asked(kind: str, labels: tuple[int, int]) -> str:
+    """The requested factor labels, for the header of a mixture model's output."""
+    if kind not in ("igs", "aus"):
+        return ""
+    return " · asked " + " ".join(f"{f}={label_name(f, v) if v >= 0 else 'infer'}"
+                                  for f, v in zip(("living", "era"), labels))
+
+
+def _poem_row(i: int, p: GeneratedPoem, kind: str) -> str:
+    """One numbered output row: keyword (and labels), the poem or why it failed."""
+    head = f"{i:>2}. [{p.keyword}"
+    if kind in ("igs", "aus"):
+        head += f" · {label_name('living', p.labels[0])}/{label_name('era', p.labels[1])}"
+    head += "]"
+    if p.ok:
+        form = "form ok" if p.form_ok else "form NOT ok"
+        return f"{head} {p.text}    (relaxation {p.relaxation}: {p.relaxation_name} · {form} · score {p.score:.3f})"
+    return (f"{head} generation FAILED on line {(p.failed_line or 0) + 1}: no candidate survived "
+            f"up to relaxation {p.relaxation} ({p.relaxation_name})")

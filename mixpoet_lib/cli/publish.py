@@ -1,4 +1,4 @@
-"""``mixpoet publish``: export a run's finished models, judges and char LM to weights/<profile>/ (safetensors + JSON)."""
+"""``mixpoet publish``: export a run's finished models, judges and char LM to weights/<profile>/ (safetensors, JSON)."""
 from __future__ import annotations
 
 import argparse
@@ -8,17 +8,17 @@ from pathlib import Path
 from mixpoet_lib._util import write_json_atomic
 from mixpoet_lib.checkpoints import (checkpoint_path, export_run, final_phase, load_model, total_size_mb,
                                      weights_dir)
-from mixpoet_lib.config import get_profile
+from mixpoet_lib.cli.settings import add_profile_options, default_run_dir, overrides_from_args, profile_from_args
+from mixpoet_lib.config import run_name
 from mixpoet_lib.data.dataset import PreparedData, prepare
-from mixpoet_lib.paths import runs_dir
 from mixpoet_lib.train.loop import validation_loss
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    profile = get_profile(args.profile)
-    run = args.run_dir or runs_dir(profile.name)
+    profile = profile_from_args(args)
+    run = default_run_dir(args, profile)
     data = prepare(profile, data_dir=args.data_dir, mirror=args.mirror)
-    out = args.output or weights_dir(profile.name)
+    out = args.output or weights_dir(run_name(profile.name, overrides_from_args(args)))
     files = export_run(run, profile, data.vocab, out, tuple(args.models), args.storage,
                        judges=not args.no_judges, lm=not args.no_lm)
     for f in files:
@@ -30,7 +30,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def check_published(run: Path | str, out: Path | str, models: tuple[str, ...], data: PreparedData) -> None:
-    """Validation perplexity of each model from its training checkpoint and from the published file, noted in its JSON."""
+    """Validation perplexity of each model from its training checkpoint and from the published file (noted in its
+    JSON)."""
     for name in models:
         orig = load_model(checkpoint_path(run, *final_phase(name)), device="cpu")
         pub = load_model(Path(out) / f"{name}.safetensors", device="cpu")
@@ -47,9 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``publish`` sub-command."""
     p = sub.add_parser("publish", help="export trained weights as safetensors + JSON (weights/<profile>/)",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--profile", help="settings profile (default: $MIXPOET_PROFILE or tutorial)")
-    p.add_argument("--run-dir", help="run folder with checkpoints/ (default: runs/<profile>)")
-    p.add_argument("--output", help="output folder (default: weights/<profile>)")
+    add_profile_options(p)
+    p.add_argument("--run-dir", help="run folder with checkpoints/ (default: runs/<profile>, "
+                                     "runs/<profile>-<digest> with --set)")
+    p.add_argument("--output", help="output folder (default: weights/<profile>, weights/<profile>-<digest> with --set)")
     p.add_argument("--models", nargs="+", default=["basic", "cvae", "igs", "aus"],
                    help="models to export (default: basic cvae igs aus)")
     p.add_argument("--storage", choices=("fp32", "fp16", "int8"), default="int8",

@@ -5,30 +5,29 @@ import argparse
 import math
 import time
 
-from mixpoet_lib.config import PROFILES, get_profile
+from mixpoet_lib.cli.settings import add_profile_options, default_run_dir, profile_from_args
+from mixpoet_lib.data.corpora import DataFormatError
+from mixpoet_lib.data.dataset import prepare
+from mixpoet_lib.data.fetch import FetchError
+from mixpoet_lib.train.loop import MODEL_NAMES, PHASES, phase_plan, train
 
 DEFAULT_MODELS = ("basic", "cvae", "igs", "aus")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mixpoet_lib.data.corpora import DataFormatError
-    from mixpoet_lib.data.dataset import prepare
-    from mixpoet_lib.data.fetch import FetchError
-    from mixpoet_lib.train.loop import PHASES, phase_plan, train
-
     models = args.models or list(DEFAULT_MODELS)
     phase_plan(models)  # validates the names before any data work (ValueError → one line, exit 1)
     for p in args.phases or ():
         if p not in PHASES:
             raise ValueError(f"unknown phase {p!r}; choose from {', '.join(PHASES)}")
-    profile = get_profile(args.profile)
+    profile = profile_from_args(args)
     try:
         data = prepare(profile, data_dir=args.data_dir, mirror=args.mirror)
     except (FetchError, DataFormatError, FileNotFoundError, OSError) as exc:
         raise ValueError(f"data for profile {profile.name!r} is not available ({exc}); "
                          f"run `mixpoet data fetch --profile {profile.name}` or pass --mirror") from None
     t0 = time.perf_counter()
-    results = train(models, profile, data=data, run_dir=args.run_dir, resume=not args.no_resume,
+    results = train(models, profile, data=data, run_dir=default_run_dir(args, profile), resume=not args.no_resume,
                     progress=not args.quiet, max_steps=args.max_steps, phases=args.phases)
     if not results:
         print(f"nothing to do: no phase of {', '.join(models)} matches {', '.join(args.phases or [])}")
@@ -45,18 +44,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mixpoet train`` to the ``mixpoet`` command."""
-    from mixpoet_lib.train.loop import MODEL_NAMES, PHASES
-
     p = subparsers.add_parser("train", help="train models phase by phase (DAE, classifiers, basic, cvae, igs, aus); "
                                             "resumes interrupted phases and skips finished ones")
-    p.add_argument("--profile", choices=PROFILES, help="settings profile (default: $MIXPOET_PROFILE or tutorial)")
+    add_profile_options(p)
     p.add_argument("--models", nargs="+", metavar="MODEL",
                    help=f"models to train, with their prerequisite phases: {' '.join(MODEL_NAMES)} "
                         f"(default: {' '.join(DEFAULT_MODELS)})")
     p.add_argument("--phases", nargs="+", metavar="PHASE",
                    help=f"run only these phases of the plan ({' '.join(PHASES)}); "
                         "their upstream checkpoints must exist")
-    p.add_argument("--run-dir", help="where checkpoints/ and logs/ go (default: runs/<profile>)")
+    p.add_argument("--run-dir", help="where checkpoints/ and logs/ go (default: runs/<profile>, "
+                                     "runs/<profile>-<digest> with --set)")
     p.add_argument("--max-steps", type=int, help="stop every phase after this many steps (a later run continues it)")
     p.add_argument("--no-resume", action="store_true", help="retrain every phase of the plan from scratch")
     p.add_argument("--data-dir", help="where data lives (default: $MIXPOET_DATA_DIR or <repo>/data)")

@@ -115,7 +115,7 @@ class BatchStream:
     """Seeded, resumable stream of batches over one or more splits for a training mode."""
 
     def __init__(self, data: PreparedData, splits: tuple[str, ...], mode: str, batch_size: int, seed: int,
-                 corrupt_ratio: float = 0.0):
+                 corrupt_ratio: float = 0.0) -> None:
         self.parts = [data.arrays(s) for s in splits]
         self.mode, self.batch_size, self.seed, self.corrupt_ratio = mode, batch_size, seed, corrupt_ratio
         self.index = [(p, i) for p, arr in enumerate(self.parts) for i in select_instances(arr, mode)]

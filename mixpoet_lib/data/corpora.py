@@ -27,7 +27,7 @@ _SPLIT_PUNCT = re.compile(r"[，。！？,.!?]")
 class DataFormatError(ValueError):
     """A raw data record that cannot be used; the message names file, line and value."""
 
-    def __init__(self, path: Path | str, line: int | str, message: str):
+    def __init__(self, path: Path | str, line: int | str, message: str) -> None:
         self.path, self.line = str(path), line
         super().__init__(f"{path}:{line}: {message}")
 
@@ -61,7 +61,8 @@ class Poem:
     def from_json(cls, obj: dict[str, Any]) -> "Poem":
         """Rebuild a poem written by :meth:`to_json`."""
         lines = tuple(obj["content"].split("|"))
-        return cls(lines=lines, keywords=tuple(obj["keywords"].split()), labels=tuple(obj["label"]),  # type: ignore[arg-type]
+        return cls(lines=lines, keywords=tuple(obj["keywords"].split()),
+                   labels=tuple(obj["label"]),  # type: ignore[arg-type]
                    source=obj["source"], origin=obj["origin"])
 
 
@@ -155,7 +156,8 @@ def parse_label(text: str, path: Path, lineno: int) -> tuple[int, int]:
         try:
             value = int(part)
         except ValueError:
-            raise DataFormatError(path, lineno, f"label {text!r}: factor {k + 1} value {part!r} is not an integer") from None
+            raise DataFormatError(path, lineno,
+                                  f"label {text!r}: factor {k + 1} value {part!r} is not an integer") from None
         if not -1 <= value < n_cls:
             raise DataFormatError(path, lineno, f"label {text!r}: factor {k + 1} value {value} outside -1..{n_cls - 1}")
         out.append(value)

@@ -15,7 +15,6 @@ leaves a half cache behind, and a finished stage is reused by the next run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -28,12 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mixpoet_lib import paths as _paths
+from mixpoet_lib._util import digest, write_json_atomic
 from mixpoet_lib.config import DataConfig, Profile
 from mixpoet_lib.data.corpora import (Poem, SkipLog, label_table, load_ccpc, load_chinese_poetry, load_cqcf,
-                      normalised_key)
-from mixpoet_lib.data.vocab import PAD, Vocab, build_vocab, write_json_atomic
+                                      normalised_key)
+from mixpoet_lib.data.fetch import ensure_raw
+from mixpoet_lib.data.keywords import extract_keywords
+from mixpoet_lib.data.registry import RawFile, select
+from mixpoet_lib.data.vocab import N_SPECIALS, PAD, Vocab, build_vocab
 
 PIPELINE_VERSION = 1
 SPLITS = ("cqcf_train", "cqcf_valid", "cqcf_test", "unl_train", "unl_valid", "unl_test")
@@ -55,27 +59,21 @@ def _quiet(_: str) -> None:
     return None
 
 
-def required_files(cfg: DataConfig) -> list[Any]:
+def required_files(cfg: DataConfig) -> list[RawFile]:
     """Return the registry entries the data pipeline reads for these settings."""
-    from mixpoet_lib.data.registry import select
-
     groups = ["cqcf", "ccpc", "crrd", "test_inps", *cfg.chinese_poetry_sets]
     return select(groups, {s: cfg.chinese_poetry_max_files for s in cfg.chinese_poetry_sets})
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-def corpus_key(cfg: DataConfig, files: list[Any]) -> str:
+def corpus_key(cfg: DataConfig, files: list[RawFile]) -> str:
     """Return the cache key of the corpus stage (raw file hashes + corpus settings + version)."""
     settings = {k: getattr(cfg, k) for k in CORPUS_FIELDS}
-    return _digest({"v": PIPELINE_VERSION, "files": sorted((f.name, f.sha256) for f in files), "cfg": settings})
+    return digest({"v": PIPELINE_VERSION, "files": sorted((f.name, f.sha256) for f in files), "cfg": settings})
 
 
 def dataset_key(cfg: DataConfig, corpus: str) -> str:
     """Return the cache key of the dataset stage (corpus key + every data setting + version)."""
-    return _digest({"v": PIPELINE_VERSION, "corpus": corpus, "cfg": cfg.cache_dict()})
+    return digest({"v": PIPELINE_VERSION, "corpus": corpus, "cfg": cfg.cache_dict()})
 
 
 # --------------------------------------------------------------------------------------------- corpus
@@ -105,8 +103,6 @@ class Corpus:
 
 def build_corpus(raw: dict[str, Path], cfg: DataConfig, log: Log = _quiet) -> Corpus:
     """Parse every source, de-duplicate, carve the evaluation splits and fill in missing keywords."""
-    from mixpoet_lib.data.keywords import extract_keywords
-
     skips = SkipLog()
     cqcf = {split: load_cqcf(raw[name]) for split, name in CQCF_FILES.items()}
     ccpc = {part: load_ccpc(raw[name], skips) for part, name in CCPC_FILES.items()}
@@ -139,7 +135,8 @@ def build_corpus(raw: dict[str, Path], cfg: DataConfig, log: Log = _quiet) -> Co
         for poem in cqcf[split]:
             claim(poem, split)
     rng = random.Random(cfg.seed)
-    for split, part, n in (("unl_test", "test", cfg.unlabelled_test_poems), ("unl_valid", "valid", cfg.unlabelled_valid_poems)):
+    for split, part, n in (("unl_test", "test", cfg.unlabelled_test_poems),
+                           ("unl_valid", "valid", cfg.unlabelled_valid_poems)):
         fresh: dict[str, int] = {}
         for i, p in enumerate(ccpc[part]):
             fresh.setdefault(normalised_key(p), i)
@@ -160,7 +157,8 @@ def build_corpus(raw: dict[str, Path], cfg: DataConfig, log: Log = _quiet) -> Co
             p = splits["unl_train"][i]
             splits["unl_train"][i] = Poem(p.lines, words, p.labels, p.source, p.origin)
     stats = {split: label_table(poems) for split, poems in cqcf.items()}
-    stats["cqcf_train_pairs"] = dict(Counter(f"{a} {b}" for a, b in (p.labels for p in cqcf["cqcf_train"])).most_common())
+    pairs = Counter(f"{a} {b}" for a, b in (p.labels for p in cqcf["cqcf_train"]))
+    stats["cqcf_train_pairs"] = dict(pairs.most_common())
     return Corpus(splits, read, skips, duplicates, len(missing), stats)
 
 
@@ -169,7 +167,7 @@ def _save_corpus(corpus: Corpus, folder: Path) -> None:
         with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as fh:
             for p in poems:
                 fh.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
-    write_json_atomic(folder / "corpus.json", corpus.meta())
+    write_json_atomic(folder / "corpus.json", corpus.meta(), sort_keys=False)
 
 
 def _load_corpus(folder: Path) -> Corpus:
@@ -303,11 +301,12 @@ def build_dataset(corpus: Corpus, cfg: DataConfig, folder: Path, log: Log = _qui
     instances = {}
     for split in SPLITS:
         arrays = encode_split(corpus.splits[split], vocab, keep if split == "unl_train" else None)
-        np.savez_compressed(folder / f"{split}.npz", **{k: getattr(arrays, k) for k in SplitArrays.__dataclass_fields__})
+        np.savez_compressed(folder / f"{split}.npz",
+                            **{k: getattr(arrays, k) for k in SplitArrays.__dataclass_fields__})
         instances[split] = arrays.n_instances
     lines = sorted({line for p in train_poems for line in p.lines})
     (folder / "training_lines.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_json_atomic(folder / "summary.json", make_summary(corpus, vocab, instances, cfg))
+    write_json_atomic(folder / "summary.json", make_summary(corpus, vocab, instances, cfg), sort_keys=False)
     log(f"dataset written: vocabulary {len(vocab)}, instances {instances}")
 
 
@@ -334,12 +333,12 @@ def make_summary(corpus: Corpus, vocab: Vocab, instances: dict[str, int], cfg: D
     }
 
 
-def prepare(cfg: DataConfig | Profile, data_dir: str | Path | None = None, mirror: str | Path | None = None,
-            log: Log = _quiet, progress: bool = False) -> PreparedData:
-    """Fetch/verify the raw files, then build (or reuse) the corpus and dataset caches."""
-    from mixpoet_lib.data.fetch import ensure_raw
-
-    cfg = cfg.data if isinstance(cfg, Profile) else cfg
+def prepare(profile: Profile, data_dir: str | Path | None = None, mirror: str | Path | None = None,
+            log: Log = _quiet) -> PreparedData:
+    """Fetch/verify the raw files the profile's data settings need, then build (or reuse) both caches."""
+    if not isinstance(profile, Profile):
+        raise TypeError(f"prepare() takes a Profile (e.g. get_profile('smoke')), got {type(profile).__name__}")
+    cfg = profile.data
     data = _paths.data_dir(data_dir)
     files = required_files(cfg)
     raw = ensure_raw(files, data_dir=data, mirror=mirror)
@@ -364,8 +363,6 @@ def prepare(cfg: DataConfig | Profile, data_dir: str | Path | None = None, mirro
 
 def format_summary(summary: dict[str, Any]) -> str:
     """Render the summary as the plain-text tables printed by ``mixpoet data prepare``."""
-    import pandas as pd
-
     out = []
     src = pd.DataFrame(summary["poems_per_source"]).T.fillna(0).astype(int)
     src = src.reindex(columns=[s for s in SPLITS if s in src.columns])
@@ -373,9 +370,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     out.append("Poems per source and split\n" + src.to_string())
     out.append("Instances (one per keyword) per split\n" + pd.Series(summary["instances_per_split"]).to_string())
     labels = {k: v for k, v in summary["labels"].items() if k in CQCF_FILES}
-    out.append("CQCF labels per factor class (poems as read, before de-duplication)\n" + pd.DataFrame(labels).T.to_string())
+    out.append("CQCF labels per factor class (poems as read, before de-duplication)\n"
+               + pd.DataFrame(labels).T.to_string())
     out.append("5- / 7-character poems\n" + pd.DataFrame(summary["line_lengths"]).T.to_string())
-    out.append(f"Vocabulary size: {summary['vocab_size']} (incl. 4 specials); "
+    out.append(f"Vocabulary size: {summary['vocab_size']} (incl. {N_SPECIALS} specials); "
                f"UNK rate on evaluation splits: {summary['eval_unk_rate']:.3%}")
     skipped = pd.DataFrame(summary["skipped"])
     if len(skipped):

@@ -1,21 +1,19 @@
 """Fetch raw data files into ``<data>/raw``, from a local mirror or their public URLs, verified by sha256.
 
-A file is only ever named as the real one after its size and sha256 matched: bytes go to a
-temporary ``<name>.part-<random>`` in the same folder and are moved into place with
-``os.replace``. Verified files are remembered in ``<data>/raw/.verified.json`` (size, mtime_ns,
-sha256 per name), so a rerun skips them without re-hashing.
+A file is only ever named as the real one after its size and sha256 matched: bytes are hashed while
+they stream into a temporary file beside the target (:func:`mixpoet_lib._util.atomic_write`), which is
+renamed into place only when both checks pass. Verified files are remembered in
+``<data>/raw/.verified.json`` (size, mtime_ns, sha256 per name), so a rerun skips them without re-hashing.
 
 Source order: the ``mirror`` argument, else ``base_url``, else ``$MIXPOET_MIRROR``, else the
 registry URL (raw.githubusercontent.com at the pinned commit).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import json
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +25,7 @@ from urllib.parse import quote
 from tqdm.auto import tqdm
 
 from mixpoet_lib import paths
+from mixpoet_lib._util import atomic_write, write_json_atomic
 from mixpoet_lib.data.registry import RawFile, get, select
 
 STAMP_NAME = ".verified.json"
@@ -84,6 +83,7 @@ class _Stamps:
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": f.sha256}
 
     def is_valid(self, f: RawFile, path: Path, rehash: bool = False) -> bool:
+        """Whether ``path`` holds ``f`` (trusting a matching stamp unless ``rehash``); stamps are updated."""
         try:
             st = path.stat()
         except OSError:
@@ -99,26 +99,26 @@ class _Stamps:
         return False
 
     def record(self, f: RawFile, path: Path) -> None:
+        """Stamp a file that was just written and verified."""
         self.data[f.name] = self._key(f, path.stat())
         self.dirty = True
 
     def save(self) -> None:
+        """Write the stamps back (atomically) if they changed."""
         if not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{STAMP_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.data, ensure_ascii=False, indent=0, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.data, indent=0)
         self.dirty = False
 
 
 def _write(f: RawFile, stream: BinaryIO, dest: Path, source: object, bar: tqdm) -> None:
-    """Stream into a temp file beside ``dest``, hashing; move it into place only if size and sha256 match."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".part-")
-    digest, count = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as out:
+    """Stream into a temp file beside ``dest``, hashing; it becomes ``dest`` only if size and sha256 match."""
+    count = 0
+
+    def copy_and_check(tmp: Path) -> None:
+        nonlocal count
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as out:
             while chunk := stream.read(CHUNK):
                 count += len(chunk)
                 if count > f.size:
@@ -130,12 +130,12 @@ def _write(f: RawFile, stream: BinaryIO, dest: Path, source: object, bar: tqdm) 
             raise _Transient(f"connection dropped after {count} of {f.size} bytes")
         if digest.hexdigest() != f.sha256:
             raise _fail("sha256 mismatch", f, source, f"expected {f.sha256}, got {digest.hexdigest()}")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
+        os.chmod(tmp, 0o644)  # the temporary file is private (0600); raw files are ordinary readable files
+
+    try:
+        atomic_write(dest, copy_and_check)  # an exception in the check removes the temp file, dest untouched
     except BaseException:
         bar.update(-count)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise
 
 
@@ -193,10 +193,6 @@ def _mirror_root(mirror: str | os.PathLike[str] | None, base_url: str | None) ->
     return root / "raw" if (root / "raw").is_dir() else root  # accept shared/data as well as its raw/
 
 
-def _progress_enabled(progress: bool) -> bool:
-    return progress and os.environ.get("TQDM_DISABLE", "").strip().lower() in ("", "0", "false", "no")
-
-
 def fetch(
     files: Sequence[FileSpec] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
@@ -221,7 +217,7 @@ def fetch(
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=f"raw data ({len(todo)} file{'s' * (len(todo) > 1)})",
-                disable=not _progress_enabled(progress),
+                **({} if progress else {"disable": True}),  # progress on: tqdm itself honours $TQDM_DISABLE
             ) as bar:
                 for f in todo:
                     dest = out[f.name]

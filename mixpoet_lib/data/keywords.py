@@ -14,6 +14,8 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import jieba
+
 from mixpoet_lib.data.corpora import is_cjk
 
 # Function words that never make a useful topic keyword on their own.
@@ -27,9 +29,7 @@ STOPWORDS = frozenset(
 class KeywordExtractor:
     """TF-IDF keyword extractor over jieba segmentation, with the IDF fitted on a poem corpus."""
 
-    def __init__(self, user_words: Iterable[str] = ()):
-        import jieba
-
+    def __init__(self, user_words: Iterable[str] = ()) -> None:
         jieba.setLogLevel(logging.INFO)
         self._tok = jieba.Tokenizer()
         self._tok.initialize()
@@ -73,7 +73,8 @@ class KeywordExtractor:
         return tuple(ranked[:k])
 
 
-def extract_keywords(docs: Sequence[Sequence[str]], k: int = 4, user_words: Iterable[str] = ()) -> list[tuple[str, ...]]:
+def extract_keywords(docs: Sequence[Sequence[str]], k: int = 4,
+                     user_words: Iterable[str] = ()) -> list[tuple[str, ...]]:
     """Fit an extractor on ``docs`` (poems as line lists) and return each poem's top-k keywords."""
     extractor = KeywordExtractor(user_words)
     token_lists = extractor.fit(docs)

@@ -2,26 +2,27 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixpoet_lib._util import write_json_atomic
+
 PAD, UNK, EOS, BOS = 0, 1, 2, 3
 SPECIALS = ("PAD", "UNK", "<E>", "<B>")
+N_SPECIALS = len(SPECIALS)  # ids below this are reserved; real characters start here
 
 
 @dataclass(frozen=True)
 class Vocab:
-    """An id ↔ character table; ids below 4 are the reserved specials."""
+    """An id ↔ character table; ids below :data:`N_SPECIALS` are the reserved specials."""
 
     tokens: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if tuple(self.tokens[:4]) != SPECIALS:
-            raise ValueError(f"vocabulary must start with {SPECIALS}, got {self.tokens[:4]}")
+        if tuple(self.tokens[:N_SPECIALS]) != SPECIALS:
+            raise ValueError(f"vocabulary must start with {SPECIALS}, got {self.tokens[:N_SPECIALS]}")
         object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.tokens)})
 
     def __len__(self) -> int:
@@ -45,7 +46,7 @@ class Vocab:
             i = int(i)
             if i == EOS and stop_at_eos:
                 break
-            if i >= len(SPECIALS):
+            if i >= N_SPECIALS:
                 out.append(self.tokens[i])
         return "".join(out)
 
@@ -55,7 +56,7 @@ class Vocab:
 
     def save(self, path: Path) -> None:
         """Write the vocabulary as JSON (atomically)."""
-        write_json_atomic(Path(path), {"specials": list(SPECIALS), "tokens": list(self.tokens[4:])})
+        write_json_atomic(path, {"specials": list(SPECIALS), "tokens": list(self.tokens[N_SPECIALS:])}, sort_keys=False)
 
     @classmethod
     def load(cls, path: Path) -> "Vocab":
@@ -80,15 +81,3 @@ def build_vocab(texts: Iterable[str], min_freq: int = 1, max_size: int | None = 
         ranked = ranked[:max_size]
     return Vocab(SPECIALS + tuple(ranked))
 
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, ensure_ascii=False, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

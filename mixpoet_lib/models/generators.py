@@ -312,7 +312,7 @@ class PoetBase(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
-        self.n_classes: tuple[int, ...] = (cfg.n_class1, cfg.n_class2)
+        self.n_classes: tuple[int, ...] = cfg.n_classes
         e, h, c = cfg.emb_size, cfg.hidden_size, cfg.context_size
         self.hx_size, self.hw_size = 2 * h, 2 * e
         self.s0_size = h - 2 - cfg.sens_num
