@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 __all__ = [
     "atomic_write", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "torch_save_atomic",
-    "digest", "derived_seed", "seed_everything", "default_device", "jsonable", "first_line",
+    "digest", "derived_seed", "seed_everything", "default_device", "jsonable", "first_line", "progress_bar",
 ]
 
 
@@ -111,3 +112,11 @@ def first_line(exc: BaseException) -> str:
     """``'TypeName: first line of the message'`` for one-line error reports."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def progress_bar(iterable: Any = None, *, progress: bool = True, **kwargs: Any) -> tqdm:
+    """A tqdm bar that ``progress=False`` switches off; otherwise tqdm itself honours ``$TQDM_DISABLE``.
+
+    (Passing ``disable=False`` explicitly would override the environment variable, so it is left out.)
+    """
+    return tqdm(iterable, **kwargs, **({} if progress else {"disable": True}))

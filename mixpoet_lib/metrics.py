@@ -72,7 +72,7 @@ def _ngrams(poem: PoemLike, n: int) -> list[str]:
     """All n-grams of unit characters within lines, in order, with repeats."""
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
-    grams = []
+    grams: list[str] = []
     for line in split_lines(poem):
         for seg in _segments(line):
             grams.extend(seg[i : i + n] for i in range(len(seg) - n + 1))
@@ -213,7 +213,7 @@ def form_pass_rate(poems: Sequence[PoemLike], tr: ToneRhyme | None = None) -> di
 
     A poem that does not have 4 lines fails.
     """
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for p in poems:
         lines = split_lines(p)
         if len(lines) != 4:

@@ -13,6 +13,7 @@ import torch
 from mixpoet_lib import checkpoints as ckpt
 from mixpoet_lib._util import seed_everything
 from mixpoet_lib.models import judges as NJ
+from mixpoet_lib.cli.classify import classify_jsonl
 from mixpoet_lib.train import judges as J
 from mixpoet_lib.config import FACTOR_NAMES, PhaseConfig, get_profile
 from mixpoet_lib.data.vocab import BOS, EOS, SPECIALS, UNK, Vocab
@@ -197,7 +198,7 @@ def test_classify_jsonl_reports_malformed_lines_and_continues(smoke_judges, tmp_
     path = tmp_path / "poems.jsonl"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     out = io.StringIO()
-    n_ok, errors = J.classify_jsonl(smoke_judges, path, out)
+    n_ok, errors = classify_jsonl(smoke_judges, path, out)
     assert n_ok == 3
     assert [e.split(":")[0] for e in errors] == ["line 2", "line 4", "line 6", "line 7"]
     assert "invalid JSON" in errors[0] and "content" in errors[1]

@@ -2,11 +2,67 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import IO, Any
 
+from mixpoet_lib.checkpoints import load_judge
 from mixpoet_lib.config import FACTOR_NAMES
-from mixpoet_lib.train.judges import classify_jsonl, load_judge
+from mixpoet_lib.metrics import split_lines
+from mixpoet_lib.models.judges import JudgeClassifier
+from mixpoet_lib.train.judges import classify
+
+
+def _jsonl_poem(raw: str) -> tuple[dict[str, Any], str]:
+    """The object and its ``content`` of one JSON line; ValueError says what is wrong with it."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    content = obj.get("content")
+    if not isinstance(content, str):
+        raise ValueError("'content' missing or not a string")
+    if not "".join(split_lines(content)):
+        raise ValueError("'content' holds no characters")
+    return obj, content
+
+
+def classify_jsonl(judges: dict[str, JudgeClassifier], in_path: str | Path, out_stream: IO[str],
+                   batch_size: int = 512) -> tuple[int, list[str]]:
+    """Classify a JSON-lines file of ``{"content": "l1|l2|l3|l4", …}``; write one JSON line per good poem.
+
+    Each output line is the input object plus ``"judge": {factor: {label, name, probs}}`` and ``"line"`` (its
+    1-based line number). A malformed line (bad JSON, not an object, ``content`` missing, not a string or
+    without characters) is skipped and reported as ``"line N: reason"`` in the returned error list; blank
+    lines are ignored. Returns (poems written, errors).
+    """
+    errors: list[str] = []
+    pending: list[tuple[int, dict[str, Any], str]] = []
+    n_ok = 0
+
+    def flush() -> None:
+        nonlocal n_ok
+        for (lineno, obj, _), pred in zip(pending, classify(judges, [c for _, _, c in pending], batch_size)):
+            out_stream.write(json.dumps({**obj, "line": lineno, "judge": pred}, ensure_ascii=False) + "\n")
+            n_ok += 1
+        pending.clear()
+
+    with open(in_path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                pending.append((lineno, *_jsonl_poem(raw)))
+            except ValueError as exc:
+                errors.append(f"line {lineno}: {exc}")
+                continue
+            if len(pending) >= batch_size:
+                flush()
+    flush()
+    return n_ok, errors
 
 
 def _judge_files(checkpoint: str) -> dict[str, Path]:

@@ -25,7 +25,7 @@ from urllib.parse import quote
 from tqdm.auto import tqdm
 
 from mixpoet_lib import paths
-from mixpoet_lib._util import atomic_write, write_json_atomic
+from mixpoet_lib._util import atomic_write, progress_bar, write_json_atomic
 from mixpoet_lib.data.registry import RawFile, get, select
 
 STAMP_NAME = ".verified.json"
@@ -211,13 +211,13 @@ def fetch(
     todo = [f for f in wanted if not stamps.is_valid(f, out[f.name])]
     try:
         if todo:
-            with tqdm(
+            with progress_bar(
                 total=sum(f.size for f in todo),
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=f"raw data ({len(todo)} file{'s' * (len(todo) > 1)})",
-                **({} if progress else {"disable": True}),  # progress on: tqdm itself honours $TQDM_DISABLE
+                progress=progress,
             ) as bar:
                 for f in todo:
                     dest = out[f.name]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ def keyword_tensor(vocab: Vocab, keyword: str, device: torch.device | str = "cpu
 
 
 @torch.no_grad()
-def mixture_prior_samples(model: torch.nn.Module, vocab: Vocab, keyword: str, n_per_mixture: int = 512,
+def mixture_prior_samples(model: Any, vocab: Vocab, keyword: str, n_per_mixture: int = 512,
                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n_per_mixture`` prior samples z ~ p(z | w, y1, y2) for each of the 6 mixtures (eval mode, seeded).
 
@@ -75,7 +76,7 @@ def separation_ratio(z: np.ndarray, groups: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def interpolate_mixtures(model: torch.nn.Module, vocab: Vocab, keyword: str, mix_a: tuple[int, int],
+def interpolate_mixtures(model: Any, vocab: Vocab, keyword: str, mix_a: tuple[int, int],
                          mix_b: tuple[int, int], steps: int = 5, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
     """Decoder start states along a straight line from mixture A to mixture B for one keyword (factor models).
 

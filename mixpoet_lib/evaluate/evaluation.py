@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from mixpoet_lib._util import digest, write_text_atomic
+from mixpoet_lib._util import digest, progress_bar, write_text_atomic
 from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_NAMES, Profile
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.data.rhythm import default_tone_rhyme
+from mixpoet_lib.data.vocab import N_SPECIALS
 from mixpoet_lib.evaluate.analysis import MIXTURES
 from mixpoet_lib.generate.generator import RELAXATION_LEVELS, GeneratedPoem, Generator
 from mixpoet_lib.metrics import (copy_rate, distinct_n, factor_control_scores, form_pass_rate, inter_topic_jaccard,
@@ -113,7 +113,7 @@ def test_items(data: PreparedData, n_keywords: int, seed: int, split: str = "unl
         for i in order.tolist():
             poem = pool[i]
             kw = next((k for k in poem.keywords
-                       if 1 <= len(k) <= 2 and all(ch in vocab and vocab.id(ch) >= 4 for ch in k)), None)
+                       if 1 <= len(k) <= 2 and all(ch in vocab and vocab.id(ch) >= N_SPECIALS for ch in k)), None)
             if kw is None or kw in seen:
                 continue
             seen.add(kw)
@@ -405,7 +405,7 @@ class EvaluationResult:
 
     def relaxations(self) -> pd.DataFrame:
         """Poems per relaxation rung, per system, summed over seeds (deterministic systems counted once)."""
-        rows = {}
+        rows: dict[str, dict[str, int]] = {}
         for (system, seed), sp in self.poems.items():
             if system == "gt" or (system in DETERMINISTIC and seed != self.seeds[0]):
                 continue
@@ -476,9 +476,7 @@ def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: 
     poems: dict[tuple[str, int], SystemPoems] = {}
     rows: list[dict[str, Any]] = []
     generators: dict[str, Generator] = {}
-    # `disable` is only passed to switch the bar off: left out, tqdm takes it from $TQDM_DISABLE
-    bar = tqdm([(s, seed) for s in systems for seed in seeds], desc="evaluation",
-               **({} if progress else {"disable": True}))
+    bar = progress_bar([(s, seed) for s in systems for seed in seeds], desc="evaluation", progress=progress)
     for system, seed in bar:
         bar.set_postfix(system=system, seed=seed)
         if system not in weights:

@@ -22,34 +22,32 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from mixpoet_lib._util import default_device, seed_everything, torch_save_atomic
+from mixpoet_lib._util import default_device, progress_bar, seed_everything, torch_save_atomic
 from mixpoet_lib.checkpoints import (CKPT_FORMAT, find_published, judge_path, lm_path, load_judge, load_lm,
                                      read_checkpoint)
 from mixpoet_lib.config import FACTOR_NAMES, PhaseConfig, Profile
 from mixpoet_lib.data.batching import epoch_order
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.data.vocab import EOS, PAD, UNK, Vocab
-from mixpoet_lib.metrics import accuracy, confusion_matrix, macro_f1, mean_std, per_class_f1, split_lines
+from mixpoet_lib.metrics import accuracy, confusion_matrix, macro_f1, mean_std, per_class_f1
 from mixpoet_lib.models.judges import JUDGE_DROPOUT, LM_DROPOUT, CharLM, JudgeClassifier, encode_arrays
 from mixpoet_lib.train.schedules import make_optimizer, phase_lr_scheduler, planned_steps
 
 __all__ = [
     "VAL_POINTS", "LM_VAL_POEMS", "Selection", "fit_supervised", "LMScores", "fit_classifier", "evaluate_classifier",
-    "train_judge", "ensure_judges", "classify", "classify_jsonl", "fit_lm", "train_lm", "ensure_lm", "lm_score",
+    "train_judge", "ensure_judges", "classify", "fit_lm", "train_lm", "ensure_lm", "lm_score",
 ]
 
 LM_VAL_POEMS = 1000  # seeded unl_valid subset for the validations during LM training
@@ -78,11 +76,6 @@ def _batches_of(n: int, size: int) -> Iterable[slice]:
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
-
-
-def _progress_bar(total: int, desc: str, progress: bool) -> tqdm:
-    # `disable` is only passed to switch the bar off: left out, tqdm takes it from $TQDM_DISABLE
-    return tqdm(total=total, desc=desc, leave=False, **({} if progress else {"disable": True}))
 
 
 # ------------------------------------------------------------------------------- the fitting loop
@@ -142,7 +135,7 @@ def fit_supervised(model: nn.Module, n_items: int, batch_loss: Callable[[np.ndar
     best_state = _cpu_state(model)
     running, seen = 0.0, 0
     model.train()
-    bar = _progress_bar(total, desc, progress)
+    bar = progress_bar(total=total, desc=desc, leave=False, progress=progress)
     for step, epoch, ids in _step_batches(n_items, phase, seed, total):
         loss = batch_loss(ids)
         opt.zero_grad(set_to_none=True)
@@ -330,57 +323,6 @@ def classify(judges: dict[str, JudgeClassifier], poems: Sequence[str | Sequence[
             label = int(np.argmax(p))
             row[factor] = {"label": label, "name": model.classes[label], "probs": p}
     return out
-
-
-def _jsonl_poem(raw: str) -> tuple[dict[str, Any], str]:
-    """The object and its ``content`` of one JSON line; ValueError says what is wrong with it."""
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    content = obj.get("content")
-    if not isinstance(content, str):
-        raise ValueError("'content' missing or not a string")
-    if not "".join(split_lines(content)):
-        raise ValueError("'content' holds no characters")
-    return obj, content
-
-
-def classify_jsonl(judges: dict[str, JudgeClassifier], in_path: str | Path, out_stream: IO[str],
-                   batch_size: int = 512) -> tuple[int, list[str]]:
-    """Classify a JSON-lines file of ``{"content": "l1|l2|l3|l4", …}``; write one JSON line per good poem.
-
-    Each output line is the input object plus ``"judge": {factor: {label, name, probs}}`` and ``"line"`` (its
-    1-based line number). A malformed line (bad JSON, not an object, ``content`` missing, not a string or
-    without characters) is skipped and reported as ``"line N: reason"`` in the returned error list; blank
-    lines are ignored. Returns (poems written, errors).
-    """
-    errors: list[str] = []
-    pending: list[tuple[int, dict[str, Any], str]] = []
-    n_ok = 0
-
-    def flush() -> None:
-        nonlocal n_ok
-        for (lineno, obj, _), pred in zip(pending, classify(judges, [c for _, _, c in pending], batch_size)):
-            out_stream.write(json.dumps({**obj, "line": lineno, "judge": pred}, ensure_ascii=False) + "\n")
-            n_ok += 1
-        pending.clear()
-
-    with open(in_path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                pending.append((lineno, *_jsonl_poem(raw)))
-            except ValueError as exc:
-                errors.append(f"line {lineno}: {exc}")
-                continue
-            if len(pending) >= batch_size:
-                flush()
-    flush()
-    return n_ok, errors
 
 
 # ----------------------------------------------------------------------------------- language model
