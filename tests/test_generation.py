@@ -489,3 +489,89 @@ def test_cli_corrupt_checkpoint(ckpt_env, capsys, tmp_path):
     torch.save({"kind": "aus"}, incomplete)
     code, _, err = run_cli(capsys, "--checkpoint", incomplete, "--crrd", crrd, "--keyword", "春")
     assert code == 1 and len(err.strip().splitlines()) == 1 and "model_args" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# regression: poems of fixed tiny models and seeds, recorded before the beam search was restructured
+# ----------------------------------------------------------------------------------------------
+
+def _regression_cases():
+    """(name, poems) of several kinds, lengths, labels, beams, rules and ladder rungs (0, 1, 3, 5, 6)."""
+    yield "aus_ladder", gen(make_model("aus", seed=4)).generate(
+        KEYWORDS, [5, 7, 5, 7], labels=[(0, 1), (-1, -1), ("countryside", "prosperous"), (1, -1)], n_samples=2,
+        seed=5)
+    yield "aus_strict", gen(make_model("aus", eos_bias=8.0), gen_cfg=GenConfig(beam_size=8)).generate(
+        KEYWORDS, [7, 5, 7, 5], n_samples=2, seed=0)
+    yield "cvae_official", gen(make_model("cvae", seed=3, eos_bias=2.0), repetition_rule="official",
+                               gen_cfg=GenConfig(beam_size=4, extra_steps=2)).generate(KEYWORDS, 7, n_samples=2,
+                                                                                       seed=2)
+    yield "igs_novelty", gen(make_model("igs", seed=6, eos_bias=8.0), training_lines={"春风山天花"},
+                             gen_cfg=GenConfig(beam_size=5, z_candidates=4, z_outlier_ratio=1.05)).generate(
+        KEYWORDS, 5, seed=7)
+    yield "basic_top_n", gen(make_model("basic", seed=1), gen_cfg=GenConfig(beam_size=4)).top_n_distinct("春", 5, 4)
+    small = Vocab(SPECIALS + tuple("天风山春花时月雨草树水路"))
+    torch.manual_seed(0)
+    model = build_model("cvae", SMOKE, len(small)).eval()
+    yield "small_vocab", Generator(model, small, TR, None, GenConfig(beam_size=4)).generate(["春", "月"], 7, seed=0)
+
+
+# (text, line_relaxation, labels, score) per poem
+REGRESSION = {
+    'aus_ladder': [
+        ('过园草草寺|雨望处眠眠|重树风风夜|烟春水路天', (1, 1, 1, 0), (0, 1), -3.842213988304138),
+        ('过园草草寺|雨望处眠眠|中老心烟树|家春夜夜天', (1, 1, 0, 0), (0, 1), -3.8353331089019775),
+        ('望草草烟园园雨|风风夜夜寺心天|春春过去眠眠树|水一中愁处处年', (3, 0, 1, 3), (0, 1), -3.833361864089966),
+        ('望草草烟园园雨|风风夜夜寺心天|过中愁去眠眠树|春水声空路处年', (3, 0, 1, 0), (0, 1), -3.8298471570014954),
+        ('望草草烟园|风风寺寺眠|海空心路雨|水夜夜中天', (1, 0, 0, 0), (1, 0), -3.82427316904068),
+        ('望草草烟园|风风寺寺眠|海心东路处|过去雨空天', (1, 0, 0, 0), (1, 0), -3.8239120841026306),
+        ('望草草烟园园雨|风风夜夜寺眠心|过中愁去天天处|重树春春水路声', (3, 1, 1, 0), (1, 1), -3.829581320285797),
+        ('望草草烟园园雨|风风夜夜寺眠心|过愁去树空天路|重处春春水海声', (3, 1, 0, 0), (1, 1), -3.8345142602920532),
+    ],
+    'aus_strict': [
+        ('情情落时空老天|意年年兮兮江眠|处声烟月家春望|思树归归夜夜前', (3, 3, 0, 0), (0, 1), -6.788752198219299),
+        ('情情年年落兮空|意时老老处天风|声声烟夜家归草|思树江江影影中', (3, 0, 0, 0), (0, 1), -6.775860905647278),
+        ('时老老天天|年年落落烟|思情情月夜|意意影家前', (0, 0, 0, 0), (0, 1), -6.430291771888733),
+        ('时老老天天|年年落落烟|思情情月夜|意意影空前', (0, 0, 0, 0), (0, 1), -6.431192874908447),
+        ('意老老天天落空|情情年兮兮江中|处时时色烟烟夜|思水前家树去东', (0, 3, 0, 0), (0, 1), -6.779924988746643),
+        ('意老老思思年夜|情情落落月空空|处时时兮天天草|一树江江影影中', (0, 0, 3, 0), (0, 1), -6.759708404541016),
+        ('时时老老天|树落落情烟|声影年年夜|兮一意意眠', (0, 0, 0, 3), (2, 1), -6.454757332801819),
+        ('时时老老天|树树影年年|落落烟空色|兮一意意眠', (0, 0, 0, 3), (2, 1), -6.436970233917236),
+    ],
+    'cvae_official': [
+        ('春秋秋客客风归|一望江江草草时|海处花花高水雨|看情重酒日愁家', (0, 0, 0, 0), (-1, -1), -3.7158974409103394),
+        ('月客客客风归时|路一江江草草家|寺海雨秋秋望日|空高看影处年情', (3, 3, 0, 0), (-1, -1), -3.7074273824691772),
+        ('路一望客客客风|云海家秋草草东|看酒花花高水雨|时时兮月日江空', (3, 0, 0, 3), (-1, -1), -3.704943001270294),
+        ('江影一处客客风|时时高路草归东|心花花望春家老|色日愁愁树树中', (3, 0, 0, 0), (-1, -1), -3.7170506715774536),
+        ('望客客客风归时|江色春秋一一情|海处看花高草草|意东东路路人家', (3, 3, 0, 0), (-1, -1), -3.7046218514442444),
+        ('路风看草草草客|时寺家秋一处归|思酒江江人望日|影花高水雨愁心', (3, 3, 0, 0), (-1, -1), -3.7097891569137573),
+        ('草草望客客客风|江一情一处处中|日日高高东水雨|看春秋酒夜空空', (3, 3, 0, 0), (-1, -1), -3.7136975526809692),
+        ('客客风归秋草草|一一情望日高东|路年看影花花水|空月春家处老中', (0, 3, 0, 0), (-1, -1), -3.7177721858024597),
+    ],
+    'igs_novelty': [
+        ('酒酒情情路|风空去去家|意秋秋一一|落落海人时', (0, 0, 3, 0), (1, 0), -6.553723931312561),
+        ('风情情酒路|海去去中家|心一一时日|云云意意声', (0, 0, 3, 0), (1, 0), -6.569879174232483),
+        ('夜酒酒风去|心情路日时|意空空望月|云落落秋家', (0, 0, 0, 0), (1, 0), -6.623003363609314),
+        ('情情酒酒路|风去去秋家|心日时东望|云空意意声', (0, 0, 0, 0), (1, 0), -6.578093886375427),
+    ],
+    'basic_top_n': [
+        ('月客客山山|秋秋处处家|意云云老老|园日日江归', (0, 0, 0, 0), (-1, -1), -3.7938440442085266),
+        ('月客客山日|秋秋处处天|意云云老老|园草一归烟', (1, 0, 0, 3), (-1, -1), -3.8033429980278015),
+        ('月客山山高|秋秋处处家|意云云老老|园日日江归', (3, 0, 0, 0), (-1, -1), -3.7967289090156555),
+        ('月客客日山|秋秋处处天|意云云老老|园草一归烟', (3, 0, 0, 3), (-1, -1), -3.8048039078712463),
+    ],
+    'small_vocab': [
+        ('春春树树草风风|月月花花水水天|时雨雨山山路路|春树树草风风花', (0, 5, 0, 6), (-1, -1), -2.6944504380226135),
+        ('天天月春春树草|时花花水水风风|月春春树草风风|天月春春草树风', (3, 0, 6, 6), (-1, -1), -2.6508726477622986),
+    ],
+}
+
+
+def test_regression_poems_unchanged():
+    """Generated text, rungs, labels and scores of fixed models and seeds stay exactly as recorded."""
+    got = {name: [(p.text, p.line_relaxation, p.labels, p.score) for p in poems]
+           for name, poems in _regression_cases()}
+    assert got.keys() == REGRESSION.keys()
+    for name, want in REGRESSION.items():
+        assert [g[:3] for g in got[name]] == [w[:3] for w in want], name
+        assert [g[3] for g in got[name]] == pytest.approx([w[3] for w in want], abs=1e-6), name
+    assert greedy_decode(make_model("aus"), VOCAB, "秋风", 7, labels=("other", -1), seed=1) == ['时老天天天情情', '意老天天天落空', '声老天天天落空', '树时老天天落空']
