@@ -9,12 +9,13 @@ import torch
 
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import GenConfig, get_profile
-from mixpoet_lib.generate.generator import (MAX_RELAXATION, RELAXATION_LEVELS, ConstraintTables, Generator,
-                                    benchmark_generation, closest_line_types, greedy_decode, inline_ban_mask,
-                                    repetition_window)
 from mixpoet_lib.checkpoints import build_model, load_generator
-from mixpoet_lib.data.rhythm import (ToneRhyme, check_poem, line_type, poem_pattern, position_template,
-                                rhyme_classes_of, tone_of)
+from mixpoet_lib.data.rhythm import (ToneRhyme, check_poem, find_crrd_dir, line_type, load_tone_rhyme, poem_pattern,
+                                     position_template, rhyme_classes_of, tone_of)
+from mixpoet_lib.generate.constraints import (MAX_RELAXATION, RELAXATION_LEVELS, ConstraintTables,
+                                              closest_line_types, inline_ban_mask, repetition_window)
+from mixpoet_lib.generate.generator import (Generator, benchmark_generation, draw_latents, greedy_decode,
+                                            keyword_tensor, prior_from_eps)
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 
 # A tiny hand-made tone/rhyme table over real characters (the tones are not meant to be historically right).
@@ -30,13 +31,7 @@ KINDS = ("basic", "cvae", "igs", "aus")
 KEYWORDS = ["春", "秋风", "月", "江"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add contention (10× slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: extra threads only add contention
 
 
 def make_model(kind: str, seed: int = 0, eos_bias: float = 0.0, dtype: torch.dtype = torch.float32):
@@ -116,9 +111,7 @@ def assert_constraints(p, rule: str = "intended", tr: ToneRhyme = TR, vocab: Voc
     for i, line in enumerate(p.lines):
         assert len(line) == p.length
         assert all(ch in vocab and ch not in specials for ch in line)
-        for t, ch in enumerate(line):  # in-line rule
-            window = repetition_window(t, rule)
-            assert ch not in line[:max(window - 1, 0)], (rule, line, t)
+        assert inline_rule_ok(line, rule), (rule, line)
         if p.line_relaxation[i] < RELAXATION_LEVELS.index("no_cross_line_ban"):
             assert not set(line) & set("".join(p.lines[:i])), p.lines
         if i > 0 and p.line_relaxation[i] < RELAXATION_LEVELS.index("no_tone"):
@@ -149,10 +142,33 @@ def test_constraints_honoured_all_kinds(kind):
             assert p.labels == (-1, -1)
 
 
+def inline_rule_ok(line: str, rule: str) -> bool:
+    """Every character of ``line`` is allowed by the in-line repetition rule ``rule``."""
+    return all(ch not in line[:max(repetition_window(t, rule) - 1, 0)] for t, ch in enumerate(line))
+
+
+def test_inline_rule_ok_tells_the_rules_apart():
+    assert inline_rule_ok("天风月风", "official") and not inline_rule_ok("天风月风", "intended")  # c4 repeats c2
+    assert inline_rule_ok("天风月雨山雨", "official") and not inline_rule_ok("天风月雨山雨", "intended")  # c6 = c4
+    assert inline_rule_ok("天风风风", "official") and not inline_rule_ok("天风风风", "intended")  # tripling
+    for line in ("天风天月", "天风月天", "天风月雨月"):  # c3 = c1, c4 = c1, c5 = c3: both rules ban them
+        assert not inline_rule_ok(line, "official") and not inline_rule_ok(line, "intended")
+    assert inline_rule_ok("天天风月", "intended") and inline_rule_ok("天天风月", "official")  # doubling
+
+
 def test_official_repetition_rule_variant():
-    g = gen(make_model("aus", seed=3), repetition_rule="official")
-    for p in g.generate(KEYWORDS, 7, n_samples=2, seed=2):
+    """The official window lets through repetitions the intended rule bans: the two rules give different poems."""
+    model = make_model("cvae", seed=3, eos_bias=2.0)
+    cfg = GenConfig(beam_size=4, extra_steps=2)
+    official = gen(model, repetition_rule="official", gen_cfg=cfg).generate(KEYWORDS, 7, n_samples=2, seed=2)
+    intended = gen(model, gen_cfg=cfg).generate(KEYWORDS, 7, n_samples=2, seed=2)
+    for p in official:
         assert_constraints(p, "official")
+    for p in intended:
+        assert_constraints(p, "intended")
+    assert any(not inline_rule_ok(line, "intended") for p in official for line in p.lines)
+    assert all(inline_rule_ok(line, "intended") for p in intended for line in p.lines)
+    assert [p.lines for p in official] != [p.lines for p in intended]
 
 
 def test_strict_success_passes_form_check():
@@ -166,8 +182,6 @@ def test_strict_success_passes_form_check():
 
 def test_constraints_with_real_crrd(mirror_dir):
     """The real THU-CRRD lists (polyphonic characters, characters without rhyme class) on a 600-character vocabulary."""
-    from mixpoet_lib.data.rhythm import find_crrd_dir, load_tone_rhyme
-
     tr = load_tone_rhyme(find_crrd_dir(mirror_dir))
     level = sorted(ch for ch in tr.level - tr.oblique if ch in tr.rhyme_classes)[:250]
     oblique = sorted(tr.oblique - tr.level)[:250]
@@ -235,9 +249,8 @@ def test_scores_and_context_match_teacher_forced_decode():
     for length in (5, 7):
         p = g.generate(["秋风"], length, labels=(2, 1), seed=9)[0]
         assert p.ok
-        req = g._requests(["秋风"], length, (2, 1), 1, 9)[0]
+        s0, length_oh = g.decoder_start(["秋风"], length, (2, 1), seed=9)
         with torch.no_grad():
-            _, s0, length_oh = g._init_poems([req])
             lines = torch.full((1, 4, 8), PAD, dtype=torch.long)
             for i, line in enumerate(p.lines):
                 lines[0, i, :length] = torch.tensor(VOCAB.encode(line))
@@ -283,33 +296,29 @@ def test_ladder_reaches_cross_line_rung_on_exhausted_vocabulary():
 
 
 @pytest.mark.parametrize("kind", ["cvae", "igs", "aus"])
-def test_latent_outlier_guard(kind, monkeypatch):
+def test_latent_outlier_guard(kind):
     """A far-away latent draw is replaced by the poem's next candidate; the choice is per poem, not per batch."""
-    g = gen(make_model(kind), gen_cfg=GenConfig(beam_size=4, z_candidates=3, z_outlier_ratio=3.0))
-    real = g._prior_from_eps
+    model = make_model(kind)
 
     def blow_up_first(h_w, y, eps):  # candidate 0 of poem 0 (row 0) lands 1000× too far
-        z = real(h_w, y, eps).clone()
+        z = prior_from_eps(model, h_w, y, eps).clone()
         z[0] *= 1000.0
         return z
 
-    monkeypatch.setattr(g, "_prior_from_eps", blow_up_first)
-    with g._eval_mode():
-        states = [g._requests(KEYWORDS[:2], 5, (-1, -1) if kind != "cvae" else None, 1, 0)[i] for i in range(2)]
-        from mixpoet_lib.generate.generator import _PoemState
-        sts = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in states]
-        h_w = g.model.encode_keyword(g._keys(KEYWORDS[:2]))
-        y = [] if kind == "cvae" else [torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)]
-        z = g._draw_latents(sts, h_w, y)
-    assert g.z_rejections == 1
+    def draw(n_candidates, ratio):
+        rngs = [torch.Generator().manual_seed(s) for s in (11, 12)]
+        with torch.no_grad():
+            h_w = model.encode_keyword(keyword_tensor(VOCAB, KEYWORDS[:2]))
+            y = [] if kind == "cvae" else [torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)]
+            return draw_latents(blow_up_first, h_w, y, rngs, model.cfg.latent_size, n_candidates, ratio)
+
+    z, rejected = draw(3, 3.0)
+    assert rejected == 1
     norms = z.norm(dim=-1)
     assert norms.max() < 100 * norms.min()
     # official behaviour (ratio 0: one draw, no guard): the outlier is kept
-    g.gen_cfg = GenConfig(beam_size=4, z_candidates=3, z_outlier_ratio=0.0)
-    with g._eval_mode():
-        sts = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in states]
-        z0 = g._draw_latents(sts, h_w, y)
-    assert z0[0].norm() > 100 * z0[1].norm() and g.z_rejections == 1
+    z0, rejected = draw(3, 0.0)
+    assert z0[0].norm() > 100 * z0[1].norm() and rejected == 0
 
 
 def test_generation_with_guard_is_batch_independent():
@@ -322,8 +331,7 @@ def test_generation_with_guard_is_batch_independent():
 
 def test_generate_from_s0_matches_generate():
     g = gen(make_model("basic"))
-    with torch.no_grad():
-        s0 = g.model.decoder_s0(g.model.encode_keyword(g._keys(["秋风"])))
+    s0, _ = g.decoder_start(["秋风"], 5, seed=4)
     a = g.generate("秋风", 5, seed=4)[0]
     b = g.generate_from_s0("秋风", 5, s0.expand(2, -1), seed=4)
     assert a.ok and b[0].text == a.text == b[1].text
