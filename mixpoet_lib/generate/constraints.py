@@ -154,7 +154,7 @@ class ConstraintTables:
     * ``not_eos`` (V,): everything except <E> (position L under ``forced_end``).
     """
 
-    def __init__(self, vocab: Vocab, tr: ToneRhyme, device: torch.device | str = "cpu"):
+    def __init__(self, vocab: Vocab, tr: ToneRhyme, device: torch.device | str = "cpu") -> None:
         tokens = list(vocab.tokens)
         v = len(tokens)
         masks = tone_masks(tokens, tr=tr)
@@ -226,7 +226,7 @@ class LineBans:
     """
 
     def __init__(self, tables: ConstraintTables, lengths: Sequence[int], rules: Sequence[LineConstraints],
-                 used: Sequence[Collection[int]], n_pos: int):
+                 used: Sequence[Collection[int]], n_pos: int) -> None:
         dev, n, v = tables.device, len(rules), tables.vocab_size
         self.tables = tables
         base = tables.always.expand(n, v).clone()

@@ -10,9 +10,9 @@ Procedure per poem (spec §4.2-4.5)
 ----------------------------------
 1. Encode the keyword; labels given as -1 are inferred with argmax p(y|w) (``infer_labels``).
 2. Draw one latent sample from the prior with a per-poem :class:`torch.Generator` (CVAE, IGS, AUS; the
-   basic model has none), see :func:`draw_latents`. The seed of that generator is a hash of (``seed``,
-   keyword, length, requested labels, sample number), so a poem does not depend on what else is in the
-   batch or where it sits. Diversity at fixed inputs therefore comes only from the latent sample and the
+   basic model has none), see :mod:`mixpoet_lib.generate.requests`. The seed of that generator is a hash of
+   (``seed``, keyword, length, requested labels, sample number), so a poem does not depend on what else is in
+   the batch or where it sits. Diversity at fixed inputs therefore comes only from the latent sample and the
    labels: the beam is deterministic.
 3. For each line: constrained beam search, post-filter, pick the best survivor (climbing the relaxation
    ladder when none survives), update the pattern/rhyme state and the inter-line context with the chosen
@@ -36,10 +36,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,22 +46,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mixpoet_lib.config import FACTOR_NAMES, GenConfig, parse_label
+from mixpoet_lib.config import GenConfig
 from mixpoet_lib.data.rhythm import ToneRhyme, check_poem, default_tone_rhyme, line_type, poem_pattern, rhyme_class
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 from mixpoet_lib.generate.beam import BeamResult, Candidate, beam_search, line_states
 from mixpoet_lib.generate.constraints import (MAX_RELAXATION, N_LINES, NO_FORM_CHECK, RELAXATION_LEVELS, STRICT,
                                               ConstraintTables, LineConstraints, accept_line, closest_line_types,
                                               line_constraints, repetition_window)
+from mixpoet_lib.generate.requests import (PoemRequest, draw_latents, keyword_tensor, length_onehot, make_requests,
+                                           prior_from_eps)
 
 __all__ = [
-    "RELAXATION_LEVELS", "MAX_RELAXATION", "GeneratedPoem", "Generator", "keyword_tensor", "prior_from_eps",
-    "draw_latents", "greedy_decode", "GenerationBenchmark", "benchmark_generation",
+    "RELAXATION_LEVELS", "MAX_RELAXATION", "GeneratedPoem", "Generator", "greedy_decode", "GenerationBenchmark",
+    "benchmark_generation",
 ]
-
-LENGTHS = (5, 7)
-MAX_KEYWORD_LEN = 2
-N_SPECIALS = len(SPECIALS)  # ids below this are special tokens, never characters
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,17 +111,8 @@ class GeneratedPoem:
 
 
 @dataclass
-class _Request:
-    keyword: str
-    length: int
-    labels: tuple[int, int]  # as requested (-1 = infer)
-    sample: int
-    seed: int
-
-
-@dataclass
 class _PoemState:
-    req: _Request
+    req: PoemRequest
     rng: torch.Generator
     lines: list[str] = field(default_factory=list)
     line_levels: list[int] = field(default_factory=list)
@@ -138,14 +126,8 @@ class _PoemState:
 
     @property
     def active(self) -> bool:
+        """False once a line found no candidate on any rung."""
         return self.failed_line is None
-
-
-def _poem_seed(*parts: Any) -> int:
-    """Seed of one poem's generator (blake2b of the parts' repr; not ``_util.derived_seed``, whose different
-    hash would change every generated poem)."""
-    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def _clone_rng(rng: torch.Generator) -> torch.Generator:
@@ -164,53 +146,6 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
-
-
-# ----------------------------------------------------------------------------------------------
-# model glue: keywords and latent draws
-# ----------------------------------------------------------------------------------------------
-
-def keyword_tensor(vocab: Vocab, keywords: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
-    """Keyword ids as the keyword encoder reads them: rows ``[<B>, chars…, <E>, PAD…]`` (P, max_len + 2)."""
-    width = max(len(k) for k in keywords) + 2
-    keys = torch.full((len(keywords), width), PAD, dtype=torch.long)
-    for i, kw in enumerate(keywords):
-        keys[i, 0] = BOS
-        keys[i, 1:1 + len(kw)] = torch.tensor(vocab.encode(kw))
-        keys[i, 1 + len(kw)] = EOS
-    return keys.to(device)
-
-
-def prior_from_eps(model: torch.nn.Module, h_w: Tensor, y: list[Tensor], eps: Tensor) -> Tensor:
-    """Prior latent for given noise: Gaussian kinds reparameterise, AUS runs its implicit sampler."""
-    if model.kind == "cvae":
-        return model.prior_sample(h_w, eps=eps)
-    return model.prior_sample(h_w, y, eps=eps)
-
-
-def draw_latents(prior: Callable[[Tensor, list[Tensor], Tensor], Tensor], h_w: Tensor, y: list[Tensor],
-                 rngs: Sequence[torch.Generator], latent_size: int, n_candidates: int = 1,
-                 outlier_ratio: float = 0.0) -> tuple[Tensor, int]:
-    """One prior latent per poem (P, Z), drawn from each poem's own generator, with the outlier guard.
-
-    ``prior(h_w, y, eps)`` maps noise to latents (e.g. :func:`prior_from_eps` bound to a model). Each poem
-    draws R = ``n_candidates`` noise vectors; the first whose latent norm is at most ``outlier_ratio`` × the
-    median of its R norms is kept (so the choice never depends on the batch). ``outlier_ratio`` ≤ 0 is the
-    official behaviour: one draw, kept whatever it is. Returns the latents and how many poems rejected their
-    first draw.
-    """
-    r = max(1, int(n_candidates)) if outlier_ratio > 0 else 1
-    eps = torch.stack([torch.randn(r, latent_size, generator=g) for g in rngs]).to(h_w.device, h_w.dtype)
-    p = len(rngs)
-    # candidate-major rows: row c·P + b is candidate c of poem b
-    flat = eps.transpose(0, 1).reshape(r * p, latent_size)
-    z = prior(h_w.repeat(r, 1), [yk.repeat(r) for yk in y], flat).view(r, p, latent_size)
-    if r == 1:
-        return z[0], 0
-    norms = z.float().norm(dim=-1)  # (R, P)
-    ok = norms <= outlier_ratio * norms.median(dim=0).values
-    first = torch.where(ok.any(0), ok.float().argmax(0), norms.argmin(0))
-    return z[first, torch.arange(p, device=z.device)], int((first > 0).sum())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,7 +175,8 @@ class Generator:
     def __init__(self, model: torch.nn.Module, vocab: Vocab | Sequence[str], tone_rhyme: ToneRhyme | None = None,
                  training_lines: Iterable[str] | None = None, gen_cfg: GenConfig = GenConfig(),
                  device: torch.device | str | None = None, *, repetition_rule: str | None = None,
-                 max_relaxation: int = MAX_RELAXATION, min_relaxation: int = STRICT, max_batch_poems: int = 128):
+                 max_relaxation: int = MAX_RELAXATION, min_relaxation: int = STRICT,
+                 max_batch_poems: int = 128) -> None:
         self.model = model
         self.vocab = vocab if isinstance(vocab, Vocab) else Vocab(tuple(vocab))
         if len(self.vocab) != model.vocab_size:
@@ -280,7 +216,7 @@ class Generator:
         ids or class names (e.g. ``('military', -1)``), -1 meaning "infer with p(y|w)". Identical requests
         (keyword, length, labels, sample number, seed) give identical poems wherever they sit in the batch.
         """
-        reqs = self._requests(keywords, length, labels, n_samples, seed)
+        reqs = make_requests(self.vocab, self.kind, keywords, length, labels, n_samples, seed)
         out: list[GeneratedPoem] = []
         for start in range(0, len(reqs), self.max_batch_poems):
             chunk = reqs[start:start + self.max_batch_poems]
@@ -298,7 +234,7 @@ class Generator:
         Same arguments and order as :meth:`generate` (the same latent draws, labels inferred the same way);
         use them to re-score generated poems or to build inputs for :meth:`generate_from_s0`.
         """
-        reqs = self._requests(keywords, length, labels, n_samples, seed)
+        reqs = make_requests(self.vocab, self.kind, keywords, length, labels, n_samples, seed)
         with _eval_mode(self.model):
             _, s0, length_oh = self._init_poems(reqs)
         return s0, length_oh
@@ -313,7 +249,7 @@ class Generator:
         """
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
-        req = self._requests([keyword], length, labels, 1, seed)[0]
+        req = make_requests(self.vocab, self.kind, [keyword], length, labels, 1, seed)[0]
         with _eval_mode(self.model):
             states, s0, length_oh = self._init_poems([req])
             first = states[0]
@@ -338,77 +274,17 @@ class Generator:
         """
         if s0.dim() != 2 or s0.size(0) < 1:
             raise ValueError(f"s0 must be (P, S0) with P ≥ 1, got shape {tuple(s0.shape)}")
-        reqs = self._requests([keyword] * s0.size(0), length, None, 1, seed)
+        reqs = make_requests(self.vocab, self.kind, [keyword] * s0.size(0), length, None, 1, seed)
         with _eval_mode(self.model):
             states = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
             s0 = s0.to(self.device)
             ctx = self.model.initial_context(len(reqs), like=s0)
-            self._run_lines(states, s0, self._length_onehot(reqs, s0.dtype), ctx, start_line=0)
+            length_oh = length_onehot([r.length for r in reqs], s0.dtype, self.device)
+            self._run_lines(states, s0, length_oh, ctx, start_line=0)
             return [self._finish(st) for st in states]
 
-    # -- input handling ----------------------------------------------------------------------------
-    def _requests(self, keywords: Sequence[str] | str, length: int | Sequence[int], labels: Any,
-                  n_samples: int, seed: int) -> list[_Request]:
-        if isinstance(keywords, str):
-            keywords = [keywords]
-        keywords = list(keywords)
-        if not keywords:
-            raise ValueError("no keywords given")
-        if not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        per_poem = isinstance(length, (Sequence, np.ndarray, Tensor)) and not isinstance(length, str)
-        lengths = list(length.tolist() if isinstance(length, (np.ndarray, Tensor)) else length) if per_poem \
-            else [length] * len(keywords)
-        if len(lengths) != len(keywords):
-            raise ValueError(f"{len(lengths)} lengths for {len(keywords)} keywords")
-        label_list = self._label_list(labels, len(keywords))
-        factored = self.kind in ("igs", "aus")
-        reqs = []
-        for kw, ln, lab in zip(keywords, lengths, label_list):
-            kw = self._check_keyword(kw)
-            if isinstance(ln, bool) or not isinstance(ln, (int, np.integer)) or int(ln) not in LENGTHS:
-                raise ValueError(f"length must be 5 or 7, got {ln!r}")
-            if not factored and lab != (-1, -1):
-                raise ValueError(f"model kind {self.kind!r} has no factor labels, got labels {lab} "
-                                 f"(use -1 / leave them out)")
-            for j in range(n_samples):
-                reqs.append(_Request(kw, int(ln), lab, j, _poem_seed(int(seed), kw, int(ln), lab, j)))
-        return reqs
-
-    def _check_keyword(self, kw: Any) -> str:
-        if not isinstance(kw, str):
-            raise ValueError(f"keyword must be a string, got {kw!r}")
-        kw = kw.strip()
-        if not kw:
-            raise ValueError("empty keyword")
-        if len(kw) > MAX_KEYWORD_LEN:
-            raise ValueError(f"keyword {kw!r} has {len(kw)} characters; MixPoet keywords have 1-{MAX_KEYWORD_LEN}")
-        missing = [ch for ch in kw if ch not in self.vocab or self.vocab.id(ch) < N_SPECIALS]
-        if missing:
-            raise ValueError(f"keyword {kw!r}: character(s) {''.join(dict.fromkeys(missing))!r} not in the vocabulary")
-        return kw
-
-    @staticmethod
-    def _label_pair(pair: Any) -> tuple[int, int]:
-        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != len(FACTOR_NAMES):
-            raise ValueError(f"labels must be a pair (living, era), got {pair!r}")
-        return tuple(parse_label(f, v) for f, v in zip(FACTOR_NAMES, pair))  # type: ignore[return-value]
-
-    def _label_list(self, labels: Any, n: int) -> list[tuple[int, int]]:
-        if labels is None:
-            return [(-1, -1)] * n
-        if (isinstance(labels, Sequence) and not isinstance(labels, str) and len(labels) > 0
-                and all(isinstance(x, Sequence) and not isinstance(x, str) for x in labels)):
-            if len(labels) != n:
-                raise ValueError(f"{len(labels)} label pairs for {n} keywords")
-            return [self._label_pair(p) for p in labels]
-        if isinstance(labels, Tensor):
-            return self._label_list(labels.tolist(), n)
-        pair = self._label_pair(labels)
-        return [pair] * n
-
     # -- model glue ---------------------------------------------------------------------------------
-    def _init_poems(self, reqs: Sequence[_Request]) -> tuple[list[_PoemState], Tensor, Tensor]:
+    def _init_poems(self, reqs: Sequence[PoemRequest]) -> tuple[list[_PoemState], Tensor, Tensor]:
         """Return per-poem states, s0 (P, S0) and the length one-hots (P, 2) (latent drawn per poem)."""
         m = self.model
         states = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
@@ -429,11 +305,7 @@ class Generator:
         if ids is not None:
             for st, row in zip(states, ids.tolist()):
                 st.labels = (int(row[0]), int(row[1]))
-        return states, s0, self._length_onehot(reqs, s0.dtype)
-
-    def _length_onehot(self, reqs: Sequence[_Request], dtype: torch.dtype) -> Tensor:
-        """Length condition per poem (P, 2): [1, 0] for 7 characters, [0, 1] for 5."""
-        return torch.tensor([[1.0, 0.0] if r.length == 7 else [0.0, 1.0] for r in reqs], dtype=dtype, device=self.device)
+        return states, s0, length_onehot([r.length for r in reqs], s0.dtype, self.device)
 
     def _beam(self, s0: Tensor, length_oh: Tensor, ctx: Tensor, line_idx: int, states: Sequence[_PoemState],
               rules: Sequence[LineConstraints], beam: int) -> BeamResult:
@@ -634,7 +506,7 @@ def benchmark_generation(model: torch.nn.Module, vocab: Vocab | Sequence[str], n
     """
     vocab = vocab if isinstance(vocab, Vocab) else Vocab(tuple(vocab))
     if keywords is None:
-        pool = [t for t in vocab.tokens[N_SPECIALS:] if len(t) == 1]
+        pool = [t for t in vocab.tokens[len(SPECIALS):] if len(t) == 1]
         keywords = [pool[i % len(pool)] for i in range(n_poems)]
     keywords = list(keywords)[:n_poems]
     cfg = GenConfig(beam_size=beam)
