@@ -375,11 +375,14 @@ class Generator:
     def _rules(self, st: _PoemState, i: int, level: int) -> LineConstraints:
         return line_constraints(i, st.req.length, level, st.pattern, st.rhyme, bool(st.used))
 
+    def _accept(self, cand: Candidate, st: _PoemState, i: int, level: int) -> str | None:
+        return accept_line(cand.ids, self.tokens, st.req.length, i, level, st.pattern, self.training_lines,
+                           self.line_type)
+
     def _first_accepted(self, cands: list[Candidate], st: _PoemState, i: int,
                         level: int) -> tuple[Candidate, str] | None:
         for cand in cands:
-            text = accept_line(cand.ids, self.tokens, st.req.length, i, level, st.pattern, self.training_lines,
-                               self.line_type)
+            text = self._accept(cand, st, i, level)
             if text is not None:
                 return cand, text
         return None
@@ -397,8 +400,7 @@ class Generator:
                 result = self._beam(s0, length_oh, ctx0, 0, [first], [rules], beam)
                 rules_used = rules
             for cand in result.candidates[0]:
-                text = accept_line(cand.ids, self.tokens, first.req.length, 0, level, first.pattern,
-                                   self.training_lines, self.line_type)
+                text = self._accept(cand, first, 0, level)
                 if text is not None and text not in seen:
                     seen.add(text)
                     picked.append((cand, text, level, *line_states(result, [cand], [first.req.length], self.window)))
