@@ -3,18 +3,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import GenConfig, get_profile
-from mixpoet_lib.generate.generator import (MAX_RELAXATION, RELAXATION_LEVELS, ConstraintTables, Generator,
-                                    benchmark_generation, closest_line_types, greedy_decode, inline_ban_mask,
-                                    repetition_window)
 from mixpoet_lib.checkpoints import build_model, load_generator
-from mixpoet_lib.data.rhythm import (ToneRhyme, check_poem, line_type, poem_pattern, position_template,
-                                rhyme_classes_of, tone_of)
+from mixpoet_lib.data.rhythm import (N_RHYME_CLASSES, ToneRhyme, check_poem, find_crrd_dir, line_type, load_tone_rhyme,
+                                     poem_pattern, position_template, rhyme_classes_of, rhyme_mask, tone_ban_mask,
+                                     tone_masks, tone_of)
+from mixpoet_lib.generate.constraints import (ANY_RHYME_ROW, FORCED_END, MAX_RELAXATION, NO_CROSS_LINE_BAN,
+                                              NO_FORM_CHECK, NO_NOVELTY, NO_RHYME, NO_TONE, RELAXATION_LEVELS, STRICT,
+                                              ConstraintTables, LineBans, LineConstraints, accept_line,
+                                              closest_line_types, inline_ban_mask, line_constraints,
+                                              repetition_window)
+from mixpoet_lib.generate.generator import GeneratedPoem, Generator, benchmark_generation, greedy_decode
+from mixpoet_lib.generate.requests import draw_latents, keyword_tensor, prior_from_eps
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 
 # A tiny hand-made tone/rhyme table over real characters (the tones are not meant to be historically right).
@@ -30,13 +37,7 @@ KINDS = ("basic", "cvae", "igs", "aus")
 KEYWORDS = ["春", "秋风", "月", "江"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add contention (10× slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: extra threads only add contention
 
 
 def make_model(kind: str, seed: int = 0, eos_bias: float = 0.0, dtype: torch.dtype = torch.float32):
@@ -105,6 +106,80 @@ def test_closest_line_types():
     assert ties == [0, 1, 2, 3]
 
 
+def test_constraint_tables_are_built_from_the_rhythm_masks() -> None:
+    """The beam's tone and rhyme rows are exactly rhythm.tone_ban_mask and the complement of rhythm.rhyme_mask."""
+    tb = ConstraintTables(VOCAB, TR)
+    tokens = list(VOCAB.tokens)
+    masks = tone_masks(tokens, tr=TR)
+    for value in (-1, 0, 1):
+        assert tb.tone[value + 1].tolist() == tone_ban_mask(masks, value).tolist()
+    real = np.arange(len(tokens)) >= len(SPECIALS)
+    in_class = [rhyme_mask(tokens, c, tr=TR) & real for c in range(1, N_RHYME_CLASSES + 1)]
+    for c, allowed in enumerate(in_class, start=1):
+        assert (~tb.rhyme[c]).tolist() == allowed.tolist()
+    assert (~tb.rhyme[ANY_RHYME_ROW]).tolist() == np.any(in_class, axis=0).tolist()
+    assert not tb.rhyme[0].any() and tb.not_eos.sum() == len(tokens) - 1 and not tb.not_eos[EOS]
+
+
+def test_line_constraints_follow_the_ladder() -> None:
+    pattern = poem_pattern(2)  # line types (2, 1, 3, 2)
+    strict = line_constraints(1, 5, STRICT, pattern, 3, True)
+    assert strict == LineConstraints(False, position_template(1, 5), 3, True)
+    forced = line_constraints(1, 5, FORCED_END, pattern, 3, True)
+    assert forced == LineConstraints(True, position_template(1, 5), 3, True)
+    for level in (NO_NOVELTY, NO_FORM_CHECK):  # post-filter rungs: the same beam
+        assert line_constraints(1, 5, level, pattern, 3, True) == forced
+    assert line_constraints(1, 5, NO_TONE, pattern, 3, True) == LineConstraints(True, None, 3, True)
+    assert line_constraints(1, 5, NO_RHYME, pattern, 3, True) == LineConstraints(True, None, 0, True)
+    assert line_constraints(1, 5, NO_CROSS_LINE_BAN, pattern, 3, True) == LineConstraints(True, None, 0, False)
+    assert line_constraints(1, 7, STRICT, pattern, None, True).rhyme_row == ANY_RHYME_ROW  # line 2, no class yet
+    assert line_constraints(3, 7, STRICT, pattern, None, True).rhyme_row == 0
+    assert line_constraints(2, 7, STRICT, pattern, 3, True).rhyme_row == 0  # line 3 never rhymes
+    assert line_constraints(0, 7, STRICT, None, None, False) == LineConstraints(False, None, 0, False)
+
+
+def test_line_bans_per_position() -> None:
+    """Item 0: 5 characters, template (-1, 1, 1, 0, 0), rhyme class 1, 天 used; item 1: 7, forced end, free."""
+    tb = ConstraintTables(VOCAB, TR)
+    rules = [LineConstraints(False, position_template(1, 5), 1, True), LineConstraints(True, None, 0, False)]
+    bans = LineBans(tb, [5, 7], rules, [{VOCAB.id("天")}, {VOCAB.id("风")}], n_pos=8)
+
+    def banned(k: int, item: int, chars: str) -> list[bool]:
+        return [bool(bans.at(k)[item, VOCAB.id(ch)]) for ch in chars]
+
+    for k in range(8):
+        assert bans.at(k)[:, [UNK, PAD, BOS]].all()
+    assert bans.at(0)[:, EOS].all() and banned(0, 0, "天风山月") == [True, False, False, False]
+    assert banned(0, 1, "天风") == [False, False]  # no cross-line ban for item 1
+    assert banned(1, 0, "山月看一") == [True, False, True, False]  # oblique position: level and polyphonic banned
+    assert banned(3, 0, "山月看一") == [False, True, True, False]  # level position
+    assert banned(4, 0, "年烟风山") == [False, False, True, True]  # last position: only rhyme class 1
+    assert not bans.at(5)[0, EOS] and bans.at(5)[1, EOS]
+    assert bans.at(7)[1].sum() == len(VOCAB) - 1 and not bans.at(7)[1, EOS]  # forced end: only <E>
+    add = bans.additive(1, torch.float64)
+    assert add.dtype == torch.float64 and torch.equal(add.isinf(), bans.at(1)) and add.max() == 0
+
+
+def test_accept_line_post_filter() -> None:
+    tokens = list(VOCAB.tokens)
+    ids = VOCAB.encode("天风月雨山")  # PPZZP: type 2
+
+    def accept(ids: list[int], i: int, level: int, pattern: tuple[int, ...] | None = None,
+               lines: set[str] | None = None) -> str | None:
+        return accept_line(ids, tokens, 5, i, level, pattern, lines, lambda s: line_type(s, tr=TR))
+
+    assert accept(ids, 0, STRICT) == "天风月雨山"
+    assert accept(ids[:4], 0, MAX_RELAXATION) is None  # too short, at every rung
+    assert accept(ids + VOCAB.encode("水"), 0, STRICT) == "天风月雨山"  # cut to L characters
+    assert accept(ids, 0, FORCED_END, lines={"天风月雨山"}) is None  # novelty
+    assert accept(ids, 0, NO_NOVELTY, lines={"天风月雨山"}) == "天风月雨山"
+    assert accept(VOCAB.encode("一一一一一"), 0, NO_NOVELTY) is None  # line 1 unrecognised
+    assert accept(VOCAB.encode("一一一一一"), 0, NO_FORM_CHECK) == "一一一一一"
+    assert accept(ids, 3, STRICT, poem_pattern(2)) == "天风月雨山"  # line 4 of pattern (2, 1, 3, 2) is type 2
+    assert accept(ids, 1, NO_NOVELTY, poem_pattern(2)) is None  # line 2 must be type 1
+    assert accept(ids, 1, NO_FORM_CHECK, poem_pattern(2)) == "天风月雨山"
+
+
 # ----------------------------------------------------------------------------------------------
 # constraints in the output
 # ----------------------------------------------------------------------------------------------
@@ -116,9 +191,7 @@ def assert_constraints(p, rule: str = "intended", tr: ToneRhyme = TR, vocab: Voc
     for i, line in enumerate(p.lines):
         assert len(line) == p.length
         assert all(ch in vocab and ch not in specials for ch in line)
-        for t, ch in enumerate(line):  # in-line rule
-            window = repetition_window(t, rule)
-            assert ch not in line[:max(window - 1, 0)], (rule, line, t)
+        assert inline_rule_ok(line, rule), (rule, line)
         if p.line_relaxation[i] < RELAXATION_LEVELS.index("no_cross_line_ban"):
             assert not set(line) & set("".join(p.lines[:i])), p.lines
         if i > 0 and p.line_relaxation[i] < RELAXATION_LEVELS.index("no_tone"):
@@ -149,10 +222,33 @@ def test_constraints_honoured_all_kinds(kind):
             assert p.labels == (-1, -1)
 
 
-def test_official_repetition_rule_variant():
-    g = gen(make_model("aus", seed=3), repetition_rule="official")
-    for p in g.generate(KEYWORDS, 7, n_samples=2, seed=2):
+def inline_rule_ok(line: str, rule: str) -> bool:
+    """Every character of ``line`` is allowed by the in-line repetition rule ``rule``."""
+    return all(ch not in line[:max(repetition_window(t, rule) - 1, 0)] for t, ch in enumerate(line))
+
+
+def test_inline_rule_ok_tells_the_rules_apart() -> None:
+    assert inline_rule_ok("天风月风", "official") and not inline_rule_ok("天风月风", "intended")  # c4 repeats c2
+    assert inline_rule_ok("天风月雨山雨", "official") and not inline_rule_ok("天风月雨山雨", "intended")  # c6 = c4
+    assert inline_rule_ok("天风风风", "official") and not inline_rule_ok("天风风风", "intended")  # tripling
+    for line in ("天风天月", "天风月天", "天风月雨月"):  # c3 = c1, c4 = c1, c5 = c3: both rules ban them
+        assert not inline_rule_ok(line, "official") and not inline_rule_ok(line, "intended")
+    assert inline_rule_ok("天天风月", "intended") and inline_rule_ok("天天风月", "official")  # doubling
+
+
+def test_official_repetition_rule_variant() -> None:
+    """The official window lets through repetitions the intended rule bans: the two rules give different poems."""
+    model = make_model("cvae", seed=3, eos_bias=2.0)
+    cfg = GenConfig(beam_size=4, extra_steps=2)
+    official = gen(model, repetition_rule="official", gen_cfg=cfg).generate(KEYWORDS, 7, n_samples=2, seed=2)
+    intended = gen(model, gen_cfg=cfg).generate(KEYWORDS, 7, n_samples=2, seed=2)
+    for p in official:
         assert_constraints(p, "official")
+    for p in intended:
+        assert_constraints(p, "intended")
+    assert any(not inline_rule_ok(line, "intended") for p in official for line in p.lines)
+    assert all(inline_rule_ok(line, "intended") for p in intended for line in p.lines)
+    assert [p.lines for p in official] != [p.lines for p in intended]
 
 
 def test_strict_success_passes_form_check():
@@ -166,8 +262,6 @@ def test_strict_success_passes_form_check():
 
 def test_constraints_with_real_crrd(mirror_dir):
     """The real THU-CRRD lists (polyphonic characters, characters without rhyme class) on a 600-character vocabulary."""
-    from mixpoet_lib.data.rhythm import find_crrd_dir, load_tone_rhyme
-
     tr = load_tone_rhyme(find_crrd_dir(mirror_dir))
     level = sorted(ch for ch in tr.level - tr.oblique if ch in tr.rhyme_classes)[:250]
     oblique = sorted(tr.oblique - tr.level)[:250]
@@ -235,9 +329,8 @@ def test_scores_and_context_match_teacher_forced_decode():
     for length in (5, 7):
         p = g.generate(["秋风"], length, labels=(2, 1), seed=9)[0]
         assert p.ok
-        req = g._requests(["秋风"], length, (2, 1), 1, 9)[0]
+        s0, length_oh = g.decoder_start(["秋风"], length, (2, 1), seed=9)
         with torch.no_grad():
-            _, s0, length_oh = g._init_poems([req])
             lines = torch.full((1, 4, 8), PAD, dtype=torch.long)
             for i, line in enumerate(p.lines):
                 lines[0, i, :length] = torch.tensor(VOCAB.encode(line))
@@ -283,33 +376,30 @@ def test_ladder_reaches_cross_line_rung_on_exhausted_vocabulary():
 
 
 @pytest.mark.parametrize("kind", ["cvae", "igs", "aus"])
-def test_latent_outlier_guard(kind, monkeypatch):
+def test_latent_outlier_guard(kind: str) -> None:
     """A far-away latent draw is replaced by the poem's next candidate; the choice is per poem, not per batch."""
-    g = gen(make_model(kind), gen_cfg=GenConfig(beam_size=4, z_candidates=3, z_outlier_ratio=3.0))
-    real = g._prior_from_eps
+    model = make_model(kind)
 
-    def blow_up_first(h_w, y, eps):  # candidate 0 of poem 0 (row 0) lands 1000× too far
-        z = real(h_w, y, eps).clone()
+    def blow_up_first(h_w: torch.Tensor, y: list[torch.Tensor], eps: torch.Tensor) -> torch.Tensor:
+        """The model's prior, except that candidate 0 of poem 0 (row 0) lands 1000× too far."""
+        z = prior_from_eps(model, h_w, y, eps).clone()
         z[0] *= 1000.0
         return z
 
-    monkeypatch.setattr(g, "_prior_from_eps", blow_up_first)
-    with g._eval_mode():
-        states = [g._requests(KEYWORDS[:2], 5, (-1, -1) if kind != "cvae" else None, 1, 0)[i] for i in range(2)]
-        from mixpoet_lib.generate.generator import _PoemState
-        sts = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in states]
-        h_w = g.model.encode_keyword(g._keys(KEYWORDS[:2]))
-        y = [] if kind == "cvae" else [torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)]
-        z = g._draw_latents(sts, h_w, y)
-    assert g.z_rejections == 1
+    def draw(n_candidates: int, ratio: float) -> tuple[torch.Tensor, int]:
+        rngs = [torch.Generator().manual_seed(s) for s in (11, 12)]
+        with torch.no_grad():
+            h_w = model.encode_keyword(keyword_tensor(VOCAB, KEYWORDS[:2]))
+            y = [] if kind == "cvae" else [torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)]
+            return draw_latents(blow_up_first, h_w, y, rngs, model.cfg.latent_size, n_candidates, ratio)
+
+    z, rejected = draw(3, 3.0)
+    assert rejected == 1
     norms = z.norm(dim=-1)
     assert norms.max() < 100 * norms.min()
     # official behaviour (ratio 0: one draw, no guard): the outlier is kept
-    g.gen_cfg = GenConfig(beam_size=4, z_candidates=3, z_outlier_ratio=0.0)
-    with g._eval_mode():
-        sts = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in states]
-        z0 = g._draw_latents(sts, h_w, y)
-    assert z0[0].norm() > 100 * z0[1].norm() and g.z_rejections == 1
+    z0, rejected = draw(3, 0.0)
+    assert z0[0].norm() > 100 * z0[1].norm() and rejected == 0
 
 
 def test_generation_with_guard_is_batch_independent():
@@ -322,8 +412,7 @@ def test_generation_with_guard_is_batch_independent():
 
 def test_generate_from_s0_matches_generate():
     g = gen(make_model("basic"))
-    with torch.no_grad():
-        s0 = g.model.decoder_s0(g.model.encode_keyword(g._keys(["秋风"])))
+    s0, _ = g.decoder_start(["秋风"], 5, seed=4)
     a = g.generate("秋风", 5, seed=4)[0]
     b = g.generate_from_s0("秋风", 5, s0.expand(2, -1), seed=4)
     assert a.ok and b[0].text == a.text == b[1].text
@@ -489,3 +578,90 @@ def test_cli_corrupt_checkpoint(ckpt_env, capsys, tmp_path):
     torch.save({"kind": "aus"}, incomplete)
     code, _, err = run_cli(capsys, "--checkpoint", incomplete, "--crrd", crrd, "--keyword", "春")
     assert code == 1 and len(err.strip().splitlines()) == 1 and "model_args" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# regression: poems of fixed tiny models and seeds, recorded before the beam search was restructured
+# ----------------------------------------------------------------------------------------------
+
+def _regression_cases() -> Iterator[tuple[str, list[GeneratedPoem]]]:
+    """(name, poems) of several kinds, lengths, labels, beams, rules and ladder rungs (0, 1, 3, 5, 6)."""
+    yield "aus_ladder", gen(make_model("aus", seed=4)).generate(
+        KEYWORDS, [5, 7, 5, 7], labels=[(0, 1), (-1, -1), ("countryside", "prosperous"), (1, -1)], n_samples=2,
+        seed=5)
+    yield "aus_strict", gen(make_model("aus", eos_bias=8.0), gen_cfg=GenConfig(beam_size=8)).generate(
+        KEYWORDS, [7, 5, 7, 5], n_samples=2, seed=0)
+    yield "cvae_official", gen(make_model("cvae", seed=3, eos_bias=2.0), repetition_rule="official",
+                               gen_cfg=GenConfig(beam_size=4, extra_steps=2)).generate(KEYWORDS, 7, n_samples=2,
+                                                                                       seed=2)
+    yield "igs_novelty", gen(make_model("igs", seed=6, eos_bias=8.0), training_lines={"春风山天花"},
+                             gen_cfg=GenConfig(beam_size=5, z_candidates=4, z_outlier_ratio=1.05)).generate(
+        KEYWORDS, 5, seed=7)
+    yield "basic_top_n", gen(make_model("basic", seed=1), gen_cfg=GenConfig(beam_size=4)).top_n_distinct("春", 5, 4)
+    small = Vocab(SPECIALS + tuple("天风山春花时月雨草树水路"))
+    torch.manual_seed(0)
+    model = build_model("cvae", SMOKE, len(small)).eval()
+    yield "small_vocab", Generator(model, small, TR, None, GenConfig(beam_size=4)).generate(["春", "月"], 7, seed=0)
+
+
+# (text, line_relaxation, labels, score) per poem
+REGRESSION = {
+    "aus_ladder": [
+        ("过园草草寺|雨望处眠眠|重树风风夜|烟春水路天", (1, 1, 1, 0), (0, 1), -3.842213988304138),
+        ("过园草草寺|雨望处眠眠|中老心烟树|家春夜夜天", (1, 1, 0, 0), (0, 1), -3.8353331089019775),
+        ("望草草烟园园雨|风风夜夜寺心天|春春过去眠眠树|水一中愁处处年", (3, 0, 1, 3), (0, 1), -3.833361864089966),
+        ("望草草烟园园雨|风风夜夜寺心天|过中愁去眠眠树|春水声空路处年", (3, 0, 1, 0), (0, 1), -3.8298471570014954),
+        ("望草草烟园|风风寺寺眠|海空心路雨|水夜夜中天", (1, 0, 0, 0), (1, 0), -3.82427316904068),
+        ("望草草烟园|风风寺寺眠|海心东路处|过去雨空天", (1, 0, 0, 0), (1, 0), -3.8239120841026306),
+        ("望草草烟园园雨|风风夜夜寺眠心|过中愁去天天处|重树春春水路声", (3, 1, 1, 0), (1, 1), -3.829581320285797),
+        ("望草草烟园园雨|风风夜夜寺眠心|过愁去树空天路|重处春春水海声", (3, 1, 0, 0), (1, 1), -3.8345142602920532),
+    ],
+    "aus_strict": [
+        ("情情落时空老天|意年年兮兮江眠|处声烟月家春望|思树归归夜夜前", (3, 3, 0, 0), (0, 1), -6.788752198219299),
+        ("情情年年落兮空|意时老老处天风|声声烟夜家归草|思树江江影影中", (3, 0, 0, 0), (0, 1), -6.775860905647278),
+        ("时老老天天|年年落落烟|思情情月夜|意意影家前", (0, 0, 0, 0), (0, 1), -6.430291771888733),
+        ("时老老天天|年年落落烟|思情情月夜|意意影空前", (0, 0, 0, 0), (0, 1), -6.431192874908447),
+        ("意老老天天落空|情情年兮兮江中|处时时色烟烟夜|思水前家树去东", (0, 3, 0, 0), (0, 1), -6.779924988746643),
+        ("意老老思思年夜|情情落落月空空|处时时兮天天草|一树江江影影中", (0, 0, 3, 0), (0, 1), -6.759708404541016),
+        ("时时老老天|树落落情烟|声影年年夜|兮一意意眠", (0, 0, 0, 3), (2, 1), -6.454757332801819),
+        ("时时老老天|树树影年年|落落烟空色|兮一意意眠", (0, 0, 0, 3), (2, 1), -6.436970233917236),
+    ],
+    "cvae_official": [
+        ("春秋秋客客风归|一望江江草草时|海处花花高水雨|看情重酒日愁家", (0, 0, 0, 0), (-1, -1), -3.7158974409103394),
+        ("月客客客风归时|路一江江草草家|寺海雨秋秋望日|空高看影处年情", (3, 3, 0, 0), (-1, -1), -3.7074273824691772),
+        ("路一望客客客风|云海家秋草草东|看酒花花高水雨|时时兮月日江空", (3, 0, 0, 3), (-1, -1), -3.704943001270294),
+        ("江影一处客客风|时时高路草归东|心花花望春家老|色日愁愁树树中", (3, 0, 0, 0), (-1, -1), -3.7170506715774536),
+        ("望客客客风归时|江色春秋一一情|海处看花高草草|意东东路路人家", (3, 3, 0, 0), (-1, -1), -3.7046218514442444),
+        ("路风看草草草客|时寺家秋一处归|思酒江江人望日|影花高水雨愁心", (3, 3, 0, 0), (-1, -1), -3.7097891569137573),
+        ("草草望客客客风|江一情一处处中|日日高高东水雨|看春秋酒夜空空", (3, 3, 0, 0), (-1, -1), -3.7136975526809692),
+        ("客客风归秋草草|一一情望日高东|路年看影花花水|空月春家处老中", (0, 3, 0, 0), (-1, -1), -3.7177721858024597),
+    ],
+    "igs_novelty": [
+        ("酒酒情情路|风空去去家|意秋秋一一|落落海人时", (0, 0, 3, 0), (1, 0), -6.553723931312561),
+        ("风情情酒路|海去去中家|心一一时日|云云意意声", (0, 0, 3, 0), (1, 0), -6.569879174232483),
+        ("夜酒酒风去|心情路日时|意空空望月|云落落秋家", (0, 0, 0, 0), (1, 0), -6.623003363609314),
+        ("情情酒酒路|风去去秋家|心日时东望|云空意意声", (0, 0, 0, 0), (1, 0), -6.578093886375427),
+    ],
+    "basic_top_n": [
+        ("月客客山山|秋秋处处家|意云云老老|园日日江归", (0, 0, 0, 0), (-1, -1), -3.7938440442085266),
+        ("月客客山日|秋秋处处天|意云云老老|园草一归烟", (1, 0, 0, 3), (-1, -1), -3.8033429980278015),
+        ("月客山山高|秋秋处处家|意云云老老|园日日江归", (3, 0, 0, 0), (-1, -1), -3.7967289090156555),
+        ("月客客日山|秋秋处处天|意云云老老|园草一归烟", (3, 0, 0, 3), (-1, -1), -3.8048039078712463),
+    ],
+    "small_vocab": [
+        ("春春树树草风风|月月花花水水天|时雨雨山山路路|春树树草风风花", (0, 5, 0, 6), (-1, -1), -2.6944504380226135),
+        ("天天月春春树草|时花花水水风风|月春春树草风风|天月春春草树风", (3, 0, 6, 6), (-1, -1), -2.6508726477622986),
+    ],
+}
+
+
+def test_regression_poems_unchanged() -> None:
+    """Generated text, rungs, labels and scores of fixed models and seeds stay exactly as recorded."""
+    got = {name: [(p.text, p.line_relaxation, p.labels, p.score) for p in poems]
+           for name, poems in _regression_cases()}
+    assert got.keys() == REGRESSION.keys()
+    for name, want in REGRESSION.items():
+        assert [g[:3] for g in got[name]] == [w[:3] for w in want], name
+        assert [g[3] for g in got[name]] == pytest.approx([w[3] for w in want], abs=1e-6), name
+    assert greedy_decode(make_model("aus"), VOCAB, "秋风", 7, labels=("other", -1), seed=1) == [
+        "时老天天天情情", "意老天天天落空", "声老天天天落空", "树时老天天落空"]
