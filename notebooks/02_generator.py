@@ -43,6 +43,7 @@ from mixpoet_lib.data import batching
 from mixpoet_lib import config
 from mixpoet_lib.generate import generator as generation
 from mixpoet_lib.models import generators as models
+from mixpoet_lib.models import layers
 from mixpoet_lib import plots
 from mixpoet_lib.train import schedules
 from mixpoet_lib.train import loop as training
@@ -69,9 +70,9 @@ vocab = data.vocab
 
 # %% tags=["nbval-check-output"]
 paper = models.BasicGenerator(config.get_profile("full").model, vocab_size=5547)
-sizes = {name: models.count_parameters(module) for name, module in paper.named_children()}
+sizes = {name: layers.count_parameters(module) for name, module in paper.named_children()}
 print(pd.Series(sizes, name="parameters").to_string())
-print(f"total: {models.count_parameters(paper):,}")
+print(f"total: {layers.count_parameters(paper):,}")
 
 # %% [markdown]
 # ## 2 · Denoising: why corrupt the input poem?

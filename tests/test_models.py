@@ -9,8 +9,9 @@ import torch
 
 from mixpoet_lib.config import ModelConfig, get_profile
 from mixpoet_lib.models.losses import line_cross_entropy, reconstruction_loss
-from mixpoet_lib.models.generators import (BOS, EOS, PAD, CVAE, BasicGenerator, ConditionalBatchNorm, MixPoetAUS, MixPoetIGS,
-                                gumbel_label_sample)
+from mixpoet_lib.data.vocab import BOS, EOS, PAD
+from mixpoet_lib.models.generators import CVAE, BasicGenerator, MixPoetAUS, MixPoetIGS
+from mixpoet_lib.models.layers import ConditionalBatchNorm, gumbel_label_sample
 from mixpoet_lib.checkpoints import build_model
 
 VOCAB = 6000

@@ -14,290 +14,28 @@ of ingredients for :mod:`mixpoet_lib.models.losses`), and generates through the 
 ``generation_init`` → ``init_decoder_state`` → ``decode_step`` (+ ``update_context`` after each line),
 so a constrained beam search can live outside the models.
 
-Labels for one factor travel either as a Long index tensor ``(B,)`` or as a float one-hot / relaxed
-tensor ``(B, K)`` (straight-through mode); :func:`embed_label` accepts both.
+The building blocks (encoders, context, CBN, samplers, discriminator) are in :mod:`mixpoet_lib.models.layers`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from mixpoet_lib.config import ModelConfig
-from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK
+from mixpoet_lib.data.vocab import BOS, PAD
+from mixpoet_lib.models.layers import (BiRNNEncoder, DecodeOutput, GaussianHead,
+                                       ImplicitPosterior, ImplicitPrior, InterLineContext, LatentDiscriminator,
+                                       MLPClassifier, embed_label, gumbel_label_sample, label_index, reparameterise,
+                                       unique_params)
 
-__all__ = [
-    "BOS", "EOS", "PAD", "UNK", "SHARED_PREFIXES",
-    "DecodeOutput", "BiRNNEncoder", "InterLineContext", "ConditionalBatchNorm", "MLPClassifier",
-    "GaussianHead", "ImplicitPriorBranch", "ImplicitPrior", "ImplicitPosterior", "LatentDiscriminator",
-    "PoetBase", "BasicGenerator", "CVAE", "FactorModelBase", "MixPoetIGS", "MixPoetAUS",
-    "embed_label", "label_index", "gumbel_label_sample", "count_parameters",
-]
+__all__ = ["SHARED_PREFIXES", "PoetBase", "BasicGenerator", "CVAE", "FactorModelBase", "MixPoetIGS", "MixPoetAUS"]
 
 Batch = dict[str, Tensor]
 # Sub-modules every model shares under the same names (what DAE pre-training hands on, spec §3.3 phase A).
 SHARED_PREFIXES = ("embed.", "encoder.", "word_encoder.", "map_x.", "decoder.", "out_proj.", "context.")
-LRELU_SLOPE = 0.2
-
-
-# ----------------------------------------------------------------------------------------------
-# small helpers
-# ----------------------------------------------------------------------------------------------
-
-def embed_label(table: nn.Embedding, y: Tensor) -> Tensor:
-    """Look a label up in an embedding table: Long index (B,) → row, float (B, K) one-hot → y @ W."""
-    if y.dtype.is_floating_point:
-        return y @ table.weight
-    return table(y)
-
-
-def label_index(y: Tensor) -> Tensor:
-    """Return the integer label (B,) of an index or one-hot label tensor."""
-    return y.argmax(-1) if y.dtype.is_floating_point else y
-
-
-def gumbel_label_sample(logits: Tensor, tau: float, straight_through: bool) -> Tensor:
-    """Draw a label from softmax(logits) with the Gumbel trick.
-
-    ``straight_through=False`` (official, spec §2.3): argmax of Gumbel-perturbed logits as a Long index,
-    so neither τ nor any gradient matters. ``True``: hard one-hot forward, softmax((l+g)/τ) gradient backward.
-    """
-    gumbel = -torch.empty_like(logits).exponential_().log()
-    if not straight_through:
-        with torch.no_grad():
-            return (logits + gumbel).argmax(-1)
-    soft = F.softmax((logits + gumbel) / tau, dim=-1)
-    hard = F.one_hot(soft.argmax(-1), logits.size(-1)).to(soft.dtype)
-    return hard - soft.detach() + soft
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Return the number of trainable parameters of a module."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def _unique_params(*modules: nn.Module) -> list[nn.Parameter]:
-    seen: set[int] = set()
-    out: list[nn.Parameter] = []
-    for mod in modules:
-        for p in mod.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                out.append(p)
-    return out
-
-
-@dataclass
-class DecodeOutput:
-    """Decoder result: logits only at non-PAD target positions (row-major over batch, line, time)."""
-
-    logits: Tensor  # (N, V), N = mask.sum()
-    targets: Tensor  # (B, S, T) gold line tokens, trimmed to the batch's longest line + 1
-    mask: Tensor  # (B, S, T) bool, True where the target is not PAD
-
-    def full_logits(self) -> Tensor:
-        """Return (B, S, T, V) logits with zeros at PAD positions (for inspection; costs memory)."""
-        out = self.logits.new_zeros(*self.mask.shape, self.logits.size(-1))
-        out[self.mask] = self.logits
-        return out
-
-
-# ----------------------------------------------------------------------------------------------
-# building blocks
-# ----------------------------------------------------------------------------------------------
-
-class BiRNNEncoder(nn.Module):
-    """One-layer bidirectional GRU or tanh RNN over padded embeddings; returns [last fwd; last bwd]."""
-
-    def __init__(self, input_size: int, hidden_size: int, cell: str = "gru"):
-        super().__init__()
-        rnn_cls = {"gru": nn.GRU, "rnn": nn.RNN}[cell]
-        self.rnn = rnn_cls(input_size, hidden_size, batch_first=True, bidirectional=True)
-        self.hidden_size = hidden_size
-
-    def forward(self, emb: Tensor, lengths: Tensor) -> Tensor:
-        """Encode (B, T, in) with true lengths (B,) → (B, 2·hidden). Lengths go to the CPU (spec §6.1-1)."""
-        packed = pack_padded_sequence(emb, lengths.detach().to("cpu", torch.int64).clamp(min=1),
-                                      batch_first=True, enforce_sorted=False)
-        _, h_n = self.rnn(packed)  # (2, B, H), restored to the input order
-        return torch.cat([h_n[0], h_n[1]], dim=-1)
-
-
-class InterLineContext(nn.Module):
-    """Inter-line context (spec §2.2-9): Conv1d over the previous line's decoder states, mean, gated update.
-
-    States at PAD targets are zeroed and the sequence is zero-padded to ``window`` (= max_line_len + 1 = 8)
-    both in training and generation (fix of the 6-vs-8 quirk, spec §6.2-7).
-    """
-
-    def __init__(self, hidden_size: int, context_size: int, window: int):
-        super().__init__()
-        self.conv = nn.Conv1d(hidden_size, context_size, kernel_size=3)
-        self.update = nn.Linear(2 * context_size, context_size)
-        self.window = window
-        self.context_size = context_size
-
-    def forward(self, context: Tensor, states: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Return the new context (B, C) from the old one (B, C) and a line's states (B, T, H)."""
-        if mask is not None:
-            states = states * mask.unsqueeze(-1).to(states.dtype)
-        if states.size(1) < self.window:
-            states = F.pad(states, (0, 0, 0, self.window - states.size(1)))
-        feat = torch.tanh(self.conv(states.transpose(1, 2))).mean(dim=-1)
-        return torch.tanh(self.update(torch.cat([context, feat], dim=-1)))
-
-
-class ConditionalBatchNorm(nn.Module):
-    """Class-conditional batch norm: BN without affine, then scale γ+Δγ[y] and shift β+Δβ[y].
-
-    The normalisation is a standard :class:`nn.BatchNorm1d` (biased batch variance, momentum 0.1,
-    running statistics as plain buffers updated without autograd; fix of spec §6.1-7). Init γ=1, Δγ=1, β=Δβ=0.
-    """
-
-    def __init__(self, num_features: int, num_classes: int, momentum: float = 0.1, eps: float = 1e-5):
-        super().__init__()
-        self.bn = nn.BatchNorm1d(num_features, affine=False, momentum=momentum, eps=eps)
-        self.gamma = nn.Parameter(torch.ones(num_features))
-        self.beta = nn.Parameter(torch.zeros(num_features))
-        self.delta_gamma = nn.Embedding(num_classes, num_features)
-        self.delta_beta = nn.Embedding(num_classes, num_features)
-        nn.init.ones_(self.delta_gamma.weight)
-        nn.init.zeros_(self.delta_beta.weight)
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        """Normalise x (B, n) and apply the label-dependent affine map."""
-        scale = self.gamma + embed_label(self.delta_gamma, y)
-        shift = self.beta + embed_label(self.delta_beta, y)
-        return self.bn(x) * scale + shift
-
-
-class MLPClassifier(nn.Sequential):
-    """Two hidden ReLU layers with dropout after each, then raw logits (spec §2.2-4)."""
-
-    def __init__(self, in_size: int, hidden1: int, hidden2: int, n_classes: int, dropout: float):
-        super().__init__(
-            nn.Linear(in_size, hidden1), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden1, hidden2), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden2, n_classes),
-        )
-
-
-class GaussianHead(nn.Module):
-    """MLP → (mean, log-variance) of a diagonal Gaussian (used by the CVAE and IGS baselines)."""
-
-    def __init__(self, in_size: int, hidden: int, out_size: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_size, hidden), nn.Tanh(), nn.Linear(hidden, 2 * out_size))
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Return (mu, logvar), each (B, out_size)."""
-        mu, logvar = self.net(x).chunk(2, dim=-1)
-        return mu, logvar
-
-
-def _reparameterise(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
-    return mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)
-
-
-class ImplicitPriorBranch(nn.Module):
-    """One factor's implicit prior sampler: [ε; h_w; a(y)] → Lin-CBN-LReLU ×2 → Lin-BN (spec §2.2-5)."""
-
-    def __init__(self, noise_size: int, cond_size: int, label_size: int, n_classes: int, hidden: int, out_size: int):
-        super().__init__()
-        self.noise_size = noise_size
-        self.label_embed = nn.Embedding(n_classes, label_size)
-        self.fc1 = nn.Linear(noise_size + cond_size + label_size, hidden)
-        self.cbn1 = ConditionalBatchNorm(hidden, n_classes)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.cbn2 = ConditionalBatchNorm(hidden, n_classes)
-        self.fc3 = nn.Linear(hidden, out_size)
-        self.bn = nn.BatchNorm1d(out_size)
-
-    def forward(self, eps: Tensor, h_w: Tensor, y: Tensor) -> Tensor:
-        """Map noise (B, noise), keyword (B, h_w) and label (index or one-hot) to z^(k) (B, out)."""
-        h = self.fc1(torch.cat([eps, h_w, embed_label(self.label_embed, y)], dim=-1))
-        h = F.leaky_relu(self.cbn1(h, y), LRELU_SLOPE)
-        h = F.leaky_relu(self.cbn2(self.fc2(h), y), LRELU_SLOPE)
-        return self.bn(self.fc3(h))
-
-
-class ImplicitPrior(nn.Module):
-    """The mixed-latent prior p(z|w,y): one implicit branch per factor, outputs concatenated."""
-
-    def __init__(self, cfg: ModelConfig, cond_size: int, n_classes: tuple[int, ...]):
-        super().__init__()
-        sub = cfg.latent_size // len(n_classes)
-        self.branches = nn.ModuleList(
-            ImplicitPriorBranch(sub, cond_size, cfg.factor_emb_size, k, cfg.latent_size, sub) for k in n_classes)
-        self.sub_size = sub
-
-    def forward(self, h_w: Tensor, y: list[Tensor], eps: Tensor | None = None) -> Tensor:
-        """Return z (B, Z); eps (B, Z) may be given for reproducibility (split per factor)."""
-        if eps is None:
-            eps = h_w.new_empty(h_w.size(0), self.sub_size * len(self.branches)).normal_()
-        parts = eps.split(self.sub_size, dim=-1)
-        return torch.cat([br(e, h_w, yk) for br, e, yk in zip(self.branches, parts, y)], dim=-1)
-
-
-class ImplicitPosterior(nn.Module):
-    """Implicit posterior q(z|x,w,y): [h_x; h_w; b1(y1); b2(y2); ε] → 3-layer LReLU MLP (spec §2.2-6)."""
-
-    def __init__(self, cfg: ModelConfig, hx_size: int, hw_size: int, n_classes: tuple[int, ...]):
-        super().__init__()
-        z, f = cfg.latent_size, cfg.factor_emb_size
-        self.label_embed = nn.ModuleList(nn.Embedding(k, f) for k in n_classes)
-        self.net = nn.Sequential(
-            nn.Linear(hx_size + hw_size + f * len(n_classes) + z, cfg.hidden_size), nn.LeakyReLU(LRELU_SLOPE),
-            nn.Linear(cfg.hidden_size, z), nn.LeakyReLU(LRELU_SLOPE),
-            nn.Linear(z, z),
-        )
-        self.noise_size = z
-
-    def forward(self, h_x: Tensor, h_w: Tensor, y: list[Tensor], eps: Tensor | None = None) -> Tensor:
-        """Return z_post (B, Z)."""
-        if eps is None:
-            eps = h_x.new_empty(h_x.size(0), self.noise_size).normal_()
-        labs = [embed_label(tab, yk) for tab, yk in zip(self.label_embed, y)]
-        return self.net(torch.cat([h_x, h_w, *labs, eps], dim=-1))
-
-
-class LatentDiscriminator(nn.Module):
-    """Spectral-normalised projection discriminator D(z, y1, y2) (spec §2.2-10).
-
-    φ(z) = 3 SN-Linear+LReLU(0.2) layers Z → Z → nF → nF; score = SN-Linear(φ) + ⟨φ, [e1(y1); e2(y2)]⟩,
-    with n = number of factors (so nF = 128 = Z/2 at paper sizes). Spectral norm uses 3 power iterations
-    per training-mode forward pass.
-    """
-
-    def __init__(self, cfg: ModelConfig, n_classes: tuple[int, ...], n_power_iterations: int = 3):
-        super().__init__()
-        z, f = cfg.latent_size, cfg.factor_emb_size
-        feat = f * len(n_classes)
-
-        def sn(m: nn.Module) -> nn.Module:
-            return spectral_norm(m, n_power_iterations=n_power_iterations)
-
-        self.fc1, self.fc2, self.fc3 = sn(nn.Linear(z, z)), sn(nn.Linear(z, feat)), sn(nn.Linear(feat, feat))
-        self.out = sn(nn.Linear(feat, 1))
-        self.label_embed = nn.ModuleList(sn(nn.Embedding(k, f)) for k in n_classes)
-
-    def features(self, z: Tensor) -> Tensor:
-        """Return φ(z) (B, nF)."""
-        h = F.leaky_relu(self.fc1(z), LRELU_SLOPE)
-        h = F.leaky_relu(self.fc2(h), LRELU_SLOPE)
-        return F.leaky_relu(self.fc3(h), LRELU_SLOPE)
-
-    def forward(self, z: Tensor, y: list[Tensor]) -> Tensor:
-        """Return the scores (B,)."""
-        phi = self.features(z)
-        proj = torch.cat([embed_label(tab, yk) for tab, yk in zip(self.label_embed, y)], dim=-1)
-        return self.out(phi).squeeze(-1) + (phi * proj).sum(-1)
-
 
 # ----------------------------------------------------------------------------------------------
 # shared base: embeddings, encoders, line decoder with context
@@ -427,7 +165,7 @@ class PoetBase(nn.Module):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Return named parameter groups for the trainer's optimisers ('rec' = everything here)."""
-        return {"rec": _unique_params(self)}
+        return {"rec": unique_params(self)}
 
     def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
         """Return {'s0', 'h_w', ...} to start decoding poems for keywords (B, Kt); call in eval mode."""
@@ -470,7 +208,7 @@ class BasicGenerator(PoetBase):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Return {'dae': all parameters} (phase A trains everything here)."""
-        params = _unique_params(self)
+        params = unique_params(self)
         return {"dae": params, "rec": params}
 
     def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
@@ -504,11 +242,11 @@ class CVAE(PoetBase):
     def prior_sample(self, h_w: Tensor, n: int = 1, eps: Tensor | None = None) -> Tensor:
         """Return (n·B, Z) prior samples (row j·B + b belongs to item b); ``eps`` fixes the noise."""
         mu, logvar = self.prior_params(h_w.repeat(n, 1))
-        return _reparameterise(mu, logvar, eps)
+        return reparameterise(mu, logvar, eps)
 
     def posterior_sample(self, h_x: Tensor, h_w: Tensor) -> Tensor:
         """Return one reparameterised posterior sample (B, Z)."""
-        return _reparameterise(*self.posterior_params(h_x, h_w))
+        return reparameterise(*self.posterior_params(h_x, h_w))
 
     def decoder_s0(self, z: Tensor, h_w: Tensor) -> Tensor:
         """Return s0 (B, S0)."""
@@ -518,7 +256,7 @@ class CVAE(PoetBase):
         """Return the decode output, the prior/posterior parameters (for the KL) and z."""
         h_x, h_w = self.encode(batch)
         prior, post = self.prior_params(h_w), self.posterior_params(h_x, h_w)
-        z = _reparameterise(*post)
+        z = reparameterise(*post)
         dec = self.decode(self.decoder_s0(z, h_w), batch["lines"], batch["length"], teacher_ratio)
         return {"decode": dec, "prior": prior, "posterior": post, "z": z, "h_x": h_x, "h_w": h_w}
 
@@ -598,7 +336,7 @@ class FactorModelBase(PoetBase):
     def classifier_groups(self) -> dict[str, list[nn.Parameter]]:
         """Return {'cl1': ..., 'cl2': ...}: embed, encoders and factor k's two classifiers (phases B1/B2)."""
         base = (self.embed, self.encoder, self.word_encoder)
-        return {f"cl{k + 1}": _unique_params(*base, self.cl_w[k], self.cl_xw[k]) for k in range(len(self.n_classes))}
+        return {f"cl{k + 1}": unique_params(*base, self.cl_w[k], self.cl_xw[k]) for k in range(len(self.n_classes))}
 
     def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
         """Return {'s0', 'h_w', 'labels', 'z'}: labels -1 / None inferred from p(y|w), one prior sample per keyword."""
@@ -644,11 +382,11 @@ class MixPoetIGS(FactorModelBase):
         """Return (n·B, Z) prior samples (row j·B + b belongs to item b); ``eps`` (n·B, Z) fixes the noise."""
         h_w, y = h_w.repeat(n, 1), [yk.repeat(n, *([1] * (yk.dim() - 1))) for yk in y]
         parts = eps.split(self.sub_size, dim=-1) if eps is not None else [None] * len(y)
-        return torch.cat([_reparameterise(mu, lv, e) for (mu, lv), e in zip(self.prior_params(h_w, y), parts)], dim=-1)
+        return torch.cat([reparameterise(mu, lv, e) for (mu, lv), e in zip(self.prior_params(h_w, y), parts)], dim=-1)
 
     def posterior_sample(self, h_x: Tensor, h_w: Tensor, y: list[Tensor]) -> Tensor:
         """Return one reparameterised posterior sample (B, Z)."""
-        return torch.cat([_reparameterise(mu, lv) for mu, lv in self.posterior_params(h_x, h_w, y)], dim=-1)
+        return torch.cat([reparameterise(mu, lv) for mu, lv in self.posterior_params(h_x, h_w, y)], dim=-1)
 
     def forward(self, batch: Batch, teacher_ratio: float = 1.0, tau: float = 1.0) -> dict[str, Any]:
         """Return decode output, classifier logits, combined labels, per-factor prior/posterior parameters and z."""
@@ -656,14 +394,14 @@ class MixPoetIGS(FactorModelBase):
         lx, lw = self.classify_xw(h_x, h_w), self.classify_w(h_w)
         y = self.sample_labels(lx, batch["labels"], batch.get("label_mask"), tau)
         prior, post = self.prior_params(h_w, y), self.posterior_params(h_x, h_w, y)
-        z = torch.cat([_reparameterise(mu, lv) for mu, lv in post], dim=-1)
+        z = torch.cat([reparameterise(mu, lv) for mu, lv in post], dim=-1)
         dec = self.decode(self.decoder_s0(z, h_w, y), batch["lines"], batch["length"], teacher_ratio)
         return {"decode": dec, "logits_xw": lx, "logits_w": lw, "labels": y, "label_ids": self.label_ids(y),
                 "prior": prior, "posterior": post, "z": z, "h_x": h_x, "h_w": h_w}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Return {'rec': all, 'cl1', 'cl2'}."""
-        return {"rec": _unique_params(self), **self.classifier_groups()}
+        return {"rec": unique_params(self), **self.classifier_groups()}
 
 
 class MixPoetAUS(FactorModelBase):
@@ -733,7 +471,7 @@ class MixPoetAUS(FactorModelBase):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Return the spec's groups: 'rec' (R), 'gen' (G), 'dis' (D) and 'cl1'/'cl2' (phases B1/B2)."""
-        rec = _unique_params(self.embed, self.encoder, self.decoder, self.word_encoder, self.cl_xw, self.cl_w,
+        rec = unique_params(self.embed, self.encoder, self.decoder, self.word_encoder, self.cl_xw, self.cl_w,
                              self.factor_embed, self.posterior, self.out_proj, self.dec_init, self.context, self.map_x)
-        gen = _unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed)
-        return {"rec": rec, "gen": gen, "dis": _unique_params(self.discriminator), **self.classifier_groups()}
+        gen = unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed)
+        return {"rec": rec, "gen": gen, "dis": unique_params(self.discriminator), **self.classifier_groups()}
