@@ -2,6 +2,7 @@
 
 Nothing here knows about poems or models; every other module may import it, it imports no module of the kit.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,14 +20,25 @@ import torch
 from tqdm.auto import tqdm
 
 __all__ = [
-    "atomic_write", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "torch_save_atomic",
-    "digest", "derived_seed", "seed_everything", "default_device", "jsonable", "first_line", "progress_bar",
+    "atomic_write",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "write_json_atomic",
+    "torch_save_atomic",
+    "digest",
+    "derived_seed",
+    "seed_everything",
+    "default_device",
+    "jsonable",
+    "first_line",
+    "progress_bar",
 ]
 
 
 # ----------------------------------------------------------------------------------------------
 # atomic writes: bytes go to a temporary file beside the target, which is renamed into place
 # ----------------------------------------------------------------------------------------------
+
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a fresh temporary path beside ``path``, then rename it to ``path``.
@@ -57,8 +69,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: object, indent: int | None = 1,
-                      sort_keys: bool = True) -> Path:
+def write_json_atomic(
+    path: str | os.PathLike[str], obj: object, indent: int | None = 1, sort_keys: bool = True
+) -> Path:
     """Write ``obj`` as UTF-8 JSON (CJK kept readable; keys sorted unless ``sort_keys=False``) to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=indent, sort_keys=sort_keys))
 
@@ -71,6 +84,7 @@ def torch_save_atomic(obj: object, path: str | os.PathLike[str]) -> Path:
 # ----------------------------------------------------------------------------------------------
 # settings, digests and seeds
 # ----------------------------------------------------------------------------------------------
+
 
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

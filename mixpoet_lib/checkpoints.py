@@ -16,6 +16,7 @@ Every network the kit trains is saved in one of two forms, both free of pickled 
 :func:`load_lm` the one loader of each family (either form), :func:`load_generator` adds the vocabulary a
 generation run needs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,10 +39,31 @@ from mixpoet_lib.models.judges import CharLM, JudgeClassifier
 from mixpoet_lib.paths import repo_root
 
 __all__ = [
-    "MODEL_NAMES", "PHASES", "FACTOR_MODELS", "SHARED", "CKPT_FORMAT", "check_model_names", "final_phase",
-    "checkpoint_path", "judge_path", "lm_path", "build_model", "read_checkpoint", "load_model", "load_judge",
-    "load_lm", "load_generator", "weights_dir", "use_published_default", "weights_key", "pack_state",
-    "unpack_state", "read_published", "export_run", "find_published", "total_size_mb",
+    "MODEL_NAMES",
+    "PHASES",
+    "FACTOR_MODELS",
+    "SHARED",
+    "CKPT_FORMAT",
+    "check_model_names",
+    "final_phase",
+    "checkpoint_path",
+    "judge_path",
+    "lm_path",
+    "build_model",
+    "read_checkpoint",
+    "load_model",
+    "load_judge",
+    "load_lm",
+    "load_generator",
+    "weights_dir",
+    "use_published_default",
+    "weights_key",
+    "pack_state",
+    "unpack_state",
+    "read_published",
+    "export_run",
+    "find_published",
+    "total_size_mb",
 ]
 
 MODEL_NAMES = ("basic", "cvae", "igs", "aus", "aus_st")
@@ -59,6 +81,7 @@ ENV_PUBLISHED = "MIXPOET_PUBLISHED"
 # ----------------------------------------------------------------------------------------------
 # names and places
 # ----------------------------------------------------------------------------------------------
+
 
 def check_model_names(names: Iterable[str]) -> list[str]:
     """Lower-cased, de-duplicated model names; a one-line ValueError for an unknown or empty list."""
@@ -111,13 +134,21 @@ def use_published_default() -> bool:
 
 def weights_key(profile: Profile) -> str:
     """Hash of the settings that decide the trained weights (data, model, training, seed; bookkeeping excluded)."""
-    return digest({"data": profile.data, "model": profile.model, "train": weight_settings(profile.train),
-                   "seed": profile.seed, "format": PUBLISHED_FORMAT})
+    return digest(
+        {
+            "data": profile.data,
+            "model": profile.model,
+            "train": weight_settings(profile.train),
+            "seed": profile.seed,
+            "format": PUBLISHED_FORMAT,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # the one model factory
 # ----------------------------------------------------------------------------------------------
+
 
 def build_model(kind: str, cfg: ModelConfig, vocab_size: int, *, straight_through: bool = False) -> nn.Module:
     """Build an untrained network of this kind with these sizes and vocabulary size.
@@ -149,6 +180,7 @@ def _model_config(values: dict[str, Any]) -> ModelConfig:
 # training checkpoints
 # ----------------------------------------------------------------------------------------------
 
+
 def read_checkpoint(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, Any]:
     """A training checkpoint (a plain dict, ``weights_only``) on the CPU; one-line errors naming the file."""
     path = Path(path)
@@ -179,8 +211,14 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
     if path.suffix == ".safetensors":
         meta, state = read_published(path, "model")
         args, cfg, size = meta["model_args"], meta["model_config"], meta["vocab_size"]
-        info = {"name": meta.get("source"), "phase": "published", "step": meta.get("step"),
-                "total_steps": meta.get("total_steps"), "complete": True, "metrics": meta.get("metrics")}
+        info = {
+            "name": meta.get("source"),
+            "phase": "published",
+            "step": meta.get("step"),
+            "total_steps": meta.get("total_steps"),
+            "complete": True,
+            "metrics": meta.get("metrics"),
+        }
     else:
         ckpt = read_checkpoint(path)
         missing = [k for k in ("model_args", "model_config", "vocab_size", "model") if k not in ckpt]
@@ -188,8 +226,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
             raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}")
         args, cfg, size, state = ckpt["model_args"], ckpt["model_config"], ckpt["vocab_size"], ckpt["model"]
         info = {k: ckpt.get(k) for k in ("name", "phase", "step", "total_steps", "complete", "metrics")}
-    model = build_model(args["kind"], _model_config(cfg), int(size),
-                        straight_through=bool(args.get("straight_through", False)))
+    model = build_model(
+        args["kind"], _model_config(cfg), int(size), straight_through=bool(args.get("straight_through", False))
+    )
     _restore(model, state, path, f"{args.get('kind')} model")
     model.training_info = info
     return model.to(device or default_device()).eval()
@@ -225,9 +264,13 @@ def load_lm(path: str | os.PathLike[str], device: str | torch.device | None = No
     return lm.to(device or default_device()).eval()
 
 
-def load_generator(path: str | os.PathLike[str], device: str | torch.device = "cpu", *,
-                   vocab: Vocab | str | Path | None = None, data_dir: str | Path | None = None
-                   ) -> tuple[nn.Module, Vocab, dict[str, Any]]:
+def load_generator(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    vocab: Vocab | str | Path | None = None,
+    data_dir: str | Path | None = None,
+) -> tuple[nn.Module, Vocab, dict[str, Any]]:
     """A generator, its vocabulary and its metadata, for ``mixpoet generate`` and notebooks.
 
     Published weights carry their vocabulary. A training checkpoint takes it from ``vocab`` (a Vocab or a
@@ -267,6 +310,7 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
 # ----------------------------------------------------------------------------------------------
 # published weights: tensor storage
 # ----------------------------------------------------------------------------------------------
+
 
 def pack_state(state: dict[str, torch.Tensor], mode: str = "int8") -> dict[str, torch.Tensor]:
     """State dict → tensors to store: big float matrices as int8 (+ per-row fp32 scale) or fp16, the rest as is."""
@@ -352,9 +396,17 @@ def published_vocab(path: Path, meta: dict[str, Any]) -> Vocab:
 # export and lookup
 # ----------------------------------------------------------------------------------------------
 
-def export_run(run_dir: str | Path, profile: Profile, vocab: Vocab, out_dir: str | Path | None = None,
-               models: tuple[str, ...] = ("basic", "cvae", "igs", "aus"), mode: str = "int8",
-               judges: bool = True, lm: bool = True) -> list[Path]:
+
+def export_run(
+    run_dir: str | Path,
+    profile: Profile,
+    vocab: Vocab,
+    out_dir: str | Path | None = None,
+    models: tuple[str, ...] = ("basic", "cvae", "igs", "aus"),
+    mode: str = "int8",
+    judges: bool = True,
+    lm: bool = True,
+) -> list[Path]:
     """Export the finished models (and judges / LM) of a run folder; return the written files."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else weights_dir(profile.name)
@@ -371,22 +423,46 @@ def export_run(run_dir: str | Path, profile: Profile, vocab: Vocab, out_dir: str
         if int(ck["vocab_size"]) != len(vocab):
             raise ValueError(f"{path} expects {ck['vocab_size']} tokens, the vocabulary has {len(vocab)}")
         args = dict(ck["model_args"])
-        meta = {"type": "model", "name": name, "kind": args.get("kind"), "model_args": args,
-                "model_config": ck["model_config"], "vocab_size": int(ck["vocab_size"]), "vocab_path": "vocab.json",
-                "profile": profile.name, "weights_key": key, "step": ck.get("step"),
-                "total_steps": ck.get("total_steps"), "metrics": ck.get("metrics"), "source": f"{ck_name}_{phase}"}
+        meta = {
+            "type": "model",
+            "name": name,
+            "kind": args.get("kind"),
+            "model_args": args,
+            "model_config": ck["model_config"],
+            "vocab_size": int(ck["vocab_size"]),
+            "vocab_path": "vocab.json",
+            "profile": profile.name,
+            "weights_key": key,
+            "step": ck.get("step"),
+            "total_steps": ck.get("total_steps"),
+            "metrics": ck.get("metrics"),
+            "source": f"{ck_name}_{phase}",
+        }
         written += _save(out, name, ck["model"], meta, mode)
     if judges:
         for factor in FACTOR_NAMES:
             ck = read_checkpoint(judge_path(run_dir, factor))
             report = {k: v for k, v in ck["report"].items() if k != "history"}
-            meta = {"type": "judge", "factor": factor, "hparams": ck["hparams"], "report": report,
-                    "key": ck["key"], "vocab_path": "vocab.json", "profile": profile.name}
+            meta = {
+                "type": "judge",
+                "factor": factor,
+                "hparams": ck["hparams"],
+                "report": report,
+                "key": ck["key"],
+                "vocab_path": "vocab.json",
+                "profile": profile.name,
+            }
             written += _save(out, f"judge_{factor}", ck["state_dict"], meta, mode)
     if lm:
         ck = read_checkpoint(lm_path(run_dir))
-        meta = {"type": "lm", "hparams": ck["hparams"], "key": ck["key"], "report": ck.get("report"),
-                "vocab_path": "vocab.json", "profile": profile.name}
+        meta = {
+            "type": "lm",
+            "hparams": ck["hparams"],
+            "key": ck["key"],
+            "report": ck.get("report"),
+            "vocab_path": "vocab.json",
+            "profile": profile.name,
+        }
         written += _save(out, "char_lm", ck["state_dict"], meta, mode)
     return written
 

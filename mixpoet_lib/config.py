@@ -4,6 +4,7 @@ Every notebook, command and test reads its settings from :func:`get_profile`. Va
 "official" come from the spec's Appendix A (the authors' ``codes/config.py``); everything else
 is a documented choice of this kit.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,10 +29,7 @@ FACTOR_CLASSES: dict[str, tuple[str, ...]] = {
     "living": ("military", "countryside", "other"),
     "era": ("prosperous", "troubled"),
 }
-FACTOR_CLASSES_ZH: dict[str, tuple[str, ...]] = {
-    "living": ("军旅", "田园", "其他"),
-    "era": ("盛世", "乱世"),
-}
+FACTOR_CLASSES_ZH: dict[str, tuple[str, ...]] = {"living": ("军旅", "田园", "其他"), "era": ("盛世", "乱世")}
 N_CLASSES: tuple[int, ...] = tuple(len(c) for c in FACTOR_CLASSES.values())  # classes per factor: (3, 2)
 KL_ANNEAL_KINDS = ("linear", "sigmoid", "constant")
 CHINESE_POETRY_SETS = ("tang", "song")
@@ -69,8 +67,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chinese_poetry_sets", tuple(self.chinese_poetry_sets))  # JSON gives lists
-        _require(self, "chinese_poetry_sets", set(self.chinese_poetry_sets) <= set(CHINESE_POETRY_SETS),
-                 f"a subset of {CHINESE_POETRY_SETS}")
+        _require(
+            self,
+            "chinese_poetry_sets",
+            set(self.chinese_poetry_sets) <= set(CHINESE_POETRY_SETS),
+            f"a subset of {CHINESE_POETRY_SETS}",
+        )
         _check(self, "≥ 1 or None", "chinese_poetry_max_files", "unlabelled_train_instances", "max_vocab")
         _check(self, "≥ 0", "unlabelled_valid_poems", "unlabelled_test_poems")
         _require(self, "max_keywords", 1 <= self.max_keywords <= 4, "in 1..4")
@@ -103,12 +105,30 @@ class ModelConfig:
     max_line_len: int = 7
 
     def __post_init__(self) -> None:
-        _check(self, "> 0", "emb_size", "hidden_size", "context_size", "latent_size", "factor_emb_size", "sens_num",
-                  "key_len", "max_line_len")
-        _require(self, "latent_size", self.latent_size % len(N_CLASSES) == 0,
-                 f"a multiple of {len(N_CLASSES)} (one equal part per factor)")
-        _require(self, "hidden_size", self.hidden_size > self.sens_num + 2,
-                 f"> sens_num + 2 = {self.sens_num + 2} (room for the length and position one-hots)")
+        _check(
+            self,
+            "> 0",
+            "emb_size",
+            "hidden_size",
+            "context_size",
+            "latent_size",
+            "factor_emb_size",
+            "sens_num",
+            "key_len",
+            "max_line_len",
+        )
+        _require(
+            self,
+            "latent_size",
+            self.latent_size % len(N_CLASSES) == 0,
+            f"a multiple of {len(N_CLASSES)} (one equal part per factor)",
+        )
+        _require(
+            self,
+            "hidden_size",
+            self.hidden_size > self.sens_num + 2,
+            f"> sens_num + 2 = {self.sens_num + 2} (room for the length and position one-hots)",
+        )
         _require(self, "drop_ratio", 0 <= self.drop_ratio < 1, "in [0, 1)")
         _require(self, "n_class1", self.n_class1 == N_CLASSES[0], f"{N_CLASSES[0]} (from FACTOR_CLASSES)")
         _require(self, "n_class2", self.n_class2 == N_CLASSES[1], f"{N_CLASSES[1]} (from FACTOR_CLASSES)")
@@ -186,12 +206,29 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("betas", "dis_betas"):
             object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON gives lists
-            _require(self, name, len(getattr(self, name)) == 2 and all(0 <= b < 1 for b in getattr(self, name)),
-                     "two numbers in [0, 1)")
+            _require(
+                self,
+                name,
+                len(getattr(self, name)) == 2 and all(0 <= b < 1 for b in getattr(self, name)),
+                "two numbers in [0, 1)",
+            )
         _check(self, "> 0", "ndis", "clip_grad_norm", "min_tau", "ckpt_every", "log_every", "val_batches")
-        _check(self, "≥ 0", "weight_decay", "dis_decay_exponent", "rec_warm_steps", "tau_annealing_steps",
-                      "noise_init", "noise_decay_steps", "kl_anneal_steps", "free_bits", "cl_val_instances",
-                      "validate_every", "diag_every", "num_threads")
+        _check(
+            self,
+            "≥ 0",
+            "weight_decay",
+            "dis_decay_exponent",
+            "rec_warm_steps",
+            "tau_annealing_steps",
+            "noise_init",
+            "noise_decay_steps",
+            "kl_anneal_steps",
+            "free_bits",
+            "cl_val_instances",
+            "validate_every",
+            "diag_every",
+            "num_threads",
+        )
         _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")
         _require(self, "kl_anneal_kind", self.kl_anneal_kind in KL_ANNEAL_KINDS, f"one of {KL_ANNEAL_KINDS}")
         _require(self, "diag_samples", self.diag_samples >= 1 and self.diag_chunk >= 1, "≥ 1 (and diag_chunk ≥ 1)")
@@ -199,8 +236,17 @@ class TrainConfig:
 
 # TrainConfig fields that never change the trained weights (bookkeeping, validation, diagnostics run under a
 # forked RNG): left out of checkpoint signatures and of the published weights' key.
-NOT_IN_SIGNATURE = ("ckpt_every", "log_every", "val_batches", "cl_val_instances", "validate_every",
-                    "validate_every_epoch", "diag_every", "diag_samples", "diag_chunk")
+NOT_IN_SIGNATURE = (
+    "ckpt_every",
+    "log_every",
+    "val_batches",
+    "cl_val_instances",
+    "validate_every",
+    "validate_every_epoch",
+    "diag_every",
+    "diag_samples",
+    "diag_chunk",
+)
 # Options added after checkpoints were published: they count only when switched away from this default, so
 # existing checkpoints stay valid.
 SIGNATURE_IF_SET: dict[str, Any] = {"share_dis_encoding": False}
@@ -210,8 +256,11 @@ def weight_settings(train: TrainConfig, adversarial: bool = True) -> dict[str, A
     """The TrainConfig fields (as JSON data) that decide the weights; ``adversarial=False`` also drops the
     options of :data:`SIGNATURE_IF_SET` (they only act in the AUS adversarial phases)."""
     values = jsonable(train)
-    return {k: v for k, v in values.items() if k not in NOT_IN_SIGNATURE
-            and not (k in SIGNATURE_IF_SET and (v == SIGNATURE_IF_SET[k] or not adversarial))}
+    return {
+        k: v
+        for k, v in values.items()
+        if k not in NOT_IN_SIGNATURE and not (k in SIGNATURE_IF_SET and (v == SIGNATURE_IF_SET[k] or not adversarial))
+    }
 
 
 @dataclass(frozen=True)
@@ -252,8 +301,18 @@ class EvalConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(self.seeds))  # JSON gives lists
         _require(self, "seeds", len(self.seeds) >= 1, "at least one seed")
-        _check(self, "> 0", "n_keywords", "intra_n", "max_pairs", "judge_emb", "judge_hidden", "lm_emb", "lm_hidden",
-                  "lm_layers")
+        _check(
+            self,
+            "> 0",
+            "n_keywords",
+            "intra_n",
+            "max_pairs",
+            "judge_emb",
+            "judge_hidden",
+            "lm_emb",
+            "lm_hidden",
+            "lm_layers",
+        )
 
 
 @dataclass(frozen=True)
@@ -310,10 +369,19 @@ def _smoke() -> Profile:
             num_threads=1,
         ),
         gen=GenConfig(beam_size=8),
-        eval=EvalConfig(n_keywords=12, seeds=(1, 2, 3), intra_n=3, max_pairs=2000, judge_emb=32, judge_hidden=32,
-                        judge=PhaseConfig(batch_size=32, epochs=1, max_steps=30, lr_max=2e-3, warmup_steps=5),
-                        lm_emb=32, lm_hidden=64, lm_layers=1,
-                        lm=PhaseConfig(batch_size=32, epochs=1, max_steps=30, lr_max=2e-3, warmup_steps=5)),
+        eval=EvalConfig(
+            n_keywords=12,
+            seeds=(1, 2, 3),
+            intra_n=3,
+            max_pairs=2000,
+            judge_emb=32,
+            judge_hidden=32,
+            judge=PhaseConfig(batch_size=32, epochs=1, max_steps=30, lr_max=2e-3, warmup_steps=5),
+            lm_emb=32,
+            lm_hidden=64,
+            lm_layers=1,
+            lm=PhaseConfig(batch_size=32, epochs=1, max_steps=30, lr_max=2e-3, warmup_steps=5),
+        ),
     )
 
 
@@ -325,11 +393,13 @@ def _tutorial() -> Profile:
         # Step counts sized to ≈ 31 min of training on a 2-core CPU (measured s/step at these sizes, 2 threads:
         # DAE 0.43, classifier 0.11, basic 0.31, cvae/igs 0.42, aus 0.40 warm-up / 0.69 adversarial).
         train=TrainConfig(
-            dae=PhaseConfig(batch_size=64, epochs=1, max_steps=1500, lr_max=2e-3, warmup_steps=200, tf_burn_in=0,
-                            tf_decay=2),
+            dae=PhaseConfig(
+                batch_size=64, epochs=1, max_steps=1500, lr_max=2e-3, warmup_steps=200, tf_burn_in=0, tf_decay=2
+            ),
             classifier=PhaseConfig(batch_size=64, epochs=3, max_steps=500, lr_max=2e-3, warmup_steps=50),
-            mixture=PhaseConfig(batch_size=64, epochs=1, max_steps=500, lr_max=1e-3, warmup_steps=100, tf_burn_in=0,
-                                tf_decay=2),
+            mixture=PhaseConfig(
+                batch_size=64, epochs=1, max_steps=500, lr_max=1e-3, warmup_steps=100, tf_burn_in=0, tf_decay=2
+            ),
             finetune=PhaseConfig(batch_size=64, epochs=1, max_steps=150, lr_max=1e-3, warmup_steps=100, tf_burn_in=0),
             rec_warm_steps=150,
             tau_annealing_steps=500,
@@ -341,10 +411,16 @@ def _tutorial() -> Profile:
             validate_every=250,
         ),
         # 120 keywords × 3 seeds ≈ 16k generated poems for all systems: ≈ 11 min of generation on 2 cores.
-        eval=EvalConfig(n_keywords=120, judge_emb=96, judge_hidden=128,
-                        judge=PhaseConfig(batch_size=64, epochs=6, max_steps=1200, lr_max=2e-3, warmup_steps=100),
-                        lm_emb=128, lm_hidden=192, lm_layers=1,
-                        lm=PhaseConfig(batch_size=64, epochs=1, max_steps=1200, lr_max=3e-3, warmup_steps=100)),
+        eval=EvalConfig(
+            n_keywords=120,
+            judge_emb=96,
+            judge_hidden=128,
+            judge=PhaseConfig(batch_size=64, epochs=6, max_steps=1200, lr_max=2e-3, warmup_steps=100),
+            lm_emb=128,
+            lm_hidden=192,
+            lm_layers=1,
+            lm=PhaseConfig(batch_size=64, epochs=1, max_steps=1200, lr_max=3e-3, warmup_steps=100),
+        ),
     )
 
 
@@ -363,8 +439,7 @@ def resolve_profile_name(name: str | None = None) -> str:
     return chosen
 
 
-def get_profile(name: str | None = None, overrides: str | Mapping[str, Any] | None = None,
-                **fields: Any) -> Profile:
+def get_profile(name: str | None = None, overrides: str | Mapping[str, Any] | None = None, **fields: Any) -> Profile:
     """Return the named profile (see :func:`resolve_profile_name`) with some settings changed.
 
     Settings are named by dotted paths and given either as ``overrides`` (a mapping, or the command-line
@@ -482,8 +557,9 @@ def _coerce(path: str, hint: Any, value: Any) -> Any:
             return value
         if origin is tuple and isinstance(value, (list, tuple)):
             item = (typing.get_args(option) or (Any,))[0]
-            return tuple(float(v) if item is float and isinstance(v, int) and not isinstance(v, bool) else v
-                         for v in value)
+            return tuple(
+                float(v) if item is float and isinstance(v, int) and not isinstance(v, bool) else v for v in value
+            )
     raise ValueError(f"setting {path!r} expects {hint.__name__ if isinstance(hint, type) else hint}, got {value!r}")
 
 

@@ -20,6 +20,7 @@ Conventions (each one also stated in the function's docstring):
   sampling).
 * **Top-K accumulated frequency** plateaus at 1.0 once K exceeds the number of distinct characters.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,9 +37,24 @@ PoemLike = Union[str, Sequence[str]]
 UNIT_KINDS = ("char", "bigram")
 
 __all__ = [
-    "UNIT_KINDS", "split_lines", "is_unit_char", "units", "jaccard", "inter_topic_jaccard", "intra_topic_jaccard",
-    "distinct_n", "copy_rate", "accuracy", "macro_f1", "per_class_f1", "confusion_matrix", "form_pass_rate",
-    "mean_std", "topk_accumulated_frequency", "pair_from_index", "factor_control_scores",
+    "UNIT_KINDS",
+    "split_lines",
+    "is_unit_char",
+    "units",
+    "jaccard",
+    "inter_topic_jaccard",
+    "intra_topic_jaccard",
+    "distinct_n",
+    "copy_rate",
+    "accuracy",
+    "macro_f1",
+    "per_class_f1",
+    "confusion_matrix",
+    "form_pass_rate",
+    "mean_std",
+    "topk_accumulated_frequency",
+    "pair_from_index",
+    "factor_control_scores",
 ]
 
 
@@ -111,8 +127,13 @@ def pair_from_index(k: np.ndarray | int, n: int) -> tuple[np.ndarray, np.ndarray
     return i, k - start + i + 1
 
 
-def inter_topic_jaccard(poems_by_keyword: Sequence[PoemLike], max_pairs: int = 100_000, seed: int = 0,
-                        kind: str = "char", keywords: Sequence[str] | None = None) -> float:
+def inter_topic_jaccard(
+    poems_by_keyword: Sequence[PoemLike],
+    max_pairs: int = 100_000,
+    seed: int = 0,
+    kind: str = "char",
+    keywords: Sequence[str] | None = None,
+) -> float:
     """Mean J over poem pairs with different keywords (poem i ↔ keyword i).
 
     All pairs are scored if there are at most ``max_pairs``, else a seeded sample of ``max_pairs`` of them.
@@ -131,8 +152,11 @@ def inter_topic_jaccard(poems_by_keyword: Sequence[PoemLike], max_pairs: int = 1
     else:
         ks = np.random.default_rng(seed).choice(total, size=max_pairs, replace=False)
         ii, jj = pair_from_index(np.sort(ks), n)
-    scores = [jaccard(sets[i], sets[j]) for i, j in zip(ii.tolist(), jj.tolist())
-              if keywords is None or keywords[i] != keywords[j]]
+    scores = [
+        jaccard(sets[i], sets[j])
+        for i, j in zip(ii.tolist(), jj.tolist())
+        if keywords is None or keywords[i] != keywords[j]
+    ]
     return float(np.mean(scores)) if scores else math.nan
 
 
@@ -172,8 +196,9 @@ def accuracy(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndar
     return float((t == p).mean()) if t.size else math.nan
 
 
-def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
-                     n_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_classes: int
+) -> np.ndarray:
     """(n_classes, n_classes) int64 counts, rows = true class, columns = predicted class.
 
     Labels outside 0..n_classes-1 raise ValueError.
@@ -189,8 +214,7 @@ def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] |
     return cm
 
 
-def per_class_f1(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
-                 n_classes: int) -> np.ndarray:
+def per_class_f1(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
     """F1 of every class, 2·TP/(2·TP+FP+FN); a class absent from truth and prediction scores 0 (sklearn default)."""
     cm = confusion_matrix(y_true, y_pred, n_classes)
     tp = np.diag(cm).astype(float)
@@ -253,16 +277,22 @@ def topk_accumulated_frequency(poems: Sequence[PoemLike], k_max: int) -> np.ndar
     return acc
 
 
-def factor_control_scores(specified: Sequence[Sequence[int]] | np.ndarray,
-                          predicted: Sequence[Sequence[int]] | np.ndarray, n_classes: Sequence[int] = (3, 2),
-                          names: Sequence[str] = ("living", "era")) -> dict[str, object]:
+def factor_control_scores(
+    specified: Sequence[Sequence[int]] | np.ndarray,
+    predicted: Sequence[Sequence[int]] | np.ndarray,
+    n_classes: Sequence[int] = (3, 2),
+    names: Sequence[str] = ("living", "era"),
+) -> dict[str, object]:
     """Judged vs *specified* (y1, y2) of generated poems: per-factor accuracy, macro-F1, confusion; joint accuracy."""
     s, p = np.asarray(specified, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
     if s.shape != p.shape or s.ndim != 2 or s.shape[1] != len(n_classes):
         raise ValueError(f"specified {s.shape} and predicted {p.shape} must both be (N, {len(n_classes)})")
     out: dict[str, object] = {"n": int(s.shape[0])}
     for k, (name, n) in enumerate(zip(names, n_classes)):
-        out[name] = {"accuracy": accuracy(s[:, k], p[:, k]), "macro_f1": macro_f1(s[:, k], p[:, k], n),
-                     "confusion": confusion_matrix(s[:, k], p[:, k], n)}
+        out[name] = {
+            "accuracy": accuracy(s[:, k], p[:, k]),
+            "macro_f1": macro_f1(s[:, k], p[:, k], n),
+            "confusion": confusion_matrix(s[:, k], p[:, k], n),
+        }
     out["joint_accuracy"] = float((s == p).all(axis=1).mean()) if s.shape[0] else math.nan
     return out

@@ -1,4 +1,5 @@
 """The common first cell of the numbered notebooks: quiet logging, seeds, plot style, data."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Where things live: repository root, data, mirror, figures and runs folders (all overridable)."""
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ unchanged since its last successful run: its own file, the library code, the pro
 and the outputs of the notebooks before it (chained through their input hashes). The first failure stops the
 run and names the notebook and the cell; the partially executed copy is kept for inspection.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -97,8 +98,10 @@ def notebook_inputs(notebook: Path, profile: Profile, out: Path, overrides: str)
     if "OVERRIDES" in notebook_parameters(notebook):
         params["OVERRIDES"] = overrides
     elif overrides:
-        raise PipelineError(f"{notebook.name} has no OVERRIDES parameter, so it cannot apply the settings "
-                            f"{overrides!r}; run it without --set or add OVERRIDES to its parameters cell")
+        raise PipelineError(
+            f"{notebook.name} has no OVERRIDES parameter, so it cannot apply the settings "
+            f"{overrides!r}; run it without --set or add OVERRIDES to its parameters cell"
+        )
     return params
 
 
@@ -114,9 +117,15 @@ def _failing_cell(nb_path: Path) -> str:
     return "unknown cell"
 
 
-def run_pipeline(profile_name: str | None = None, force: bool = False, out_dir: Path | None = None,
-                 notebooks: list[Path] | None = None, log: Callable[[str], Any] = print, progress: bool = True,
-                 overrides: str = "") -> list[NotebookRun]:
+def run_pipeline(
+    profile_name: str | None = None,
+    force: bool = False,
+    out_dir: Path | None = None,
+    notebooks: list[Path] | None = None,
+    log: Callable[[str], Any] = print,
+    progress: bool = True,
+    overrides: str = "",
+) -> list[NotebookRun]:
     """Execute the notebooks in order (skipping unchanged ones unless ``force``) and write the report.
 
     ``overrides`` (e.g. ``"model.latent_size=64"``) changes settings of the profile; it is checked here, passed
@@ -134,8 +143,12 @@ def run_pipeline(profile_name: str | None = None, force: bool = False, out_dir: 
     for i, nb in enumerate(books, start=1):
         key = input_hash(nb, profile, upstream, lib, overrides)
         previous = state.get(nb.name, {})
-        if not force and previous.get("input_hash") == key and previous.get("status") == "ok" \
-                and (out / nb.name).exists():
+        if (
+            not force
+            and previous.get("input_hash") == key
+            and previous.get("status") == "ok"
+            and (out / nb.name).exists()
+        ):
             log(f"[{i}/{len(books)}] {nb.name}: inputs unchanged, skipped")
             runs.append(NotebookRun(nb.name, "skipped", previous.get("seconds", 0.0), key))
         else:
@@ -155,15 +168,26 @@ def _execute(nb: Path, out: Path, params: dict[str, str], key: str, state: dict[
     target, state_path = out / nb.name, out / "state.json"
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3", cwd=str(nb.parent),
-                            progress_bar=progress, log_output=False)
+        pm.execute_notebook(
+            str(nb),
+            str(target),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(nb.parent),
+            progress_bar=progress,
+            log_output=False,
+        )
     except pm.PapermillExecutionError:
         state[nb.name] = {"input_hash": key, "status": "failed", "seconds": time.perf_counter() - t0}
         write_json_atomic(state_path, state, sort_keys=False)
         raise PipelineError(f"{nb.name} failed at {_failing_cell(target)}; partial notebook kept at {target}") from None
     seconds = time.perf_counter() - t0
-    state[nb.name] = {"input_hash": key, "status": "ok", "seconds": round(seconds, 1),
-                      "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    state[nb.name] = {
+        "input_hash": key,
+        "status": "ok",
+        "seconds": round(seconds, 1),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     write_json_atomic(state_path, state, sort_keys=False)
     return seconds
 
@@ -171,15 +195,24 @@ def _execute(nb: Path, out: Path, params: dict[str, str], key: str, state: dict[
 def environment() -> dict[str, str]:
     """Return versions and device information for the report."""
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "platform": platform.platform(), "device": device, "command": " ".join(sys.argv[:1] + sys.argv[1:])}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": device,
+        "command": " ".join(sys.argv[:1] + sys.argv[1:]),
+    }
 
 
 def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list[Path], overrides: str = "") -> Path:
     """Write ``report.md`` and ``report.html`` summarising the run folder."""
-    lines = [f"# MixPoet-kit run report — profile `{profile.name}`", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; seed {profile.seed}; "
-             f"profile digest `{profile.digest()}`.", ""]
+    lines = [
+        f"# MixPoet-kit run report — profile `{profile.name}`",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; seed {profile.seed}; profile digest `{profile.digest()}`.",
+        "",
+    ]
     if overrides:
         lines += [f"Settings changed from the profile: `{overrides}`.", ""]
     lines += ["## Environment", "", "| item | value |", "|---|---|"]
@@ -189,15 +222,20 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
     if results.exists():
         lines += ["## Results", ""] + results_markdown(json.loads(results.read_text(encoding="utf-8"))) + [""]
     else:
-        lines += ["## Results", "", "No results table yet (the evaluation notebook has not produced "
-                  "`results.csv`).", ""]
+        lines += [
+            "## Results",
+            "",
+            "No results table yet (the evaluation notebook has not produced `results.csv`).",
+            "",
+        ]
     lines += _figures_section(profile, out) + _samples_section(out)
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     import mistune  # optional dependency (notebooks extra), like papermill: only the pipeline writes reports
 
-    (out / "report.html").write_text("<!doctype html><meta charset='utf-8'><title>report</title>"
-                                     + mistune.html("\n".join(lines)), encoding="utf-8")
+    (out / "report.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>report</title>" + mistune.html("\n".join(lines)), encoding="utf-8"
+    )
     return report
 
 
@@ -208,8 +246,10 @@ def _notebooks_section(state: dict[str, Any], books: list[Path]) -> list[str]:
     for nb in books:
         s = state.get(nb.name, {})
         total += float(s.get("seconds", 0.0))
-        lines.append(f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} "
-                     f"| {s.get('finished', '')} |")
+        lines.append(
+            f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} "
+            f"| {s.get('finished', '')} |"
+        )
     return lines + [f"| **total** | | {total:.0f} | |", ""]
 
 
@@ -221,8 +261,12 @@ def _data_section(out: Path) -> list[str]:
     d = json.loads(data_summary.read_text(encoding="utf-8"))
     lines = ["## Data", "", "| split | poems | instances |", "|---|---:|---:|"]
     lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
-    return lines + ["", f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
-                        f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.", ""]
+    return lines + [
+        "",
+        f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
+        f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.",
+        "",
+    ]
 
 
 def _figures_section(profile: Profile, out: Path) -> list[str]:
@@ -232,8 +276,11 @@ def _figures_section(profile: Profile, out: Path) -> list[str]:
         return []
     up = Path("../.." if profile.name == "tutorial" else "../../..")
     own_folder = out.resolve() == runs_dir(profile.name).resolve()
-    return ["## Figures", ""] + [f"![{f.stem}]({up / f.relative_to(repo_root())})" if own_folder
-                                 else f"![{f.stem}]({f})" for f in figs] + [""]
+    return (
+        ["## Figures", ""]
+        + [f"![{f.stem}]({up / f.relative_to(repo_root())})" if own_folder else f"![{f.stem}]({f})" for f in figs]
+        + [""]
+    )
 
 
 def _samples_section(out: Path) -> list[str]:
@@ -250,10 +297,14 @@ def _samples_section(out: Path) -> list[str]:
 def results_markdown(results: dict[str, Any]) -> list[str]:
     """The results section (table, judge ceiling, LM reference, claims, generation time) from ``results.json``."""
     meta = results.get("meta", {})
-    lines = [f"{meta.get('n_keywords', '?')} test keywords (half 5-, half 7-character), generation seeds "
-             f"{meta.get('seeds', '?')}, beam {meta.get('beam_size', '?')}; mean ± std over the seeds "
-             "(GT and Basic do not depend on the seed). ↓ lower is better, ↑ higher is better.", "",
-             markdown_results(results), ""]
+    lines = [
+        f"{meta.get('n_keywords', '?')} test keywords (half 5-, half 7-character), generation seeds "
+        f"{meta.get('seeds', '?')}, beam {meta.get('beam_size', '?')}; mean ± std over the seeds "
+        "(GT and Basic do not depend on the seed). ↓ lower is better, ↑ higher is better.",
+        "",
+        markdown_results(results),
+        "",
+    ]
     counts = []
     for row in results.get("summary", []):
         if row.get("length") == "all" and row.get("metric") in ("inter_jaccard", "intra_jaccard", "joint_acc"):
@@ -264,27 +315,42 @@ def results_markdown(results: dict[str, Any]) -> list[str]:
             per.setdefault(row["system"], {})[row["metric"]] = row.get("n_poems")
         parts = []
         for system, c in per.items():
-            bits = [f"{c[m]} {label}" for m, label in (("inter_jaccard", "inter"), ("intra_jaccard", "intra"),
-                                                       ("joint_acc", "mixture")) if c.get(m)]
+            bits = [
+                f"{c[m]} {label}"
+                for m, label in (("inter_jaccard", "inter"), ("intra_jaccard", "intra"), ("joint_acc", "mixture"))
+                if c.get(m)
+            ]
             parts.append(f"{SYSTEM_TITLES.get(system, system)} {' / '.join(bits)}")
         lines += ["Poems behind each number, per seed: " + "; ".join(parts) + ".", ""]
     ceiling = results.get("judge_ceiling", {})
     if ceiling:
-        lines += ["Judge classifiers on the CQCF test split (the ceiling for factor control): "
-                  + "; ".join(f"{f} accuracy {c.get('accuracy', float('nan')):.3f}, macro-F1 "
-                              f"{c.get('macro_f1', float('nan')):.3f} (n = {c.get('n', '?')})"
-                              for f, c in ceiling.items()) + ".", ""]
+        lines += [
+            "Judge classifiers on the CQCF test split (the ceiling for factor control): "
+            + "; ".join(
+                f"{f} accuracy {c.get('accuracy', float('nan')):.3f}, macro-F1 "
+                f"{c.get('macro_f1', float('nan')):.3f} (n = {c.get('n', '?')})"
+                for f, c in ceiling.items()
+            )
+            + ".",
+            "",
+        ]
     ref = results.get("lm_reference_gt", {})
     if ref:
-        lines += [f"Character LM on the GT poems: LMS {ref.get('mean_lms', float('nan')):.3f}, perplexity "
-                  f"{ref.get('corpus_ppl', float('nan')):.1f}.", ""]
+        lines += [
+            f"Character LM on the GT poems: LMS {ref.get('mean_lms', float('nan')):.3f}, perplexity "
+            f"{ref.get('corpus_ppl', float('nan')):.1f}.",
+            "",
+        ]
     spp = results.get("seconds_per_poem", {})
     if spp:
-        lines += ["Generation time per poem (s, CPU): " + ", ".join(f"{SYSTEM_TITLES.get(k, k)} {v:.3f}"
-                                                               for k, v in spp.items()) + ".", ""]
+        lines += [
+            "Generation time per poem (s, CPU): "
+            + ", ".join(f"{SYSTEM_TITLES.get(k, k)} {v:.3f}" for k, v in spp.items())
+            + ".",
+            "",
+        ]
     claims = results.get("claims", [])
     if claims:
         lines += ["### The paper's claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
         lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in claims]
     return lines
-

@@ -1,4 +1,5 @@
 """Plotting helpers: a CJK font for Chinese labels, reproducible figure files, and the data figures."""
+
 from __future__ import annotations
 
 import os
@@ -18,19 +19,28 @@ from matplotlib import font_manager
 from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_CLASSES_ZH, FACTOR_TITLES
 from mixpoet_lib.paths import ENV_FONT, figures_dir
 
-FONT_FAMILIES = ["Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
-                 "Microsoft YaHei", "PingFang SC", "Heiti SC", "SimHei"]
-FONT_FILES = ["/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
-              "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-              "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"]
+FONT_FAMILIES = [
+    "Noto Sans CJK SC",
+    "Source Han Sans SC",
+    "WenQuanYi Micro Hei",
+    "WenQuanYi Zen Hei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Heiti SC",
+    "SimHei",
+]
+FONT_FILES = [
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+]
 
 
 def use_cjk_font(path: str | None = None, quiet: bool = False) -> str | None:
     """Register and select a CJK font (argument, $MIXPOET_CJK_FONT, system fonts); warn and return None if none."""
     explicit = path or os.environ.get(ENV_FONT)
     if explicit and not Path(explicit).is_file():
-        warnings.warn(f"{ENV_FONT}={explicit!r} is not a font file; looking for system CJK fonts instead",
-                      stacklevel=2)
+        warnings.warn(f"{ENV_FONT}={explicit!r} is not a font file; looking for system CJK fonts instead", stacklevel=2)
         explicit = None
     chosen: list[str] = []
     for file in filter(None, [explicit, *FONT_FILES]):
@@ -42,8 +52,11 @@ def use_cjk_font(path: str | None = None, quiet: bool = False) -> str | None:
     chosen += [name for name in FONT_FAMILIES if name in have and name not in chosen]
     if not chosen:
         if not quiet:
-            warnings.warn("no CJK font found: Chinese labels will render as boxes. Install fonts-wqy-microhei or "
-                          f"fonts-noto-cjk, or set {ENV_FONT}=/path/to/font.ttf", stacklevel=2)
+            warnings.warn(
+                "no CJK font found: Chinese labels will render as boxes. Install fonts-wqy-microhei or "
+                f"fonts-noto-cjk, or set {ENV_FONT}=/path/to/font.ttf",
+                stacklevel=2,
+            )
         return None
     matplotlib.rcParams["font.family"] = "sans-serif"
     matplotlib.rcParams["font.sans-serif"] = chosen + ["DejaVu Sans"]
@@ -80,8 +93,14 @@ def label_distribution(label_stats: dict[str, dict[str, int]], zh: bool = True) 
         for k, factor in enumerate(("living", "era")):
             for c in (-1, *range(len(names[factor]))):
                 label = ("未标注" if zh else "unlabelled") if c == -1 else names[factor][c]
-                rows.append({"split": split.removeprefix("cqcf_"), "factor": factor, "class": label,
-                             "poems": stats[f"y{k + 1}={c}"]})
+                rows.append(
+                    {
+                        "split": split.removeprefix("cqcf_"),
+                        "factor": factor,
+                        "class": label,
+                        "poems": stats[f"y{k + 1}={c}"],
+                    }
+                )
     df = pd.DataFrame(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, factor in zip(axes, ("living", "era")):
@@ -101,8 +120,16 @@ def cooccurrence_heatmap(pairs: dict[str, int], zh: bool = True) -> Any:
         a, b = (int(x) for x in key.split())
         grid[a + 1, b + 1] = n
     fig, ax = plt.subplots(figsize=(5.2, 4))
-    sns.heatmap(grid, annot=True, fmt="d", cmap="rocket_r", cbar=False, ax=ax,
-                xticklabels=[unl, *names["era"]], yticklabels=[unl, *names["living"]])
+    sns.heatmap(
+        grid,
+        annot=True,
+        fmt="d",
+        cmap="rocket_r",
+        cbar=False,
+        ax=ax,
+        xticklabels=[unl, *names["era"]],
+        yticklabels=[unl, *names["living"]],
+    )
     ax.set_xlabel("历史背景 historical background")
     ax.set_ylabel("生活经历 living experience")
     ax.set_title("CQCF train: label co-occurrence")

@@ -9,6 +9,7 @@ tables (when a table has no such column: the path relative to the source folder)
 size from the file itself. All values SOURCES.md also states (sha256, bytes) are cross-checked.
 ``--check`` exits 1 if the committed registry differs from a fresh build (nothing is written).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,7 @@ TERMS = {
     ),
     "chinese-poetry": (
         "MIT License",
-        "MIT License, Copyright (c) 2016 JackeyGao (LICENSE). Poems are pre-modern texts "
-        "collected from the internet.",
+        "MIT License, Copyright (c) 2016 JackeyGao (LICENSE). Poems are pre-modern texts collected from the internet.",
     ),
 }
 
@@ -104,7 +104,7 @@ def build(shared: Path) -> dict:
         rel = rel.lstrip("*")
         if not rel.startswith("raw/"):
             raise SystemExit(f"unexpected path in checksums.sha256: {rel}")
-        name = rel[len("raw/"):]
+        name = rel[len("raw/") :]
         folder, inner = name.split("/", 1)
         repo, commit = sources[folder]
         size = (shared / rel).stat().st_size

@@ -5,6 +5,7 @@ in place with papermill (no injected parameters, so the stored notebook keeps it
 under the chosen profile, and strips papermill's timing metadata so the stored outputs are what nbval checks.
 Usage: python scripts/refresh_notebooks.py [--profile tutorial] [NN_name.py ...]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@
 The section sits between the markers `<!-- results:start -->` and `<!-- results:end -->`; with --check the
 script only reports whether the README is up to date (exit 1 if not).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,19 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 def block(run: Path) -> str:
     results = json.loads((run / "results.json").read_text(encoding="utf-8"))
     state_path = run / "state.json"
-    lines = [START, f"_Generated from `{run.relative_to(ROOT)}/results.json` by `scripts/update_readme_results.py`._", ""]
+    lines = [
+        START,
+        f"_Generated from `{run.relative_to(ROOT)}/results.json` by `scripts/update_readme_results.py`._",
+        "",
+    ]
     if state_path.exists():
         state = json.loads(state_path.read_text(encoding="utf-8"))
         per_nb = ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
-        lines += [f"Notebook wall times of this run: {per_nb} (notebooks 02–04 load existing checkpoints instead of "
-                  "training; the published run trained them beforehand with `mixpoet train`).", ""]
+        lines += [
+            f"Notebook wall times of this run: {per_nb} (notebooks 02–04 load existing checkpoints instead of "
+            "training; the published run trained them beforehand with `mixpoet train`).",
+            "",
+        ]
     lines += results_markdown(results) + ["", END]
     return "\n".join(lines)
 
@@ -43,7 +51,7 @@ def main() -> int:
     if START not in text or END not in text:
         print(f"README.md lacks the markers {START} … {END}", file=sys.stderr)
         return 1
-    new = text[: text.index(START)] + block(Path(args.run).resolve()) + text[text.index(END) + len(END):]
+    new = text[: text.index(START)] + block(Path(args.run).resolve()) + text[text.index(END) + len(END) :]
     if args.check:
         print("README results are up to date" if new == text else "README results are stale")
         return 0 if new == text else 1

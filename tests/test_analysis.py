@@ -1,4 +1,5 @@
 """Latent-space analysis helpers: PCA, separation ratio, mixture prior samples."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,7 +66,9 @@ def test_interpolate_mixtures_endpoints_and_errors(kind):
                 z = model.prior_sample(h_w, y, eps=eps)
             else:
                 parts = eps.split(model.sub_size, dim=-1)
-                z = torch.cat([mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(model.prior_params(h_w, y), parts)], -1)
+                z = torch.cat(
+                    [mu + e * torch.exp(0.5 * lv) for (mu, lv), e in zip(model.prior_params(h_w, y), parts)], -1
+                )
             torch.testing.assert_close(s0[t_idx], model.decoder_s0(z, h_w, y)[0])
     assert not torch.allclose(s0[0], s0[2])
     with pytest.raises(ValueError, match="steps"):

@@ -1,4 +1,5 @@
 """Batch tensors: shapes, special tokens, DAE corruption, modes and the seeded epoch order."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,8 +72,9 @@ def test_epoch_order_is_a_seeded_function_of_epoch():
 
 
 def test_stream_over_real_splits_resumes_identically(smoke_data):
-    stream = BatchStream(smoke_data, ("unl_train", "cqcf_train"), "mixpoet_pre", batch_size=16, seed=7,
-                         corrupt_ratio=0.1)
+    stream = BatchStream(
+        smoke_data, ("unl_train", "cqcf_train"), "mixpoet_pre", batch_size=16, seed=7, corrupt_ratio=0.1
+    )
     full = list(b["poems"] for _, b in zip(range(5), stream.batches(epoch=2)))
     resumed = list(b["poems"] for _, b in zip(range(2), stream.batches(epoch=2, start=3)))
     assert all((x == y).all() for x, y in zip(full[3:], resumed))

@@ -1,4 +1,5 @@
 """``mixpoet bench``: the figures it reports are real measurements of the training code (smoke profile)."""
+
 from __future__ import annotations
 
 import json
@@ -18,24 +19,45 @@ def test_rss_sampler_sees_an_allocation():
 
     with RSSSampler(period=0.001) as s:
         import time
+
         t0 = time.perf_counter()
         a = np.ones(50_000_000 // 8)  # 50 MB touched
         time.sleep(0.05)
         t1 = time.perf_counter()
         del a
-    assert s.peak(t0, t1) > RSSSampler.rss_bytes() - 1 and s.peak(t0, t1) > 40 * 2 ** 20
+    assert s.peak(t0, t1) > RSSSampler.rss_bytes() - 1 and s.peak(t0, t1) > 40 * 2**20
 
 
 def test_bench_smoke_json(mirror_dir, monkeypatch, capsys):
     monkeypatch.setenv("MIXPOET_MIRROR", str(mirror_dir))
-    rc = cli.main(["bench", "--profiles", "smoke", "--steps", "8", "--threads", "1", "--json", "--no-generation",
-                   "--set", "eval.intra_n=2"])
+    rc = cli.main(
+        [
+            "bench",
+            "--profiles",
+            "smoke",
+            "--steps",
+            "8",
+            "--threads",
+            "1",
+            "--json",
+            "--no-generation",
+            "--set",
+            "eval.intra_n=2",
+        ]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     (r,) = res
     phases = {p["phase"]: p for p in r["phases"]}
-    for key in ("shared_dae", "shared_cl1", "basic_c1", "cvae_c1", "igs_c1", "aus_c1 (warm-up)",
-                "aus_c1 (adversarial)"):
+    for key in (
+        "shared_dae",
+        "shared_cl1",
+        "basic_c1",
+        "cvae_c1",
+        "igs_c1",
+        "aus_c1 (warm-up)",
+        "aus_c1 (adversarial)",
+    ):
         p = phases[key]
         assert p["s_per_step"] > 0 and p["tokens_per_s"] > 0 and p["peak_rss_mb"] > 50, key
         assert p["gflop_per_step"] > 0 and 0 < p["pct_fp32_peak"] < 100, key
@@ -55,7 +77,7 @@ def test_cpu_info_names_the_processor_and_speed_flags():
 
 def test_bench_settings_keep_user_overrides():
     full = bench_settings("full", 12, 2, 1, "train.share_dis_encoding=true,data.max_vocab=100")
-    assert full.train.share_dis_encoding and full.data.max_vocab == 100 and full.train.ckpt_every == 10 ** 9
+    assert full.train.share_dis_encoding and full.data.max_vocab == 100 and full.train.ckpt_every == 10**9
     assert bench_settings("full", 12, 2, 1).data.max_vocab == 5547 - 4 and full.train.rec_warm_steps == 5
 
 

@@ -1,4 +1,5 @@
 """`mixpoet classify`: tags good lines, reports malformed ones by line number, one-line errors for bad input."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,20 @@ def judge_dir(smoke_data, tmp_path_factory):
 
 def test_classify_tags_and_reports(judge_dir, tmp_path, capsys):
     src = tmp_path / "poems.jsonl"
-    src.write_text("\n".join([
-        json.dumps({"content": "床前明月光|疑是地上霜|举头望明月|低头思故乡"}, ensure_ascii=False),
-        "{not json",
-        json.dumps({"content": "秦时明月汉时关|万里长征人未还|但使龙城飞将在|不教胡马度阴山", "id": 7}, ensure_ascii=False),
-    ]) + "\n", encoding="utf-8")
+    src.write_text(
+        "\n".join(
+            [
+                json.dumps({"content": "床前明月光|疑是地上霜|举头望明月|低头思故乡"}, ensure_ascii=False),
+                "{not json",
+                json.dumps(
+                    {"content": "秦时明月汉时关|万里长征人未还|但使龙城飞将在|不教胡马度阴山", "id": 7},
+                    ensure_ascii=False,
+                ),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "tagged.jsonl"
     code = cli.main(["classify", "--checkpoint", str(judge_dir), "--input", str(src), "--output", str(out)])
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Profiles, label parsing, the `mixpoet data` command and the environment files."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,20 @@ import yaml
 from mixpoet_lib.checkpoints import weights_key
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.cli.settings import default_run_dir, profile_from_args
-from mixpoet_lib.config import (FACTOR_CLASSES, PROFILES, ModelConfig, PhaseConfig, TrainConfig, format_overrides,
-                                get_profile, label_name, parse_label, parse_overrides, resolve_profile_name, run_name)
+from mixpoet_lib.config import (
+    FACTOR_CLASSES,
+    PROFILES,
+    ModelConfig,
+    PhaseConfig,
+    TrainConfig,
+    format_overrides,
+    get_profile,
+    label_name,
+    parse_label,
+    parse_overrides,
+    resolve_profile_name,
+    run_name,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,10 +48,12 @@ def test_profiles(monkeypatch):
 
 
 def test_overrides_in_every_form_give_the_same_profile():
-    forms = [get_profile("tutorial", "model.latent_size=64,train.ndis=5"),
-             get_profile("tutorial", {"model.latent_size": 64, "train.ndis": 5}),
-             get_profile("tutorial", model={"latent_size": 64}, train={"ndis": 5}),
-             get_profile("tutorial", **{"model.latent_size": 64, "train.ndis": 5})]
+    forms = [
+        get_profile("tutorial", "model.latent_size=64,train.ndis=5"),
+        get_profile("tutorial", {"model.latent_size": 64, "train.ndis": 5}),
+        get_profile("tutorial", model={"latent_size": 64}, train={"ndis": 5}),
+        get_profile("tutorial", **{"model.latent_size": 64, "train.ndis": 5}),
+    ]
     assert all(p == forms[0] for p in forms)
     p = forms[0]
     assert p.model.latent_size == 64 and p.train.ndis == 5 and p.model.hidden_size == 256 and p.name == "tutorial"
@@ -50,31 +65,43 @@ def test_overrides_in_every_form_give_the_same_profile():
 
 
 def test_parse_overrides_reads_json_values_else_strings():
-    assert parse_overrides("a.b=1, c=x y,d=[1, 2],e=null,f=\"s\",g=true,h=0.5") == {
-        "a.b": 1, "c": "x y", "d": [1, 2], "e": None, "f": "s", "g": True, "h": 0.5}
+    assert parse_overrides('a.b=1, c=x y,d=[1, 2],e=null,f="s",g=true,h=0.5') == {
+        "a.b": 1,
+        "c": "x y",
+        "d": [1, 2],
+        "e": None,
+        "f": "s",
+        "g": True,
+        "h": 0.5,
+    }
     assert parse_overrides(["a=1", "b=2,a=3"]) == {"a": 3, "b": 2} and parse_overrides("") == {}
-    assert parse_overrides(format_overrides({"train.betas": [0.5, 0.9], "x": "y"})) == {"train.betas": [0.5, 0.9],
-                                                                                       "x": "y"}
+    assert parse_overrides(format_overrides({"train.betas": [0.5, 0.9], "x": "y"})) == {
+        "train.betas": [0.5, 0.9],
+        "x": "y",
+    }
     with pytest.raises(ValueError, match="not of the form KEY=VALUE"):
         parse_overrides("model.latent_size")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("model.latnt=3", "unknown setting 'model.latnt'"),
-    ("modle.latent_size=3", "unknown setting 'modle'"),
-    ("train.ndis=x", "setting 'train.ndis' expects int, got 'x'"),
-    ("gen.beam_size=2.5", "expects int"),
-    ("model.latent_size.x=1", "has no sub-settings"),
-    ("model.latent_size=63", "ModelConfig.latent_size must be a multiple of 2"),
-    ("model.drop_ratio=1", "ModelConfig.drop_ratio must be in \\[0, 1\\)"),
-    ("model.n_class1=4", "ModelConfig.n_class1 must be 3"),
-    ("train.ndis=0", "TrainConfig.ndis must be > 0, got 0"),
-    ("train.kl_anneal_kind=cosine", "TrainConfig.kl_anneal_kind must be one of"),
-    ("train.dae.lr_min=1", "PhaseConfig.lr_min must be in"),
-    ("train.classifier.epochs=0", "PhaseConfig.epochs must be > 0"),
-    ("data.chinese_poetry_sets=[\"yuan\"]", "DataConfig.chinese_poetry_sets must be a subset"),
-    ("eval.seeds=[]", "EvalConfig.seeds must be at least one seed"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model.latnt=3", "unknown setting 'model.latnt'"),
+        ("modle.latent_size=3", "unknown setting 'modle'"),
+        ("train.ndis=x", "setting 'train.ndis' expects int, got 'x'"),
+        ("gen.beam_size=2.5", "expects int"),
+        ("model.latent_size.x=1", "has no sub-settings"),
+        ("model.latent_size=63", "ModelConfig.latent_size must be a multiple of 2"),
+        ("model.drop_ratio=1", "ModelConfig.drop_ratio must be in \\[0, 1\\)"),
+        ("model.n_class1=4", "ModelConfig.n_class1 must be 3"),
+        ("train.ndis=0", "TrainConfig.ndis must be > 0, got 0"),
+        ("train.kl_anneal_kind=cosine", "TrainConfig.kl_anneal_kind must be one of"),
+        ("train.dae.lr_min=1", "PhaseConfig.lr_min must be in"),
+        ("train.classifier.epochs=0", "PhaseConfig.epochs must be > 0"),
+        ('data.chinese_poetry_sets=["yuan"]', "DataConfig.chinese_poetry_sets must be a subset"),
+        ("eval.seeds=[]", "EvalConfig.seeds must be at least one seed"),
+    ],
+)
 def test_bad_settings_give_one_line_errors(text, message):
     with pytest.raises(ValueError, match=message) as err:
         get_profile("smoke", text)
@@ -101,24 +128,31 @@ def test_published_weights_key_unchanged():
 
 
 def test_cli_set_option_collects_overrides(capsys):
-    args = cli.build_parser().parse_args(["train", "--profile", "smoke", "--set", "model.latent_size=16,train.ndis=2",
-                                          "--set", "train.ndis=4"])
+    args = cli.build_parser().parse_args(
+        ["train", "--profile", "smoke", "--set", "model.latent_size=16,train.ndis=2", "--set", "train.ndis=4"]
+    )
     profile = profile_from_args(args)
     assert profile.name == "smoke" and profile.model.latent_size == 16 and profile.train.ndis == 4
     # a run with changed settings gets its own folder, never the profile's own checkpoints
     assert run_name("smoke") == run_name("smoke", "") == "smoke"
-    assert run_name("smoke", "train.ndis=4,model.latent_size=16") == run_name("smoke", {"model.latent_size": 16,
-                                                                                        "train.ndis": 4})
+    assert run_name("smoke", "train.ndis=4,model.latent_size=16") == run_name(
+        "smoke", {"model.latent_size": 16, "train.ndis": 4}
+    )
     assert run_name("smoke", "model.latent_size=16,train.ndis=4") != "smoke"
     args.run_dir = "elsewhere"
     assert default_run_dir(args, profile) == Path("elsewhere")
-    for argv, message in ((["data", "verify", "--profile", "smoke", "--set", "data.max_vocb=3"], "data.max_vocb"),
-                          (["train", "--profile", "smoke", "--models", "basic", "--set", "model.latent_size=3"],
-                           "latent_size"),
-                          (["generate", "--checkpoint", "x.pt", "--keyword", "月", "--set", "model.latent_size=4"],
-                           "only gen.* settings"),
-                          (["generate", "--checkpoint", "x.pt", "--keyword", "月", "--set", "gen.beam_size=0"],
-                           "GenConfig.beam_size must be > 0")):
+    for argv, message in (
+        (["data", "verify", "--profile", "smoke", "--set", "data.max_vocb=3"], "data.max_vocb"),
+        (["train", "--profile", "smoke", "--models", "basic", "--set", "model.latent_size=3"], "latent_size"),
+        (
+            ["generate", "--checkpoint", "x.pt", "--keyword", "月", "--set", "model.latent_size=4"],
+            "only gen.* settings",
+        ),
+        (
+            ["generate", "--checkpoint", "x.pt", "--keyword", "月", "--set", "gen.beam_size=0"],
+            "GenConfig.beam_size must be > 0",
+        ),
+    ):
         assert cli.main(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("mixpoet: error:") and message in err[0], err
@@ -158,8 +192,24 @@ def test_cli_one_line_error_on_corrupt_mirror(tmp_path, mirror_dir):
     (mirror / "thu-aipoet" / "CRRD" / "pingshui.txt").chmod(0o644)
     with open(mirror / "thu-aipoet" / "CRRD" / "pingshui.txt", "ab") as fh:
         fh.write(b"x")
-    proc = subprocess.run([sys.executable, "-m", "mixpoet_lib.cli", "data", "fetch", "--profile", "smoke", "-q",
-                           "--mirror", str(mirror), "--data-dir", str(tmp_path / "d")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mixpoet_lib.cli",
+            "data",
+            "fetch",
+            "--profile",
+            "smoke",
+            "-q",
+            "--mirror",
+            str(mirror),
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mixpoet: error:") and "pingshui.txt" in lines[0]

@@ -1,4 +1,5 @@
 """Parsing and validation of the raw sources, on small files the tests write and on the mirror."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from mixpoet_lib.data.corpora import (DataFormatError, Poem, SkipLog, label_table, load_ccpc, load_chinese_poetry,
-                                 load_cqcf, normalised_key, quatrain_problem, split_paragraphs, to_simplified)
+from mixpoet_lib.data.corpora import (
+    DataFormatError,
+    Poem,
+    SkipLog,
+    label_table,
+    load_ccpc,
+    load_chinese_poetry,
+    load_cqcf,
+    normalised_key,
+    quatrain_problem,
+    split_paragraphs,
+    to_simplified,
+)
 
 GOOD = {"label": "-1 1", "content": "细读养生主|长歌归去来|山僧借水品|溪父送琴材", "keywords": "山僧 长歌 归去 细读"}
 
@@ -31,19 +43,22 @@ def test_crlf_bom_and_blank_lines_are_tolerated(tmp_path):
     assert len(load_cqcf(path)) == 2
 
 
-@pytest.mark.parametrize("record, needle", [
-    ('{"label": "-1 1", "content": ', "malformed JSON"),
-    ('[1, 2]', "expected a JSON object"),
-    (json.dumps({"content": GOOD["content"], "keywords": "山僧"}), "missing field 'label'"),
-    (json.dumps({**GOOD, "keywords": "山僧借水"}), "keyword '山僧借水' has 4 characters"),
-    (json.dumps({**GOOD, "label": "-1 2"}), "factor 2 value 2 outside -1..1"),
-    (json.dumps({**GOOD, "label": "3 0"}), "factor 1 value 3 outside -1..2"),
-    (json.dumps({**GOOD, "label": "x 0"}), "is not an integer"),
-    (json.dumps({**GOOD, "label": "0"}), "must be two integers"),
-    (json.dumps({**GOOD, "content": "细读养生主|长歌归去来|山僧借水品"}), "not 4 lines"),
-    (json.dumps({**GOOD, "content": "细读养生|长歌归去|山僧借水|溪父送琴"}), "line length not 5 or 7"),
-    (json.dumps({**GOOD, "content": "细读养生主|长歌归去来|山僧借水品|溪父送琴材料"}), "different lengths"),
-])
+@pytest.mark.parametrize(
+    "record, needle",
+    [
+        ('{"label": "-1 1", "content": ', "malformed JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (json.dumps({"content": GOOD["content"], "keywords": "山僧"}), "missing field 'label'"),
+        (json.dumps({**GOOD, "keywords": "山僧借水"}), "keyword '山僧借水' has 4 characters"),
+        (json.dumps({**GOOD, "label": "-1 2"}), "factor 2 value 2 outside -1..1"),
+        (json.dumps({**GOOD, "label": "3 0"}), "factor 1 value 3 outside -1..2"),
+        (json.dumps({**GOOD, "label": "x 0"}), "is not an integer"),
+        (json.dumps({**GOOD, "label": "0"}), "must be two integers"),
+        (json.dumps({**GOOD, "content": "细读养生主|长歌归去来|山僧借水品"}), "not 4 lines"),
+        (json.dumps({**GOOD, "content": "细读养生|长歌归去|山僧借水|溪父送琴"}), "line length not 5 or 7"),
+        (json.dumps({**GOOD, "content": "细读养生主|长歌归去来|山僧借水品|溪父送琴材料"}), "different lengths"),
+    ],
+)
 def test_cqcf_errors_name_file_line_and_value(tmp_path, record, needle):
     path = write_lines(tmp_path / "bad.json", [GOOD, record])
     with pytest.raises(DataFormatError) as err:
@@ -55,7 +70,11 @@ def test_cqcf_errors_name_file_line_and_value(tmp_path, record, needle):
 
 def test_ccpc_skips_non_quatrains_but_rejects_bad_json(tmp_path):
     good = {"dynasty": "Tang", "author": "x", "title": "t", "content": GOOD["content"], "keywords": "山僧"}
-    records = [good, {**good, "content": "细读养生主|长歌归去来"}, {**good, "content": "细读养生□|长歌归去来|山僧借水品|溪父送琴材"}]
+    records = [
+        good,
+        {**good, "content": "细读养生主|长歌归去来"},
+        {**good, "content": "细读养生□|长歌归去来|山僧借水品|溪父送琴材"},
+    ]
     skips = SkipLog()
     poems = load_ccpc(write_lines(tmp_path / "c.json", records), skips)
     assert len(poems) == 1 and poems[0].labels == (-1, -1)
@@ -89,7 +108,12 @@ def test_chinese_poetry_split_convert_and_skip(tmp_path):
 
 
 def test_helpers():
-    assert split_paragraphs(["秦川雄帝宅，函谷壯皇居。", "綺殿千尋起！離宮百雉餘？"]) == ["秦川雄帝宅", "函谷壯皇居", "綺殿千尋起", "離宮百雉餘"]
+    assert split_paragraphs(["秦川雄帝宅，函谷壯皇居。", "綺殿千尋起！離宮百雉餘？"]) == [
+        "秦川雄帝宅",
+        "函谷壯皇居",
+        "綺殿千尋起",
+        "離宮百雉餘",
+    ]
     assert to_simplified("舉頭望明月") == "举头望明月"
     assert quatrain_problem(["床前明月光"] * 4) is None
     assert quatrain_problem(["床前明月,"] * 4) == "non-CJK character"
@@ -101,8 +125,19 @@ def test_helpers():
 
 def test_real_cqcf_label_table_matches_spec(mirror_dir):
     poems = load_cqcf(mirror_dir / "mixpoet" / "cqcf_test_sample.json")
-    assert label_table(poems) == {"poems": 590, "y1=-1": 221, "y1=0": 133, "y1=1": 119, "y1=2": 117, "y2=-1": 320,
-                                  "y2=0": 141, "y2=1": 129, "both labelled": 49, "5-char": 256, "7-char": 334}
+    assert label_table(poems) == {
+        "poems": 590,
+        "y1=-1": 221,
+        "y1=0": 133,
+        "y1=1": 119,
+        "y1=2": 117,
+        "y2=-1": 320,
+        "y2=0": 141,
+        "y2=1": 129,
+        "both labelled": 49,
+        "5-char": 256,
+        "7-char": 334,
+    }
 
 
 def test_real_chinese_poetry_file_counts(mirror_dir):

@@ -1,4 +1,5 @@
 """The prepared dataset: splits without leakage, instances, sub-sampling, cache behaviour, summary."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -30,8 +31,9 @@ def test_split_sizes_and_labels(smoke_data):
     assert s["labels"]["cqcf_train"]["poems"] == 10870  # as read, before de-duplication
     assert s["poems_per_split"]["cqcf_train"] == 10867  # 3 exact repeats inside the sample
     assert all(p.labels == (-1, -1) for p in smoke_data.poems("unl_train")[:500])
-    assert all(1 <= len(p.keywords) <= 4 and all(1 <= len(k) <= 2 for k in p.keywords)
-               for p in smoke_data.poems("unl_train"))
+    assert all(
+        1 <= len(p.keywords) <= 4 and all(1 <= len(k) <= 2 for k in p.keywords) for p in smoke_data.poems("unl_train")
+    )
     assert s["vocab_size"] == len(smoke_data.vocab) == cfg.max_vocab + 4
 
 
@@ -70,8 +72,9 @@ def test_encode_split_keeps_selected_instances():
 
 
 def test_cache_reused_and_rebuilt_on_change(tmp_path, mirror_dir, monkeypatch):
-    cfg = DataConfig(chinese_poetry_max_files=1, unlabelled_valid_poems=50, unlabelled_test_poems=50,
-                     unlabelled_train_instances=500)
+    cfg = DataConfig(
+        chinese_poetry_max_files=1, unlabelled_valid_poems=50, unlabelled_test_poems=50, unlabelled_train_instances=500
+    )
     first = ds.prepare(Profile("test", data=cfg), data_dir=tmp_path, mirror=mirror_dir)
     calls = []
     monkeypatch.setattr(ds, "build_corpus", lambda *a, **k: calls.append("corpus"))
@@ -79,16 +82,18 @@ def test_cache_reused_and_rebuilt_on_change(tmp_path, mirror_dir, monkeypatch):
     again = ds.prepare(Profile("test", data=cfg), data_dir=tmp_path, mirror=mirror_dir)
     assert again.root == first.root and calls == []
     monkeypatch.undo()
-    changed = ds.prepare(Profile("test", data=replace(cfg, unlabelled_train_instances=400)),
-                         data_dir=tmp_path, mirror=mirror_dir)
+    changed = ds.prepare(
+        Profile("test", data=replace(cfg, unlabelled_train_instances=400)), data_dir=tmp_path, mirror=mirror_dir
+    )
     assert changed.corpus_root == first.corpus_root and changed.root != first.root
     assert changed.summary["instances_per_split"]["unl_train"] == 400
     assert not list((tmp_path / "processed").glob(".*part"))
 
 
 def test_interrupted_build_leaves_no_cache(tmp_path, mirror_dir, monkeypatch):
-    cfg = DataConfig(chinese_poetry_max_files=1, unlabelled_valid_poems=50, unlabelled_test_poems=50,
-                     unlabelled_train_instances=500)
+    cfg = DataConfig(
+        chinese_poetry_max_files=1, unlabelled_valid_poems=50, unlabelled_test_poems=50, unlabelled_train_instances=500
+    )
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
@@ -122,6 +127,14 @@ def test_corrupt_mirror_file_stops_before_any_processing(tmp_path, mirror_dir):
 
 def test_format_summary_mentions_every_section(smoke_data):
     text = ds.format_summary(smoke_data.summary)
-    for needle in ("Poems per source and split", "CQCF labels", "5- / 7-character", "Vocabulary size",
-                   "Skipped records by reason", "not 4 lines", "Duplicates dropped", "Keywords extracted"):
+    for needle in (
+        "Poems per source and split",
+        "CQCF labels",
+        "5- / 7-character",
+        "Vocabulary size",
+        "Skipped records by reason",
+        "not 4 lines",
+        "Duplicates dropped",
+        "Keywords extracted",
+    ):
         assert needle in text

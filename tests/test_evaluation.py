@@ -1,4 +1,5 @@
 """The evaluation (test keywords, generation roles, cache, scores, summary), its claims and its result files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,19 @@ def scorers_parts(smoke_data, run_dir):
 @pytest.fixture(scope="module")
 def result(smoke_data, run_dir, models, scorers_parts):
     judges, lm = scorers_parts
-    return E.evaluate(SMOKE, smoke_data, run_dir, models, judges, lm, seeds=(1, 2), n_keywords=4, intra_n=2,
-                      log=lambda m: None, progress=False)
+    return E.evaluate(
+        SMOKE,
+        smoke_data,
+        run_dir,
+        models,
+        judges,
+        lm,
+        seeds=(1, 2),
+        n_keywords=4,
+        intra_n=2,
+        log=lambda m: None,
+        progress=False,
+    )
 
 
 def test_test_items_are_seeded_balanced_and_distinct(smoke_data):
@@ -121,8 +133,11 @@ def test_summary_mean_std(result):
     summ = result.summary()
     row = summ[(summ["system"] == "basic") & (summ["metric"] == "inter_jaccard")].iloc[0]
     assert row["std"] == 0.0 and row["n_seeds"] == 2 and row["deterministic"]
-    vals = result.scores[(result.scores["system"] == "cvae") & (result.scores["metric"] == "distinct_1")
-                         & (result.scores["length"] == "all")]["value"].to_numpy()
+    vals = result.scores[
+        (result.scores["system"] == "cvae")
+        & (result.scores["metric"] == "distinct_1")
+        & (result.scores["length"] == "all")
+    ]["value"].to_numpy()
     row = summ[(summ["system"] == "cvae") & (summ["metric"] == "distinct_1")].iloc[0]
     assert row["mean"] == pytest.approx(vals.mean()) and row["std"] == pytest.approx(vals.std(ddof=1))
 
@@ -132,8 +147,18 @@ def test_cache_is_reused(smoke_data, run_dir, models, scorers_parts, result, mon
         raise AssertionError("generation should have come from the cache")
 
     monkeypatch.setattr(E, "generate_system", boom)
-    again = E.evaluate(SMOKE, smoke_data, run_dir, models, *scorers_parts, seeds=(1, 2), n_keywords=4, intra_n=2,
-                       log=lambda m: None, progress=False)
+    again = E.evaluate(
+        SMOKE,
+        smoke_data,
+        run_dir,
+        models,
+        *scorers_parts,
+        seeds=(1, 2),
+        n_keywords=4,
+        intra_n=2,
+        log=lambda m: None,
+        progress=False,
+    )
     pd.testing.assert_frame_equal(again.scores, result.scores)
 
 
@@ -149,8 +174,19 @@ def test_changed_weights_invalidate_cache(smoke_data, run_dir, models, result):
 def test_cache_key_is_the_sha256_of_the_sorted_settings_json(result):
     # the committed caches (runs/<profile>/eval/poems) depend on this exact scheme
     items = result.items
-    blob = json.dumps({"format": E.EVAL_FORMAT, "system": "aus", "seed": 2, "items": [asdict(it) for it in items],
-                       "gen": asdict(SMOKE.gen), "intra_n": 2, "weights": "w"}, sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(
+        {
+            "format": E.EVAL_FORMAT,
+            "system": "aus",
+            "seed": 2,
+            "items": [asdict(it) for it in items],
+            "gen": asdict(SMOKE.gen),
+            "intra_n": 2,
+            "weights": "w",
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     assert E.cache_key("aus", 2, items, SMOKE, 2, "w") == hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -186,26 +222,37 @@ def test_unknown_system_and_missing_model(smoke_data, run_dir, models, scorers_p
     with pytest.raises(E.EvaluationError, match="nope"):
         E.evaluate(SMOKE, smoke_data, run_dir, models, *scorers_parts, systems=("nope",), n_keywords=4, progress=False)
     with pytest.raises(E.EvaluationError, match="cvae"):
-        E.evaluate(SMOKE, smoke_data, run_dir, {}, *scorers_parts, systems=("gt", "cvae"), n_keywords=4,
-                   progress=False)
+        E.evaluate(SMOKE, smoke_data, run_dir, {}, *scorers_parts, systems=("gt", "cvae"), n_keywords=4, progress=False)
 
 
 def _summary(values: dict[tuple[str, str], tuple[float, float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"system": s, "metric": m, "mean": v[0], "std": v[1], "n_seeds": 3, "n_poems": 10}
-                         for (s, m), v in values.items()])
+    return pd.DataFrame(
+        [
+            {"system": s, "metric": m, "mean": v[0], "std": v[1], "n_seeds": 3, "n_poems": 10}
+            for (s, m), v in values.items()
+        ]
+    )
 
 
 def test_claims_verdicts_on_hand_made_numbers():
-    summ = _summary({
-        ("aus", "inter_jaccard"): (0.10, 0.01), ("basic", "inter_jaccard"): (0.20, 0.0),
-        ("cvae", "inter_jaccard"): (0.105, 0.01),
-        ("aus", "intra_jaccard"): (0.30, 0.01), ("basic", "intra_jaccard"): (0.25, 0.0),
-        ("cvae", "intra_jaccard"): (0.40, 0.01),
-        ("aus", "intra_jaccard_mix"): (0.20, 0.01),
-        ("aus", "lms"): (-6.0, 0.1), ("basic", "lms"): (-5.95, 0.1), ("cvae", "lms"): (-7.0, 0.1),
-        ("aus", "living_acc"): (0.60, 0.05), ("aus", "era_acc"): (0.52, 0.05),
-        ("aus", "joint_acc"): (0.4, 0.02), ("igs", "joint_acc"): (0.3, 0.02),
-    })
+    summ = _summary(
+        {
+            ("aus", "inter_jaccard"): (0.10, 0.01),
+            ("basic", "inter_jaccard"): (0.20, 0.0),
+            ("cvae", "inter_jaccard"): (0.105, 0.01),
+            ("aus", "intra_jaccard"): (0.30, 0.01),
+            ("basic", "intra_jaccard"): (0.25, 0.0),
+            ("cvae", "intra_jaccard"): (0.40, 0.01),
+            ("aus", "intra_jaccard_mix"): (0.20, 0.01),
+            ("aus", "lms"): (-6.0, 0.1),
+            ("basic", "lms"): (-5.95, 0.1),
+            ("cvae", "lms"): (-7.0, 0.1),
+            ("aus", "living_acc"): (0.60, 0.05),
+            ("aus", "era_acc"): (0.52, 0.05),
+            ("aus", "joint_acc"): (0.4, 0.02),
+            ("igs", "joint_acc"): (0.3, 0.02),
+        }
+    )
     c = claims = C.claims(summ).set_index(["claim"])
     v = {(row.metric, "Basic" in idx): row.verdict for idx, row in claims.iterrows()}
     assert v[("inter_jaccard", True)] == "supported"
@@ -229,8 +276,13 @@ def test_claims_without_numbers_are_not_measured():
 
 
 def test_results_table_formats_mean_std():
-    summ = _summary({("aus", "inter_jaccard"): (0.1234, 0.0056), ("gt", "inter_jaccard"): (0.2, 0.0),
-                     ("gt", "living_acc"): (math.nan, math.nan)})
+    summ = _summary(
+        {
+            ("aus", "inter_jaccard"): (0.1234, 0.0056),
+            ("gt", "inter_jaccard"): (0.2, 0.0),
+            ("gt", "living_acc"): (math.nan, math.nan),
+        }
+    )
     t = R.results_table(summ, ["inter_jaccard", "living_acc"])
     assert list(t.index) == ["GT (human)", "MixPoet-AUS"]
     assert t.loc["MixPoet-AUS", E.METRICS["inter_jaccard"][0]] == "0.123 ± 0.006"

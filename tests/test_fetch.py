@@ -1,4 +1,5 @@
 """Registry completeness and the downloader: mirror copies, skip-on-rerun, corruption, real loopback HTTP."""
+
 from __future__ import annotations
 
 import hashlib

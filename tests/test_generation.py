@@ -1,4 +1,5 @@
 """Constrained, batched beam-search generation (mixpoet_lib.generate.generator) and the ``mixpoet generate`` command."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,14 +13,41 @@ import torch
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import GenConfig, get_profile
 from mixpoet_lib.checkpoints import build_model, load_generator
-from mixpoet_lib.data.rhythm import (N_RHYME_CLASSES, ToneRhyme, check_poem, find_crrd_dir, line_type, load_tone_rhyme,
-                                     poem_pattern, position_template, rhyme_classes_of, rhyme_mask, tone_ban_mask,
-                                     tone_masks, tone_of)
-from mixpoet_lib.generate.constraints import (ANY_RHYME_ROW, FORCED_END, MAX_RELAXATION, NO_CROSS_LINE_BAN,
-                                              NO_FORM_CHECK, NO_NOVELTY, NO_RHYME, NO_TONE, RELAXATION_LEVELS, STRICT,
-                                              ConstraintTables, LineBans, LineConstraints, accept_line,
-                                              closest_line_types, inline_ban_mask, line_constraints,
-                                              repetition_window)
+from mixpoet_lib.data.rhythm import (
+    N_RHYME_CLASSES,
+    ToneRhyme,
+    check_poem,
+    find_crrd_dir,
+    line_type,
+    load_tone_rhyme,
+    poem_pattern,
+    position_template,
+    rhyme_classes_of,
+    rhyme_mask,
+    tone_ban_mask,
+    tone_masks,
+    tone_of,
+)
+from mixpoet_lib.generate.constraints import (
+    ANY_RHYME_ROW,
+    FORCED_END,
+    MAX_RELAXATION,
+    NO_CROSS_LINE_BAN,
+    NO_FORM_CHECK,
+    NO_NOVELTY,
+    NO_RHYME,
+    NO_TONE,
+    RELAXATION_LEVELS,
+    STRICT,
+    ConstraintTables,
+    LineBans,
+    LineConstraints,
+    accept_line,
+    closest_line_types,
+    inline_ban_mask,
+    line_constraints,
+    repetition_window,
+)
 from mixpoet_lib.generate.generator import GeneratedPoem, Generator, benchmark_generation, greedy_decode
 from mixpoet_lib.generate.requests import draw_latents, keyword_tensor, prior_from_eps
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
@@ -57,6 +85,7 @@ def gen(model, **kw) -> Generator:
 # pure helpers
 # ----------------------------------------------------------------------------------------------
 
+
 def test_repetition_window_tables():
     assert [repetition_window(k, "official") for k in range(7)] == [0, 0, 2, 2, 4, 4, 6]  # spec §4.3 table
     assert [repetition_window(k, "intended") for k in range(7)] == [0, 1, 2, 3, 4, 5, 6]
@@ -64,23 +93,26 @@ def test_repetition_window_tables():
         repetition_window(3, "bogus")
 
 
-@pytest.mark.parametrize("rule, hyp, banned", [
-    # hypothesis [<B>, c1..ck] (ids; 10.. are characters) → ids banned at position k
-    ("official", [BOS], set()),
-    ("intended", [BOS], set()),
-    ("official", [BOS, 10], set()),  # k=1: m=0, doubling c1 allowed
-    ("intended", [BOS, 10], {BOS}),
-    ("official", [BOS, 10, 11], {BOS, 10}),  # k=2: m=2
-    ("intended", [BOS, 10, 11], {BOS, 10}),
-    ("official", [BOS, 10, 11, 12], {BOS, 10}),  # k=3: m=2 → c2 (11) may come back: the off-by-one
-    ("intended", [BOS, 10, 11, 12], {BOS, 10, 11}),
-    ("official", [BOS, 10, 10, 12, 13], {BOS, 10, 12}),  # k=4: m=4
-    ("intended", [BOS, 10, 10, 12, 13], {BOS, 10, 12}),
-    ("intended", [BOS, 10, 11, 11], {BOS, 10, 11}),  # after a doubling, no tripling
-    ("official", [BOS, 10, 11, 11], {BOS, 10}),  # official: k=3 → 11 allowed a third time
-    ("official", [BOS, 10, 11, 12, 13, 14], {BOS, 10, 11, 12}),  # k=5: m=4 → c4 (13) and c5 (14) allowed
-    ("intended", [BOS, 10, 11, 12, 13, 14], {BOS, 10, 11, 12, 13}),
-])
+@pytest.mark.parametrize(
+    "rule, hyp, banned",
+    [
+        # hypothesis [<B>, c1..ck] (ids; 10.. are characters) → ids banned at position k
+        ("official", [BOS], set()),
+        ("intended", [BOS], set()),
+        ("official", [BOS, 10], set()),  # k=1: m=0, doubling c1 allowed
+        ("intended", [BOS, 10], {BOS}),
+        ("official", [BOS, 10, 11], {BOS, 10}),  # k=2: m=2
+        ("intended", [BOS, 10, 11], {BOS, 10}),
+        ("official", [BOS, 10, 11, 12], {BOS, 10}),  # k=3: m=2 → c2 (11) may come back: the off-by-one
+        ("intended", [BOS, 10, 11, 12], {BOS, 10, 11}),
+        ("official", [BOS, 10, 10, 12, 13], {BOS, 10, 12}),  # k=4: m=4
+        ("intended", [BOS, 10, 10, 12, 13], {BOS, 10, 12}),
+        ("intended", [BOS, 10, 11, 11], {BOS, 10, 11}),  # after a doubling, no tripling
+        ("official", [BOS, 10, 11, 11], {BOS, 10}),  # official: k=3 → 11 allowed a third time
+        ("official", [BOS, 10, 11, 12, 13, 14], {BOS, 10, 11, 12}),  # k=5: m=4 → c4 (13) and c5 (14) allowed
+        ("intended", [BOS, 10, 11, 12, 13, 14], {BOS, 10, 11, 12, 13}),
+    ],
+)
 def test_inline_ban_mask_hand_tables(rule, hyp, banned):
     mask = inline_ban_mask(torch.tensor([hyp]), 20, rule)
     assert set(mask[0].nonzero().flatten().tolist()) == banned
@@ -164,8 +196,9 @@ def test_accept_line_post_filter() -> None:
     tokens = list(VOCAB.tokens)
     ids = VOCAB.encode("天风月雨山")  # PPZZP: type 2
 
-    def accept(ids: list[int], i: int, level: int, pattern: tuple[int, ...] | None = None,
-               lines: set[str] | None = None) -> str | None:
+    def accept(
+        ids: list[int], i: int, level: int, pattern: tuple[int, ...] | None = None, lines: set[str] | None = None
+    ) -> str | None:
         return accept_line(ids, tokens, 5, i, level, pattern, lines, lambda s: line_type(s, tr=TR))
 
     assert accept(ids, 0, STRICT) == "天风月雨山"
@@ -183,6 +216,7 @@ def test_accept_line_post_filter() -> None:
 # ----------------------------------------------------------------------------------------------
 # constraints in the output
 # ----------------------------------------------------------------------------------------------
+
 
 def assert_constraints(p, rule: str = "intended", tr: ToneRhyme = TR, vocab: Vocab = VOCAB):
     assert p.ok and len(p.lines) == 4 and len(p.line_relaxation) == 4
@@ -224,7 +258,7 @@ def test_constraints_honoured_all_kinds(kind):
 
 def inline_rule_ok(line: str, rule: str) -> bool:
     """Every character of ``line`` is allowed by the in-line repetition rule ``rule``."""
-    return all(ch not in line[:max(repetition_window(t, rule) - 1, 0)] for t, ch in enumerate(line))
+    return all(ch not in line[: max(repetition_window(t, rule) - 1, 0)] for t, ch in enumerate(line))
 
 
 def test_inline_rule_ok_tells_the_rules_apart() -> None:
@@ -292,13 +326,17 @@ def test_novelty_filter_rejects_training_lines():
 # batching, seeding, scores
 # ----------------------------------------------------------------------------------------------
 
+
 def test_batched_equals_one_at_a_time():
     model = make_model("aus", seed=5, dtype=torch.float64)  # float64: no near-ties from batch-size-dependent BLAS
     kws, lens, labs = ["春", "秋风", "月"], [5, 7, 5], [(0, 1), (-1, -1), ("countryside", "prosperous")]
     batched = gen(model).generate(kws, lens, labels=labs, n_samples=2, seed=3)
     chunked = gen(model, max_batch_poems=4).generate(kws, lens, labels=labs, n_samples=2, seed=3)
-    single = [p for kw, ln, lab in zip(kws, lens, labs)
-              for p in gen(model).generate([kw], ln, labels=lab, n_samples=2, seed=3)]
+    single = [
+        p
+        for kw, ln, lab in zip(kws, lens, labs)
+        for p in gen(model).generate([kw], ln, labels=lab, n_samples=2, seed=3)
+    ]
     for a, b, c in zip(batched, chunked, single):
         assert a.lines == b.lines == c.lines and a.labels == c.labels and a.line_relaxation == c.line_relaxation
         assert a.score == pytest.approx(c.score, abs=1e-9)
@@ -344,6 +382,7 @@ def test_scores_and_context_match_teacher_forced_decode():
 # ----------------------------------------------------------------------------------------------
 # relaxation ladder
 # ----------------------------------------------------------------------------------------------
+
 
 def test_relaxation_ladder_counts_and_strict_failure():
     model = make_model("aus", seed=4)
@@ -436,14 +475,18 @@ def test_top_n_distinct_basic():
 # bad inputs
 # ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, named", [
-    ({"keywords": ["鹤"]}, "鹤"),
-    ({"keywords": ["春秋风"]}, "春秋风"),
-    ({"length": 6}, "6"),
-    ({"labels": ("soldier", -1)}, "soldier"),
-    ({"labels": (0, 5)}, "5"),
-    ({"n_samples": 0}, "0"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"keywords": ["鹤"]}, "鹤"),
+        ({"keywords": ["春秋风"]}, "春秋风"),
+        ({"length": 6}, "6"),
+        ({"labels": ("soldier", -1)}, "soldier"),
+        ({"labels": (0, 5)}, "5"),
+        ({"n_samples": 0}, "0"),
+    ],
+)
 def test_bad_inputs_raise_with_value(kwargs, named):
     g = gen(make_model("aus"))
     args = {"keywords": ["春"], "length": 5, **kwargs}
@@ -475,6 +518,7 @@ def test_benchmark_generation_smoke():
 # checkpoint + CLI
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def ckpt_env(tmp_path):
     crrd = tmp_path / "CRRD"
@@ -484,9 +528,23 @@ def ckpt_env(tmp_path):
     (crrd / "pingshui.txt").write_text("".join(f"{c} {k}\n" for c, k in RHYMES.items()), encoding="utf-8")
     model = make_model("aus")
     path = tmp_path / "aus.pt"
-    torch.save({"format": 1, "name": "aus", "phase": "c2", "complete": True, "step": 1, "total_steps": 1,
-                "model_args": {"kind": "aus"}, "model_config": dataclasses.asdict(SMOKE), "vocab_size": len(VOCAB),
-                "vocab": list(VOCAB.tokens), "model": model.state_dict(), "metrics": {}}, path)
+    torch.save(
+        {
+            "format": 1,
+            "name": "aus",
+            "phase": "c2",
+            "complete": True,
+            "step": 1,
+            "total_steps": 1,
+            "model_args": {"kind": "aus"},
+            "model_config": dataclasses.asdict(SMOKE),
+            "vocab_size": len(VOCAB),
+            "vocab": list(VOCAB.tokens),
+            "model": model.state_dict(),
+            "metrics": {},
+        },
+        path,
+    )
     return path, crrd
 
 
@@ -506,9 +564,19 @@ def training_checkpoint(tmp_path, with_data: bool = False):
     """A checkpoint in mixpoet_lib.train.loop's format (no vocabulary inside) and a vocab.json beside it."""
     model = make_model("igs")
     path = tmp_path / "igs_c2.pt"
-    payload = {"format": 1, "name": "igs", "phase": "c2", "complete": True, "step": 3, "total_steps": 3,
-               "model_args": {"kind": "igs", "straight_through": False}, "model_config": dataclasses.asdict(SMOKE),
-               "vocab_size": len(VOCAB), "model": model.state_dict(), "metrics": {}}
+    payload = {
+        "format": 1,
+        "name": "igs",
+        "phase": "c2",
+        "complete": True,
+        "step": 3,
+        "total_steps": 3,
+        "model_args": {"kind": "igs", "straight_through": False},
+        "model_config": dataclasses.asdict(SMOKE),
+        "vocab_size": len(VOCAB),
+        "model": model.state_dict(),
+        "metrics": {},
+    }
     if with_data:
         payload["config"] = {"data": {"max_vocab": 3}}
     torch.save(payload, path)
@@ -521,8 +589,23 @@ def test_training_format_checkpoint(ckpt_env, capsys, tmp_path):
     path, vocab_json = training_checkpoint(tmp_path)
     model, vocab, meta = load_generator(path, vocab=vocab_json)
     assert model.kind == "igs" and vocab == VOCAB and meta["phase"] == "c2"
-    code, out, err = run_cli(capsys, "--checkpoint", path, "--vocab", vocab_json, "--crrd", crrd, "--keyword", "春",
-                             "--length", 5, "--beam", 4, "--living", "countryside")
+    code, out, err = run_cli(
+        capsys,
+        "--checkpoint",
+        path,
+        "--vocab",
+        vocab_json,
+        "--crrd",
+        crrd,
+        "--keyword",
+        "春",
+        "--length",
+        5,
+        "--beam",
+        4,
+        "--living",
+        "countryside",
+    )
     assert code == 0, err
     assert "countryside/" in out
     code, _, err = run_cli(capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春")  # no vocabulary anywhere
@@ -531,33 +614,57 @@ def test_training_format_checkpoint(ckpt_env, capsys, tmp_path):
 
 def test_cli_generate_text_and_json(ckpt_env, capsys):
     path, crrd = ckpt_env
-    code, out, err = run_cli(capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "秋风", "--length", 7,
-                             "--living", "military", "--era", "troubled", "-n", 2, "--beam", 4, "--seed", 1)
+    code, out, err = run_cli(
+        capsys,
+        "--checkpoint",
+        path,
+        "--crrd",
+        crrd,
+        "--keyword",
+        "秋风",
+        "--length",
+        7,
+        "--living",
+        "military",
+        "--era",
+        "troubled",
+        "-n",
+        2,
+        "--beam",
+        4,
+        "--seed",
+        1,
+    )
     assert code == 0, err
     rows = [r for r in out.splitlines() if not r.startswith("#")]
     assert len(rows) == 2 and all("relaxation" in r and "military/troubled" in r for r in rows)
-    code, out, _ = run_cli(capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春", "--length", 5,
-                           "--beam", 4, "--json")
+    code, out, _ = run_cli(
+        capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春", "--length", 5, "--beam", 4, "--json"
+    )
     data = json.loads(out)
     assert code == 0 and len(data) == 1 and len(data[0]["lines"]) == 4 and data[0]["relaxation_name"]
 
 
 def test_cli_strict_failure_is_reported(ckpt_env, capsys):
     path, crrd = ckpt_env
-    code, out, _ = run_cli(capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春", "--length", 7,
-                           "--beam", 4, "-n", 3, "--strict")
+    code, out, _ = run_cli(
+        capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春", "--length", 7, "--beam", 4, "-n", 3, "--strict"
+    )
     assert code == 3  # an untrained model fails the official procedure, and the output says so
     assert out.count("generation FAILED on line") == 3
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"--checkpoint": "missing.pt"}, "missing.pt"),
-    ({"--keyword": "鹤"}, "鹤"),
-    ({"--length": "6"}, "6"),
-    ({"--length": "five"}, "five"),
-    ({"--living": "soldier"}, "soldier"),
-    ({"--era": "golden"}, "golden"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"--checkpoint": "missing.pt"}, "missing.pt"),
+        ({"--keyword": "鹤"}, "鹤"),
+        ({"--length": "6"}, "6"),
+        ({"--length": "five"}, "five"),
+        ({"--living": "soldier"}, "soldier"),
+        ({"--era": "golden"}, "golden"),
+    ],
+)
 def test_cli_bad_inputs_one_line(ckpt_env, capsys, change, named):
     path, crrd = ckpt_env
     opts = {"--checkpoint": str(path), "--crrd": str(crrd), "--keyword": "春", "--length": "5", **change}
@@ -584,19 +691,41 @@ def test_cli_corrupt_checkpoint(ckpt_env, capsys, tmp_path):
 # regression: poems of fixed tiny models and seeds, recorded before the beam search was restructured
 # ----------------------------------------------------------------------------------------------
 
+
 def _regression_cases() -> Iterator[tuple[str, list[GeneratedPoem]]]:
     """(name, poems) of several kinds, lengths, labels, beams, rules and ladder rungs (0, 1, 3, 5, 6)."""
-    yield "aus_ladder", gen(make_model("aus", seed=4)).generate(
-        KEYWORDS, [5, 7, 5, 7], labels=[(0, 1), (-1, -1), ("countryside", "prosperous"), (1, -1)], n_samples=2,
-        seed=5)
-    yield "aus_strict", gen(make_model("aus", eos_bias=8.0), gen_cfg=GenConfig(beam_size=8)).generate(
-        KEYWORDS, [7, 5, 7, 5], n_samples=2, seed=0)
-    yield "cvae_official", gen(make_model("cvae", seed=3, eos_bias=2.0), repetition_rule="official",
-                               gen_cfg=GenConfig(beam_size=4, extra_steps=2)).generate(KEYWORDS, 7, n_samples=2,
-                                                                                       seed=2)
-    yield "igs_novelty", gen(make_model("igs", seed=6, eos_bias=8.0), training_lines={"春风山天花"},
-                             gen_cfg=GenConfig(beam_size=5, z_candidates=4, z_outlier_ratio=1.05)).generate(
-        KEYWORDS, 5, seed=7)
+    yield (
+        "aus_ladder",
+        gen(make_model("aus", seed=4)).generate(
+            KEYWORDS,
+            [5, 7, 5, 7],
+            labels=[(0, 1), (-1, -1), ("countryside", "prosperous"), (1, -1)],
+            n_samples=2,
+            seed=5,
+        ),
+    )
+    yield (
+        "aus_strict",
+        gen(make_model("aus", eos_bias=8.0), gen_cfg=GenConfig(beam_size=8)).generate(
+            KEYWORDS, [7, 5, 7, 5], n_samples=2, seed=0
+        ),
+    )
+    yield (
+        "cvae_official",
+        gen(
+            make_model("cvae", seed=3, eos_bias=2.0),
+            repetition_rule="official",
+            gen_cfg=GenConfig(beam_size=4, extra_steps=2),
+        ).generate(KEYWORDS, 7, n_samples=2, seed=2),
+    )
+    yield (
+        "igs_novelty",
+        gen(
+            make_model("igs", seed=6, eos_bias=8.0),
+            training_lines={"春风山天花"},
+            gen_cfg=GenConfig(beam_size=5, z_candidates=4, z_outlier_ratio=1.05),
+        ).generate(KEYWORDS, 5, seed=7),
+    )
     yield "basic_top_n", gen(make_model("basic", seed=1), gen_cfg=GenConfig(beam_size=4)).top_n_distinct("春", 5, 4)
     small = Vocab(SPECIALS + tuple("天风山春花时月雨草树水路"))
     torch.manual_seed(0)
@@ -657,11 +786,14 @@ REGRESSION = {
 
 def test_regression_poems_unchanged() -> None:
     """Generated text, rungs, labels and scores of fixed models and seeds stay exactly as recorded."""
-    got = {name: [(p.text, p.line_relaxation, p.labels, p.score) for p in poems]
-           for name, poems in _regression_cases()}
+    got = {name: [(p.text, p.line_relaxation, p.labels, p.score) for p in poems] for name, poems in _regression_cases()}
     assert got.keys() == REGRESSION.keys()
     for name, want in REGRESSION.items():
         assert [g[:3] for g in got[name]] == [w[:3] for w in want], name
         assert [g[3] for g in got[name]] == pytest.approx([w[3] for w in want], abs=1e-6), name
     assert greedy_decode(make_model("aus"), VOCAB, "秋风", 7, labels=("other", -1), seed=1) == [
-        "时老天天天情情", "意老天天天落空", "声老天天天落空", "树时老天天落空"]
+        "时老天天天情情",
+        "意老天天天落空",
+        "声老天天天落空",
+        "树时老天天落空",
+    ]

@@ -1,4 +1,5 @@
 """The independent evaluation models of mixpoet_lib.train.judges: factor judges and the character LM (spec §5.3-5.4)."""
+
 from __future__ import annotations
 
 import io
@@ -80,8 +81,11 @@ def test_smoke_judges_run_end_to_end(smoke_judges, smoke_data, run_dir):
         n = len(model.classes)
         cm = np.array(rep["test"]["confusion"])
         assert cm.shape == (n, n)
-        assert cm.sum() == rep["test"]["n"] == sum(p.labels[FACTOR_NAMES.index(factor)] >= 0
-                                                  for p in smoke_data.poems("cqcf_test"))
+        assert (
+            cm.sum()
+            == rep["test"]["n"]
+            == sum(p.labels[FACTOR_NAMES.index(factor)] >= 0 for p in smoke_data.poems("cqcf_test"))
+        )
         assert 0.0 <= rep["test"]["accuracy"] <= 1.0 and math.isfinite(rep["test"]["macro_f1"])
         assert rep["steps"] == SMOKE.eval.judge.max_steps and rep["history"]
         ck = torch.load(ckpt.judge_path(run_dir, factor), map_location="cpu", weights_only=True)
@@ -170,8 +174,18 @@ def test_fit_supervised_keeps_the_best_validated_state():
         return {"distance": abs(seen[-1] - 0.5)}  # best near w = 0.5, passed on the way from ~0.2 towards 3
 
     phase = PhaseConfig(batch_size=8, epochs=20, lr_max=0.05, warmup_steps=1)
-    fit = J.fit_supervised(model, 40, batch_loss, validate, J.Selection("distance", False, math.inf), phase,
-                           seed=0, weight_decay=0.0, clip=10.0, betas=(0.9, 0.99))
+    fit = J.fit_supervised(
+        model,
+        40,
+        batch_loss,
+        validate,
+        J.Selection("distance", False, math.inf),
+        phase,
+        seed=0,
+        weight_decay=0.0,
+        clip=10.0,
+        betas=(0.9, 0.99),
+    )
     assert fit["steps"] == 100 and len(fit["history"]) == J.VAL_POINTS == len(seen)
     assert [row["step"] for row in fit["history"]][-1] == 100
     best = min(range(len(seen)), key=lambda i: abs(seen[i] - 0.5))
@@ -227,8 +241,9 @@ def test_lm_perplexity_falls_and_checkpoint_roundtrips(smoke_lm, smoke_data, run
     assert math.isfinite(rep["valid_char_ppl"]) and rep["n_train"] == len(smoke_data.poems("unl_train"))
     gt = rep["gt_unl_test"]
     assert gt["n"] == len(smoke_data.poems("unl_test")) and gt["mean_lms"] < 0
-    assert gt["corpus_ppl"] == pytest.approx(J.lm_score(smoke_lm, [p.content for p in smoke_data.poems("unl_test")])
-                                             .summary()["corpus_ppl"], rel=1e-5)
+    assert gt["corpus_ppl"] == pytest.approx(
+        J.lm_score(smoke_lm, [p.content for p in smoke_data.poems("unl_test")]).summary()["corpus_ppl"], rel=1e-5
+    )
 
     path = ckpt.lm_path(run_dir)
     stamp = path.stat().st_mtime_ns

@@ -1,4 +1,5 @@
 """Hand-checkable values of mixpoet_lib.metrics (spec §5 [RECON], §7.1)."""
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """Shape, masking, sampling and training-signal tests for mixpoet_lib.models.generators (paper and smoke sizes)."""
+
 from __future__ import annotations
 
 import copy
@@ -19,8 +20,13 @@ PAPER = ModelConfig()
 SMOKE = get_profile("smoke").model
 
 
-def fake_batch(batch_size: int = 4, vocab: int = VOCAB, lengths: list[int] | None = None,
-               labels: list[list[int]] | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+def fake_batch(
+    batch_size: int = 4,
+    vocab: int = VOCAB,
+    lengths: list[int] | None = None,
+    labels: list[list[int]] | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Random ids in the data module's batch format (keys, poems, lines padded to 8, length, labels, label_mask)."""
     gen = torch.Generator().manual_seed(seed)
     lengths = lengths or [5 if i % 2 == 0 else 7 for i in range(batch_size)]
@@ -32,17 +38,23 @@ def fake_batch(batch_size: int = 4, vocab: int = VOCAB, lengths: list[int] | Non
     for i, n in enumerate(lengths):
         k = 1 + i % 2
         keys[i, 0], keys[i, 1 + k] = BOS, EOS
-        keys[i, 1:1 + k] = torch.randint(first_real, vocab, (k,), generator=gen)
+        keys[i, 1 : 1 + k] = torch.randint(first_real, vocab, (k,), generator=gen)
         chars = torch.randint(first_real, vocab, (4, n), generator=gen)
         lines[i, :, :n], lines[i, :, n] = chars, EOS
-        poems[i, 0], poems[i, 1:1 + 4 * n], poems[i, 1 + 4 * n] = BOS, chars.reshape(-1), EOS
+        poems[i, 0], poems[i, 1 : 1 + 4 * n], poems[i, 1 + 4 * n] = BOS, chars.reshape(-1), EOS
     keys = keys[:, : int(keys.ne(PAD).sum(1).max())]
     length = torch.tensor([[1.0, 0.0] if n == 7 else [0.0, 1.0] for n in lengths])
     if labels is None:
         labels = [[0, 1], [-1, 0], [2, -1], [-1, -1]] * ((b + 3) // 4)
     lab = torch.tensor(labels[:b], dtype=torch.long)
-    return {"keys": keys, "poems": poems, "lines": lines, "length": length, "labels": lab,
-            "label_mask": lab.ge(0).float()}
+    return {
+        "keys": keys,
+        "poems": poems,
+        "lines": lines,
+        "length": length,
+        "labels": lab,
+        "label_mask": lab.ge(0).float(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +66,7 @@ def paper_models() -> dict[str, torch.nn.Module]:
 # ----------------------------------------------------------------------------------------------
 # shapes
 # ----------------------------------------------------------------------------------------------
+
 
 def test_shared_shapes_paper_sizes(paper_models):
     m = paper_models["aus"]
@@ -143,6 +156,7 @@ def test_build_model_kinds():
 # decoding: masks, teacher forcing, scheduled sampling, step-wise equivalence
 # ----------------------------------------------------------------------------------------------
 
+
 def _step_decode(m, s0, lines, length, feed_gold: bool):
     """Reference decoder built from init_decoder_state / decode_step / update_context only."""
     b, n_lines, steps = lines.shape
@@ -227,6 +241,7 @@ def test_context_pads_to_window_and_masks():
 # labels: official vs straight-through Gumbel
 # ----------------------------------------------------------------------------------------------
 
+
 def _cl_grad(straight_through: bool) -> float:
     torch.manual_seed(6)
     m = MixPoetAUS(SMOKE, 100, straight_through=straight_through).train()
@@ -260,6 +275,7 @@ def test_official_gumbel_sample_is_categorical_and_keeps_true_labels():
 # ----------------------------------------------------------------------------------------------
 # discriminator spectral norm, conditional batch norm
 # ----------------------------------------------------------------------------------------------
+
 
 def test_spectral_norm_top_singular_value_is_one():
     torch.manual_seed(8)
@@ -314,15 +330,20 @@ def test_aus_prior_eval_single_item_and_stats_detached():
 # parameter groups, weight hand-over, training signal
 # ----------------------------------------------------------------------------------------------
 
+
 def test_param_groups_and_shared_loading():
     torch.manual_seed(11)
     aus = MixPoetAUS(SMOKE, 80)
     g = aus.param_groups()
     ids = {k: {id(p) for p in v} for k, v in g.items()}
     assert not ids["dis"] & (ids["rec"] | ids["gen"])
-    assert {id(p) for p in aus.prior.parameters()} <= ids["gen"] and not {id(p) for p in aus.prior.parameters()} & ids["rec"]
+    assert {id(p) for p in aus.prior.parameters()} <= ids["gen"] and not {id(p) for p in aus.prior.parameters()} & ids[
+        "rec"
+    ]
     assert {id(p) for p in aus.posterior.parameters()} <= ids["rec"] & ids["gen"]
-    assert {id(p) for p in aus.cl_xw[1].parameters()} <= ids["cl2"] and not {id(p) for p in aus.cl_xw[1].parameters()} & ids["cl1"]
+    assert {id(p) for p in aus.cl_xw[1].parameters()} <= ids["cl2"] and not {
+        id(p) for p in aus.cl_xw[1].parameters()
+    } & ids["cl1"]
     every = {id(p) for p in aus.parameters()}
     assert ids["rec"] | ids["gen"] | ids["dis"] == every
     basic = BasicGenerator(SMOKE, 80)

@@ -1,4 +1,5 @@
 """Notebook hygiene: .py/.ipynb pairs in sync, a parameters cell, outputs storable by nbval."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The papermill runner: parameter injection, output folder, resume/skip, failure report."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def test_runner_executes_injects_and_skips(env):
     assert [r.status for r in runs] == ["ran"]
     executed = nbformat.read(out / books[0].name, as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert len(injected) == 1 and "PROFILE = \"smoke\"" in injected[0].source and str(out) in injected[0].source
+    assert len(injected) == 1 and 'PROFILE = "smoke"' in injected[0].source and str(out) in injected[0].source
     assert json.loads((out / "data_summary.json").read_text())["settings"]["unlabelled_train_instances"] == 6000
     report = (out / "report.md").read_text()
     assert "profile `smoke`" in report and "01_data_preparation.ipynb" in report and "| ok |" in report
@@ -36,8 +37,9 @@ def test_runner_executes_injects_and_skips(env):
     assert not (REPO / "notebooks" / "runs").exists()
     again = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, log=lambda m: None, progress=False)
     assert [r.status for r in again] == ["skipped"]
-    forced = pipeline.run_pipeline("smoke", out_dir=out, notebooks=books, force=True, log=lambda m: None,
-                                   progress=False)
+    forced = pipeline.run_pipeline(
+        "smoke", out_dir=out, notebooks=books, force=True, log=lambda m: None, progress=False
+    )
     assert [r.status for r in forced] == ["ran"]
 
 
@@ -45,19 +47,25 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
     folder = env / "nbs"
     folder.mkdir()
     params = "PROFILE = None\nRUN_DIR = None"
-    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
-                                           nbformat.v4.new_code_cell("x = 1")])
-    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
-                                          nbformat.v4.new_code_cell("print('before')"),
-                                          nbformat.v4.new_code_cell("raise ValueError('boom in cell')")])
+    good = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell("x = 1")]
+    )
+    bad = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("print('before')"),
+            nbformat.v4.new_code_cell("raise ValueError('boom in cell')"),
+        ]
+    )
     after = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("y = 2")])
     for name, nb in (("01_good.ipynb", good), ("02_bad.ipynb", bad), ("03_after.ipynb", after)):
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, folder / name)
     out = env / "run"
     with pytest.raises(pipeline.PipelineError) as err:
-        pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None,
-                              progress=False)
+        pipeline.run_pipeline(
+            "smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False
+        )
     message = str(err.value)
     assert "02_bad.ipynb" in message and "ValueError: boom in cell" in message and "raise ValueError" in message
     assert (out / "02_bad.ipynb").exists() and not (out / "03_after.ipynb").exists()
@@ -66,14 +74,16 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
     # fix the notebook: the rerun skips the good one and continues from the failed one
     bad.cells[2].source = "z = 3"
     nbformat.write(bad, folder / "02_bad.ipynb")
-    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None,
-                                 progress=False)
+    runs = pipeline.run_pipeline(
+        "smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False
+    )
     assert [r.status for r in runs] == ["skipped", "ran", "ran"]
 
 
 def _notebook(folder, name, params, code):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
-                                         nbformat.v4.new_code_cell(code)])
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(code)]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, folder / name)
     return folder / name
@@ -82,21 +92,26 @@ def _notebook(folder, name, params, code):
 def test_overrides_injected_where_declared_refused_elsewhere_and_hashed(env):
     folder = env / "nbs"
     folder.mkdir()
-    declared = _notebook(folder, "01_declared.ipynb", "PROFILE = None\nRUN_DIR = None\nOVERRIDES: str = \"\"",
-                         "from mixpoet_lib.config import get_profile\n"
-                         "assert get_profile(PROFILE, OVERRIDES).train.ndis == 5")
+    declared = _notebook(
+        folder,
+        "01_declared.ipynb",
+        'PROFILE = None\nRUN_DIR = None\nOVERRIDES: str = ""',
+        "from mixpoet_lib.config import get_profile\nassert get_profile(PROFILE, OVERRIDES).train.ndis == 5",
+    )
     plain = _notebook(folder, "02_plain.ipynb", "PROFILE = None\nRUN_DIR = None", "x = 1")
     assert pipeline.notebook_parameters(declared) == {"PROFILE", "RUN_DIR", "OVERRIDES"}
     out = env / "run"
-    runs = pipeline.run_pipeline("smoke", out_dir=out, notebooks=[declared], log=lambda m: None, progress=False,
-                                 overrides="train.ndis=5")
+    runs = pipeline.run_pipeline(
+        "smoke", out_dir=out, notebooks=[declared], log=lambda m: None, progress=False, overrides="train.ndis=5"
+    )
     assert [r.status for r in runs] == ["ran"]
     executed = nbformat.read(out / declared.name, as_version=4)
     injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert 'OVERRIDES = "train.ndis=5"' in injected.source
     with pytest.raises(pipeline.PipelineError, match="02_plain.ipynb has no OVERRIDES parameter"):
-        pipeline.run_pipeline("smoke", out_dir=out, notebooks=[plain], log=lambda m: None, progress=False,
-                              overrides="train.ndis=5")
+        pipeline.run_pipeline(
+            "smoke", out_dir=out, notebooks=[plain], log=lambda m: None, progress=False, overrides="train.ndis=5"
+        )
     assert not (out / plain.name).exists()
     with pytest.raises(ValueError, match="unknown setting 'train.ndiss'"):
         pipeline.run_pipeline("smoke", out_dir=out, notebooks=[plain], log=lambda m: None, overrides="train.ndiss=5")
@@ -108,9 +123,11 @@ def test_overrides_injected_where_declared_refused_elsewhere_and_hashed(env):
 def test_results_markdown_from_results_json():
     results = {
         "meta": {"n_keywords": 4, "seeds": [1, 2], "beam_size": 8},
-        "summary": [{"system": "gt", "length": "all", "metric": "inter_jaccard", "mean": 0.05, "std": 0.0},
-                    {"system": "aus", "length": "all", "metric": "inter_jaccard", "mean": 0.1234, "std": 0.01},
-                    {"system": "aus", "length": "5", "metric": "inter_jaccard", "mean": 0.9, "std": 0.0}],
+        "summary": [
+            {"system": "gt", "length": "all", "metric": "inter_jaccard", "mean": 0.05, "std": 0.0},
+            {"system": "aus", "length": "all", "metric": "inter_jaccard", "mean": 0.1234, "std": 0.01},
+            {"system": "aus", "length": "5", "metric": "inter_jaccard", "mean": 0.9, "std": 0.0},
+        ],
         "judge_ceiling": {"living": {"n": 10, "accuracy": 0.8, "macro_f1": 0.75}},
         "lm_reference_gt": {"mean_lms": -6.4, "corpus_ppl": 600.0},
         "seconds_per_poem": {"aus": 0.02},

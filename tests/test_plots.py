@@ -1,4 +1,5 @@
 """CJK font set-up and reproducible figure files."""
+
 from __future__ import annotations
 
 import warnings
@@ -46,7 +47,10 @@ def test_save_figure_is_byte_stable(tmp_path):
 
 def test_data_figures_draw(smoke_data):
     s = smoke_data.summary
-    for fig in (plots.label_distribution(s["labels"]), plots.length_split(s["line_lengths"]),
-                plots.char_frequency_rank([p.content for p in smoke_data.poems("cqcf_valid")])):
+    for fig in (
+        plots.label_distribution(s["labels"]),
+        plots.length_split(s["line_lengths"]),
+        plots.char_frequency_rank([p.content for p in smoke_data.poems("cqcf_valid")]),
+    ):
         assert fig.axes
         plt.close(fig)

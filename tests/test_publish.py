@@ -1,4 +1,5 @@
 """Published weights: int8/fp16 packing, export of a finished run, loading by every entry point."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_pack_unpack_int8_fp16_and_exact_parts():
     torch.manual_seed(0)
-    state = {"big": torch.randn(64, 128), "small": torch.randn(3, 4), "bias": torch.randn(128),
-             "count": torch.tensor(7, dtype=torch.long), "zero": torch.zeros(64, 64)}
+    state = {
+        "big": torch.randn(64, 128),
+        "small": torch.randn(3, 4),
+        "bias": torch.randn(128),
+        "count": torch.tensor(7, dtype=torch.long),
+        "zero": torch.zeros(64, 64),
+    }
     packed = publish.pack_state(state, "int8")
     assert packed["big"].dtype == torch.int8 and packed["big" + publish.SCALE_SUFFIX].shape == (64, 1)
     back = publish.unpack_state(packed)
@@ -68,8 +74,9 @@ def test_export_and_load_every_way(trained, smoke_data, tmp_path, mode, capsys):
     poems = Generator(model, vocab, gen_cfg=SMOKE.gen).generate(["春"], 5, seed=1)
     assert poems[0].ok
     # the command line takes the published file directly
-    assert cli.main(["generate", "--checkpoint", str(out / "basic.safetensors"), "--keyword", "春",
-                     "--length", "5"]) == 0
+    assert (
+        cli.main(["generate", "--checkpoint", str(out / "basic.safetensors"), "--keyword", "春", "--length", "5"]) == 0
+    )
     printed = capsys.readouterr().out
     assert " 1. [春] " in printed and printed.split("[春] ")[1].split()[0].count("|") == 3
     src = tmp_path / "in.jsonl"

@@ -1,4 +1,5 @@
 """Tests of mixpoet_lib.data.rhythm: CRRD loading, tones, the 14-template recogniser and the quatrain rules."""
+
 from __future__ import annotations
 
 import itertools
@@ -42,6 +43,7 @@ def spell(template: str) -> str:
 
 # ----------------------------------------------------------------------------- loading
 
+
 def test_real_files_counts(tr: R.ToneRhyme, crrd_dir: Path) -> None:
     # The real files use CRLF, so this load also exercises CRLF handling.
     assert b"\r\n" in (crrd_dir / "pingshui.txt").read_bytes()
@@ -65,8 +67,7 @@ def test_rhyme_classes_in_file_order(tr: R.ToneRhyme) -> None:
     assert R.rhyme_class("间", tr=tr) is None  # in both tone files but missing from pingshui.txt
 
 
-def write_crrd(folder: Path, level: str, oblique: str, rhymes: str, newline: str = "\n",
-               bom: bool = False) -> Path:
+def write_crrd(folder: Path, level: str, oblique: str, rhymes: str, newline: str = "\n", bom: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("pingsheng.txt", level), ("zesheng.txt", oblique), ("pingshui.txt", rhymes)):
         data = text.replace("\n", newline).encode("utf-8")
@@ -77,8 +78,9 @@ def write_crrd(folder: Path, level: str, oblique: str, rhymes: str, newline: str
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
 @pytest.mark.parametrize("bom", [False, True])
 def test_load_tolerates_crlf_bom_and_spaces(tmp_path: Path, newline: str, bom: bool) -> None:
-    folder = write_crrd(tmp_path / "crrd", "东同 铜\n\n江窗\n", "董动\n", "东 1\n同  1\n 江\t3 \n\n东 1\n东 2\n",
-                        newline, bom)
+    folder = write_crrd(
+        tmp_path / "crrd", "东同 铜\n\n江窗\n", "董动\n", "东 1\n同  1\n 江\t3 \n\n东 1\n东 2\n", newline, bom
+    )
     tr = R.load_tone_rhyme(folder)
     assert tr.level == frozenset("东同铜江窗")
     assert tr.oblique == frozenset("董动")
@@ -89,10 +91,19 @@ def test_load_tolerates_crlf_bom_and_spaces(tmp_path: Path, newline: str, bom: b
     assert "\ufeff" not in tr.level and "\ufeff" not in tr.rhyme_classes
 
 
-@pytest.mark.parametrize(("line", "value"), [
-    ("东", "'东'"), ("东 1 2", "'东 1 2'"), ("东西 1", "'东西 1'"),
-    ("东 x", "'x'"), ("东 0", "'0'"), ("东 31", "'31'"), ("东 -1", "'-1'"), ("东 1.5", "'1.5'"),
-])
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ("东", "'东'"),
+        ("东 1 2", "'东 1 2'"),
+        ("东西 1", "'东西 1'"),
+        ("东 x", "'x'"),
+        ("东 0", "'0'"),
+        ("东 31", "'31'"),
+        ("东 -1", "'-1'"),
+        ("东 1.5", "'1.5'"),
+    ],
+)
 def test_malformed_pingshui_line(tmp_path: Path, line: str, value: str) -> None:
     folder = write_crrd(tmp_path / "crrd", "东", "董", f"同 1\n\n{line}\n", "\r\n")
     with pytest.raises(ValueError, match="pingshui.txt line 3") as err:
@@ -108,8 +119,9 @@ def test_missing_file(tmp_path: Path, missing: str) -> None:
         R.load_tone_rhyme(folder)
 
 
-def test_default_loader_and_folder_search(mirror_dir: Path, crrd_dir: Path, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_loader_and_folder_search(
+    mirror_dir: Path, crrd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert R.find_crrd_dir(crrd_dir) == crrd_dir
     assert R.find_crrd_dir(mirror_dir) == crrd_dir
     assert R.find_crrd_dir(mirror_dir.parent) == crrd_dir  # a data folder holding raw/
@@ -128,6 +140,7 @@ def test_default_loader_and_folder_search(mirror_dir: Path, crrd_dir: Path, tmp_
 
 
 # ----------------------------------------------------------------------------- characters
+
 
 def test_tone_of_known_characters(tr: R.ToneRhyme) -> None:
     for ch in "白国石十竹黑月":  # entering-tone characters: oblique in CRRD, level in modern Mandarin
@@ -165,14 +178,12 @@ def test_template_tables_match_spec() -> None:
     assert sum(map(len, R.TEMPLATES_5.values())) == sum(map(len, R.TEMPLATES_7.values())) == 14
 
 
-@pytest.mark.parametrize(("ltype", "template"),
-                         [(t, s) for t, ts in SPEC_TEMPLATES_5.items() for s in ts])
+@pytest.mark.parametrize(("ltype", "template"), [(t, s) for t, ts in SPEC_TEMPLATES_5.items() for s in ts])
 def test_each_5char_template(ltype: int, template: str) -> None:
     assert R.line_type(spell(template), tr=TINY) == ltype
 
 
-@pytest.mark.parametrize(("ltype", "template"),
-                         [(t, s) for t, ts in SPEC_TEMPLATES_7.items() for s in ts])
+@pytest.mark.parametrize(("ltype", "template"), [(t, s) for t, ts in SPEC_TEMPLATES_7.items() for s in ts])
 def test_each_7char_template(ltype: int, template: str) -> None:
     # Character 1 is ignored: level, oblique, polyphonic or unknown, the result is the same.
     for first in "abcd":
@@ -231,19 +242,22 @@ def test_wrong_length(line: str) -> None:
     assert R.line_type(line, tr=TINY) == -2
 
 
-@pytest.mark.parametrize(("line", "tones", "ltype"), [
-    # famous lines; hand check: PPPZP = PPPZP (type 2); ZPBPZ: type-0 ZPZPZ with 望 as Z; ...
-    ("床前明月光", "PPPZP", 2),
-    ("疑是地上霜", "PZZZP", -1),  # no template ends Z-Z-P after P-Z
-    ("举头望明月", "ZPBPZ", 0),
-    ("低头思故乡", "PPBZP", 2),  # PPZZP with 思 as Z
-    ("白日依山尽", "ZZPPZ", 3),
-    ("黄河入海流", "PPZZP", 2),
-    ("更上一层楼", "BZ?PP", -1),  # 一 is in neither list
-    ("春眠不觉晓", "PPBZZ", 0),  # PPPZZ (不 as P) is checked first
-    ("渭城朝雨浥轻尘", "ZPPZZBP", 1),  # drop 渭: PPZZ?P = PPZZPP (type-1 head P + PZZPP)
-    ("劝君更尽一杯酒", "ZPBZ?PZ", -1),
-])
+@pytest.mark.parametrize(
+    ("line", "tones", "ltype"),
+    [
+        # famous lines; hand check: PPPZP = PPPZP (type 2); ZPBPZ: type-0 ZPZPZ with 望 as Z; ...
+        ("床前明月光", "PPPZP", 2),
+        ("疑是地上霜", "PZZZP", -1),  # no template ends Z-Z-P after P-Z
+        ("举头望明月", "ZPBPZ", 0),
+        ("低头思故乡", "PPBZP", 2),  # PPZZP with 思 as Z
+        ("白日依山尽", "ZZPPZ", 3),
+        ("黄河入海流", "PPZZP", 2),
+        ("更上一层楼", "BZ?PP", -1),  # 一 is in neither list
+        ("春眠不觉晓", "PPBZZ", 0),  # PPPZZ (不 as P) is checked first
+        ("渭城朝雨浥轻尘", "ZPPZZBP", 1),  # drop 渭: PPZZ?P = PPZZPP (type-1 head P + PZZPP)
+        ("劝君更尽一杯酒", "ZPBZ?PZ", -1),
+    ],
+)
 def test_line_type_famous_lines(tr: R.ToneRhyme, line: str, tones: str, ltype: int) -> None:
     assert R.tone_string(line, tr=tr) == tones
     assert R.line_type(line, tr=tr) == ltype
@@ -267,14 +281,16 @@ CCPC_LINES = [
 
 
 @pytest.mark.parametrize(("poem", "row", "line", "tones", "ltype"), CCPC_LINES)
-def test_line_type_ccpc_lines(tr: R.ToneRhyme, ccpc_test: list[dict], poem: int, row: int, line: str,
-                              tones: str, ltype: int) -> None:
+def test_line_type_ccpc_lines(
+    tr: R.ToneRhyme, ccpc_test: list[dict], poem: int, row: int, line: str, tones: str, ltype: int
+) -> None:
     assert ccpc_test[poem]["content"].split("|")[row] == line
     assert R.tone_string(line, tr=tr) == tones
     assert R.line_type(line, tr=tr) == ltype
 
 
 # ----------------------------------------------------------------------------- poem rules
+
 
 def test_position_templates_match_spec_table() -> None:
     table = {  # spec §4.5: (5-character, 7-character)
@@ -382,6 +398,7 @@ def test_ccpc_test_regression(tr: R.ToneRhyme, ccpc_test: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------------------- vocabulary masks
+
 
 def test_tone_masks_and_bans() -> None:
     tiny = R.ToneRhyme.from_strings("明思Ｑ", "月思", {"明": 23, "思": (4,), "枝": 4, "月": 30})

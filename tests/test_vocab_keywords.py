@@ -1,4 +1,5 @@
 """Vocabulary determinism and the TF-IDF keyword extractor."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,7 +25,11 @@ def test_vocab_order_ids_and_round_trip(tmp_path):
 
 
 def test_keywords_keep_single_characters_and_rank_by_tfidf():
-    docs = [["孤城遥望玉门关", "黄沙百战穿金甲"], ["孤城落日斗兵稀", "玉门关外雪"], ["春风桃李花开日", "秋雨梧桐叶落时"]]
+    docs = [
+        ["孤城遥望玉门关", "黄沙百战穿金甲"],
+        ["孤城落日斗兵稀", "玉门关外雪"],
+        ["春风桃李花开日", "秋雨梧桐叶落时"],
+    ]
     ex = KeywordExtractor(user_words=["孤城", "玉门"])
     toks = ex.fit(docs)
     assert "孤城" in toks[0] and all(1 <= len(t) <= 2 for ts in toks for t in ts)

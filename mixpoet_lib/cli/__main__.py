@@ -1,4 +1,5 @@
 """``python -m mixpoet_lib.cli …`` runs the ``mixpoet`` command."""
+
 import sys
 
 from mixpoet_lib.cli.app import main

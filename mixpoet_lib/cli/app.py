@@ -1,4 +1,5 @@
 """The ``mixpoet`` command: one parser, each sub-command registered by its own module of :mod:`mixpoet_lib.cli`."""
+
 from __future__ import annotations
 
 import argparse

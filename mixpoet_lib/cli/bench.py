@@ -17,6 +17,7 @@ reports per phase:
 The ``full`` profile uses the official model and batch sizes with the vocabulary capped at 5,547 tokens, the
 size of the official vocabulary, so that its seconds per step compare with the official code's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,12 @@ from mixpoet_lib.data.vocab import N_SPECIALS
 from mixpoet_lib.generate.generator import benchmark_generation
 from mixpoet_lib.train.loop import train
 
-OFFICIAL = {"dae_s_per_step": 1.1, "mixture_s_per_step": 1.7, "peak_rss_gb": 1.9,
-            "gen_poems_per_s_full": (1 / 0.09, 1 / 0.07)}
+OFFICIAL = {
+    "dae_s_per_step": 1.1,
+    "mixture_s_per_step": 1.7,
+    "peak_rss_gb": 1.9,
+    "gen_poems_per_s_full": (1 / 0.09, 1 / 0.07),
+}
 OFFICIAL_VOCAB = 5547
 DEFAULT_PROFILES = ("smoke", "tutorial", "full")
 MODELS = ("basic", "cvae", "igs", "aus")
@@ -58,13 +63,14 @@ MODELS = ("basic", "cvae", "igs", "aus")
 # measurements (worker side)
 # ----------------------------------------------------------------------------------------------
 
+
 def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 3) -> float:
     """Measured GFLOP/s of an n×n×n matmul in the given dtype on the current torch threads (best of reps)."""
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     probe = torch.randn(256, 256).to(dtype)
     t0 = time.perf_counter()
     torch.mm(probe, probe)
-    if 2 * 256 ** 3 / (time.perf_counter() - t0) / 1e9 < 5:  # no fast kernel for this dtype: a small size will do
+    if 2 * 256**3 / (time.perf_counter() - t0) / 1e9 < 5:  # no fast kernel for this dtype: a small size will do
         n = 512
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
@@ -76,7 +82,7 @@ def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 3) -> float:
         best = min(best, time.perf_counter() - t0)
         if best > 5:  # very slow dtype (e.g. bf16 without hardware support): one timing is enough
             break
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def flop_counter() -> Any:
@@ -85,6 +91,7 @@ def flop_counter() -> Any:
     Unlike ``FlopCounterMode`` it keeps no module tracker, whose hooks fail on the scheduled-sampling decoder's
     views; the GRUs decompose into counted matmuls on the CPU.
     """
+
     class _Counter(TorchDispatchMode):
         def __init__(self) -> None:
             super().__init__()
@@ -167,8 +174,7 @@ def cpu_info() -> dict[str, Any]:
     return {"model": model or platform.processor() or "unknown", "flags": fast, "cores": os.cpu_count()}
 
 
-def bench_settings(profile_name: str, steps: int, skip: int, threads: int,
-                   overrides: str | None = None) -> Profile:
+def bench_settings(profile_name: str, steps: int, skip: int, threads: int, overrides: str | None = None) -> Profile:
     """The profile as benchmarked: ``--set`` overrides applied, the official vocabulary size for ``full``,
     AUS warm-up long enough to time both regimes, no checkpoints, validation or diagnostics in between."""
     prof = get_profile(profile_name)
@@ -176,9 +182,19 @@ def bench_settings(profile_name: str, steps: int, skip: int, threads: int,
         prof = apply_overrides(prof, {"data.max_vocab": OFFICIAL_VOCAB - N_SPECIALS})
     prof = apply_overrides(prof, parse_overrides(overrides))  # the user's settings win
     warm = max(skip + 3, steps // 3)  # AUS: reconstruction warm-up steps, then adversarial ones
-    return apply_overrides(prof, {"train": {
-        "rec_warm_steps": warm, "ckpt_every": 10 ** 9, "validate_every": 0, "validate_every_epoch": False,
-        "diag_every": 0, "num_threads": threads or prof.train.num_threads}})
+    return apply_overrides(
+        prof,
+        {
+            "train": {
+                "rec_warm_steps": warm,
+                "ckpt_every": 10**9,
+                "validate_every": 0,
+                "validate_every_epoch": False,
+                "diag_every": 0,
+                "num_threads": threads or prof.train.num_threads,
+            }
+        },
+    )
 
 
 class StepTimer:
@@ -224,12 +240,23 @@ def _regimes(name: str, key: str, per_step: list[tuple[int, float]], logs: Path)
     adv_steps = set(log.loc[log["d_loss"].notna(), "step"].astype(int)) if "step" in log else set()
     if not adv_steps:
         return {"": per_step}
-    return {"warm-up": [(s, x) for s, x in per_step if s not in adv_steps],
-            "adversarial": [(s, x) for s, x in per_step if s in adv_steps]}
+    return {
+        "warm-up": [(s, x) for s, x in per_step if s not in adv_steps],
+        "adversarial": [(s, x) for s, x in per_step if s in adv_steps],
+    }
 
 
-def phase_rows(profile_name: str, prof: Profile, keys: list[str], timer: StepTimer, logs: Path, skip: int,
-               mean_len: float, peaks: dict[str, float], rss: RSSSampler) -> list[dict[str, Any]]:
+def phase_rows(
+    profile_name: str,
+    prof: Profile,
+    keys: list[str],
+    timer: StepTimer,
+    logs: Path,
+    skip: int,
+    mean_len: float,
+    peaks: dict[str, float],
+    rss: RSSSampler,
+) -> list[dict[str, Any]]:
     """One row of figures per timed phase (and per AUS regime)."""
     t = prof.train
     configs = {"dae": t.dae, "cl1": t.classifier, "cl2": t.classifier, "c1": t.mixture, "c2": t.finetune}
@@ -250,19 +277,33 @@ def phase_rows(profile_name: str, prof: Profile, keys: list[str], timer: StepTim
                 fl = next(iter(f.values()), None)
             tokens = pc.batch_size * 4 * (mean_len + 1)
             gflops = fl / 1e9 if fl else float("nan")
-            rows.append({
-                "profile": profile_name, "phase": f"{key}" + (f" ({regime})" if regime else ""),
-                "batch": pc.batch_size, "steps_timed": len(vals), "s_per_step": sps,
-                "tokens_per_s": tokens / sps, "gflop_per_step": gflops, "gflop_per_s": gflops / sps,
-                "pct_fp32_peak": 100 * gflops / sps / peaks["fp32"],
-                "pct_bf16_peak": 100 * gflops / sps / peaks["bf16"],
-                "peak_rss_mb": rss.peak(lo, hi) / 2 ** 20,
-            })
+            rows.append(
+                {
+                    "profile": profile_name,
+                    "phase": f"{key}" + (f" ({regime})" if regime else ""),
+                    "batch": pc.batch_size,
+                    "steps_timed": len(vals),
+                    "s_per_step": sps,
+                    "tokens_per_s": tokens / sps,
+                    "gflop_per_step": gflops,
+                    "gflop_per_s": gflops / sps,
+                    "pct_fp32_peak": 100 * gflops / sps / peaks["fp32"],
+                    "pct_bf16_peak": 100 * gflops / sps / peaks["bf16"],
+                    "peak_rss_mb": rss.peak(lo, hi) / 2**20,
+                }
+            )
     return rows
 
 
-def bench_profile(profile_name: str, steps: int, skip: int, threads: int, generation: bool,
-                  overrides: str | None = None, models: tuple[str, ...] = MODELS) -> dict[str, Any]:
+def bench_profile(
+    profile_name: str,
+    steps: int,
+    skip: int,
+    threads: int,
+    generation: bool,
+    overrides: str | None = None,
+    models: tuple[str, ...] = MODELS,
+) -> dict[str, Any]:
     """Run the training phases of one profile for a few steps and return the per-phase figures (worker side)."""
     if threads > 0:
         torch.set_num_threads(threads)
@@ -279,10 +320,19 @@ def bench_profile(profile_name: str, steps: int, skip: int, threads: int, genera
         wall = time.perf_counter() - t0
         rows = phase_rows(profile_name, prof, list(res), timer, Path(tmp) / "logs", skip, mean_len, peaks, rss)
     out: dict[str, Any] = {
-        "profile": profile_name, "overrides": overrides or "", "cpu": cpu_info(), "threads": torch.get_num_threads(),
-        "vocab": len(data.vocab), "model": dataclasses.asdict(prof.model), "steps_per_phase": steps, "skip": skip,
-        "share_dis_encoding": prof.train.share_dis_encoding, "models": list(models), "matmul_peak_gflops": peaks,
-        "phases": rows, "train_wall_s": wall,
+        "profile": profile_name,
+        "overrides": overrides or "",
+        "cpu": cpu_info(),
+        "threads": torch.get_num_threads(),
+        "vocab": len(data.vocab),
+        "model": dataclasses.asdict(prof.model),
+        "steps_per_phase": steps,
+        "skip": skip,
+        "share_dis_encoding": prof.train.share_dis_encoding,
+        "models": list(models),
+        "matmul_peak_gflops": peaks,
+        "phases": rows,
+        "train_wall_s": wall,
         "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if generation:
@@ -297,8 +347,16 @@ def bench_generation(prof: Profile, data: PreparedData, n_poems: int = 64, beam:
     rows = []
     for length in (5, 7):
         b = benchmark_generation(model, data.vocab, n_poems, length, beam)
-        rows.append({"length": length, "beam": beam, "poems": n_poems, "decode_poems_per_s": b.decode_poems_per_s,
-                     "end_to_end_poems_per_s": b.poems_per_s, "threads": b.threads})
+        rows.append(
+            {
+                "length": length,
+                "beam": beam,
+                "poems": n_poems,
+                "decode_poems_per_s": b.decode_poems_per_s,
+                "end_to_end_poems_per_s": b.poems_per_s,
+                "threads": b.threads,
+            }
+        )
     return rows
 
 
@@ -306,9 +364,21 @@ def bench_generation(prof: Profile, data: PreparedData, n_poems: int = 64, beam:
 # command (parent side)
 # ----------------------------------------------------------------------------------------------
 
+
 def _run_worker(profile: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "mixpoet_lib.cli.bench", "--worker", profile, "--steps", str(args.steps),
-           "--skip", str(args.skip), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mixpoet_lib.cli.bench",
+        "--worker",
+        profile,
+        "--steps",
+        str(args.steps),
+        "--skip",
+        str(args.skip),
+        "--threads",
+        str(args.threads),
+    ]
     if args.no_generation:
         cmd.append("--no-generation")
     cmd += ["--models", *args.models]
@@ -330,14 +400,18 @@ def format_report(results: list[dict[str, Any]]) -> str:
     out = []
     for r in results:
         cpu = r.get("cpu", {})
-        out.append(f"== CPU {cpu.get('model', '?')}, {cpu.get('cores', '?')} cores; speed flags: "
-                   f"{' '.join(cpu.get('flags', [])) or 'none of avx2/avx512*/amx*'}")
+        out.append(
+            f"== CPU {cpu.get('model', '?')}, {cpu.get('cores', '?')} cores; speed flags: "
+            f"{' '.join(cpu.get('flags', [])) or 'none of avx2/avx512*/amx*'}"
+        )
         if r.get("overrides"):
             out.append(f"== settings changed: {r['overrides']}")
-        out.append(f"== profile {r['profile']}: vocab {r['vocab']}, {r['threads']} thread(s), "
-                   f"matmul peak fp32 {r['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
-                   f"bf16 {r['matmul_peak_gflops']['bf16']:.1f} GFLOP/s, process peak RSS "
-                   f"{r['process_peak_rss_mb']:.0f} MB, share_dis_encoding={r['share_dis_encoding']}")
+        out.append(
+            f"== profile {r['profile']}: vocab {r['vocab']}, {r['threads']} thread(s), "
+            f"matmul peak fp32 {r['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
+            f"bf16 {r['matmul_peak_gflops']['bf16']:.1f} GFLOP/s, process peak RSS "
+            f"{r['process_peak_rss_mb']:.0f} MB, share_dis_encoding={r['share_dis_encoding']}"
+        )
         df = pd.DataFrame(r["phases"]).drop(columns=["profile"])
         out.append(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         if r.get("generation"):
@@ -347,19 +421,25 @@ def format_report(results: list[dict[str, Any]]) -> str:
             dae = ph.get("shared_dae")
             adv = ph.get("aus_c1 (adversarial)")
             if dae:
-                out.append(f"official code, same sizes, on an AVX-512 2-core machine: "
-                           f"DAE {OFFICIAL['dae_s_per_step']} s/step "
-                           f"(here {dae:.2f} s → {OFFICIAL['dae_s_per_step'] / dae:.2f}×)")
+                out.append(
+                    f"official code, same sizes, on an AVX-512 2-core machine: "
+                    f"DAE {OFFICIAL['dae_s_per_step']} s/step "
+                    f"(here {dae:.2f} s → {OFFICIAL['dae_s_per_step'] / dae:.2f}×)"
+                )
             if adv:
-                out.append(f"official mixture step (R + 3 D + G) {OFFICIAL['mixture_s_per_step']} s/step "
-                           f"(here {adv:.2f} s → {OFFICIAL['mixture_s_per_step'] / adv:.2f}×)")
+                out.append(
+                    f"official mixture step (R + 3 D + G) {OFFICIAL['mixture_s_per_step']} s/step "
+                    f"(here {adv:.2f} s → {OFFICIAL['mixture_s_per_step'] / adv:.2f}×)"
+                )
     return "\n".join(out)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.steps < args.skip + 6:
-        raise ValueError(f"--steps must be at least --skip + 6 = {args.skip + 6} (AUS needs warm-up and adversarial "
-                         f"steps), got {args.steps}")
+        raise ValueError(
+            f"--steps must be at least --skip + 6 = {args.skip + 6} (AUS needs warm-up and adversarial "
+            f"steps), got {args.steps}"
+        )
     for profile in args.profiles:  # unknown or invalid --set settings fail here, in one line, before any work
         bench_settings(profile, args.steps, args.skip, args.threads, format_overrides(overrides_from_args(args)))
     results = []
@@ -377,17 +457,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` sub-command."""
-    p = sub.add_parser("bench", help="measure training speed, FLOP/s, memory and generation speed per profile",
-                       description=__doc__.splitlines()[0])
-    p.add_argument("--profiles", nargs="+", default=list(DEFAULT_PROFILES), choices=DEFAULT_PROFILES,
-                   help="profiles to measure (default: all three; full uses the official sizes, vocab 5,547)")
+    p = sub.add_parser(
+        "bench",
+        help="measure training speed, FLOP/s, memory and generation speed per profile",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument(
+        "--profiles",
+        nargs="+",
+        default=list(DEFAULT_PROFILES),
+        choices=DEFAULT_PROFILES,
+        help="profiles to measure (default: all three; full uses the official sizes, vocab 5,547)",
+    )
     p.add_argument("--steps", type=int, default=12, help="optimiser steps per phase (default 12)")
     p.add_argument("--skip", type=int, default=2, help="first steps of every phase left out of the medians")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default, all cores)")
     add_set_option(p, "change settings of every measured profile, e.g. --set train.share_dis_encoding=true")
     p.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
-                   help="models whose phases are timed (with their prerequisites; default: all four)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        choices=MODELS,
+        help="models whose phases are timed (with their prerequisites; default: all four)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--output", help="also write the JSON figures to this file")
     p.set_defaults(func=_cmd_bench)

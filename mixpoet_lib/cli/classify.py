@@ -1,4 +1,5 @@
 """``mixpoet classify``: tag poems (JSON lines with a ``content`` field) with the judge classifiers' factor labels."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ def _jsonl_poem(raw: str) -> tuple[dict[str, Any], str]:
     return obj, content
 
 
-def classify_jsonl(judges: dict[str, JudgeClassifier], in_path: str | Path, out_stream: IO[str],
-                   batch_size: int = 512) -> tuple[int, list[str]]:
+def classify_jsonl(
+    judges: dict[str, JudgeClassifier], in_path: str | Path, out_stream: IO[str], batch_size: int = 512
+) -> tuple[int, list[str]]:
     """Classify a JSON-lines file of ``{"content": "l1|l2|l3|l4", …}``; write one JSON line per good poem.
 
     Each output line is the input object plus ``"judge": {factor: {label, name, probs}}`` and ``"line"`` (its
@@ -81,8 +83,10 @@ def _judge_files(checkpoint: str) -> dict[str, Path]:
         raise FileNotFoundError(f"judge checkpoint {path} does not exist")
     factor = next((f for f in FACTOR_NAMES if path.stem.endswith(f)), None)
     if factor is None:
-        raise ValueError(f"cannot tell the factor of {path.name}; expected judge_living.pt or judge_era.pt "
-                         "(or give the folder holding both)")
+        raise ValueError(
+            f"cannot tell the factor of {path.name}; expected judge_living.pt or judge_era.pt "
+            "(or give the folder holding both)"
+        )
     return {factor: path}
 
 
@@ -110,9 +114,12 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``classify`` sub-command."""
     p = sub.add_parser("classify", help="tag poems with the judge classifiers' factor labels and probabilities")
-    p.add_argument("--checkpoint", required=True,
-                   help="a judge checkpoint (judge_living.pt / judge_era.pt) or the folder holding them "
-                        "(e.g. runs/tutorial/checkpoints)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a judge checkpoint (judge_living.pt / judge_era.pt) or the folder holding them "
+        "(e.g. runs/tutorial/checkpoints)",
+    )
     p.add_argument("--input", required=True, help="JSON lines, one poem per line, lines joined by '|' in 'content'")
     p.add_argument("--output", help="write the tagged JSON lines here (default: standard output)")
     p.set_defaults(func=_cmd_classify)

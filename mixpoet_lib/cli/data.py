@@ -1,4 +1,5 @@
 """``mixpoet data fetch|verify|prepare``: obtain the raw files, check them, build the processed dataset."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     profile = profile_from_args(args)
     t0 = time.perf_counter()
-    data = prepare(profile, data_dir=args.data_dir, mirror=args.mirror,
-                   log=(lambda m: None) if args.quiet else (lambda m: print(f"[data] {m}", flush=True)))
+    data = prepare(
+        profile,
+        data_dir=args.data_dir,
+        mirror=args.mirror,
+        log=(lambda m: None) if args.quiet else (lambda m: print(f"[data] {m}", flush=True)),
+    )
     print(f"profile {profile.name}: dataset {data.root} ready in {time.perf_counter() - t0:.1f} s\n")
     print(format_summary(data.summary))
     return 0
@@ -46,14 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``mixpoet data`` and its three actions."""
     data = sub.add_parser("data", help="download, verify and prepare the corpora")
     actions = data.add_subparsers(dest="action", required=True)
-    for name, func, help_ in (("fetch", _cmd_fetch, "download (or copy from a mirror) and verify the raw files"),
-                              ("verify", _cmd_verify, "check the raw files' sha256 without downloading"),
-                              ("prepare", _cmd_prepare,
-                               "build (or reuse) the processed dataset and print its summary")):
+    for name, func, help_ in (
+        ("fetch", _cmd_fetch, "download (or copy from a mirror) and verify the raw files"),
+        ("verify", _cmd_verify, "check the raw files' sha256 without downloading"),
+        ("prepare", _cmd_prepare, "build (or reuse) the processed dataset and print its summary"),
+    ):
         p = actions.add_parser(name, help=help_)
         p.add_argument("--data-dir", help="where data lives (default: $MIXPOET_DATA_DIR or <repo>/data)")
-        p.add_argument("--mirror", help="local folder mirroring the raw files (default: $MIXPOET_MIRROR); "
-                                        "used instead of the network")
+        p.add_argument(
+            "--mirror",
+            help="local folder mirroring the raw files (default: $MIXPOET_MIRROR); used instead of the network",
+        )
         add_profile_options(p)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         if name != "prepare":

@@ -9,6 +9,7 @@ One row per poem, its four lines joined by '|', followed by the relaxation rung 
 (see :mod:`mixpoet_lib.generate.generator`). A poem that could not be generated says so. Exit status: 0 when
 every poem was generated, 3 when at least one failed, 1 on an error (one line on stderr).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,40 +29,72 @@ EXIT_SOME_FAILED = 3
 
 def register(subparsers: Any) -> None:
     """Add the ``generate`` sub-command."""
-    p = subparsers.add_parser("generate", help="generate quatrains from a checkpoint",
-                              description="Generate quatrains with the constrained beam search (spec §4).")
-    p.add_argument("--checkpoint", required=True,
-                   help="checkpoint file (.pt): a training checkpoint (runs/<profile>/checkpoints/<model>_<phase>.pt) "
-                        "or a generation checkpoint with its vocabulary")
-    p.add_argument("--vocab", help="vocab.json of the model (default: from the checkpoint, else the dataset its "
-                                   "profile names)")
-    p.add_argument("--data-dir", help="data folder holding the processed dataset "
-                                      "(default: $MIXPOET_DATA_DIR or <repo>/data)")
-    p.add_argument("--keyword", action="append", required=True,
-                   help="1-2 character keyword (repeat the option for several keywords)")
+    p = subparsers.add_parser(
+        "generate",
+        help="generate quatrains from a checkpoint",
+        description="Generate quatrains with the constrained beam search (spec §4).",
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint file (.pt): a training checkpoint (runs/<profile>/checkpoints/<model>_<phase>.pt) "
+        "or a generation checkpoint with its vocabulary",
+    )
+    p.add_argument(
+        "--vocab", help="vocab.json of the model (default: from the checkpoint, else the dataset its profile names)"
+    )
+    p.add_argument(
+        "--data-dir", help="data folder holding the processed dataset (default: $MIXPOET_DATA_DIR or <repo>/data)"
+    )
+    p.add_argument(
+        "--keyword",
+        action="append",
+        required=True,
+        help="1-2 character keyword (repeat the option for several keywords)",
+    )
     p.add_argument("--length", default="7", help="characters per line: 5 or 7 (default 7)")
-    p.add_argument("--living", default="-1",
-                   help=f"living-experience label: {', '.join(FACTOR_CLASSES['living'])}, or -1 to infer (default)")
-    p.add_argument("--era", default="-1",
-                   help=f"historical-background label: {', '.join(FACTOR_CLASSES['era'])}, or -1 to infer (default)")
+    p.add_argument(
+        "--living",
+        default="-1",
+        help=f"living-experience label: {', '.join(FACTOR_CLASSES['living'])}, or -1 to infer (default)",
+    )
+    p.add_argument(
+        "--era",
+        default="-1",
+        help=f"historical-background label: {', '.join(FACTOR_CLASSES['era'])}, or -1 to infer (default)",
+    )
     p.add_argument("-n", "--n-samples", default="1", help="poems per keyword (default 1)")
     p.add_argument("--seed", default="0", help="seed of the latent samples (default 0)")
-    p.add_argument("--distinct", action="store_true",
-                   help="n poems from the n best distinct first lines of one beam (for the basic model)")
+    p.add_argument(
+        "--distinct",
+        action="store_true",
+        help="n poems from the n best distinct first lines of one beam (for the basic model)",
+    )
     p.add_argument("--beam", default=None, help=f"beam size (default {GenConfig().beam_size})")
-    p.add_argument("--repetition-rule", choices=("intended", "official"), default="intended",
-                   help="in-line repetition rule (default: intended; official = the original off-by-one window)")
-    p.add_argument("--strict", action="store_true",
-                   help="no relaxation ladder: fail a poem as the official generator does")
-    p.add_argument("--training-lines", help="training_lines.txt for the novelty filter "
-                                            "(default: the one named by the checkpoint, if any)")
+    p.add_argument(
+        "--repetition-rule",
+        choices=("intended", "official"),
+        default="intended",
+        help="in-line repetition rule (default: intended; official = the original off-by-one window)",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="no relaxation ladder: fail a poem as the official generator does"
+    )
+    p.add_argument(
+        "--training-lines",
+        help="training_lines.txt for the novelty filter (default: the one named by the checkpoint, if any)",
+    )
     p.add_argument("--no-novelty", action="store_true", help="switch the novelty filter off")
-    p.add_argument("--crrd", help="CRRD folder with pingsheng.txt, zesheng.txt, pingshui.txt "
-                                  "(default: found in the data folder)")
+    p.add_argument(
+        "--crrd", help="CRRD folder with pingsheng.txt, zesheng.txt, pingshui.txt (default: found in the data folder)"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the poems as JSON")
-    add_set_option(p, "change generation settings (gen.* only; applied after --beam / --no-novelty), "
-                      "e.g. --set gen.z_candidates=1,gen.extra_steps=5")
+    add_set_option(
+        p,
+        "change generation settings (gen.* only; applied after --beam / --no-novelty), "
+        "e.g. --set gen.z_candidates=1,gen.extra_steps=5",
+    )
     p.set_defaults(func=_cmd_generate)
 
 
@@ -99,8 +132,9 @@ def _gen_config(args: argparse.Namespace, novelty: bool = True) -> GenConfig:
     other = [k for k in overrides if not k.startswith("gen.")]
     if other:
         raise ValueError(f"mixpoet generate takes only gen.* settings in --set, not {', '.join(other)}")
-    return apply_overrides(GenConfig(beam_size=beam, novelty_filter=novelty),
-                           {k[len("gen."):]: v for k, v in overrides.items()}, "gen.")
+    return apply_overrides(
+        GenConfig(beam_size=beam, novelty_filter=novelty), {k[len("gen.") :]: v for k, v in overrides.items()}, "gen."
+    )
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -119,8 +153,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     tr = load_tone_rhyme(find_crrd_dir(args.crrd)) if args.crrd else default_tone_rhyme()
     lines, novelty_note = _training_lines(args, meta, ckpt)
     cfg = _gen_config(args, lines is not None)
-    gen = Generator(model, vocab, tr, lines, cfg, device=device, repetition_rule=args.repetition_rule,
-                    max_relaxation=0 if args.strict else MAX_RELAXATION)
+    gen = Generator(
+        model,
+        vocab,
+        tr,
+        lines,
+        cfg,
+        device=device,
+        repetition_rule=args.repetition_rule,
+        max_relaxation=0 if args.strict else MAX_RELAXATION,
+    )
     if args.distinct:
         poems = [p for kw in args.keyword for p in gen.top_n_distinct(kw, length, n, labels=labels, seed=seed)]
     else:
@@ -129,8 +171,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(json.dumps([p.to_dict() for p in poems], ensure_ascii=False, indent=1))
     else:
         kind = getattr(model, "kind", "?")
-        print(f"# model {kind} · {length}-character · seed {seed} · beam {cfg.beam_size}"
-              f"{_asked(kind, labels)} · {novelty_note}")
+        print(
+            f"# model {kind} · {length}-character · seed {seed} · beam {cfg.beam_size}"
+            f"{_asked(kind, labels)} · {novelty_note}"
+        )
         for i, p in enumerate(poems, 1):
             print(_poem_row(i, p, kind))
     return 0 if all(p.ok for p in poems) else EXIT_SOME_FAILED
@@ -140,8 +184,9 @@ def _asked(kind: str, labels: tuple[int, int]) -> str:
     """The requested factor labels, for the header of a mixture model's output."""
     if kind not in ("igs", "aus"):
         return ""
-    return " · asked " + " ".join(f"{f}={label_name(f, v) if v >= 0 else 'infer'}"
-                                  for f, v in zip(("living", "era"), labels))
+    return " · asked " + " ".join(
+        f"{f}={label_name(f, v) if v >= 0 else 'infer'}" for f, v in zip(("living", "era"), labels)
+    )
 
 
 def _poem_row(i: int, p: GeneratedPoem, kind: str) -> str:
@@ -153,5 +198,7 @@ def _poem_row(i: int, p: GeneratedPoem, kind: str) -> str:
     if p.ok:
         form = "form ok" if p.form_ok else "form NOT ok"
         return f"{head} {p.text}    (relaxation {p.relaxation}: {p.relaxation_name} · {form} · score {p.score:.3f})"
-    return (f"{head} generation FAILED on line {(p.failed_line or 0) + 1}: no candidate survived "
-            f"up to relaxation {p.relaxation} ({p.relaxation_name})")
+    return (
+        f"{head} generation FAILED on line {(p.failed_line or 0) + 1}: no candidate survived "
+        f"up to relaxation {p.relaxation} ({p.relaxation_name})"
+    )

@@ -1,4 +1,5 @@
 """``mixpoet reproduce``: run every notebook with papermill into ``runs/<profile>/`` and write the report."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"mixpoet: reproduce stopped: {exc}", file=sys.stderr)
         return 1
     ran = sum(r.status == "ran" for r in runs)
-    print(f"{ran} notebook(s) executed, {len(runs) - ran} unchanged, in {time.perf_counter() - t0:.0f} s; "
-          f"report: {runs_dir(run_name(args.profile or default_profile_name(), overrides)) / 'report.md'}")
+    print(
+        f"{ran} notebook(s) executed, {len(runs) - ran} unchanged, in {time.perf_counter() - t0:.0f} s; "
+        f"report: {runs_dir(run_name(args.profile or default_profile_name(), overrides)) / 'report.md'}"
+    )
     return 0
 
 

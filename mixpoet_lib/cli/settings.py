@@ -1,4 +1,5 @@
 """Options every ``mixpoet`` command shares: ``--profile`` and ``--set KEY=VALUE`` overrides of any setting."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,14 +9,17 @@ from typing import Any
 from mixpoet_lib.config import PROFILES, Profile, get_profile, parse_overrides, run_name
 from mixpoet_lib.paths import runs_dir
 
-SET_HELP = ("change settings of the profile: dotted names with JSON values, comma-separated or repeated, "
-            "e.g. --set model.latent_size=64,train.ndis=5")
+SET_HELP = (
+    "change settings of the profile: dotted names with JSON values, comma-separated or repeated, "
+    "e.g. --set model.latent_size=64,train.ndis=5"
+)
 
 
 def add_profile_options(p: argparse.ArgumentParser, profile_help: str | None = None) -> None:
     """Add ``--profile`` and ``--set`` to a sub-command's parser."""
-    p.add_argument("--profile", choices=PROFILES,
-                   help=profile_help or "settings profile (default: $MIXPOET_PROFILE or tutorial)")
+    p.add_argument(
+        "--profile", choices=PROFILES, help=profile_help or "settings profile (default: $MIXPOET_PROFILE or tutorial)"
+    )
     add_set_option(p)
 
 

@@ -8,6 +8,7 @@ A batch is a dict of tensors (token ids PAD=0, UNK=1, <E>=2, <B>=3):
 * ``length`` (B, 2)   one-hot, [0, 1] for 5-character and [1, 0] for 7-character poems (official order)
 * ``labels`` (B, 2)   factor ids or -1; ``label_mask`` (B, 2) 1.0 where labelled
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,9 @@ def corrupt(chars: np.ndarray, ratio: float, rng: np.random.Generator) -> np.nda
     return out
 
 
-def make_batch(arrays: SplitArrays, ids: np.ndarray, corrupt_ratio: float = 0.0,
-               rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+def make_batch(
+    arrays: SplitArrays, ids: np.ndarray, corrupt_ratio: float = 0.0, rng: np.random.Generator | None = None
+) -> dict[str, torch.Tensor]:
     """Build the batch dict for the given instance ids."""
     pidx = arrays.poem_index[ids]
     chars = arrays.chars[pidx]  # (B, 4, 7)
@@ -114,8 +116,15 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool 
 class BatchStream:
     """Seeded, resumable stream of batches over one or more splits for a training mode."""
 
-    def __init__(self, data: PreparedData, splits: tuple[str, ...], mode: str, batch_size: int, seed: int,
-                 corrupt_ratio: float = 0.0) -> None:
+    def __init__(
+        self,
+        data: PreparedData,
+        splits: tuple[str, ...],
+        mode: str,
+        batch_size: int,
+        seed: int,
+        corrupt_ratio: float = 0.0,
+    ) -> None:
         self.parts = [data.arrays(s) for s in splits]
         self.mode, self.batch_size, self.seed, self.corrupt_ratio = mode, batch_size, seed, corrupt_ratio
         self.index = [(p, i) for p, arr in enumerate(self.parts) for i in select_instances(arr, mode)]

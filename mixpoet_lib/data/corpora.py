@@ -5,6 +5,7 @@ with the file, the line (or array item) and the offending value. For the large u
 poem that is not a 4×5 or 4×7 quatrain is *skipped and counted* (see :class:`SkipLog`); in the
 labelled CQCF sample the same problem is an error, because every labelled poem counts.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,16 +55,25 @@ class Poem:
 
     def to_json(self) -> dict[str, Any]:
         """Return a plain dict (for the JSON-lines cache)."""
-        return {"content": self.content, "keywords": " ".join(self.keywords), "label": list(self.labels),
-                "source": self.source, "origin": self.origin}
+        return {
+            "content": self.content,
+            "keywords": " ".join(self.keywords),
+            "label": list(self.labels),
+            "source": self.source,
+            "origin": self.origin,
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "Poem":
         """Rebuild a poem written by :meth:`to_json`."""
         lines = tuple(obj["content"].split("|"))
-        return cls(lines=lines, keywords=tuple(obj["keywords"].split()),
-                   labels=tuple(obj["label"]),  # type: ignore[arg-type]
-                   source=obj["source"], origin=obj["origin"])
+        return cls(
+            lines=lines,
+            keywords=tuple(obj["keywords"].split()),
+            labels=tuple(obj["label"]),  # type: ignore[arg-type]
+            source=obj["source"],
+            origin=obj["origin"],
+        )
 
 
 @dataclass
@@ -84,8 +94,10 @@ class SkipLog:
 
     def as_rows(self) -> list[dict[str, Any]]:
         """Return one row per (source, reason) with its count and an example origin."""
-        return [{"source": s, "reason": r, "count": n, "example": self.examples[(s, r)]}
-                for (s, r), n in sorted(self.counts.items())]
+        return [
+            {"source": s, "reason": r, "count": n, "example": self.examples[(s, r)]}
+            for (s, r), n in sorted(self.counts.items())
+        ]
 
 
 def is_cjk(text: str) -> bool:
@@ -156,8 +168,9 @@ def parse_label(text: str, path: Path, lineno: int) -> tuple[int, int]:
         try:
             value = int(part)
         except ValueError:
-            raise DataFormatError(path, lineno,
-                                  f"label {text!r}: factor {k + 1} value {part!r} is not an integer") from None
+            raise DataFormatError(
+                path, lineno, f"label {text!r}: factor {k + 1} value {part!r} is not an integer"
+            ) from None
         if not -1 <= value < n_cls:
             raise DataFormatError(path, lineno, f"label {text!r}: factor {k + 1} value {value} outside -1..{n_cls - 1}")
         out.append(value)

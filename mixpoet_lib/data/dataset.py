@@ -13,6 +13,7 @@ Two cached stages, each in its own folder under ``<data>/processed`` named by a 
 A folder is written under a temporary name and renamed when complete, so an interrupted run never
 leaves a half cache behind, and a finished stage is reused by the next run.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,15 @@ import pandas as pd
 from mixpoet_lib import paths as _paths
 from mixpoet_lib._util import digest, write_json_atomic
 from mixpoet_lib.config import DataConfig, Profile
-from mixpoet_lib.data.corpora import (Poem, SkipLog, label_table, load_ccpc, load_chinese_poetry, load_cqcf,
-                                      normalised_key)
+from mixpoet_lib.data.corpora import (
+    Poem,
+    SkipLog,
+    label_table,
+    load_ccpc,
+    load_chinese_poetry,
+    load_cqcf,
+    normalised_key,
+)
 from mixpoet_lib.data.fetch import ensure_raw
 from mixpoet_lib.data.keywords import extract_keywords
 from mixpoet_lib.data.registry import RawFile, select
@@ -49,8 +57,14 @@ CQCF_FILES = {
     "cqcf_test": "mixpoet/cqcf_test_sample.json",
 }
 CCPC_FILES = {"valid": "thu-aipoet/CCPC/ccpc_valid_v1.0.json", "test": "thu-aipoet/CCPC/ccpc_test_v1.0.json"}
-CORPUS_FIELDS = ("chinese_poetry_sets", "chinese_poetry_max_files", "unlabelled_valid_poems",
-                 "unlabelled_test_poems", "max_keywords", "seed")
+CORPUS_FIELDS = (
+    "chinese_poetry_sets",
+    "chinese_poetry_max_files",
+    "unlabelled_valid_poems",
+    "unlabelled_test_poems",
+    "max_keywords",
+    "seed",
+)
 
 Log = Callable[[str], None]
 
@@ -135,8 +149,10 @@ def build_corpus(raw: dict[str, Path], cfg: DataConfig, log: Log = _quiet) -> Co
         for poem in cqcf[split]:
             claim(poem, split)
     rng = random.Random(cfg.seed)
-    for split, part, n in (("unl_test", "test", cfg.unlabelled_test_poems),
-                           ("unl_valid", "valid", cfg.unlabelled_valid_poems)):
+    for split, part, n in (
+        ("unl_test", "test", cfg.unlabelled_test_poems),
+        ("unl_valid", "valid", cfg.unlabelled_valid_poems),
+    ):
         fresh: dict[str, int] = {}
         for i, p in enumerate(ccpc[part]):
             fresh.setdefault(normalised_key(p), i)
@@ -301,8 +317,9 @@ def build_dataset(corpus: Corpus, cfg: DataConfig, folder: Path, log: Log = _qui
     instances = {}
     for split in SPLITS:
         arrays = encode_split(corpus.splits[split], vocab, keep if split == "unl_train" else None)
-        np.savez_compressed(folder / f"{split}.npz",
-                            **{k: getattr(arrays, k) for k in SplitArrays.__dataclass_fields__})
+        np.savez_compressed(
+            folder / f"{split}.npz", **{k: getattr(arrays, k) for k in SplitArrays.__dataclass_fields__}
+        )
         instances[split] = arrays.n_instances
     lines = sorted({line for p in train_poems for line in p.lines})
     (folder / "training_lines.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -316,8 +333,10 @@ def make_summary(corpus: Corpus, vocab: Vocab, instances: dict[str, int], cfg: D
     for split, poems in corpus.splits.items():
         for p in poems:
             per_source.setdefault(p.source, Counter())[split] += 1  # type: ignore[index]
-    lengths = {split: {"5-char": sum(p.length == 5 for p in ps), "7-char": sum(p.length == 7 for p in ps)}
-               for split, ps in corpus.splits.items()}
+    lengths = {
+        split: {"5-char": sum(p.length == 5 for p in ps), "7-char": sum(p.length == 7 for p in ps)}
+        for split, ps in corpus.splits.items()
+    }
     eval_chars = "".join(p.content.replace("|", "") for s in EVAL_SPLITS for p in corpus.splits[s])
     unk = sum(ch not in vocab for ch in eval_chars) / max(1, len(eval_chars))
     return {
@@ -333,8 +352,9 @@ def make_summary(corpus: Corpus, vocab: Vocab, instances: dict[str, int], cfg: D
     }
 
 
-def prepare(profile: Profile, data_dir: str | Path | None = None, mirror: str | Path | None = None,
-            log: Log = _quiet) -> PreparedData:
+def prepare(
+    profile: Profile, data_dir: str | Path | None = None, mirror: str | Path | None = None, log: Log = _quiet
+) -> PreparedData:
     """Fetch/verify the raw files the profile's data settings need, then build (or reuse) both caches."""
     if not isinstance(profile, Profile):
         raise TypeError(f"prepare() takes a Profile (e.g. get_profile('smoke')), got {type(profile).__name__}")
@@ -370,11 +390,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     out.append("Poems per source and split\n" + src.to_string())
     out.append("Instances (one per keyword) per split\n" + pd.Series(summary["instances_per_split"]).to_string())
     labels = {k: v for k, v in summary["labels"].items() if k in CQCF_FILES}
-    out.append("CQCF labels per factor class (poems as read, before de-duplication)\n"
-               + pd.DataFrame(labels).T.to_string())
+    out.append(
+        "CQCF labels per factor class (poems as read, before de-duplication)\n" + pd.DataFrame(labels).T.to_string()
+    )
     out.append("5- / 7-character poems\n" + pd.DataFrame(summary["line_lengths"]).T.to_string())
-    out.append(f"Vocabulary size: {summary['vocab_size']} (incl. {N_SPECIALS} specials); "
-               f"UNK rate on evaluation splits: {summary['eval_unk_rate']:.3%}")
+    out.append(
+        f"Vocabulary size: {summary['vocab_size']} (incl. {N_SPECIALS} specials); "
+        f"UNK rate on evaluation splits: {summary['eval_unk_rate']:.3%}"
+    )
     skipped = pd.DataFrame(summary["skipped"])
     if len(skipped):
         out.append("Skipped records by reason\n" + skipped.to_string(index=False))

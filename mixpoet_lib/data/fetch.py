@@ -8,6 +8,7 @@ renamed into place only when both checks pass. Verified files are remembered in
 Source order: the ``mirror`` argument, else ``base_url``, else ``$MIXPOET_MIRROR``, else the
 registry URL (raw.githubusercontent.com at the pinned commit).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -233,9 +234,7 @@ def fetch(
 
 
 def verify(
-    files: Sequence[FileSpec] | None = None,
-    data_dir: str | os.PathLike[str] | None = None,
-    rehash: bool = False,
+    files: Sequence[FileSpec] | None = None, data_dir: str | os.PathLike[str] | None = None, rehash: bool = False
 ) -> list[str]:
     """Return the names of the files (default: all) that are missing or corrupt in ``<data>/raw``."""
     raw = paths.raw_dir(paths.data_dir(data_dir))

@@ -7,6 +7,7 @@ CQCF already carry), keeps words of 1–2 CJK characters, splits longer dictiona
 2-character pieces, computes the inverse document frequency on the poem corpus itself, and returns
 the top-k words of each poem by TF-IDF (ties: earlier position first).
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,7 +45,7 @@ class KeywordExtractor:
         out: list[str] = []
         for line in lines:
             for word in self._tok.lcut(line, HMM=False):
-                pieces = [word] if len(word) <= 2 else [word[i:i + 2] for i in range(0, len(word), 2)]
+                pieces = [word] if len(word) <= 2 else [word[i : i + 2] for i in range(0, len(word), 2)]
                 out.extend(p for p in pieces if is_cjk(p) and p not in STOPWORDS)
         return out
 
@@ -73,8 +74,9 @@ class KeywordExtractor:
         return tuple(ranked[:k])
 
 
-def extract_keywords(docs: Sequence[Sequence[str]], k: int = 4,
-                     user_words: Iterable[str] = ()) -> list[tuple[str, ...]]:
+def extract_keywords(
+    docs: Sequence[Sequence[str]], k: int = 4, user_words: Iterable[str] = ()
+) -> list[tuple[str, ...]]:
     """Fit an extractor on ``docs`` (poems as line lists) and return each poem's top-k keywords."""
     extractor = KeywordExtractor(user_words)
     token_lists = extractor.fit(docs)

@@ -27,6 +27,7 @@ The files also hold two stray non-Han symbols (a full-width ``Ｑ`` among the le
 among the oblique ones). They are kept in the lists, as in the official string-containment test, but the
 vocabulary masks only ever mark CJK ideographs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,12 +51,14 @@ UNRECOGNISED = -1  # line_type: right length, no template matches
 BAD_LENGTH = -2  # line_type: length is neither 5 nor 7
 
 # Recogniser templates for 5-character lines (spec §4.6), keyed by line type.
-TEMPLATES_5: Mapping[int, tuple[str, ...]] = MappingProxyType({
-    0: ("PPPZZ", "PPZZZ", "ZPPZZ", "ZPZPZ", "PPZPZ"),  # level-start, oblique-end
-    1: ("ZZZPP", "PZZPP"),  # oblique-start, level-end
-    2: ("PPZZP", "ZPPZP", "PPPZP"),  # level-start, level-end
-    3: ("PZPPZ", "PZZPZ", "ZZPPZ", "ZZZPZ"),  # oblique-start, oblique-end
-})
+TEMPLATES_5: Mapping[int, tuple[str, ...]] = MappingProxyType(
+    {
+        0: ("PPPZZ", "PPZZZ", "ZPPZZ", "ZPZPZ", "PPZPZ"),  # level-start, oblique-end
+        1: ("ZZZPP", "PZZPP"),  # oblique-start, level-end
+        2: ("PPZZP", "ZPPZP", "PPPZP"),  # level-start, level-end
+        3: ("PZPPZ", "PZZPZ", "ZZPPZ", "ZZZPZ"),  # oblique-start, oblique-end
+    }
+)
 CHECK_ORDER: tuple[int, ...] = (0, 1, 3, 2)  # official order of the template checks; first match wins
 _OPPOSITE = {"P": "Z", "Z": "P"}
 # 7-character lines: character 1 is ignored; characters 2-7 are a head contrasting with the 5-char
@@ -65,26 +68,22 @@ TEMPLATES_7: Mapping[int, tuple[str, ...]] = MappingProxyType(
 )
 
 # Poem-level rules (spec §4.5).
-POEM_PATTERNS: Mapping[int, tuple[int, int, int, int]] = MappingProxyType({
-    0: (0, 1, 3, 2),
-    1: (1, 2, 0, 1),
-    2: (2, 1, 3, 2),
-    3: (3, 2, 0, 1),
-})
-POSITION_TEMPLATES: Mapping[int, Mapping[int, tuple[int, ...]]] = MappingProxyType({
-    5: MappingProxyType({
-        0: (-1, 0, 0, 1, 1),
-        1: (-1, 1, 1, 0, 0),
-        2: (0, 0, 1, 1, 0),
-        3: (-1, 1, 0, 0, 1),
-    }),
-    7: MappingProxyType({
-        0: (-1, 1, -1, 0, 0, 1, 1),
-        1: (-1, 0, -1, 1, 1, 0, 0),
-        2: (-1, 1, 0, 0, 1, 1, 0),
-        3: (-1, 0, -1, 1, 0, 0, 1),
-    }),
-})
+POEM_PATTERNS: Mapping[int, tuple[int, int, int, int]] = MappingProxyType(
+    {0: (0, 1, 3, 2), 1: (1, 2, 0, 1), 2: (2, 1, 3, 2), 3: (3, 2, 0, 1)}
+)
+POSITION_TEMPLATES: Mapping[int, Mapping[int, tuple[int, ...]]] = MappingProxyType(
+    {
+        5: MappingProxyType({0: (-1, 0, 0, 1, 1), 1: (-1, 1, 1, 0, 0), 2: (0, 0, 1, 1, 0), 3: (-1, 1, 0, 0, 1)}),
+        7: MappingProxyType(
+            {
+                0: (-1, 1, -1, 0, 0, 1, 1),
+                1: (-1, 0, -1, 1, 1, 0, 0),
+                2: (-1, 1, 0, 0, 1, 1, 0),
+                3: (-1, 0, -1, 1, 0, 0, 1),
+            }
+        ),
+    }
+)
 
 
 @dataclass(frozen=True, repr=False)
@@ -99,8 +98,10 @@ class ToneRhyme:
     n_rhyme_entries: int = 0  # non-empty lines of pingshui.txt (before merging repeated pairs)
 
     def __repr__(self) -> str:
-        return (f"ToneRhyme(level={len(self.level)} chars, oblique={len(self.oblique)} chars, "
-                f"both={len(self.both)}, rhyme_classes={len(self.rhyme_classes)} chars)")
+        return (
+            f"ToneRhyme(level={len(self.level)} chars, oblique={len(self.oblique)} chars, "
+            f"both={len(self.both)}, rhyme_classes={len(self.rhyme_classes)} chars)"
+        )
 
     @property
     def both(self) -> frozenset[str]:
@@ -108,15 +109,16 @@ class ToneRhyme:
         return self.level & self.oblique
 
     @classmethod
-    def from_strings(cls, level: str, oblique: str,
-                     rhymes: Mapping[str, int | Sequence[int]] | None = None) -> ToneRhyme:
+    def from_strings(
+        cls, level: str, oblique: str, rhymes: Mapping[str, int | Sequence[int]] | None = None
+    ) -> ToneRhyme:
         """Build a small instance by hand (whitespace ignored), e.g. for tests."""
         table = {ch: (c,) if isinstance(c, int) else tuple(c) for ch, c in (rhymes or {}).items()}
-        return cls(frozenset("".join(level.split())), frozenset("".join(oblique.split())),
-                   MappingProxyType(table))
+        return cls(frozenset("".join(level.split())), frozenset("".join(oblique.split())), MappingProxyType(table))
 
 
 # ----------------------------------------------------------------------------- loading
+
 
 def _read_text(path: Path) -> str:
     """Read a UTF-8 file (BOM allowed), with a clear error when it is missing."""
@@ -143,8 +145,9 @@ def _read_rhymes(path: Path) -> tuple[dict[str, tuple[int, ...]], int]:
             raise ValueError(f"{path} line {lineno}: expected 'CHARACTER CLASS', got {raw.strip()!r}")
         ch, value = fields
         if not (value.isascii() and value.isdigit() and 1 <= int(value) <= N_RHYME_CLASSES):
-            raise ValueError(f"{path} line {lineno}: rhyme class must be an integer in "
-                             f"1..{N_RHYME_CLASSES}, got {value!r}")
+            raise ValueError(
+                f"{path} line {lineno}: rhyme class must be an integer in 1..{N_RHYME_CLASSES}, got {value!r}"
+            )
         cls = int(value)
         entries += 1
         classes = table.setdefault(ch, [])
@@ -183,8 +186,10 @@ def find_crrd_dir(root: Path | str | None = None) -> Path:
         if (cand / LEVEL_FILE).is_file():
             return cand
     tried = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"no CRRD folder with {LEVEL_FILE} found (tried: {tried}); "
-                            f"set ${paths.ENV_MIRROR} or pass the folder explicitly")
+    raise FileNotFoundError(
+        f"no CRRD folder with {LEVEL_FILE} found (tried: {tried}); "
+        f"set ${paths.ENV_MIRROR} or pass the folder explicitly"
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -202,6 +207,7 @@ def _res(tr: ToneRhyme | None) -> ToneRhyme:
 
 
 # ----------------------------------------------------------------------------- characters
+
 
 def tone_of(ch: str, *, tr: ToneRhyme | None = None) -> str:
     """Tone symbol of one character: 'P' level, 'Z' oblique, 'B' both lists, '?' neither."""
@@ -233,6 +239,7 @@ def is_cjk(token: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- lines
+
 
 def _matches(tones: str, template: str) -> bool:
     """Membership match: 'P' accepts P or B, 'Z' accepts Z or B, '?' matches nothing."""
@@ -270,6 +277,7 @@ def poem_pattern(first_line_type: int) -> tuple[int, int, int, int]:
 
 
 # ----------------------------------------------------------------------------- poems
+
 
 def rhyme_class_for_poem(lines: Sequence[str], *, tr: ToneRhyme | None = None) -> int | None:
     """Poem rhyme class: that of line 1's last character, else line 2's, else None."""
@@ -316,6 +324,7 @@ def check_poem(lines: Sequence[str] | str, *, tr: ToneRhyme | None = None) -> Fo
 
 
 # ----------------------------------------------------------------------------- vocabulary masks
+
 
 def tone_masks(vocab: Sequence[str], *, tr: ToneRhyme | None = None) -> dict[str, np.ndarray]:
     """Boolean masks over token ids: 'level', 'oblique', 'both' (CJK tokens in those lists)."""

@@ -1,4 +1,5 @@
 """Character vocabulary with the official reserved ids PAD=0, UNK=1, <E>=2, <B>=3 (spec §1.3)."""
+
 from __future__ import annotations
 
 import json
@@ -80,4 +81,3 @@ def build_vocab(texts: Iterable[str], min_freq: int = 1, max_size: int | None = 
     if max_size is not None:
         ranked = ranked[:max_size]
     return Vocab(SPECIALS + tuple(ranked))
-

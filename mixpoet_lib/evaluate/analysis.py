@@ -1,4 +1,5 @@
 """Looking inside the mixed latent space: prior samples per factor mixture and 2-D projections (spec §7.1)."""
+
 from __future__ import annotations
 
 import itertools
@@ -24,8 +25,9 @@ def keyword_tensor(vocab: Vocab, keyword: str, device: torch.device | str = "cpu
 
 
 @torch.no_grad()
-def mixture_prior_samples(model: Any, vocab: Vocab, keyword: str, n_per_mixture: int = 512,
-                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def mixture_prior_samples(
+    model: Any, vocab: Vocab, keyword: str, n_per_mixture: int = 512, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n_per_mixture`` prior samples z ~ p(z | w, y1, y2) for each of the 6 mixtures (eval mode, seeded).
 
     Returns ``(z, labels)`` with z of shape (6·n, Z) and labels (6·n, 2).
@@ -76,8 +78,15 @@ def separation_ratio(z: np.ndarray, groups: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def interpolate_mixtures(model: Any, vocab: Vocab, keyword: str, mix_a: tuple[int, int],
-                         mix_b: tuple[int, int], steps: int = 5, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+def interpolate_mixtures(
+    model: Any,
+    vocab: Vocab,
+    keyword: str,
+    mix_a: tuple[int, int],
+    mix_b: tuple[int, int],
+    steps: int = 5,
+    seed: int = 0,
+) -> tuple[np.ndarray, torch.Tensor]:
     """Decoder start states along a straight line from mixture A to mixture B for one keyword (factor models).
 
     One noise vector is drawn (seeded) and pushed through the prior under A and under B; both the latents and
@@ -104,8 +113,11 @@ def interpolate_mixtures(model: Any, vocab: Vocab, keyword: str, mix_a: tuple[in
     ts = np.linspace(0.0, 1.0, steps)
     t = torch.tensor(ts, dtype=z_a.dtype, device=dev).unsqueeze(1)
     z = (1 - t) * z_a + t * z_b
-    y = [(1 - t) * F.one_hot(torch.tensor([a], device=dev), k).float()
-         + t * F.one_hot(torch.tensor([b], device=dev), k).float() for a, b, k in zip(mix_a, mix_b, n_cls)]
+    y = [
+        (1 - t) * F.one_hot(torch.tensor([a], device=dev), k).float()
+        + t * F.one_hot(torch.tensor([b], device=dev), k).float()
+        for a, b, k in zip(mix_a, mix_b, n_cls)
+    ]
     s0 = model.decoder_s0(z, h_w.expand(steps, -1), y)
     model.train(was_training)
     return ts, s0

@@ -12,6 +12,7 @@ Quality (LMS) is a "not worse" claim: a deficit within the seed spread counts as
 judged against chance (1/3 for living, 1/2 for era): supported when mean − std is above chance, weakly when
 only the mean is.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def _compare(summary: pd.DataFrame, a: str, b: str, metric: str, b_metric: str |
     """Verdict of 'a is better than b on metric' (b read on ``b_metric`` if given) and the evidence string."""
     (ma, sa), (mb, sb) = _stat(summary, a, metric), _stat(summary, b, b_metric or metric)
     if not (np.isfinite(ma) and np.isfinite(mb)):
-        return "not measured", ("missing system" if b_metric else
-                                f"{SYSTEM_TITLES[a]} or {SYSTEM_TITLES[b]} has no {metric}")
+        return "not measured", (
+            "missing system" if b_metric else f"{SYSTEM_TITLES[a]} or {SYSTEM_TITLES[b]} has no {metric}"
+        )
     verdict = _verdict((ma - mb) * METRICS[metric][1] > 0, abs(ma - mb) > (sa + sb))
     return verdict, f"{SYSTEM_TITLES[a]} {ma:.3f} ± {sa:.3f} vs {SYSTEM_TITLES[b]} {mb:.3f} ± {sb:.3f}"
 
@@ -75,8 +77,12 @@ def _control_claim(summary: pd.DataFrame, main: str, factor: str) -> dict[str, s
         evidence = f"judged accuracy {m:.3f} ± {s:.3f} vs chance {chance:.3f}"
     else:
         verdict, evidence = "not measured", "no mixture poems"
-    return {"claim": f"{SYSTEM_TITLES[main]} controls the {factor} factor", "metric": f"{factor}_acc",
-            "verdict": verdict, "evidence": evidence}
+    return {
+        "claim": f"{SYSTEM_TITLES[main]} controls the {factor} factor",
+        "metric": f"{factor}_acc",
+        "verdict": verdict,
+        "evidence": evidence,
+    }
 
 
 def claims(summary: pd.DataFrame, main: str = "aus") -> pd.DataFrame:
@@ -88,10 +94,22 @@ def claims(summary: pd.DataFrame, main: str = "aus") -> pd.DataFrame:
     for base in ("basic", "cvae"):
         for metric, claim in DIVERSITY_CLAIMS:
             verdict, evidence = _against_baseline(summary, main, base, metric)
-            rows.append({"claim": f"{SYSTEM_TITLES[main]} vs {SYSTEM_TITLES[base]}: {claim}",
-                         "metric": metric, "verdict": verdict, "evidence": evidence})
+            rows.append(
+                {
+                    "claim": f"{SYSTEM_TITLES[main]} vs {SYSTEM_TITLES[base]}: {claim}",
+                    "metric": metric,
+                    "verdict": verdict,
+                    "evidence": evidence,
+                }
+            )
     rows += [_control_claim(summary, main, factor) for factor in CHANCE]
     verdict, evidence = _compare(summary, main, "igs", "joint_acc")
-    rows.append({"claim": f"{SYSTEM_TITLES[main]} controls the factors better than MixPoet-IGS (ablation)",
-                 "metric": "joint_acc", "verdict": verdict, "evidence": evidence})
+    rows.append(
+        {
+            "claim": f"{SYSTEM_TITLES[main]} controls the factors better than MixPoet-IGS (ablation)",
+            "metric": "joint_acc",
+            "verdict": verdict,
+            "evidence": evidence,
+        }
+    )
     return pd.DataFrame(rows)

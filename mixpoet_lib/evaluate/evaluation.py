@@ -17,6 +17,7 @@ once and their one result stands for every seed (std 0 by construction, said in 
 The paper's claims checked against the numbers are in :mod:`mixpoet_lib.evaluate.claims`; the results tables and
 files (``results.csv``, ``results.json``) in :mod:`mixpoet_lib.evaluate.report`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,20 +39,51 @@ from mixpoet_lib.data.rhythm import default_tone_rhyme
 from mixpoet_lib.data.vocab import N_SPECIALS
 from mixpoet_lib.evaluate.analysis import MIXTURES
 from mixpoet_lib.generate.generator import RELAXATION_LEVELS, GeneratedPoem, Generator
-from mixpoet_lib.metrics import (copy_rate, distinct_n, factor_control_scores, form_pass_rate, inter_topic_jaccard,
-                                 intra_topic_jaccard, mean_std)
+from mixpoet_lib.metrics import (
+    copy_rate,
+    distinct_n,
+    factor_control_scores,
+    form_pass_rate,
+    inter_topic_jaccard,
+    intra_topic_jaccard,
+    mean_std,
+)
 from mixpoet_lib.train.judges import classify, lm_score
 
 __all__ = [
-    "SYSTEMS", "SYSTEM_TITLES", "FACTOR_SYSTEMS", "DETERMINISTIC", "EVAL_FORMAT", "METRICS", "EvaluationError",
-    "TestItem", "test_items", "SystemPoems", "cache_key", "generate_system", "poems_path", "load_cached",
-    "save_cached", "Scorers", "score_subset", "factor_confusions", "relaxation_counts", "EvaluationResult",
-    "summarise", "evaluate",
+    "SYSTEMS",
+    "SYSTEM_TITLES",
+    "FACTOR_SYSTEMS",
+    "DETERMINISTIC",
+    "EVAL_FORMAT",
+    "METRICS",
+    "EvaluationError",
+    "TestItem",
+    "test_items",
+    "SystemPoems",
+    "cache_key",
+    "generate_system",
+    "poems_path",
+    "load_cached",
+    "save_cached",
+    "Scorers",
+    "score_subset",
+    "factor_confusions",
+    "relaxation_counts",
+    "EvaluationResult",
+    "summarise",
+    "evaluate",
 ]
 
 SYSTEMS: tuple[str, ...] = ("gt", "basic", "cvae", "igs", "aus", "aus_st")
-SYSTEM_TITLES: dict[str, str] = {"gt": "GT (human)", "basic": "Basic", "cvae": "CVAE", "igs": "MixPoet-IGS",
-                                 "aus": "MixPoet-AUS", "aus_st": "MixPoet-AUS-ST"}
+SYSTEM_TITLES: dict[str, str] = {
+    "gt": "GT (human)",
+    "basic": "Basic",
+    "cvae": "CVAE",
+    "igs": "MixPoet-IGS",
+    "aus": "MixPoet-AUS",
+    "aus_st": "MixPoet-AUS-ST",
+}
 FACTOR_SYSTEMS: frozenset[str] = frozenset({"igs", "aus", "aus_st"})
 DETERMINISTIC: frozenset[str] = frozenset({"gt", "basic"})
 EVAL_FORMAT = 1
@@ -112,8 +144,14 @@ def test_items(data: PreparedData, n_keywords: int, seed: int, split: str = "unl
         picked: list[TestItem] = []
         for i in order.tolist():
             poem = pool[i]
-            kw = next((k for k in poem.keywords
-                       if 1 <= len(k) <= 2 and all(ch in vocab and vocab.id(ch) >= N_SPECIALS for ch in k)), None)
+            kw = next(
+                (
+                    k
+                    for k in poem.keywords
+                    if 1 <= len(k) <= 2 and all(ch in vocab and vocab.id(ch) >= N_SPECIALS for ch in k)
+                ),
+                None,
+            )
             if kw is None or kw in seen:
                 continue
             seen.add(kw)
@@ -121,8 +159,10 @@ def test_items(data: PreparedData, n_keywords: int, seed: int, split: str = "unl
             if len(picked) == n_keywords // 2:
                 break
         if len(picked) < n_keywords // 2:
-            raise EvaluationError(f"{split} has only {len(picked)} distinct usable keywords for {length}-character "
-                                  f"poems; asked for {n_keywords // 2}")
+            raise EvaluationError(
+                f"{split} has only {len(picked)} distinct usable keywords for {length}-character "
+                f"poems; asked for {n_keywords // 2}"
+            )
         items.extend(picked)
     return items
 
@@ -130,6 +170,7 @@ def test_items(data: PreparedData, n_keywords: int, seed: int, split: str = "unl
 # ----------------------------------------------------------------------------------------------
 # generation with a cache
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class SystemPoems:
@@ -148,18 +189,37 @@ class SystemPoems:
 
 
 def _record(role: str, item_idx: int, poem: GeneratedPoem, requested: tuple[int, int]) -> dict[str, Any]:
-    return {"role": role, "item": item_idx, "keyword": poem.keyword, "length": poem.length,
-            "requested": list(requested), "labels": list(poem.labels), "sample": poem.sample, "ok": poem.ok,
-            "relaxation": poem.relaxation, "form_ok": poem.form_ok, "text": poem.text,
-            "score": None if math.isnan(poem.score) else poem.score}
+    return {
+        "role": role,
+        "item": item_idx,
+        "keyword": poem.keyword,
+        "length": poem.length,
+        "requested": list(requested),
+        "labels": list(poem.labels),
+        "sample": poem.sample,
+        "ok": poem.ok,
+        "relaxation": poem.relaxation,
+        "form_ok": poem.form_ok,
+        "text": poem.text,
+        "score": None if math.isnan(poem.score) else poem.score,
+    }
 
 
-def cache_key(system: str, seed: int, items: Sequence[TestItem], profile: Profile, intra_n: int,
-              weights: str = "") -> str:
+def cache_key(
+    system: str, seed: int, items: Sequence[TestItem], profile: Profile, intra_n: int, weights: str = ""
+) -> str:
     """Hash of everything that decides a system's poems: items, generation settings, seed, weights digest."""
-    return digest({"format": EVAL_FORMAT, "system": system, "seed": seed if system not in DETERMINISTIC else 0,
-                   "items": [asdict(it) for it in items], "gen": asdict(profile.gen), "intra_n": intra_n,
-                   "weights": weights})
+    return digest(
+        {
+            "format": EVAL_FORMAT,
+            "system": system,
+            "seed": seed if system not in DETERMINISTIC else 0,
+            "items": [asdict(it) for it in items],
+            "gen": asdict(profile.gen),
+            "intra_n": intra_n,
+            "weights": weights,
+        }
+    )
 
 
 def _state_digest(model: Any) -> str:
@@ -172,13 +232,26 @@ def _state_digest(model: Any) -> str:
 
 
 def _gt_records(items: Sequence[TestItem]) -> list[dict[str, Any]]:
-    return [{"role": "inter", "item": i, "keyword": it.keyword, "length": it.length, "requested": [-1, -1],
-             "labels": [-1, -1], "sample": 0, "ok": True, "relaxation": 0, "form_ok": None, "text": it.reference,
-             "score": None} for i, it in enumerate(items)]
+    return [
+        {
+            "role": "inter",
+            "item": i,
+            "keyword": it.keyword,
+            "length": it.length,
+            "requested": [-1, -1],
+            "labels": [-1, -1],
+            "sample": 0,
+            "ok": True,
+            "relaxation": 0,
+            "form_ok": None,
+            "text": it.reference,
+            "score": None,
+        }
+        for i, it in enumerate(items)
+    ]
 
 
-def _basic_records(generator: Generator, items: Sequence[TestItem], seed: int, intra_n: int
-                   ) -> list[dict[str, Any]]:
+def _basic_records(generator: Generator, items: Sequence[TestItem], seed: int, intra_n: int) -> list[dict[str, Any]]:
     """One beam result per keyword (inter) and the top-N distinct ones (intra): Basic has no randomness."""
     inter = generator.generate([it.keyword for it in items], [it.length for it in items], n_samples=1, seed=seed)
     records = [_record("inter", i, p, NO_LABELS) for i, p in enumerate(inter)]
@@ -188,8 +261,9 @@ def _basic_records(generator: Generator, items: Sequence[TestItem], seed: int, i
     return records
 
 
-def _sampled_records(system: str, generator: Generator, items: Sequence[TestItem], seed: int, intra_n: int
-                     ) -> tuple[list[dict[str, Any]], int]:
+def _sampled_records(
+    system: str, generator: Generator, items: Sequence[TestItem], seed: int, intra_n: int
+) -> tuple[list[dict[str, Any]], int]:
     """N latent samples per keyword (sample 0 is also the inter poem); factor models add one poem per mixture."""
     kws, lens = [it.keyword for it in items], [it.length for it in items]
     samples = generator.generate(kws, lens, n_samples=intra_n, seed=seed)  # keyword-major
@@ -207,8 +281,14 @@ def _sampled_records(system: str, generator: Generator, items: Sequence[TestItem
     return records, n_gen
 
 
-def generate_system(system: str, items: Sequence[TestItem], seed: int, intra_n: int,
-                    generator: Generator | None = None, log: Callable[[str], None] = lambda m: None) -> SystemPoems:
+def generate_system(
+    system: str,
+    items: Sequence[TestItem],
+    seed: int,
+    intra_n: int,
+    generator: Generator | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> SystemPoems:
     """Generate (or, for GT, collect) one system's inter, intra and mixture poems for the items, timed."""
     if system not in SYSTEMS:
         raise EvaluationError(f"unknown system {system!r}; choose from {', '.join(SYSTEMS)}")
@@ -243,20 +323,28 @@ def load_cached(path: Path, key: str) -> SystemPoems | None:
         return None
     if obj.get("key") != key:
         return None
-    return SystemPoems(obj["system"], int(obj["seed"]), obj["records"], float(obj["seconds"]),
-                       int(obj["n_generated"]), key)
+    return SystemPoems(
+        obj["system"], int(obj["seed"]), obj["records"], float(obj["seconds"]), int(obj["n_generated"]), key
+    )
 
 
 def save_cached(sp: SystemPoems, path: Path) -> None:
     """Write one system's poems (atomically) with their key."""
-    obj = {"key": sp.key, "system": sp.system, "seed": sp.seed, "seconds": sp.seconds,
-           "n_generated": sp.n_generated, "records": sp.records}
+    obj = {
+        "key": sp.key,
+        "system": sp.system,
+        "seed": sp.seed,
+        "seconds": sp.seconds,
+        "n_generated": sp.n_generated,
+        "records": sp.records,
+    }
     write_text_atomic(path, json.dumps(obj, ensure_ascii=False))  # fields in this order, one line
 
 
 # ----------------------------------------------------------------------------------------------
 # scoring
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Scorers:
@@ -269,12 +357,15 @@ class Scorers:
     max_pairs: int = 100_000
 
 
-def _diversity(recs: list[dict[str, Any]], inter_ok: list[dict[str, Any]], scorers: Scorers, seed: int
-               ) -> dict[str, float]:
+def _diversity(
+    recs: list[dict[str, Any]], inter_ok: list[dict[str, Any]], scorers: Scorers, seed: int
+) -> dict[str, float]:
     """Inter- and intra-topic Jaccard, distinct-n and the copy rate."""
     texts, kws = [r["text"] for r in inter_ok], [r["keyword"] for r in inter_ok]
-    out = {"inter_jaccard": inter_topic_jaccard(texts, scorers.max_pairs, seed, "char", kws),
-           "inter_jaccard_bigram": inter_topic_jaccard(texts, scorers.max_pairs, seed, "bigram", kws)}
+    out = {
+        "inter_jaccard": inter_topic_jaccard(texts, scorers.max_pairs, seed, "char", kws),
+        "inter_jaccard_bigram": inter_topic_jaccard(texts, scorers.max_pairs, seed, "bigram", kws),
+    }
     for role, name in (("intra", "intra_jaccard"), ("mixture", "intra_jaccard_mix")):
         groups: dict[int, list[str]] = {}
         for r in recs:
@@ -292,16 +383,20 @@ def _quality(texts: list[str], scorers: Scorers) -> dict[str, float]:
     if not texts:
         return {"lms": math.nan, "lm_ppl": math.nan, "form_ok": math.nan}
     lm = lm_score(scorers.lm, texts).summary()
-    return {"lms": lm["mean_lms"], "lm_ppl": lm["corpus_ppl"],
-            "form_ok": form_pass_rate(texts, scorers.tone_rhyme)["ok"]}
+    return {
+        "lms": lm["mean_lms"],
+        "lm_ppl": lm["corpus_ppl"],
+        "form_ok": form_pass_rate(texts, scorers.tone_rhyme)["ok"],
+    }
 
 
 def _judged_control(mix: list[dict[str, Any]], judges: dict[str, Any]) -> dict[str, Any]:
     """:func:`~mixpoet_lib.metrics.factor_control_scores` of mixture poems: requested labels vs the judges' labels."""
     tags = classify(judges, [r["text"] for r in mix])
     pred = [[t[f]["label"] for f in FACTOR_NAMES] for t in tags]
-    return factor_control_scores([r["requested"] for r in mix], pred,
-                                 tuple(len(FACTOR_CLASSES[f]) for f in FACTOR_NAMES), FACTOR_NAMES)
+    return factor_control_scores(
+        [r["requested"] for r in mix], pred, tuple(len(FACTOR_CLASSES[f]) for f in FACTOR_NAMES), FACTOR_NAMES
+    )
 
 
 def _control(mix: list[dict[str, Any]], judges: dict[str, Any]) -> dict[str, float]:
@@ -328,9 +423,12 @@ def score_subset(sp: SystemPoems, scorers: Scorers, lengths: Sequence[int], seed
     recs = [r for r in sp.records if r["length"] in keep]
     inter = [r for r in recs if r["role"] == "inter"]
     inter_ok = [r for r in inter if r["ok"]]
-    out: dict[str, float] = {"n_inter": float(len(inter)), "n_poems": float(len(recs)),
-                             "n_intra": float(sum(r["role"] == "intra" for r in recs)),
-                             "n_mixture": float(sum(r["role"] == "mixture" for r in recs))}
+    out: dict[str, float] = {
+        "n_inter": float(len(inter)),
+        "n_poems": float(len(recs)),
+        "n_intra": float(sum(r["role"] == "intra" for r in recs)),
+        "n_mixture": float(sum(r["role"] == "mixture" for r in recs)),
+    }
     out["fail_rate"] = float(np.mean([not r["ok"] for r in recs])) if recs else math.nan
     out["relaxed_rate"] = float(np.mean([r["relaxation"] > 0 for r in recs])) if recs else math.nan
     out.update(_diversity(recs, inter_ok, scorers, seed))
@@ -378,14 +476,24 @@ def _score_rows(sp: SystemPoems, system: str, seed: int, scorers: Scorers) -> li
         lens = (5, 7) if length == "all" else (int(length),)
         metrics = score_subset(sp, scorers, lens, seed)
         counts = {k: int(metrics.pop(k)) for k in COUNTS}
-        rows += [{"system": system, "seed": seed, "length": length, "metric": m, "value": v,
-                  "n_poems": _poems_behind(m, counts)} for m, v in metrics.items()]
+        rows += [
+            {
+                "system": system,
+                "seed": seed,
+                "length": length,
+                "metric": m,
+                "value": v,
+                "n_poems": _poems_behind(m, counts),
+            }
+            for m, v in metrics.items()
+        ]
     return rows
 
 
 # ----------------------------------------------------------------------------------------------
 # the whole evaluation
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class EvaluationResult:
@@ -438,9 +546,17 @@ def summarise(scores: pd.DataFrame, length: str = "all") -> pd.DataFrame:
         vals = grp["value"].astype(float)
         vals = vals[np.isfinite(vals)]
         mean, std, n = mean_std(vals.tolist())
-        rows.append({"system": system, "metric": metric, "mean": mean, "std": std, "n_seeds": n,
-                     "n_poems": int(grp["n_poems"].max()) if len(grp) else 0,
-                     "deterministic": system in DETERMINISTIC})
+        rows.append(
+            {
+                "system": system,
+                "metric": metric,
+                "mean": mean,
+                "std": std,
+                "n_seeds": n,
+                "n_poems": int(grp["n_poems"].max()) if len(grp) else 0,
+                "deterministic": system in DETERMINISTIC,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -456,10 +572,21 @@ def _check_request(systems: Sequence[str], seeds: tuple[int, ...], models: dict[
         raise EvaluationError(f"no trained model given for system(s) {missing}")
 
 
-def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: dict[str, Any],
-             judges: dict[str, Any], lm: Any, systems: Sequence[str] = SYSTEMS, seeds: Sequence[int] | None = None,
-             n_keywords: int | None = None, intra_n: int | None = None, weights: dict[str, str] | None = None,
-             log: Callable[[str], None] = print, progress: bool = True) -> EvaluationResult:
+def evaluate(
+    profile: Profile,
+    data: PreparedData,
+    run_dir: str | Path,
+    models: dict[str, Any],
+    judges: dict[str, Any],
+    lm: Any,
+    systems: Sequence[str] = SYSTEMS,
+    seeds: Sequence[int] | None = None,
+    n_keywords: int | None = None,
+    intra_n: int | None = None,
+    weights: dict[str, str] | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> EvaluationResult:
     """Generate (or load from cache) and score every system on the same seeded keywords; see the module doc.
 
     ``models`` maps system → trained model (GT needs none); ``weights`` optionally maps system → a digest of
@@ -487,8 +614,9 @@ def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: 
         sp = load_cached(path, key)
         if sp is None:
             if system != "gt" and system not in generators:
-                generators[system] = Generator(models[system], data.vocab, scorers.tone_rhyme,
-                                               scorers.training_lines, profile.gen)
+                generators[system] = Generator(
+                    models[system], data.vocab, scorers.tone_rhyme, scorers.training_lines, profile.gen
+                )
             sp = generate_system(system, items, gen_seed, intra_n, generators.get(system), log)
             sp.key = key
             save_cached(sp, path)
@@ -497,6 +625,13 @@ def evaluate(profile: Profile, data: PreparedData, run_dir: str | Path, models: 
     bar.close()
     ceiling = {f: dict(getattr(j, "report", {}).get("test", {})) for f, j in judges.items()}
     ref = lm_score(lm, [it.reference for it in items]).summary()
-    meta = {"profile": profile.name, "n_keywords": n_keywords, "intra_n": intra_n, "seeds": list(seeds),
-            "systems": list(systems), "beam_size": profile.gen.beam_size, "weights": weights}
+    meta = {
+        "profile": profile.name,
+        "n_keywords": n_keywords,
+        "intra_n": intra_n,
+        "seeds": list(seeds),
+        "systems": list(systems),
+        "beam_size": profile.gen.beam_size,
+        "weights": weights,
+    }
     return EvaluationResult(pd.DataFrame(rows), poems, items, ceiling, ref, seeds, meta)

@@ -3,6 +3,7 @@
 ``results.json`` is what the run report and the README read back (:func:`load_results`); its keys keep the
 order in which they are written (judge factors, systems), which the Markdown report follows.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def results_table(summary: pd.DataFrame, metrics: Sequence[str] | None = None, d
     for m in metrics:
         col = {}
         for _, r in summary[summary["metric"] == m].iterrows():
-            col[SYSTEM_TITLES[r["system"]]] = ("—" if not np.isfinite(r["mean"])
-                                              else f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}")
+            col[SYSTEM_TITLES[r["system"]]] = (
+                "—" if not np.isfinite(r["mean"]) else f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}"
+            )
         table[METRICS[m][0]] = pd.Series(col)
     return table.fillna("—")
 
@@ -49,8 +51,11 @@ def write_results(result: EvaluationResult, run_dir: str | Path) -> dict[str, Pa
     """Write ``results.csv`` (long summary, every length), ``results.json`` (with metadata) and the raw scores."""
     run_dir = Path(run_dir)
     summary = _long_summary(result)
-    paths = {"csv": run_dir / "results.csv", "json": run_dir / "results.json",
-             "scores": run_dir / "eval" / "scores.csv"}
+    paths = {
+        "csv": run_dir / "results.csv",
+        "json": run_dir / "results.json",
+        "scores": run_dir / "eval" / "scores.csv",
+    }
     write_text_atomic(paths["csv"], summary.to_csv(index=False))
     write_text_atomic(paths["scores"], result.scores.to_csv(index=False))
     obj = {
@@ -58,8 +63,9 @@ def write_results(result: EvaluationResult, run_dir: str | Path) -> dict[str, Pa
         "metrics": {k: {"title": t, "direction": d} for k, (t, d) in METRICS.items()},
         "systems": SYSTEM_TITLES,
         "summary": json.loads(summary.to_json(orient="records")),
-        "judge_ceiling": {f: {k: v for k, v in c.items() if k in CEILING_FIELDS}
-                          for f, c in result.judge_ceiling.items()},
+        "judge_ceiling": {
+            f: {k: v for k, v in c.items() if k in CEILING_FIELDS} for f, c in result.judge_ceiling.items()
+        },
         "lm_reference_gt": result.lm_reference,
         "seconds_per_poem": result.seconds_per_poem().to_dict(),
         "relaxations": json.loads(result.relaxations().to_json(orient="index")),
@@ -84,6 +90,7 @@ def markdown_results(results: dict[str, Any], metrics: Sequence[str] | None = No
     table = results_table(summary, metrics)
     header = "| system | " + " | ".join(table.columns) + " |"
     sep = "|---|" + "---|" * len(table.columns)
-    lines = [header, sep] + ["| " + idx + " | " + " | ".join(str(v) for v in row) + " |"
-                             for idx, row in zip(table.index, table.values)]
+    lines = [header, sep] + [
+        "| " + idx + " | " + " | ".join(str(v) for v in row) + " |" for idx, row in zip(table.index, table.values)
+    ]
     return "\n".join(lines)

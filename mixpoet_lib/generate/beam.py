@@ -17,6 +17,7 @@ Speed. The network dominates: per 5-character poem at paper size (V ≈ 6,000, b
 ≈ 4 GFLOP (7-character: ≈ 5.7 GFLOP). Batching many poems turns the per-step work into large GEMMs and
 removes the per-poem Python bookkeeping; on a CPU the throughput is then bounded by GEMM speed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
@@ -69,9 +70,21 @@ def score_dtype(logits: Tensor) -> Tensor:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
-def beam_search(model: torch.nn.Module, tables: ConstraintTables, s0: Tensor, length_oh: Tensor, ctx: Tensor,
-                line_idx: int, lengths: Sequence[int], rules: Sequence[LineConstraints],
-                used: Sequence[Collection[int]], *, beam: int, extra_steps: int, repetition_rule: str) -> BeamResult:
+def beam_search(
+    model: torch.nn.Module,
+    tables: ConstraintTables,
+    s0: Tensor,
+    length_oh: Tensor,
+    ctx: Tensor,
+    line_idx: int,
+    lengths: Sequence[int],
+    rules: Sequence[LineConstraints],
+    used: Sequence[Collection[int]],
+    *,
+    beam: int,
+    extra_steps: int,
+    repetition_rule: str,
+) -> BeamResult:
     """Constrained beam search of line ``line_idx`` for n items at once (item j: row j of s0, ctx, …).
 
     Lines run up to L + ``extra_steps`` positions (exactly L + 1 under ``force_end``). ``used`` holds each
@@ -120,8 +133,9 @@ def _first_position(logits: Tensor, bans: LineBans, beam: int) -> _Beam:
     item_of = torch.arange(n, device=logits.device).repeat_interleave(beam)
     tok = idx.reshape(-1)
     cost = top.reshape(-1)
-    return _Beam(item_of, item_of.clone(), tok, cost, torch.isfinite(cost),
-                 torch.stack([torch.full_like(tok, BOS), tok], 1))
+    return _Beam(
+        item_of, item_of.clone(), tok, cost, torch.isfinite(cost), torch.stack([torch.full_like(tok, BOS), tok], 1)
+    )
 
 
 def _complete(hyps: _Beam, k: int, done: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]) -> None:
@@ -129,12 +143,20 @@ def _complete(hyps: _Beam, k: int, done: list[tuple[Tensor, Tensor, Tensor, Tens
     finished = hyps.valid & (hyps.tok == EOS)
     if bool(finished.any()):
         sel = finished.nonzero().squeeze(1)
-        done.append((hyps.item_of[sel], hyps.cost[sel] / (k + 1), torch.full_like(sel, k), hyps.parent_row[sel],
-                     hyps.hist[sel, 1:-1]))
+        done.append(
+            (
+                hyps.item_of[sel],
+                hyps.cost[sel] / (k + 1),
+                torch.full_like(sel, k),
+                hyps.parent_row[sel],
+                hyps.hist[sel, 1:-1],
+            )
+        )
 
 
-def _expand(model: torch.nn.Module, hyps: _Beam, h: Tensor, alive: Tensor, ctx_rep: Tensor,
-            v: int) -> tuple[Tensor, Tensor]:
+def _expand(
+    model: torch.nn.Module, hyps: _Beam, h: Tensor, alive: Tensor, ctx_rep: Tensor, v: int
+) -> tuple[Tensor, Tensor]:
     """One decoder step for the live rows: scores (rows, V) = cost + log p (-inf for dead rows), new states."""
     hidden = h[hyps.parent_row]
     cost = hyps.cost
@@ -158,8 +180,14 @@ def _select(scores: Tensor, hyps: _Beam, alive: Tensor, n: int, beam: int) -> _B
     slot_ok = torch.arange(beam, device=scores.device).unsqueeze(0) < n_live.unsqueeze(1)
     parent_row = (hyps.item_of.view(n, beam) * beam + idx // v).reshape(-1)
     tok = (idx % v).reshape(-1)
-    return _Beam(hyps.item_of, parent_row, tok, top.reshape(-1), (slot_ok & torch.isfinite(top)).reshape(-1),
-                 torch.cat([hyps.hist[parent_row], tok.unsqueeze(1)], 1))
+    return _Beam(
+        hyps.item_of,
+        parent_row,
+        tok,
+        top.reshape(-1),
+        (slot_ok & torch.isfinite(top)).reshape(-1),
+        torch.cat([hyps.hist[parent_row], tok.unsqueeze(1)], 1),
+    )
 
 
 def _collect(done: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]], n: int) -> list[list[Candidate]]:
@@ -173,8 +201,9 @@ def _collect(done: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]], n: int) 
     return out
 
 
-def line_states(result: BeamResult, cands: Sequence[Candidate], lengths: Sequence[int],
-                window: int) -> tuple[Tensor, Tensor]:
+def line_states(
+    result: BeamResult, cands: Sequence[Candidate], lengths: Sequence[int], window: int
+) -> tuple[Tensor, Tensor]:
     """Decoder states after reading <B>, c1 … cL of each chosen candidate, zero-padded to ``window``.
 
     Returns the states (m, window, H) and their mask (m, window), as the inter-line context update expects

@@ -61,6 +61,7 @@ the poem is returned with ``ok=False`` and no lines.
 
 ``UNK``, specials, the in-line rule and the exact line length are never relaxed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
@@ -70,19 +71,53 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mixpoet_lib.data.rhythm import (FREE, LEVEL, N_RHYME_CLASSES, OBLIQUE, TEMPLATES_5, TEMPLATES_7, ToneRhyme,
-                                     position_template, rhyme_mask, tone_ban_mask, tone_masks, tone_string)
+from mixpoet_lib.data.rhythm import (
+    FREE,
+    LEVEL,
+    N_RHYME_CLASSES,
+    OBLIQUE,
+    TEMPLATES_5,
+    TEMPLATES_7,
+    ToneRhyme,
+    position_template,
+    rhyme_mask,
+    tone_ban_mask,
+    tone_masks,
+    tone_string,
+)
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 
 __all__ = [
-    "RELAXATION_LEVELS", "STRICT", "FORCED_END", "NO_NOVELTY", "NO_FORM_CHECK", "NO_TONE", "NO_RHYME",
-    "NO_CROSS_LINE_BAN", "MAX_RELAXATION", "REPETITION_RULES", "ANY_RHYME_ROW", "N_LINES",
-    "repetition_window", "inline_ban_mask", "closest_line_types", "ConstraintTables", "LineConstraints",
-    "line_constraints", "LineBans", "accept_line",
+    "RELAXATION_LEVELS",
+    "STRICT",
+    "FORCED_END",
+    "NO_NOVELTY",
+    "NO_FORM_CHECK",
+    "NO_TONE",
+    "NO_RHYME",
+    "NO_CROSS_LINE_BAN",
+    "MAX_RELAXATION",
+    "REPETITION_RULES",
+    "ANY_RHYME_ROW",
+    "N_LINES",
+    "repetition_window",
+    "inline_ban_mask",
+    "closest_line_types",
+    "ConstraintTables",
+    "LineConstraints",
+    "line_constraints",
+    "LineBans",
+    "accept_line",
 ]
 
 RELAXATION_LEVELS: tuple[str, ...] = (
-    "strict", "forced_end", "no_novelty", "no_form_check", "no_tone", "no_rhyme", "no_cross_line_ban",
+    "strict",
+    "forced_end",
+    "no_novelty",
+    "no_form_check",
+    "no_tone",
+    "no_rhyme",
+    "no_cross_line_ban",
 )
 STRICT, FORCED_END, NO_NOVELTY, NO_FORM_CHECK, NO_TONE, NO_RHYME, NO_CROSS_LINE_BAN = range(len(RELAXATION_LEVELS))
 MAX_RELAXATION = len(RELAXATION_LEVELS) - 1
@@ -95,6 +130,7 @@ RHYME_LINES = (1, 3)  # 0-based lines whose last character must rhyme
 # ----------------------------------------------------------------------------------------------
 # pure helpers
 # ----------------------------------------------------------------------------------------------
+
 
 def repetition_window(k: int, rule: str = "intended") -> int:
     """Number m of leading entries of the hypothesis ``[<B>, c1, …, ck]`` banned at position k.
@@ -132,8 +168,9 @@ def closest_line_types(line: str, *, tr: ToneRhyme) -> list[int]:
         tones, templates = tone_string(line[1:], tr=tr), TEMPLATES_7
     else:
         raise ValueError(f"line length must be 5 or 7, got {len(line)}: {line!r}")
-    best = {t: max(sum(s == p or s == "B" for s, p in zip(tones, tpl)) for tpl in tpls)
-            for t, tpls in templates.items()}
+    best = {
+        t: max(sum(s == p or s == "B" for s, p in zip(tones, tpl)) for tpl in tpls) for t, tpls in templates.items()
+    }
     top = max(best.values())
     return sorted(t for t, v in best.items() if v == top)
 
@@ -141,6 +178,7 @@ def closest_line_types(line: str, *, tr: ToneRhyme) -> list[int]:
 # ----------------------------------------------------------------------------------------------
 # ban tables over a vocabulary
 # ----------------------------------------------------------------------------------------------
+
 
 class ConstraintTables:
     """Boolean ban tables over a vocabulary, built once and kept on the generation device.
@@ -164,10 +202,10 @@ class ConstraintTables:
         in_class = np.zeros((N_RHYME_CLASSES + 1, v), dtype=bool)
         for c in range(1, N_RHYME_CLASSES + 1):
             in_class[c] = rhyme_mask(tokens, c, tr=tr)
-        in_class[:, :len(SPECIALS)] = False
+        in_class[:, : len(SPECIALS)] = False
         has_class = in_class.any(0)
         rhyme = np.zeros((N_RHYME_CLASSES + 2, v), dtype=bool)
-        rhyme[1:N_RHYME_CLASSES + 1] = ~in_class[1:]
+        rhyme[1 : N_RHYME_CLASSES + 1] = ~in_class[1:]
         rhyme[ANY_RHYME_ROW] = ~has_class
         not_eos = np.ones(v, dtype=bool)
         not_eos[EOS] = False
@@ -185,6 +223,7 @@ class ConstraintTables:
 # the constraints of one line, and their bans per position
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LineConstraints:
     """What the beam enforces for one line at one rung (equal values: the beam need not re-run)."""
@@ -195,8 +234,9 @@ class LineConstraints:
     cross_ban: bool  # characters of the poem's earlier lines are banned
 
 
-def line_constraints(line_index: int, length: int, level: int, pattern: Sequence[int] | None,
-                     rhyme: int | None, has_earlier_chars: bool) -> LineConstraints:
+def line_constraints(
+    line_index: int, length: int, level: int, pattern: Sequence[int] | None, rhyme: int | None, has_earlier_chars: bool
+) -> LineConstraints:
     """The beam constraints of line ``line_index`` (0-based) of a poem at relaxation rung ``level``.
 
     ``pattern`` holds the poem's line types (None before line 1 fixed it), ``rhyme`` its rhyme class (None
@@ -225,8 +265,14 @@ class LineBans:
         n_pos: number of positions the beam may visit (tone templates are padded with 'free').
     """
 
-    def __init__(self, tables: ConstraintTables, lengths: Sequence[int], rules: Sequence[LineConstraints],
-                 used: Sequence[Collection[int]], n_pos: int) -> None:
+    def __init__(
+        self,
+        tables: ConstraintTables,
+        lengths: Sequence[int],
+        rules: Sequence[LineConstraints],
+        used: Sequence[Collection[int]],
+        n_pos: int,
+    ) -> None:
         dev, n, v = tables.device, len(rules), tables.vocab_size
         self.tables = tables
         base = tables.always.expand(n, v).clone()
@@ -237,7 +283,7 @@ class LineBans:
         tone_idx = torch.zeros(n, n_pos, dtype=torch.long)
         for j, rule in enumerate(rules):
             if rule.template is not None:
-                tone_idx[j, :len(rule.template)] = torch.tensor(rule.template) + 1
+                tone_idx[j, : len(rule.template)] = torch.tensor(rule.template) + 1
         self.tone_idx = tone_idx.to(dev)
         self.rhyme_rows = torch.tensor([rule.rhyme_row for rule in rules], device=dev)
         self.lens = torch.tensor(list(lengths), device=dev)
@@ -266,9 +312,17 @@ class LineBans:
 # post-filter
 # ----------------------------------------------------------------------------------------------
 
-def accept_line(ids: Sequence[int], tokens: Sequence[str], length: int, line_index: int, level: int,
-                pattern: Sequence[int] | None, training_lines: Collection[str] | None,
-                line_type: Callable[[str], int]) -> str | None:
+
+def accept_line(
+    ids: Sequence[int],
+    tokens: Sequence[str],
+    length: int,
+    line_index: int,
+    level: int,
+    pattern: Sequence[int] | None,
+    training_lines: Collection[str] | None,
+    line_type: Callable[[str], int],
+) -> str | None:
     """Post-filter one completed hypothesis (spec §4.4) at a rung: its line text, or None when rejected.
 
     ``ids`` are the generated characters before <E>; ``training_lines`` None disables the novelty check;

@@ -31,6 +31,7 @@ API
 * :func:`greedy_decode`: argmax decoding without constraints (a first look at a model);
 * :func:`benchmark_generation`: poems per second, end to end and raw decode.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,14 +51,35 @@ from mixpoet_lib.config import GenConfig
 from mixpoet_lib.data.rhythm import ToneRhyme, check_poem, default_tone_rhyme, line_type, poem_pattern, rhyme_class
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 from mixpoet_lib.generate.beam import BeamResult, Candidate, beam_search, line_states
-from mixpoet_lib.generate.constraints import (MAX_RELAXATION, N_LINES, NO_FORM_CHECK, RELAXATION_LEVELS, STRICT,
-                                              ConstraintTables, LineConstraints, accept_line, closest_line_types,
-                                              line_constraints, repetition_window)
-from mixpoet_lib.generate.requests import (PoemRequest, draw_latents, keyword_tensor, length_onehot, make_requests,
-                                           prior_from_eps)
+from mixpoet_lib.generate.constraints import (
+    MAX_RELAXATION,
+    N_LINES,
+    NO_FORM_CHECK,
+    RELAXATION_LEVELS,
+    STRICT,
+    ConstraintTables,
+    LineConstraints,
+    accept_line,
+    closest_line_types,
+    line_constraints,
+    repetition_window,
+)
+from mixpoet_lib.generate.requests import (
+    PoemRequest,
+    draw_latents,
+    keyword_tensor,
+    length_onehot,
+    make_requests,
+    prior_from_eps,
+)
 
 __all__ = [
-    "RELAXATION_LEVELS", "MAX_RELAXATION", "GeneratedPoem", "Generator", "greedy_decode", "GenerationBenchmark",
+    "RELAXATION_LEVELS",
+    "MAX_RELAXATION",
+    "GeneratedPoem",
+    "Generator",
+    "greedy_decode",
+    "GenerationBenchmark",
     "benchmark_generation",
 ]
 
@@ -65,6 +87,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 # results and per-poem state
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GeneratedPoem:
@@ -152,6 +175,7 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 # the generator
 # ----------------------------------------------------------------------------------------------
 
+
 class Generator:
     """Batched constrained beam-search generator for every model kind (see the module docstring).
 
@@ -172,11 +196,20 @@ class Generator:
         max_batch_poems: poems decoded together (memory: about max_batch_poems × beam × V floats per step).
     """
 
-    def __init__(self, model: torch.nn.Module, vocab: Vocab | Sequence[str], tone_rhyme: ToneRhyme | None = None,
-                 training_lines: Iterable[str] | None = None, gen_cfg: GenConfig = GenConfig(),
-                 device: torch.device | str | None = None, *, repetition_rule: str | None = None,
-                 max_relaxation: int = MAX_RELAXATION, min_relaxation: int = STRICT,
-                 max_batch_poems: int = 128) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        vocab: Vocab | Sequence[str],
+        tone_rhyme: ToneRhyme | None = None,
+        training_lines: Iterable[str] | None = None,
+        gen_cfg: GenConfig = GenConfig(),
+        device: torch.device | str | None = None,
+        *,
+        repetition_rule: str | None = None,
+        max_relaxation: int = MAX_RELAXATION,
+        min_relaxation: int = STRICT,
+        max_batch_poems: int = 128,
+    ) -> None:
         self.model = model
         self.vocab = vocab if isinstance(vocab, Vocab) else Vocab(tuple(vocab))
         if len(self.vocab) != model.vocab_size:
@@ -187,16 +220,18 @@ class Generator:
         repetition_window(0, rule)  # validates the name
         self.repetition_rule = rule
         if not 0 <= min_relaxation <= max_relaxation <= MAX_RELAXATION:
-            raise ValueError(f"need 0 ≤ min_relaxation ≤ max_relaxation ≤ {MAX_RELAXATION}, "
-                             f"got {min_relaxation}, {max_relaxation}")
+            raise ValueError(
+                f"need 0 ≤ min_relaxation ≤ max_relaxation ≤ {MAX_RELAXATION}, got {min_relaxation}, {max_relaxation}"
+            )
         self.min_relaxation, self.max_relaxation = min_relaxation, max_relaxation
         if gen_cfg.beam_size < 1:
             raise ValueError(f"beam_size must be ≥ 1, got {gen_cfg.beam_size}")
         if max_batch_poems < 1:
             raise ValueError(f"max_batch_poems must be ≥ 1, got {max_batch_poems}")
         self.max_batch_poems = max_batch_poems
-        self.training_lines = (frozenset(training_lines) if training_lines is not None and gen_cfg.novelty_filter
-                               else None)
+        self.training_lines = (
+            frozenset(training_lines) if training_lines is not None and gen_cfg.novelty_filter else None
+        )
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if next(model.parameters()).device != self.device:
             model.to(self.device)
@@ -208,8 +243,14 @@ class Generator:
         self.line_type = functools.lru_cache(maxsize=1 << 18)(lambda s: line_type(s, tr=self.tr))
 
     # -- public API ------------------------------------------------------------------------------
-    def generate(self, keywords: Sequence[str] | str, length: int | Sequence[int], labels: Any = (-1, -1),
-                 n_samples: int = 1, seed: int = 0) -> list[GeneratedPoem]:
+    def generate(
+        self,
+        keywords: Sequence[str] | str,
+        length: int | Sequence[int],
+        labels: Any = (-1, -1),
+        n_samples: int = 1,
+        seed: int = 0,
+    ) -> list[GeneratedPoem]:
         """Generate ``n_samples`` poems per keyword (keyword-major order: kw0 s0, kw0 s1, …, kw1 s0 …).
 
         ``length`` and ``labels`` are one value for every keyword or one per keyword; a label pair holds
@@ -219,7 +260,7 @@ class Generator:
         reqs = make_requests(self.vocab, self.kind, keywords, length, labels, n_samples, seed)
         out: list[GeneratedPoem] = []
         for start in range(0, len(reqs), self.max_batch_poems):
-            chunk = reqs[start:start + self.max_batch_poems]
+            chunk = reqs[start : start + self.max_batch_poems]
             with _eval_mode(self.model):
                 states, s0, length_oh = self._init_poems(chunk)
                 ctx = self.model.initial_context(len(chunk), like=s0)
@@ -227,8 +268,14 @@ class Generator:
                 out.extend(self._finish(st) for st in states)
         return out
 
-    def decoder_start(self, keywords: Sequence[str] | str, length: int | Sequence[int], labels: Any = (-1, -1),
-                      n_samples: int = 1, seed: int = 0) -> tuple[Tensor, Tensor]:
+    def decoder_start(
+        self,
+        keywords: Sequence[str] | str,
+        length: int | Sequence[int],
+        labels: Any = (-1, -1),
+        n_samples: int = 1,
+        seed: int = 0,
+    ) -> tuple[Tensor, Tensor]:
         """The decoder start states s0 (P, S0) and length one-hots (P, 2) that :meth:`generate` decodes from.
 
         Same arguments and order as :meth:`generate` (the same latent draws, labels inferred the same way);
@@ -239,8 +286,9 @@ class Generator:
             _, s0, length_oh = self._init_poems(reqs)
         return s0, length_oh
 
-    def top_n_distinct(self, keyword: str, length: int, n: int, labels: Any = (-1, -1),
-                       seed: int = 0) -> list[GeneratedPoem]:
+    def top_n_distinct(
+        self, keyword: str, length: int, n: int, labels: Any = (-1, -1), seed: int = 0
+    ) -> list[GeneratedPoem]:
         """N poems from the N best distinct first lines of one beam (intra-topic diversity of the basic model).
 
         The beam of line 1 is widened to max(beam_size, n); its distinct surviving candidates are taken in
@@ -260,8 +308,9 @@ class Generator:
                 self._record(st, cand, text, level, 0)
             if polys:
                 k = len(polys)
-                ctx = self.model.update_context(ctx0.expand(k, -1), torch.cat([p[3] for p in picked]),
-                                                torch.cat([p[4] for p in picked]))
+                ctx = self.model.update_context(
+                    ctx0.expand(k, -1), torch.cat([p[3] for p in picked]), torch.cat([p[4] for p in picked])
+                )
                 self._run_lines(polys, s0.expand(k, -1), length_oh.expand(k, -1), ctx, start_line=1)
             poems = [self._finish(st) for st in polys]
         failed = _PoemState(req=req, rng=first.rng, labels=first.labels, failed_line=0, last_level=self.max_relaxation)
@@ -296,8 +345,15 @@ class Generator:
         elif self.kind in ("cvae", "igs", "aus"):
             ids = m.infer_labels(h_w, labels) if self.kind != "cvae" else None
             y = [ids[:, k] for k in range(ids.size(1))] if ids is not None else []
-            z, rejected = draw_latents(functools.partial(prior_from_eps, m), h_w, y, [st.rng for st in states],
-                                       m.cfg.latent_size, self.gen_cfg.z_candidates, self.gen_cfg.z_outlier_ratio)
+            z, rejected = draw_latents(
+                functools.partial(prior_from_eps, m),
+                h_w,
+                y,
+                [st.rng for st in states],
+                m.cfg.latent_size,
+                self.gen_cfg.z_candidates,
+                self.gen_cfg.z_outlier_ratio,
+            )
             self.z_rejections += rejected
             s0 = m.decoder_s0(z, h_w, y) if y else m.decoder_s0(z, h_w)
         else:
@@ -307,32 +363,52 @@ class Generator:
                 st.labels = (int(row[0]), int(row[1]))
         return states, s0, length_onehot([r.length for r in reqs], s0.dtype, self.device)
 
-    def _beam(self, s0: Tensor, length_oh: Tensor, ctx: Tensor, line_idx: int, states: Sequence[_PoemState],
-              rules: Sequence[LineConstraints], beam: int) -> BeamResult:
+    def _beam(
+        self,
+        s0: Tensor,
+        length_oh: Tensor,
+        ctx: Tensor,
+        line_idx: int,
+        states: Sequence[_PoemState],
+        rules: Sequence[LineConstraints],
+        beam: int,
+    ) -> BeamResult:
         """The batched beam search of line ``line_idx`` for the given poems (rows of s0, length_oh, ctx)."""
-        return beam_search(self.model, self.tables, s0, length_oh, ctx, line_idx, [st.req.length for st in states],
-                           rules, [st.used for st in states], beam=beam, extra_steps=self.gen_cfg.extra_steps,
-                           repetition_rule=self.repetition_rule)
+        return beam_search(
+            self.model,
+            self.tables,
+            s0,
+            length_oh,
+            ctx,
+            line_idx,
+            [st.req.length for st in states],
+            rules,
+            [st.used for st in states],
+            beam=beam,
+            extra_steps=self.gen_cfg.extra_steps,
+            repetition_rule=self.repetition_rule,
+        )
 
     # -- poem loop ------------------------------------------------------------------------------------
-    def _run_lines(self, states: list[_PoemState], s0: Tensor, length_oh: Tensor, ctx: Tensor,
-                   start_line: int) -> None:
+    def _run_lines(self, states: list[_PoemState], s0: Tensor, length_oh: Tensor, ctx: Tensor, start_line: int) -> None:
         for i in range(start_line, N_LINES):
             active = [p for p, st in enumerate(states) if st.active]
             if not active:
                 return
             ctx = self._generate_line(states, active, i, s0, length_oh, ctx)
 
-    def _generate_line(self, states: list[_PoemState], active: list[int], i: int, s0: Tensor, length_oh: Tensor,
-                       ctx: Tensor) -> Tensor:
+    def _generate_line(
+        self, states: list[_PoemState], active: list[int], i: int, s0: Tensor, length_oh: Tensor, ctx: Tensor
+    ) -> Tensor:
         """Decode line i for the active poems, climbing the ladder per poem; return the updated context."""
         level = {p: self.min_relaxation for p in active}
         pending = active
         while pending:
             rules = [self._rules(states[p], i, level[p]) for p in pending]
             idx = torch.tensor(pending, device=self.device)
-            result = self._beam(s0[idx], length_oh[idx], ctx[idx], i, [states[p] for p in pending], rules,
-                                self.gen_cfg.beam_size)
+            result = self._beam(
+                s0[idx], length_oh[idx], ctx[idx], i, [states[p] for p in pending], rules, self.gen_cfg.beam_size
+            )
             chosen: list[tuple[int, Candidate, str, int]] = []  # poem, candidate, text, rung
             retry = []
             for j, p in enumerate(pending):
@@ -346,16 +422,18 @@ class Generator:
                 poems = [c[0] for c in chosen]
                 for p, cand, text, lvl in chosen:
                     self._record(states[p], cand, text, lvl, i)
-                new_states, mask = line_states(result, [c[1] for c in chosen], [states[p].req.length for p in poems],
-                                               self.window)
+                new_states, mask = line_states(
+                    result, [c[1] for c in chosen], [states[p].req.length for p in poems], self.window
+                )
                 rows = torch.tensor(poems, device=self.device)
                 ctx = ctx.clone()
                 ctx[rows] = self.model.update_context(ctx[rows], new_states, mask)
             pending = retry
         return ctx
 
-    def _climb(self, cands: list[Candidate], st: _PoemState, i: int, level: int,
-               rules: LineConstraints) -> tuple[Candidate, str, int] | int | None:
+    def _climb(
+        self, cands: list[Candidate], st: _PoemState, i: int, level: int, rules: LineConstraints
+    ) -> tuple[Candidate, str, int] | int | None:
         """Post-filter a beam's candidates, climbing rungs that keep the same beam constraints.
 
         Returns (candidate, text, rung) when one is accepted, the first rung needing a new beam search (an
@@ -376,19 +454,22 @@ class Generator:
         return line_constraints(i, st.req.length, level, st.pattern, st.rhyme, bool(st.used))
 
     def _accept(self, cand: Candidate, st: _PoemState, i: int, level: int) -> str | None:
-        return accept_line(cand.ids, self.tokens, st.req.length, i, level, st.pattern, self.training_lines,
-                           self.line_type)
+        return accept_line(
+            cand.ids, self.tokens, st.req.length, i, level, st.pattern, self.training_lines, self.line_type
+        )
 
-    def _first_accepted(self, cands: list[Candidate], st: _PoemState, i: int,
-                        level: int) -> tuple[Candidate, str] | None:
+    def _first_accepted(
+        self, cands: list[Candidate], st: _PoemState, i: int, level: int
+    ) -> tuple[Candidate, str] | None:
         for cand in cands:
             text = self._accept(cand, st, i, level)
             if text is not None:
                 return cand, text
         return None
 
-    def _distinct_first_lines(self, first: _PoemState, s0: Tensor, length_oh: Tensor, ctx0: Tensor,
-                              n: int) -> list[tuple[Candidate, str, int, Tensor, Tensor]]:
+    def _distinct_first_lines(
+        self, first: _PoemState, s0: Tensor, length_oh: Tensor, ctx0: Tensor, n: int
+    ) -> list[tuple[Candidate, str, int, Tensor, Tensor]]:
         """Up to n distinct accepted first lines of one widened beam: (candidate, text, rung, states, mask)."""
         beam = max(self.gen_cfg.beam_size, n)
         picked: list[tuple[Candidate, str, int, Tensor, Tensor]] = []
@@ -427,21 +508,54 @@ class Generator:
     def _finish(self, st: _PoemState) -> GeneratedPoem:
         r = st.req
         if not st.active or len(st.lines) < N_LINES:
-            return GeneratedPoem(r.keyword, r.length, st.labels, (), False, st.last_level, float("nan"), False,
-                                 tuple(st.line_levels), tuple(st.line_scores), r.sample, st.pattern, st.rhyme,
-                                 st.failed_line if st.failed_line is not None else len(st.lines))
+            return GeneratedPoem(
+                r.keyword,
+                r.length,
+                st.labels,
+                (),
+                False,
+                st.last_level,
+                float("nan"),
+                False,
+                tuple(st.line_levels),
+                tuple(st.line_scores),
+                r.sample,
+                st.pattern,
+                st.rhyme,
+                st.failed_line if st.failed_line is not None else len(st.lines),
+            )
         lines = tuple(st.lines)
-        return GeneratedPoem(r.keyword, r.length, st.labels, lines, True, max(st.line_levels),
-                             float(np.mean(st.line_scores)), check_poem(lines, tr=self.tr).ok,
-                             tuple(st.line_levels), tuple(st.line_scores), r.sample, st.pattern, st.rhyme, None)
+        return GeneratedPoem(
+            r.keyword,
+            r.length,
+            st.labels,
+            lines,
+            True,
+            max(st.line_levels),
+            float(np.mean(st.line_scores)),
+            check_poem(lines, tr=self.tr).ok,
+            tuple(st.line_levels),
+            tuple(st.line_scores),
+            r.sample,
+            st.pattern,
+            st.rhyme,
+            None,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # greedy decoding (no constraints), for first looks at a model
 # ----------------------------------------------------------------------------------------------
 
-def greedy_decode(model: torch.nn.Module, vocab: Vocab | Sequence[str], keyword: str, length: int,
-                  labels: Any = (-1, -1), seed: int = 0) -> list[str]:
+
+def greedy_decode(
+    model: torch.nn.Module,
+    vocab: Vocab | Sequence[str],
+    keyword: str,
+    length: int,
+    labels: Any = (-1, -1),
+    seed: int = 0,
+) -> list[str]:
     """Four lines of exactly ``length`` characters, each the argmax character at every step.
 
     No tone, rhyme or repetition constraint; only specials are excluded (UNK, PAD, <B>, and <E> before
@@ -476,6 +590,7 @@ def greedy_decode(model: torch.nn.Module, vocab: Vocab | Sequence[str], keyword:
 # speed
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class GenerationBenchmark:
     """Throughput of :func:`benchmark_generation`."""
@@ -495,10 +610,19 @@ class GenerationBenchmark:
     n_ok: int
 
 
-def benchmark_generation(model: torch.nn.Module, vocab: Vocab | Sequence[str], n_poems: int, length: int,
-                         beam: int, *, tone_rhyme: ToneRhyme | None = None, max_batch_poems: int = 128,
-                         training_lines: Iterable[str] | None = None, seed: int = 0,
-                         keywords: Sequence[str] | None = None) -> GenerationBenchmark:
+def benchmark_generation(
+    model: torch.nn.Module,
+    vocab: Vocab | Sequence[str],
+    n_poems: int,
+    length: int,
+    beam: int,
+    *,
+    tone_rhyme: ToneRhyme | None = None,
+    max_batch_poems: int = 128,
+    training_lines: Iterable[str] | None = None,
+    seed: int = 0,
+    keywords: Sequence[str] | None = None,
+) -> GenerationBenchmark:
     """Time ``n_poems`` poems of one length at one beam size (keywords: the most frequent real tokens).
 
     Returns end-to-end poems/s (the ladder, retries included; with random weights the strict rung runs
@@ -508,7 +632,7 @@ def benchmark_generation(model: torch.nn.Module, vocab: Vocab | Sequence[str], n
     """
     vocab = vocab if isinstance(vocab, Vocab) else Vocab(tuple(vocab))
     if keywords is None:
-        pool = [t for t in vocab.tokens[len(SPECIALS):] if len(t) == 1]
+        pool = [t for t in vocab.tokens[len(SPECIALS) :] if len(t) == 1]
         keywords = [pool[i % len(pool)] for i in range(n_poems)]
     keywords = list(keywords)[:n_poems]
     cfg = GenConfig(beam_size=beam)
@@ -523,7 +647,18 @@ def benchmark_generation(model: torch.nn.Module, vocab: Vocab | Sequence[str], n
     counts: dict[int, int] = {}
     for p in poems:
         counts[p.relaxation] = counts.get(p.relaxation, 0) + 1
-    return GenerationBenchmark(len(poems) / timings["e2e"], len(results["decode"]) / timings["decode"],
-                               timings["e2e"], timings["decode"], cpu["e2e"], cpu["decode"], torch.get_num_threads(),
-                               len(poems), length, beam, max_batch_poems,
-                               dict(sorted(counts.items())), sum(p.ok for p in poems))
+    return GenerationBenchmark(
+        len(poems) / timings["e2e"],
+        len(results["decode"]) / timings["decode"],
+        timings["e2e"],
+        timings["decode"],
+        cpu["e2e"],
+        cpu["decode"],
+        torch.get_num_threads(),
+        len(poems),
+        length,
+        beam,
+        max_batch_poems,
+        dict(sorted(counts.items())),
+        sum(p.ok for p in poems),
+    )

@@ -6,6 +6,7 @@ of the poem's own :class:`torch.Generator`: a hash of (seed, keyword, length, re
 number), so a poem does not depend on what else is in the batch or where it sits.
 :func:`draw_latents` draws each poem's prior latent from that generator, with an outlier guard.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,16 @@ from torch import Tensor
 from mixpoet_lib.config import FACTOR_NAMES, parse_label
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, Vocab
 
-__all__ = ["LENGTHS", "MAX_KEYWORD_LEN", "PoemRequest", "make_requests", "keyword_tensor", "length_onehot",
-           "prior_from_eps", "draw_latents"]
+__all__ = [
+    "LENGTHS",
+    "MAX_KEYWORD_LEN",
+    "PoemRequest",
+    "make_requests",
+    "keyword_tensor",
+    "length_onehot",
+    "prior_from_eps",
+    "draw_latents",
+]
 
 LENGTHS = (5, 7)  # characters per line
 MAX_KEYWORD_LEN = 2
@@ -46,8 +55,15 @@ def _poem_seed(*parts: Any) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def make_requests(vocab: Vocab, kind: str, keywords: Sequence[str] | str, length: int | Sequence[int],
-                  labels: Any, n_samples: int, seed: int) -> list[PoemRequest]:
+def make_requests(
+    vocab: Vocab,
+    kind: str,
+    keywords: Sequence[str] | str,
+    length: int | Sequence[int],
+    labels: Any,
+    n_samples: int,
+    seed: int,
+) -> list[PoemRequest]:
     """``n_samples`` requests per keyword (keyword-major), or ValueError naming the bad value.
 
     ``length`` and ``labels`` are one value for every keyword or one per keyword; a label pair holds ids or
@@ -62,8 +78,11 @@ def make_requests(vocab: Vocab, kind: str, keywords: Sequence[str] | str, length
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     per_poem = isinstance(length, (Sequence, np.ndarray, Tensor)) and not isinstance(length, str)
-    lengths = list(length.tolist() if isinstance(length, (np.ndarray, Tensor)) else length) if per_poem \
+    lengths = (
+        list(length.tolist() if isinstance(length, (np.ndarray, Tensor)) else length)
+        if per_poem
         else [length] * len(keywords)
+    )
     if len(lengths) != len(keywords):
         raise ValueError(f"{len(lengths)} lengths for {len(keywords)} keywords")
     label_list = _label_list(labels, len(keywords))
@@ -73,8 +92,7 @@ def make_requests(vocab: Vocab, kind: str, keywords: Sequence[str] | str, length
         if isinstance(ln, bool) or not isinstance(ln, (int, np.integer)) or int(ln) not in LENGTHS:
             raise ValueError(f"length must be 5 or 7, got {ln!r}")
         if kind not in FACTORED_KINDS and lab != (-1, -1):
-            raise ValueError(f"model kind {kind!r} has no factor labels, got labels {lab} "
-                             f"(use -1 / leave them out)")
+            raise ValueError(f"model kind {kind!r} has no factor labels, got labels {lab} (use -1 / leave them out)")
         for j in range(n_samples):
             reqs.append(PoemRequest(kw, int(ln), lab, j, _poem_seed(int(seed), kw, int(ln), lab, j)))
     return reqs
@@ -103,8 +121,12 @@ def _label_pair(pair: Any) -> tuple[int, int]:
 def _label_list(labels: Any, n: int) -> list[tuple[int, int]]:
     if labels is None:
         return [(-1, -1)] * n
-    if (isinstance(labels, Sequence) and not isinstance(labels, str) and len(labels) > 0
-            and all(isinstance(x, Sequence) and not isinstance(x, str) for x in labels)):
+    if (
+        isinstance(labels, Sequence)
+        and not isinstance(labels, str)
+        and len(labels) > 0
+        and all(isinstance(x, Sequence) and not isinstance(x, str) for x in labels)
+    ):
         if len(labels) != n:
             raise ValueError(f"{len(labels)} label pairs for {n} keywords")
         return [_label_pair(p) for p in labels]
@@ -117,13 +139,14 @@ def _label_list(labels: Any, n: int) -> list[tuple[int, int]]:
 # model inputs
 # ----------------------------------------------------------------------------------------------
 
+
 def keyword_tensor(vocab: Vocab, keywords: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
     """Keyword ids as the keyword encoder reads them: rows ``[<B>, chars…, <E>, PAD…]`` (P, max_len + 2)."""
     width = max(len(k) for k in keywords) + 2
     keys = torch.full((len(keywords), width), PAD, dtype=torch.long)
     for i, kw in enumerate(keywords):
         keys[i, 0] = BOS
-        keys[i, 1:1 + len(kw)] = torch.tensor(vocab.encode(kw))
+        keys[i, 1 : 1 + len(kw)] = torch.tensor(vocab.encode(kw))
         keys[i, 1 + len(kw)] = EOS
     return keys.to(device)
 
@@ -140,9 +163,15 @@ def prior_from_eps(model: torch.nn.Module, h_w: Tensor, y: list[Tensor], eps: Te
     return model.prior_sample(h_w, y, eps=eps)
 
 
-def draw_latents(prior: Callable[[Tensor, list[Tensor], Tensor], Tensor], h_w: Tensor, y: list[Tensor],
-                 rngs: Sequence[torch.Generator], latent_size: int, n_candidates: int = 1,
-                 outlier_ratio: float = 0.0) -> tuple[Tensor, int]:
+def draw_latents(
+    prior: Callable[[Tensor, list[Tensor], Tensor], Tensor],
+    h_w: Tensor,
+    y: list[Tensor],
+    rngs: Sequence[torch.Generator],
+    latent_size: int,
+    n_candidates: int = 1,
+    outlier_ratio: float = 0.0,
+) -> tuple[Tensor, int]:
     """One prior latent per poem (P, Z), drawn from each poem's own generator, with the outlier guard.
 
     ``prior(h_w, y, eps)`` maps noise to latents (e.g. :func:`prior_from_eps` bound to a model). Each poem

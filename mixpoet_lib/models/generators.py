@@ -16,6 +16,7 @@ so a constrained beam search can live outside the models.
 
 The building blocks (encoders, context, CBN, samplers, discriminator) are in :mod:`mixpoet_lib.models.layers`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,10 +27,21 @@ from torch import Tensor, nn
 
 from mixpoet_lib.config import ModelConfig
 from mixpoet_lib.data.vocab import BOS, PAD
-from mixpoet_lib.models.layers import (BiRNNEncoder, DecodeOutput, GaussianHead,
-                                       ImplicitPosterior, ImplicitPrior, InterLineContext, LatentDiscriminator,
-                                       MLPClassifier, embed_label, gumbel_label_sample, label_index, reparameterise,
-                                       unique_params)
+from mixpoet_lib.models.layers import (
+    BiRNNEncoder,
+    DecodeOutput,
+    GaussianHead,
+    ImplicitPosterior,
+    ImplicitPrior,
+    InterLineContext,
+    LatentDiscriminator,
+    MLPClassifier,
+    embed_label,
+    gumbel_label_sample,
+    label_index,
+    reparameterise,
+    unique_params,
+)
 
 __all__ = ["SHARED_PREFIXES", "PoetBase", "BasicGenerator", "CVAE", "FactorModelBase", "MixPoetIGS", "MixPoetAUS"]
 
@@ -40,6 +52,7 @@ SHARED_PREFIXES = ("embed.", "encoder.", "word_encoder.", "map_x.", "decoder.", 
 # ----------------------------------------------------------------------------------------------
 # shared base: embeddings, encoders, line decoder with context
 # ----------------------------------------------------------------------------------------------
+
 
 class PoetBase(nn.Module):
     """Shared pieces of every model: embedding, poem/keyword encoders, line decoder, context, projection."""
@@ -154,8 +167,11 @@ class PoetBase(nn.Module):
     def load_shared(self, state_dict: dict[str, Tensor]) -> list[str]:
         """Copy the shared encoder/decoder weights (e.g. from a DAE-trained BasicGenerator); return the keys copied."""
         own = self.state_dict()
-        take = {k: v for k, v in state_dict.items()
-                if k.startswith(SHARED_PREFIXES) and k in own and own[k].shape == v.shape}
+        take = {
+            k: v
+            for k, v in state_dict.items()
+            if k.startswith(SHARED_PREFIXES) and k in own and own[k].shape == v.shape
+        }
         self.load_state_dict(take, strict=False)
         return sorted(take)
 
@@ -175,6 +191,7 @@ class PoetBase(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # phase-A network and the two Gaussian baselines
 # ----------------------------------------------------------------------------------------------
+
 
 class BasicGenerator(PoetBase):
     """Keyword-conditioned generator without latent; with ``condition_on_poem`` it is the DAE network (phase A).
@@ -271,6 +288,7 @@ class CVAE(PoetBase):
 # factor models: shared classifiers, label sampling and label-conditioned decoder start
 # ----------------------------------------------------------------------------------------------
 
+
 class FactorModelBase(PoetBase):
     """Adds the per-factor classifiers q(y_k|x,w) (``cl_xw``) and p(y_k|w) (``cl_w``), label sampling and dec_init."""
 
@@ -293,8 +311,14 @@ class FactorModelBase(PoetBase):
         """Return the logits of p(y_k|w) for every factor, each (B, K_k)."""
         return [cl(h_w) for cl in self.cl_w]
 
-    def sample_labels(self, logits_xw: list[Tensor], labels: Tensor, label_mask: Tensor | None = None,
-                      tau: float = 1.0, straight_through: bool | None = None) -> list[Tensor]:
+    def sample_labels(
+        self,
+        logits_xw: list[Tensor],
+        labels: Tensor,
+        label_mask: Tensor | None = None,
+        tau: float = 1.0,
+        straight_through: bool | None = None,
+    ) -> list[Tensor]:
         """Combine true labels with Gumbel samples from q(y|x,w) where unlabelled (spec §2.3).
 
         Returns one tensor per factor: Long (B,) in official mode, float one-hot (B, K) in
@@ -365,18 +389,21 @@ class MixPoetIGS(FactorModelBase):
         self.prior_label_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)
         self.post_label_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)
         self.prior_heads = nn.ModuleList(GaussianHead(self.hw_size + f, z, sub) for _ in self.n_classes)
-        self.post_heads = nn.ModuleList(
-            GaussianHead(self.hx_size + self.hw_size + f, z, sub) for _ in self.n_classes)
+        self.post_heads = nn.ModuleList(GaussianHead(self.hx_size + self.hw_size + f, z, sub) for _ in self.n_classes)
 
     def prior_params(self, h_w: Tensor, y: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         """Return [(mu, logvar)] per factor sub-space, each (B, Z/2)."""
-        return [head(torch.cat([h_w, embed_label(tab, yk)], dim=-1))
-                for head, tab, yk in zip(self.prior_heads, self.prior_label_embed, y)]
+        return [
+            head(torch.cat([h_w, embed_label(tab, yk)], dim=-1))
+            for head, tab, yk in zip(self.prior_heads, self.prior_label_embed, y)
+        ]
 
     def posterior_params(self, h_x: Tensor, h_w: Tensor, y: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         """Return [(mu, logvar)] of q(z_k|x,w,y_k) per factor, each (B, Z/2)."""
-        return [head(torch.cat([h_x, h_w, embed_label(tab, yk)], dim=-1))
-                for head, tab, yk in zip(self.post_heads, self.post_label_embed, y)]
+        return [
+            head(torch.cat([h_x, h_w, embed_label(tab, yk)], dim=-1))
+            for head, tab, yk in zip(self.post_heads, self.post_label_embed, y)
+        ]
 
     def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
         """Return (n·B, Z) prior samples (row j·B + b belongs to item b); ``eps`` (n·B, Z) fixes the noise."""
@@ -396,8 +423,18 @@ class MixPoetIGS(FactorModelBase):
         prior, post = self.prior_params(h_w, y), self.posterior_params(h_x, h_w, y)
         z = torch.cat([reparameterise(mu, lv) for mu, lv in post], dim=-1)
         dec = self.decode(self.decoder_s0(z, h_w, y), batch["lines"], batch["length"], teacher_ratio)
-        return {"decode": dec, "logits_xw": lx, "logits_w": lw, "labels": y, "label_ids": self.label_ids(y),
-                "prior": prior, "posterior": post, "z": z, "h_x": h_x, "h_w": h_w}
+        return {
+            "decode": dec,
+            "logits_xw": lx,
+            "logits_w": lw,
+            "labels": y,
+            "label_ids": self.label_ids(y),
+            "prior": prior,
+            "posterior": post,
+            "z": z,
+            "h_x": h_x,
+            "h_w": h_w,
+        }
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Return {'rec': all, 'cl1', 'cl2'}."""
@@ -434,8 +471,9 @@ class MixPoetAUS(FactorModelBase):
         """Return the discriminator scores D(z, y1, y2) (B,)."""
         return self.discriminator(z, y)
 
-    def forward(self, batch: Batch, teacher_ratio: float = 1.0, tau: float = 1.0,
-                update_prior_stats: bool = True) -> dict[str, Any]:
+    def forward(
+        self, batch: Batch, teacher_ratio: float = 1.0, tau: float = 1.0, update_prior_stats: bool = True
+    ) -> dict[str, Any]:
         """Reconstruction/classifier step ingredients (spec §3.3-1): decode from z_post.
 
         With ``update_prior_stats`` the prior is also run (no gradient) so its BN/CBN running
@@ -450,11 +488,21 @@ class MixPoetAUS(FactorModelBase):
             with torch.no_grad():
                 z_prior = self.prior_sample(h_w.detach(), [yk.detach() for yk in y])
         dec = self.decode(self.decoder_s0(z_post, h_w, y), batch["lines"], batch["length"], teacher_ratio)
-        return {"decode": dec, "logits_xw": lx, "logits_w": lw, "labels": y, "label_ids": self.label_ids(y),
-                "z_post": z_post, "z_prior": z_prior, "h_x": h_x, "h_w": h_w}
+        return {
+            "decode": dec,
+            "logits_xw": lx,
+            "logits_w": lw,
+            "labels": y,
+            "label_ids": self.label_ids(y),
+            "z_post": z_post,
+            "z_prior": z_prior,
+            "h_x": h_x,
+            "h_w": h_w,
+        }
 
-    def latent_pair(self, batch: Batch, tau: float = 1.0, noise_std: float = 0.0,
-                    encoded: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def latent_pair(
+        self, batch: Batch, tau: float = 1.0, noise_std: float = 0.0, encoded: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Return (z_post + n, z_prior + n′, labels) for the adversarial steps (labels re-sampled each call).
 
         Run it under ``torch.no_grad()`` for the discriminator step and with gradients for the generator step.
@@ -471,7 +519,19 @@ class MixPoetAUS(FactorModelBase):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Return the spec's groups: 'rec' (R), 'gen' (G), 'dis' (D) and 'cl1'/'cl2' (phases B1/B2)."""
-        rec = unique_params(self.embed, self.encoder, self.decoder, self.word_encoder, self.cl_xw, self.cl_w,
-                             self.factor_embed, self.posterior, self.out_proj, self.dec_init, self.context, self.map_x)
+        rec = unique_params(
+            self.embed,
+            self.encoder,
+            self.decoder,
+            self.word_encoder,
+            self.cl_xw,
+            self.cl_w,
+            self.factor_embed,
+            self.posterior,
+            self.out_proj,
+            self.dec_init,
+            self.context,
+            self.map_x,
+        )
         gen = unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed)
         return {"rec": rec, "gen": gen, "dis": unique_params(self.discriminator), **self.classifier_groups()}

@@ -11,6 +11,7 @@ trained, saved and reused is in :mod:`mixpoet_lib.train.judges`.
 Both read the kit vocabulary and reuse ``<E>`` as the line end, as MixPoet's decoder does: the judges read
 ``line1 <E> line2 <E> line3 <E> line4``, the LM ``<B> line1 <E> … line4 <E>``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,8 +47,9 @@ def encode_poem(vocab: Vocab, poem: str | Sequence[str], bos: bool = False, eos:
     return ids
 
 
-def encode_arrays(arrays: SplitArrays, bos: bool = False, eos: bool = False,
-                  rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_arrays(
+    arrays: SplitArrays, bos: bool = False, eos: bool = False, rows: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode a split's poem arrays like :func:`encode_poem`: a PAD-padded (P, T) int64 tensor and (P,) lengths."""
     idx = np.arange(len(arrays.length)) if rows is None else np.asarray(rows, dtype=np.int64)
     lens = arrays.length[idx].astype(np.int64)
@@ -74,8 +76,9 @@ def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, lengths
 
 
-def encode_texts(vocab: Vocab, poems: Sequence[str | Sequence[str]], bos: bool, eos: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_texts(
+    vocab: Vocab, poems: Sequence[str | Sequence[str]], bos: bool, eos: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode raw poems like :func:`encode_poem`: a PAD-padded (P, T) int64 tensor and (P,) lengths.
 
     A poem without any character raises ValueError naming its index.
@@ -113,8 +116,9 @@ class JudgeClassifier(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids and (B,) lengths → (B, n_classes) logits."""
         t = tokens.shape[1]
-        packed = pack_padded_sequence(self.drop(self.embed(tokens)), lengths.cpu(), batch_first=True,
-                                      enforce_sorted=False)
+        packed = pack_padded_sequence(
+            self.drop(self.embed(tokens)), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         states, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=t)
         mask = torch.arange(t, device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
         pooled = states.masked_fill(~mask[:, :, None], float("-inf")).max(dim=1).values
@@ -128,14 +132,28 @@ class JudgeClassifier(nn.Module):
 class CharLM(nn.Module):
     """Character LSTM language model over ``<B> line1 <E> … line4 <E>`` with an adaptive-softmax output."""
 
-    def __init__(self, vocab: Vocab, emb: int, hidden: int, layers: int = 1, dropout: float = LM_DROPOUT,
-                 cutoffs: Sequence[int] = LM_CUTOFFS, div_value: float = LM_DIV_VALUE) -> None:
+    def __init__(
+        self,
+        vocab: Vocab,
+        emb: int,
+        hidden: int,
+        layers: int = 1,
+        dropout: float = LM_DROPOUT,
+        cutoffs: Sequence[int] = LM_CUTOFFS,
+        div_value: float = LM_DIV_VALUE,
+    ) -> None:
         super().__init__()
         n = len(vocab)
         cuts = [int(c) for c in cutoffs if 0 < c < n - 1] or [max(1, n // 2)]
         self.vocab = vocab
-        self.hparams = {"emb": emb, "hidden": hidden, "layers": layers, "dropout": dropout,
-                        "cutoffs": cuts, "div_value": div_value}
+        self.hparams = {
+            "emb": emb,
+            "hidden": hidden,
+            "layers": layers,
+            "dropout": dropout,
+            "cutoffs": cuts,
+            "div_value": div_value,
+        }
         self.report: dict[str, Any] = {}
         self.embed = nn.Embedding(n, emb, padding_idx=PAD)
         self.rnn = nn.LSTM(emb, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)

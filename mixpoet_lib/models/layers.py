@@ -4,6 +4,7 @@ Gaussian heads, the implicit prior/posterior samplers and the latent discriminat
 Labels for one factor travel either as a Long index tensor ``(B,)`` or as a float one-hot / relaxed tensor
 ``(B, K)`` (straight-through mode); :func:`embed_label` accepts both.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,9 +18,23 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from mixpoet_lib.config import ModelConfig
 
 __all__ = [
-    "LRELU_SLOPE", "DecodeOutput", "BiRNNEncoder", "InterLineContext", "ConditionalBatchNorm", "MLPClassifier",
-    "GaussianHead", "ImplicitPriorBranch", "ImplicitPrior", "ImplicitPosterior", "LatentDiscriminator",
-    "embed_label", "label_index", "gumbel_label_sample", "count_parameters", "unique_params", "reparameterise",
+    "LRELU_SLOPE",
+    "DecodeOutput",
+    "BiRNNEncoder",
+    "InterLineContext",
+    "ConditionalBatchNorm",
+    "MLPClassifier",
+    "GaussianHead",
+    "ImplicitPriorBranch",
+    "ImplicitPrior",
+    "ImplicitPosterior",
+    "LatentDiscriminator",
+    "embed_label",
+    "label_index",
+    "gumbel_label_sample",
+    "count_parameters",
+    "unique_params",
+    "reparameterise",
 ]
 
 LRELU_SLOPE = 0.2
@@ -27,6 +42,7 @@ LRELU_SLOPE = 0.2
 # ----------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------
+
 
 def embed_label(table: nn.Embedding, y: Tensor) -> Tensor:
     """Look a label up in an embedding table: Long index (B,) → row, float (B, K) one-hot → y @ W."""
@@ -90,6 +106,7 @@ class DecodeOutput:
 # building blocks
 # ----------------------------------------------------------------------------------------------
 
+
 class BiRNNEncoder(nn.Module):
     """One-layer bidirectional GRU or tanh RNN over padded embeddings; returns [last fwd; last bwd]."""
 
@@ -101,8 +118,9 @@ class BiRNNEncoder(nn.Module):
 
     def forward(self, emb: Tensor, lengths: Tensor) -> Tensor:
         """Encode (B, T, in) with true lengths (B,) → (B, 2·hidden). Lengths go to the CPU (spec §6.1-1)."""
-        packed = pack_padded_sequence(emb, lengths.detach().to("cpu", torch.int64).clamp(min=1),
-                                      batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            emb, lengths.detach().to("cpu", torch.int64).clamp(min=1), batch_first=True, enforce_sorted=False
+        )
         _, h_n = self.rnn(packed)  # (2, B, H), restored to the input order
         return torch.cat([h_n[0], h_n[1]], dim=-1)
 
@@ -160,8 +178,12 @@ class MLPClassifier(nn.Sequential):
 
     def __init__(self, in_size: int, hidden1: int, hidden2: int, n_classes: int, dropout: float):
         super().__init__(
-            nn.Linear(in_size, hidden1), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden1, hidden2), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(in_size, hidden1),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden1, hidden2),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(hidden2, n_classes),
         )
 
@@ -212,7 +234,8 @@ class ImplicitPrior(nn.Module):
         super().__init__()
         sub = cfg.latent_size // len(n_classes)
         self.branches = nn.ModuleList(
-            ImplicitPriorBranch(sub, cond_size, cfg.factor_emb_size, k, cfg.latent_size, sub) for k in n_classes)
+            ImplicitPriorBranch(sub, cond_size, cfg.factor_emb_size, k, cfg.latent_size, sub) for k in n_classes
+        )
         self.sub_size = sub
 
     def forward(self, h_w: Tensor, y: list[Tensor], eps: Tensor | None = None) -> Tensor:
@@ -231,8 +254,10 @@ class ImplicitPosterior(nn.Module):
         z, f = cfg.latent_size, cfg.factor_emb_size
         self.label_embed = nn.ModuleList(nn.Embedding(k, f) for k in n_classes)
         self.net = nn.Sequential(
-            nn.Linear(hx_size + hw_size + f * len(n_classes) + z, cfg.hidden_size), nn.LeakyReLU(LRELU_SLOPE),
-            nn.Linear(cfg.hidden_size, z), nn.LeakyReLU(LRELU_SLOPE),
+            nn.Linear(hx_size + hw_size + f * len(n_classes) + z, cfg.hidden_size),
+            nn.LeakyReLU(LRELU_SLOPE),
+            nn.Linear(cfg.hidden_size, z),
+            nn.LeakyReLU(LRELU_SLOPE),
             nn.Linear(z, z),
         )
         self.noise_size = z

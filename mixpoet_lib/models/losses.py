@@ -4,6 +4,7 @@ Every function takes tensors and returns a scalar tensor (or a float for the dia
 touches a model. The reconstruction loss works on the packed logits of
 :class:`~mixpoet_lib.models.generators.DecodeOutput` or on full (B, S, T, V) logits.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -20,10 +21,21 @@ if TYPE_CHECKING:
     from mixpoet_lib.models.generators import DecodeOutput
 
 __all__ = [
-    "line_cross_entropy", "reconstruction_loss", "gaussian_kl", "gaussian_kl_per_item",
-    "supervised_ce", "entropy_term", "keyword_distill_ce", "classifier_terms",
-    "relativistic_d_loss", "relativistic_g_loss", "fit_gaussian", "mahalanobis_distance",
-    "symmetric_mahalanobis", "mean_pairwise_distance", "UNIFORM_ENTROPY_TERM",
+    "line_cross_entropy",
+    "reconstruction_loss",
+    "gaussian_kl",
+    "gaussian_kl_per_item",
+    "supervised_ce",
+    "entropy_term",
+    "keyword_distill_ce",
+    "classifier_terms",
+    "relativistic_d_loss",
+    "relativistic_g_loss",
+    "fit_gaussian",
+    "mahalanobis_distance",
+    "symmetric_mahalanobis",
+    "mean_pairwise_distance",
+    "UNIFORM_ENTROPY_TERM",
 ]
 
 # Summed entropy term at uniform q for factors of 3 and 2 classes: −(ln3/3 + ln2/2) = −0.7128 (repo log: −0.712).
@@ -34,6 +46,7 @@ _TINY = 1e-10
 # ----------------------------------------------------------------------------------------------
 # reconstruction
 # ----------------------------------------------------------------------------------------------
+
 
 def line_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor | None = None, pad_id: int = PAD) -> Tensor:
     """Mean over lines of each line's token cross-entropy (spec §3.3, phase A).
@@ -65,8 +78,10 @@ def reconstruction_loss(out: DecodeOutput) -> Tensor:
 # Gaussian KL (CVAE / IGS baselines)
 # ----------------------------------------------------------------------------------------------
 
-def gaussian_kl_per_item(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | None = None,
-                         logvar_p: Tensor | None = None) -> Tensor:
+
+def gaussian_kl_per_item(
+    mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | None = None, logvar_p: Tensor | None = None
+) -> Tensor:
     """Analytic KL(N(μq, σq²) ‖ N(μp, σp²)) per dimension, same shape as the inputs (prior N(0, I) if omitted)."""
     if mu_p is None:
         mu_p = torch.zeros_like(mu_q)
@@ -75,8 +90,9 @@ def gaussian_kl_per_item(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | None = N
     return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
 
 
-def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | None = None, logvar_p: Tensor | None = None,
-                free_bits: float = 0.0) -> Tensor:
+def gaussian_kl(
+    mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | None = None, logvar_p: Tensor | None = None, free_bits: float = 0.0
+) -> Tensor:
     """Batch-mean KL summed over dimensions, with free bits per dimension.
 
     Each dimension's batch-mean KL is floored at ``free_bits`` nats (Kingma et al. 2016) before summing, so
@@ -92,6 +108,7 @@ def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | None = None, logv
 # ----------------------------------------------------------------------------------------------
 # semi-supervised classifier terms (spec §3.3 C1, step 1)
 # ----------------------------------------------------------------------------------------------
+
 
 def supervised_ce(logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
     """CE of q(y|x,w) over labelled items: Σ mask·CE / (Σ mask + 1e-10) (0 when nothing is labelled)."""
@@ -120,8 +137,9 @@ def keyword_distill_ce(logits_w: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits_w.float(), labels.detach())
 
 
-def classifier_terms(logits_xw: list[Tensor], logits_w: list[Tensor], labels: Tensor, label_mask: Tensor,
-                     combined: list[Tensor]) -> dict[str, Tensor]:
+def classifier_terms(
+    logits_xw: list[Tensor], logits_w: list[Tensor], labels: Tensor, label_mask: Tensor, combined: list[Tensor]
+) -> dict[str, Tensor]:
     """Sum over factors of the three classifier terms: {'xw': Σ L_xw,k, 'ent': Σ L_ent,k, 'w': Σ L_w,k}."""
     xw = sum(supervised_ce(lx, labels[:, k], label_mask[:, k]) for k, lx in enumerate(logits_xw))
     ent = sum(entropy_term(lx, label_mask[:, k]) for k, lx in enumerate(logits_xw))
@@ -132,6 +150,7 @@ def classifier_terms(logits_xw: list[Tensor], logits_w: list[Tensor], labels: Te
 # ----------------------------------------------------------------------------------------------
 # relativistic standard GAN on the latent codes (spec §3.3 steps 2-3)
 # ----------------------------------------------------------------------------------------------
+
 
 def relativistic_d_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
     """Discriminator loss −mean log σ(D(real) − D(fake)); real = posterior samples, fake = prior samples."""
@@ -146,6 +165,7 @@ def relativistic_g_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 # Mahalanobis diagnostics (spec §7.2)
 # ----------------------------------------------------------------------------------------------
+
 
 def fit_gaussian(samples: Tensor, shrinkage: float = 0.1, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     """Return (mean, inverse covariance) of samples (n, d), the covariance shrunk towards (tr/d)·I.

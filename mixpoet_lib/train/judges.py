@@ -18,6 +18,7 @@ log-probability per character of poem p, with the ``unl_test`` poems as the GT r
   with their vocabulary, report and a settings key (sizes, phase, seed, vocabulary hash, dataset folder);
   :func:`ensure_judges` / :func:`ensure_lm` reuse a checkpoint (or published weights) whose key matches.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixpoet_lib._util import default_device, progress_bar, seed_everything, torch_save_atomic
-from mixpoet_lib.checkpoints import (CKPT_FORMAT, find_published, judge_path, lm_path, load_judge, load_lm,
-                                     read_checkpoint)
+from mixpoet_lib.checkpoints import (
+    CKPT_FORMAT,
+    find_published,
+    judge_path,
+    lm_path,
+    load_judge,
+    load_lm,
+    read_checkpoint,
+)
 from mixpoet_lib.config import FACTOR_NAMES, PhaseConfig, Profile
 from mixpoet_lib.data.batching import epoch_order
 from mixpoet_lib.data.dataset import PreparedData
@@ -46,8 +54,20 @@ from mixpoet_lib.models.judges import JUDGE_DROPOUT, LM_DROPOUT, CharLM, JudgeCl
 from mixpoet_lib.train.schedules import make_optimizer, phase_lr_scheduler, planned_steps
 
 __all__ = [
-    "VAL_POINTS", "LM_VAL_POEMS", "Selection", "fit_supervised", "LMScores", "fit_classifier", "evaluate_classifier",
-    "train_judge", "ensure_judges", "classify", "fit_lm", "train_lm", "ensure_lm", "lm_score",
+    "VAL_POINTS",
+    "LM_VAL_POEMS",
+    "Selection",
+    "fit_supervised",
+    "LMScores",
+    "fit_classifier",
+    "evaluate_classifier",
+    "train_judge",
+    "ensure_judges",
+    "classify",
+    "fit_lm",
+    "train_lm",
+    "ensure_lm",
+    "lm_score",
 ]
 
 LM_VAL_POEMS = 1000  # seeded unl_valid subset for the validations during LM training
@@ -113,10 +133,20 @@ def _step_batches(n_items: int, phase: PhaseConfig, seed: int, total: int) -> It
             yield step, epoch, ids
 
 
-def fit_supervised(model: nn.Module, n_items: int, batch_loss: Callable[[np.ndarray], torch.Tensor],
-                   validate: Callable[[], dict[str, float]], select: Selection, phase: PhaseConfig, seed: int,
-                   weight_decay: float, clip: float, betas: tuple[float, float], progress: bool = False,
-                   desc: str = "fit") -> dict[str, Any]:
+def fit_supervised(
+    model: nn.Module,
+    n_items: int,
+    batch_loss: Callable[[np.ndarray], torch.Tensor],
+    validate: Callable[[], dict[str, float]],
+    select: Selection,
+    phase: PhaseConfig,
+    seed: int,
+    weight_decay: float,
+    clip: float,
+    betas: tuple[float, float],
+    progress: bool = False,
+    desc: str = "fit",
+) -> dict[str, Any]:
     """Train ``model`` in place on ``n_items`` items; keep the state with the best validation score.
 
     ``batch_loss(ids)`` returns the mean loss of the items ``ids`` (forward pass in training mode);
@@ -148,8 +178,15 @@ def fit_supervised(model: nn.Module, n_items: int, batch_loss: Callable[[np.ndar
         if step not in checks:
             continue
         scores = validate()
-        history.append({"step": step, "epoch": epoch, "train_loss": running / seen, "lr": sched.get_last_lr()[0],
-                        **{f"valid_{k}": v for k, v in scores.items()}})
+        history.append(
+            {
+                "step": step,
+                "epoch": epoch,
+                "train_loss": running / seen,
+                "lr": sched.get_last_lr()[0],
+                **{f"valid_{k}": v for k, v in scores.items()},
+            }
+        )
         running, seen = 0.0, 0
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", **{select.score: f"{scores[select.score]:.4g}"})
         if select.better(scores[select.score], best[select.score]):
@@ -174,8 +211,16 @@ def _stored_key(path: Path, log: Log) -> dict[str, Any] | None:
         return None
 
 
-def _reuse(what: str, path: Path, key: dict[str, Any], load: Callable[[Path], Any], log: Log, retrain: bool,
-           profile: Profile, published: str | None) -> Any:
+def _reuse(
+    what: str,
+    path: Path,
+    key: dict[str, Any],
+    load: Callable[[Path], Any],
+    log: Log,
+    retrain: bool,
+    profile: Profile,
+    published: str | None,
+) -> Any:
     """The network saved at ``path`` if its settings key matches, else None (the caller trains it).
 
     With ``published`` (the name of a published file) and no checkpoint at ``path``, published weights
@@ -199,8 +244,9 @@ def _reuse(what: str, path: Path, key: dict[str, Any], load: Callable[[Path], An
 
 
 @torch.no_grad()
-def _predict(model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int = 512
-             ) -> torch.Tensor:
+def _predict(
+    model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int = 512
+) -> torch.Tensor:
     """Class probabilities (N, C) on the CPU, in eval mode (the mode is restored)."""
     was_training = model.training
     model.eval()
@@ -213,19 +259,34 @@ def _predict(model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor
     return torch.cat(out) if out else torch.zeros(0, len(model.classes))
 
 
-def evaluate_classifier(model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor,
-                        labels: torch.Tensor) -> dict[str, Any]:
+def evaluate_classifier(
+    model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor
+) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class F1 and confusion matrix (rows true, columns predicted) on encoded items."""
     pred = _predict(model, tokens, lengths).argmax(-1).numpy()
     y = labels.numpy()
     n = len(model.classes)
-    return {"n": int(len(y)), "accuracy": accuracy(y, pred), "macro_f1": macro_f1(y, pred, n),
-            "per_class_f1": per_class_f1(y, pred, n).tolist(), "confusion": confusion_matrix(y, pred, n).tolist()}
+    return {
+        "n": int(len(y)),
+        "accuracy": accuracy(y, pred),
+        "macro_f1": macro_f1(y, pred, n),
+        "per_class_f1": per_class_f1(y, pred, n).tolist(),
+        "confusion": confusion_matrix(y, pred, n).tolist(),
+    }
 
 
-def fit_classifier(model: JudgeClassifier, train: Items, valid: Items, phase: PhaseConfig, seed: int,
-                   weight_decay: float = 2.5e-4, clip: float = 2.0, betas: tuple[float, float] = (0.9, 0.99),
-                   progress: bool = False, desc: str = "judge") -> dict[str, Any]:
+def fit_classifier(
+    model: JudgeClassifier,
+    train: Items,
+    valid: Items,
+    phase: PhaseConfig,
+    seed: int,
+    weight_decay: float = 2.5e-4,
+    clip: float = 2.0,
+    betas: tuple[float, float] = (0.9, 0.99),
+    progress: bool = False,
+    desc: str = "judge",
+) -> dict[str, Any]:
     """Train in place on (tokens, lengths, labels) with cross-entropy; keep the best-validation-macro-F1 state.
 
     Returns the :func:`fit_supervised` history (validation rows carry ``valid_accuracy`` and ``valid_macro_f1``).
@@ -241,17 +302,39 @@ def fit_classifier(model: JudgeClassifier, train: Items, valid: Items, phase: Ph
         ev = evaluate_classifier(model, *valid)
         return {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"]}
 
-    return fit_supervised(model, len(labels), batch_loss, validate, Selection("macro_f1", True, -1.0), phase, seed,
-                          weight_decay, clip, betas, progress, desc)
+    return fit_supervised(
+        model,
+        len(labels),
+        batch_loss,
+        validate,
+        Selection("macro_f1", True, -1.0),
+        phase,
+        seed,
+        weight_decay,
+        clip,
+        betas,
+        progress,
+        desc,
+    )
 
 
 def _judge_key(data: PreparedData, factor: str, profile: Profile, seed: int) -> dict[str, Any]:
     cfg = profile.eval
-    return {"kind": "judge", "format": CKPT_FORMAT, "factor": factor, "emb": cfg.judge_emb,
-            "hidden": cfg.judge_hidden, "dropout": JUDGE_DROPOUT, "phase": dataclasses.asdict(cfg.judge),
-            "weight_decay": profile.train.weight_decay, "clip": profile.train.clip_grad_norm,
-            "betas": list(profile.train.betas), "seed": seed, "vocab": _vocab_hash(data.vocab),
-            "dataset": data.root.name}
+    return {
+        "kind": "judge",
+        "format": CKPT_FORMAT,
+        "factor": factor,
+        "emb": cfg.judge_emb,
+        "hidden": cfg.judge_hidden,
+        "dropout": JUDGE_DROPOUT,
+        "phase": dataclasses.asdict(cfg.judge),
+        "weight_decay": profile.train.weight_decay,
+        "clip": profile.train.clip_grad_norm,
+        "betas": list(profile.train.betas),
+        "seed": seed,
+        "vocab": _vocab_hash(data.vocab),
+        "dataset": data.root.name,
+    }
 
 
 def _factor_items(data: PreparedData, split: str, fi: int) -> Items:
@@ -261,8 +344,15 @@ def _factor_items(data: PreparedData, split: str, fi: int) -> Items:
     return tokens, lengths, torch.as_tensor(arrays.labels[rows, fi].astype(np.int64))
 
 
-def train_judge(data: PreparedData, factor: str, profile: Profile, run_dir: str | Path, seed: int | None = None,
-                progress: bool = False, log: Log = _quiet) -> tuple[JudgeClassifier, dict[str, Any]]:
+def train_judge(
+    data: PreparedData,
+    factor: str,
+    profile: Profile,
+    run_dir: str | Path,
+    seed: int | None = None,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> tuple[JudgeClassifier, dict[str, Any]]:
     """Train the judge of one factor (CQCF train → select on valid → report on test) and save its checkpoint."""
     if factor not in FACTOR_NAMES:
         raise ValueError(f"unknown factor {factor!r}; choose one of {', '.join(FACTOR_NAMES)}")
@@ -273,28 +363,65 @@ def train_judge(data: PreparedData, factor: str, profile: Profile, run_dir: str 
     seed_everything(seed)
     model = JudgeClassifier(vocab, factor, cfg.judge_emb, cfg.judge_hidden).to(default_device())
     log(f"judge {factor}: {len(train[2])} train / {len(valid[2])} valid / {len(test[2])} test poems")
-    fit = fit_classifier(model, train, valid, cfg.judge, seed, profile.train.weight_decay,
-                         profile.train.clip_grad_norm, profile.train.betas, progress, f"judge {factor}")
+    fit = fit_classifier(
+        model,
+        train,
+        valid,
+        cfg.judge,
+        seed,
+        profile.train.weight_decay,
+        profile.train.clip_grad_norm,
+        profile.train.betas,
+        progress,
+        f"judge {factor}",
+    )
     counts = np.bincount(train[2].numpy(), minlength=len(model.classes)).tolist()
     model.report = {
-        "factor": factor, "classes": list(model.classes), "n_train": len(train[2]), "train_class_counts": counts,
-        "n_valid": len(valid[2]), "steps": fit["steps"], "best_step": fit["best"].get("step"),
-        "valid": fit["best"], "test": evaluate_classifier(model, *test), "history": fit["history"],
-        "seconds": round(time.perf_counter() - t0, 2), "device": str(model.device), "seed": seed,
+        "factor": factor,
+        "classes": list(model.classes),
+        "n_train": len(train[2]),
+        "train_class_counts": counts,
+        "n_valid": len(valid[2]),
+        "steps": fit["steps"],
+        "best_step": fit["best"].get("step"),
+        "valid": fit["best"],
+        "test": evaluate_classifier(model, *test),
+        "history": fit["history"],
+        "seconds": round(time.perf_counter() - t0, 2),
+        "device": str(model.device),
+        "seed": seed,
     }
     path = judge_path(run_dir, factor)
-    torch_save_atomic({"key": _judge_key(data, factor, profile, seed), "tokens": list(vocab.tokens),
-                       "factor": factor, "hparams": model.hparams, "state_dict": _cpu_state(model),
-                       "report": model.report}, path)
+    torch_save_atomic(
+        {
+            "key": _judge_key(data, factor, profile, seed),
+            "tokens": list(vocab.tokens),
+            "factor": factor,
+            "hparams": model.hparams,
+            "state_dict": _cpu_state(model),
+            "report": model.report,
+        },
+        path,
+    )
     t = model.report["test"]
-    log(f"judge {factor}: test accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "
-        f"({model.report['seconds']:.0f} s) → {path}")
+    log(
+        f"judge {factor}: test accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "
+        f"({model.report['seconds']:.0f} s) → {path}"
+    )
     return model, model.report
 
 
-def ensure_judges(data: PreparedData, profile: Profile, run_dir: str | Path, seed: int | None = None,
-                  progress: bool = False, log: Log = _quiet, factors: Sequence[str] = FACTOR_NAMES,
-                  retrain: bool = False, published: bool = False) -> dict[str, JudgeClassifier]:
+def ensure_judges(
+    data: PreparedData,
+    profile: Profile,
+    run_dir: str | Path,
+    seed: int | None = None,
+    progress: bool = False,
+    log: Log = _quiet,
+    factors: Sequence[str] = FACTOR_NAMES,
+    retrain: bool = False,
+    published: bool = False,
+) -> dict[str, JudgeClassifier]:
     """Return {factor: judge}, loading a checkpoint whose settings key matches, else training (and saving) it.
 
     With ``published`` and no checkpoint in the run folder, matching published weights (weights/<profile>) are used.
@@ -303,16 +430,25 @@ def ensure_judges(data: PreparedData, profile: Profile, run_dir: str | Path, see
     judges = {}
     for factor in factors:
         key = _judge_key(data, factor, profile, seed)
-        model = _reuse(f"judge {factor}", judge_path(run_dir, factor), key, load_judge, log, retrain, profile,
-                       f"judge_{factor}" if published else None)
+        model = _reuse(
+            f"judge {factor}",
+            judge_path(run_dir, factor),
+            key,
+            load_judge,
+            log,
+            retrain,
+            profile,
+            f"judge_{factor}" if published else None,
+        )
         if model is None:
             model = train_judge(data, factor, profile, run_dir, seed, progress, log)[0]
         judges[factor] = model
     return judges
 
 
-def classify(judges: dict[str, JudgeClassifier], poems: Sequence[str | Sequence[str]],
-             batch_size: int = 512) -> list[dict[str, dict[str, Any]]]:
+def classify(
+    judges: dict[str, JudgeClassifier], poems: Sequence[str | Sequence[str]], batch_size: int = 512
+) -> list[dict[str, dict[str, Any]]]:
     """Per poem and factor: predicted label id, its name and the class probabilities (ordered by label id)."""
     out: list[dict[str, dict[str, Any]]] = [{} for _ in poems]
     if not poems:
@@ -335,8 +471,9 @@ def _lm_losses(lm: CharLM, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.no_grad()
-def _lm_eval(lm: CharLM, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _lm_eval(
+    lm: CharLM, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Per poem: summed character log-probability and number of characters (eval mode, restored after)."""
     was_training = lm.training
     lm.eval()
@@ -366,9 +503,14 @@ class LMScores:
         mean, std, n = mean_std(self.lms.tolist())
         total = float(self.n_chars.sum())
         corpus_ppl = math.exp(-float((self.lms * self.n_chars).sum()) / total) if total else math.nan
-        return {"mean_lms": mean, "std_lms": std, "corpus_ppl": corpus_ppl,
-                "median_ppl": float(np.median(self.ppl)) if n else math.nan, "n": n,
-                "unk_rate": float(self.n_unk.sum()) / total if total else math.nan}
+        return {
+            "mean_lms": mean,
+            "std_lms": std,
+            "corpus_ppl": corpus_ppl,
+            "median_ppl": float(np.median(self.ppl)) if n else math.nan,
+            "n": n,
+            "unk_rate": float(self.n_unk.sum()) / total if total else math.nan,
+        }
 
 
 def _scores(sums: np.ndarray, counts: np.ndarray, tokens: torch.Tensor) -> LMScores:
@@ -390,9 +532,18 @@ def _char_ppl(lm: CharLM, tokens: torch.Tensor, lengths: torch.Tensor) -> float:
     return math.exp(-float(sums.sum()) / max(int(counts.sum()), 1))
 
 
-def fit_lm(lm: CharLM, train: Items, valid: Items, phase: PhaseConfig, seed: int, weight_decay: float = 2.5e-4,
-           clip: float = 2.0, betas: tuple[float, float] = (0.9, 0.99), progress: bool = False,
-           desc: str = "char LM") -> dict[str, Any]:
+def fit_lm(
+    lm: CharLM,
+    train: Items,
+    valid: Items,
+    phase: PhaseConfig,
+    seed: int,
+    weight_decay: float = 2.5e-4,
+    clip: float = 2.0,
+    betas: tuple[float, float] = (0.9, 0.99),
+    progress: bool = False,
+    desc: str = "char LM",
+) -> dict[str, Any]:
     """Train in place on encoded poems (mean loss over every non-PAD target); keep the best validation state.
 
     Selection is on the character perplexity of ``valid`` (history rows carry ``valid_char_ppl``).
@@ -407,55 +558,128 @@ def fit_lm(lm: CharLM, train: Items, valid: Items, phase: PhaseConfig, seed: int
     def validate() -> dict[str, float]:
         return {"char_ppl": _char_ppl(lm, *valid)}
 
-    return fit_supervised(lm, len(lengths), batch_loss, validate, Selection("char_ppl", False, math.inf), phase,
-                          seed, weight_decay, clip, betas, progress, desc)
+    return fit_supervised(
+        lm,
+        len(lengths),
+        batch_loss,
+        validate,
+        Selection("char_ppl", False, math.inf),
+        phase,
+        seed,
+        weight_decay,
+        clip,
+        betas,
+        progress,
+        desc,
+    )
 
 
 def _lm_key(data: PreparedData, profile: Profile, seed: int) -> dict[str, Any]:
     cfg = profile.eval
-    return {"kind": "charlm", "format": CKPT_FORMAT, "emb": cfg.lm_emb, "hidden": cfg.lm_hidden,
-            "layers": cfg.lm_layers, "dropout": LM_DROPOUT, "phase": dataclasses.asdict(cfg.lm),
-            "weight_decay": profile.train.weight_decay, "clip": profile.train.clip_grad_norm,
-            "betas": list(profile.train.betas), "seed": seed, "vocab": _vocab_hash(data.vocab),
-            "dataset": data.root.name}
+    return {
+        "kind": "charlm",
+        "format": CKPT_FORMAT,
+        "emb": cfg.lm_emb,
+        "hidden": cfg.lm_hidden,
+        "layers": cfg.lm_layers,
+        "dropout": LM_DROPOUT,
+        "phase": dataclasses.asdict(cfg.lm),
+        "weight_decay": profile.train.weight_decay,
+        "clip": profile.train.clip_grad_norm,
+        "betas": list(profile.train.betas),
+        "seed": seed,
+        "vocab": _vocab_hash(data.vocab),
+        "dataset": data.root.name,
+    }
 
 
-def train_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: int | None = None,
-             progress: bool = False, log: Log = _quiet) -> tuple[CharLM, dict[str, Any]]:
+def train_lm(
+    data: PreparedData,
+    profile: Profile,
+    run_dir: str | Path,
+    seed: int | None = None,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> tuple[CharLM, dict[str, Any]]:
     """Train the character LM on unl_train poems (select on unl_valid), score the GT unl_test poems, save it."""
     seed = profile.seed if seed is None else seed
     cfg, vocab = profile.eval, data.vocab
     t0 = time.perf_counter()
-    train, valid, test = (encode_arrays(data.arrays(s), bos=True, eos=True)
-                          for s in ("unl_train", "unl_valid", "unl_test"))
+    train, valid, test = (
+        encode_arrays(data.arrays(s), bos=True, eos=True) for s in ("unl_train", "unl_valid", "unl_test")
+    )
     pick = np.sort(np.random.default_rng(seed).permutation(len(valid[1]))[:LM_VAL_POEMS])
     valid_subset = (valid[0][pick], valid[1][pick])
     seed_everything(seed)
     lm = CharLM(vocab, cfg.lm_emb, cfg.lm_hidden, cfg.lm_layers).to(default_device())
     log(f"char LM: {len(train[1])} train / {len(valid[1])} valid poems ({len(pick)} for model selection)")
-    fit = fit_lm(lm, train, valid_subset, cfg.lm, seed, profile.train.weight_decay, profile.train.clip_grad_norm,
-                 profile.train.betas, progress)
+    fit = fit_lm(
+        lm,
+        train,
+        valid_subset,
+        cfg.lm,
+        seed,
+        profile.train.weight_decay,
+        profile.train.clip_grad_norm,
+        profile.train.betas,
+        progress,
+    )
     gt = _scores(*_lm_eval(lm, *test), test[0]).summary()
-    lm.report = {"n_train": len(train[1]), "n_valid": len(valid[1]), "steps": fit["steps"],
-                 "best_step": fit["best"].get("step"), "valid_char_ppl": _char_ppl(lm, *valid),
-                 "valid_subset_char_ppl": fit["best"]["char_ppl"], "n_valid_subset": len(pick),
-                 "gt_unl_test": gt, "history": fit["history"], "seconds": round(time.perf_counter() - t0, 2),
-                 "device": str(lm.device), "seed": seed}
+    lm.report = {
+        "n_train": len(train[1]),
+        "n_valid": len(valid[1]),
+        "steps": fit["steps"],
+        "best_step": fit["best"].get("step"),
+        "valid_char_ppl": _char_ppl(lm, *valid),
+        "valid_subset_char_ppl": fit["best"]["char_ppl"],
+        "n_valid_subset": len(pick),
+        "gt_unl_test": gt,
+        "history": fit["history"],
+        "seconds": round(time.perf_counter() - t0, 2),
+        "device": str(lm.device),
+        "seed": seed,
+    }
     path = lm_path(run_dir)
-    torch_save_atomic({"key": _lm_key(data, profile, seed), "tokens": list(vocab.tokens), "hparams": lm.hparams,
-                       "state_dict": _cpu_state(lm), "report": lm.report}, path)
-    log(f"char LM: valid perplexity {lm.report['valid_char_ppl']:.1f}, GT LMS {gt['mean_lms']:.3f} "
-        f"({lm.report['seconds']:.0f} s) → {path}")
+    torch_save_atomic(
+        {
+            "key": _lm_key(data, profile, seed),
+            "tokens": list(vocab.tokens),
+            "hparams": lm.hparams,
+            "state_dict": _cpu_state(lm),
+            "report": lm.report,
+        },
+        path,
+    )
+    log(
+        f"char LM: valid perplexity {lm.report['valid_char_ppl']:.1f}, GT LMS {gt['mean_lms']:.3f} "
+        f"({lm.report['seconds']:.0f} s) → {path}"
+    )
     return lm, lm.report
 
 
-def ensure_lm(data: PreparedData, profile: Profile, run_dir: str | Path, seed: int | None = None,
-              progress: bool = False, log: Log = _quiet, retrain: bool = False, published: bool = False) -> CharLM:
+def ensure_lm(
+    data: PreparedData,
+    profile: Profile,
+    run_dir: str | Path,
+    seed: int | None = None,
+    progress: bool = False,
+    log: Log = _quiet,
+    retrain: bool = False,
+    published: bool = False,
+) -> CharLM:
     """Return the char LM, loading a checkpoint whose settings key matches, else training (and saving) it.
 
     With ``published`` and no checkpoint in the run folder, matching published weights (weights/<profile>) are used.
     """
     seed = profile.seed if seed is None else seed
-    lm = _reuse("char LM", lm_path(run_dir), _lm_key(data, profile, seed), load_lm, log, retrain, profile,
-                "char_lm" if published else None)
+    lm = _reuse(
+        "char LM",
+        lm_path(run_dir),
+        _lm_key(data, profile, seed),
+        load_lm,
+        log,
+        retrain,
+        profile,
+        "char_lm" if published else None,
+    )
     return train_lm(data, profile, run_dir, seed, progress, log)[0] if lm is None else lm
