@@ -26,6 +26,7 @@ from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS
 from mixpoet_lib.models.generators import BasicGenerator, MixPoetAUS
 from mixpoet_lib.train.diagnostics import to_device
+from mixpoet_lib.train.logs import CsvLog, read_log
 from mixpoet_lib.train.loop import ensure_model, phase_plan, train, validation_loss
 from mixpoet_lib.train.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
 from mixpoet_lib.train.steps import aus_step, dae_step, make_optimisers
@@ -331,6 +332,19 @@ def test_ensure_model_trains_once_then_loads(smoke_data, tmp_path):
     _same(again.state_dict(), model.state_dict())
     out = again.generation_init(torch.tensor([[3, 10, 2]], device=next(again.parameters()).device))
     assert out["s0"].shape[0] == 1
+
+
+def test_csv_log_appends_truncates_and_reads(tmp_path):
+    log = CsvLog(tmp_path / "logs" / "x_c1.csv", ("loss", "ok", "note"))
+    log.path.parent.mkdir()
+    for s in (1, 2, 3):
+        log.add(s, {"loss": 0.1 * s, "ok": s > 1, "note": math.nan if s == 2 else None})
+    log.flush()
+    assert log.path.read_text().splitlines() == ["step,loss,ok,note", "1,0.1,0,", "2,0.2,1,", f"3,{0.1 * 3!r},1,"]
+    log.truncate(2)  # a resume from step 2 drops the later rows
+    assert read_log("x", "c1", run_dir=tmp_path)["step"].tolist() == [1, 2]
+    CsvLog(log.path, ("other",)).truncate(5)  # other columns: the file is dropped
+    assert not log.path.exists()
 
 
 # ----------------------------------------------------------------------------------------------

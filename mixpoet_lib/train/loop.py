@@ -219,6 +219,7 @@ class _Phase:
 
     @property
     def key(self) -> str:
+        """'<name>_<phase>'."""
         return _key(self.tr.name, self.tr.phase)
 
 

@@ -327,12 +327,12 @@ class CVAETrainer(SecondStage):
         """Reconstruction, KL and active units on the validation poems."""
         kls, mus = [], []
 
-        def extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
+        def _extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
             (mq, lq), (mp, lp) = [(a.float(), b.float()) for a, b in (out["posterior"], out["prior"])]
             kls.append(float(gaussian_kl(mq, lq, mp, lp)))
             mus.append(mq)
 
-        res = self.rec_validation(lambda b: self.model(b), extra=extra)
+        res = self.rec_validation(lambda b: self.model(b), extra=_extra)
         res.update(val_kl=float(np.mean(kls)), val_active_units=active_units(torch.cat(mus)))
         return res
 
@@ -373,12 +373,12 @@ class IGSTrainer(FactorTrainer):
         kls: list[list[float]] = [[], []]
         mus = []
 
-        def extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
+        def _extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
             for k, ((mq, lq), (mp, lp)) in enumerate(zip(out["posterior"], out["prior"])):
                 kls[k].append(float(gaussian_kl(mq.float(), lq.float(), mp.float(), lp.float())))
             mus.append(torch.cat([mq for mq, _ in out["posterior"]], -1))
 
-        res = self.rec_validation(lambda b: self.model(b, tau=self.tau()), extra=extra)
+        res = self.rec_validation(lambda b: self.model(b, tau=self.tau()), extra=_extra)
         res.update(val_kl1=float(np.mean(kls[0])), val_kl2=float(np.mean(kls[1])),
                    val_active_units=active_units(torch.cat(mus)))
         res.update(self.classifier_validation([0, 1]))
@@ -409,12 +409,12 @@ class AUSTrainer(FactorTrainer):
         adv: list[tuple[float, float]] = []
         m = self.model
 
-        def extra(_out: dict[str, Any], b: dict[str, Tensor]) -> None:
+        def _extra(_out: dict[str, Any], b: dict[str, Tensor]) -> None:
             z_post, z_prior, y = m.latent_pair(b, self.tau(), 0.0)
             d_real, d_fake = m.discriminate(z_post.float(), y), m.discriminate(z_prior.float(), y)
             adv.append((float(relativistic_d_loss(d_real, d_fake)), float(relativistic_g_loss(d_real, d_fake))))
 
-        res = self.rec_validation(lambda b: m(b, tau=self.tau(), update_prior_stats=False), extra=extra)
+        res = self.rec_validation(lambda b: m(b, tau=self.tau(), update_prior_stats=False), extra=_extra)
         res.update(val_d_loss=float(np.mean([a for a, _ in adv])), val_g_loss=float(np.mean([g for _, g in adv])))
         res.update(self.classifier_validation([0, 1]))
         return res
