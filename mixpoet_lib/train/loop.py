@@ -239,7 +239,7 @@ def _upstream_fingerprint(ctx: TrainContext, name: str, phase: str) -> tuple[Pat
 def _plan_phase(ctx: TrainContext, name: str, phase: str, max_steps: int | None) -> _Phase:
     t_start = time.perf_counter()
     path = checkpoint_path(ctx.run_dir, name, phase)
-    for stale in path.parent.glob(f"{path.name}.tmp-*"):
+    for stale in path.parent.glob(f".{path.name}.*.part"):  # left by a save killed mid-write (_util.atomic_write)
         stale.unlink(missing_ok=True)
     tr = make_trainer(ctx, name, phase)
     up_path, up_print = _upstream_fingerprint(ctx, name, phase)
@@ -318,8 +318,8 @@ class _Timing:
 
 def _validation_due(run: _Phase, step: int, pos: int) -> bool:
     t = run.tr.tcfg
-    return ((t.validate_every_epoch and pos == run.per_epoch - 1) or (t.validate_every and step % t.validate_every == 0)
-            or step == run.target)
+    return bool((t.validate_every_epoch and pos == run.per_epoch - 1)
+                or (t.validate_every and step % t.validate_every == 0) or step == run.target)
 
 
 def _train_steps(run: _Phase, start: int, metrics: dict[str, Any], timing: _Timing) -> tuple[dict, dict]:
