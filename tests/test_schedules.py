@@ -4,9 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dataclasses import replace
+
 from mixpoet_lib.config import TrainConfig
 from mixpoet_lib.train.schedules import (gumbel_tau, instance_noise, kl_weight, learning_rate, make_lr_scheduler,
-                                   phase_learning_rate, phase_lr_scheduler, teacher_forcing_ratio)
+                                         make_optimizer, phase_learning_rate, phase_lr_scheduler, planned_steps,
+                                         teacher_forcing_ratio)
 
 TRAIN = TrainConfig()
 
@@ -70,3 +73,14 @@ def test_kl_weight():
     assert kl_weight(3, 100, "constant", max_weight=0.3) == 0.3
     with pytest.raises(ValueError):
         kl_weight(1, 10, "cosine")
+
+
+def test_planned_steps_and_optimizer():
+    assert planned_steps(10, TRAIN.dae) == 10 * TRAIN.dae.epochs
+    assert planned_steps(10, replace(TRAIN.dae, max_steps=7)) == 7
+    assert planned_steps(10, replace(TRAIN.dae, max_steps=10**6)) == 10 * TRAIN.dae.epochs
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = make_optimizer([p], TRAIN.mixture, TRAIN.weight_decay, TRAIN.dis_betas)
+    group = opt.param_groups[0]
+    assert isinstance(opt, torch.optim.AdamW) and group["lr"] == TRAIN.mixture.lr_max
+    assert group["betas"] == TRAIN.dis_betas and group["weight_decay"] == TRAIN.weight_decay

@@ -1,6 +1,7 @@
 """Training phases, checkpoints, exact kill-and-resume, schedules and input errors (smoke profile, fast)."""
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,12 +18,18 @@ import pandas as pd
 import pytest
 import torch
 
+from mixpoet_lib._util import default_device, derived_seed, seed_everything
+from mixpoet_lib.checkpoints import PHASES, build_model, checkpoint_path, load_model
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import get_profile
+from mixpoet_lib.data.batching import BatchStream
+from mixpoet_lib.data.dataset import TRAIN_SPLITS
 from mixpoet_lib.models.generators import BasicGenerator, MixPoetAUS
+from mixpoet_lib.train.diagnostics import to_device
+from mixpoet_lib.train.logs import CsvLog, read_log
+from mixpoet_lib.train.loop import ensure_model, phase_plan, train, validation_loss
 from mixpoet_lib.train.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
-from mixpoet_lib.train.loop import (PHASES, checkpoint_path, classification_scores, ensure_model, load_model,
-                                  phase_plan, train)
+from mixpoet_lib.train.steps import aus_step, dae_step, make_optimisers
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = get_profile("smoke")
@@ -180,6 +188,60 @@ def test_resuming_aus_mid_adversarial_phase_is_exact(all_phases, smoke_data, tmp
     assert (resumed / "logs" / "aus_c2.csv").read_bytes() == (fresh / "logs" / "aus_c2.csv").read_bytes()
 
 
+def _numbered_batches(stream: BatchStream, n: int) -> Iterator[tuple[int, dict]]:
+    """(epoch, batch) of the first n training steps, epochs 1, 2, ... as the loop walks them."""
+    epoch = 1
+    while n > 0:
+        for batch in stream.batches(epoch):
+            if n == 0:
+                return
+            yield epoch, batch
+            n -= 1
+        epoch += 1
+
+
+def test_public_step_functions_reproduce_the_loop(all_phases, smoke_data):
+    """A notebook-style loop over the public step functions ends with the loop's weights, bit for bit:
+    the DAE from scratch, and AUS fine-tuning (R, ndis D and G steps) from the loop's C1 checkpoint."""
+    run, _, _ = all_phases
+    t, dev, vocab = SMOKE.train, default_device(), len(smoke_data.vocab)
+    seed_everything(derived_seed(SMOKE.seed, "shared", "dae"))  # the loop seeds each phase from (seed, name, phase)
+    dae = build_model("dae", SMOKE.model, vocab).to(dev).train()
+    opt = make_optimisers({"rec": (dae.param_groups()["dae"], t.betas, t.dae.decay_exponent)}, t.dae, t)
+    stream = BatchStream(smoke_data, TRAIN_SPLITS, "dae", t.dae.batch_size, derived_seed(SMOKE.seed, "batches", "dae"),
+                         t.dae_corrupt_ratio)
+    losses = []
+    for epoch, batch in _numbered_batches(stream, CAP):
+        ratio = teacher_forcing_ratio(epoch, t.dae.tf_burn_in, t.dae.tf_decay, t.dae.tf_min)
+        losses.append(dae_step(dae, to_device(batch, dev), opt, ratio, t.amp_bf16)["loss"])
+    _same(dae.state_dict(), torch.load(checkpoint_path(run, "shared", "dae"), weights_only=True)["model"], "dae")
+    assert losses == pd.read_csv(run / "logs" / "shared_dae.csv")["loss"].tolist()
+
+    up = torch.load(checkpoint_path(run, "aus", "c1"), weights_only=True)
+    f, counters = t.finetune, copy.deepcopy(up["counters"])
+    seed_everything(derived_seed(SMOKE.seed, "aus", "c2"))
+    aus = build_model("aus", SMOKE.model, vocab).to(dev).train()
+    aus.load_state_dict(up["model"])
+    g = aus.param_groups()
+    opt = make_optimisers({"rec": (g["rec"], t.betas, f.decay_exponent), "dis": (g["dis"], t.dis_betas,
+                           t.dis_decay_exponent), "gen": (g["gen"], t.betas, f.decay_exponent)}, f, t,
+                          counters["opt_steps"], up["optimizers"])
+    offset = math.ceil(up["step"] / up["steps_per_epoch"])  # C2 continues C1's teacher-forcing epochs
+    stream = BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_tune", f.batch_size,
+                         derived_seed(SMOKE.seed, "batches", "c2"))
+    rows = [aus_step(aus, to_device(batch, dev), opt, t, counters,
+                     teacher_forcing_ratio(epoch + offset, f.tf_burn_in, f.tf_decay, f.tf_min))
+            for epoch, batch in _numbered_batches(stream, CAP)]
+    ck = torch.load(checkpoint_path(run, "aus", "c2"), weights_only=True)
+    _same(aus.state_dict(), ck["model"], "aus_c2")
+    _same({k: counters[k] for k in ("opt_steps", "tau_step", "rec_steps", "noise_step", "adv_batches")},
+          {k: ck["counters"][k] for k in ("opt_steps", "tau_step", "rec_steps", "noise_step", "adv_batches")})
+    log = pd.read_csv(run / "logs" / "aus_c2.csv")
+    assert [r["loss"] for r in rows] == log["loss"].tolist()
+    assert [r.get("d_loss", math.nan) for r in rows] == pytest.approx(log["d_loss"].tolist(), nan_ok=True, abs=0)
+    assert any("d_loss" in r for r in rows)  # the adversarial steps ran
+
+
 # ----------------------------------------------------------------------------------------------
 # kill -9 in the middle of a phase, resume, compare with an uninterrupted run
 # ----------------------------------------------------------------------------------------------
@@ -272,6 +334,19 @@ def test_ensure_model_trains_once_then_loads(smoke_data, tmp_path):
     assert out["s0"].shape[0] == 1
 
 
+def test_csv_log_appends_truncates_and_reads(tmp_path):
+    log = CsvLog(tmp_path / "logs" / "x_c1.csv", ("loss", "ok", "note"))
+    log.path.parent.mkdir()
+    for s in (1, 2, 3):
+        log.add(s, {"loss": 0.1 * s, "ok": s > 1, "note": math.nan if s == 2 else None})
+    log.flush()
+    assert log.path.read_text().splitlines() == ["step,loss,ok,note", "1,0.1,0,", "2,0.2,1,", f"3,{0.1 * 3!r},1,"]
+    log.truncate(2)  # a resume from step 2 drops the later rows
+    assert read_log("x", "c1", run_dir=tmp_path)["step"].tolist() == [1, 2]
+    CsvLog(log.path, ("other",)).truncate(5)  # other columns: the file is dropped
+    assert not log.path.exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # errors and small helpers
 # ----------------------------------------------------------------------------------------------
@@ -294,14 +369,6 @@ def test_bad_inputs_raise_clear_errors(smoke_data, tmp_path, capsys):
     assert code == 1 and "not available" in err and len(err.splitlines()) == 1
 
 
-def test_classification_scores():
-    acc, f1 = classification_scores(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
-    assert acc == pytest.approx(0.6)
-    # per class F1: c0 = 2·1/(2+1+1) = .5, c1 = 2/(2+0+1) = .667, c2 = 2/(2+1+0) = .667
-    assert f1 == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
-    assert all(math.isnan(v) for v in classification_scores(np.array([]), np.array([]), 2))
-
-
 def test_full_profile_code_path_runs_a_few_steps_on_cpu(smoke_data, tmp_path):
     """The `full` profile (official sizes, batch 128, every phase of aus) runs on the CPU: 2 steps per phase.
 
@@ -321,9 +388,6 @@ def test_full_profile_code_path_runs_a_few_steps_on_cpu(smoke_data, tmp_path):
 
 
 def test_validation_loss_is_deterministic_and_sensitive(smoke_data):
-    from mixpoet_lib.checkpoints import build_model
-    from mixpoet_lib.train.loop import validation_loss
-
     torch.manual_seed(0)
     m = build_model("aus", SMOKE.model, len(smoke_data.vocab))
     a = validation_loss(m, smoke_data, batch_size=16, n_batches=2)

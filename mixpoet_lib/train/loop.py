@@ -26,9 +26,10 @@ Decisions (faithful to the official code unless marked [RECON]):
 
 * Each phase is seeded from (profile seed, model kind, phase): ``aus`` and ``aus_st`` start from the same
   initial weights; every second-stage model sees the same batch order.
-* B1/B2 train a :class:`~mixpoet_lib.models.generators.FactorModelBase` that starts from the DAE weights; B2 continues B1
-  (the shared embedding and encoders move in both). IGS/AUS C1 starts from B2 (shared weights + classifiers),
-  with ``dec_init`` freshly initialised (official). basic/cvae start from the DAE. [RECON] for the baselines.
+* B1/B2 train a :class:`~mixpoet_lib.models.generators.FactorModelBase` that starts from the DAE weights; B2
+  continues B1 (the shared embedding and encoders move in both). IGS/AUS C1 starts from B2 (shared weights +
+  classifiers), with ``dec_init`` freshly initialised (official). basic/cvae start from the DAE. [RECON] for the
+  baselines.
 * ``basic`` = BasicGenerator(condition_on_poem=False): s0 = tanh(dec_init_pre(h_w)), dec_init_pre fresh,
   trained on reconstruction with the mixture-phase settings. basic and cvae have no C2 (no labels to tune on). [RECON]
 * C2 keeps C1's optimisers (their step counts, hence the LR schedules, continue; the finetune PhaseConfig's
@@ -40,12 +41,13 @@ Decisions (faithful to the official code unless marked [RECON]):
   training steps (never in validation or diagnostics, spec §6.2-4 fixed).
 * bf16 autocast (``amp_bf16``) covers the reconstruction/classifier forward; the prior statistics update,
   the discriminator and the adversarial steps run in fp32. Only useful on CUDA or CPUs with native bf16.
+
+This module plans, resumes and runs phases; the updates themselves are the step functions of
+:mod:`mixpoet_lib.train.steps`, called by the per-phase trainers of :mod:`mixpoet_lib.train.trainers`; the CSV
+logs are :mod:`mixpoet_lib.train.logs`, validation and diagnostics :mod:`mixpoet_lib.train.diagnostics`.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
 import math
 import os
 import random
@@ -60,34 +62,27 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import clip_grad_norm_
 
 from mixpoet_lib._util import default_device, derived_seed, digest, jsonable, seed_everything, torch_save_atomic
-from mixpoet_lib.checkpoints import (FACTOR_MODELS, MODEL_NAMES, PHASES, SHARED, CKPT_FORMAT, build_model,
-                                     check_model_names, checkpoint_path, final_phase, find_published, load_model,
-                                     read_checkpoint, use_published_default)
-from mixpoet_lib.data.batching import BatchStream, make_batch
-from mixpoet_lib.config import PhaseConfig, Profile, get_profile, weight_settings
-from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
-from mixpoet_lib.models.losses import (classifier_terms, gaussian_kl, mahalanobis_distance, mean_pairwise_distance,
-                     reconstruction_loss, relativistic_d_loss, relativistic_g_loss)
-from mixpoet_lib.models.generators import FactorModelBase
+from mixpoet_lib.checkpoints import (CKPT_FORMAT, FACTOR_MODELS, MODEL_NAMES, PHASES, SHARED, check_model_names,
+                                     checkpoint_path, final_phase, find_published, load_model, read_checkpoint,
+                                     use_published_default)
+from mixpoet_lib.config import Profile, get_profile, weight_settings
+from mixpoet_lib.data.batching import BatchStream
+from mixpoet_lib.data.dataset import PreparedData, prepare
+from mixpoet_lib.models.losses import reconstruction_loss
 from mixpoet_lib.paths import runs_dir
-from mixpoet_lib.train.schedules import gumbel_tau, instance_noise, kl_weight, phase_lr_scheduler, teacher_forcing_ratio
+from mixpoet_lib.train.diagnostics import VAL_SEED, VAL_SPLITS, eval_mode, fixed_rng, to_device
+from mixpoet_lib.train.logs import CsvLog, append_timing, log_path, progress_bar, read_log
+from mixpoet_lib.train.schedules import planned_steps
+from mixpoet_lib.train.trainers import KIND_OF, Callback, TrainContext, Trainer, make_trainer
 
 __all__ = [
-    "PhaseResult", "phase_plan",
-    "train", "ensure_model", "read_log", "latent_diagnostics",
-    "classification_scores",
+    "PhaseResult", "phase_plan", "upstream_phase", "phase_signature", "rng_state", "restore_rng_state",
+    "train", "ensure_model", "validation_loss", "read_log", "MODEL_NAMES", "PHASES",
 ]
 
-VAL_SPLITS = ("unl_valid", "cqcf_valid")
-_VAL_SEED = 20_200_207  # fixed seed of every validation / diagnostic pass (never touches training RNG)
-_CL_EVAL_BATCH = 256
-
-_KIND_OF = {"basic": "basic", "cvae": "cvae", "igs": "igs", "aus": "aus", "aus_st": "aus"}
-
-Callback = Callable[[str, int, dict[str, Any]], None]
+_BAR_KEYS = ("loss", "rec", "kl", "d_loss", "g_loss", "acc_xw", "tf_ratio")  # live values on the progress bar
 
 
 def _key(name: str, phase: str) -> str:
@@ -95,52 +90,8 @@ def _key(name: str, phase: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# small public helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def classification_scores(pred: np.ndarray, gold: np.ndarray, n_classes: int) -> tuple[float, float]:
-    """Return (accuracy, macro-F1) over the classes that occur in gold or pred (NaN, NaN when empty)."""
-    pred, gold = np.asarray(pred), np.asarray(gold)
-    if gold.size == 0:
-        return math.nan, math.nan
-    f1 = []
-    for c in range(n_classes):
-        tp = int(((pred == c) & (gold == c)).sum())
-        fp = int(((pred == c) & (gold != c)).sum())
-        fn = int(((pred != c) & (gold == c)).sum())
-        if tp + fp + fn:
-            f1.append(2 * tp / (2 * tp + fp + fn))
-    return float((pred == gold).mean()), float(np.mean(f1))
-
-
-def _tqdm_disabled(progress: bool) -> bool:
-    return (not progress) or os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
-
-
-@contextlib.contextmanager
-def _fixed_rng(seed: int) -> Iterator[None]:
-    """Run a block with a fixed torch seed and restore every torch RNG afterwards."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
-
-
-# ----------------------------------------------------------------------------------------------
 # plan: which phases, in which order, from which upstream checkpoint
 # ----------------------------------------------------------------------------------------------
-
 
 def phase_plan(names: Sequence[str]) -> list[tuple[str, str]]:
     """Return the (name, phase) pairs that train these models, prerequisites first, each once."""
@@ -156,7 +107,8 @@ def phase_plan(names: Sequence[str]) -> list[tuple[str, str]]:
     return plan
 
 
-def _upstream(name: str, phase: str) -> tuple[str, str] | None:
+def upstream_phase(name: str, phase: str) -> tuple[str, str] | None:
+    """The (name, phase) whose checkpoint this phase starts from (None for the DAE)."""
     if phase == "dae":
         return None
     if phase == "cl1":
@@ -180,24 +132,22 @@ def _resolve_run_dir(run_dir: str | os.PathLike[str] | None, profile: Profile) -
 
 
 # ----------------------------------------------------------------------------------------------
-# models and checkpoints
+# resume: signature, RNG state, checkpoints
 # ----------------------------------------------------------------------------------------------
 
-
-def _np_rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state (torch, CUDA, Python, NumPy) in a form ``torch.load(weights_only=True)`` reads."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _np_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                                       "has_gauss": int(has_gauss), "cached": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set every global RNG back to a state saved by :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     n = state["numpy"]
@@ -206,649 +156,19 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _load_prefixes(model: nn.Module, state: dict[str, Tensor], prefixes: tuple[str, ...]) -> list[str]:
-    own = model.state_dict()
-    take = {k: v for k, v in state.items() if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
-    model.load_state_dict(take, strict=False)
-    return sorted(take)
+def phase_signature(profile: Profile, name: str, phase: str, model_args: dict[str, Any], data: PreparedData,
+                    upstream: tuple[str, int] | None) -> str:
+    """Digest of everything that decides a phase's weights; a checkpoint with another signature is retrained.
 
-
-# ----------------------------------------------------------------------------------------------
-# CSV logs
-# ----------------------------------------------------------------------------------------------
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, Tensor):
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    value = float(value)
-    return "" if math.isnan(value) else repr(value)
-
-
-class _CsvLog:
-    """Append-only CSV whose rows carry a 'step'; rows after a resumed checkpoint are dropped."""
-
-    def __init__(self, path: Path, columns: Sequence[str]):
-        self.path, self.columns = path, ("step", *columns)
-        self.pending: list[list[str]] = []
-
-    def reset(self) -> None:
-        self.pending.clear()
-        self.path.unlink(missing_ok=True)
-
-    def truncate(self, last_step: int) -> None:
-        self.pending.clear()
-        if not self.path.exists():
-            return
-        with open(self.path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-        if not rows or tuple(rows[0]) != self.columns:
-            self.path.unlink()
-            return
-        keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            csv.writer(fh).writerows(keep)
-        os.replace(tmp, self.path)
-
-    def add(self, step: int, row: dict[str, Any]) -> None:
-        self.pending.append([str(step)] + [_fmt(row.get(c)) for c in self.columns[1:]])
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        new = not self.path.exists()
-        with open(self.path, "a", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            if new:
-                w.writerow(self.columns)
-            w.writerows(self.pending)
-        self.pending.clear()
-
-
-def read_log(name: str, phase: str, profile: str | Profile | None = None, run_dir: str | os.PathLike[str] | None = None,
-             valid: bool = False) -> Any:
-    """Return a phase's per-step log (or its validation log) as a pandas DataFrame."""
-    import pandas as pd
-
-    root = Path(run_dir) if run_dir else runs_dir(_resolve_profile(profile).name)
-    return pd.read_csv(root / "logs" / f"{_key(name, phase)}{'_valid' if valid else ''}.csv")
-
-
-# ----------------------------------------------------------------------------------------------
-# diagnostics (spec §7.2)
-# ----------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def latent_diagnostics(model: nn.Module, batch: dict[str, Tensor], samples: int = 512, chunk: int = 128,
-                       tau: float = 1.0, seed: int = _VAL_SEED, index: int | None = None) -> dict[str, float]:
-    """Spec §7.2 distances, in eval mode (BN statistics untouched) under a fixed, forked RNG.
-
-    'prior_post': one instance of ``batch`` (random unless ``index``) replicated ``chunk``×; ``samples``
-    prior and posterior draws; mean Mahalanobis distance of the posterior draws from a Gaussian fitted
-    to the prior draws. 'mixture': for that keyword, ``samples`` prior draws under each of the 6 (y1, y2)
-    mixtures; mean symmetric Mahalanobis distance over the 15 pairs.
+    ``upstream`` is the (signature, step) of the checkpoint the phase starts from.
     """
-    rounds = max(math.ceil(samples / chunk), 1)
-    with _eval_mode(model), _fixed_rng(seed):
-        i = int(torch.randint(batch["keys"].size(0), (1,))) if index is None else index
-        one = {k: batch[k][i:i + 1].repeat(chunk, *([1] * (batch[k].dim() - 1)))
-               for k in ("keys", "poems", "labels", "label_mask")}
-        h_x, h_w = model.encode(one)
-        logits = model.classify_xw(h_x, h_w)
-        priors, posts = [], []
-        for _ in range(rounds):
-            y = model.sample_labels(logits, one["labels"], one["label_mask"], tau)
-            priors.append(model.prior_sample(h_w, y).float())
-            posts.append(model.posterior_sample(h_x, h_w, y).float())
-        prior_post = mahalanobis_distance(torch.cat(posts), torch.cat(priors))
-        groups = []
-        for y1 in range(model.n_classes[0]):
-            for y2 in range(model.n_classes[1]):
-                y = [h_w.new_full((chunk,), y1, dtype=torch.long), h_w.new_full((chunk,), y2, dtype=torch.long)]
-                groups.append(torch.cat([model.prior_sample(h_w, y).float() for _ in range(rounds)]))
-        mixture = mean_pairwise_distance(groups)
-    return {"prior_post": prior_post, "mixture": mixture}
+    adversarial = name in ("aus", "aus_st") and phase in ("c1", "c2")
+    blob = {"name": name, "phase": phase, "model_args": model_args,
+            "model": repr(profile.model),  # the repr string: the form every existing checkpoint was signed with
+            "train": weight_settings(profile.train, adversarial), "seed": profile.seed,
+            "data": data.root.name, "vocab": len(data.vocab), "upstream": upstream, "format": CKPT_FORMAT}
+    return digest(blob)
 
-
-# ----------------------------------------------------------------------------------------------
-# trainers: one class per kind of phase
-# ----------------------------------------------------------------------------------------------
-
-@dataclass
-class _Ctx:
-    profile: Profile
-    data: PreparedData
-    run_dir: Path
-    device: torch.device
-    progress: bool
-    callback: Callback | None
-    log: Callable[[str], None]
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.data.vocab)
-
-
-def _to(batch: dict[str, Tensor], dev: torch.device) -> dict[str, Tensor]:
-    return {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-
-
-def _detach(y: Tensor) -> Tensor:
-    return y.detach().float() if y.dtype.is_floating_point else y.detach()
-
-
-class _Trainer:
-    """Base: optimisers with their schedules, counters, autocast, rec validation batches."""
-
-    model_kind = "?"
-    stream_mode = "mixpoet_pre"
-    columns: tuple[str, ...] = ()
-    val_columns: tuple[str, ...] = ()
-
-    def __init__(self, ctx: _Ctx, name: str, phase: str):
-        self.ctx, self.name, self.phase = ctx, name, phase
-        self.tcfg = ctx.profile.train
-        self.model: nn.Module = None  # type: ignore[assignment]
-        self.opts: dict[str, torch.optim.Optimizer] = {}
-        self.groups: dict[str, list[nn.Parameter]] = {}
-        self.scheds: dict[str, Any] = {}
-        self.counters: dict[str, Any] = {"opt_steps": {}}
-        self._val_cache: list[dict[str, Tensor]] | None = None
-
-    # -- set-up -----------------------------------------------------------------------------------
-    @property
-    def pcfg(self) -> PhaseConfig:
-        return self.tcfg.mixture
-
-    def model_args(self) -> dict[str, Any]:
-        return {"kind": self.model_kind}
-
-    def stream(self) -> BatchStream:
-        seed = derived_seed(self.ctx.profile.seed, "batches", self.phase)  # same order for every model
-        return BatchStream(self.ctx.data, TRAIN_SPLITS, self.stream_mode, self.pcfg.batch_size, seed)
-
-    def build(self) -> nn.Module:
-        args = self.model_args()
-        self.model = build_model(args["kind"], self.ctx.profile.model, self.ctx.vocab_size,
-                                 straight_through=bool(args.get("straight_through", False))).to(self.ctx.device)
-        self.model.train()
-        return self.model
-
-    def optimiser_specs(self) -> dict[str, tuple[list[nn.Parameter], tuple[float, float], float]]:
-        """name → (parameters, betas, LR decay exponent)."""
-        return {"rec": (list(self.model.param_groups()["rec"]), self.tcfg.betas, self.pcfg.decay_exponent)}
-
-    def make_optimisers(self, opt_states: dict[str, Any] | None = None,
-                        sched_states: dict[str, Any] | None = None) -> None:
-        for name, (params, betas, beta_exp) in self.optimiser_specs().items():
-            self.groups[name] = params
-            self.opts[name] = torch.optim.AdamW(params, lr=self.pcfg.lr_max, betas=betas,
-                                                weight_decay=self.tcfg.weight_decay)
-            if opt_states and name in opt_states:
-                self.opts[name].load_state_dict(opt_states[name])
-            self.counters["opt_steps"].setdefault(name, 0)
-            self.scheds[name] = phase_lr_scheduler(self.opts[name], self.pcfg, beta_exp,
-                                                   last_step=self.counters["opt_steps"][name])
-            if sched_states and name in sched_states:  # resume: the rebuilt schedule's bookkeeping, verbatim
-                self.scheds[name].load_state_dict(sched_states[name])
-
-    def init_fresh(self, upstream: dict[str, Any] | None) -> None:
-        """Load upstream weights into a freshly built model (before the optimisers are made)."""
-
-    def fresh_counters(self, upstream: dict[str, Any] | None) -> None:
-        """Set counters for a fresh start (may read the upstream checkpoint)."""
-
-    def upstream_opt_states(self, upstream: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None
-
-    def state(self) -> dict[str, Any]:
-        return {"optimizers": {k: o.state_dict() for k, o in self.opts.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
-                "counters": self.counters}
-
-    # -- helpers used by steps ----------------------------------------------------------------------
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.tcfg.amp_bf16)
-
-    def lr(self, name: str = "rec") -> float:
-        return float(self.opts[name].param_groups[0]["lr"])
-
-    def update(self, name: str, loss: Tensor) -> float:
-        """Backward, clip the group's global norm, step its optimiser and LR schedule; return the grad norm."""
-        self.model.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = clip_grad_norm_(self.groups[name], self.tcfg.clip_grad_norm)
-        self.opts[name].step()
-        self.scheds[name].step()
-        self.counters["opt_steps"][name] += 1
-        return float(norm)
-
-    def tf_ratio(self, epoch: int) -> float:
-        p = self.pcfg
-        return teacher_forcing_ratio(epoch, p.tf_burn_in, p.tf_decay, p.tf_min)
-
-    def rec_val_batches(self, corrupt_ratio: float = 0.0, mode: str = "mixpoet_pre") -> list[dict[str, Tensor]]:
-        if self._val_cache is None:
-            stream = BatchStream(self.ctx.data, VAL_SPLITS, mode, self.pcfg.batch_size, _VAL_SEED, corrupt_ratio)
-            out = []
-            for b in stream.batches(0):
-                if len(out) >= self.tcfg.val_batches:
-                    break
-                out.append(_to(b, self.ctx.device))
-            self._val_cache = out
-        return self._val_cache
-
-    # -- to implement ---------------------------------------------------------------------------------
-    def step(self, batch: dict[str, Tensor], step: int, epoch: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def validate(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-def _classifier_eval(model: FactorModelBase, data: PreparedData, dev: torch.device,
-                     factors: Sequence[int], limit: int = 0) -> dict[str, float]:
-    """Accuracy and macro-F1 of q(y_k|x,w) and p(y_k|w) on the cqcf_valid instances labelled for factor k.
-
-    ``limit`` > 0 keeps a fixed, seeded subset of that many instances.
-    """
-    arrays = data.arrays("cqcf_valid")
-    labels = arrays.instance_labels()
-    ids = np.flatnonzero((labels[:, list(factors)] >= 0).any(axis=1))
-    if 0 < limit < len(ids):
-        ids = np.sort(np.random.default_rng(_VAL_SEED).choice(ids, size=limit, replace=False))
-    preds_xw: list[list[np.ndarray]] = [[] for _ in model.n_classes]
-    preds_w: list[list[np.ndarray]] = [[] for _ in model.n_classes]
-    with _eval_mode(model), torch.no_grad():
-        for start in range(0, len(ids), _CL_EVAL_BATCH):
-            b = _to(make_batch(arrays, ids[start:start + _CL_EVAL_BATCH]), dev)
-            h_x, h_w = model.encode(b)
-            for k in factors:
-                preds_xw[k].append(model.cl_xw[k](torch.cat([h_x, h_w], -1)).argmax(-1).cpu().numpy())
-                preds_w[k].append(model.cl_w[k](h_w).argmax(-1).cpu().numpy())
-    out: dict[str, float] = {}
-    gold_all = labels[ids]
-    for k in factors:
-        mask = gold_all[:, k] >= 0
-        gold = gold_all[mask, k]
-        sfx = "" if len(factors) == 1 else str(k + 1)
-        for tag, preds in (("xw", preds_xw[k]), ("w", preds_w[k])):
-            pred = np.concatenate(preds)[mask] if preds else np.zeros(0, dtype=np.int64)
-            acc, f1 = classification_scores(pred, gold, model.n_classes[k])
-            out[f"val_acc_{tag}{sfx}"], out[f"val_f1_{tag}{sfx}"] = acc, f1
-    return out
-
-
-_CL_VAL_COLUMNS = tuple(f"val_{m}_{t}{k}" for k in (1, 2) for t in ("xw", "w") for m in ("acc", "f1"))
-
-
-def _reconstruction_step(tr: _Trainer, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
-    """One reconstruction-only update (DAE and Basic): teacher-forcing schedule, masked line CE, 'rec' optimiser."""
-    r, lr = tr.tf_ratio(epoch), tr.lr()
-    with tr.autocast():
-        loss = reconstruction_loss(tr.model(batch, teacher_ratio=r)["decode"])
-    gn = tr.update("rec", loss)
-    return {"epoch": epoch, "lr": lr, "tf_ratio": r, "loss": loss.item(), "grad_norm": gn}
-
-
-class _DAETrainer(_Trainer):
-    """Phase A (spec §3.3): reconstruct the clean lines from the UNK-corrupted poem and the keyword."""
-
-    model_kind = "dae"
-    stream_mode = "dae"
-    columns = ("epoch", "lr", "tf_ratio", "loss", "grad_norm")
-    val_columns = ("val_rec", "val_ppl")
-
-    @property
-    def pcfg(self) -> PhaseConfig:
-        return self.tcfg.dae
-
-    def stream(self) -> BatchStream:
-        seed = derived_seed(self.ctx.profile.seed, "batches", "dae")
-        return BatchStream(self.ctx.data, TRAIN_SPLITS, "dae", self.pcfg.batch_size, seed, self.tcfg.dae_corrupt_ratio)
-
-    def optimiser_specs(self):
-        return {"rec": (list(self.model.param_groups()["dae"]), self.tcfg.betas, self.pcfg.decay_exponent)}
-
-    def step(self, batch, step, epoch):
-        return _reconstruction_step(self, batch, epoch)
-
-    def validate(self):
-        return _rec_validation(self, lambda b: self.model(b)["decode"], corrupt=self.tcfg.dae_corrupt_ratio, mode="dae")
-
-
-def _rec_validation(tr: _Trainer, decode: Callable[[dict[str, Tensor]], Any], corrupt: float = 0.0,
-                    mode: str = "mixpoet_pre", extra: Callable[[dict[str, Any], dict[str, Tensor]], None] | None = None
-                    ) -> dict[str, Any]:
-    """Mean reconstruction loss (and perplexity) over the fixed validation batches, eval mode, no grad."""
-    losses = []
-    with _eval_mode(tr.model), torch.no_grad(), _fixed_rng(_VAL_SEED), tr.autocast():
-        for b in tr.rec_val_batches(corrupt, mode):
-            out = decode(b)
-            losses.append(float(reconstruction_loss(out["decode"] if isinstance(out, dict) else out)))
-            if extra is not None and isinstance(out, dict):
-                extra(out, b)
-    rec = float(np.mean(losses))
-    return {"val_rec": rec, "val_ppl": math.exp(min(rec, 50.0))}
-
-
-class _ClassifierTrainer(_Trainer):
-    """Phases B1/B2: CE(q(y_k|x,w)) + CE(p(y_k|w)) on the instances labelled for factor k, clean poems."""
-
-    model_kind = "classifier"
-    columns = ("epoch", "lr", "loss", "loss_xw", "loss_w", "acc_xw", "acc_w", "grad_norm")
-    val_columns = ("val_acc_xw", "val_f1_xw", "val_acc_w", "val_f1_w")
-
-    def __init__(self, ctx: _Ctx, name: str, phase: str):
-        super().__init__(ctx, name, phase)
-        self.k = int(phase[-1]) - 1
-        self.stream_mode = phase
-
-    @property
-    def pcfg(self) -> PhaseConfig:
-        return self.tcfg.classifier
-
-    def init_fresh(self, upstream):
-        if self.phase == "cl1":
-            self.model.load_shared(upstream["model"])  # embed, encoders (and decoder, handed on untouched)
-        else:
-            self.model.load_state_dict(upstream["model"])
-
-    def optimiser_specs(self):
-        return {"rec": (list(self.model.classifier_groups()[self.phase]), self.tcfg.betas, self.pcfg.decay_exponent)}
-
-    def step(self, batch, step, epoch):
-        m, k, lr = self.model, self.k, self.lr()
-        y = batch["labels"][:, k]
-        with self.autocast():
-            h_x, h_w = m.encode(batch)
-            lx = m.cl_xw[k](torch.cat([h_x, h_w], -1)).float()
-            lw = m.cl_w[k](h_w).float()
-            loss_xw, loss_w = nn.functional.cross_entropy(lx, y), nn.functional.cross_entropy(lw, y)
-            loss = loss_xw + loss_w
-        gn = self.update("rec", loss)
-        return {"epoch": epoch, "lr": lr, "loss": loss.item(), "loss_xw": loss_xw.item(), "loss_w": loss_w.item(),
-                "acc_xw": float((lx.argmax(-1) == y).float().mean()),
-                "acc_w": float((lw.argmax(-1) == y).float().mean()),
-                "grad_norm": gn}
-
-    def validate(self):
-        with self.autocast():
-            return _classifier_eval(self.model, self.ctx.data, self.ctx.device, [self.k], self.tcfg.cl_val_instances)
-
-
-class _SecondStage(_Trainer):
-    """Shared by the C phases: c1 (mixture settings) or c2 (fine-tuning); teacher forcing with the leftover quirk."""
-
-    @property
-    def pcfg(self) -> PhaseConfig:
-        return self.tcfg.finetune if self.phase == "c2" else self.tcfg.mixture
-
-    def stream(self) -> BatchStream:
-        mode = "mixpoet_tune" if self.phase == "c2" else "mixpoet_pre"
-        seed = derived_seed(self.ctx.profile.seed, "batches", self.phase)
-        return BatchStream(self.ctx.data, TRAIN_SPLITS, mode, self.pcfg.batch_size, seed)
-
-    def init_fresh(self, upstream):
-        if self.phase == "c2":
-            self.model.load_state_dict(upstream["model"])
-        else:
-            self.model.load_shared(upstream["model"])
-            if isinstance(self.model, FactorModelBase):
-                _load_prefixes(self.model, upstream["model"], ("cl_xw.", "cl_w."))
-
-    def upstream_opt_states(self, upstream):
-        return upstream["optimizers"] if self.phase == "c2" else None
-
-    def fresh_counters(self, upstream):
-        if self.phase == "c2":  # the optimisers' step counts, τ, σ and the teacher-forcing epoch count go on
-            self.counters = json.loads(json.dumps(upstream["counters"]))
-            up_steps, up_per_epoch = int(upstream["step"]), int(upstream["steps_per_epoch"])
-            self.counters["tf_epoch_offset"] = math.ceil(up_steps / max(up_per_epoch, 1))
-            self.counters["tf_leftover"] = None
-            return
-        self.counters["tf_epoch_offset"] = 0
-        self.counters["tf_leftover"] = self._dae_leftover_ratio() if self.tcfg.tf_leftover_quirk else None
-
-    def _dae_leftover_ratio(self) -> float:
-        dae = read_checkpoint(checkpoint_path(self.ctx.run_dir, SHARED, "dae"), mmap=True)
-        done_epochs = int(dae["step"]) // max(int(dae["steps_per_epoch"]), 1)
-        p = self.tcfg.dae
-        return teacher_forcing_ratio(done_epochs + 1, p.tf_burn_in, p.tf_decay, p.tf_min)
-
-    def tf_ratio(self, epoch: int) -> float:
-        if epoch == 1 and self.counters.get("tf_leftover") is not None:
-            return float(self.counters["tf_leftover"])
-        p = self.pcfg
-        return teacher_forcing_ratio(epoch + int(self.counters.get("tf_epoch_offset", 0)), p.tf_burn_in, p.tf_decay,
-                                     p.tf_min)
-
-
-class _BasicTrainer(_SecondStage):
-    """Keyword-only generator: s0 = tanh(dec_init_pre(h_w)) (fresh), everything else from the DAE."""
-
-    model_kind = "basic"
-    columns = ("epoch", "lr", "tf_ratio", "loss", "grad_norm")
-    val_columns = ("val_rec", "val_ppl")
-
-    def step(self, batch, step, epoch):
-        return _reconstruction_step(self, batch, epoch)
-
-    def validate(self):
-        return _rec_validation(self, lambda b: self.model(b))
-
-
-def _active_units(mu: Tensor, threshold: float = 0.01) -> int:
-    """Number of latent dimensions whose posterior mean varies across items by more than ``threshold``."""
-    return int((mu.float().var(0) > threshold).sum()) if mu.size(0) > 1 else 0
-
-
-class _CVAETrainer(_SecondStage):
-    """Gaussian CVAE: L = rec + β_t · KL(q(z|x,w) ‖ p(z|w)) with free bits per dimension."""
-
-    model_kind = "cvae"
-    columns = ("epoch", "lr", "tf_ratio", "loss", "rec", "kl", "kl_fb", "kl_weight", "active_units", "grad_norm")
-    val_columns = ("val_rec", "val_ppl", "val_kl", "val_active_units")
-
-    def step(self, batch, step, epoch):
-        r, lr, t = self.tf_ratio(epoch), self.lr(), self.tcfg
-        beta = kl_weight(int(self.counters["opt_steps"]["rec"]), t.kl_anneal_steps, t.kl_anneal_kind)
-        with self.autocast():
-            out = self.model(batch, teacher_ratio=r)
-            rec = reconstruction_loss(out["decode"])
-        (mq, lq), (mp, lp) = [(a.float(), b.float()) for a, b in (out["posterior"], out["prior"])]
-        kl_fb = gaussian_kl(mq, lq, mp, lp, t.free_bits)
-        loss = rec + beta * kl_fb
-        gn = self.update("rec", loss)
-        return {"epoch": epoch, "lr": lr, "tf_ratio": r, "loss": loss.item(), "rec": rec.item(),
-                "kl": float(gaussian_kl(mq, lq, mp, lp).detach()), "kl_fb": kl_fb.item(), "kl_weight": beta,
-                "active_units": _active_units(mq.detach()), "grad_norm": gn}
-
-    def validate(self):
-        kls, mus = [], []
-
-        def extra(out, _b):
-            (mq, lq), (mp, lp) = [(a.float(), b.float()) for a, b in (out["posterior"], out["prior"])]
-            kls.append(float(gaussian_kl(mq, lq, mp, lp)))
-            mus.append(mq)
-
-        res = _rec_validation(self, lambda b: self.model(b), extra=extra)
-        res.update(val_kl=float(np.mean(kls)), val_active_units=_active_units(torch.cat(mus)))
-        return res
-
-
-class _FactorTrainer(_SecondStage):
-    """Shared by IGS and AUS: straight-through flag, Gumbel τ, classifier validation."""
-
-    def model_args(self):
-        st = True if self.name == "aus_st" else bool(self.tcfg.straight_through_labels)
-        return {"kind": self.model_kind, "straight_through": st}
-
-    def fresh_counters(self, upstream):
-        super().fresh_counters(upstream)
-        if self.phase == "c1":
-            self.counters.update(tau_step=0, rec_steps=0, noise_step=0, adv_batches=0)
-
-    def tau(self) -> float:
-        return gumbel_tau(int(self.counters["tau_step"]), self.tcfg.tau_annealing_steps, self.tcfg.min_tau)
-
-    def diagnostics(self, batch: dict[str, Tensor], tau: float) -> dict[str, float]:
-        t = self.tcfg
-        seed = derived_seed(_VAL_SEED, "diag", self.counters["tau_step"])
-        d = latent_diagnostics(self.model, batch, t.diag_samples, t.diag_chunk, tau, seed)
-        return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"]}
-
-
-class _IGSTrainer(_FactorTrainer):
-    """MixPoet-IGS: rec + β_t Σ_k KL_k (free bits) + Σ_k (L_xw + L_ent + L_w)."""
-
-    model_kind = "igs"
-    columns = ("epoch", "lr", "tf_ratio", "tau", "loss", "rec", "kl1", "kl2", "kl_weight", "xw", "ent", "w",
-               "active_units", "grad_norm", "diag_prior_post", "diag_mixture")
-    val_columns = ("val_rec", "val_ppl", "val_kl1", "val_kl2", "val_active_units") + _CL_VAL_COLUMNS
-
-    def step(self, batch, step, epoch):
-        t, m = self.tcfg, self.model
-        r, lr, tau = self.tf_ratio(epoch), self.lr(), self.tau()
-        beta = kl_weight(int(self.counters["opt_steps"]["rec"]), t.kl_anneal_steps, t.kl_anneal_kind)
-        with self.autocast():
-            out = m(batch, teacher_ratio=r, tau=tau)
-            rec = reconstruction_loss(out["decode"])
-            terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"],
-                                     out["labels"])
-        kls_raw, kls_fb = [], []
-        for (mq, lq), (mp, lp) in zip(out["posterior"], out["prior"]):
-            mq, lq, mp, lp = mq.float(), lq.float(), mp.float(), lp.float()
-            kls_fb.append(gaussian_kl(mq, lq, mp, lp, t.free_bits))
-            kls_raw.append(float(gaussian_kl(mq, lq, mp, lp).detach()))
-        loss = rec + beta * sum(kls_fb) + terms["xw"] + terms["ent"] + terms["w"]
-        gn = self.update("rec", loss)
-        row = {"epoch": epoch, "lr": lr, "tf_ratio": r, "tau": tau, "loss": loss.item(), "rec": rec.item(),
-               "kl1": kls_raw[0], "kl2": kls_raw[1], "kl_weight": beta, "xw": terms["xw"].item(),
-               "ent": terms["ent"].item(), "w": terms["w"].item(),
-               "active_units": _active_units(torch.cat([mq for mq, _ in out["posterior"]], -1).detach()),
-               "grad_norm": gn}
-        if t.diag_every > 0 and int(self.counters["tau_step"]) % t.diag_every == 0:
-            row.update(self.diagnostics(batch, tau))
-        self.counters["tau_step"] += 1
-        return row
-
-    def validate(self):
-        kls: list[list[float]] = [[], []]
-        mus = []
-
-        def extra(out, _b):
-            for k, ((mq, lq), (mp, lp)) in enumerate(zip(out["posterior"], out["prior"])):
-                kls[k].append(float(gaussian_kl(mq.float(), lq.float(), mp.float(), lp.float())))
-            mus.append(torch.cat([mq for mq, _ in out["posterior"]], -1))
-
-        res = _rec_validation(self, lambda b: self.model(b, tau=self.tau()), extra=extra)
-        res.update(val_kl1=float(np.mean(kls[0])), val_kl2=float(np.mean(kls[1])),
-                   val_active_units=_active_units(torch.cat(mus)))
-        with self.autocast():
-            res.update(_classifier_eval(self.model, self.ctx.data, self.ctx.device, [0, 1], self.tcfg.cl_val_instances))
-        return res
-
-
-class _AUSTrainer(_FactorTrainer):
-    """MixPoet-AUS, spec §3.3 C1/C2 per batch: R update; after the warm-up ndis D updates and one G update."""
-
-    model_kind = "aus"
-    columns = ("epoch", "lr_rec", "lr_dis", "lr_gen", "tf_ratio", "tau", "sigma", "loss", "rec", "xw", "ent", "w",
-               "grad_norm", "d_loss", "g_loss", "diag_prior_post", "diag_mixture")
-    val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss") + _CL_VAL_COLUMNS
-
-    def optimiser_specs(self):
-        g, t = self.model.param_groups(), self.tcfg
-        return {"rec": (list(g["rec"]), t.betas, self.pcfg.decay_exponent),
-                "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
-                "gen": (list(g["gen"]), t.betas, self.pcfg.decay_exponent)}
-
-    def step(self, batch, step, epoch):
-        t, m, c = self.tcfg, self.model, self.counters
-        r, tau = self.tf_ratio(epoch), self.tau()
-        lrs = {k: self.lr(k) for k in ("rec", "dis", "gen")}
-        # 1. reconstruction / classifier update (group R), decoding from z_post
-        with self.autocast():
-            out = m(batch, teacher_ratio=r, tau=tau, update_prior_stats=False)
-            rec = reconstruction_loss(out["decode"])
-            terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"],
-                                     out["labels"])
-            loss = rec + terms["xw"] + terms["ent"] + terms["w"]
-        with torch.no_grad():  # z_prior only to move the prior's BN/CBN running statistics (fp32)
-            m.prior_sample(out["h_w"].detach().float(), [_detach(y) for y in out["labels"]])
-        gn = self.update("rec", loss)
-        c["rec_steps"] += 1
-        row = {"epoch": epoch, "lr_rec": lrs["rec"], "lr_dis": math.nan, "lr_gen": math.nan, "tf_ratio": r, "tau": tau,
-               "sigma": instance_noise(int(c["noise_step"]), t.noise_init, t.noise_decay_steps,
-                                       started=int(c["noise_step"]) > 0),
-               "loss": loss.item(), "rec": rec.item(), "xw": terms["xw"].item(), "ent": terms["ent"].item(),
-               "w": terms["w"].item(), "grad_norm": gn}
-        if c["rec_steps"] > t.rec_warm_steps:
-            # 2. ndis discriminator updates on no-grad latent pairs; σ is the official 1.0 until the first advance
-            d_losses = []
-            encoded = None
-            if t.share_dis_encoding:
-                with torch.no_grad():
-                    encoded = m.encode(batch)
-            for _ in range(t.ndis):
-                with torch.no_grad():
-                    z_post, z_prior, y = m.latent_pair(batch, tau, row["sigma"], encoded)
-                d_loss = relativistic_d_loss(m.discriminate(z_post, y), m.discriminate(z_prior, y))
-                self.update("dis", d_loss)
-                d_losses.append(d_loss.item())
-            c["noise_step"] += 1
-            # 3. one generator update (prior, posterior, encoders), with the advanced σ
-            sigma_g = instance_noise(int(c["noise_step"]), t.noise_init, t.noise_decay_steps)
-            dis_params = self.groups["dis"]
-            for p in dis_params:
-                p.requires_grad_(False)
-            try:
-                z_post, z_prior, y = m.latent_pair(batch, tau, sigma_g)
-                g_loss = relativistic_g_loss(m.discriminate(z_post, y), m.discriminate(z_prior, y))
-                self.update("gen", g_loss)
-            finally:
-                for p in dis_params:
-                    p.requires_grad_(True)
-            row.update(lr_dis=lrs["dis"], lr_gen=lrs["gen"], d_loss=float(np.mean(d_losses)), g_loss=g_loss.item())
-            c["adv_batches"] += 1
-            if t.diag_every > 0 and (int(c["adv_batches"]) - 1) % t.diag_every == 0:
-                row.update(self.diagnostics(batch, tau))
-        c["tau_step"] += 1
-        return row
-
-    def validate(self):
-        adv: list[tuple[float, float]] = []
-        m = self.model
-
-        def extra(_out, b):
-            z_post, z_prior, y = m.latent_pair(b, self.tau(), 0.0)
-            d_real, d_fake = m.discriminate(z_post.float(), y), m.discriminate(z_prior.float(), y)
-            adv.append((float(relativistic_d_loss(d_real, d_fake)), float(relativistic_g_loss(d_real, d_fake))))
-
-        res = _rec_validation(self, lambda b: m(b, tau=self.tau(), update_prior_stats=False), extra=extra)
-        res.update(val_d_loss=float(np.mean([a for a, _ in adv])), val_g_loss=float(np.mean([g for _, g in adv])))
-        with self.autocast():
-            res.update(_classifier_eval(m, self.ctx.data, self.ctx.device, [0, 1], self.tcfg.cl_val_instances))
-        return res
-
-
-def _trainer(ctx: _Ctx, name: str, phase: str) -> _Trainer:
-    if name == SHARED:
-        return _DAETrainer(ctx, name, phase) if phase == "dae" else _ClassifierTrainer(ctx, name, phase)
-    cls = {"basic": _BasicTrainer, "cvae": _CVAETrainer, "igs": _IGSTrainer, "aus": _AUSTrainer}[_KIND_OF[name]]
-    return cls(ctx, name, phase)
-
-
-# ----------------------------------------------------------------------------------------------
-# the phase runner
-# ----------------------------------------------------------------------------------------------
 
 @dataclass
 class PhaseResult:
@@ -880,167 +200,186 @@ class PhaseResult:
         return statistics.median(self.step_seconds) if self.step_seconds else math.nan
 
 
-def _signature(ctx: _Ctx, tr: _Trainer, upstream: tuple[str, int] | None) -> str:
-    adversarial = tr.name in ("aus", "aus_st") and tr.phase in ("c1", "c2")
-    train_cfg = weight_settings(ctx.profile.train, adversarial)
-    blob = {"name": tr.name, "phase": tr.phase, "model_args": tr.model_args(),
-            "model": repr(ctx.profile.model),  # the repr string: the form every existing checkpoint was signed with
-            "train": train_cfg, "seed": ctx.profile.seed,
-            "data": ctx.data.root.name, "vocab": ctx.vocab_size, "upstream": upstream, "format": CKPT_FORMAT}
-    return digest(blob)
+@dataclass
+class _Phase:
+    """One phase of one call: its trainer, files, signature and step plan."""
+
+    ctx: TrainContext
+    tr: Trainer
+    stream: BatchStream
+    path: Path  # the checkpoint
+    upstream: tuple[str, str] | None
+    up_path: Path | None
+    signature: str
+    per_epoch: int
+    planned: int  # steps of the whole phase
+    target: int  # last step of this call
+    logs: dict[str, CsvLog]
+    t_start: float
+
+    @property
+    def key(self) -> str:
+        """'<name>_<phase>'."""
+        return _key(self.tr.name, self.tr.phase)
 
 
-def _run_phase(ctx: _Ctx, name: str, phase: str, resume: bool, max_steps: int | None) -> PhaseResult:
+def _upstream_fingerprint(ctx: TrainContext, name: str, phase: str) -> tuple[Path | None, tuple[str, int] | None]:
+    """(path, (signature, step)) of the upstream checkpoint, which must exist; (None, None) for the DAE."""
+    up = upstream_phase(name, phase)
+    if up is None:
+        return None, None
+    up_path = checkpoint_path(ctx.run_dir, *up)
+    if not up_path.exists():
+        raise ValueError(f"{_key(name, phase)} starts from {_key(*up)}, but {up_path} does not exist; "
+                         f"train phase {up[1]!r} first")
+    head = read_checkpoint(up_path, mmap=True)  # only the fingerprint: (signature, step)
+    return up_path, (str(head["signature"]), int(head["step"]))
+
+
+def _plan_phase(ctx: TrainContext, name: str, phase: str, max_steps: int | None) -> _Phase:
     t_start = time.perf_counter()
-    key = _key(name, phase)
     path = checkpoint_path(ctx.run_dir, name, phase)
-    for stale in path.parent.glob(f"{path.name}.tmp-*"):
+    for stale in path.parent.glob(f".{path.name}.*.part"):  # left by a save killed mid-write (_util.atomic_write)
         stale.unlink(missing_ok=True)
-    tr = _trainer(ctx, name, phase)
-    up = _upstream(name, phase)
-    up_path, up_print = None, None
-    if up is not None:
-        up_path = checkpoint_path(ctx.run_dir, *up)
-        if not up_path.exists():
-            raise ValueError(f"{key} starts from {_key(*up)}, but {up_path} does not exist; "
-                             f"train phase {up[1]!r} first")
-        head = read_checkpoint(up_path, mmap=True)  # only the fingerprint: (signature, step)
-        up_print = (str(head["signature"]), int(head["step"]))
-        del head
-    sig = _signature(ctx, tr, up_print)
+    tr = make_trainer(ctx, name, phase)
+    up_path, up_print = _upstream_fingerprint(ctx, name, phase)
+    sig = phase_signature(ctx.profile, name, phase, tr.model_args(), ctx.data, up_print)
     stream = tr.stream()
     per_epoch = len(stream)
-    planned = per_epoch * tr.pcfg.epochs
-    if tr.pcfg.max_steps is not None:
-        planned = min(planned, tr.pcfg.max_steps)
+    planned = planned_steps(per_epoch, tr.pcfg)
     target = min(planned, max_steps) if max_steps is not None else planned
-    logs = {"train": _CsvLog(ctx.run_dir / "logs" / f"{key}.csv", tr.columns),
-            "valid": _CsvLog(ctx.run_dir / "logs" / f"{key}_valid.csv", tr.val_columns)}
+    logs = {"train": CsvLog(log_path(ctx.run_dir, name, phase), tr.columns),
+            "valid": CsvLog(log_path(ctx.run_dir, name, phase, valid=True), tr.val_columns)}
+    return _Phase(ctx, tr, stream, path, upstream_phase(name, phase), up_path, sig, per_epoch, planned, target, logs,
+                  t_start)
 
-    state = None
-    if resume and path.exists():
-        head = read_checkpoint(path, mmap=True)
-        if head.get("signature") != sig:
-            ctx.log(f"{key}: settings or upstream changed since its checkpoint; training it again")
-        elif int(head["step"]) >= target:
-            return PhaseResult(name, phase, int(head["step"]), int(head["total_steps"]), 0,
-                               time.perf_counter() - t_start, path, logs["train"].path, bool(head["complete"]),
-                               metrics=dict(head.get("metrics") or {}))
-        else:
-            state = read_checkpoint(path)
-        del head
-    up_state = read_checkpoint(up_path) if state is None and up_path is not None else None
 
-    seed_everything(derived_seed(ctx.profile.seed, _KIND_OF.get(name, name), phase))  # aus, aus_st: same init
+def _resumable(run: _Phase) -> PhaseResult | dict[str, Any] | None:
+    """A finished result when the checkpoint already reached the target, its state to resume from, or None."""
+    head = read_checkpoint(run.path, mmap=True)
+    if head.get("signature") != run.signature:
+        run.ctx.log(f"{run.key}: settings or upstream changed since its checkpoint; training it again")
+        return None
+    if int(head["step"]) >= run.target:
+        return PhaseResult(run.tr.name, run.tr.phase, int(head["step"]), int(head["total_steps"]), 0,
+                           time.perf_counter() - run.t_start, run.path, run.logs["train"].path, bool(head["complete"]),
+                           metrics=dict(head.get("metrics") or {}))
+    return read_checkpoint(run.path)
+
+
+def _start(run: _Phase, state: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+    """Build the model fresh from upstream or from ``state``; return (step reached, last validation metrics)."""
+    tr = run.tr
+    up_state = read_checkpoint(run.up_path) if state is None and run.up_path is not None else None
+    seed_everything(derived_seed(run.ctx.profile.seed, KIND_OF.get(tr.name, tr.name), tr.phase))  # aus, aus_st alike
     tr.build()
     if state is None:
         tr.init_fresh(up_state)
         tr.fresh_counters(up_state)
         tr.make_optimisers(tr.upstream_opt_states(up_state))
-        start, metrics = 0, {}
-        for lg in logs.values():
+        for lg in run.logs.values():
             lg.reset()
-    else:
-        tr.model.load_state_dict(state["model"])
-        tr.counters = state["counters"]
-        tr.make_optimisers(state["optimizers"], state["schedulers"])
-        _set_rng_state(state["rng"])
-        start, metrics = int(state["step"]), dict(state.get("metrics") or {})
-        for lg in logs.values():
-            lg.truncate(start)
-        ctx.log(f"{key}: resuming at step {start} of {planned}")
-    del up_state, state
+        return 0, {}
+    tr.model.load_state_dict(state["model"])
+    tr.counters = state["counters"]
+    tr.make_optimisers(state["optimizers"], state["schedulers"])
+    restore_rng_state(state["rng"])
+    start = int(state["step"])
+    for lg in run.logs.values():
+        lg.truncate(start)
+    run.ctx.log(f"{run.key}: resuming at step {start} of {run.planned}")
+    return start, dict(state.get("metrics") or {})
 
-    def save(step: int) -> None:
-        for lg in logs.values():
-            lg.flush()
-        payload = {
-            "format": CKPT_FORMAT, "name": name, "phase": phase, "complete": step >= planned,
-            "step": step, "total_steps": planned, "steps_per_epoch": per_epoch,
-            "epoch": (step - 1) // per_epoch + 1 if step else 0,
-            "batch_in_epoch": (step - 1) % per_epoch + 1 if step else 0,
-            "model_args": tr.model_args(), "model_config": jsonable(ctx.profile.model), "vocab_size": ctx.vocab_size,
-            "model": tr.model.state_dict(), **tr.state(), "rng": _rng_state(), "signature": sig,
-            "upstream": _key(*up) if up else None, "config": jsonable(ctx.profile.to_dict()),
-            "metrics": metrics, "torch_version": str(torch.__version__),
-        }
-        torch_save_atomic(payload, path)
 
-    t = tr.tcfg
-    bar = None
-    if not _tqdm_disabled(ctx.progress):
-        from tqdm.auto import tqdm
-        bar = tqdm(total=target, initial=start, desc=key, unit="step", dynamic_ncols=True, leave=True)
-    step_times: list[float] = []
-    val_s = ckpt_s = 0.0
+def _save(run: _Phase, step: int, metrics: dict[str, Any]) -> None:
+    """Flush the logs and write the resumable checkpoint of ``step`` atomically."""
+    for lg in run.logs.values():
+        lg.flush()
+    ctx, tr, per_epoch = run.ctx, run.tr, run.per_epoch
+    payload = {
+        "format": CKPT_FORMAT, "name": tr.name, "phase": tr.phase, "complete": step >= run.planned,
+        "step": step, "total_steps": run.planned, "steps_per_epoch": per_epoch,
+        "epoch": (step - 1) // per_epoch + 1 if step else 0,
+        "batch_in_epoch": (step - 1) % per_epoch + 1 if step else 0,
+        "model_args": tr.model_args(), "model_config": jsonable(ctx.profile.model), "vocab_size": ctx.vocab_size,
+        "model": tr.model.state_dict(), **tr.state(), "rng": rng_state(), "signature": run.signature,
+        "upstream": _key(*run.upstream) if run.upstream else None, "config": jsonable(ctx.profile.to_dict()),
+        "metrics": metrics, "torch_version": str(torch.__version__),
+    }
+    torch_save_atomic(payload, run.path)
+
+
+@dataclass
+class _Timing:
+    steps: list[float] = field(default_factory=list)
+    val_s: float = 0.0
+    ckpt_s: float = 0.0
+
+
+def _validation_due(run: _Phase, step: int, pos: int) -> bool:
+    t = run.tr.tcfg
+    return bool((t.validate_every_epoch and pos == run.per_epoch - 1)
+                or (t.validate_every and step % t.validate_every == 0) or step == run.target)
+
+
+def _train_steps(run: _Phase, start: int, metrics: dict[str, Any], timing: _Timing) -> tuple[dict, dict]:
+    """Steps start+1 .. target: update, log, validate and checkpoint when due; return (last row, last metrics)."""
+    ctx, tr, t = run.ctx, run.tr, run.tr.tcfg
+    bar = progress_bar(run.target, start, run.key, ctx.progress)
     last: dict[str, Any] = {}
     it: Iterator[dict[str, Tensor]] | None = None
     cur_epoch = -1
     try:
-        for s in range(start + 1, target + 1):
+        for s in range(start + 1, run.target + 1):
             t0 = time.perf_counter()
-            epoch, pos = (s - 1) // per_epoch + 1, (s - 1) % per_epoch
+            epoch, pos = (s - 1) // run.per_epoch + 1, (s - 1) % run.per_epoch
             if epoch != cur_epoch:
-                it, cur_epoch = stream.batches(epoch, pos), epoch
-            batch = _to(next(it), ctx.device)  # type: ignore[arg-type]
-            row = tr.step(batch, s, epoch)
-            logs["train"].add(s, row)
-            last = row
-            step_times.append(time.perf_counter() - t0)
-            if (t.validate_every_epoch and pos == per_epoch - 1) or (t.validate_every and s % t.validate_every == 0) \
-                    or s == target:
+                it, cur_epoch = run.stream.batches(epoch, pos), epoch
+            last = {"epoch": epoch, **tr.step(to_device(next(it), ctx.device), epoch)}  # type: ignore[arg-type]
+            run.logs["train"].add(s, last)
+            timing.steps.append(time.perf_counter() - t0)
+            if _validation_due(run, s, pos):
                 t1 = time.perf_counter()
                 metrics = {k: float(v) for k, v in tr.validate().items()}
-                logs["valid"].add(s, metrics)
-                val_s += time.perf_counter() - t1
-            for lg in logs.values():  # every step: a crash loses no row, a notebook can plot it live
+                run.logs["valid"].add(s, metrics)
+                timing.val_s += time.perf_counter() - t1
+            for lg in run.logs.values():  # every step: a crash loses no row, a notebook can plot it live
                 lg.flush()
-            if s % t.ckpt_every == 0 or s == target:
+            if s % t.ckpt_every == 0 or s == run.target:
                 t1 = time.perf_counter()
-                save(s)
-                ckpt_s += time.perf_counter() - t1
-            if bar is not None:
-                bar.update(1)
-                if s % max(t.log_every, 1) == 0 or s == target:
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
-                                     if k in ("loss", "rec", "kl", "d_loss", "g_loss", "acc_xw", "tf_ratio")
-                                     and isinstance(v, float) and not math.isnan(v)}, refresh=False)
+                _save(run, s, metrics)
+                timing.ckpt_s += time.perf_counter() - t1
+            bar.update(1)
+            if s % max(t.log_every, 1) == 0 or s == run.target:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()
+                                 if k in _BAR_KEYS and isinstance(v, float) and not math.isnan(v)}, refresh=False)
             if ctx.callback is not None:
-                ctx.callback(key, s, row)
+                ctx.callback(run.key, s, last)
     finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t_start
-    _append_timing(ctx.run_dir, key, start, target, seconds, step_times, val_s, ckpt_s)
-    return PhaseResult(name, phase, target, planned, target - start, seconds, path, logs["train"].path,
-                       target >= planned, step_times, val_s, ckpt_s, last, metrics)
+        bar.close()
+    return last, metrics
 
 
-def _append_timing(run_dir: Path, key: str, start: int, end: int, seconds: float, steps: list[float],
-                   val_s: float, ckpt_s: float) -> None:
-    path = run_dir / "logs" / "timing.csv"
-    new = not path.exists()
-    with open(path, "a", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        if new:
-            w.writerow(["phase", "from_step", "to_step", "seconds", "median_step_s", "validation_s", "checkpoint_s",
-                        "threads", "device", "finished"])
-        med = statistics.median(steps) if steps else math.nan
-        w.writerow([key, start, end, f"{seconds:.2f}", f"{med:.4f}", f"{val_s:.2f}", f"{ckpt_s:.2f}",
-                    torch.get_num_threads(), str(default_device()), time.strftime("%Y-%m-%dT%H:%M:%S")])
+def _run_phase(ctx: TrainContext, name: str, phase: str, resume: bool, max_steps: int | None) -> PhaseResult:
+    """Run (or resume, or skip) one phase up to ``max_steps``; append its timing row."""
+    run = _plan_phase(ctx, name, phase, max_steps)
+    state = _resumable(run) if resume and run.path.exists() else None
+    if isinstance(state, PhaseResult):
+        return state
+    start, metrics = _start(run, state)
+    del state
+    timing = _Timing()
+    last, metrics = _train_steps(run, start, metrics, timing)
+    seconds = time.perf_counter() - run.t_start
+    append_timing(ctx.run_dir, run.key, start, run.target, seconds, timing.steps, timing.val_s, timing.ckpt_s)
+    return PhaseResult(name, phase, run.target, run.planned, run.target - start, seconds, run.path,
+                       run.logs["train"].path, run.target >= run.planned, timing.steps, timing.val_s, timing.ckpt_s,
+                       last, metrics)
 
 
 # ----------------------------------------------------------------------------------------------
 # public entry points
 # ----------------------------------------------------------------------------------------------
-
-def _prepare_data(profile: Profile, data: PreparedData | None) -> PreparedData:
-    if data is not None:
-        return data
-    from mixpoet_lib.data.dataset import prepare
-
-    return prepare(profile)
-
 
 def train(kinds: str | Sequence[str], profile: str | Profile | None = None, data: PreparedData | None = None,
           run_dir: str | os.PathLike[str] | None = None, resume: bool = True, progress: bool = True,
@@ -1065,7 +404,8 @@ def train(kinds: str | Sequence[str], profile: str | Profile | None = None, data
     prof = _resolve_profile(profile)
     if log is None:
         log = (lambda m: print(f"[train] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
-    ctx = _Ctx(prof, _prepare_data(prof, data), _resolve_run_dir(run_dir, prof), default_device(), progress, callback, log)
+    ctx = TrainContext(prof, data if data is not None else prepare(prof), _resolve_run_dir(run_dir, prof),
+                       default_device(), progress, callback, log)
     results: dict[str, PhaseResult] = {}
     threads = torch.get_num_threads()
     if prof.train.num_threads > 0:
@@ -1084,8 +424,8 @@ def ensure_model(kind: str, profile: str | Profile | None = None, data: Prepared
     """Return the trained model of this kind: its finished checkpoint, else train it (and its prerequisites) first.
 
     ``kind`` is a model name (basic, cvae, igs, aus, aus_st), 'dae' or 'classifiers'; the model comes back in
-    eval mode on ``default_device()``. Notebooks call this so that each one runs on its own. With ``published`` (default:
-    $MIXPOET_PUBLISHED) and no finished checkpoint in the run folder, published weights trained with the same
+    eval mode on ``default_device()``. Notebooks call this so that each one runs on its own. With ``published``
+    (default: $MIXPOET_PUBLISHED) and no finished checkpoint in the run folder, published weights trained with the same
     settings (``weights/<profile>/<kind>.safetensors``) are loaded instead of training.
     """
     prof = _resolve_profile(profile)
@@ -1106,20 +446,21 @@ def ensure_model(kind: str, profile: str | Profile | None = None, data: Prepared
     return load_model(path)
 
 
-def validation_loss(model: nn.Module, data: PreparedData, batch_size: int = 64, n_batches: int = 20) -> dict[str, float]:
+def validation_loss(model: nn.Module, data: PreparedData, batch_size: int = 64,
+                    n_batches: int = 20) -> dict[str, float]:
     """Reconstruction loss and perplexity of any generator on fixed validation batches (unl_valid + cqcf_valid).
 
     The same batches every call (fixed seed), eval mode, teacher forcing; latent models decode from their
     posterior sample as in training. Used to compare weights of the same model (e.g. published int8 vs fp32).
     """
     dev = next(model.parameters()).device
-    stream = BatchStream(data, VAL_SPLITS, "mixpoet_pre", batch_size, _VAL_SEED)
+    stream = BatchStream(data, VAL_SPLITS, "mixpoet_pre", batch_size, VAL_SEED)
     losses = []
-    with _eval_mode(model), torch.no_grad(), _fixed_rng(_VAL_SEED):
+    with eval_mode(model), torch.no_grad(), fixed_rng(VAL_SEED):
         for b in stream.batches(0):
             if len(losses) >= n_batches:
                 break
-            out = model(_to(b, dev))
+            out = model(to_device(b, dev))
             losses.append(float(reconstruction_loss(out["decode"] if isinstance(out, dict) else out)))
     rec = float(np.mean(losses))
     return {"val_rec": rec, "val_ppl": math.exp(min(rec, 50.0)), "batches": len(losses)}

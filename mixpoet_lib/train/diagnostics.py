@@ -1,0 +1,146 @@
+"""What the training loop measures without changing training: validation batches, classifier scores, latent distances.
+
+Everything here runs in eval mode (batch-norm statistics untouched) and, where it draws random numbers, under a
+forked torch RNG seeded with :data:`VAL_SEED`, so calling it between two training steps leaves the weights and the
+RNG stream of the run exactly as they were.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mixpoet_lib.data.batching import BatchStream, make_batch
+from mixpoet_lib.data.dataset import PreparedData
+from mixpoet_lib.metrics import accuracy, macro_f1
+from mixpoet_lib.models.generators import FactorModelBase
+from mixpoet_lib.models.losses import mahalanobis_distance, mean_pairwise_distance
+
+__all__ = [
+    "VAL_SPLITS", "VAL_SEED", "to_device", "fixed_rng", "eval_mode", "validation_batches",
+    "active_units", "classifier_scores", "latent_diagnostics",
+]
+
+VAL_SPLITS = ("unl_valid", "cqcf_valid")
+VAL_SEED = 20_200_207  # the fixed seed of every validation and diagnostic pass
+_CL_EVAL_BATCH = 256
+
+
+def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """The batch with every tensor moved to ``device``."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@contextlib.contextmanager
+def fixed_rng(seed: int) -> Iterator[None]:
+    """Run a block with torch seeded to ``seed``; every torch RNG (CPU and CUDA) is restored afterwards."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run a block with ``model`` in eval mode, then put it back in the mode it was in."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def validation_batches(data: PreparedData, mode: str, batch_size: int, n_batches: int, device: torch.device,
+                       corrupt_ratio: float = 0.0) -> list[dict[str, Tensor]]:
+    """The first ``n_batches`` batches of the validation splits in their fixed (seeded) order, on ``device``."""
+    stream = BatchStream(data, VAL_SPLITS, mode, batch_size, VAL_SEED, corrupt_ratio)
+    out = []
+    for b in stream.batches(0):
+        if len(out) >= n_batches:
+            break
+        out.append(to_device(b, device))
+    return out
+
+
+def active_units(mu: Tensor, threshold: float = 0.01) -> int:
+    """Latent dimensions whose posterior mean varies across the batch's items by more than ``threshold``."""
+    return int((mu.float().var(0) > threshold).sum()) if mu.size(0) > 1 else 0
+
+
+def _predictions(model: FactorModelBase, data: PreparedData, ids: np.ndarray, device: torch.device,
+                 factors: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Arg-max classes of q(y_k|x,w) and p(y_k|w) for these cqcf_valid instances, factor by factor."""
+    arrays = data.arrays("cqcf_valid")
+    preds_xw: list[list[np.ndarray]] = [[] for _ in model.n_classes]
+    preds_w: list[list[np.ndarray]] = [[] for _ in model.n_classes]
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, len(ids), _CL_EVAL_BATCH):
+            b = to_device(make_batch(arrays, ids[start:start + _CL_EVAL_BATCH]), device)
+            h_x, h_w = model.encode(b)
+            for k in factors:
+                preds_xw[k].append(model.cl_xw[k](torch.cat([h_x, h_w], -1)).argmax(-1).cpu().numpy())
+                preds_w[k].append(model.cl_w[k](h_w).argmax(-1).cpu().numpy())
+    joined = [[np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for p in preds] for preds in (preds_xw, preds_w)]
+    return joined[0], joined[1]
+
+
+def classifier_scores(model: FactorModelBase, data: PreparedData, device: torch.device, factors: Sequence[int],
+                      limit: int = 0) -> dict[str, float]:
+    """Accuracy and macro-F1 (over all classes) of q(y_k|x,w) and p(y_k|w) on the cqcf_valid instances labelled
+    for factor k: keys ``val_acc_xw``, ``val_f1_xw``, ``val_acc_w``, ``val_f1_w`` (suffixed 1, 2 for two factors).
+
+    ``limit`` > 0 keeps a fixed, seeded subset of that many instances.
+    """
+    labels = data.arrays("cqcf_valid").instance_labels()
+    ids = np.flatnonzero((labels[:, list(factors)] >= 0).any(axis=1))
+    if 0 < limit < len(ids):
+        ids = np.sort(np.random.default_rng(VAL_SEED).choice(ids, size=limit, replace=False))
+    preds_xw, preds_w = _predictions(model, data, ids, device, factors)
+    out: dict[str, float] = {}
+    gold_all = labels[ids]
+    for k in factors:
+        mask = gold_all[:, k] >= 0
+        gold = gold_all[mask, k]
+        sfx = "" if len(factors) == 1 else str(k + 1)
+        for tag, preds in (("xw", preds_xw), ("w", preds_w)):
+            pred = preds[k][mask]
+            out[f"val_acc_{tag}{sfx}"] = accuracy(gold, pred)
+            out[f"val_f1_{tag}{sfx}"] = macro_f1(gold, pred, model.n_classes[k])
+    return out
+
+
+@torch.no_grad()
+def latent_diagnostics(model: nn.Module, batch: dict[str, Tensor], samples: int = 512, chunk: int = 128,
+                       tau: float = 1.0, seed: int = VAL_SEED, index: int | None = None) -> dict[str, float]:
+    """Spec §7.2 distances between latent distributions, in eval mode under a fixed, forked RNG.
+
+    'prior_post': one instance of ``batch`` (random unless ``index``) replicated ``chunk``×; ``samples``
+    prior and posterior draws; mean Mahalanobis distance of the posterior draws from a Gaussian fitted
+    to the prior draws. 'mixture': for that keyword, ``samples`` prior draws under each of the 6 (y1, y2)
+    mixtures; mean symmetric Mahalanobis distance over the 15 pairs.
+    """
+    rounds = max(math.ceil(samples / chunk), 1)
+    with eval_mode(model), fixed_rng(seed):
+        i = int(torch.randint(batch["keys"].size(0), (1,))) if index is None else index
+        one = {k: batch[k][i:i + 1].repeat(chunk, *([1] * (batch[k].dim() - 1)))
+               for k in ("keys", "poems", "labels", "label_mask")}
+        h_x, h_w = model.encode(one)
+        logits = model.classify_xw(h_x, h_w)
+        priors, posts = [], []
+        for _ in range(rounds):
+            y = model.sample_labels(logits, one["labels"], one["label_mask"], tau)
+            priors.append(model.prior_sample(h_w, y).float())
+            posts.append(model.posterior_sample(h_x, h_w, y).float())
+        prior_post = mahalanobis_distance(torch.cat(posts), torch.cat(priors))
+        groups = []
+        for y1 in range(model.n_classes[0]):
+            for y2 in range(model.n_classes[1]):
+                y = [h_w.new_full((chunk,), y1, dtype=torch.long), h_w.new_full((chunk,), y2, dtype=torch.long)]
+                groups.append(torch.cat([model.prior_sample(h_w, y).float() for _ in range(rounds)]))
+        mixture = mean_pairwise_distance(groups)
+    return {"prior_post": prior_post, "mixture": mixture}

@@ -1,0 +1,321 @@
+"""One optimiser update per function: the part of training a notebook shows under its equation.
+
+Every step function takes the model, a batch (already on the model's device), an :class:`Optimisers` and the
+few numbers of the moment (teacher-forcing ratio, Gumbel temperature, ...); it runs one update and returns the
+row of the training log as a dict of floats. The factor models' steps also take ``counters``, the dict of
+batch counters the schedules read (``tau_step``, ``rec_steps``, ``noise_step``, ``adv_batches``), and move them
+on. The training loop (:mod:`mixpoet_lib.train.trainers`) calls exactly these functions, in this order of
+operations, so a notebook that calls them with the same seed reproduces the loop's weights bit for bit.
+
+    opt = make_optimisers({"rec": (model.param_groups()["rec"], cfg.betas, cfg.mixture.decay_exponent)},
+                          cfg.mixture, cfg)
+    row = basic_step(model, batch, opt, tf_ratio=1.0)
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import clip_grad_norm_
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from mixpoet_lib._util import derived_seed
+from mixpoet_lib.config import PhaseConfig, TrainConfig
+from mixpoet_lib.models.losses import (classifier_terms, gaussian_kl, reconstruction_loss, relativistic_d_loss,
+                                       relativistic_g_loss)
+from mixpoet_lib.train.diagnostics import VAL_SEED, active_units, latent_diagnostics
+from mixpoet_lib.train.schedules import gumbel_tau, instance_noise, kl_weight, make_optimizer, phase_lr_scheduler
+
+__all__ = [
+    "Optimisers", "make_optimisers", "autocast", "factor_counters", "gumbel_temperature",
+    "dae_step", "basic_step", "classifier_step", "cvae_step", "igs_step",
+    "aus_reconstruction_step", "aus_discriminator_step", "aus_generator_step", "aus_step",
+]
+
+OptimiserSpec = tuple[Iterable[nn.Parameter], tuple[float, float], float]  # parameters, betas, LR decay exponent
+
+
+@dataclass
+class Optimisers:
+    """A phase's optimisers by name ('rec', 'dis', 'gen') with their parameters, LR schedules and step counts.
+
+    ``steps`` is the dict of optimiser steps done so far; the trainer keeps it in its checkpointed counters.
+    """
+
+    optimizers: dict[str, Optimizer] = field(default_factory=dict)
+    schedulers: dict[str, LambdaLR] = field(default_factory=dict)
+    params: dict[str, list[nn.Parameter]] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    clip_grad_norm: float = 2.0
+
+    def lr(self, name: str = "rec") -> float:
+        """The learning rate the next update of optimiser ``name`` will use."""
+        return float(self.optimizers[name].param_groups[0]["lr"])
+
+    def update(self, model: nn.Module, name: str, loss: Tensor) -> float:
+        """Backward ``loss``, clip the group's global gradient norm, step the optimiser and its LR schedule.
+
+        Returns the gradient norm before clipping.
+        """
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = clip_grad_norm_(self.params[name], self.clip_grad_norm)
+        self.optimizers[name].step()
+        self.schedulers[name].step()
+        self.steps[name] += 1
+        return float(norm)
+
+
+def make_optimisers(specs: dict[str, OptimiserSpec], phase: PhaseConfig, settings: TrainConfig,
+                    steps: dict[str, int] | None = None, opt_states: dict[str, Any] | None = None,
+                    sched_states: dict[str, Any] | None = None) -> Optimisers:
+    """AdamW + warm-up/decay LR schedule for each ``name → (parameters, betas, decay exponent)`` of ``specs``.
+
+    ``steps`` (updated in place: a new name starts at 0) sets where each schedule starts; ``opt_states`` and
+    ``sched_states`` restore the optimisers and schedules of a checkpoint.
+    """
+    steps = {} if steps is None else steps
+    out = Optimisers(steps=steps, clip_grad_norm=settings.clip_grad_norm)
+    for name, (params, betas, decay_exponent) in specs.items():
+        out.params[name] = list(params)
+        opt = out.optimizers[name] = make_optimizer(out.params[name], phase, settings.weight_decay, betas)
+        if opt_states and name in opt_states:
+            opt.load_state_dict(opt_states[name])
+        steps.setdefault(name, 0)
+        out.schedulers[name] = phase_lr_scheduler(opt, phase, decay_exponent, last_step=steps[name])
+        if sched_states and name in sched_states:  # resume: the rebuilt schedule's bookkeeping, verbatim
+            out.schedulers[name].load_state_dict(sched_states[name])
+    return out
+
+
+def autocast(model: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the model's device type when ``enabled`` (else a no-op context)."""
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def factor_counters() -> dict[str, int]:
+    """Fresh batch counters of a factor model (IGS/AUS): Gumbel-τ steps, R steps, noise steps, adversarial batches."""
+    return {"tau_step": 0, "rec_steps": 0, "noise_step": 0, "adv_batches": 0}
+
+
+def gumbel_temperature(settings: TrainConfig, counters: dict[str, Any]) -> float:
+    """The Gumbel-softmax temperature τ of the current batch."""
+    return gumbel_tau(int(counters["tau_step"]), settings.tau_annealing_steps, settings.min_tau)
+
+
+def _diagnostics(model: nn.Module, batch: dict[str, Tensor], settings: TrainConfig, counters: dict[str, Any],
+                 tau: float) -> dict[str, float]:
+    seed = derived_seed(VAL_SEED, "diag", counters["tau_step"])
+    d = latent_diagnostics(model, batch, settings.diag_samples, settings.diag_chunk, tau, seed)
+    return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"]}
+
+
+def _kl_pair(posterior: tuple[Tensor, Tensor], prior: tuple[Tensor, Tensor]) -> tuple[Tensor, ...]:
+    (mq, lq), (mp, lp) = posterior, prior
+    return mq.float(), lq.float(), mp.float(), lp.float()
+
+
+# ----------------------------------------------------------------------------------------------
+# reconstruction-only and classifier phases
+# ----------------------------------------------------------------------------------------------
+
+def dae_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float,
+             amp: bool = False) -> dict[str, float]:
+    """Phase A (DAE): minimise L = CE(lines | corrupted poem, keyword), the masked per-line cross-entropy.
+
+    Decodes with teacher forcing at ratio ``tf_ratio``; steps optimiser 'rec'.
+    Returns {'lr', 'tf_ratio', 'loss', 'grad_norm'}.
+    """
+    lr = opt.lr()
+    with autocast(model, amp):
+        loss = reconstruction_loss(model(batch, teacher_ratio=tf_ratio)["decode"])
+    gn = opt.update(model, "rec", loss)
+    return {"lr": lr, "tf_ratio": tf_ratio, "loss": loss.item(), "grad_norm": gn}
+
+
+def basic_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float,
+               amp: bool = False) -> dict[str, float]:
+    """Keyword-only generator: minimise L = CE(lines | keyword), the same update as :func:`dae_step` on clean poems.
+
+    Steps optimiser 'rec'. Returns {'lr', 'tf_ratio', 'loss', 'grad_norm'}.
+    """
+    return dae_step(model, batch, opt, tf_ratio, amp)
+
+
+def classifier_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, factor: int,
+                    amp: bool = False) -> dict[str, float]:
+    """Phases B1/B2: minimise L = CE(q(y_k|x,w), y_k) + CE(p(y_k|w), y_k) for factor k = ``factor`` (0 or 1).
+
+    Steps optimiser 'rec' (the classifiers of factor k and the shared encoders).
+    Returns {'lr', 'loss', 'loss_xw', 'loss_w', 'acc_xw', 'acc_w', 'grad_norm'}.
+    """
+    lr, y = opt.lr(), batch["labels"][:, factor]
+    with autocast(model, amp):
+        h_x, h_w = model.encode(batch)
+        lx = model.cl_xw[factor](torch.cat([h_x, h_w], -1)).float()
+        lw = model.cl_w[factor](h_w).float()
+        loss_xw, loss_w = nn.functional.cross_entropy(lx, y), nn.functional.cross_entropy(lw, y)
+        loss = loss_xw + loss_w
+    gn = opt.update(model, "rec", loss)
+    return {"lr": lr, "loss": loss.item(), "loss_xw": loss_xw.item(), "loss_w": loss_w.item(),
+            "acc_xw": float((lx.argmax(-1) == y).float().mean()), "acc_w": float((lw.argmax(-1) == y).float().mean()),
+            "grad_norm": gn}
+
+
+# ----------------------------------------------------------------------------------------------
+# latent-variable baselines
+# ----------------------------------------------------------------------------------------------
+
+def cvae_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig,
+              tf_ratio: float) -> dict[str, float]:
+    """Gaussian CVAE: minimise L = rec + β_t · Σ_d max(KL_d(q(z|x,w) ‖ p(z|w)), free_bits).
+
+    β_t is the KL-annealing weight after t = opt.steps['rec'] updates. Steps optimiser 'rec'.
+    Returns {'lr', 'tf_ratio', 'loss', 'rec', 'kl' (no free bits), 'kl_fb', 'kl_weight', 'active_units', 'grad_norm'}.
+    """
+    lr = opt.lr()
+    beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
+    with autocast(model, settings.amp_bf16):
+        out = model(batch, teacher_ratio=tf_ratio)
+        rec = reconstruction_loss(out["decode"])
+    mq, lq, mp, lp = _kl_pair(out["posterior"], out["prior"])
+    kl_fb = gaussian_kl(mq, lq, mp, lp, settings.free_bits)
+    loss = rec + beta * kl_fb
+    gn = opt.update(model, "rec", loss)
+    return {"lr": lr, "tf_ratio": tf_ratio, "loss": loss.item(), "rec": rec.item(),
+            "kl": float(gaussian_kl(mq, lq, mp, lp).detach()), "kl_fb": kl_fb.item(), "kl_weight": beta,
+            "active_units": active_units(mq.detach()), "grad_norm": gn}
+
+
+def igs_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig,
+             counters: dict[str, Any], tf_ratio: float) -> dict[str, float]:
+    """MixPoet-IGS: minimise L = rec + β_t Σ_k KL_k(free bits) + Σ_k (L_xw + L_ent + L_w).
+
+    Labels are Gumbel-softmax samples at τ from ``counters['tau_step']`` (moved on by one); every
+    ``settings.diag_every`` batches the row also gets the latent diagnostics. Steps optimiser 'rec'.
+    Returns {'lr', 'tf_ratio', 'tau', 'loss', 'rec', 'kl1', 'kl2', 'kl_weight', 'xw', 'ent', 'w', 'active_units',
+    'grad_norm'} (+ 'diag_prior_post', 'diag_mixture').
+    """
+    lr, tau = opt.lr(), gumbel_temperature(settings, counters)
+    beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
+    with autocast(model, settings.amp_bf16):
+        out = model(batch, teacher_ratio=tf_ratio, tau=tau)
+        rec = reconstruction_loss(out["decode"])
+        terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"],
+                                 out["labels"])
+    kls_fb, kls = [], []
+    for post, prior in zip(out["posterior"], out["prior"]):
+        mq, lq, mp, lp = _kl_pair(post, prior)
+        kls_fb.append(gaussian_kl(mq, lq, mp, lp, settings.free_bits))
+        kls.append(float(gaussian_kl(mq, lq, mp, lp).detach()))
+    loss = rec + beta * sum(kls_fb) + terms["xw"] + terms["ent"] + terms["w"]
+    gn = opt.update(model, "rec", loss)
+    row = {"lr": lr, "tf_ratio": tf_ratio, "tau": tau, "loss": loss.item(), "rec": rec.item(), "kl1": kls[0],
+           "kl2": kls[1], "kl_weight": beta, "xw": terms["xw"].item(), "ent": terms["ent"].item(),
+           "w": terms["w"].item(), "grad_norm": gn,
+           "active_units": active_units(torch.cat([mq for mq, _ in out["posterior"]], -1).detach())}
+    if settings.diag_every > 0 and int(counters["tau_step"]) % settings.diag_every == 0:
+        row.update(_diagnostics(model, batch, settings, counters, tau))
+    counters["tau_step"] += 1
+    return row
+
+
+# ----------------------------------------------------------------------------------------------
+# MixPoet-AUS: R step, then ndis D steps and one G step (spec §3.3)
+# ----------------------------------------------------------------------------------------------
+
+def _detach(y: Tensor) -> Tensor:
+    return y.detach().float() if y.dtype.is_floating_point else y.detach()
+
+
+def aus_reconstruction_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float,
+                            tau: float, amp: bool = False) -> dict[str, float]:
+    """AUS step R: minimise L = rec(decoded from z_post) + Σ_k (L_xw + L_ent + L_w).
+
+    Afterwards (no grad, fp32) one prior draw moves the prior's batch-norm statistics. Steps optimiser 'rec'.
+    Returns {'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm'}.
+    """
+    with autocast(model, amp):
+        out = model(batch, teacher_ratio=tf_ratio, tau=tau, update_prior_stats=False)
+        rec = reconstruction_loss(out["decode"])
+        terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"],
+                                 out["labels"])
+        loss = rec + terms["xw"] + terms["ent"] + terms["w"]
+    with torch.no_grad():
+        model.prior_sample(out["h_w"].detach().float(), [_detach(y) for y in out["labels"]])
+    gn = opt.update(model, "rec", loss)
+    return {"loss": loss.item(), "rec": rec.item(), "xw": terms["xw"].item(), "ent": terms["ent"].item(),
+            "w": terms["w"].item(), "grad_norm": gn}
+
+
+def aus_discriminator_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tau: float, sigma: float,
+                           encoded: tuple[Tensor, Tensor] | None = None) -> float:
+    """AUS step D: minimise the relativistic loss L_D = −E log σ(D(z_post, y) − D(z_prior, y)).
+
+    The latent pair is drawn without gradients, with instance noise of std ``sigma`` (``encoded`` reuses an
+    encoder pass of the batch). Steps optimiser 'dis'. Returns L_D.
+    """
+    with torch.no_grad():
+        z_post, z_prior, y = model.latent_pair(batch, tau, sigma, encoded)
+    d_loss = relativistic_d_loss(model.discriminate(z_post, y), model.discriminate(z_prior, y))
+    opt.update(model, "dis", d_loss)
+    return d_loss.item()
+
+
+def aus_generator_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tau: float,
+                       sigma: float) -> float:
+    """AUS step G: minimise L_G = −E log σ(D(z_prior, y) − D(z_post, y)) in prior, posterior and encoders.
+
+    The discriminator is frozen during the step. Steps optimiser 'gen'. Returns L_G.
+    """
+    for p in opt.params["dis"]:
+        p.requires_grad_(False)
+    try:
+        z_post, z_prior, y = model.latent_pair(batch, tau, sigma)
+        g_loss = relativistic_g_loss(model.discriminate(z_post, y), model.discriminate(z_prior, y))
+        opt.update(model, "gen", g_loss)
+    finally:
+        for p in opt.params["dis"]:
+            p.requires_grad_(True)
+    return g_loss.item()
+
+
+def aus_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig,
+             counters: dict[str, Any], tf_ratio: float) -> dict[str, float]:
+    """One AUS batch: step R; after ``settings.rec_warm_steps`` R steps, ``settings.ndis`` D steps and one G step.
+
+    The D steps see σ before the noise schedule advances (the official 1.0 until the first advance), the G step
+    σ after it. Moves ``counters`` on; steps optimisers 'rec', 'dis' and 'gen'. Returns the log row
+    {'lr_rec', 'lr_dis', 'lr_gen', 'tf_ratio', 'tau', 'sigma', 'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm',
+    'd_loss', 'g_loss'} (+ 'diag_prior_post', 'diag_mixture' every ``settings.diag_every`` adversarial batches).
+    """
+    t, c = settings, counters
+    tau = gumbel_temperature(t, c)
+    lrs = {k: opt.lr(k) for k in ("rec", "dis", "gen")}
+    row = {"lr_rec": lrs["rec"], "lr_dis": math.nan, "lr_gen": math.nan, "tf_ratio": tf_ratio, "tau": tau,
+           **aus_reconstruction_step(model, batch, opt, tf_ratio, tau, t.amp_bf16)}
+    c["rec_steps"] += 1
+    noise_step = int(c["noise_step"])
+    row["sigma"] = instance_noise(noise_step, t.noise_init, t.noise_decay_steps, started=noise_step > 0)
+    if c["rec_steps"] > t.rec_warm_steps:
+        encoded = None
+        if t.share_dis_encoding:
+            with torch.no_grad():
+                encoded = model.encode(batch)
+        d_losses = [aus_discriminator_step(model, batch, opt, tau, row["sigma"], encoded) for _ in range(t.ndis)]
+        c["noise_step"] += 1
+        sigma_g = instance_noise(int(c["noise_step"]), t.noise_init, t.noise_decay_steps)
+        g_loss = aus_generator_step(model, batch, opt, tau, sigma_g)
+        row.update(lr_dis=lrs["dis"], lr_gen=lrs["gen"], d_loss=float(np.mean(d_losses)), g_loss=g_loss)
+        c["adv_batches"] += 1
+        if t.diag_every > 0 and (int(c["adv_batches"]) - 1) % t.diag_every == 0:
+            row.update(_diagnostics(model, batch, t, c, tau))
+    c["tau_step"] += 1
+    return row

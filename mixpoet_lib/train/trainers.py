@@ -1,0 +1,428 @@
+"""One trainer per kind of phase: it builds the model, loads its upstream weights, makes the optimisers, keeps the
+counters and calls the step function of :mod:`mixpoet_lib.train.steps` on every batch.
+
+The phase runner (:mod:`mixpoet_lib.train.loop`) drives a trainer through ``build`` → ``init_fresh`` →
+``fresh_counters`` → ``make_optimisers`` (or a resume from a checkpoint), then ``step`` for every batch and
+``validate`` at the validation points.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mixpoet_lib._util import derived_seed
+from mixpoet_lib.checkpoints import SHARED, build_model, checkpoint_path, read_checkpoint
+from mixpoet_lib.config import PhaseConfig, Profile
+from mixpoet_lib.data.batching import BatchStream
+from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
+from mixpoet_lib.models.generators import FactorModelBase
+from mixpoet_lib.models.losses import gaussian_kl, reconstruction_loss, relativistic_d_loss, relativistic_g_loss
+from mixpoet_lib.train import steps
+from mixpoet_lib.train.diagnostics import (VAL_SEED, active_units, classifier_scores, eval_mode, fixed_rng,
+                                           validation_batches)
+from mixpoet_lib.train.schedules import teacher_forcing_ratio
+
+__all__ = [
+    "TrainContext", "Trainer", "DAETrainer", "ClassifierTrainer", "BasicTrainer", "CVAETrainer", "IGSTrainer",
+    "AUSTrainer", "make_trainer", "KIND_OF",
+]
+
+KIND_OF = {"basic": "basic", "cvae": "cvae", "igs": "igs", "aus": "aus", "aus_st": "aus"}  # model name → trainer
+Callback = Callable[[str, int, dict[str, Any]], None]
+Extra = Callable[[dict[str, Any], dict[str, Tensor]], None]  # sees each (model output, batch) of a validation
+CL_VAL_COLUMNS = tuple(f"val_{m}_{t}{k}" for k in (1, 2) for t in ("xw", "w") for m in ("acc", "f1"))
+
+
+@dataclass
+class TrainContext:
+    """What every phase of one ``train`` call shares: settings, data, run folder, device, progress and logging."""
+
+    profile: Profile
+    data: PreparedData
+    run_dir: Path
+    device: torch.device
+    progress: bool
+    callback: Callback | None
+    log: Callable[[str], None]
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the vocabulary the models are built for."""
+        return len(self.data.vocab)
+
+
+class Trainer:
+    """Base: model, optimisers (a :class:`~mixpoet_lib.train.steps.Optimisers`), counters, validation batches."""
+
+    model_kind = "?"
+    stream_mode = "mixpoet_pre"
+    columns: tuple[str, ...] = ()
+    val_columns: tuple[str, ...] = ()
+
+    def __init__(self, ctx: TrainContext, name: str, phase: str):
+        self.ctx, self.name, self.phase = ctx, name, phase
+        self.tcfg = ctx.profile.train
+        self.model: nn.Module = None  # type: ignore[assignment]
+        self.opt = steps.Optimisers()
+        self.counters: dict[str, Any] = {"opt_steps": {}}
+        self._val_cache: list[dict[str, Tensor]] | None = None
+
+    @property
+    def pcfg(self) -> PhaseConfig:
+        """The phase's settings (batch size, epochs, learning rate, teacher forcing)."""
+        return self.tcfg.mixture
+
+    def model_args(self) -> dict[str, Any]:
+        """The arguments of ``build_model`` (stored in the checkpoint and its signature)."""
+        return {"kind": self.model_kind}
+
+    def stream(self) -> BatchStream:
+        """The phase's training batches; the order depends on (seed, phase) only, the same for every model."""
+        seed = derived_seed(self.ctx.profile.seed, "batches", self.phase)
+        return BatchStream(self.ctx.data, TRAIN_SPLITS, self.stream_mode, self.pcfg.batch_size, seed)
+
+    def build(self) -> nn.Module:
+        """Build a fresh model on the device, in training mode."""
+        args = self.model_args()
+        self.model = build_model(args["kind"], self.ctx.profile.model, self.ctx.vocab_size,
+                                 straight_through=bool(args.get("straight_through", False))).to(self.ctx.device)
+        self.model.train()
+        return self.model
+
+    def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
+        """name → (parameters, betas, LR decay exponent)."""
+        return {"rec": (list(self.model.param_groups()["rec"]), self.tcfg.betas, self.pcfg.decay_exponent)}
+
+    def make_optimisers(self, opt_states: dict[str, Any] | None = None,
+                        sched_states: dict[str, Any] | None = None) -> None:
+        """Make the optimisers and schedules (from saved states when given), at the counters' step counts."""
+        self.opt = steps.make_optimisers(self.optimiser_specs(), self.pcfg, self.tcfg, self.counters["opt_steps"],
+                                         opt_states, sched_states)
+
+    def init_fresh(self, upstream: dict[str, Any] | None) -> None:
+        """Load upstream weights into a freshly built model (before the optimisers are made)."""
+
+    def fresh_counters(self, upstream: dict[str, Any] | None) -> None:
+        """Set counters for a fresh start (may read the upstream checkpoint)."""
+
+    def upstream_opt_states(self, upstream: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Optimiser states to continue from (C2 keeps C1's), else None."""
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """Optimisers, schedules and counters, as stored in a checkpoint."""
+        return {"optimizers": {k: o.state_dict() for k, o in self.opt.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.opt.schedulers.items()},
+                "counters": self.counters}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast when the profile asks for it."""
+        return steps.autocast(self.model, self.tcfg.amp_bf16)
+
+    def tf_ratio(self, epoch: int) -> float:
+        """Teacher-forcing ratio of this epoch."""
+        p = self.pcfg
+        return teacher_forcing_ratio(epoch, p.tf_burn_in, p.tf_decay, p.tf_min)
+
+    def rec_val_batches(self, corrupt_ratio: float = 0.0, mode: str = "mixpoet_pre") -> list[dict[str, Tensor]]:
+        """The fixed validation batches (made once per phase)."""
+        if self._val_cache is None:
+            self._val_cache = validation_batches(self.ctx.data, mode, self.pcfg.batch_size, self.tcfg.val_batches,
+                                                 self.ctx.device, corrupt_ratio)
+        return self._val_cache
+
+    def rec_validation(self, decode: Callable[[dict[str, Tensor]], Any], corrupt: float = 0.0,
+                       mode: str = "mixpoet_pre", extra: Extra | None = None) -> dict[str, Any]:
+        """Mean reconstruction loss and perplexity over the validation batches (eval mode, no grad, fixed RNG);
+        ``extra(output, batch)`` sees every model output."""
+        losses = []
+        with eval_mode(self.model), torch.no_grad(), fixed_rng(VAL_SEED), self.autocast():
+            for b in self.rec_val_batches(corrupt, mode):
+                out = decode(b)
+                losses.append(float(reconstruction_loss(out["decode"] if isinstance(out, dict) else out)))
+                if extra is not None and isinstance(out, dict):
+                    extra(out, b)
+        rec = float(np.mean(losses))
+        return {"val_rec": rec, "val_ppl": math.exp(min(rec, 50.0))}
+
+    def classifier_validation(self, factors: list[int]) -> dict[str, float]:
+        """Accuracy and macro-F1 of both classifiers of these factors on cqcf_valid."""
+        with self.autocast():
+            return classifier_scores(self.model, self.ctx.data, self.ctx.device, factors, self.tcfg.cl_val_instances)
+
+    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
+        """One training update on ``batch``; returns the log row."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, Any]:
+        """The validation row."""
+        raise NotImplementedError
+
+
+class DAETrainer(Trainer):
+    """Phase A (spec §3.3): reconstruct the clean lines from the UNK-corrupted poem and the keyword."""
+
+    model_kind = "dae"
+    stream_mode = "dae"
+    columns = ("epoch", "lr", "tf_ratio", "loss", "grad_norm")
+    val_columns = ("val_rec", "val_ppl")
+
+    @property
+    def pcfg(self) -> PhaseConfig:
+        """The DAE settings."""
+        return self.tcfg.dae
+
+    def stream(self) -> BatchStream:
+        """Corrupted training batches."""
+        seed = derived_seed(self.ctx.profile.seed, "batches", "dae")
+        return BatchStream(self.ctx.data, TRAIN_SPLITS, "dae", self.pcfg.batch_size, seed, self.tcfg.dae_corrupt_ratio)
+
+    def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
+        """One optimiser over every parameter."""
+        return {"rec": (list(self.model.param_groups()["dae"]), self.tcfg.betas, self.pcfg.decay_exponent)}
+
+    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
+        """:func:`~mixpoet_lib.train.steps.dae_step`."""
+        return steps.dae_step(self.model, batch, self.opt, self.tf_ratio(epoch), self.tcfg.amp_bf16)
+
+    def validate(self) -> dict[str, Any]:
+        """Reconstruction of corrupted validation poems."""
+        return self.rec_validation(lambda b: self.model(b)["decode"], corrupt=self.tcfg.dae_corrupt_ratio, mode="dae")
+
+
+class ClassifierTrainer(Trainer):
+    """Phases B1/B2: CE(q(y_k|x,w)) + CE(p(y_k|w)) on the instances labelled for factor k, clean poems."""
+
+    model_kind = "classifier"
+    columns = ("epoch", "lr", "loss", "loss_xw", "loss_w", "acc_xw", "acc_w", "grad_norm")
+    val_columns = ("val_acc_xw", "val_f1_xw", "val_acc_w", "val_f1_w")
+
+    def __init__(self, ctx: TrainContext, name: str, phase: str):
+        super().__init__(ctx, name, phase)
+        self.k = int(phase[-1]) - 1
+        self.stream_mode = phase
+
+    @property
+    def pcfg(self) -> PhaseConfig:
+        """The classifier settings."""
+        return self.tcfg.classifier
+
+    def init_fresh(self, upstream: dict[str, Any] | None) -> None:
+        """B1 takes the DAE's shared weights, B2 the whole B1 model."""
+        if self.phase == "cl1":
+            self.model.load_shared(upstream["model"])  # embed, encoders (and decoder, handed on untouched)
+        else:
+            self.model.load_state_dict(upstream["model"])
+
+    def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
+        """The classifiers of this factor and the shared encoders."""
+        return {"rec": (list(self.model.classifier_groups()[self.phase]), self.tcfg.betas, self.pcfg.decay_exponent)}
+
+    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
+        """:func:`~mixpoet_lib.train.steps.classifier_step`."""
+        return steps.classifier_step(self.model, batch, self.opt, self.k, self.tcfg.amp_bf16)
+
+    def validate(self) -> dict[str, Any]:
+        """Accuracy and macro-F1 of this factor's classifiers."""
+        return self.classifier_validation([self.k])
+
+
+def _load_prefixes(model: nn.Module, state: dict[str, Tensor], prefixes: tuple[str, ...]) -> list[str]:
+    own = model.state_dict()
+    take = {k: v for k, v in state.items() if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
+    model.load_state_dict(take, strict=False)
+    return sorted(take)
+
+
+class SecondStage(Trainer):
+    """Shared by the C phases: c1 (mixture settings) or c2 (fine-tuning); teacher forcing with the leftover quirk."""
+
+    @property
+    def pcfg(self) -> PhaseConfig:
+        """Fine-tuning settings in C2, mixture settings in C1."""
+        return self.tcfg.finetune if self.phase == "c2" else self.tcfg.mixture
+
+    def stream(self) -> BatchStream:
+        """All training instances in C1, the labelled ones in C2."""
+        mode = "mixpoet_tune" if self.phase == "c2" else "mixpoet_pre"
+        seed = derived_seed(self.ctx.profile.seed, "batches", self.phase)
+        return BatchStream(self.ctx.data, TRAIN_SPLITS, mode, self.pcfg.batch_size, seed)
+
+    def init_fresh(self, upstream: dict[str, Any] | None) -> None:
+        """C2 continues C1; C1 takes the shared weights (and, for factor models, the pre-trained classifiers)."""
+        if self.phase == "c2":
+            self.model.load_state_dict(upstream["model"])
+        else:
+            self.model.load_shared(upstream["model"])
+            if isinstance(self.model, FactorModelBase):
+                _load_prefixes(self.model, upstream["model"], ("cl_xw.", "cl_w."))
+
+    def upstream_opt_states(self, upstream: dict[str, Any] | None) -> dict[str, Any] | None:
+        """C2 keeps C1's optimiser states."""
+        return upstream["optimizers"] if self.phase == "c2" else None
+
+    def fresh_counters(self, upstream: dict[str, Any] | None) -> None:
+        """C2 continues C1's counters and teacher-forcing epochs; C1 may start at the DAE's last ratio."""
+        if self.phase == "c2":  # the optimisers' step counts, τ, σ and the teacher-forcing epoch count go on
+            self.counters = json.loads(json.dumps(upstream["counters"]))
+            up_steps, up_per_epoch = int(upstream["step"]), int(upstream["steps_per_epoch"])
+            self.counters["tf_epoch_offset"] = math.ceil(up_steps / max(up_per_epoch, 1))
+            self.counters["tf_leftover"] = None
+            return
+        self.counters["tf_epoch_offset"] = 0
+        self.counters["tf_leftover"] = self._dae_leftover_ratio() if self.tcfg.tf_leftover_quirk else None
+
+    def _dae_leftover_ratio(self) -> float:
+        dae = read_checkpoint(checkpoint_path(self.ctx.run_dir, SHARED, "dae"), mmap=True)
+        done_epochs = int(dae["step"]) // max(int(dae["steps_per_epoch"]), 1)
+        p = self.tcfg.dae
+        return teacher_forcing_ratio(done_epochs + 1, p.tf_burn_in, p.tf_decay, p.tf_min)
+
+    def tf_ratio(self, epoch: int) -> float:
+        """The leftover DAE ratio in C1's first epoch (quirk), else the schedule at the continued epoch count."""
+        if epoch == 1 and self.counters.get("tf_leftover") is not None:
+            return float(self.counters["tf_leftover"])
+        p = self.pcfg
+        return teacher_forcing_ratio(epoch + int(self.counters.get("tf_epoch_offset", 0)), p.tf_burn_in, p.tf_decay,
+                                     p.tf_min)
+
+
+class BasicTrainer(SecondStage):
+    """Keyword-only generator: s0 = tanh(dec_init_pre(h_w)) (fresh), everything else from the DAE."""
+
+    model_kind = "basic"
+    columns = ("epoch", "lr", "tf_ratio", "loss", "grad_norm")
+    val_columns = ("val_rec", "val_ppl")
+
+    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
+        """:func:`~mixpoet_lib.train.steps.basic_step`."""
+        return steps.basic_step(self.model, batch, self.opt, self.tf_ratio(epoch), self.tcfg.amp_bf16)
+
+    def validate(self) -> dict[str, Any]:
+        """Reconstruction of the validation poems."""
+        return self.rec_validation(lambda b: self.model(b))
+
+
+class CVAETrainer(SecondStage):
+    """Gaussian CVAE: L = rec + β_t · KL(q(z|x,w) ‖ p(z|w)) with free bits per dimension."""
+
+    model_kind = "cvae"
+    columns = ("epoch", "lr", "tf_ratio", "loss", "rec", "kl", "kl_fb", "kl_weight", "active_units", "grad_norm")
+    val_columns = ("val_rec", "val_ppl", "val_kl", "val_active_units")
+
+    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
+        """:func:`~mixpoet_lib.train.steps.cvae_step`."""
+        return steps.cvae_step(self.model, batch, self.opt, self.tcfg, self.tf_ratio(epoch))
+
+    def validate(self) -> dict[str, Any]:
+        """Reconstruction, KL and active units on the validation poems."""
+        kls, mus = [], []
+
+        def _extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
+            (mq, lq), (mp, lp) = [(a.float(), b.float()) for a, b in (out["posterior"], out["prior"])]
+            kls.append(float(gaussian_kl(mq, lq, mp, lp)))
+            mus.append(mq)
+
+        res = self.rec_validation(lambda b: self.model(b), extra=_extra)
+        res.update(val_kl=float(np.mean(kls)), val_active_units=active_units(torch.cat(mus)))
+        return res
+
+
+class FactorTrainer(SecondStage):
+    """Shared by IGS and AUS: straight-through flag and the batch counters of τ, σ and the warm-up."""
+
+    def model_args(self) -> dict[str, Any]:
+        """Kind and straight-through flag (always on for aus_st)."""
+        st = True if self.name == "aus_st" else bool(self.tcfg.straight_through_labels)
+        return {"kind": self.model_kind, "straight_through": st}
+
+    def fresh_counters(self, upstream: dict[str, Any] | None) -> None:
+        """C1 starts the factor counters at 0; C2 continues them."""
+        super().fresh_counters(upstream)
+        if self.phase == "c1":
+            self.counters.update(steps.factor_counters())
+
+    def tau(self) -> float:
+        """The current Gumbel temperature."""
+        return steps.gumbel_temperature(self.tcfg, self.counters)
+
+
+class IGSTrainer(FactorTrainer):
+    """MixPoet-IGS: rec + β_t Σ_k KL_k (free bits) + Σ_k (L_xw + L_ent + L_w)."""
+
+    model_kind = "igs"
+    columns = ("epoch", "lr", "tf_ratio", "tau", "loss", "rec", "kl1", "kl2", "kl_weight", "xw", "ent", "w",
+               "active_units", "grad_norm", "diag_prior_post", "diag_mixture")
+    val_columns = ("val_rec", "val_ppl", "val_kl1", "val_kl2", "val_active_units") + CL_VAL_COLUMNS
+
+    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
+        """:func:`~mixpoet_lib.train.steps.igs_step`."""
+        return steps.igs_step(self.model, batch, self.opt, self.tcfg, self.counters, self.tf_ratio(epoch))
+
+    def validate(self) -> dict[str, Any]:
+        """Reconstruction, per-factor KL, active units and both factors' classifier scores."""
+        kls: list[list[float]] = [[], []]
+        mus = []
+
+        def _extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
+            for k, ((mq, lq), (mp, lp)) in enumerate(zip(out["posterior"], out["prior"])):
+                kls[k].append(float(gaussian_kl(mq.float(), lq.float(), mp.float(), lp.float())))
+            mus.append(torch.cat([mq for mq, _ in out["posterior"]], -1))
+
+        res = self.rec_validation(lambda b: self.model(b, tau=self.tau()), extra=_extra)
+        res.update(val_kl1=float(np.mean(kls[0])), val_kl2=float(np.mean(kls[1])),
+                   val_active_units=active_units(torch.cat(mus)))
+        res.update(self.classifier_validation([0, 1]))
+        return res
+
+
+class AUSTrainer(FactorTrainer):
+    """MixPoet-AUS, spec §3.3 C1/C2 per batch: R update; after the warm-up ndis D updates and one G update."""
+
+    model_kind = "aus"
+    columns = ("epoch", "lr_rec", "lr_dis", "lr_gen", "tf_ratio", "tau", "sigma", "loss", "rec", "xw", "ent", "w",
+               "grad_norm", "d_loss", "g_loss", "diag_prior_post", "diag_mixture")
+    val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss") + CL_VAL_COLUMNS
+
+    def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
+        """R (reconstruction and classifiers), D (discriminator, its own betas and decay), G (prior and posterior)."""
+        g, t = self.model.param_groups(), self.tcfg
+        return {"rec": (list(g["rec"]), t.betas, self.pcfg.decay_exponent),
+                "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
+                "gen": (list(g["gen"]), t.betas, self.pcfg.decay_exponent)}
+
+    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
+        """:func:`~mixpoet_lib.train.steps.aus_step`."""
+        return steps.aus_step(self.model, batch, self.opt, self.tcfg, self.counters, self.tf_ratio(epoch))
+
+    def validate(self) -> dict[str, Any]:
+        """Reconstruction, adversarial losses without noise and both factors' classifier scores."""
+        adv: list[tuple[float, float]] = []
+        m = self.model
+
+        def _extra(_out: dict[str, Any], b: dict[str, Tensor]) -> None:
+            z_post, z_prior, y = m.latent_pair(b, self.tau(), 0.0)
+            d_real, d_fake = m.discriminate(z_post.float(), y), m.discriminate(z_prior.float(), y)
+            adv.append((float(relativistic_d_loss(d_real, d_fake)), float(relativistic_g_loss(d_real, d_fake))))
+
+        res = self.rec_validation(lambda b: m(b, tau=self.tau(), update_prior_stats=False), extra=_extra)
+        res.update(val_d_loss=float(np.mean([a for a, _ in adv])), val_g_loss=float(np.mean([g for _, g in adv])))
+        res.update(self.classifier_validation([0, 1]))
+        return res
+
+
+def make_trainer(ctx: TrainContext, name: str, phase: str) -> Trainer:
+    """The trainer of phase ``phase`` of model ``name`` ('shared' for the DAE and classifier phases)."""
+    if name == SHARED:
+        return DAETrainer(ctx, name, phase) if phase == "dae" else ClassifierTrainer(ctx, name, phase)
+    cls = {"basic": BasicTrainer, "cvae": CVAETrainer, "igs": IGSTrainer, "aus": AUSTrainer}[KIND_OF[name]]
+    return cls(ctx, name, phase)
