@@ -46,6 +46,7 @@ from mixpoet_lib.models import generators as models
 from mixpoet_lib.models import layers
 from mixpoet_lib import plots
 from mixpoet_lib.train import schedules
+from mixpoet_lib.train import logs
 from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
@@ -139,8 +140,8 @@ pd.DataFrame({name: {"batch": p.batch_size, "max steps": p.max_steps, "lr max": 
 
 # %%
 dae_model = training.ensure_model("dae", profile, data=data, run_dir=RUN_DIR, progress=False)
-log = training.read_log("shared", "dae", profile, run_dir=RUN_DIR)
-val = training.read_log("shared", "dae", profile, run_dir=RUN_DIR, valid=True)
+log = logs.read_log("shared", "dae", profile, run_dir=RUN_DIR)
+val = logs.read_log("shared", "dae", profile, run_dir=RUN_DIR, valid=True)
 print(f"{len(log)} steps; last validation: loss {val['val_rec'].iloc[-1]:.3f}, perplexity {val['val_ppl'].iloc[-1]:.1f}")
 
 # %%

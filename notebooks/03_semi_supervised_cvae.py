@@ -41,6 +41,7 @@ from mixpoet_lib import config
 from mixpoet_lib.generate import generator as generation
 from mixpoet_lib.models import losses
 from mixpoet_lib import plots
+from mixpoet_lib.train import logs
 from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
@@ -87,8 +88,8 @@ print(f"KL = {kl.item():.4f}; by hand = {0.5 * (2 + 2 / np.e**2 - 1):.4f}")
 
 # %%
 cvae = training.ensure_model("cvae", profile, data=data, run_dir=RUN_DIR, progress=False)
-log = training.read_log("cvae", "c1", profile, run_dir=RUN_DIR)
-val = training.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True)
+log = logs.read_log("cvae", "c1", profile, run_dir=RUN_DIR)
+val = logs.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True)
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
 roll = log.rolling(max(1, len(log) // 40), min_periods=1).mean()
 axes[0].plot(log["step"], roll["rec"])
@@ -145,7 +146,7 @@ print(f"entropy terms at uniform q: {value:.4f} (spec: -0.712)")
 classifiers = training.ensure_model("classifiers", profile, data=data, run_dir=RUN_DIR, progress=False)
 rows = []
 for k, factor in enumerate(config.FACTOR_NAMES, start=1):
-    v = training.read_log("shared", f"cl{k}", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
+    v = logs.read_log("shared", f"cl{k}", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
     labels = data.arrays("cqcf_valid").labels[:, k - 1]
     labels = labels[labels >= 0]
     majority = np.bincount(labels).max() / len(labels)
@@ -171,8 +172,8 @@ clf.round(3)
 
 # %%
 igs = training.ensure_model("igs", profile, data=data, run_dir=RUN_DIR, progress=False)
-log1 = training.read_log("igs", "c1", profile, run_dir=RUN_DIR)
-log2 = training.read_log("igs", "c2", profile, run_dir=RUN_DIR)
+log1 = logs.read_log("igs", "c1", profile, run_dir=RUN_DIR)
+log2 = logs.read_log("igs", "c2", profile, run_dir=RUN_DIR)
 ilog = pd.concat([log1, log2.assign(step=log2["step"] + log1["step"].max())])
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
 roll = ilog.rolling(max(1, len(ilog) // 40), min_periods=1).mean()
@@ -206,8 +207,8 @@ for name, model in (("CVAE", cvae), ("MixPoet-IGS", igs)):
         print("  ", " | ".join(generation.greedy_decode(model, vocab, "秋风", 5, seed=seed)))
 
 # %%
-cv = training.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
-ig = training.read_log("igs", "c2", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
+cv = logs.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
+ig = logs.read_log("igs", "c2", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
 summary = pd.DataFrame({"CVAE": {"validation perplexity": cv["val_ppl"], "active units": cv["val_active_units"]},
                         "MixPoet-IGS": {"validation perplexity": ig["val_ppl"], "active units": ig["val_active_units"]}})
 print(summary.round(2).to_string())

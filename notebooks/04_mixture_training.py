@@ -39,6 +39,7 @@ from mixpoet_lib import config
 from mixpoet_lib.generate import generator as generation
 from mixpoet_lib.models import losses
 from mixpoet_lib import plots
+from mixpoet_lib.train import logs
 from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
@@ -93,11 +94,11 @@ print(f"L_D = {d_loss:.4f} (−log σ(2) = {-np.log(1 / (1 + np.exp(-2))):.4f});
 
 # %%
 aus = training.ensure_model("aus", profile, data=data, run_dir=RUN_DIR, progress=False)
-c1 = training.read_log("aus", "c1", profile, run_dir=RUN_DIR)
-c2 = training.read_log("aus", "c2", profile, run_dir=RUN_DIR)
+c1 = logs.read_log("aus", "c1", profile, run_dir=RUN_DIR)
+c2 = logs.read_log("aus", "c2", profile, run_dir=RUN_DIR)
 log = pd.concat([c1, c2.assign(step=c2["step"] + c1["step"].max())], ignore_index=True)
-val = pd.concat([training.read_log("aus", "c1", profile, run_dir=RUN_DIR, valid=True),
-                 training.read_log("aus", "c2", profile, run_dir=RUN_DIR, valid=True)
+val = pd.concat([logs.read_log("aus", "c1", profile, run_dir=RUN_DIR, valid=True),
+                 logs.read_log("aus", "c2", profile, run_dir=RUN_DIR, valid=True)
                  .pipe(lambda d: d.assign(step=d["step"] + c1["step"].max()))], ignore_index=True)
 print(f"C1 {len(c1)} steps, C2 {len(c2)} steps; last validation perplexity {val['val_ppl'].iloc[-1]:.1f}")
 

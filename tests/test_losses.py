@@ -1,4 +1,5 @@
 """Hand-checkable tests of mixpoet_lib.models.losses."""
+
 from __future__ import annotations
 
 import math
@@ -6,10 +7,21 @@ import math
 import pytest
 import torch
 
-from mixpoet_lib.models.losses import (UNIFORM_ENTROPY_TERM, classifier_terms, entropy_term, gaussian_kl,
-                                gaussian_kl_per_item, keyword_distill_ce, line_cross_entropy, mahalanobis_distance,
-                                mean_pairwise_distance, relativistic_d_loss, relativistic_g_loss, supervised_ce,
-                                symmetric_mahalanobis)
+from mixpoet_lib.models.losses import (
+    UNIFORM_ENTROPY_TERM,
+    classifier_terms,
+    entropy_term,
+    gaussian_kl,
+    gaussian_kl_per_item,
+    keyword_distill_ce,
+    line_cross_entropy,
+    mahalanobis_distance,
+    mean_pairwise_distance,
+    relativistic_d_loss,
+    relativistic_g_loss,
+    supervised_ce,
+    symmetric_mahalanobis,
+)
 
 
 def _nll(row: list[float], target: int) -> float:
@@ -18,12 +30,17 @@ def _nll(row: list[float], target: int) -> float:
 
 def test_line_ce_matches_hand_computation_and_ignores_pad():
     # B=2 items, S=2 lines, T=3 steps, V=3 classes; PAD = 0
-    targets = torch.tensor([[[1, 2, 0], [2, 0, 0]],
-                            [[2, 1, 2], [1, 2, 0]]])
+    targets = torch.tensor([[[1, 2, 0], [2, 0, 0]], [[2, 1, 2], [1, 2, 0]]])
     torch.manual_seed(0)
     logits = torch.randn(2, 2, 3, 3)
     lg = logits.tolist()
-    line0 = [_nll(lg[0][0][0], 1), _nll(lg[0][0][1], 2), _nll(lg[1][0][0], 2), _nll(lg[1][0][1], 1), _nll(lg[1][0][2], 2)]
+    line0 = [
+        _nll(lg[0][0][0], 1),
+        _nll(lg[0][0][1], 2),
+        _nll(lg[1][0][0], 2),
+        _nll(lg[1][0][1], 1),
+        _nll(lg[1][0][2], 2),
+    ]
     line1 = [_nll(lg[0][1][0], 2), _nll(lg[1][1][0], 1), _nll(lg[1][1][1], 2)]
     expected = 0.5 * (sum(line0) / len(line0) + sum(line1) / len(line1))
     got = line_cross_entropy(logits, targets)
@@ -42,8 +59,9 @@ def test_gaussian_kl_known_values():
     # general: ln(σp/σq) + (σq² + (μq−μp)²)/(2σp²) − 1/2
     mq, sq, mp, sp = 0.5, 0.7, -1.0, 2.0
     hand = math.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
-    kl = gaussian_kl_per_item(torch.tensor([mq]), torch.tensor([2 * math.log(sq)]),
-                              torch.tensor([mp]), torch.tensor([2 * math.log(sp)]))
+    kl = gaussian_kl_per_item(
+        torch.tensor([mq]), torch.tensor([2 * math.log(sq)]), torch.tensor([mp]), torch.tensor([2 * math.log(sp)])
+    )
     assert kl.item() == pytest.approx(hand, abs=1e-6)
     # batch mean, sum over dims, free bits per dimension
     mu2 = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
@@ -80,8 +98,13 @@ def test_keyword_distill_and_classifier_terms():
     assert keyword_distill_ce(lw, idx).item() == pytest.approx(expected, abs=1e-5)
     assert keyword_distill_ce(lw, torch.eye(3)[idx]).item() == pytest.approx(expected, abs=1e-5)
     labels = torch.tensor([[-1, -1], [-1, -1]])
-    terms = classifier_terms([torch.zeros(2, 3), torch.zeros(2, 2)], [lw, torch.zeros(2, 2)], labels,
-                             labels.ge(0).float(), [idx, torch.tensor([0, 1])])
+    terms = classifier_terms(
+        [torch.zeros(2, 3), torch.zeros(2, 2)],
+        [lw, torch.zeros(2, 2)],
+        labels,
+        labels.ge(0).float(),
+        [idx, torch.tensor([0, 1])],
+    )
     assert terms["xw"].item() == pytest.approx(0.0, abs=1e-8)
     assert terms["ent"].item() == pytest.approx(UNIFORM_ENTROPY_TERM, abs=1e-6)
     assert terms["w"].item() == pytest.approx(expected + math.log(2), abs=1e-5)

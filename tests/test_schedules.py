@@ -1,15 +1,25 @@
 """Sanity values of mixpoet_lib.train.schedules (spec §2.4, §3.2)."""
+
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
 
-from dataclasses import replace
-
 from mixpoet_lib.config import TrainConfig
-from mixpoet_lib.train.schedules import (gumbel_tau, instance_noise, kl_weight, learning_rate, make_lr_scheduler,
-                                         make_optimizer, phase_learning_rate, phase_lr_scheduler, planned_steps,
-                                         teacher_forcing_ratio)
+from mixpoet_lib.train.schedules import (
+    gumbel_tau,
+    instance_noise,
+    kl_weight,
+    learning_rate,
+    make_lr_scheduler,
+    make_optimizer,
+    phase_learning_rate,
+    phase_lr_scheduler,
+    planned_steps,
+    teacher_forcing_ratio,
+)
 
 TRAIN = TrainConfig()
 

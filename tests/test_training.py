@@ -1,4 +1,5 @@
 """Training phases, checkpoints, exact kill-and-resume, schedules and input errors (smoke profile, fast)."""
+
 from __future__ import annotations
 
 import copy
@@ -27,7 +28,8 @@ from mixpoet_lib.data.dataset import TRAIN_SPLITS
 from mixpoet_lib.models.generators import BasicGenerator, MixPoetAUS
 from mixpoet_lib.train.diagnostics import to_device
 from mixpoet_lib.train.logs import CsvLog, read_log
-from mixpoet_lib.train.loop import ensure_model, phase_plan, train, validation_loss
+from mixpoet_lib.train.loop import ensure_model, train, validation_loss
+from mixpoet_lib.train.phases import phase_plan
 from mixpoet_lib.train.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
 from mixpoet_lib.train.steps import aus_step, dae_step, make_optimisers
 
@@ -71,8 +73,14 @@ def all_phases(smoke_data, tmp_path_factory):
 def test_plan_order_and_prerequisites():
     assert phase_plan(["basic"]) == [("shared", "dae"), ("basic", "c1")]
     plan = phase_plan(["aus_st", "cvae"])
-    assert plan == [("shared", "dae"), ("shared", "cl1"), ("shared", "cl2"), ("cvae", "c1"),
-                    ("aus_st", "c1"), ("aus_st", "c2")]
+    assert plan == [
+        ("shared", "dae"),
+        ("shared", "cl1"),
+        ("shared", "cl2"),
+        ("cvae", "c1"),
+        ("aus_st", "c1"),
+        ("aus_st", "c2"),
+    ]
     assert {p for _, p in phase_plan(ALL)} == set(PHASES)
 
 
@@ -128,14 +136,15 @@ def test_learning_rate_and_teacher_forcing_follow_the_schedules(all_phases):
     assert c2["lr_rec"].tolist() == [phase_learning_rate(CAP + s, t.finetune) for s in c2["step"]]
     adv = c2[c2["d_loss"].notna()]
     n_dis = [t.ndis * (i + 1) for i in range(len(adv))]  # the discriminator's schedule advances ndis× per batch
-    assert adv["lr_dis"].tolist() == [phase_learning_rate(n - t.ndis + 1, t.finetune, t.dis_decay_exponent)
-                                      for n in n_dis]
+    assert adv["lr_dis"].tolist() == [
+        phase_learning_rate(n - t.ndis + 1, t.finetune, t.dis_decay_exponent) for n in n_dis
+    ]
     cvae = pd.read_csv(run / "logs" / "cvae_c1.csv")
     assert cvae["kl_weight"].tolist() == [min((s - 1) / t.kl_anneal_steps, 1.0) for s in cvae["step"]]
 
 
 def test_checkpoints_round_trip_with_weights_only(all_phases):
-    run, res, _ = all_phases
+    _, res, _ = all_phases
     for key, r in res.items():
         ckpt = torch.load(r.checkpoint, map_location="cpu", weights_only=True)
         assert ckpt["step"] == CAP and ckpt["complete"] is False and ckpt["name"] + "_" + ckpt["phase"] == key
@@ -173,8 +182,10 @@ def test_resuming_aus_mid_adversarial_phase_is_exact(all_phases, smoke_data, tmp
     """Continue aus_c2 from its step-6 checkpoint (3 optimisers, σ/τ counters, SN and BN buffers, RNG) to step 9."""
     run, _, _ = all_phases
     resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
-    for target, keys in ((resumed, ("shared_dae", "shared_cl1", "shared_cl2", "aus_c1", "aus_c2")),
-                         (fresh, ("shared_dae", "shared_cl1", "shared_cl2", "aus_c1"))):
+    for target, keys in (
+        (resumed, ("shared_dae", "shared_cl1", "shared_cl2", "aus_c1", "aus_c2")),
+        (fresh, ("shared_dae", "shared_cl1", "shared_cl2", "aus_c1")),
+    ):
         (target / "checkpoints").mkdir(parents=True)
         (target / "logs").mkdir()
         for key in keys:
@@ -208,8 +219,14 @@ def test_public_step_functions_reproduce_the_loop(all_phases, smoke_data):
     seed_everything(derived_seed(SMOKE.seed, "shared", "dae"))  # the loop seeds each phase from (seed, name, phase)
     dae = build_model("dae", SMOKE.model, vocab).to(dev).train()
     opt = make_optimisers({"rec": (dae.param_groups()["dae"], t.betas, t.dae.decay_exponent)}, t.dae, t)
-    stream = BatchStream(smoke_data, TRAIN_SPLITS, "dae", t.dae.batch_size, derived_seed(SMOKE.seed, "batches", "dae"),
-                         t.dae_corrupt_ratio)
+    stream = BatchStream(
+        smoke_data,
+        TRAIN_SPLITS,
+        "dae",
+        t.dae.batch_size,
+        derived_seed(SMOKE.seed, "batches", "dae"),
+        t.dae_corrupt_ratio,
+    )
     losses = []
     for epoch, batch in _numbered_batches(stream, CAP):
         ratio = teacher_forcing_ratio(epoch, t.dae.tf_burn_in, t.dae.tf_decay, t.dae.tf_min)
@@ -223,19 +240,38 @@ def test_public_step_functions_reproduce_the_loop(all_phases, smoke_data):
     aus = build_model("aus", SMOKE.model, vocab).to(dev).train()
     aus.load_state_dict(up["model"])
     g = aus.param_groups()
-    opt = make_optimisers({"rec": (g["rec"], t.betas, f.decay_exponent), "dis": (g["dis"], t.dis_betas,
-                           t.dis_decay_exponent), "gen": (g["gen"], t.betas, f.decay_exponent)}, f, t,
-                          counters["opt_steps"], up["optimizers"])
+    opt = make_optimisers(
+        {
+            "rec": (g["rec"], t.betas, f.decay_exponent),
+            "dis": (g["dis"], t.dis_betas, t.dis_decay_exponent),
+            "gen": (g["gen"], t.betas, f.decay_exponent),
+        },
+        f,
+        t,
+        counters["opt_steps"],
+        up["optimizers"],
+    )
     offset = math.ceil(up["step"] / up["steps_per_epoch"])  # C2 continues C1's teacher-forcing epochs
-    stream = BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_tune", f.batch_size,
-                         derived_seed(SMOKE.seed, "batches", "c2"))
-    rows = [aus_step(aus, to_device(batch, dev), opt, t, counters,
-                     teacher_forcing_ratio(epoch + offset, f.tf_burn_in, f.tf_decay, f.tf_min))
-            for epoch, batch in _numbered_batches(stream, CAP)]
+    stream = BatchStream(
+        smoke_data, TRAIN_SPLITS, "mixpoet_tune", f.batch_size, derived_seed(SMOKE.seed, "batches", "c2")
+    )
+    rows = [
+        aus_step(
+            aus,
+            to_device(batch, dev),
+            opt,
+            t,
+            counters,
+            teacher_forcing_ratio(epoch + offset, f.tf_burn_in, f.tf_decay, f.tf_min),
+        )
+        for epoch, batch in _numbered_batches(stream, CAP)
+    ]
     ck = torch.load(checkpoint_path(run, "aus", "c2"), weights_only=True)
     _same(aus.state_dict(), ck["model"], "aus_c2")
-    _same({k: counters[k] for k in ("opt_steps", "tau_step", "rec_steps", "noise_step", "adv_batches")},
-          {k: ck["counters"][k] for k in ("opt_steps", "tau_step", "rec_steps", "noise_step", "adv_batches")})
+    _same(
+        {k: counters[k] for k in ("opt_steps", "tau_step", "rec_steps", "noise_step", "adv_batches")},
+        {k: ck["counters"][k] for k in ("opt_steps", "tau_step", "rec_steps", "noise_step", "adv_batches")},
+    )
     log = pd.read_csv(run / "logs" / "aus_c2.csv")
     assert [r["loss"] for r in rows] == log["loss"].tolist()
     assert [r.get("d_loss", math.nan) for r in rows] == pytest.approx(log["d_loss"].tolist(), nan_ok=True, abs=0)
@@ -245,6 +281,7 @@ def test_public_step_functions_reproduce_the_loop(all_phases, smoke_data):
 # ----------------------------------------------------------------------------------------------
 # kill -9 in the middle of a phase, resume, compare with an uninterrupted run
 # ----------------------------------------------------------------------------------------------
+
 
 def _env(mirror_dir: Path) -> dict[str, str]:
     env = dict(os.environ, TQDM_DISABLE="1", MIXPOET_MIRROR=str(mirror_dir), PYTHONPATH=str(REPO))
@@ -256,8 +293,23 @@ KILL_STEPS = 12  # --max-steps of the kill-and-resume runs (checkpoints at 10 an
 
 
 def _cli_train(run: Path, data_dir: Path, mirror_dir: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "mixpoet_lib.cli", "train", "--profile", "smoke", "--models", "basic",
-           "--run-dir", str(run), "--data-dir", str(data_dir), "--max-steps", str(KILL_STEPS), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mixpoet_lib.cli",
+        "train",
+        "--profile",
+        "smoke",
+        "--models",
+        "basic",
+        "--run-dir",
+        str(run),
+        "--data-dir",
+        str(data_dir),
+        "--max-steps",
+        str(KILL_STEPS),
+        "-q",
+    ]
     return subprocess.run(cmd, cwd=REPO, env=_env(mirror_dir), capture_output=True, text=True, timeout=300)
 
 
@@ -287,8 +339,13 @@ def test_kill_and_resume_is_bit_identical(uninterrupted, smoke_data, mirror_dir,
     run = tmp_path / "killed"
     data_dir = _data_dir(smoke_data)
     script = _SLOW_CHILD.format(ckpt=SMOKE.train.ckpt_every, steps=KILL_STEPS)
-    child = subprocess.Popen([sys.executable, "-c", script, str(run), str(data_dir)], cwd=REPO, env=_env(mirror_dir),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(run), str(data_dir)],
+        cwd=REPO,
+        env=_env(mirror_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     ckpt = checkpoint_path(run, "basic", "c1")
     deadline = time.monotonic() + 120
     while not ckpt.exists():
@@ -351,6 +408,7 @@ def test_csv_log_appends_truncates_and_reads(tmp_path):
 # errors and small helpers
 # ----------------------------------------------------------------------------------------------
 
+
 def test_bad_inputs_raise_clear_errors(smoke_data, tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         train(["nope"], "smoke", data=smoke_data, run_dir=tmp_path)
@@ -363,8 +421,19 @@ def test_bad_inputs_raise_clear_errors(smoke_data, tmp_path, capsys):
     assert cli.main(["train", "--profile", "smoke", "--models", "basic", "gpt"]) == 1
     err = capsys.readouterr().err.strip()
     assert "unknown model 'gpt'" in err and len(err.splitlines()) == 1
-    code = cli.main(["train", "--profile", "smoke", "--models", "basic", "--data-dir", str(tmp_path / "nodata"),
-                     "--mirror", str(tmp_path / "no-mirror")])
+    code = cli.main(
+        [
+            "train",
+            "--profile",
+            "smoke",
+            "--models",
+            "basic",
+            "--data-dir",
+            str(tmp_path / "nodata"),
+            "--mirror",
+            str(tmp_path / "no-mirror"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and "not available" in err and len(err.splitlines()) == 1
 
@@ -377,8 +446,13 @@ def test_full_profile_code_path_runs_a_few_steps_on_cpu(smoke_data, tmp_path):
     """
     full = get_profile("full")
     assert full.model.hidden_size == 512 and full.train.mixture.batch_size == 128
-    prof = replace(full, data=SMOKE.data, train=replace(full.train, rec_warm_steps=1, validate_every_epoch=False,
-                                                        val_batches=1, cl_val_instances=64, diag_every=0))
+    prof = replace(
+        full,
+        data=SMOKE.data,
+        train=replace(
+            full.train, rec_warm_steps=1, validate_every_epoch=False, val_batches=1, cl_val_instances=64, diag_every=0
+        ),
+    )
     res = train(["aus"], prof, data=smoke_data, run_dir=tmp_path, progress=False, max_steps=2)
     assert {"shared_dae", "shared_cl1", "shared_cl2", "aus_c1", "aus_c2"} <= set(res)
     log = pd.read_csv(tmp_path / "logs" / "aus_c1.csv")
@@ -402,10 +476,18 @@ def test_validation_loss_is_deterministic_and_sensitive(smoke_data):
 # Signatures of the smoke profile's phases as the kit has always computed them: a change here means every
 # existing checkpoint would be retrained on resume, so it must be deliberate (bump CKPT_FORMAT and say so).
 STABLE_SIGNATURES = {
-    "shared_dae": "10acc9f38a48178f", "shared_cl1": "1a655622334c382c", "shared_cl2": "f758a6db3594487a",
-    "basic_c1": "c146a589e78b6775", "cvae_c1": "21c307edfe3cfba7", "igs_c1": "80bfbc3256d9bf86",
-    "igs_c2": "2e3660ef31bff736", "aus_c1": "99c43977e7b42abe", "aus_c2": "39acc97720d9dd92",
-    "aus_st_c1": "20b1666c148581e2", "aus_st_c2": "70385a451e2d8951"}  # the all-phases run: CAP steps each
+    "shared_dae": "10acc9f38a48178f",
+    "shared_cl1": "1a655622334c382c",
+    "shared_cl2": "f758a6db3594487a",
+    "basic_c1": "c146a589e78b6775",
+    "cvae_c1": "21c307edfe3cfba7",
+    "igs_c1": "80bfbc3256d9bf86",
+    "igs_c2": "2e3660ef31bff736",
+    "aus_c1": "99c43977e7b42abe",
+    "aus_c2": "39acc97720d9dd92",
+    "aus_st_c1": "20b1666c148581e2",
+    "aus_st_c2": "70385a451e2d8951",
+}  # the all-phases run: CAP steps each
 
 
 def test_checkpoint_signatures_are_stable(all_phases):

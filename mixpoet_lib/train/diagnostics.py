@@ -4,6 +4,7 @@ Everything here runs in eval mode (batch-norm statistics untouched) and, where i
 forked torch RNG seeded with :data:`VAL_SEED`, so calling it between two training steps leaves the weights and the
 RNG stream of the run exactly as they were.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,15 @@ from mixpoet_lib.models.generators import FactorModelBase
 from mixpoet_lib.models.losses import mahalanobis_distance, mean_pairwise_distance
 
 __all__ = [
-    "VAL_SPLITS", "VAL_SEED", "to_device", "fixed_rng", "eval_mode", "validation_batches",
-    "active_units", "classifier_scores", "latent_diagnostics",
+    "VAL_SPLITS",
+    "VAL_SEED",
+    "to_device",
+    "fixed_rng",
+    "eval_mode",
+    "validation_batches",
+    "active_units",
+    "classifier_scores",
+    "latent_diagnostics",
 ]
 
 VAL_SPLITS = ("unl_valid", "cqcf_valid")
@@ -55,8 +63,9 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was)
 
 
-def validation_batches(data: PreparedData, mode: str, batch_size: int, n_batches: int, device: torch.device,
-                       corrupt_ratio: float = 0.0) -> list[dict[str, Tensor]]:
+def validation_batches(
+    data: PreparedData, mode: str, batch_size: int, n_batches: int, device: torch.device, corrupt_ratio: float = 0.0
+) -> list[dict[str, Tensor]]:
     """The first ``n_batches`` batches of the validation splits in their fixed (seeded) order, on ``device``."""
     stream = BatchStream(data, VAL_SPLITS, mode, batch_size, VAL_SEED, corrupt_ratio)
     out = []
@@ -72,15 +81,16 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> int:
     return int((mu.float().var(0) > threshold).sum()) if mu.size(0) > 1 else 0
 
 
-def _predictions(model: FactorModelBase, data: PreparedData, ids: np.ndarray, device: torch.device,
-                 factors: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _predictions(
+    model: FactorModelBase, data: PreparedData, ids: np.ndarray, device: torch.device, factors: Sequence[int]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Arg-max classes of q(y_k|x,w) and p(y_k|w) for these cqcf_valid instances, factor by factor."""
     arrays = data.arrays("cqcf_valid")
     preds_xw: list[list[np.ndarray]] = [[] for _ in model.n_classes]
     preds_w: list[list[np.ndarray]] = [[] for _ in model.n_classes]
     with eval_mode(model), torch.no_grad():
         for start in range(0, len(ids), _CL_EVAL_BATCH):
-            b = to_device(make_batch(arrays, ids[start:start + _CL_EVAL_BATCH]), device)
+            b = to_device(make_batch(arrays, ids[start : start + _CL_EVAL_BATCH]), device)
             h_x, h_w = model.encode(b)
             for k in factors:
                 preds_xw[k].append(model.cl_xw[k](torch.cat([h_x, h_w], -1)).argmax(-1).cpu().numpy())
@@ -89,8 +99,9 @@ def _predictions(model: FactorModelBase, data: PreparedData, ids: np.ndarray, de
     return joined[0], joined[1]
 
 
-def classifier_scores(model: FactorModelBase, data: PreparedData, device: torch.device, factors: Sequence[int],
-                      limit: int = 0) -> dict[str, float]:
+def classifier_scores(
+    model: FactorModelBase, data: PreparedData, device: torch.device, factors: Sequence[int], limit: int = 0
+) -> dict[str, float]:
     """Accuracy and macro-F1 (over all classes) of q(y_k|x,w) and p(y_k|w) on the cqcf_valid instances labelled
     for factor k: keys ``val_acc_xw``, ``val_f1_xw``, ``val_acc_w``, ``val_f1_w`` (suffixed 1, 2 for two factors).
 
@@ -115,8 +126,15 @@ def classifier_scores(model: FactorModelBase, data: PreparedData, device: torch.
 
 
 @torch.no_grad()
-def latent_diagnostics(model: nn.Module, batch: dict[str, Tensor], samples: int = 512, chunk: int = 128,
-                       tau: float = 1.0, seed: int = VAL_SEED, index: int | None = None) -> dict[str, float]:
+def latent_diagnostics(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    samples: int = 512,
+    chunk: int = 128,
+    tau: float = 1.0,
+    seed: int = VAL_SEED,
+    index: int | None = None,
+) -> dict[str, float]:
     """Spec §7.2 distances between latent distributions, in eval mode under a fixed, forked RNG.
 
     'prior_post': one instance of ``batch`` (random unless ``index``) replicated ``chunk``×; ``samples``
@@ -127,8 +145,10 @@ def latent_diagnostics(model: nn.Module, batch: dict[str, Tensor], samples: int 
     rounds = max(math.ceil(samples / chunk), 1)
     with eval_mode(model), fixed_rng(seed):
         i = int(torch.randint(batch["keys"].size(0), (1,))) if index is None else index
-        one = {k: batch[k][i:i + 1].repeat(chunk, *([1] * (batch[k].dim() - 1)))
-               for k in ("keys", "poems", "labels", "label_mask")}
+        one = {
+            k: batch[k][i : i + 1].repeat(chunk, *([1] * (batch[k].dim() - 1)))
+            for k in ("keys", "poems", "labels", "label_mask")
+        }
         h_x, h_w = model.encode(one)
         logits = model.classify_xw(h_x, h_w)
         priors, posts = [], []

@@ -3,6 +3,7 @@
 Each phase ``<name>_<phase>`` writes ``<run>/logs/<name>_<phase>.csv`` (one row per optimiser step) and
 ``<name>_<phase>_valid.csv`` (one row per validation pass); ``timing.csv`` gets one row per call of a phase.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,16 +20,25 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mixpoet_lib._util import default_device, write_text_atomic
 from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.paths import runs_dir
 
-__all__ = ["CsvLog", "format_value", "log_path", "read_log", "append_timing", "progress_bar"]
+__all__ = ["CsvLog", "format_value", "log_path", "read_log", "append_timing"]
 
-TIMING_COLUMNS = ("phase", "from_step", "to_step", "seconds", "median_step_s", "validation_s", "checkpoint_s",
-                  "threads", "device", "finished")
+TIMING_COLUMNS = (
+    "phase",
+    "from_step",
+    "to_step",
+    "seconds",
+    "median_step_s",
+    "validation_s",
+    "checkpoint_s",
+    "threads",
+    "device",
+    "finished",
+)
 
 
 def format_value(value: Any) -> str:
@@ -98,16 +108,22 @@ def log_path(run_dir: str | os.PathLike[str], name: str, phase: str, valid: bool
     return Path(run_dir) / "logs" / f"{name}_{phase}{'_valid' if valid else ''}.csv"
 
 
-def read_log(name: str, phase: str, profile: str | Profile | None = None,
-             run_dir: str | os.PathLike[str] | None = None, valid: bool = False) -> pd.DataFrame:
+def read_log(
+    name: str,
+    phase: str,
+    profile: str | Profile | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    valid: bool = False,
+) -> pd.DataFrame:
     """A phase's per-step log (or, with ``valid``, its validation log) as a DataFrame; default run folder of
     the profile unless ``run_dir``."""
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
     return pd.read_csv(log_path(run_dir if run_dir else runs_dir(prof.name), name, phase, valid))
 
 
-def append_timing(run_dir: Path, key: str, start: int, end: int, seconds: float, steps: list[float],
-                  val_s: float, ckpt_s: float) -> None:
+def append_timing(
+    run_dir: Path, key: str, start: int, end: int, seconds: float, steps: list[float], val_s: float, ckpt_s: float
+) -> None:
     """Append one row to ``<run>/logs/timing.csv``: steps start..end of phase ``key``, wall times, threads, device."""
     path = Path(run_dir) / "logs" / "timing.csv"
     new = not path.exists()
@@ -116,11 +132,17 @@ def append_timing(run_dir: Path, key: str, start: int, end: int, seconds: float,
         if new:
             w.writerow(TIMING_COLUMNS)
         med = statistics.median(steps) if steps else math.nan
-        w.writerow([key, start, end, f"{seconds:.2f}", f"{med:.4f}", f"{val_s:.2f}", f"{ckpt_s:.2f}",
-                    torch.get_num_threads(), str(default_device()), time.strftime("%Y-%m-%dT%H:%M:%S")])
-
-
-def progress_bar(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
-    """A tqdm bar over a phase's steps; off when not ``enabled``, else tqdm's own $TQDM_DISABLE decides."""
-    off = {} if enabled else {"disable": True}  # an explicit disable=False would override $TQDM_DISABLE
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=True, **off)
+        w.writerow(
+            [
+                key,
+                start,
+                end,
+                f"{seconds:.2f}",
+                f"{med:.4f}",
+                f"{val_s:.2f}",
+                f"{ckpt_s:.2f}",
+                torch.get_num_threads(),
+                str(default_device()),
+                time.strftime("%Y-%m-%dT%H:%M:%S"),
+            ]
+        )

@@ -3,6 +3,7 @@
 Counters are 1-based where the spec counts "the s-th optimiser step" or "epoch e" so the
 functions read like the formulas; each docstring says which counter it expects.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,13 +16,22 @@ from torch.optim.lr_scheduler import LambdaLR
 from mixpoet_lib.config import PhaseConfig
 
 __all__ = [
-    "learning_rate", "phase_learning_rate", "make_lr_scheduler", "phase_lr_scheduler",
-    "gumbel_tau", "instance_noise", "teacher_forcing_ratio", "kl_weight", "planned_steps", "make_optimizer",
+    "learning_rate",
+    "phase_learning_rate",
+    "make_lr_scheduler",
+    "phase_lr_scheduler",
+    "gumbel_tau",
+    "instance_noise",
+    "teacher_forcing_ratio",
+    "kl_weight",
+    "planned_steps",
+    "make_optimizer",
 ]
 
 
-def learning_rate(step: int, lr_max: float = 8e-4, lr_min: float = 5e-8, warmup: int = 4500,
-                  decay_exponent: float = 0.55) -> float:
+def learning_rate(
+    step: int, lr_max: float = 8e-4, lr_min: float = 5e-8, warmup: int = 4500, decay_exponent: float = 0.55
+) -> float:
     """Learning rate of the ``step``-th optimiser step (1-based): linear warm-up, then (warmup/s)^β decay.
 
     lr(s) = lr_max·s/warmup for s ≤ warmup, else max(lr_max·(warmup/s)^β, lr_min) (spec §3.2).
@@ -39,8 +49,9 @@ def phase_learning_rate(step: int, phase: PhaseConfig, decay_exponent: float | N
     return learning_rate(step, phase.lr_max, phase.lr_min, phase.warmup_steps, beta)
 
 
-def make_lr_scheduler(optimizer: Optimizer, lr_max: float, lr_min: float, warmup: int,
-                      decay_exponent: float, last_step: int = 0) -> LambdaLR:
+def make_lr_scheduler(
+    optimizer: Optimizer, lr_max: float, lr_min: float, warmup: int, decay_exponent: float, last_step: int = 0
+) -> LambdaLR:
     """Return a LambdaLR so that the n-th ``optimizer.step()`` (1-based) runs at :func:`learning_rate` (n).
 
     Call ``scheduler.step()`` after every ``optimizer.step()``. The groups' lr is reset to ``lr_max``
@@ -56,8 +67,9 @@ def make_lr_scheduler(optimizer: Optimizer, lr_max: float, lr_min: float, warmup
     return LambdaLR(optimizer, factor, last_epoch=last_step - 1 if last_step > 0 else -1)
 
 
-def phase_lr_scheduler(optimizer: Optimizer, phase: PhaseConfig, decay_exponent: float | None = None,
-                       last_step: int = 0) -> LambdaLR:
+def phase_lr_scheduler(
+    optimizer: Optimizer, phase: PhaseConfig, decay_exponent: float | None = None, last_step: int = 0
+) -> LambdaLR:
     """:func:`make_lr_scheduler` with a phase's settings."""
     beta = phase.decay_exponent if decay_exponent is None else decay_exponent
     return make_lr_scheduler(optimizer, phase.lr_max, phase.lr_min, phase.warmup_steps, beta, last_step)
@@ -70,8 +82,9 @@ def gumbel_tau(step: int, annealing_steps: int = 6000, min_tau: float = 0.01) ->
     return max(min_tau ** (max(step, 0) / annealing_steps), min_tau)
 
 
-def instance_noise(step: int, init: float = 0.3, decay_steps: int = 8500, started: bool = True,
-                   before: float = 1.0) -> float:
+def instance_noise(
+    step: int, init: float = 0.3, decay_steps: int = 8500, started: bool = True, before: float = 1.0
+) -> float:
     """Instance-noise std σ_s = max(init·(1 − s/decay_steps), 0), s = post-warm-up batches (0-based).
 
     Before any discriminator step (``started=False``) the official logs show ``before`` (1.0).
@@ -96,8 +109,14 @@ def teacher_forcing_ratio(epoch: int, burn_in: int, decay: int, r_min: float = 0
     return max(math.exp(-alpha * e), r_min)
 
 
-def kl_weight(step: int, total_steps: int, kind: str = "linear", max_weight: float = 1.0,
-              midpoint: float = 0.5, steepness: float = 10.0) -> float:
+def kl_weight(
+    step: int,
+    total_steps: int,
+    kind: str = "linear",
+    max_weight: float = 1.0,
+    midpoint: float = 0.5,
+    steepness: float = 10.0,
+) -> float:
     """KL-annealing weight for the Gaussian baselines at ``step`` (0-based).
 
     ``linear``: max_weight·min(step/total_steps, 1); ``sigmoid``: max_weight·σ(steepness·(step/total − midpoint));
@@ -121,7 +140,8 @@ def planned_steps(per_epoch: int, phase: PhaseConfig) -> int:
     return max(total, 1)
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], phase: PhaseConfig, weight_decay: float,
-                   betas: tuple[float, float]) -> torch.optim.AdamW:
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], phase: PhaseConfig, weight_decay: float, betas: tuple[float, float]
+) -> torch.optim.AdamW:
     """The kit's optimiser for every phase: AdamW at the phase's peak learning rate (the schedule scales it)."""
     return torch.optim.AdamW(params, lr=phase.lr_max, betas=betas, weight_decay=weight_decay)

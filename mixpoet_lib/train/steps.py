@@ -11,6 +11,7 @@ operations, so a notebook that calls them with the same seed reproduces the loop
                           cfg.mixture, cfg)
     row = basic_step(model, batch, opt, tf_ratio=1.0)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,15 +29,31 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from mixpoet_lib._util import derived_seed
 from mixpoet_lib.config import PhaseConfig, TrainConfig
-from mixpoet_lib.models.losses import (classifier_terms, gaussian_kl, reconstruction_loss, relativistic_d_loss,
-                                       relativistic_g_loss)
+from mixpoet_lib.models.losses import (
+    classifier_terms,
+    gaussian_kl,
+    reconstruction_loss,
+    relativistic_d_loss,
+    relativistic_g_loss,
+)
 from mixpoet_lib.train.diagnostics import VAL_SEED, active_units, latent_diagnostics
 from mixpoet_lib.train.schedules import gumbel_tau, instance_noise, kl_weight, make_optimizer, phase_lr_scheduler
 
 __all__ = [
-    "Optimisers", "make_optimisers", "autocast", "factor_counters", "gumbel_temperature",
-    "dae_step", "basic_step", "classifier_step", "cvae_step", "igs_step",
-    "aus_reconstruction_step", "aus_discriminator_step", "aus_generator_step", "aus_step",
+    "Optimisers",
+    "make_optimisers",
+    "autocast",
+    "factor_counters",
+    "gumbel_temperature",
+    "dae_step",
+    "basic_step",
+    "classifier_step",
+    "cvae_step",
+    "igs_step",
+    "aus_reconstruction_step",
+    "aus_discriminator_step",
+    "aus_generator_step",
+    "aus_step",
 ]
 
 OptimiserSpec = tuple[Iterable[nn.Parameter], tuple[float, float], float]  # parameters, betas, LR decay exponent
@@ -73,9 +90,14 @@ class Optimisers:
         return float(norm)
 
 
-def make_optimisers(specs: dict[str, OptimiserSpec], phase: PhaseConfig, settings: TrainConfig,
-                    steps: dict[str, int] | None = None, opt_states: dict[str, Any] | None = None,
-                    sched_states: dict[str, Any] | None = None) -> Optimisers:
+def make_optimisers(
+    specs: dict[str, OptimiserSpec],
+    phase: PhaseConfig,
+    settings: TrainConfig,
+    steps: dict[str, int] | None = None,
+    opt_states: dict[str, Any] | None = None,
+    sched_states: dict[str, Any] | None = None,
+) -> Optimisers:
     """AdamW + warm-up/decay LR schedule for each ``name → (parameters, betas, decay exponent)`` of ``specs``.
 
     ``steps`` (updated in place: a new name starts at 0) sets where each schedule starts; ``opt_states`` and
@@ -110,8 +132,9 @@ def gumbel_temperature(settings: TrainConfig, counters: dict[str, Any]) -> float
     return gumbel_tau(int(counters["tau_step"]), settings.tau_annealing_steps, settings.min_tau)
 
 
-def _diagnostics(model: nn.Module, batch: dict[str, Tensor], settings: TrainConfig, counters: dict[str, Any],
-                 tau: float) -> dict[str, float]:
+def _diagnostics(
+    model: nn.Module, batch: dict[str, Tensor], settings: TrainConfig, counters: dict[str, Any], tau: float
+) -> dict[str, float]:
     seed = derived_seed(VAL_SEED, "diag", counters["tau_step"])
     d = latent_diagnostics(model, batch, settings.diag_samples, settings.diag_chunk, tau, seed)
     return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"]}
@@ -126,8 +149,10 @@ def _kl_pair(posterior: tuple[Tensor, Tensor], prior: tuple[Tensor, Tensor]) -> 
 # reconstruction-only and classifier phases
 # ----------------------------------------------------------------------------------------------
 
-def dae_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float,
-             amp: bool = False) -> dict[str, float]:
+
+def dae_step(
+    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
+) -> dict[str, float]:
     """Phase A (DAE): minimise L = CE(lines | corrupted poem, keyword), the masked per-line cross-entropy.
 
     Decodes with teacher forcing at ratio ``tf_ratio``; steps optimiser 'rec'.
@@ -140,8 +165,9 @@ def dae_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_rat
     return {"lr": lr, "tf_ratio": tf_ratio, "loss": loss.item(), "grad_norm": gn}
 
 
-def basic_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float,
-               amp: bool = False) -> dict[str, float]:
+def basic_step(
+    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
+) -> dict[str, float]:
     """Keyword-only generator: minimise L = CE(lines | keyword), the same update as :func:`dae_step` on clean poems.
 
     Steps optimiser 'rec'. Returns {'lr', 'tf_ratio', 'loss', 'grad_norm'}.
@@ -149,8 +175,9 @@ def basic_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_r
     return dae_step(model, batch, opt, tf_ratio, amp)
 
 
-def classifier_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, factor: int,
-                    amp: bool = False) -> dict[str, float]:
+def classifier_step(
+    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, factor: int, amp: bool = False
+) -> dict[str, float]:
     """Phases B1/B2: minimise L = CE(q(y_k|x,w), y_k) + CE(p(y_k|w), y_k) for factor k = ``factor`` (0 or 1).
 
     Steps optimiser 'rec' (the classifiers of factor k and the shared encoders).
@@ -164,17 +191,25 @@ def classifier_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers,
         loss_xw, loss_w = nn.functional.cross_entropy(lx, y), nn.functional.cross_entropy(lw, y)
         loss = loss_xw + loss_w
     gn = opt.update(model, "rec", loss)
-    return {"lr": lr, "loss": loss.item(), "loss_xw": loss_xw.item(), "loss_w": loss_w.item(),
-            "acc_xw": float((lx.argmax(-1) == y).float().mean()), "acc_w": float((lw.argmax(-1) == y).float().mean()),
-            "grad_norm": gn}
+    return {
+        "lr": lr,
+        "loss": loss.item(),
+        "loss_xw": loss_xw.item(),
+        "loss_w": loss_w.item(),
+        "acc_xw": float((lx.argmax(-1) == y).float().mean()),
+        "acc_w": float((lw.argmax(-1) == y).float().mean()),
+        "grad_norm": gn,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 # latent-variable baselines
 # ----------------------------------------------------------------------------------------------
 
-def cvae_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig,
-              tf_ratio: float) -> dict[str, float]:
+
+def cvae_step(
+    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig, tf_ratio: float
+) -> dict[str, float]:
     """Gaussian CVAE: minimise L = rec + β_t · Σ_d max(KL_d(q(z|x,w) ‖ p(z|w)), free_bits).
 
     β_t is the KL-annealing weight after t = opt.steps['rec'] updates. Steps optimiser 'rec'.
@@ -189,13 +224,27 @@ def cvae_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, setti
     kl_fb = gaussian_kl(mq, lq, mp, lp, settings.free_bits)
     loss = rec + beta * kl_fb
     gn = opt.update(model, "rec", loss)
-    return {"lr": lr, "tf_ratio": tf_ratio, "loss": loss.item(), "rec": rec.item(),
-            "kl": float(gaussian_kl(mq, lq, mp, lp).detach()), "kl_fb": kl_fb.item(), "kl_weight": beta,
-            "active_units": active_units(mq.detach()), "grad_norm": gn}
+    return {
+        "lr": lr,
+        "tf_ratio": tf_ratio,
+        "loss": loss.item(),
+        "rec": rec.item(),
+        "kl": float(gaussian_kl(mq, lq, mp, lp).detach()),
+        "kl_fb": kl_fb.item(),
+        "kl_weight": beta,
+        "active_units": active_units(mq.detach()),
+        "grad_norm": gn,
+    }
 
 
-def igs_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig,
-             counters: dict[str, Any], tf_ratio: float) -> dict[str, float]:
+def igs_step(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    opt: Optimisers,
+    settings: TrainConfig,
+    counters: dict[str, Any],
+    tf_ratio: float,
+) -> dict[str, float]:
     """MixPoet-IGS: minimise L = rec + β_t Σ_k KL_k(free bits) + Σ_k (L_xw + L_ent + L_w).
 
     Labels are Gumbel-softmax samples at τ from ``counters['tau_step']`` (moved on by one); every
@@ -208,8 +257,7 @@ def igs_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settin
     with autocast(model, settings.amp_bf16):
         out = model(batch, teacher_ratio=tf_ratio, tau=tau)
         rec = reconstruction_loss(out["decode"])
-        terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"],
-                                 out["labels"])
+        terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"], out["labels"])
     kls_fb, kls = [], []
     for post, prior in zip(out["posterior"], out["prior"]):
         mq, lq, mp, lp = _kl_pair(post, prior)
@@ -217,10 +265,21 @@ def igs_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settin
         kls.append(float(gaussian_kl(mq, lq, mp, lp).detach()))
     loss = rec + beta * sum(kls_fb) + terms["xw"] + terms["ent"] + terms["w"]
     gn = opt.update(model, "rec", loss)
-    row = {"lr": lr, "tf_ratio": tf_ratio, "tau": tau, "loss": loss.item(), "rec": rec.item(), "kl1": kls[0],
-           "kl2": kls[1], "kl_weight": beta, "xw": terms["xw"].item(), "ent": terms["ent"].item(),
-           "w": terms["w"].item(), "grad_norm": gn,
-           "active_units": active_units(torch.cat([mq for mq, _ in out["posterior"]], -1).detach())}
+    row = {
+        "lr": lr,
+        "tf_ratio": tf_ratio,
+        "tau": tau,
+        "loss": loss.item(),
+        "rec": rec.item(),
+        "kl1": kls[0],
+        "kl2": kls[1],
+        "kl_weight": beta,
+        "xw": terms["xw"].item(),
+        "ent": terms["ent"].item(),
+        "w": terms["w"].item(),
+        "grad_norm": gn,
+        "active_units": active_units(torch.cat([mq for mq, _ in out["posterior"]], -1).detach()),
+    }
     if settings.diag_every > 0 and int(counters["tau_step"]) % settings.diag_every == 0:
         row.update(_diagnostics(model, batch, settings, counters, tau))
     counters["tau_step"] += 1
@@ -231,12 +290,14 @@ def igs_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settin
 # MixPoet-AUS: R step, then ndis D steps and one G step (spec §3.3)
 # ----------------------------------------------------------------------------------------------
 
+
 def _detach(y: Tensor) -> Tensor:
     return y.detach().float() if y.dtype.is_floating_point else y.detach()
 
 
-def aus_reconstruction_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float,
-                            tau: float, amp: bool = False) -> dict[str, float]:
+def aus_reconstruction_step(
+    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, tau: float, amp: bool = False
+) -> dict[str, float]:
     """AUS step R: minimise L = rec(decoded from z_post) + Σ_k (L_xw + L_ent + L_w).
 
     Afterwards (no grad, fp32) one prior draw moves the prior's batch-norm statistics. Steps optimiser 'rec'.
@@ -245,18 +306,29 @@ def aus_reconstruction_step(model: nn.Module, batch: dict[str, Tensor], opt: Opt
     with autocast(model, amp):
         out = model(batch, teacher_ratio=tf_ratio, tau=tau, update_prior_stats=False)
         rec = reconstruction_loss(out["decode"])
-        terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"],
-                                 out["labels"])
+        terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"], out["labels"])
         loss = rec + terms["xw"] + terms["ent"] + terms["w"]
     with torch.no_grad():
         model.prior_sample(out["h_w"].detach().float(), [_detach(y) for y in out["labels"]])
     gn = opt.update(model, "rec", loss)
-    return {"loss": loss.item(), "rec": rec.item(), "xw": terms["xw"].item(), "ent": terms["ent"].item(),
-            "w": terms["w"].item(), "grad_norm": gn}
+    return {
+        "loss": loss.item(),
+        "rec": rec.item(),
+        "xw": terms["xw"].item(),
+        "ent": terms["ent"].item(),
+        "w": terms["w"].item(),
+        "grad_norm": gn,
+    }
 
 
-def aus_discriminator_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tau: float, sigma: float,
-                           encoded: tuple[Tensor, Tensor] | None = None) -> float:
+def aus_discriminator_step(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    opt: Optimisers,
+    tau: float,
+    sigma: float,
+    encoded: tuple[Tensor, Tensor] | None = None,
+) -> float:
     """AUS step D: minimise the relativistic loss L_D = −E log σ(D(z_post, y) − D(z_prior, y)).
 
     The latent pair is drawn without gradients, with instance noise of std ``sigma`` (``encoded`` reuses an
@@ -269,8 +341,7 @@ def aus_discriminator_step(model: nn.Module, batch: dict[str, Tensor], opt: Opti
     return d_loss.item()
 
 
-def aus_generator_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tau: float,
-                       sigma: float) -> float:
+def aus_generator_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tau: float, sigma: float) -> float:
     """AUS step G: minimise L_G = −E log σ(D(z_prior, y) − D(z_post, y)) in prior, posterior and encoders.
 
     The discriminator is frozen during the step. Steps optimiser 'gen'. Returns L_G.
@@ -287,8 +358,14 @@ def aus_generator_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimise
     return g_loss.item()
 
 
-def aus_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig,
-             counters: dict[str, Any], tf_ratio: float) -> dict[str, float]:
+def aus_step(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    opt: Optimisers,
+    settings: TrainConfig,
+    counters: dict[str, Any],
+    tf_ratio: float,
+) -> dict[str, float]:
     """One AUS batch: step R; after ``settings.rec_warm_steps`` R steps, ``settings.ndis`` D steps and one G step.
 
     The D steps see σ before the noise schedule advances (the official 1.0 until the first advance), the G step
@@ -299,8 +376,14 @@ def aus_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settin
     t, c = settings, counters
     tau = gumbel_temperature(t, c)
     lrs = {k: opt.lr(k) for k in ("rec", "dis", "gen")}
-    row = {"lr_rec": lrs["rec"], "lr_dis": math.nan, "lr_gen": math.nan, "tf_ratio": tf_ratio, "tau": tau,
-           **aus_reconstruction_step(model, batch, opt, tf_ratio, tau, t.amp_bf16)}
+    row = {
+        "lr_rec": lrs["rec"],
+        "lr_dis": math.nan,
+        "lr_gen": math.nan,
+        "tf_ratio": tf_ratio,
+        "tau": tau,
+        **aus_reconstruction_step(model, batch, opt, tf_ratio, tau, t.amp_bf16),
+    }
     c["rec_steps"] += 1
     noise_step = int(c["noise_step"])
     row["sigma"] = instance_noise(noise_step, t.noise_init, t.noise_decay_steps, started=noise_step > 0)

@@ -5,6 +5,7 @@ The phase runner (:mod:`mixpoet_lib.train.loop`) drives a trainer through ``buil
 ``fresh_counters`` → ``make_optimisers`` (or a resume from a checkpoint), then ``step`` for every batch and
 ``validate`` at the validation points.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,13 +28,27 @@ from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
 from mixpoet_lib.models.generators import FactorModelBase
 from mixpoet_lib.models.losses import gaussian_kl, reconstruction_loss, relativistic_d_loss, relativistic_g_loss
 from mixpoet_lib.train import steps
-from mixpoet_lib.train.diagnostics import (VAL_SEED, active_units, classifier_scores, eval_mode, fixed_rng,
-                                           validation_batches)
+from mixpoet_lib.train.diagnostics import (
+    VAL_SEED,
+    active_units,
+    classifier_scores,
+    eval_mode,
+    fixed_rng,
+    validation_batches,
+)
 from mixpoet_lib.train.schedules import teacher_forcing_ratio
 
 __all__ = [
-    "TrainContext", "Trainer", "DAETrainer", "ClassifierTrainer", "BasicTrainer", "CVAETrainer", "IGSTrainer",
-    "AUSTrainer", "make_trainer", "KIND_OF",
+    "TrainContext",
+    "Trainer",
+    "DAETrainer",
+    "ClassifierTrainer",
+    "BasicTrainer",
+    "CVAETrainer",
+    "IGSTrainer",
+    "AUSTrainer",
+    "make_trainer",
+    "KIND_OF",
 ]
 
 KIND_OF = {"basic": "basic", "cvae": "cvae", "igs": "igs", "aus": "aus", "aus_st": "aus"}  # model name → trainer
@@ -93,8 +108,12 @@ class Trainer:
     def build(self) -> nn.Module:
         """Build a fresh model on the device, in training mode."""
         args = self.model_args()
-        self.model = build_model(args["kind"], self.ctx.profile.model, self.ctx.vocab_size,
-                                 straight_through=bool(args.get("straight_through", False))).to(self.ctx.device)
+        self.model = build_model(
+            args["kind"],
+            self.ctx.profile.model,
+            self.ctx.vocab_size,
+            straight_through=bool(args.get("straight_through", False)),
+        ).to(self.ctx.device)
         self.model.train()
         return self.model
 
@@ -102,11 +121,13 @@ class Trainer:
         """name → (parameters, betas, LR decay exponent)."""
         return {"rec": (list(self.model.param_groups()["rec"]), self.tcfg.betas, self.pcfg.decay_exponent)}
 
-    def make_optimisers(self, opt_states: dict[str, Any] | None = None,
-                        sched_states: dict[str, Any] | None = None) -> None:
+    def make_optimisers(
+        self, opt_states: dict[str, Any] | None = None, sched_states: dict[str, Any] | None = None
+    ) -> None:
         """Make the optimisers and schedules (from saved states when given), at the counters' step counts."""
-        self.opt = steps.make_optimisers(self.optimiser_specs(), self.pcfg, self.tcfg, self.counters["opt_steps"],
-                                         opt_states, sched_states)
+        self.opt = steps.make_optimisers(
+            self.optimiser_specs(), self.pcfg, self.tcfg, self.counters["opt_steps"], opt_states, sched_states
+        )
 
     def init_fresh(self, upstream: dict[str, Any] | None) -> None:
         """Load upstream weights into a freshly built model (before the optimisers are made)."""
@@ -120,9 +141,11 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         """Optimisers, schedules and counters, as stored in a checkpoint."""
-        return {"optimizers": {k: o.state_dict() for k, o in self.opt.optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.opt.schedulers.items()},
-                "counters": self.counters}
+        return {
+            "optimizers": {k: o.state_dict() for k, o in self.opt.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.opt.schedulers.items()},
+            "counters": self.counters,
+        }
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when the profile asks for it."""
@@ -136,12 +159,18 @@ class Trainer:
     def rec_val_batches(self, corrupt_ratio: float = 0.0, mode: str = "mixpoet_pre") -> list[dict[str, Tensor]]:
         """The fixed validation batches (made once per phase)."""
         if self._val_cache is None:
-            self._val_cache = validation_batches(self.ctx.data, mode, self.pcfg.batch_size, self.tcfg.val_batches,
-                                                 self.ctx.device, corrupt_ratio)
+            self._val_cache = validation_batches(
+                self.ctx.data, mode, self.pcfg.batch_size, self.tcfg.val_batches, self.ctx.device, corrupt_ratio
+            )
         return self._val_cache
 
-    def rec_validation(self, decode: Callable[[dict[str, Tensor]], Any], corrupt: float = 0.0,
-                       mode: str = "mixpoet_pre", extra: Extra | None = None) -> dict[str, Any]:
+    def rec_validation(
+        self,
+        decode: Callable[[dict[str, Tensor]], Any],
+        corrupt: float = 0.0,
+        mode: str = "mixpoet_pre",
+        extra: Extra | None = None,
+    ) -> dict[str, Any]:
         """Mean reconstruction loss and perplexity over the validation batches (eval mode, no grad, fixed RNG);
         ``extra(output, batch)`` sees every model output."""
         losses = []
@@ -292,8 +321,9 @@ class SecondStage(Trainer):
         if epoch == 1 and self.counters.get("tf_leftover") is not None:
             return float(self.counters["tf_leftover"])
         p = self.pcfg
-        return teacher_forcing_ratio(epoch + int(self.counters.get("tf_epoch_offset", 0)), p.tf_burn_in, p.tf_decay,
-                                     p.tf_min)
+        return teacher_forcing_ratio(
+            epoch + int(self.counters.get("tf_epoch_offset", 0)), p.tf_burn_in, p.tf_decay, p.tf_min
+        )
 
 
 class BasicTrainer(SecondStage):
@@ -360,9 +390,25 @@ class IGSTrainer(FactorTrainer):
     """MixPoet-IGS: rec + β_t Σ_k KL_k (free bits) + Σ_k (L_xw + L_ent + L_w)."""
 
     model_kind = "igs"
-    columns = ("epoch", "lr", "tf_ratio", "tau", "loss", "rec", "kl1", "kl2", "kl_weight", "xw", "ent", "w",
-               "active_units", "grad_norm", "diag_prior_post", "diag_mixture")
-    val_columns = ("val_rec", "val_ppl", "val_kl1", "val_kl2", "val_active_units") + CL_VAL_COLUMNS
+    columns = (
+        "epoch",
+        "lr",
+        "tf_ratio",
+        "tau",
+        "loss",
+        "rec",
+        "kl1",
+        "kl2",
+        "kl_weight",
+        "xw",
+        "ent",
+        "w",
+        "active_units",
+        "grad_norm",
+        "diag_prior_post",
+        "diag_mixture",
+    )
+    val_columns = ("val_rec", "val_ppl", "val_kl1", "val_kl2", "val_active_units", *CL_VAL_COLUMNS)
 
     def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
         """:func:`~mixpoet_lib.train.steps.igs_step`."""
@@ -379,8 +425,11 @@ class IGSTrainer(FactorTrainer):
             mus.append(torch.cat([mq for mq, _ in out["posterior"]], -1))
 
         res = self.rec_validation(lambda b: self.model(b, tau=self.tau()), extra=_extra)
-        res.update(val_kl1=float(np.mean(kls[0])), val_kl2=float(np.mean(kls[1])),
-                   val_active_units=active_units(torch.cat(mus)))
+        res.update(
+            val_kl1=float(np.mean(kls[0])),
+            val_kl2=float(np.mean(kls[1])),
+            val_active_units=active_units(torch.cat(mus)),
+        )
         res.update(self.classifier_validation([0, 1]))
         return res
 
@@ -389,16 +438,35 @@ class AUSTrainer(FactorTrainer):
     """MixPoet-AUS, spec §3.3 C1/C2 per batch: R update; after the warm-up ndis D updates and one G update."""
 
     model_kind = "aus"
-    columns = ("epoch", "lr_rec", "lr_dis", "lr_gen", "tf_ratio", "tau", "sigma", "loss", "rec", "xw", "ent", "w",
-               "grad_norm", "d_loss", "g_loss", "diag_prior_post", "diag_mixture")
-    val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss") + CL_VAL_COLUMNS
+    columns = (
+        "epoch",
+        "lr_rec",
+        "lr_dis",
+        "lr_gen",
+        "tf_ratio",
+        "tau",
+        "sigma",
+        "loss",
+        "rec",
+        "xw",
+        "ent",
+        "w",
+        "grad_norm",
+        "d_loss",
+        "g_loss",
+        "diag_prior_post",
+        "diag_mixture",
+    )
+    val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss", *CL_VAL_COLUMNS)
 
     def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
         """R (reconstruction and classifiers), D (discriminator, its own betas and decay), G (prior and posterior)."""
         g, t = self.model.param_groups(), self.tcfg
-        return {"rec": (list(g["rec"]), t.betas, self.pcfg.decay_exponent),
-                "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
-                "gen": (list(g["gen"]), t.betas, self.pcfg.decay_exponent)}
+        return {
+            "rec": (list(g["rec"]), t.betas, self.pcfg.decay_exponent),
+            "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
+            "gen": (list(g["gen"]), t.betas, self.pcfg.decay_exponent),
+        }
 
     def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
         """:func:`~mixpoet_lib.train.steps.aus_step`."""
