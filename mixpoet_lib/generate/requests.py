@@ -20,6 +20,7 @@ from torch import Tensor
 
 from mixpoet_lib.config import FACTOR_NAMES, parse_label
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, Vocab
+from mixpoet_lib.generate.constraints import LONG_LINE
 
 __all__ = [
     "LENGTHS",
@@ -153,7 +154,7 @@ def keyword_tensor(vocab: Vocab, keywords: Sequence[str], device: torch.device |
 
 def length_onehot(lengths: Sequence[int], dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
     """Length condition per poem (P, 2): [1, 0] for 7 characters, [0, 1] for 5."""
-    return torch.tensor([[1.0, 0.0] if n == 7 else [0.0, 1.0] for n in lengths], dtype=dtype, device=device)
+    return torch.tensor([[1.0, 0.0] if n == LONG_LINE else [0.0, 1.0] for n in lengths], dtype=dtype, device=device)
 
 
 def prior_from_eps(model: torch.nn.Module, h_w: Tensor, y: list[Tensor], eps: Tensor) -> Tensor:
