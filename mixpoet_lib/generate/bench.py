@@ -18,6 +18,7 @@ from mixpoet_lib.data.rhythm import ToneRhyme, default_tone_rhyme
 from mixpoet_lib.data.vocab import SPECIALS, Vocab
 from mixpoet_lib.generate.constraints import NO_FORM_CHECK, STRICT
 from mixpoet_lib.generate.generator import Generator
+from mixpoet_lib.models.generators import PoetBase
 
 __all__ = ["GenerationBenchmark", "benchmark_generation"]
 
@@ -42,7 +43,7 @@ class GenerationBenchmark:
 
 
 def benchmark_generation(
-    model: torch.nn.Module,
+    model: PoetBase,
     vocab: Vocab | Sequence[str],
     n_poems: int,
     length: int,

@@ -67,6 +67,7 @@ from mixpoet_lib.generate.requests import (
     make_requests,
     prior_from_eps,
 )
+from mixpoet_lib.models.generators import PoetBase
 
 __all__ = ["RELAXATION_LEVELS", "MAX_RELAXATION", "GeneratedPoem", "Generator"]
 
@@ -100,7 +101,7 @@ class Generator:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PoetBase,
         vocab: Vocab | Sequence[str],
         tone_rhyme: ToneRhyme | None = None,
         training_lines: Iterable[str] | None = None,
@@ -237,7 +238,7 @@ class Generator:
     # -- model glue ---------------------------------------------------------------------------------
     def _init_poems(self, reqs: Sequence[PoemRequest]) -> tuple[list[PoemState], Tensor, Tensor]:
         """Return per-poem states, s0 (P, S0) and the length one-hots (P, 2) (latent drawn per poem)."""
-        m = self.model
+        m: Any = self.model  # decoder_s0, infer_labels and the prior depend on the kind
         states = [PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
         h_w = m.encode_keyword(keyword_tensor(self.vocab, [r.keyword for r in reqs], self.device))
         labels = torch.tensor([r.labels for r in reqs], dtype=torch.long, device=self.device)
@@ -376,10 +377,11 @@ class Generator:
         beam = max(self.gen_cfg.beam_size, n)
         picked: list[tuple[Candidate, str, int, Tensor, Tensor]] = []
         seen: set[str] = set()
-        rules_used, result = None, None
+        rules_used: LineConstraints | None = None
+        result: BeamResult | None = None
         for level in range(self.min_relaxation, self.max_relaxation + 1):
             rules = self._rules(first, 0, level)
-            if rules != rules_used:
+            if result is None or rules != rules_used:
                 result = self._beam(s0, length_oh, ctx0, 0, [first], [rules], beam)
                 rules_used = rules
             for cand in result.candidates[0]:

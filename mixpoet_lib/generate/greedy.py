@@ -17,17 +17,13 @@ from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from mixpoet_lib.generate.constraints import N_LINES
 from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.generate.poems import eval_mode
+from mixpoet_lib.models.generators import PoetBase
 
 __all__ = ["greedy_decode"]
 
 
 def greedy_decode(
-    model: torch.nn.Module,
-    vocab: Vocab | Sequence[str],
-    keyword: str,
-    length: int,
-    labels: Any = (-1, -1),
-    seed: int = 0,
+    model: PoetBase, vocab: Vocab | Sequence[str], keyword: str, length: int, labels: Any = (-1, -1), seed: int = 0
 ) -> list[str]:
     """Four lines of exactly ``length`` characters, each the argmax character at every step.
 
