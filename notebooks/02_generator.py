@@ -41,7 +41,7 @@ import pandas as pd
 
 from mixpoet_lib.data import batching
 from mixpoet_lib import config
-from mixpoet_lib.generate import generator as generation
+from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import generators as models
 from mixpoet_lib.models import layers
 from mixpoet_lib import plots
@@ -176,7 +176,7 @@ basic = training.ensure_model("basic", profile, data=data, run_dir=RUN_DIR, prog
 keywords = ["明月", "秋风", "边塞", "田家", "故乡", "春雨"]
 for kw in keywords:
     for length in (5, 7):
-        lines = generation.greedy_decode(basic, vocab, kw, length)
+        lines = greedy_decode(basic, vocab, kw, length)
         print(f"{kw} {length}: {' | '.join(lines)}")
 
 # %% [markdown]

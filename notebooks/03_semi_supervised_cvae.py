@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from mixpoet_lib import config
-from mixpoet_lib.generate import generator as generation
+from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import losses
 from mixpoet_lib import plots
 from mixpoet_lib.train import logs
@@ -204,7 +204,7 @@ plt.show()
 for name, model in (("CVAE", cvae), ("MixPoet-IGS", igs)):
     print(name)
     for seed in range(3):
-        print("  ", " | ".join(generation.greedy_decode(model, vocab, "秋风", 5, seed=seed)))
+        print("  ", " | ".join(greedy_decode(model, vocab, "秋风", 5, seed=seed)))
 
 # %%
 cv = logs.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True).iloc[-1]

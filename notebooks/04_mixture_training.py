@@ -36,7 +36,7 @@ import torch
 
 from mixpoet_lib.evaluate import analysis
 from mixpoet_lib import config
-from mixpoet_lib.generate import generator as generation
+from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import losses
 from mixpoet_lib import plots
 from mixpoet_lib.train import logs
@@ -193,7 +193,7 @@ print(sep.round(3).to_string())
 
 # %%
 for a, b in analysis.MIXTURES:
-    lines = generation.greedy_decode(aus, vocab, KEYWORD, 7, labels=(a, b), seed=SEED)
+    lines = greedy_decode(aus, vocab, KEYWORD, 7, labels=(a, b), seed=SEED)
     print(f"{config.label_name('living', a, zh=True)}·{config.label_name('era', b, zh=True)}: {' | '.join(lines)}")
 
 # %%

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mixpoet_lib.evaluate.analysis import MIXTURES, keyword_tensor, mixture_prior_samples, pca_2d, separation_ratio
-from mixpoet_lib.config import get_profile
 from mixpoet_lib.checkpoints import build_model
+from mixpoet_lib.config import get_profile
 from mixpoet_lib.data.vocab import SPECIALS, Vocab
+from mixpoet_lib.evaluate.analysis import MIXTURES, keyword_tensor, mixture_prior_samples, pca_2d, separation_ratio
 
 
 def test_pca_recovers_the_main_axis():

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
+from mixpoet_lib.checkpoints import build_model
+from mixpoet_lib.config import get_profile
 from mixpoet_lib.evaluate import claims as C
 from mixpoet_lib.evaluate import evaluation as E
 from mixpoet_lib.evaluate import report as R
 from mixpoet_lib.train import judges as J
-from mixpoet_lib.config import get_profile
-from mixpoet_lib.checkpoints import build_model
 
 SMOKE = get_profile("smoke")
 
@@ -214,7 +214,7 @@ def test_write_and_read_results(result, tmp_path):
     assert loaded["meta"]["seeds"] == [1, 2]
     md = R.markdown_results(loaded)
     assert md.count("\n") == 1 + len(E.SYSTEMS) and "MixPoet-AUS" in md
-    with pytest.raises(FileNotFoundError, match="results.json"):
+    with pytest.raises(FileNotFoundError, match=r"results\.json"):
         R.load_results(tmp_path / "nowhere")
 
 

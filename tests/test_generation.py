@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from mixpoet_lib.checkpoints import build_model, load_generator
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import GenConfig, get_profile
-from mixpoet_lib.checkpoints import build_model, load_generator
 from mixpoet_lib.data.rhythm import (
     N_RHYME_CLASSES,
     ToneRhyme,
@@ -28,6 +28,8 @@ from mixpoet_lib.data.rhythm import (
     tone_masks,
     tone_of,
 )
+from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+from mixpoet_lib.generate.bench import benchmark_generation
 from mixpoet_lib.generate.constraints import (
     ANY_RHYME_ROW,
     FORCED_END,
@@ -48,9 +50,9 @@ from mixpoet_lib.generate.constraints import (
     line_constraints,
     repetition_window,
 )
-from mixpoet_lib.generate.generator import GeneratedPoem, Generator, benchmark_generation, greedy_decode
+from mixpoet_lib.generate.generator import GeneratedPoem, Generator
+from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.generate.requests import draw_latents, keyword_tensor, prior_from_eps
-from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 
 # A tiny hand-made tone/rhyme table over real characters (the tones are not meant to be historically right).
 LEVEL = "天风山春花时人云江秋心年声空中归高烟愁眠前园家情东"

@@ -9,14 +9,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mixpoet_lib.data.corpora import MAX_KEYWORD_CHARS
 from mixpoet_lib.data.vocab import BOS, EOS, Vocab
 
 MIXTURES: tuple[tuple[int, int], ...] = tuple(itertools.product(range(3), range(2)))  # (y1, y2), 6 in all
+N_COMPONENTS = 2  # principal components pca_2d projects on
+MIN_STEPS = 2  # interpolation: at least the two ends
 
 
 def keyword_tensor(vocab: Vocab, keyword: str, device: torch.device | str = "cpu") -> torch.Tensor:
     """Encode one keyword as the (1, Kt) tensor ``<B> chars <E>``; unknown characters or >2 chars raise."""
-    if not 1 <= len(keyword) <= 2:
+    if not 1 <= len(keyword) <= MAX_KEYWORD_CHARS:
         raise ValueError(f"keyword {keyword!r} must have 1 or 2 characters")
     missing = vocab.unknown(keyword)
     if missing:
@@ -54,7 +57,7 @@ def mixture_prior_samples(
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project rows of ``x`` on their first two principal components; return (projection, explained-variance ratios)."""
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
+    if x.ndim != 2 or x.shape[0] < N_COMPONENTS:  # noqa: PLR2004 (a matrix: rows × features)
         raise ValueError(f"need a 2-D array with at least 2 rows, got shape {x.shape}")
     centred = x - x.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
@@ -93,7 +96,7 @@ def interpolate_mixtures(
     the label one-hots are mixed linearly, z_t = (1−t)·z_A + t·z_B and y_t = (1−t)·y_A + t·y_B, and
     s0_t = dec_init([z_t; h_w; d(y_t)]). Returns (t values, s0 of shape (steps, S0)).
     """
-    if steps < 2:
+    if steps < MIN_STEPS:
         raise ValueError(f"steps must be ≥ 2, got {steps}")
     if getattr(model, "kind", None) not in ("igs", "aus"):
         raise ValueError(f"interpolation needs a factor model (igs or aus), got {getattr(model, 'kind', model)!r}")

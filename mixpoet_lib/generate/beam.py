@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
 
 from mixpoet_lib.data.vocab import BOS, EOS
 from mixpoet_lib.generate.constraints import ConstraintTables, LineBans, LineConstraints, inline_ban_mask
+from mixpoet_lib.models.generators import PoetBase
 
 __all__ = ["Candidate", "BeamResult", "beam_search", "line_states", "score_dtype"]
 
@@ -71,7 +73,7 @@ def score_dtype(logits: Tensor) -> Tensor:
 
 
 def beam_search(
-    model: torch.nn.Module,
+    model: PoetBase,
     tables: ConstraintTables,
     s0: Tensor,
     length_oh: Tensor,
@@ -154,9 +156,7 @@ def _complete(hyps: _Beam, k: int, done: list[tuple[Tensor, Tensor, Tensor, Tens
         )
 
 
-def _expand(
-    model: torch.nn.Module, hyps: _Beam, h: Tensor, alive: Tensor, ctx_rep: Tensor, v: int
-) -> tuple[Tensor, Tensor]:
+def _expand(model: PoetBase, hyps: _Beam, h: Tensor, alive: Tensor, ctx_rep: Tensor, v: int) -> tuple[Tensor, Tensor]:
     """One decoder step for the live rows: scores (rows, V) = cost + log p (-inf for dead rows), new states."""
     hidden = h[hyps.parent_row]
     cost = hyps.cost
@@ -221,7 +221,7 @@ def line_states(
             if take.numel():
                 out[take, k] = result.states[k][cur[take]]
         if k > 0:
-            par = result.parents[k]
+            par = cast(Tensor, result.parents[k])  # only position 0 has no parents
             cur = torch.where(active, par[cur.clamp(max=par.numel() - 1)], cur)
     mask = torch.arange(window, device=dev).unsqueeze(0) <= lens.unsqueeze(1)
     return out, mask

@@ -71,6 +71,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mixpoet_lib.data.corpora import LINE_LENGTHS
 from mixpoet_lib.data.rhythm import (
     FREE,
     LEVEL,
@@ -100,6 +101,8 @@ __all__ = [
     "REPETITION_RULES",
     "ANY_RHYME_ROW",
     "N_LINES",
+    "SHORT_LINE",
+    "LONG_LINE",
     "repetition_window",
     "inline_ban_mask",
     "closest_line_types",
@@ -123,6 +126,7 @@ STRICT, FORCED_END, NO_NOVELTY, NO_FORM_CHECK, NO_TONE, NO_RHYME, NO_CROSS_LINE_
 MAX_RELAXATION = len(RELAXATION_LEVELS) - 1
 REPETITION_RULES = ("intended", "official")
 N_LINES = 4  # lines of a quatrain
+SHORT_LINE, LONG_LINE = LINE_LENGTHS  # characters per line of the two forms
 ANY_RHYME_ROW = N_RHYME_CLASSES + 1  # rhyme-table row: "must end in a character that has a rhyme class"
 RHYME_LINES = (1, 3)  # 0-based lines whose last character must rhyme
 
@@ -162,9 +166,9 @@ def closest_line_types(line: str, *, tr: ToneRhyme) -> list[int]:
     Used to give an unrecognised first line a pattern (relaxation rung ``no_form_check``): a 'B'
     (polyphonic) character agrees with both symbols, a character in neither list with none.
     """
-    if len(line) == 5:
+    if len(line) == SHORT_LINE:
         tones, templates = tone_string(line, tr=tr), TEMPLATES_5
-    elif len(line) == 7:
+    elif len(line) == LONG_LINE:
         tones, templates = tone_string(line[1:], tr=tr), TEMPLATES_7
     else:
         raise ValueError(f"line length must be 5 or 7, got {len(line)}: {line!r}")

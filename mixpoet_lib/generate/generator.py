@@ -1,10 +1,11 @@
-"""Quatrain generation (spec §4): the :class:`Generator`, greedy decoding and a throughput benchmark.
+"""Quatrain generation (spec §4): the :class:`Generator`.
 
 One :class:`Generator` wraps any of the four models (basic / cvae / igs / aus) through the step-wise
 interface they share (``encode_keyword``, ``init_decoder_state``, ``decode_step``, ``update_context``).
 Poems are decoded line by line, many poems at once, with the constrained beam search of
 :mod:`mixpoet_lib.generate.beam`; the bans, the post-filter and the relaxation ladder are described in
-:mod:`mixpoet_lib.generate.constraints`.
+:mod:`mixpoet_lib.generate.constraints`, the poem under way and the finished :class:`GeneratedPoem` in
+:mod:`mixpoet_lib.generate.poems`.
 
 Procedure per poem (spec §4.2-4.5)
 ----------------------------------
@@ -28,33 +29,26 @@ API
   n_samples, seed)`` → list of :class:`GeneratedPoem`; ``.top_n_distinct(keyword, length, n)`` for a model
   without latent (the basic baseline's intra-topic diversity); ``.generate_from_s0`` for given decoder
   start states (e.g. interpolated latents); ``.decoder_start`` for the start states ``generate`` uses;
-* :func:`greedy_decode`: argmax decoding without constraints (a first look at a model);
-* :func:`benchmark_generation`: poems per second, end to end and raw decode.
+* argmax decoding without constraints (a first look at a model): :func:`mixpoet_lib.generate.greedy.greedy_decode`;
+* poems per second, end to end and raw decode: :func:`mixpoet_lib.generate.bench.benchmark_generation`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
-import math
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from mixpoet_lib.config import GenConfig
-from mixpoet_lib.data.rhythm import ToneRhyme, check_poem, default_tone_rhyme, line_type, poem_pattern, rhyme_class
-from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+from mixpoet_lib.data.rhythm import ToneRhyme, default_tone_rhyme, line_type, poem_pattern, rhyme_class
+from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.generate.beam import BeamResult, Candidate, beam_search, line_states
 from mixpoet_lib.generate.constraints import (
     MAX_RELAXATION,
     N_LINES,
-    NO_FORM_CHECK,
     RELAXATION_LEVELS,
     STRICT,
     ConstraintTables,
@@ -64,6 +58,7 @@ from mixpoet_lib.generate.constraints import (
     line_constraints,
     repetition_window,
 )
+from mixpoet_lib.generate.poems import GeneratedPoem, PoemState, clone_rng, eval_mode
 from mixpoet_lib.generate.requests import (
     PoemRequest,
     draw_latents,
@@ -72,103 +67,11 @@ from mixpoet_lib.generate.requests import (
     make_requests,
     prior_from_eps,
 )
+from mixpoet_lib.models.generators import PoetBase
 
-__all__ = [
-    "RELAXATION_LEVELS",
-    "MAX_RELAXATION",
-    "GeneratedPoem",
-    "Generator",
-    "greedy_decode",
-    "GenerationBenchmark",
-    "benchmark_generation",
-]
+__all__ = ["RELAXATION_LEVELS", "MAX_RELAXATION", "GeneratedPoem", "Generator"]
 
-
-# ----------------------------------------------------------------------------------------------
-# results and per-poem state
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GeneratedPoem:
-    """One generated quatrain (or a failed attempt: ``ok=False`` and no lines).
-
-    ``relaxation`` is the highest rung of :data:`RELAXATION_LEVELS` any line needed (0 = strict); for a
-    failed poem it is the last rung tried. ``score`` is the mean over lines of the average log-probability
-    per generated token (``<E>`` included; higher is better, nan when failed). ``form_ok`` says whether
-    the finished poem passes :func:`~mixpoet_lib.data.rhythm.check_poem` (tone pattern and rhyme).
-    """
-
-    keyword: str
-    length: int
-    labels: tuple[int, int]  # the labels used (inferred where -1 was given; (-1, -1) for basic / cvae)
-    lines: tuple[str, ...]
-    ok: bool
-    relaxation: int
-    score: float
-    form_ok: bool
-    line_relaxation: tuple[int, ...] = ()
-    line_scores: tuple[float, ...] = ()
-    sample: int = 0
-    pattern: tuple[int, ...] | None = None  # line types fixed by line 1
-    rhyme_class: int | None = None
-    failed_line: int | None = None  # 0-based line on which a failed poem stopped
-
-    @property
-    def relaxation_name(self) -> str:
-        """Name of the relaxation rung (``'strict'``, ``'forced_end'``, …)."""
-        return RELAXATION_LEVELS[self.relaxation]
-
-    @property
-    def text(self) -> str:
-        """The poem as one string, lines joined by '|' (empty when generation failed)."""
-        return "|".join(self.lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (with the relaxation name)."""
-        out = dataclasses.asdict(self)
-        out["relaxation_name"] = self.relaxation_name
-        if isinstance(out["score"], float) and math.isnan(out["score"]):
-            out["score"] = None
-        return out
-
-
-@dataclass
-class _PoemState:
-    req: PoemRequest
-    rng: torch.Generator
-    lines: list[str] = field(default_factory=list)
-    line_levels: list[int] = field(default_factory=list)
-    line_scores: list[float] = field(default_factory=list)
-    used: set[int] = field(default_factory=set)
-    pattern: tuple[int, ...] | None = None
-    rhyme: int | None = None
-    failed_line: int | None = None
-    last_level: int = 0
-    labels: tuple[int, int] = (-1, -1)
-
-    @property
-    def active(self) -> bool:
-        """False once a line found no candidate on any rung."""
-        return self.failed_line is None
-
-
-def _clone_rng(rng: torch.Generator) -> torch.Generator:
-    g = torch.Generator()
-    g.set_state(rng.get_state())
-    return g
-
-
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and inference mode for the block; the model's train/eval flag is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
+DEFAULT_GEN = GenConfig()  # the generation settings when none are given
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,11 +101,11 @@ class Generator:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PoetBase,
         vocab: Vocab | Sequence[str],
         tone_rhyme: ToneRhyme | None = None,
         training_lines: Iterable[str] | None = None,
-        gen_cfg: GenConfig = GenConfig(),
+        gen_cfg: GenConfig = DEFAULT_GEN,
         device: torch.device | str | None = None,
         *,
         repetition_rule: str | None = None,
@@ -261,11 +164,11 @@ class Generator:
         out: list[GeneratedPoem] = []
         for start in range(0, len(reqs), self.max_batch_poems):
             chunk = reqs[start : start + self.max_batch_poems]
-            with _eval_mode(self.model):
+            with eval_mode(self.model):
                 states, s0, length_oh = self._init_poems(chunk)
                 ctx = self.model.initial_context(len(chunk), like=s0)
                 self._run_lines(states, s0, length_oh, ctx, start_line=0)
-                out.extend(self._finish(st) for st in states)
+                out.extend(st.result(self.tr) for st in states)
         return out
 
     def decoder_start(
@@ -282,7 +185,7 @@ class Generator:
         use them to re-score generated poems or to build inputs for :meth:`generate_from_s0`.
         """
         reqs = make_requests(self.vocab, self.kind, keywords, length, labels, n_samples, seed)
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             _, s0, length_oh = self._init_poems(reqs)
         return s0, length_oh
 
@@ -298,12 +201,12 @@ class Generator:
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
         req = make_requests(self.vocab, self.kind, [keyword], length, labels, 1, seed)[0]
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             states, s0, length_oh = self._init_poems([req])
             first = states[0]
             ctx0 = self.model.initial_context(1, like=s0)
             picked = self._distinct_first_lines(first, s0, length_oh, ctx0, n)
-            polys = [_PoemState(req=req, rng=_clone_rng(first.rng), labels=first.labels) for _ in picked]
+            polys = [PoemState(req=req, rng=clone_rng(first.rng), labels=first.labels) for _ in picked]
             for st, (cand, text, level, _, _) in zip(polys, picked):
                 self._record(st, cand, text, level, 0)
             if polys:
@@ -312,31 +215,31 @@ class Generator:
                     ctx0.expand(k, -1), torch.cat([p[3] for p in picked]), torch.cat([p[4] for p in picked])
                 )
                 self._run_lines(polys, s0.expand(k, -1), length_oh.expand(k, -1), ctx, start_line=1)
-            poems = [self._finish(st) for st in polys]
-        failed = _PoemState(req=req, rng=first.rng, labels=first.labels, failed_line=0, last_level=self.max_relaxation)
-        return poems + [self._finish(failed) for _ in range(n - len(poems))]
+            poems = [st.result(self.tr) for st in polys]
+        failed = PoemState(req=req, rng=first.rng, labels=first.labels, failed_line=0, last_level=self.max_relaxation)
+        return poems + [failed.result(self.tr) for _ in range(n - len(poems))]
 
     def generate_from_s0(self, keyword: str, length: int, s0: Tensor, seed: int = 0) -> list[GeneratedPoem]:
         """Decode one poem per row of a given decoder start state s0 (P, S0), e.g. an interpolated latent.
 
         The keyword only names the poems (s0 already holds it); labels are reported as (-1, -1).
         """
-        if s0.dim() != 2 or s0.size(0) < 1:
+        if s0.dim() != 2 or s0.size(0) < 1:  # noqa: PLR2004 (a matrix: poems × state)
             raise ValueError(f"s0 must be (P, S0) with P ≥ 1, got shape {tuple(s0.shape)}")
         reqs = make_requests(self.vocab, self.kind, [keyword] * s0.size(0), length, None, 1, seed)
-        with _eval_mode(self.model):
-            states = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
+        with eval_mode(self.model):
+            states = [PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
             s0 = s0.to(self.device)
             ctx = self.model.initial_context(len(reqs), like=s0)
             length_oh = length_onehot([r.length for r in reqs], s0.dtype, self.device)
             self._run_lines(states, s0, length_oh, ctx, start_line=0)
-            return [self._finish(st) for st in states]
+            return [st.result(self.tr) for st in states]
 
     # -- model glue ---------------------------------------------------------------------------------
-    def _init_poems(self, reqs: Sequence[PoemRequest]) -> tuple[list[_PoemState], Tensor, Tensor]:
+    def _init_poems(self, reqs: Sequence[PoemRequest]) -> tuple[list[PoemState], Tensor, Tensor]:
         """Return per-poem states, s0 (P, S0) and the length one-hots (P, 2) (latent drawn per poem)."""
-        m = self.model
-        states = [_PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
+        m: Any = self.model  # decoder_s0, infer_labels and the prior depend on the kind
+        states = [PoemState(req=r, rng=torch.Generator().manual_seed(r.seed)) for r in reqs]
         h_w = m.encode_keyword(keyword_tensor(self.vocab, [r.keyword for r in reqs], self.device))
         labels = torch.tensor([r.labels for r in reqs], dtype=torch.long, device=self.device)
         if self.kind == "basic":
@@ -369,7 +272,7 @@ class Generator:
         length_oh: Tensor,
         ctx: Tensor,
         line_idx: int,
-        states: Sequence[_PoemState],
+        states: Sequence[PoemState],
         rules: Sequence[LineConstraints],
         beam: int,
     ) -> BeamResult:
@@ -390,7 +293,7 @@ class Generator:
         )
 
     # -- poem loop ------------------------------------------------------------------------------------
-    def _run_lines(self, states: list[_PoemState], s0: Tensor, length_oh: Tensor, ctx: Tensor, start_line: int) -> None:
+    def _run_lines(self, states: list[PoemState], s0: Tensor, length_oh: Tensor, ctx: Tensor, start_line: int) -> None:
         for i in range(start_line, N_LINES):
             active = [p for p, st in enumerate(states) if st.active]
             if not active:
@@ -398,7 +301,7 @@ class Generator:
             ctx = self._generate_line(states, active, i, s0, length_oh, ctx)
 
     def _generate_line(
-        self, states: list[_PoemState], active: list[int], i: int, s0: Tensor, length_oh: Tensor, ctx: Tensor
+        self, states: list[PoemState], active: list[int], i: int, s0: Tensor, length_oh: Tensor, ctx: Tensor
     ) -> Tensor:
         """Decode line i for the active poems, climbing the ladder per poem; return the updated context."""
         level = {p: self.min_relaxation for p in active}
@@ -432,7 +335,7 @@ class Generator:
         return ctx
 
     def _climb(
-        self, cands: list[Candidate], st: _PoemState, i: int, level: int, rules: LineConstraints
+        self, cands: list[Candidate], st: PoemState, i: int, level: int, rules: LineConstraints
     ) -> tuple[Candidate, str, int] | int | None:
         """Post-filter a beam's candidates, climbing rungs that keep the same beam constraints.
 
@@ -450,16 +353,16 @@ class Generator:
             if self._rules(st, i, level) != rules:
                 return level
 
-    def _rules(self, st: _PoemState, i: int, level: int) -> LineConstraints:
+    def _rules(self, st: PoemState, i: int, level: int) -> LineConstraints:
         return line_constraints(i, st.req.length, level, st.pattern, st.rhyme, bool(st.used))
 
-    def _accept(self, cand: Candidate, st: _PoemState, i: int, level: int) -> str | None:
+    def _accept(self, cand: Candidate, st: PoemState, i: int, level: int) -> str | None:
         return accept_line(
             cand.ids, self.tokens, st.req.length, i, level, st.pattern, self.training_lines, self.line_type
         )
 
     def _first_accepted(
-        self, cands: list[Candidate], st: _PoemState, i: int, level: int
+        self, cands: list[Candidate], st: PoemState, i: int, level: int
     ) -> tuple[Candidate, str] | None:
         for cand in cands:
             text = self._accept(cand, st, i, level)
@@ -468,16 +371,17 @@ class Generator:
         return None
 
     def _distinct_first_lines(
-        self, first: _PoemState, s0: Tensor, length_oh: Tensor, ctx0: Tensor, n: int
+        self, first: PoemState, s0: Tensor, length_oh: Tensor, ctx0: Tensor, n: int
     ) -> list[tuple[Candidate, str, int, Tensor, Tensor]]:
         """Up to n distinct accepted first lines of one widened beam: (candidate, text, rung, states, mask)."""
         beam = max(self.gen_cfg.beam_size, n)
         picked: list[tuple[Candidate, str, int, Tensor, Tensor]] = []
         seen: set[str] = set()
-        rules_used, result = None, None
+        rules_used: LineConstraints | None = None
+        result: BeamResult | None = None
         for level in range(self.min_relaxation, self.max_relaxation + 1):
             rules = self._rules(first, 0, level)
-            if rules != rules_used:
+            if result is None or rules != rules_used:
                 result = self._beam(s0, length_oh, ctx0, 0, [first], [rules], beam)
                 rules_used = rules
             for cand in result.candidates[0]:
@@ -489,7 +393,7 @@ class Generator:
                         return picked
         return picked
 
-    def _record(self, st: _PoemState, cand: Candidate, text: str, level: int, i: int) -> None:
+    def _record(self, st: PoemState, cand: Candidate, text: str, level: int, i: int) -> None:
         """Append the chosen line i to a poem and update its pattern, rhyme class and used characters."""
         st.lines.append(text)
         st.line_levels.append(level)
@@ -504,161 +408,3 @@ class Generator:
             st.rhyme = rhyme_class(text[-1], tr=self.tr)
         elif i == 1 and st.rhyme is None:
             st.rhyme = rhyme_class(text[-1], tr=self.tr)
-
-    def _finish(self, st: _PoemState) -> GeneratedPoem:
-        r = st.req
-        if not st.active or len(st.lines) < N_LINES:
-            return GeneratedPoem(
-                r.keyword,
-                r.length,
-                st.labels,
-                (),
-                False,
-                st.last_level,
-                float("nan"),
-                False,
-                tuple(st.line_levels),
-                tuple(st.line_scores),
-                r.sample,
-                st.pattern,
-                st.rhyme,
-                st.failed_line if st.failed_line is not None else len(st.lines),
-            )
-        lines = tuple(st.lines)
-        return GeneratedPoem(
-            r.keyword,
-            r.length,
-            st.labels,
-            lines,
-            True,
-            max(st.line_levels),
-            float(np.mean(st.line_scores)),
-            check_poem(lines, tr=self.tr).ok,
-            tuple(st.line_levels),
-            tuple(st.line_scores),
-            r.sample,
-            st.pattern,
-            st.rhyme,
-            None,
-        )
-
-
-# ----------------------------------------------------------------------------------------------
-# greedy decoding (no constraints), for first looks at a model
-# ----------------------------------------------------------------------------------------------
-
-
-def greedy_decode(
-    model: torch.nn.Module,
-    vocab: Vocab | Sequence[str],
-    keyword: str,
-    length: int,
-    labels: Any = (-1, -1),
-    seed: int = 0,
-) -> list[str]:
-    """Four lines of exactly ``length`` characters, each the argmax character at every step.
-
-    No tone, rhyme or repetition constraint; only specials are excluded (UNK, PAD, <B>, and <E> before
-    the line is full). The latent sample and inferred labels are drawn as in :meth:`Generator.generate`
-    (same seed → same latent), and the context chain is the same. Shows what the network writes unaided.
-    """
-    gen = Generator(model, vocab, ToneRhyme.from_strings("", ""), None, GenConfig(beam_size=1))
-    s0, length_oh = gen.decoder_start([keyword], length, labels, 1, seed)
-    banned = torch.tensor([PAD, UNK, BOS, EOS], device=gen.device)
-    lines: list[str] = []
-    with _eval_mode(model):
-        ctx = model.initial_context(1, like=s0)
-        for i in range(N_LINES):
-            h = model.init_decoder_state(s0, length_oh, i)
-            tok = torch.full((1,), BOS, dtype=torch.long, device=gen.device)
-            hs, ids = [], []
-            for k in range(length + 1):
-                logits, h = model.decode_step(tok, h, ctx)
-                hs.append(h)
-                if k == length:
-                    break
-                tok = logits.index_fill(1, banned, float("-inf")).argmax(-1)
-                ids.append(int(tok))
-            states = torch.stack(hs, 1)
-            mask = torch.ones(1, states.size(1), dtype=torch.bool, device=gen.device)
-            ctx = model.update_context(ctx, states, mask)
-            lines.append("".join(gen.tokens[t] for t in ids))
-    return lines
-
-
-# ----------------------------------------------------------------------------------------------
-# speed
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GenerationBenchmark:
-    """Throughput of :func:`benchmark_generation`."""
-
-    poems_per_s: float  # end to end: the full ladder as a user would run it (wall clock)
-    decode_poems_per_s: float  # raw decode: exactly one forced-end beam search per line, no retries (wall clock)
-    seconds: float
-    decode_seconds: float
-    cpu_seconds: float  # process CPU time (all threads): with one thread, the cost on an idle core
-    decode_cpu_seconds: float
-    threads: int
-    n_poems: int
-    length: int
-    beam: int
-    max_batch_poems: int
-    relaxation_counts: dict[int, int]
-    n_ok: int
-
-
-def benchmark_generation(
-    model: torch.nn.Module,
-    vocab: Vocab | Sequence[str],
-    n_poems: int,
-    length: int,
-    beam: int,
-    *,
-    tone_rhyme: ToneRhyme | None = None,
-    max_batch_poems: int = 128,
-    training_lines: Iterable[str] | None = None,
-    seed: int = 0,
-    keywords: Sequence[str] | None = None,
-) -> GenerationBenchmark:
-    """Time ``n_poems`` poems of one length at one beam size (keywords: the most frequent real tokens).
-
-    Returns end-to-end poems/s (the ladder, retries included; with random weights the strict rung runs
-    all L + extra_steps positions before the forced-end rung) and raw decode poems/s (the ladder started
-    at ``no_form_check``, i.e. exactly one forced-end beam search per line: what a trained model costs
-    when its lines end at L), in wall-clock and process-CPU time. Thread count: torch's current setting.
-    """
-    vocab = vocab if isinstance(vocab, Vocab) else Vocab(tuple(vocab))
-    if keywords is None:
-        pool = [t for t in vocab.tokens[len(SPECIALS) :] if len(t) == 1]
-        keywords = [pool[i % len(pool)] for i in range(n_poems)]
-    keywords = list(keywords)[:n_poems]
-    cfg = GenConfig(beam_size=beam)
-    tr = tone_rhyme if tone_rhyme is not None else default_tone_rhyme()
-    timings, cpu, results = {}, {}, {}
-    for name, start in (("decode", NO_FORM_CHECK), ("e2e", STRICT)):
-        gen = Generator(model, vocab, tr, training_lines, cfg, min_relaxation=start, max_batch_poems=max_batch_poems)
-        t0, c0 = time.perf_counter(), time.process_time()
-        results[name] = gen.generate(keywords, length, seed=seed)
-        timings[name], cpu[name] = time.perf_counter() - t0, time.process_time() - c0
-    poems = results["e2e"]
-    counts: dict[int, int] = {}
-    for p in poems:
-        counts[p.relaxation] = counts.get(p.relaxation, 0) + 1
-    return GenerationBenchmark(
-        len(poems) / timings["e2e"],
-        len(results["decode"]) / timings["decode"],
-        timings["e2e"],
-        timings["decode"],
-        cpu["e2e"],
-        cpu["decode"],
-        torch.get_num_threads(),
-        len(poems),
-        length,
-        beam,
-        max_batch_poems,
-        dict(sorted(counts.items())),
-        sum(p.ok for p in poems),
-    )

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from mixpoet_lib.config import FACTOR_NAMES, parse_label
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, Vocab
+from mixpoet_lib.generate.constraints import LONG_LINE
 
 __all__ = [
     "LENGTHS",
@@ -77,12 +78,13 @@ def make_requests(
         raise ValueError("no keywords given")
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    per_poem = isinstance(length, (Sequence, np.ndarray, Tensor)) and not isinstance(length, str)
-    lengths = (
-        list(length.tolist() if isinstance(length, (np.ndarray, Tensor)) else length)
-        if per_poem
-        else [length] * len(keywords)
-    )
+    lengths: list[Any]
+    if isinstance(length, (np.ndarray, Tensor)):
+        lengths = list(length.tolist())
+    elif isinstance(length, Sequence) and not isinstance(length, str):
+        lengths = list(length)
+    else:
+        lengths = [length] * len(keywords)
     if len(lengths) != len(keywords):
         raise ValueError(f"{len(lengths)} lengths for {len(keywords)} keywords")
     label_list = _label_list(labels, len(keywords))
@@ -153,10 +155,10 @@ def keyword_tensor(vocab: Vocab, keywords: Sequence[str], device: torch.device |
 
 def length_onehot(lengths: Sequence[int], dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
     """Length condition per poem (P, 2): [1, 0] for 7 characters, [0, 1] for 5."""
-    return torch.tensor([[1.0, 0.0] if n == 7 else [0.0, 1.0] for n in lengths], dtype=dtype, device=device)
+    return torch.tensor([[1.0, 0.0] if n == LONG_LINE else [0.0, 1.0] for n in lengths], dtype=dtype, device=device)
 
 
-def prior_from_eps(model: torch.nn.Module, h_w: Tensor, y: list[Tensor], eps: Tensor) -> Tensor:
+def prior_from_eps(model: Any, h_w: Tensor, y: list[Tensor], eps: Tensor) -> Tensor:
     """Prior latent for given noise: Gaussian kinds reparameterise, AUS runs its implicit sampler."""
     if model.kind == "cvae":
         return model.prior_sample(h_w, eps=eps)
