@@ -26,7 +26,7 @@ import torch
 
 from mixpoet_lib._util import default_device, write_json_atomic
 from mixpoet_lib.config import Profile, get_profile, run_name
-from mixpoet_lib.evaluate.evaluation import SYSTEM_TITLES
+from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
 from mixpoet_lib.evaluate.report import markdown_results
 from mixpoet_lib.paths import figures_dir, repo_root, runs_dir
 

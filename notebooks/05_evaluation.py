@@ -47,6 +47,9 @@ from IPython.display import display
 from mixpoet_lib import config
 from mixpoet_lib._util import default_device
 from mixpoet_lib.evaluate import claims, evaluation, report
+from mixpoet_lib.evaluate.scoring import METRICS, factor_confusions
+from mixpoet_lib.evaluate.systems import FACTOR_SYSTEMS, SYSTEM_TITLES, test_items
+from mixpoet_lib.evaluate.systems import SYSTEMS as ALL_SYSTEMS
 from mixpoet_lib.train import judges
 from mixpoet_lib import paths
 from mixpoet_lib import plots
@@ -57,7 +60,7 @@ from mixpoet_lib.notebook import setup
 profile, data = setup(PROFILE, SEED)
 run_dir = paths.runs_dir(profile.name) if RUN_DIR is None else RUN_DIR
 published = publish.use_published_default() if PUBLISHED is None else bool(PUBLISHED)
-systems = list(SYSTEMS or evaluation.SYSTEMS)
+systems = list(SYSTEMS or ALL_SYSTEMS)
 ecfg = profile.eval
 print(f"{ecfg.n_keywords} test keywords × seeds {ecfg.seeds}; N = {ecfg.intra_n} poems per keyword for intra-topic "
       f"diversity; beam {profile.gen.beam_size}; systems: {', '.join(systems)}")
@@ -81,7 +84,7 @@ models = {s: training.ensure_model(s, profile, data=data, run_dir=run_dir, progr
           for s in systems if s != "gt"}
 for s, m in models.items():
     info = getattr(m, "training_info", {})
-    print(f"{evaluation.SYSTEM_TITLES[s]:<16} {sum(p.numel() for p in m.parameters()):>10,} parameters · "
+    print(f"{SYSTEM_TITLES[s]:<16} {sum(p.numel() for p in m.parameters()):>10,} parameters · "
           f"{info.get('name', '?')}/{info.get('phase', '?')} step {info.get('step', '?')}")
 
 # %% [markdown]
@@ -127,7 +130,7 @@ plt.show()
 # Every system gets exactly these (keyword, length) pairs.
 
 # %%
-items = evaluation.test_items(data, ecfg.n_keywords, profile.seed)
+items = test_items(data, ecfg.n_keywords, profile.seed)
 pd.DataFrame([{"keyword": it.keyword, "length": it.length, "human poem (GT)": it.reference} for it in items]).head(8)
 
 # %% [markdown]
@@ -172,13 +175,13 @@ table = report.results_table(summary)
 
 
 def _bold_best(col: pd.Series) -> list[str]:
-    metric = next(m for m, (title, _) in evaluation.METRICS.items() if title == col.name)
-    direction = evaluation.METRICS[metric][1]
+    metric = next(m for m, (title, _) in METRICS.items() if title == col.name)
+    direction = METRICS[metric][1]
     vals = summary[summary["metric"] == metric].set_index("system")["mean"]
     vals = vals.drop("gt", errors="ignore").dropna()
     if vals.empty or direction == 0:
         return [""] * len(col)
-    best = evaluation.SYSTEM_TITLES[vals.idxmax() if direction > 0 else vals.idxmin()]
+    best = SYSTEM_TITLES[vals.idxmax() if direction > 0 else vals.idxmin()]
     return ["font-weight: bold" if idx == best else "" for idx in col.index]
 
 
@@ -195,13 +198,13 @@ per_len
 
 # %%
 def bar_panel(ax, metric: str) -> None:
-    s = summary[(summary["metric"] == metric)].set_index("system").reindex([x for x in evaluation.SYSTEMS
+    s = summary[(summary["metric"] == metric)].set_index("system").reindex([x for x in ALL_SYSTEMS
                                                                           if x in systems])
     s = s.dropna(subset=["mean"])
-    labels = [evaluation.SYSTEM_TITLES[x] for x in s.index]
+    labels = [SYSTEM_TITLES[x] for x in s.index]
     colors = ["#999999" if x == "gt" else sns.color_palette("deep")[i % 10] for i, x in enumerate(s.index)]
     ax.bar(labels, s["mean"], yerr=s["std"], capsize=3, color=colors)
-    ax.set_title(evaluation.METRICS[metric][0], fontsize=10)
+    ax.set_title(METRICS[metric][0], fontsize=10)
     ax.tick_params(axis="x", rotation=45)
     for lab in ax.get_xticklabels():
         lab.set_ha("right")
@@ -237,17 +240,17 @@ plots.save_figure(fig, "05_factor_control", profile.name)
 plt.show()
 
 # %%
-factor_systems = [s for s in systems if s in evaluation.FACTOR_SYSTEMS]
+factor_systems = [s for s in systems if s in FACTOR_SYSTEMS]
 if factor_systems:
     fig, axes = plt.subplots(len(factor_systems), 2, figsize=(8, 3.2 * len(factor_systems)), squeeze=False)
     for row, s in zip(axes, factor_systems):
-        cms = [evaluation.factor_confusions(result.poems[(s, seed)], judge_models) for seed in result.seeds]
+        cms = [factor_confusions(result.poems[(s, seed)], judge_models) for seed in result.seeds]
         for ax, f in zip(row, config.FACTOR_NAMES):
             cm = sum(c[f] for c in cms if f in c)
             names = config.FACTOR_CLASSES_ZH[f]
             sns.heatmap(cm, annot=True, fmt="d", cmap="Greens", cbar=False, ax=ax, xticklabels=names,
                         yticklabels=names)
-            ax.set(title=f"{evaluation.SYSTEM_TITLES[s]} · {f}", xlabel="judged", ylabel="requested")
+            ax.set(title=f"{SYSTEM_TITLES[s]} · {f}", xlabel="judged", ylabel="requested")
     fig.tight_layout()
     plots.save_figure(fig, "05_factor_confusion", profile.name)
     plt.show()
@@ -261,7 +264,7 @@ if factor_systems:
 
 # %%
 relax = result.relaxations()
-relax.index = [evaluation.SYSTEM_TITLES[s] for s in relax.index]
+relax.index = [SYSTEM_TITLES[s] for s in relax.index]
 display(relax)
 share = relax.div(relax.sum(axis=1), axis=0)
 ax = share.plot.barh(stacked=True, figsize=(9, 3.2), colormap="viridis", width=0.7)
@@ -273,7 +276,7 @@ plots.save_figure(fig, "05_relaxations", profile.name)
 plt.show()
 
 # %%
-timing = result.seconds_per_poem().rename(index=evaluation.SYSTEM_TITLES)
+timing = result.seconds_per_poem().rename(index=SYSTEM_TITLES)
 print("generation wall time per poem (s), beam", profile.gen.beam_size, "on", default_device())
 print(timing.round(4).to_string())
 
@@ -288,7 +291,7 @@ for i in [0, 1, len(items) // 2, len(items) // 2 + 1]:
     row = {"keyword": items[i].keyword, "length": items[i].length}
     for s in systems:
         rec = next(r for r in result.poems[(s, result.seeds[0])].role("inter") if r["item"] == i)
-        row[evaluation.SYSTEM_TITLES[s]] = rec["text"].replace("|", " / ") if rec["ok"] else "(failed)"
+        row[SYSTEM_TITLES[s]] = rec["text"].replace("|", " / ") if rec["ok"] else "(failed)"
     rows.append(row)
 pd.DataFrame(rows).set_index(["keyword", "length"]).T
 
@@ -335,7 +338,7 @@ assert set(s_all["system"]) == set(systems)
 for s in systems:
     sp = result.poems[(s, result.seeds[0])]
     assert len(sp.role("inter")) == len(items), s
-    if s in evaluation.FACTOR_SYSTEMS:
+    if s in FACTOR_SYSTEMS:
         assert len(sp.role("mixture")) == 6 * len(items), s
 gt = s_all[s_all["system"] == "gt"].groupby("metric")["value"].mean() if "gt" in systems else None
 if gt is not None:

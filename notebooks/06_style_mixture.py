@@ -48,6 +48,7 @@ from IPython.display import display
 from mixpoet_lib.evaluate import analysis
 from mixpoet_lib import config
 from mixpoet_lib.evaluate import evaluation
+from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
 from mixpoet_lib.generate import generator as generation
 from mixpoet_lib.train import judges
 from mixpoet_lib import metrics
@@ -135,7 +136,7 @@ curves = {}
 for s in systems:
     texts = [r["text"] for r in ev.poems[(s, ev.seeds[0])].role("inter") if r["ok"]]
     curves[s] = metrics.topk_accumulated_frequency(texts, k_max)
-    ax.plot(np.arange(1, k_max + 1), curves[s], label=evaluation.SYSTEM_TITLES[s],
+    ax.plot(np.arange(1, k_max + 1), curves[s], label=SYSTEM_TITLES[s],
             lw=2.5 if s in ("gt", "aus") else 1.5, color="k" if s == "gt" else None)
 ax.set(xscale="log", xlabel="most frequent K characters", ylabel="accumulated frequency",
        title="top-K accumulated character frequency")
@@ -143,7 +144,7 @@ ax.legend()
 fig.tight_layout()
 plots.save_figure(fig, "06_topk_frequency", profile.name)
 plt.show()
-pd.DataFrame({evaluation.SYSTEM_TITLES[s]: {f"K={k}": c[k - 1] for k in (10, 50, 100, 500)}
+pd.DataFrame({SYSTEM_TITLES[s]: {f"K={k}": c[k - 1] for k in (10, 50, 100, 500)}
               for s, c in curves.items()}).T.round(3)
 
 # %% [markdown]

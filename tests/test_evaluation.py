@@ -16,6 +16,8 @@ from mixpoet_lib.checkpoints import build_model
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.evaluate import claims as C
 from mixpoet_lib.evaluate import evaluation as E
+from mixpoet_lib.evaluate import scoring
+from mixpoet_lib.evaluate import systems as S
 from mixpoet_lib.evaluate import report as R
 from mixpoet_lib.train import judges as J
 
@@ -66,8 +68,8 @@ def result(smoke_data, run_dir, models, scorers_parts):
 
 
 def test_test_items_are_seeded_balanced_and_distinct(smoke_data):
-    a = E.test_items(smoke_data, 10, seed=7)
-    b = E.test_items(smoke_data, 10, seed=7)
+    a = S.test_items(smoke_data, 10, seed=7)
+    b = S.test_items(smoke_data, 10, seed=7)
     assert a == b
     assert [it.length for it in a] == [5] * 5 + [7] * 5
     for length in (5, 7):
@@ -77,30 +79,30 @@ def test_test_items_are_seeded_balanced_and_distinct(smoke_data):
         lines = it.reference.split("|")
         assert len(lines) == 4 and all(len(line) == it.length for line in lines)
         assert 1 <= len(it.keyword) <= 2
-    assert E.test_items(smoke_data, 10, seed=8) != a
+    assert S.test_items(smoke_data, 10, seed=8) != a
 
 
 @pytest.mark.parametrize("bad", [0, 3, -2])
 def test_test_items_rejects_bad_counts(smoke_data, bad):
-    with pytest.raises(E.EvaluationError, match=str(bad)):
-        E.test_items(smoke_data, bad, seed=1)
+    with pytest.raises(S.EvaluationError, match=str(bad)):
+        S.test_items(smoke_data, bad, seed=1)
 
 
 def test_test_items_too_many(smoke_data):
-    with pytest.raises(E.EvaluationError, match="distinct usable keywords"):
-        E.test_items(smoke_data, 100_000, seed=1)
+    with pytest.raises(S.EvaluationError, match="distinct usable keywords"):
+        S.test_items(smoke_data, 100_000, seed=1)
 
 
 def test_roles_and_counts(result):
     n_items = len(result.items)
-    for system in E.SYSTEMS:
+    for system in S.SYSTEMS:
         sp = result.poems[(system, 1)]
         assert len(sp.role("inter")) == n_items
         if system == "gt":
             assert not sp.role("intra") and not sp.role("mixture")
             continue
         assert len(sp.role("intra")) == 2 * n_items
-        if system in E.FACTOR_SYSTEMS:
+        if system in S.FACTOR_SYSTEMS:
             mix = sp.role("mixture")
             assert len(mix) == 6 * n_items
             assert sorted({tuple(r["requested"]) for r in mix}) == [(a, b) for a in range(3) for b in range(2)]
@@ -114,9 +116,9 @@ def test_roles_and_counts(result):
 
 def test_scores_table_shape_and_determinism(result):
     s = result.scores
-    assert set(s["system"]) == set(E.SYSTEMS)
+    assert set(s["system"]) == set(S.SYSTEMS)
     assert set(s["length"]) == {"all", "5", "7"}
-    assert set(s["metric"]) == set(E.METRICS)
+    assert set(s["metric"]) == set(scoring.METRICS)
     # deterministic systems: the same numbers for every seed
     for system in ("gt", "basic"):
         sub = s[(s["system"] == system) & (s["length"] == "all")].pivot(index="metric", columns="seed", values="value")
@@ -124,7 +126,7 @@ def test_scores_table_shape_and_determinism(result):
     # factor metrics only for the factor models
     fa = s[(s["metric"] == "living_acc") & (s["length"] == "all")].set_index(["system", "seed"])["value"]
     assert all(math.isnan(fa[(sys, 1)]) for sys in ("gt", "basic", "cvae"))
-    assert all(0.0 <= fa[(sys, 1)] <= 1.0 for sys in E.FACTOR_SYSTEMS if np.isfinite(fa[(sys, 1)]))
+    assert all(0.0 <= fa[(sys, 1)] <= 1.0 for sys in S.FACTOR_SYSTEMS if np.isfinite(fa[(sys, 1)]))
     gt = s[(s["system"] == "gt") & (s["length"] == "all") & (s["seed"] == 1)].set_index("metric")["value"]
     assert gt["fail_rate"] == 0.0 and 0.0 < gt["inter_jaccard"] < 1.0 and gt["lms"] < 0
 
@@ -164,11 +166,11 @@ def test_cache_is_reused(smoke_data, run_dir, models, scorers_parts, result, mon
 
 def test_changed_weights_invalidate_cache(smoke_data, run_dir, models, result):
     items = result.items
-    k1 = E.cache_key("aus", 1, items, SMOKE, 2, "aaaa")
-    assert k1 != E.cache_key("aus", 1, items, SMOKE, 2, "bbbb")
-    assert k1 != E.cache_key("aus", 2, items, SMOKE, 2, "aaaa")
-    assert E.cache_key("basic", 1, items, SMOKE, 2, "x") == E.cache_key("basic", 2, items, SMOKE, 2, "x")
-    assert E.load_cached(E.poems_path(run_dir, "aus", 1), k1) is None
+    k1 = S.cache_key("aus", 1, items, SMOKE, 2, "aaaa")
+    assert k1 != S.cache_key("aus", 1, items, SMOKE, 2, "bbbb")
+    assert k1 != S.cache_key("aus", 2, items, SMOKE, 2, "aaaa")
+    assert S.cache_key("basic", 1, items, SMOKE, 2, "x") == S.cache_key("basic", 2, items, SMOKE, 2, "x")
+    assert S.load_cached(S.poems_path(run_dir, "aus", 1), k1) is None
 
 
 def test_cache_key_is_the_sha256_of_the_sorted_settings_json(result):
@@ -176,7 +178,7 @@ def test_cache_key_is_the_sha256_of_the_sorted_settings_json(result):
     items = result.items
     blob = json.dumps(
         {
-            "format": E.EVAL_FORMAT,
+            "format": S.EVAL_FORMAT,
             "system": "aus",
             "seed": 2,
             "items": [asdict(it) for it in items],
@@ -187,13 +189,13 @@ def test_cache_key_is_the_sha256_of_the_sorted_settings_json(result):
         sort_keys=True,
         ensure_ascii=False,
     )
-    assert E.cache_key("aus", 2, items, SMOKE, 2, "w") == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert S.cache_key("aus", 2, items, SMOKE, 2, "w") == hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def test_corrupt_cache_file_is_regenerated(tmp_path):
     path = tmp_path / "x.json"
     path.write_text("{not json", encoding="utf-8")
-    assert E.load_cached(path, "k") is None
+    assert S.load_cached(path, "k") is None
 
 
 def test_relaxations_and_timing(result):
@@ -213,15 +215,15 @@ def test_write_and_read_results(result, tmp_path):
     loaded = R.load_results(tmp_path)
     assert loaded["meta"]["seeds"] == [1, 2]
     md = R.markdown_results(loaded)
-    assert md.count("\n") == 1 + len(E.SYSTEMS) and "MixPoet-AUS" in md
+    assert md.count("\n") == 1 + len(S.SYSTEMS) and "MixPoet-AUS" in md
     with pytest.raises(FileNotFoundError, match=r"results\.json"):
         R.load_results(tmp_path / "nowhere")
 
 
 def test_unknown_system_and_missing_model(smoke_data, run_dir, models, scorers_parts):
-    with pytest.raises(E.EvaluationError, match="nope"):
+    with pytest.raises(S.EvaluationError, match="nope"):
         E.evaluate(SMOKE, smoke_data, run_dir, models, *scorers_parts, systems=("nope",), n_keywords=4, progress=False)
-    with pytest.raises(E.EvaluationError, match="cvae"):
+    with pytest.raises(S.EvaluationError, match="cvae"):
         E.evaluate(SMOKE, smoke_data, run_dir, {}, *scorers_parts, systems=("gt", "cvae"), n_keywords=4, progress=False)
 
 
@@ -285,5 +287,5 @@ def test_results_table_formats_mean_std():
     )
     t = R.results_table(summ, ["inter_jaccard", "living_acc"])
     assert list(t.index) == ["GT (human)", "MixPoet-AUS"]
-    assert t.loc["MixPoet-AUS", E.METRICS["inter_jaccard"][0]] == "0.123 ± 0.006"
-    assert t.loc["GT (human)", E.METRICS["living_acc"][0]] == "—"
+    assert t.loc["MixPoet-AUS", scoring.METRICS["inter_jaccard"][0]] == "0.123 ± 0.006"
+    assert t.loc["GT (human)", scoring.METRICS["living_acc"][0]] == "—"

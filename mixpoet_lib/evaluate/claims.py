@@ -20,7 +20,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from mixpoet_lib.evaluate.evaluation import METRICS, SYSTEM_TITLES
+from mixpoet_lib.evaluate.scoring import METRICS
+from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
 
 __all__ = ["CHANCE", "claims"]
 

@@ -14,9 +14,9 @@ them into mean ± sample std over the seeds. Generated poems are cached as JSON 
 checkpoint's content and the settings, so a re-run only scores. Deterministic systems (GT, Basic) are generated
 once and their one result stands for every seed (std 0 by construction, said in the table).
 
-This module runs the whole protocol (:func:`evaluate`, :class:`EvaluationResult`) and is the chapter's one
-import: it also offers the names of :mod:`mixpoet_lib.evaluate.systems` (the systems, the test keywords, each
-system's poems and their cache) and of :mod:`mixpoet_lib.evaluate.scoring` (the metrics and their summary).
+This module runs the whole protocol (:func:`evaluate`, :class:`EvaluationResult`). The systems, the test keywords,
+each system's poems and their cache are :mod:`mixpoet_lib.evaluate.systems`; the metrics and their summary
+:mod:`mixpoet_lib.evaluate.scoring`.
 The paper's claims checked against the numbers are in :mod:`mixpoet_lib.evaluate.claims`; the results tables and
 files (``results.csv``, ``results.json``) in :mod:`mixpoet_lib.evaluate.report`.
 """
@@ -34,20 +34,9 @@ from mixpoet_lib._util import progress_bar
 from mixpoet_lib.config import Profile
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.data.rhythm import default_tone_rhyme
-from mixpoet_lib.evaluate.scoring import (
-    METRICS,
-    Scorers,
-    factor_confusions,
-    relaxation_counts,
-    score_rows,
-    score_subset,
-    summarise,
-)
+from mixpoet_lib.evaluate.scoring import Scorers, relaxation_counts, score_rows, summarise
 from mixpoet_lib.evaluate.systems import (
     DETERMINISTIC,
-    EVAL_FORMAT,
-    FACTOR_SYSTEMS,
-    SYSTEM_TITLES,
     SYSTEMS,
     EvaluationError,
     SystemPoems,
@@ -63,30 +52,7 @@ from mixpoet_lib.evaluate.systems import (
 from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.train.judges import lm_score
 
-__all__ = [
-    "SYSTEMS",
-    "SYSTEM_TITLES",
-    "FACTOR_SYSTEMS",
-    "DETERMINISTIC",
-    "EVAL_FORMAT",
-    "METRICS",
-    "EvaluationError",
-    "TestItem",
-    "test_items",
-    "SystemPoems",
-    "cache_key",
-    "generate_system",
-    "poems_path",
-    "load_cached",
-    "save_cached",
-    "Scorers",
-    "score_subset",
-    "factor_confusions",
-    "relaxation_counts",
-    "EvaluationResult",
-    "summarise",
-    "evaluate",
-]
+__all__ = ["EvaluationResult", "evaluate"]
 
 
 @dataclass

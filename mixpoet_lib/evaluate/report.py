@@ -16,7 +16,9 @@ import pandas as pd
 
 from mixpoet_lib._util import write_text_atomic
 from mixpoet_lib.evaluate.claims import claims
-from mixpoet_lib.evaluate.evaluation import METRICS, SYSTEM_TITLES, SYSTEMS, EvaluationResult
+from mixpoet_lib.evaluate.evaluation import EvaluationResult
+from mixpoet_lib.evaluate.scoring import METRICS
+from mixpoet_lib.evaluate.systems import SYSTEM_TITLES, SYSTEMS
 
 __all__ = ["results_table", "write_results", "load_results", "markdown_results"]
 
