@@ -47,7 +47,7 @@ from IPython.display import display
 from mixpoet_lib import config
 from mixpoet_lib._util import default_device
 from mixpoet_lib.evaluate import claims, evaluation, report
-from mixpoet_lib.train import judges
+from mixpoet_lib.train import charlm, judges
 from mixpoet_lib import paths
 from mixpoet_lib import plots
 from mixpoet_lib import checkpoints as publish
@@ -101,7 +101,7 @@ for s, m in models.items():
 
 # %%
 judge_models = judges.ensure_judges(data, profile, run_dir, progress=True, published=published)
-lm = judges.ensure_lm(data, profile, run_dir, progress=True, published=published)
+lm = charlm.ensure_lm(data, profile, run_dir, progress=True, published=published)
 ceiling = pd.DataFrame({f: {k: j.report["test"][k] for k in ("n", "accuracy", "macro_f1")}
                         for f, j in judge_models.items()}).T
 ceiling["majority class"] = [max(j.report["train_class_counts"]) / sum(j.report["train_class_counts"])

@@ -15,6 +15,7 @@ import torch
 from mixpoet_lib.evaluate import claims as C
 from mixpoet_lib.evaluate import evaluation as E
 from mixpoet_lib.evaluate import report as R
+from mixpoet_lib.train import charlm as L
 from mixpoet_lib.train import judges as J
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.checkpoints import build_model
@@ -44,7 +45,7 @@ def models(smoke_data):
 
 @pytest.fixture(scope="module")
 def scorers_parts(smoke_data, run_dir):
-    return J.ensure_judges(smoke_data, SMOKE, run_dir), J.ensure_lm(smoke_data, SMOKE, run_dir)
+    return J.ensure_judges(smoke_data, SMOKE, run_dir), L.ensure_lm(smoke_data, SMOKE, run_dir)
 
 
 @pytest.fixture(scope="module")
