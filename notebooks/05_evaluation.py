@@ -50,7 +50,7 @@ from mixpoet_lib.evaluate import claims, evaluation, report
 from mixpoet_lib.evaluate.scoring import METRICS, factor_confusions
 from mixpoet_lib.evaluate.systems import FACTOR_SYSTEMS, SYSTEM_TITLES, test_items
 from mixpoet_lib.evaluate.systems import SYSTEMS as ALL_SYSTEMS
-from mixpoet_lib.train import judges
+from mixpoet_lib.train import charlm, judges
 from mixpoet_lib import paths
 from mixpoet_lib import plots
 from mixpoet_lib import checkpoints as publish
@@ -104,7 +104,7 @@ for s, m in models.items():
 
 # %%
 judge_models = judges.ensure_judges(data, profile, run_dir, progress=True, published=published)
-lm = judges.ensure_lm(data, profile, run_dir, progress=True, published=published)
+lm = charlm.ensure_lm(data, profile, run_dir, progress=True, published=published)
 ceiling = pd.DataFrame({f: {k: j.report["test"][k] for k in ("n", "accuracy", "macro_f1")}
                         for f, j in judge_models.items()}).T
 ceiling["majority class"] = [max(j.report["train_class_counts"]) / sum(j.report["train_class_counts"])

@@ -50,7 +50,7 @@ from mixpoet_lib import config
 from mixpoet_lib.evaluate import evaluation
 from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
 from mixpoet_lib.generate import generator as generation
-from mixpoet_lib.train import judges
+from mixpoet_lib.train import charlm, judges
 from mixpoet_lib import metrics
 from mixpoet_lib import paths
 from mixpoet_lib import plots
@@ -124,7 +124,7 @@ Path(run_dir, "samples.json").write_text(json.dumps(samples, ensure_ascii=False,
 # notebook 05 has run with the same settings, otherwise they are generated now.
 
 # %%
-lm = judges.ensure_lm(data, profile, run_dir, published=published)
+lm = charlm.ensure_lm(data, profile, run_dir, published=published)
 systems = ["gt", "basic", "cvae", "aus"]
 models = {s: training.ensure_model(s, profile, data=data, run_dir=run_dir, progress=False, published=published)
           for s in systems if s != "gt"}

@@ -19,6 +19,7 @@ from mixpoet_lib.evaluate import evaluation as E
 from mixpoet_lib.evaluate import scoring
 from mixpoet_lib.evaluate import systems as S
 from mixpoet_lib.evaluate import report as R
+from mixpoet_lib.train import charlm as L
 from mixpoet_lib.train import judges as J
 
 SMOKE = get_profile("smoke")
@@ -46,7 +47,7 @@ def models(smoke_data):
 
 @pytest.fixture(scope="module")
 def scorers_parts(smoke_data, run_dir):
-    return J.ensure_judges(smoke_data, SMOKE, run_dir), J.ensure_lm(smoke_data, SMOKE, run_dir)
+    return J.ensure_judges(smoke_data, SMOKE, run_dir), L.ensure_lm(smoke_data, SMOKE, run_dir)
 
 
 @pytest.fixture(scope="module")

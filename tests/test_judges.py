@@ -1,4 +1,5 @@
-"""The independent evaluation models of mixpoet_lib.train.judges: factor judges and the character LM (spec §5.3-5.4)."""
+"""The independent evaluation models: factor judges (train.judges), the character LM (train.charlm) and their shared
+fitting loop (train.supervised) (spec §5.3-5.4)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import torch
 
 from mixpoet_lib import checkpoints as ckpt
 from mixpoet_lib._util import seed_everything
-from mixpoet_lib.models import judges as NJ
 from mixpoet_lib.cli.classify import classify_jsonl
-from mixpoet_lib.train import judges as J
 from mixpoet_lib.config import FACTOR_NAMES, PhaseConfig, get_profile
 from mixpoet_lib.data.vocab import BOS, EOS, SPECIALS, UNK, Vocab
+from mixpoet_lib.models import judges as NJ
+from mixpoet_lib.train import charlm as L
+from mixpoet_lib.train import judges as J
+from mixpoet_lib.train import supervised as S
 
 # `smoke_data` (the smoke profile's prepared dataset) comes from tests/conftest.py.
 SMOKE = get_profile("smoke")
@@ -45,7 +48,7 @@ def smoke_judges(smoke_data, run_dir):
 
 @pytest.fixture(scope="module")
 def smoke_lm(smoke_data, run_dir):
-    return J.ensure_lm(smoke_data, SMOKE, run_dir)
+    return L.ensure_lm(smoke_data, SMOKE, run_dir)
 
 
 def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -174,25 +177,25 @@ def test_fit_supervised_keeps_the_best_validated_state():
         return {"distance": abs(seen[-1] - 0.5)}  # best near w = 0.5, passed on the way from ~0.2 towards 3
 
     phase = PhaseConfig(batch_size=8, epochs=20, lr_max=0.05, warmup_steps=1)
-    fit = J.fit_supervised(
+    fit = S.fit_supervised(
         model,
         40,
         batch_loss,
         validate,
-        J.Selection("distance", False, math.inf),
+        S.Selection("distance", False, math.inf),
         phase,
         seed=0,
         weight_decay=0.0,
         clip=10.0,
         betas=(0.9, 0.99),
     )
-    assert fit["steps"] == 100 and len(fit["history"]) == J.VAL_POINTS == len(seen)
+    assert fit["steps"] == 100 and len(fit["history"]) == S.VAL_POINTS == len(seen)
     assert [row["step"] for row in fit["history"]][-1] == 100
     best = min(range(len(seen)), key=lambda i: abs(seen[i] - 0.5))
     assert 0 < best < len(seen) - 1  # a state from the middle of the run is restored
     assert fit["best"] == {"step": fit["history"][best]["step"], "distance": abs(seen[best] - 0.5)}
     assert float(model.weight.detach()) == seen[best] and not model.training
-    assert J.Selection("f1", True, -1.0).better(0.5, 0.4) and not J.Selection("f1", True, -1.0).better(math.nan, 0.4)
+    assert S.Selection("f1", True, -1.0).better(0.5, 0.4) and not S.Selection("f1", True, -1.0).better(math.nan, 0.4)
 
 
 # ----------------------------------------------------------------------------- classify_jsonl
@@ -233,8 +236,8 @@ def test_lm_perplexity_falls_and_checkpoint_roundtrips(smoke_lm, smoke_data, run
     seed_everything(SMOKE.seed)
     cfg = SMOKE.eval
     untrained = NJ.CharLM(smoke_data.vocab, cfg.lm_emb, cfg.lm_hidden, cfg.lm_layers)
-    before = J.lm_score(untrained, train_poems).summary()["corpus_ppl"]
-    after = J.lm_score(smoke_lm, train_poems).summary()["corpus_ppl"]
+    before = L.lm_score(untrained, train_poems).summary()["corpus_ppl"]
+    after = L.lm_score(smoke_lm, train_poems).summary()["corpus_ppl"]
     assert after < 0.8 * before
 
     rep = smoke_lm.report
@@ -242,14 +245,14 @@ def test_lm_perplexity_falls_and_checkpoint_roundtrips(smoke_lm, smoke_data, run
     gt = rep["gt_unl_test"]
     assert gt["n"] == len(smoke_data.poems("unl_test")) and gt["mean_lms"] < 0
     assert gt["corpus_ppl"] == pytest.approx(
-        J.lm_score(smoke_lm, [p.content for p in smoke_data.poems("unl_test")]).summary()["corpus_ppl"], rel=1e-5
+        L.lm_score(smoke_lm, [p.content for p in smoke_data.poems("unl_test")]).summary()["corpus_ppl"], rel=1e-5
     )
 
     path = ckpt.lm_path(run_dir)
     stamp = path.stat().st_mtime_ns
-    again = J.ensure_lm(smoke_data, SMOKE, run_dir)
+    again = L.ensure_lm(smoke_data, SMOKE, run_dir)
     assert path.stat().st_mtime_ns == stamp and _state_equal(again, smoke_lm)
-    np.testing.assert_allclose(J.lm_score(again, train_poems[:20]).lms, J.lm_score(smoke_lm, train_poems[:20]).lms)
+    np.testing.assert_allclose(L.lm_score(again, train_poems[:20]).lms, L.lm_score(smoke_lm, train_poems[:20]).lms)
 
 
 def test_lm_log_probs_are_normalised_and_match_the_scored_targets(smoke_lm):
@@ -263,7 +266,7 @@ def test_lm_log_probs_are_normalised_and_match_the_scored_targets(smoke_lm):
 
 def test_lm_score_counts_characters_only(smoke_lm):
     poems = ["白日依山尽|黄河入海流|欲穷千里目|更上一层楼", "床前明月光|疑是地上霜|举头望明月|低头思故乡"]
-    s = J.lm_score(smoke_lm, poems)
+    s = L.lm_score(smoke_lm, poems)
     assert s.n_chars.tolist() == [20, 20]
     assert np.all(s.lms < 0) and np.allclose(s.ppl, np.exp(-s.lms))
-    assert J.lm_score(smoke_lm, []).lms.size == 0
+    assert L.lm_score(smoke_lm, []).lms.size == 0

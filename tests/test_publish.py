@@ -9,6 +9,7 @@ import torch
 
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib import checkpoints as publish
+from mixpoet_lib.train import charlm as L
 from mixpoet_lib.train import judges as J
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.generate.generator import Generator
@@ -48,7 +49,7 @@ def trained(smoke_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("pub_run")
     train(["basic", "aus"], SMOKE, data=smoke_data, run_dir=run, progress=False)
     J.ensure_judges(smoke_data, SMOKE, run)
-    J.ensure_lm(smoke_data, SMOKE, run)
+    L.ensure_lm(smoke_data, SMOKE, run)
     return run
 
 
@@ -88,7 +89,7 @@ def test_export_and_load_every_way(trained, smoke_data, tmp_path, mode, capsys):
     judge = publish.load_judge(out / "judge_era.safetensors")
     assert judge.report["test"]["n"] > 0
     lm = publish.load_lm(out / "char_lm.safetensors")
-    assert J.lm_score(lm, ["春风吹又生|明月照高楼|白日依山尽|黄河入海流"]).lms[0] < 0
+    assert L.lm_score(lm, ["春风吹又生|明月照高楼|白日依山尽|黄河入海流"]).lms[0] < 0
 
 
 def test_ensure_model_uses_published_only_when_asked_and_matching(trained, smoke_data, tmp_path, monkeypatch):

@@ -50,7 +50,7 @@ from mixpoet_lib.evaluate.systems import (
     test_items,
 )
 from mixpoet_lib.generate.generator import Generator
-from mixpoet_lib.train.judges import lm_score
+from mixpoet_lib.train.charlm import lm_score
 
 __all__ = ["EvaluationResult", "evaluate"]
 

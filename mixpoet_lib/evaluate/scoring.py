@@ -29,7 +29,8 @@ from mixpoet_lib.metrics import (
     intra_topic_jaccard,
     mean_std,
 )
-from mixpoet_lib.train.judges import classify, lm_score
+from mixpoet_lib.train.charlm import lm_score
+from mixpoet_lib.train.judges import classify
 
 __all__ = [
     "METRICS",

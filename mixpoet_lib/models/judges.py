@@ -1,7 +1,7 @@
 """The independent judges of notebook 05: a factor classifier per style factor and a character language model.
 
 They share nothing with MixPoet (a generated poem is never judged by MixPoet's own q(y|x,w)); how they are
-trained, saved and reused is in :mod:`mixpoet_lib.train.judges`.
+trained, saved and reused is in :mod:`mixpoet_lib.train.judges` and :mod:`mixpoet_lib.train.charlm`.
 
 * :class:`JudgeClassifier` — a BiGRU over the poem's characters, max-pooled over time, then a linear layer.
 * :class:`CharLM` — a character LSTM language model over whole poems with an adaptive-softmax output
