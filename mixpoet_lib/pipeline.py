@@ -2,7 +2,7 @@
 
 ``mixpoet reproduce`` executes ``notebooks/NN_*.ipynb`` into ``runs/<profile>/`` (never over the source
 notebooks), injecting ``PROFILE``, ``RUN_DIR`` and ``OVERRIDES`` (settings changed with ``--set``, in the
-text form of :func:`mixpoet_lib.config.parse_overrides`). A notebook is skipped when its *inputs* are
+text form of :func:`mixpoet_lib.overrides.parse_overrides`). A notebook is skipped when its *inputs* are
 unchanged since its last successful run: its own file, the library code, the profile with its overrides,
 and the outputs of the notebooks before it (chained through their input hashes). The first failure stops the
 run and names the notebook and the cell; the partially executed copy is kept for inspection.
@@ -25,7 +25,7 @@ import numpy
 import torch
 
 from mixpoet_lib._util import default_device, write_json_atomic
-from mixpoet_lib.config import Profile, get_profile, run_name
+from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.evaluate.evaluation import SYSTEM_TITLES
 from mixpoet_lib.evaluate.report import markdown_results
 from mixpoet_lib.paths import figures_dir, repo_root, runs_dir

@@ -42,10 +42,11 @@ from torch.utils.flop_counter import flop_registry
 
 from mixpoet_lib.checkpoints import build_model
 from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
-from mixpoet_lib.config import Profile, apply_overrides, format_overrides, get_profile, parse_overrides
+from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.data.dataset import PreparedData, prepare
 from mixpoet_lib.data.vocab import N_SPECIALS
 from mixpoet_lib.generate.generator import benchmark_generation
+from mixpoet_lib.overrides import apply_overrides, format_overrides, parse_overrides
 from mixpoet_lib.train.loop import train
 
 OFFICIAL = {

@@ -20,9 +20,10 @@ from typing import Any
 from mixpoet_lib._util import default_device
 from mixpoet_lib.checkpoints import load_generator
 from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
-from mixpoet_lib.config import FACTOR_CLASSES, GenConfig, apply_overrides, label_name, parse_label
+from mixpoet_lib.config import FACTOR_CLASSES, GenConfig, label_name, parse_label
 from mixpoet_lib.data.rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
 from mixpoet_lib.generate.generator import MAX_RELAXATION, GeneratedPoem, Generator
+from mixpoet_lib.overrides import apply_overrides
 
 EXIT_SOME_FAILED = 3
 
