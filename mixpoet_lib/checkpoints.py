@@ -34,7 +34,8 @@ from mixpoet_lib._util import atomic_write, default_device, digest, first_line, 
 from mixpoet_lib.config import FACTOR_NAMES, DataConfig, ModelConfig, Profile, weight_settings
 from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.vocab import Vocab
-from mixpoet_lib.models.generators import CVAE, BasicGenerator, FactorModelBase, MixPoetAUS, MixPoetIGS
+from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
+from mixpoet_lib.models.generators import CVAE, BasicGenerator
 from mixpoet_lib.models.judges import CharLM, JudgeClassifier
 from mixpoet_lib.paths import repo_root
 

@@ -18,7 +18,8 @@ import torch
 
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import get_profile
-from mixpoet_lib.models.generators import BasicGenerator, MixPoetAUS
+from mixpoet_lib.models.factor_models import MixPoetAUS
+from mixpoet_lib.models.generators import BasicGenerator
 from mixpoet_lib.train.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
 from mixpoet_lib.train.loop import (PHASES, checkpoint_path, classification_scores, ensure_model, load_model,
                                   phase_plan, train)

@@ -71,7 +71,7 @@ from mixpoet_lib.config import PhaseConfig, Profile, get_profile, weight_setting
 from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
 from mixpoet_lib.models.losses import (classifier_terms, gaussian_kl, mahalanobis_distance, mean_pairwise_distance,
                      reconstruction_loss, relativistic_d_loss, relativistic_g_loss)
-from mixpoet_lib.models.generators import FactorModelBase
+from mixpoet_lib.models.factor_models import FactorModelBase
 from mixpoet_lib.paths import runs_dir
 from mixpoet_lib.train.schedules import gumbel_tau, instance_noise, kl_weight, phase_lr_scheduler, teacher_forcing_ratio
 
