@@ -40,7 +40,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a fresh temporary path beside ``path``, then rename it to ``path``.
 
     A crash (or an exception in ``write``) leaves the old file untouched and removes the temporary one;

@@ -231,7 +231,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
         args["kind"], _model_config(cfg), int(size), straight_through=bool(args.get("straight_through", False))
     )
     _restore(model, state, path, f"{args.get('kind')} model")
-    model.training_info = info
+    object.__setattr__(model, "training_info", info)  # a plain attribute (Module.__setattr__ is typed for tensors)
     return model.to(device or default_device()).eval()
 
 
@@ -296,7 +296,9 @@ def load_generator(
         vocab = Vocab(tuple(ckpt["vocab"]))
     elif vocab is None and isinstance(ckpt.get("config"), dict) and "data" in ckpt["config"]:
         fields = {f.name for f in dataclasses.fields(DataConfig)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"]["data"].items() if k in fields}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"]["data"].items() if k in fields
+        }
         name = str(ckpt["config"].get("name") or "checkpoint")
         data = prepare(Profile(name, data=DataConfig(**values)), data_dir=data_dir)
         vocab = data.vocab

@@ -28,6 +28,7 @@ from mixpoet_lib._util import default_device, write_json_atomic
 from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.evaluate.evaluation import SYSTEM_TITLES
 from mixpoet_lib.evaluate.report import markdown_results
+from mixpoet_lib.overrides import run_name
 from mixpoet_lib.paths import figures_dir, repo_root, runs_dir
 
 
@@ -220,7 +221,7 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
     lines += _notebooks_section(state, books) + _data_section(out)
     results = out / "results.json"
     if results.exists():
-        lines += ["## Results", ""] + results_markdown(json.loads(results.read_text(encoding="utf-8"))) + [""]
+        lines += ["## Results", "", *results_markdown(json.loads(results.read_text(encoding="utf-8"))), ""]
     else:
         lines += [
             "## Results",
@@ -234,7 +235,8 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
     import mistune  # optional dependency (notebooks extra), like papermill: only the pipeline writes reports
 
     (out / "report.html").write_text(
-        "<!doctype html><meta charset='utf-8'><title>report</title>" + mistune.html("\n".join(lines)), encoding="utf-8"
+        "<!doctype html><meta charset='utf-8'><title>report</title>" + str(mistune.html("\n".join(lines))),
+        encoding="utf-8",
     )
     return report
 
@@ -310,7 +312,7 @@ def results_markdown(results: dict[str, Any]) -> list[str]:
         if row.get("length") == "all" and row.get("metric") in ("inter_jaccard", "intra_jaccard", "joint_acc"):
             counts.append(row)
     if counts:
-        per = {}
+        per: dict[str, dict[str, Any]] = {}
         for row in counts:
             per.setdefault(row["system"], {})[row["metric"]] = row.get("n_poems")
         parts = []

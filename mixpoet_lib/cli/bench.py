@@ -163,7 +163,7 @@ def cpu_info() -> dict[str, Any]:
             text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         except (OSError, subprocess.SubprocessError):
             text = ""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()

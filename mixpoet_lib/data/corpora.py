@@ -70,7 +70,7 @@ class Poem:
         return cls(
             lines=lines,
             keywords=tuple(obj["keywords"].split()),
-            labels=tuple(obj["label"]),  # type: ignore[arg-type]
+            labels=tuple(obj["label"]),
             source=obj["source"],
             origin=obj["origin"],
         )

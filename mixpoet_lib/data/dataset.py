@@ -332,7 +332,7 @@ def make_summary(corpus: Corpus, vocab: Vocab, instances: dict[str, int], cfg: D
     per_source: dict[str, dict[str, int]] = {}
     for split, poems in corpus.splits.items():
         for p in poems:
-            per_source.setdefault(p.source, Counter())[split] += 1  # type: ignore[index]
+            per_source.setdefault(p.source, Counter())[split] += 1
     lengths = {
         split: {"5-char": sum(p.length == 5 for p in ps), "7-char": sum(p.length == 7 for p in ps)}
         for split, ps in corpus.splits.items()
@@ -377,7 +377,7 @@ def prepare(
     else:
         log(f"building dataset {droot.name}")
         corpus = corpus or _load_corpus(croot)
-        _atomic_folder(droot, lambda tmp: build_dataset(corpus, cfg, tmp, log))  # type: ignore[arg-type]
+        _atomic_folder(droot, lambda tmp: build_dataset(corpus, cfg, tmp, log))
     return PreparedData(droot, croot)
 
 

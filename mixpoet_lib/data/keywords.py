@@ -66,7 +66,7 @@ class KeywordExtractor:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         tf = Counter(tokens)
-        first = {}
+        first: dict[str, int] = {}
         for i, tok in enumerate(tokens):
             first.setdefault(tok, i)
         default_idf = math.log(1 + self.n_docs) + 1.0

@@ -110,8 +110,12 @@ class FactorModelBase(PoetBase):
         h_w = self.encode_keyword(keys)
         ids = self.infer_labels(h_w, labels)
         y = self._split(ids)
-        z = self.prior_sample(h_w, y)  # type: ignore[attr-defined]  # defined by IGS and AUS
+        z = self.prior_sample(h_w, y)
         return {"s0": self.decoder_s0(z, h_w, y), "h_w": h_w, "labels": ids, "z": z}
+
+    def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
+        """Return (n·B, Z) prior samples (row j·B + b belongs to item b); defined by IGS and AUS."""
+        raise NotImplementedError
 
     def _split(self, labels: Tensor) -> list[Tensor]:
         return [labels[:, k] for k in range(labels.size(1))]
