@@ -252,7 +252,7 @@ def _notebooks_section(state: dict[str, Any], books: list[Path]) -> list[str]:
             f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} "
             f"| {s.get('finished', '')} |"
         )
-    return lines + [f"| **total** | | {total:.0f} | |", ""]
+    return [*lines, f"| **total** | | {total:.0f} | |", ""]
 
 
 def _data_section(out: Path) -> list[str]:
@@ -263,7 +263,8 @@ def _data_section(out: Path) -> list[str]:
     d = json.loads(data_summary.read_text(encoding="utf-8"))
     lines = ["## Data", "", "| split | poems | instances |", "|---|---:|---:|"]
     lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
-    return lines + [
+    return [
+        *lines,
         "",
         f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
         f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.",
