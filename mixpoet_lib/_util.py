@@ -40,7 +40,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a fresh temporary path beside ``path``, then rename it to ``path``.
 
     A crash (or an exception in ``write``) leaves the old file untouched and removes the temporary one;
@@ -72,7 +72,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 def write_json_atomic(
     path: str | os.PathLike[str], obj: object, indent: int | None = 1, sort_keys: bool = True
 ) -> Path:
-    """Write ``obj`` as UTF-8 JSON (CJK kept readable; keys sorted unless ``sort_keys=False``) to ``path`` atomically."""
+    """Write ``obj`` as UTF-8 JSON (CJK readable; keys sorted unless ``sort_keys=False``) to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=indent, sort_keys=sort_keys))
 
 
@@ -93,7 +93,7 @@ def _plain(obj: Any) -> Any:
 
 
 def jsonable(obj: Any) -> Any:
-    """A JSON round trip of ``obj`` (dataclasses, also nested ones, become dicts, tuples lists, other objects strings)."""
+    """A JSON round trip of ``obj`` (dataclasses, nested too, become dicts, tuples lists, other objects strings)."""
     return json.loads(json.dumps(_plain(obj) if dataclasses.is_dataclass(obj) else obj, sort_keys=True, default=_plain))
 
 

@@ -7,8 +7,7 @@ Every network the kit trains is saved in one of two forms, both free of pickled 
   signature and (``model_args``, ``model_config``, ``vocab_size``) to rebuild the network; judges and the
   character LM keep ``checkpoints/judge_<factor>.pt`` and ``checkpoints/charlm.pt`` with their vocabulary;
 * **published weights** ``weights/<profile>/<name>.safetensors`` + ``<name>.json`` + a shared ``vocab.json``.
-  Large matrices (2-D, ≥ 4,096 entries) may be stored as int8 with one fp32 scale per row (symmetric,
-  scale = max|row| / 127) or as fp16; everything else stays fp32. Loading dequantises to fp32.
+  Their storage (int8 / fp16 packing, reading them back) is in :mod:`mixpoet_lib.published`.
   :func:`weights_key` ties the files to the settings that trained them, so a notebook only uses them when its
   profile would have trained exactly these networks.
 
@@ -27,16 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mixpoet_lib._util import atomic_write, default_device, digest, first_line, write_json_atomic
+from mixpoet_lib._util import default_device, digest, first_line
 from mixpoet_lib.config import FACTOR_NAMES, DataConfig, ModelConfig, Profile, weight_settings
 from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.vocab import Vocab
-from mixpoet_lib.models.generators import CVAE, BasicGenerator, FactorModelBase, MixPoetAUS, MixPoetIGS
+from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
+from mixpoet_lib.models.generators import CVAE, BasicGenerator
 from mixpoet_lib.models.judges import CharLM, JudgeClassifier
 from mixpoet_lib.paths import repo_root
+from mixpoet_lib.published import PUBLISHED_FORMAT, published_vocab, read_published, save_published
 
 __all__ = [
     "MODEL_NAMES",
@@ -58,9 +58,6 @@ __all__ = [
     "weights_dir",
     "use_published_default",
     "weights_key",
-    "pack_state",
-    "unpack_state",
-    "read_published",
     "export_run",
     "find_published",
     "total_size_mb",
@@ -71,10 +68,6 @@ PHASES = ("dae", "cl1", "cl2", "c1", "c2")
 FACTOR_MODELS = ("igs", "aus", "aus_st")  # these have classifiers, use the B phases and fine-tune (C2)
 SHARED = "shared"  # the name of the phases every model starts from (DAE, classifier pre-training)
 CKPT_FORMAT = 1
-STORAGE_MODES = ("fp32", "fp16", "int8")
-MIN_QUANT_NUMEL = 4096
-SCALE_SUFFIX = ".__scale"
-PUBLISHED_FORMAT = 1
 ENV_PUBLISHED = "MIXPOET_PUBLISHED"
 
 
@@ -230,7 +223,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
         args["kind"], _model_config(cfg), int(size), straight_through=bool(args.get("straight_through", False))
     )
     _restore(model, state, path, f"{args.get('kind')} model")
-    model.training_info = info
+    object.__setattr__(model, "training_info", info)  # a plain attribute (Module.__setattr__ is typed for tensors)
     return model.to(device or default_device()).eval()
 
 
@@ -295,7 +288,9 @@ def load_generator(
         vocab = Vocab(tuple(ckpt["vocab"]))
     elif vocab is None and isinstance(ckpt.get("config"), dict) and "data" in ckpt["config"]:
         fields = {f.name for f in dataclasses.fields(DataConfig)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"]["data"].items() if k in fields}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"]["data"].items() if k in fields
+        }
         name = str(ckpt["config"].get("name") or "checkpoint")
         data = prepare(Profile(name, data=DataConfig(**values)), data_dir=data_dir)
         vocab = data.vocab
@@ -305,91 +300,6 @@ def load_generator(
     if len(vocab) != int(ckpt["vocab_size"]):
         raise ValueError(f"checkpoint {path} expects {ckpt['vocab_size']} tokens but the vocabulary has {len(vocab)}")
     return model, vocab, meta
-
-
-# ----------------------------------------------------------------------------------------------
-# published weights: tensor storage
-# ----------------------------------------------------------------------------------------------
-
-
-def pack_state(state: dict[str, torch.Tensor], mode: str = "int8") -> dict[str, torch.Tensor]:
-    """State dict → tensors to store: big float matrices as int8 (+ per-row fp32 scale) or fp16, the rest as is."""
-    if mode not in STORAGE_MODES:
-        raise ValueError(f"unknown storage mode {mode!r}; choose one of {', '.join(STORAGE_MODES)}")
-    out: dict[str, torch.Tensor] = {}
-    for name, t in state.items():
-        t = t.detach().cpu().contiguous()
-        big = t.is_floating_point() and t.dim() == 2 and t.numel() >= MIN_QUANT_NUMEL
-        if not big or mode == "fp32":
-            out[name] = t.float() if t.is_floating_point() else t
-        elif mode == "fp16":
-            out[name] = t.half()
-        else:
-            scale = t.abs().amax(dim=1, keepdim=True).float() / 127.0
-            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-            out[name] = torch.round(t.float() / scale).clamp(-127, 127).to(torch.int8)
-            out[name + SCALE_SUFFIX] = scale
-    return out
-
-
-def unpack_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`pack_state`: fp32 (and integer buffers) again."""
-    out: dict[str, torch.Tensor] = {}
-    for name, t in tensors.items():
-        if name.endswith(SCALE_SUFFIX):
-            continue
-        scale = tensors.get(name + SCALE_SUFFIX)
-        if scale is not None:
-            out[name] = t.float() * scale
-        elif t.is_floating_point():
-            out[name] = t.float()
-        else:
-            out[name] = t
-    return out
-
-
-def _save(out_dir: Path, name: str, state: dict[str, torch.Tensor], meta: dict[str, Any], mode: str) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    st, js = out_dir / f"{name}.safetensors", out_dir / f"{name}.json"
-    packed = pack_state(state, mode)
-    atomic_write(st, lambda tmp: save_file(packed, str(tmp)))
-    meta = {**meta, "format": PUBLISHED_FORMAT, "storage": mode, "weights": st.name}
-    write_json_atomic(js, meta)
-    return [st, js]
-
-
-def read_published(path: str | Path, kind: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(metadata JSON, fp32 state dict) of a published ``.safetensors`` file (its ``.json`` must sit beside it).
-
-    ``kind`` (model | judge | lm): refuse a file that holds another type of network.
-    """
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_suffix(".safetensors")
-    meta_path = path.with_suffix(".json")
-    for p in (path, meta_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"published weights incomplete: {p} not found")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"cannot read {meta_path}: {exc}") from None
-    if kind is not None and meta.get("type") != kind:
-        raise ValueError(f"{path} holds a {meta.get('type')!r}, not a {kind}")
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # truncated / not a safetensors file
-        raise ValueError(f"cannot read weights {path}: {str(exc).splitlines()[0]}") from None
-    return meta, unpack_state(tensors)
-
-
-def published_vocab(path: Path, meta: dict[str, Any]) -> Vocab:
-    """The vocabulary a published file names (``vocab_path`` relative to its folder)."""
-    vpath = path.parent / meta.get("vocab_path", "vocab.json")
-    if not vpath.is_file():
-        raise FileNotFoundError(f"vocabulary {vpath} (named by {path.with_suffix('.json')}) not found")
-    return Vocab.load(vpath)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -415,44 +325,10 @@ def export_run(
     written = [out / "vocab.json"]
     key = weights_key(profile)
     for name in models:
-        ck_name, phase = final_phase(name)
-        path = checkpoint_path(run_dir, ck_name, phase)
-        ck = read_checkpoint(path)
-        if not ck.get("complete"):
-            raise ValueError(f"{path} is not a finished checkpoint; train {name} first")
-        if int(ck["vocab_size"]) != len(vocab):
-            raise ValueError(f"{path} expects {ck['vocab_size']} tokens, the vocabulary has {len(vocab)}")
-        args = dict(ck["model_args"])
-        meta = {
-            "type": "model",
-            "name": name,
-            "kind": args.get("kind"),
-            "model_args": args,
-            "model_config": ck["model_config"],
-            "vocab_size": int(ck["vocab_size"]),
-            "vocab_path": "vocab.json",
-            "profile": profile.name,
-            "weights_key": key,
-            "step": ck.get("step"),
-            "total_steps": ck.get("total_steps"),
-            "metrics": ck.get("metrics"),
-            "source": f"{ck_name}_{phase}",
-        }
-        written += _save(out, name, ck["model"], meta, mode)
+        written += _export_model(run_dir, out, name, profile.name, key, len(vocab), mode)
     if judges:
         for factor in FACTOR_NAMES:
-            ck = read_checkpoint(judge_path(run_dir, factor))
-            report = {k: v for k, v in ck["report"].items() if k != "history"}
-            meta = {
-                "type": "judge",
-                "factor": factor,
-                "hparams": ck["hparams"],
-                "report": report,
-                "key": ck["key"],
-                "vocab_path": "vocab.json",
-                "profile": profile.name,
-            }
-            written += _save(out, f"judge_{factor}", ck["state_dict"], meta, mode)
+            written += _export_judge(run_dir, out, factor, profile.name, mode)
     if lm:
         ck = read_checkpoint(lm_path(run_dir))
         meta = {
@@ -463,8 +339,52 @@ def export_run(
             "vocab_path": "vocab.json",
             "profile": profile.name,
         }
-        written += _save(out, "char_lm", ck["state_dict"], meta, mode)
+        written += save_published(out, "char_lm", ck["state_dict"], meta, mode)
     return written
+
+
+def _export_model(run_dir: Path, out: Path, name: str, profile: str, key: str, n_vocab: int, mode: str) -> list[Path]:
+    """Export the finished checkpoint of model ``name`` (after checking it matches the vocabulary)."""
+    ck_name, phase = final_phase(name)
+    path = checkpoint_path(run_dir, ck_name, phase)
+    ck = read_checkpoint(path)
+    if not ck.get("complete"):
+        raise ValueError(f"{path} is not a finished checkpoint; train {name} first")
+    if int(ck["vocab_size"]) != n_vocab:
+        raise ValueError(f"{path} expects {ck['vocab_size']} tokens, the vocabulary has {n_vocab}")
+    args = dict(ck["model_args"])
+    meta = {
+        "type": "model",
+        "name": name,
+        "kind": args.get("kind"),
+        "model_args": args,
+        "model_config": ck["model_config"],
+        "vocab_size": int(ck["vocab_size"]),
+        "vocab_path": "vocab.json",
+        "profile": profile,
+        "weights_key": key,
+        "step": ck.get("step"),
+        "total_steps": ck.get("total_steps"),
+        "metrics": ck.get("metrics"),
+        "source": f"{ck_name}_{phase}",
+    }
+    return save_published(out, name, ck["model"], meta, mode)
+
+
+def _export_judge(run_dir: Path, out: Path, factor: str, profile: str, mode: str) -> list[Path]:
+    """Export the judge classifier of one factor (its report without the training history)."""
+    ck = read_checkpoint(judge_path(run_dir, factor))
+    report = {k: v for k, v in ck["report"].items() if k != "history"}
+    meta = {
+        "type": "judge",
+        "factor": factor,
+        "hparams": ck["hparams"],
+        "report": report,
+        "key": ck["key"],
+        "vocab_path": "vocab.json",
+        "profile": profile,
+    }
+    return save_published(out, f"judge_{factor}", ck["state_dict"], meta, mode)
 
 
 def published_meta(profile: Profile, name: str) -> tuple[Path, dict[str, Any]] | None:

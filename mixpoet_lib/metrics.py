@@ -27,14 +27,15 @@ import math
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Union
 
 import numpy as np
 
+from mixpoet_lib.data.corpora import N_LINES
 from mixpoet_lib.data.rhythm import ToneRhyme, check_poem
 
-PoemLike = Union[str, Sequence[str]]
+PoemLike = str | Sequence[str]
 UNIT_KINDS = ("char", "bigram")
+PAIR = 2  # poems a pairwise similarity needs
 
 __all__ = [
     "UNIT_KINDS",
@@ -167,7 +168,7 @@ def _mean_pairwise(sets: Sequence[frozenset[str]]) -> float:
 
 def intra_topic_jaccard(groups: Sequence[Sequence[PoemLike]], kind: str = "char") -> float:
     """Mean pairwise J within each keyword's group, averaged over groups (groups of < 2 poems skipped; none → nan)."""
-    per_group = [_mean_pairwise([units(p, kind) for p in g]) for g in groups if len(g) >= 2]
+    per_group = [_mean_pairwise([units(p, kind) for p in g]) for g in groups if len(g) >= PAIR]
     return float(np.mean(per_group)) if per_group else math.nan
 
 
@@ -240,7 +241,7 @@ def form_pass_rate(poems: Sequence[PoemLike], tr: ToneRhyme | None = None) -> di
     counts: Counter[str] = Counter()
     for p in poems:
         lines = split_lines(p)
-        if len(lines) != 4:
+        if len(lines) != N_LINES:
             continue
         rep = check_poem(lines, tr=tr)
         counts["ok"] += rep.ok
@@ -285,7 +286,7 @@ def factor_control_scores(
 ) -> dict[str, object]:
     """Judged vs *specified* (y1, y2) of generated poems: per-factor accuracy, macro-F1, confusion; joint accuracy."""
     s, p = np.asarray(specified, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
-    if s.shape != p.shape or s.ndim != 2 or s.shape[1] != len(n_classes):
+    if s.shape != p.shape or s.shape[1:] != (len(n_classes),):  # both (N, n_factors)
         raise ValueError(f"specified {s.shape} and predicted {p.shape} must both be (N, {len(n_classes)})")
     out: dict[str, object] = {"n": int(s.shape[0])}
     for k, (name, n) in enumerate(zip(names, n_classes)):

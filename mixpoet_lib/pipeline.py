@@ -2,7 +2,7 @@
 
 ``mixpoet reproduce`` executes ``notebooks/NN_*.ipynb`` into ``runs/<profile>/`` (never over the source
 notebooks), injecting ``PROFILE``, ``RUN_DIR`` and ``OVERRIDES`` (settings changed with ``--set``, in the
-text form of :func:`mixpoet_lib.config.parse_overrides`). A notebook is skipped when its *inputs* are
+text form of :func:`mixpoet_lib.overrides.parse_overrides`). A notebook is skipped when its *inputs* are
 unchanged since its last successful run: its own file, the library code, the profile with its overrides,
 and the outputs of the notebooks before it (chained through their input hashes). The first failure stops the
 run and names the notebook and the cell; the partially executed copy is kept for inspection.
@@ -25,9 +25,10 @@ import numpy
 import torch
 
 from mixpoet_lib._util import default_device, write_json_atomic
-from mixpoet_lib.config import Profile, get_profile, run_name
-from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
+from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.evaluate.report import markdown_results
+from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
+from mixpoet_lib.overrides import run_name
 from mixpoet_lib.paths import figures_dir, repo_root, runs_dir
 
 
@@ -220,7 +221,7 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
     lines += _notebooks_section(state, books) + _data_section(out)
     results = out / "results.json"
     if results.exists():
-        lines += ["## Results", ""] + results_markdown(json.loads(results.read_text(encoding="utf-8"))) + [""]
+        lines += ["## Results", "", *results_markdown(json.loads(results.read_text(encoding="utf-8"))), ""]
     else:
         lines += [
             "## Results",
@@ -234,7 +235,8 @@ def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list
     import mistune  # optional dependency (notebooks extra), like papermill: only the pipeline writes reports
 
     (out / "report.html").write_text(
-        "<!doctype html><meta charset='utf-8'><title>report</title>" + mistune.html("\n".join(lines)), encoding="utf-8"
+        "<!doctype html><meta charset='utf-8'><title>report</title>" + str(mistune.html("\n".join(lines))),
+        encoding="utf-8",
     )
     return report
 
@@ -250,7 +252,7 @@ def _notebooks_section(state: dict[str, Any], books: list[Path]) -> list[str]:
             f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} "
             f"| {s.get('finished', '')} |"
         )
-    return lines + [f"| **total** | | {total:.0f} | |", ""]
+    return [*lines, f"| **total** | | {total:.0f} | |", ""]
 
 
 def _data_section(out: Path) -> list[str]:
@@ -261,7 +263,8 @@ def _data_section(out: Path) -> list[str]:
     d = json.loads(data_summary.read_text(encoding="utf-8"))
     lines = ["## Data", "", "| split | poems | instances |", "|---|---:|---:|"]
     lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
-    return lines + [
+    return [
+        *lines,
         "",
         f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
         f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.",
@@ -310,7 +313,7 @@ def results_markdown(results: dict[str, Any]) -> list[str]:
         if row.get("length") == "all" and row.get("metric") in ("inter_jaccard", "intra_jaccard", "joint_acc"):
             counts.append(row)
     if counts:
-        per = {}
+        per: dict[str, dict[str, Any]] = {}
         for row in counts:
             per.setdefault(row["system"], {})[row["metric"]] = row.get("n_poems")
         parts = []

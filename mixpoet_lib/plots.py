@@ -59,7 +59,7 @@ def use_cjk_font(path: str | None = None, quiet: bool = False) -> str | None:
             )
         return None
     matplotlib.rcParams["font.family"] = "sans-serif"
-    matplotlib.rcParams["font.sans-serif"] = chosen + ["DejaVu Sans"]
+    matplotlib.rcParams["font.sans-serif"] = [*chosen, "DejaVu Sans"]
     matplotlib.rcParams["axes.unicode_minus"] = False
     return chosen[0]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mixpoet_lib.data.batching import BatchStream, corrupt, epoch_order, make_batch, select_instances
-from mixpoet_lib.data.dataset import encode_split
 from mixpoet_lib.data.corpora import Poem
+from mixpoet_lib.data.dataset import encode_split
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK, build_vocab
 
 POEMS = [

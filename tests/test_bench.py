@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-
 from mixpoet_lib.cli import app as cli
-from mixpoet_lib.cli.bench import RSSSampler, bench_settings, cpu_info, format_report, matmul_peak
+from mixpoet_lib.cli.bench import bench_settings, format_report
+from mixpoet_lib.cli.bench_probes import RSSSampler, cpu_info, matmul_peak
 
 
 def test_matmul_peak_is_positive_and_finite():
@@ -89,7 +89,7 @@ def test_bench_rejects_too_few_steps(capsys):
 def test_flop_counter_counts_linear_and_gru_by_hand():
     import torch
 
-    from mixpoet_lib.cli.bench import flop_counter
+    from mixpoet_lib.cli.bench_probes import flop_counter
 
     lin = torch.nn.Linear(8, 16)
     x = torch.randn(4, 8, requires_grad=True)

@@ -6,10 +6,10 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from mixpoet_lib.checkpoints import weights_key
@@ -21,14 +21,12 @@ from mixpoet_lib.config import (
     ModelConfig,
     PhaseConfig,
     TrainConfig,
-    format_overrides,
     get_profile,
     label_name,
     parse_label,
-    parse_overrides,
     resolve_profile_name,
-    run_name,
 )
+from mixpoet_lib.overrides import format_overrides, parse_overrides, run_name
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mixpoet_lib.data import dataset as ds
 from mixpoet_lib.config import DataConfig, Profile, get_profile
+from mixpoet_lib.data import dataset as ds
 from mixpoet_lib.data.corpora import Poem, normalised_key
 from mixpoet_lib.data.vocab import PAD, build_vocab
 
@@ -119,7 +119,7 @@ def test_corrupt_mirror_file_stops_before_any_processing(tmp_path, mirror_dir):
     data = bytearray(target.read_bytes())
     data[100] ^= 1
     target.write_bytes(bytes(data))
-    with pytest.raises(FetchError, match="cqcf_valid_sample.json"):
+    with pytest.raises(FetchError, match=r"cqcf_valid_sample\.json"):
         ds.prepare(get_profile("smoke"), data_dir=tmp_path / "data", mirror=bad)
     assert not (tmp_path / "data" / "raw" / "mixpoet" / "cqcf_valid_sample.json").exists()
     assert not (tmp_path / "data" / "processed").exists()

@@ -16,9 +16,9 @@ from mixpoet_lib.checkpoints import build_model
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.evaluate import claims as C
 from mixpoet_lib.evaluate import evaluation as E
+from mixpoet_lib.evaluate import report as R
 from mixpoet_lib.evaluate import scoring
 from mixpoet_lib.evaluate import systems as S
-from mixpoet_lib.evaluate import report as R
 from mixpoet_lib.train import charlm as L
 from mixpoet_lib.train import judges as J
 

@@ -1,4 +1,4 @@
-"""Shape, masking, sampling and training-signal tests for mixpoet_lib.models.generators (paper and smoke sizes)."""
+"""Shape, masking, sampling and training-signal tests for mixpoet_lib.models (paper and smoke sizes)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mixpoet_lib.config import ModelConfig, get_profile
-from mixpoet_lib.models.losses import line_cross_entropy, reconstruction_loss
-from mixpoet_lib.data.vocab import BOS, EOS, PAD
-from mixpoet_lib.models.generators import CVAE, BasicGenerator, MixPoetAUS, MixPoetIGS
-from mixpoet_lib.models.layers import ConditionalBatchNorm, gumbel_label_sample
 from mixpoet_lib.checkpoints import build_model
+from mixpoet_lib.config import ModelConfig, get_profile
+from mixpoet_lib.data.vocab import BOS, EOS, PAD
+from mixpoet_lib.models.factor_models import MixPoetAUS, MixPoetIGS
+from mixpoet_lib.models.generators import CVAE, BasicGenerator
+from mixpoet_lib.models.layers import ConditionalBatchNorm, gumbel_label_sample
+from mixpoet_lib.models.losses import line_cross_entropy, reconstruction_loss
 
 VOCAB = 6000
 PAPER = ModelConfig()

@@ -108,12 +108,12 @@ def test_overrides_injected_where_declared_refused_elsewhere_and_hashed(env):
     executed = nbformat.read(out / declared.name, as_version=4)
     injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert 'OVERRIDES = "train.ndis=5"' in injected.source
-    with pytest.raises(pipeline.PipelineError, match="02_plain.ipynb has no OVERRIDES parameter"):
+    with pytest.raises(pipeline.PipelineError, match=r"02_plain\.ipynb has no OVERRIDES parameter"):
         pipeline.run_pipeline(
             "smoke", out_dir=out, notebooks=[plain], log=lambda m: None, progress=False, overrides="train.ndis=5"
         )
     assert not (out / plain.name).exists()
-    with pytest.raises(ValueError, match="unknown setting 'train.ndiss'"):
+    with pytest.raises(ValueError, match=r"unknown setting 'train\.ndiss'"):
         pipeline.run_pipeline("smoke", out_dir=out, notebooks=[plain], log=lambda m: None, overrides="train.ndiss=5")
     prof = get_profile("smoke")
     base = pipeline.input_hash(plain, prof, "", "lib")

@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
-from mixpoet_lib.cli import app as cli
 from mixpoet_lib import checkpoints as publish
-from mixpoet_lib.train import charlm as L
-from mixpoet_lib.train import judges as J
+from mixpoet_lib import published
+from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.generate.generator import Generator
+from mixpoet_lib.train import charlm as L
+from mixpoet_lib.train import judges as J
 from mixpoet_lib.train.loop import ensure_model, train
 
 SMOKE = get_profile("smoke")
@@ -30,18 +31,18 @@ def test_pack_unpack_int8_fp16_and_exact_parts():
         "count": torch.tensor(7, dtype=torch.long),
         "zero": torch.zeros(64, 64),
     }
-    packed = publish.pack_state(state, "int8")
-    assert packed["big"].dtype == torch.int8 and packed["big" + publish.SCALE_SUFFIX].shape == (64, 1)
-    back = publish.unpack_state(packed)
+    packed = published.pack_state(state, "int8")
+    assert packed["big"].dtype == torch.int8 and packed["big" + published.SCALE_SUFFIX].shape == (64, 1)
+    back = published.unpack_state(packed)
     scale = state["big"].abs().amax(1, keepdim=True) / 127
     assert ((back["big"] - state["big"]).abs() <= scale / 2 + 1e-7).all()  # round-to-nearest error bound
     for k in ("small", "bias", "count", "zero"):
         assert torch.equal(back[k], state[k]), k
-    half = publish.unpack_state(publish.pack_state(state, "fp16"))
+    half = published.unpack_state(published.pack_state(state, "fp16"))
     torch.testing.assert_close(half["big"], state["big"], rtol=1e-3, atol=1e-3)
-    assert torch.equal(publish.unpack_state(publish.pack_state(state, "fp32"))["big"], state["big"])
+    assert torch.equal(published.unpack_state(published.pack_state(state, "fp32"))["big"], state["big"])
     with pytest.raises(ValueError, match="bogus"):
-        publish.pack_state(state, "bogus")
+        published.pack_state(state, "bogus")
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +108,11 @@ def test_ensure_model_uses_published_only_when_asked_and_matching(trained, smoke
 def test_corrupt_or_incomplete_published_files(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"not a safetensors file")
     (tmp_path / "x.json").write_text(json.dumps({"type": "model"}))
-    with pytest.raises(ValueError, match="x.safetensors"):
-        publish.read_published(tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match=r"x\.safetensors"):
+        published.read_published(tmp_path / "x.safetensors")
     (tmp_path / "y.safetensors").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="y.json"):
-        publish.read_published(tmp_path / "y.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"y\.json"):
+        published.read_published(tmp_path / "y.safetensors")
     assert cli.main(["generate", "--checkpoint", str(tmp_path / "x.safetensors"), "--keyword", "春"]) == 1
 
 

@@ -106,7 +106,7 @@ def test_load_tolerates_crlf_bom_and_spaces(tmp_path: Path, newline: str, bom: b
 )
 def test_malformed_pingshui_line(tmp_path: Path, line: str, value: str) -> None:
     folder = write_crrd(tmp_path / "crrd", "东", "董", f"同 1\n\n{line}\n", "\r\n")
-    with pytest.raises(ValueError, match="pingshui.txt line 3") as err:
+    with pytest.raises(ValueError, match=r"pingshui\.txt line 3") as err:
         R.load_tone_rhyme(folder)
     assert value in str(err.value)
 
@@ -303,7 +303,7 @@ def test_position_templates_match_spec_table() -> None:
         assert R.position_template(t, 5) == five
         assert R.position_template(t, 7) == seven
         # 7 characters = a free position, a head opposite to the 5-char 2nd position, the 5-char template
-        assert seven == (-1, 1 - five[1]) + five
+        assert seven == (-1, 1 - five[1], *five)
     with pytest.raises(ValueError, match="6"):
         R.position_template(0, 6)
     with pytest.raises(ValueError, match="4"):

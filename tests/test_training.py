@@ -25,7 +25,8 @@ from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS
-from mixpoet_lib.models.generators import BasicGenerator, MixPoetAUS
+from mixpoet_lib.models.factor_models import MixPoetAUS
+from mixpoet_lib.models.generators import BasicGenerator
 from mixpoet_lib.train.diagnostics import to_device
 from mixpoet_lib.train.logs import CsvLog, read_log
 from mixpoet_lib.train.loop import ensure_model, train, validation_loss

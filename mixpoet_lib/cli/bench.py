@@ -24,28 +24,26 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from mixpoet_lib.checkpoints import build_model
+from mixpoet_lib.cli.bench_probes import RSSSampler, StepTimer, cpu_info, matmul_peak
 from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
-from mixpoet_lib.config import Profile, apply_overrides, format_overrides, get_profile, parse_overrides
+from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.data.dataset import PreparedData, prepare
 from mixpoet_lib.data.vocab import N_SPECIALS
 from mixpoet_lib.generate.bench import benchmark_generation
+from mixpoet_lib.overrides import apply_overrides, format_overrides, parse_overrides
 from mixpoet_lib.train.loop import train
 
 OFFICIAL = {
@@ -62,116 +60,6 @@ MODELS = ("basic", "cvae", "igs", "aus")
 # ----------------------------------------------------------------------------------------------
 # measurements (worker side)
 # ----------------------------------------------------------------------------------------------
-
-
-def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 3) -> float:
-    """Measured GFLOP/s of an n×n×n matmul in the given dtype on the current torch threads (best of reps)."""
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    probe = torch.randn(256, 256).to(dtype)
-    t0 = time.perf_counter()
-    torch.mm(probe, probe)
-    if 2 * 256**3 / (time.perf_counter() - t0) / 1e9 < 5:  # no fast kernel for this dtype: a small size will do
-        n = 512
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    torch.mm(a, b)  # warm-up
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-        if best > 5:  # very slow dtype (e.g. bf16 without hardware support): one timing is enough
-            break
-    return 2 * n**3 / best / 1e9
-
-
-def flop_counter() -> Any:
-    """A dispatch mode summing FLOPs with torch.utils.flop_counter's per-op formulas (matmuls, convs, attention).
-
-    Unlike ``FlopCounterMode`` it keeps no module tracker, whose hooks fail on the scheduled-sampling decoder's
-    views; the GRUs decompose into counted matmuls on the CPU.
-    """
-
-    class _Counter(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.total = 0
-
-        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            rule = flop_registry.get(func._overloadpacket)
-            if rule is not None:
-                self.total += int(rule(*args, **kwargs, out_val=out))
-            return out
-
-        def get_total_flops(self) -> int:
-            """FLOPs counted so far."""
-            return self.total
-
-    return _Counter()
-
-
-class RSSSampler:
-    """Background sampler of this process's resident memory (VmRSS), for per-interval peaks."""
-
-    def __init__(self, period: float = 0.005) -> None:
-        self.period = period
-        self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def rss_bytes() -> int:
-        """Current resident set size in bytes (Linux /proc; 0 elsewhere)."""
-        try:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.perf_counter(), self.rss_bytes()))
-            time.sleep(self.period)
-
-    def __enter__(self) -> "RSSSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def peak(self, start: float, end: float) -> int:
-        """Largest sample taken between two perf_counter times."""
-        vals = [r for t, r in self.samples if start <= t <= end]
-        return max(vals) if vals else 0
-
-
-def cpu_info() -> dict[str, Any]:
-    """The processor model and its speed-relevant instruction sets (AVX2, AVX-512*, AMX*), from /proc/cpuinfo
-    or ``lscpu``; empty values where neither is available."""
-    text = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        pass
-    if "flags" not in text:
-        try:
-            text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            text = ""
-    model, flags = "", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "model name(s)") and not model:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    fast = sorted(f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx")))
-    return {"model": model or platform.processor() or "unknown", "flags": fast, "cores": os.cpu_count()}
 
 
 def bench_settings(profile_name: str, steps: int, skip: int, threads: int, overrides: str | None = None) -> Profile:
@@ -195,41 +83,6 @@ def bench_settings(profile_name: str, steps: int, skip: int, threads: int, overr
             }
         },
     )
-
-
-class StepTimer:
-    """The training callback of the bench: per-step wall times, each phase's time span and the FLOPs of
-    chosen steps (counted on those steps only, which are then left out of the timings)."""
-
-    def __init__(self, flop_steps: dict[str, int]) -> None:
-        self.flop_steps = flop_steps  # "warm", "adv" (AUS mixture phase) and "plain" (every other phase)
-        self.times: dict[str, list[tuple[int, float]]] = {}
-        self.bounds: dict[str, list[float]] = {}
-        self.flops: dict[str, dict[int, int]] = {}
-        self._last: float | None = None
-        self._counter: Any = None
-        self._key: str | None = None
-
-    def __call__(self, key: str, step: int, row: dict) -> None:
-        """Record the step that just ended; start a FLOP count if the next step is one to count."""
-        now = time.perf_counter()
-        if self._counter is not None:  # close the FLOP count of the step that just ended
-            self._counter.__exit__(None, None, None)
-            self.flops.setdefault(key, {})[step] = self._counter.get_total_flops()
-            self._counter = None
-        elif self._key == key and self._last is not None:
-            self.times.setdefault(key, []).append((step, now - self._last))
-        self.bounds.setdefault(key, [now, now])[1] = now
-        if self._key != key:
-            self.bounds[key][0] = now
-        self._key = key
-        name = key.rsplit("_", 1)[0]
-        at = self.flop_steps
-        targets = {at["warm"], at["adv"]} if name.startswith("aus") and key.endswith("c1") else {at["plain"]}
-        if step + 1 in targets:
-            self._counter = flop_counter()
-            self._counter.__enter__()
-        self._last = time.perf_counter()
 
 
 def _regimes(name: str, key: str, per_step: list[tuple[int, float]], logs: Path) -> dict[str, list]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -99,12 +100,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             judges[factor] = load_judge(path)
         except Exception as exc:  # corrupt, truncated or foreign file: say which one, in one line
             raise ValueError(f"cannot load judge checkpoint {path}: {exc}") from None
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(args.output, "w", encoding="utf-8")) if args.output else sys.stdout
         n_ok, errors = classify_jsonl(judges, args.input, out)
-    finally:
-        if args.output:
-            out.close()
     for err in errors:
         print(f"mixpoet classify: {args.input}: {err}", file=sys.stderr)
     print(f"{n_ok} poem(s) tagged, {len(errors)} malformed line(s) skipped", file=sys.stderr)

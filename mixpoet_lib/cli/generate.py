@@ -20,9 +20,10 @@ from typing import Any
 from mixpoet_lib._util import default_device
 from mixpoet_lib.checkpoints import load_generator
 from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
-from mixpoet_lib.config import FACTOR_CLASSES, GenConfig, apply_overrides, label_name, parse_label
+from mixpoet_lib.config import FACTOR_CLASSES, GenConfig, label_name, parse_label
 from mixpoet_lib.data.rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
 from mixpoet_lib.generate.generator import MAX_RELAXATION, GeneratedPoem, Generator
+from mixpoet_lib.overrides import apply_overrides
 
 EXIT_SOME_FAILED = 3
 
@@ -40,6 +41,20 @@ def register(subparsers: Any) -> None:
         help="checkpoint file (.pt): a training checkpoint (runs/<profile>/checkpoints/<model>_<phase>.pt) "
         "or a generation checkpoint with its vocabulary",
     )
+    _add_input_options(p)
+    _add_search_options(p)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu)")
+    p.add_argument("--json", action="store_true", help="print the poems as JSON")
+    add_set_option(
+        p,
+        "change generation settings (gen.* only; applied after --beam / --no-novelty), "
+        "e.g. --set gen.z_candidates=1,gen.extra_steps=5",
+    )
+    p.set_defaults(func=_cmd_generate)
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    """The vocabulary and data folder, and what to write: keywords, length, labels, how many poems."""
     p.add_argument(
         "--vocab", help="vocab.json of the model (default: from the checkpoint, else the dataset its profile names)"
     )
@@ -70,6 +85,10 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="n poems from the n best distinct first lines of one beam (for the basic model)",
     )
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    """The beam search: size, repetition rule, relaxation, novelty filter, rhythm tables."""
     p.add_argument("--beam", default=None, help=f"beam size (default {GenConfig().beam_size})")
     p.add_argument(
         "--repetition-rule",
@@ -88,14 +107,6 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--crrd", help="CRRD folder with pingsheng.txt, zesheng.txt, pingshui.txt (default: found in the data folder)"
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu)")
-    p.add_argument("--json", action="store_true", help="print the poems as JSON")
-    add_set_option(
-        p,
-        "change generation settings (gen.* only; applied after --beam / --no-novelty), "
-        "e.g. --set gen.z_candidates=1,gen.extra_steps=5",
-    )
-    p.set_defaults(func=_cmd_generate)
 
 
 def _int(value: str, what: str) -> int:

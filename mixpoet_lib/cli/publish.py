@@ -9,8 +9,8 @@ from pathlib import Path
 from mixpoet_lib._util import write_json_atomic
 from mixpoet_lib.checkpoints import checkpoint_path, export_run, final_phase, load_model, total_size_mb, weights_dir
 from mixpoet_lib.cli.settings import add_profile_options, default_run_dir, overrides_from_args, profile_from_args
-from mixpoet_lib.config import run_name
 from mixpoet_lib.data.dataset import PreparedData, prepare
+from mixpoet_lib.overrides import run_name
 from mixpoet_lib.train.loop import validation_loss
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 
 from mixpoet_lib.cli.settings import add_profile_options, overrides_from_args
-from mixpoet_lib.config import format_overrides, run_name
+from mixpoet_lib.overrides import format_overrides, run_name
 from mixpoet_lib.paths import runs_dir
 from mixpoet_lib.pipeline import PipelineError, default_profile_name, run_pipeline
 

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mixpoet_lib.config import PROFILES, Profile, get_profile, parse_overrides, run_name
+from mixpoet_lib.config import PROFILES, Profile, get_profile
+from mixpoet_lib.overrides import parse_overrides, run_name
 from mixpoet_lib.paths import runs_dir
 
 SET_HELP = (
@@ -40,6 +41,6 @@ def profile_from_args(args: argparse.Namespace, name: str | None = None) -> Prof
 
 def default_run_dir(args: argparse.Namespace, profile: Profile) -> Path:
     """``--run-dir`` if given, else ``runs/<profile>``, or ``runs/<profile>-<digest>`` when ``--set`` changed
-    settings (see :func:`mixpoet_lib.config.run_name`)."""
+    settings (see :func:`mixpoet_lib.overrides.run_name`)."""
     given = getattr(args, "run_dir", None)
     return Path(given) if given else runs_dir(run_name(profile.name, overrides_from_args(args)))

@@ -6,11 +6,11 @@ import argparse
 import math
 import time
 
+from mixpoet_lib.checkpoints import MODEL_NAMES, PHASES
 from mixpoet_lib.cli.settings import add_profile_options, default_run_dir, profile_from_args
 from mixpoet_lib.data.corpora import DataFormatError
 from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.fetch import FetchError
-from mixpoet_lib.checkpoints import MODEL_NAMES, PHASES
 from mixpoet_lib.train.loop import train
 from mixpoet_lib.train.phases import phase_plan
 

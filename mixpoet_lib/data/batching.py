@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from mixpoet_lib.data.corpora import LONG_LINE
 from mixpoet_lib.data.dataset import PreparedData, SplitArrays
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK
 
@@ -79,7 +80,7 @@ def make_batch(
         lines[i, :, :n] = chars[i, :, :n]
         lines[i, :, n] = EOS
     labels = arrays.labels[pidx].astype(np.int64)
-    length = np.where(lengths[:, None] == 7, [[1.0, 0.0]], [[0.0, 1.0]]).astype(np.float32)
+    length = np.where(lengths[:, None] == LONG_LINE, [[1.0, 0.0]], [[0.0, 1.0]]).astype(np.float32)
     return {
         "keys": torch.from_numpy(keys),
         "poems": torch.from_numpy(poems),

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 N_CLASSES = (3, 2)  # factor 1 (living experience), factor 2 (historical background)
-LINE_LENGTHS = (5, 7)
+SHORT_LINE, LONG_LINE = 5, 7  # characters per line of the two quatrain forms
+LINE_LENGTHS = (SHORT_LINE, LONG_LINE)
+N_LINES = 4  # lines of a quatrain
 MAX_KEYWORD_CHARS = 2
 
 _CJK = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+$")
@@ -64,13 +66,13 @@ class Poem:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Poem":
+    def from_json(cls, obj: dict[str, Any]) -> Poem:
         """Rebuild a poem written by :meth:`to_json`."""
         lines = tuple(obj["content"].split("|"))
         return cls(
             lines=lines,
             keywords=tuple(obj["keywords"].split()),
-            labels=tuple(obj["label"]),  # type: ignore[arg-type]
+            labels=tuple(obj["label"]),
             source=obj["source"],
             origin=obj["origin"],
         )
@@ -107,7 +109,7 @@ def is_cjk(text: str) -> bool:
 
 def quatrain_problem(lines: list[str]) -> str | None:
     """Return why ``lines`` is not a 4×5 / 4×7 quatrain of CJK characters, or None if it is one."""
-    if len(lines) != 4:
+    if len(lines) != N_LINES:
         return "not 4 lines"
     lengths = {len(line) for line in lines}
     if len(lengths) != 1:
@@ -161,7 +163,7 @@ def parse_keywords(text: str, path: Path, lineno: int) -> tuple[str, ...]:
 def parse_label(text: str, path: Path, lineno: int) -> tuple[int, int]:
     """Parse a CQCF label "a b" (a in -1..2, b in -1..1)."""
     parts = text.split()
-    if len(parts) != 2:
+    if len(parts) != len(N_CLASSES):
         raise DataFormatError(path, lineno, f"label {text!r} must be two integers 'a b'")
     out = []
     for k, (part, n_cls) in enumerate(zip(parts, N_CLASSES)):

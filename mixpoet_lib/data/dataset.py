@@ -34,6 +34,7 @@ from mixpoet_lib import paths as _paths
 from mixpoet_lib._util import digest, write_json_atomic
 from mixpoet_lib.config import DataConfig, Profile
 from mixpoet_lib.data.corpora import (
+    LINE_LENGTHS,
     Poem,
     SkipLog,
     label_table,
@@ -164,18 +165,25 @@ def build_corpus(raw: dict[str, Path], cfg: DataConfig, log: Log = _quiet) -> Co
     for poem in ccpc["valid"] + ccpc["test"] + classical:
         claim(poem, "unl_train")
 
-    missing = [i for i, p in enumerate(splits["unl_train"]) if not p.keywords]
-    if missing:
-        user_words = {w for s in SPLITS for p in splits[s] for w in p.keywords}
-        log(f"extracting keywords for {len(missing)} poems (TF-IDF over jieba)")
-        found = extract_keywords([splits["unl_train"][i].lines for i in missing], cfg.max_keywords, user_words)
-        for i, words in zip(missing, found):
-            p = splits["unl_train"][i]
-            splits["unl_train"][i] = Poem(p.lines, words, p.labels, p.source, p.origin)
+    n_missing = _fill_keywords(splits, cfg.max_keywords, log)
     stats = {split: label_table(poems) for split, poems in cqcf.items()}
     pairs = Counter(f"{a} {b}" for a, b in (p.labels for p in cqcf["cqcf_train"]))
     stats["cqcf_train_pairs"] = dict(pairs.most_common())
-    return Corpus(splits, read, skips, duplicates, len(missing), stats)
+    return Corpus(splits, read, skips, duplicates, n_missing, stats)
+
+
+def _fill_keywords(splits: dict[str, list[Poem]], max_keywords: int, log: Log) -> int:
+    """Give the unlabelled training poems without keywords some (TF-IDF over jieba); return how many got them."""
+    pool = splits["unl_train"]
+    missing = [i for i, p in enumerate(pool) if not p.keywords]
+    if missing:
+        user_words = {w for s in SPLITS for p in splits[s] for w in p.keywords}
+        log(f"extracting keywords for {len(missing)} poems (TF-IDF over jieba)")
+        found = extract_keywords([pool[i].lines for i in missing], max_keywords, user_words)
+        for i, words in zip(missing, found):
+            p = pool[i]
+            pool[i] = Poem(p.lines, words, p.labels, p.source, p.origin)
+    return len(missing)
 
 
 def _save_corpus(corpus: Corpus, folder: Path) -> None:
@@ -332,9 +340,9 @@ def make_summary(corpus: Corpus, vocab: Vocab, instances: dict[str, int], cfg: D
     per_source: dict[str, dict[str, int]] = {}
     for split, poems in corpus.splits.items():
         for p in poems:
-            per_source.setdefault(p.source, Counter())[split] += 1  # type: ignore[index]
+            per_source.setdefault(p.source, Counter())[split] += 1
     lengths = {
-        split: {"5-char": sum(p.length == 5 for p in ps), "7-char": sum(p.length == 7 for p in ps)}
+        split: {f"{n}-char": sum(p.length == n for p in ps) for n in LINE_LENGTHS}
         for split, ps in corpus.splits.items()
     }
     eval_chars = "".join(p.content.replace("|", "") for s in EVAL_SPLITS for p in corpus.splits[s])
@@ -377,7 +385,7 @@ def prepare(
     else:
         log(f"building dataset {droot.name}")
         corpus = corpus or _load_corpus(croot)
-        _atomic_folder(droot, lambda tmp: build_dataset(corpus, cfg, tmp, log))  # type: ignore[arg-type]
+        _atomic_folder(droot, lambda tmp: build_dataset(corpus, cfg, tmp, log))
     return PreparedData(droot, croot)
 
 

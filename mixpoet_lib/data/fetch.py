@@ -33,6 +33,7 @@ STAMP_NAME = ".verified.json"
 CHUNK = 1 << 16
 RETRY_DELAY = 1.0  # seconds before the first retry; doubled for each further one
 USER_AGENT = "mixpoet-kit/0.1 (raw data fetch)"
+HTTP_SERVER_ERROR = 500  # below it (client errors) a retry cannot help, except on 408 / 429
 
 FileSpec = RawFile | str
 
@@ -171,7 +172,7 @@ def _from_url(f: RawFile, url: str, dest: Path, bar: tqdm, timeout: float, retri
         except urllib.error.HTTPError as exc:
             exc.close()
             reason = f"HTTP {exc.code} {exc.reason}"
-            if exc.code < 500 and exc.code not in (408, 429):
+            if exc.code < HTTP_SERVER_ERROR and exc.code not in (408, 429):
                 raise _fail(reason, f, url) from None
         except _Transient as exc:
             reason = str(exc)

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 
 import jieba
 
-from mixpoet_lib.data.corpora import is_cjk
+from mixpoet_lib.data.corpora import MAX_KEYWORD_CHARS, is_cjk
 
-# Function words that never make a useful topic keyword on their own.
+# Function words that never make a useful topic keyword on their own (one split string: a list would take 80 lines).
 STOPWORDS = frozenset(
-    "不 无 有 之 也 而 其 何 乎 者 以 于 於 与 矣 焉 哉 兮 亦 又 已 且 皆 若 所 为 是 此 彼 谁 自 "
+    "不 无 有 之 也 而 其 何 乎 者 以 于 於 与 矣 焉 哉 兮 亦 又 已 且 皆 若 所 为 是 此 彼 谁 自 "  # noqa: SIM905
     "几 莫 未 还 犹 更 尚 即 则 乃 只 却 但 欲 可 能 得 将 共 向 在 如 似 我 吾 尔 汝 着 了 个 那 这 "
     "一 二 三 不知 不见 何处 何事 何人 无人 不是 只有 不可 如何 相逢".split()
 )
@@ -35,7 +35,7 @@ class KeywordExtractor:
         self._tok = jieba.Tokenizer()
         self._tok.initialize()
         for word in sorted(set(user_words)):
-            if len(word) == 2:
+            if len(word) == MAX_KEYWORD_CHARS:
                 self._tok.add_word(word, freq=None)
         self.idf: dict[str, float] = {}
         self.n_docs = 0
@@ -45,7 +45,8 @@ class KeywordExtractor:
         out: list[str] = []
         for line in lines:
             for word in self._tok.lcut(line, HMM=False):
-                pieces = [word] if len(word) <= 2 else [word[i : i + 2] for i in range(0, len(word), 2)]
+                n = MAX_KEYWORD_CHARS
+                pieces = [word] if len(word) <= n else [word[i : i + n] for i in range(0, len(word), n)]
                 out.extend(p for p in pieces if is_cjk(p) and p not in STOPWORDS)
         return out
 
@@ -66,7 +67,7 @@ class KeywordExtractor:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         tf = Counter(tokens)
-        first = {}
+        first: dict[str, int] = {}
         for i, tok in enumerate(tokens):
             first.setdefault(tok, i)
         default_idf = math.log(1 + self.n_docs) + 1.0

@@ -41,6 +41,7 @@ from types import MappingProxyType
 import numpy as np
 
 from mixpoet_lib import paths
+from mixpoet_lib.data.corpora import LONG_LINE, N_LINES, SHORT_LINE
 
 LEVEL, OBLIQUE, FREE = 0, 1, -1
 N_RHYME_CLASSES = 30
@@ -49,6 +50,7 @@ CRRD_SUBDIR = Path("thu-aipoet") / "CRRD"
 
 UNRECOGNISED = -1  # line_type: right length, no template matches
 BAD_LENGTH = -2  # line_type: length is neither 5 nor 7
+TABLE_FIELDS = 2  # a line of a CRRD table: CHARACTER CLASS
 
 # Recogniser templates for 5-character lines (spec §4.6), keyed by line type.
 TEMPLATES_5: Mapping[int, tuple[str, ...]] = MappingProxyType(
@@ -141,7 +143,7 @@ def _read_rhymes(path: Path) -> tuple[dict[str, tuple[int, ...]], int]:
         fields = raw.split()
         if not fields:
             continue
-        if len(fields) != 2 or len(fields[0]) != 1:
+        if len(fields) != TABLE_FIELDS or len(fields[0]) != 1:
             raise ValueError(f"{path} line {lineno}: expected 'CHARACTER CLASS', got {raw.strip()!r}")
         ch, value = fields
         if not (value.isascii() and value.isdigit() and 1 <= int(value) <= N_RHYME_CLASSES):
@@ -248,9 +250,9 @@ def _matches(tones: str, template: str) -> bool:
 
 def line_type(line: str, *, tr: ToneRhyme | None = None) -> int:
     """Rule-based tonal type 0..3 of a 5/7-char line (§4.6); -1 unrecognised, -2 wrong length."""
-    if len(line) == 5:
+    if len(line) == SHORT_LINE:
         tones, templates = tone_string(line, tr=tr), TEMPLATES_5
-    elif len(line) == 7:
+    elif len(line) == LONG_LINE:
         tones, templates = tone_string(line[1:], tr=tr), TEMPLATES_7
     else:
         return BAD_LENGTH
@@ -309,7 +311,7 @@ def check_poem(lines: Sequence[str] | str, *, tr: ToneRhyme | None = None) -> Fo
     if isinstance(lines, str):
         lines = lines.split("|")
     lines = list(lines)
-    if len(lines) != 4:
+    if len(lines) != N_LINES:
         raise ValueError(f"a quatrain needs exactly 4 lines, got {len(lines)}: {lines!r}")
     tr = _res(tr)
     types = tuple(line_type(line, tr=tr) for line in lines)

@@ -60,7 +60,7 @@ class Vocab:
         write_json_atomic(path, {"specials": list(SPECIALS), "tokens": list(self.tokens[N_SPECIALS:])}, sort_keys=False)
 
     @classmethod
-    def load(cls, path: Path) -> "Vocab":
+    def load(cls, path: Path) -> Vocab:
         """Read a vocabulary written by :meth:`save`."""
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
         if obj.get("specials") != list(SPECIALS):

@@ -1,4 +1,4 @@
-"""Networks of the kit: the shared encoder/decoder pieces and the four models basic / cvae / igs / aus (spec §2).
+"""Networks of the kit: the shared base of every model and the two without factors, basic / cvae (spec §2).
 
 Sizes come only from :class:`~mixpoet_lib.config.ModelConfig`. With ``E = emb_size``, ``H = hidden_size``,
 ``C = context_size``, ``Z = latent_size`` and ``F = factor_emb_size`` (paper values in brackets):
@@ -14,7 +14,8 @@ of ingredients for :mod:`mixpoet_lib.models.losses`), and generates through the 
 ``generation_init`` → ``init_decoder_state`` → ``decode_step`` (+ ``update_context`` after each line),
 so a constrained beam search can live outside the models.
 
-The building blocks (encoders, context, CBN, samplers, discriminator) are in :mod:`mixpoet_lib.models.layers`.
+The building blocks (encoders, context, CBN, samplers, discriminator) are in :mod:`mixpoet_lib.models.layers`;
+the factor models MixPoet-IGS and MixPoet-AUS (on :class:`PoetBase`) in :mod:`mixpoet_lib.models.factor_models`.
 """
 
 from __future__ import annotations
@@ -31,19 +32,12 @@ from mixpoet_lib.models.layers import (
     BiRNNEncoder,
     DecodeOutput,
     GaussianHead,
-    ImplicitPosterior,
-    ImplicitPrior,
     InterLineContext,
-    LatentDiscriminator,
-    MLPClassifier,
-    embed_label,
-    gumbel_label_sample,
-    label_index,
     reparameterise,
     unique_params,
 )
 
-__all__ = ["SHARED_PREFIXES", "PoetBase", "BasicGenerator", "CVAE", "FactorModelBase", "MixPoetIGS", "MixPoetAUS"]
+__all__ = ["SHARED_PREFIXES", "PoetBase", "BasicGenerator", "CVAE"]
 
 Batch = dict[str, Tensor]
 # Sub-modules every model shares under the same names (what DAE pre-training hands on, spec §3.3 phase A).
@@ -137,10 +131,7 @@ class PoetBase(nn.Module):
         for i in range(n_lines):
             h = self.init_decoder_state(s0, length, i).unsqueeze(0).contiguous()
             ctx = F.linear(context, w_ctx, self.map_x.bias).unsqueeze(1)  # (B, 1, H)
-            if teacher_forced:
-                use_gold = [True] * steps
-            else:
-                use_gold = [True] + (torch.rand(steps - 1) < teacher_ratio).tolist()
+            use_gold = [True] * steps if teacher_forced else [True, *(torch.rand(steps - 1) < teacher_ratio).tolist()]
             pieces: list[Tensor] = []
             t = 0
             while t < steps:  # run maximal gold-fed segments through the GRU in one call
@@ -282,256 +273,3 @@ class CVAE(PoetBase):
         h_w = self.encode_keyword(keys)
         z = self.prior_sample(h_w)
         return {"s0": self.decoder_s0(z, h_w), "h_w": h_w, "z": z, "labels": None}
-
-
-# ----------------------------------------------------------------------------------------------
-# factor models: shared classifiers, label sampling and label-conditioned decoder start
-# ----------------------------------------------------------------------------------------------
-
-
-class FactorModelBase(PoetBase):
-    """Adds the per-factor classifiers q(y_k|x,w) (``cl_xw``) and p(y_k|w) (``cl_w``), label sampling and dec_init."""
-
-    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False):
-        super().__init__(cfg, vocab_size)
-        self.straight_through = straight_through
-        h, hx, hw, f = cfg.hidden_size, self.hx_size, self.hw_size, cfg.factor_emb_size
-        d = cfg.drop_ratio
-        self.cl_xw = nn.ModuleList(MLPClassifier(hx + hw, h, max(h // 4, 1), k, d) for k in self.n_classes)
-        self.cl_w = nn.ModuleList(MLPClassifier(hw, max(hw // 2, 1), max(hw // 8, 1), k, d) for k in self.n_classes)
-        self.factor_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)  # decoder-side d_k
-        self.dec_init = nn.Linear(cfg.latent_size + hw + f * len(self.n_classes), self.s0_size)
-
-    def classify_xw(self, h_x: Tensor, h_w: Tensor) -> list[Tensor]:
-        """Return the logits of q(y_k|x,w) for every factor, each (B, K_k)."""
-        inp = torch.cat([h_x, h_w], dim=-1)
-        return [cl(inp) for cl in self.cl_xw]
-
-    def classify_w(self, h_w: Tensor) -> list[Tensor]:
-        """Return the logits of p(y_k|w) for every factor, each (B, K_k)."""
-        return [cl(h_w) for cl in self.cl_w]
-
-    def sample_labels(
-        self,
-        logits_xw: list[Tensor],
-        labels: Tensor,
-        label_mask: Tensor | None = None,
-        tau: float = 1.0,
-        straight_through: bool | None = None,
-    ) -> list[Tensor]:
-        """Combine true labels with Gumbel samples from q(y|x,w) where unlabelled (spec §2.3).
-
-        Returns one tensor per factor: Long (B,) in official mode, float one-hot (B, K) in
-        straight-through mode (gradient reaches ``cl_xw`` through the unlabelled rows only).
-        """
-        st = self.straight_through if straight_through is None else straight_through
-        if label_mask is None:
-            label_mask = labels.ge(0).float()
-        out = []
-        for k, logits in enumerate(logits_xw):
-            known = label_mask[:, k] > 0
-            sample = gumbel_label_sample(logits, tau, st)
-            true = labels[:, k].clamp(min=0)
-            if st:
-                onehot = F.one_hot(true, logits.size(-1)).to(sample.dtype)
-                out.append(torch.where(known.unsqueeze(-1), onehot, sample))
-            else:
-                out.append(torch.where(known, true, sample))
-        return out
-
-    @staticmethod
-    def label_ids(y: list[Tensor]) -> Tensor:
-        """Stack per-factor labels (index or one-hot) into a Long (B, n_factors) tensor."""
-        return torch.stack([label_index(yk) for yk in y], dim=-1)
-
-    def infer_labels(self, h_w: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Fill labels (B, n_factors) equal to -1 (or all, if None) with argmax p(y_k|w) (spec §4.1)."""
-        guess = torch.stack([lg.argmax(-1) for lg in self.classify_w(h_w)], dim=-1)
-        if labels is None:
-            return guess
-        labels = labels.to(guess.device)
-        return torch.where(labels.ge(0), labels, guess)
-
-    def decoder_s0(self, z: Tensor, h_w: Tensor, y: list[Tensor]) -> Tensor:
-        """Return s0 = tanh(dec_init([z; h_w; d_1(y_1); d_2(y_2)])) (B, S0)."""
-        labs = [embed_label(tab, yk) for tab, yk in zip(self.factor_embed, y)]
-        return torch.tanh(self.dec_init(torch.cat([z, h_w, *labs], dim=-1)))
-
-    def classifier_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Return {'cl1': ..., 'cl2': ...}: embed, encoders and factor k's two classifiers (phases B1/B2)."""
-        base = (self.embed, self.encoder, self.word_encoder)
-        return {f"cl{k + 1}": unique_params(*base, self.cl_w[k], self.cl_xw[k]) for k in range(len(self.n_classes))}
-
-    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
-        """Return {'s0', 'h_w', 'labels', 'z'}: labels -1 / None inferred from p(y|w), one prior sample per keyword."""
-        h_w = self.encode_keyword(keys)
-        ids = self.infer_labels(h_w, labels)
-        y = self._split(ids)
-        z = self.prior_sample(h_w, y)  # type: ignore[attr-defined]  # defined by IGS and AUS
-        return {"s0": self.decoder_s0(z, h_w, y), "h_w": h_w, "labels": ids, "z": z}
-
-    def _split(self, labels: Tensor) -> list[Tensor]:
-        return [labels[:, k] for k in range(labels.size(1))]
-
-
-class MixPoetIGS(FactorModelBase):
-    """Mixed latent space with one isotropic-Gaussian sub-space per factor, trained as a semi-supervised CVAE (M2).
-
-    Prior of sub-space k: N(μ, σ²) from [h_w; a_k(y_k)]; posterior: from [h_x; h_w; b_k(y_k)].
-    """
-
-    kind = "igs"
-
-    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False):
-        super().__init__(cfg, vocab_size, straight_through)
-        sub, f, z = cfg.latent_size // len(self.n_classes), cfg.factor_emb_size, cfg.latent_size
-        self.sub_size = sub
-        self.prior_label_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)
-        self.post_label_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)
-        self.prior_heads = nn.ModuleList(GaussianHead(self.hw_size + f, z, sub) for _ in self.n_classes)
-        self.post_heads = nn.ModuleList(GaussianHead(self.hx_size + self.hw_size + f, z, sub) for _ in self.n_classes)
-
-    def prior_params(self, h_w: Tensor, y: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-        """Return [(mu, logvar)] per factor sub-space, each (B, Z/2)."""
-        return [
-            head(torch.cat([h_w, embed_label(tab, yk)], dim=-1))
-            for head, tab, yk in zip(self.prior_heads, self.prior_label_embed, y)
-        ]
-
-    def posterior_params(self, h_x: Tensor, h_w: Tensor, y: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-        """Return [(mu, logvar)] of q(z_k|x,w,y_k) per factor, each (B, Z/2)."""
-        return [
-            head(torch.cat([h_x, h_w, embed_label(tab, yk)], dim=-1))
-            for head, tab, yk in zip(self.post_heads, self.post_label_embed, y)
-        ]
-
-    def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
-        """Return (n·B, Z) prior samples (row j·B + b belongs to item b); ``eps`` (n·B, Z) fixes the noise."""
-        h_w, y = h_w.repeat(n, 1), [yk.repeat(n, *([1] * (yk.dim() - 1))) for yk in y]
-        parts = eps.split(self.sub_size, dim=-1) if eps is not None else [None] * len(y)
-        return torch.cat([reparameterise(mu, lv, e) for (mu, lv), e in zip(self.prior_params(h_w, y), parts)], dim=-1)
-
-    def posterior_sample(self, h_x: Tensor, h_w: Tensor, y: list[Tensor]) -> Tensor:
-        """Return one reparameterised posterior sample (B, Z)."""
-        return torch.cat([reparameterise(mu, lv) for mu, lv in self.posterior_params(h_x, h_w, y)], dim=-1)
-
-    def forward(self, batch: Batch, teacher_ratio: float = 1.0, tau: float = 1.0) -> dict[str, Any]:
-        """Return decode output, classifier logits, combined labels, per-factor prior/posterior parameters and z."""
-        h_x, h_w = self.encode(batch)
-        lx, lw = self.classify_xw(h_x, h_w), self.classify_w(h_w)
-        y = self.sample_labels(lx, batch["labels"], batch.get("label_mask"), tau)
-        prior, post = self.prior_params(h_w, y), self.posterior_params(h_x, h_w, y)
-        z = torch.cat([reparameterise(mu, lv) for mu, lv in post], dim=-1)
-        dec = self.decode(self.decoder_s0(z, h_w, y), batch["lines"], batch["length"], teacher_ratio)
-        return {
-            "decode": dec,
-            "logits_xw": lx,
-            "logits_w": lw,
-            "labels": y,
-            "label_ids": self.label_ids(y),
-            "prior": prior,
-            "posterior": post,
-            "z": z,
-            "h_x": h_x,
-            "h_w": h_w,
-        }
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Return {'rec': all, 'cl1', 'cl2'}."""
-        return {"rec": unique_params(self), **self.classifier_groups()}
-
-
-class MixPoetAUS(FactorModelBase):
-    """MixPoet-AUS (the paper's model): implicit CBN prior per factor, implicit posterior, latent discriminator.
-
-    Training (spec §3.3 C1/C2): ``forward`` gives the reconstruction/classifier ingredients with z = z_post;
-    ``latent_pair`` gives (z_post, z_prior, labels) for the discriminator and generator steps.
-    """
-
-    kind = "aus"
-
-    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False):
-        super().__init__(cfg, vocab_size, straight_through)
-        self.prior = ImplicitPrior(cfg, self.hw_size, self.n_classes)
-        self.posterior = ImplicitPosterior(cfg, self.hx_size, self.hw_size, self.n_classes)
-        self.discriminator = LatentDiscriminator(cfg, self.n_classes)
-
-    def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
-        """Return (n·B, Z) prior samples (row j·B + b belongs to item b); BN uses batch stats in train mode."""
-        if n > 1:
-            h_w = h_w.repeat(n, 1)
-            y = [yk.repeat(n, *([1] * (yk.dim() - 1))) for yk in y]
-        return self.prior(h_w, y, eps)
-
-    def posterior_sample(self, h_x: Tensor, h_w: Tensor, y: list[Tensor], eps: Tensor | None = None) -> Tensor:
-        """Return one posterior sample z_post (B, Z)."""
-        return self.posterior(h_x, h_w, y, eps)
-
-    def discriminate(self, z: Tensor, y: list[Tensor]) -> Tensor:
-        """Return the discriminator scores D(z, y1, y2) (B,)."""
-        return self.discriminator(z, y)
-
-    def forward(
-        self, batch: Batch, teacher_ratio: float = 1.0, tau: float = 1.0, update_prior_stats: bool = True
-    ) -> dict[str, Any]:
-        """Reconstruction/classifier step ingredients (spec §3.3-1): decode from z_post.
-
-        With ``update_prior_stats`` the prior is also run (no gradient) so its BN/CBN running
-        statistics follow training, as in the official step; the sample is returned as 'z_prior'.
-        """
-        h_x, h_w = self.encode(batch)
-        lx, lw = self.classify_xw(h_x, h_w), self.classify_w(h_w)
-        y = self.sample_labels(lx, batch["labels"], batch.get("label_mask"), tau)
-        z_post = self.posterior_sample(h_x, h_w, y)
-        z_prior = None
-        if update_prior_stats and self.training:
-            with torch.no_grad():
-                z_prior = self.prior_sample(h_w.detach(), [yk.detach() for yk in y])
-        dec = self.decode(self.decoder_s0(z_post, h_w, y), batch["lines"], batch["length"], teacher_ratio)
-        return {
-            "decode": dec,
-            "logits_xw": lx,
-            "logits_w": lw,
-            "labels": y,
-            "label_ids": self.label_ids(y),
-            "z_post": z_post,
-            "z_prior": z_prior,
-            "h_x": h_x,
-            "h_w": h_w,
-        }
-
-    def latent_pair(
-        self, batch: Batch, tau: float = 1.0, noise_std: float = 0.0, encoded: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Return (z_post + n, z_prior + n′, labels) for the adversarial steps (labels re-sampled each call).
-
-        Run it under ``torch.no_grad()`` for the discriminator step and with gradients for the generator step.
-        ``encoded`` = (h_x, h_w) skips the encoders (the discriminator steps can share one no-grad pass).
-        """
-        h_x, h_w = self.encode(batch) if encoded is None else encoded
-        y = self.sample_labels(self.classify_xw(h_x, h_w), batch["labels"], batch.get("label_mask"), tau)
-        z_post = self.posterior_sample(h_x, h_w, y)
-        z_prior = self.prior_sample(h_w, y)
-        if noise_std > 0:
-            z_post = z_post + noise_std * torch.randn_like(z_post)
-            z_prior = z_prior + noise_std * torch.randn_like(z_prior)
-        return z_post, z_prior, y
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Return the spec's groups: 'rec' (R), 'gen' (G), 'dis' (D) and 'cl1'/'cl2' (phases B1/B2)."""
-        rec = unique_params(
-            self.embed,
-            self.encoder,
-            self.decoder,
-            self.word_encoder,
-            self.cl_xw,
-            self.cl_w,
-            self.factor_embed,
-            self.posterior,
-            self.out_proj,
-            self.dec_init,
-            self.context,
-            self.map_x,
-        )
-        gen = unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed)
-        return {"rec": rec, "gen": gen, "dis": unique_params(self.discriminator), **self.classifier_groups()}

@@ -8,6 +8,7 @@ Labels for one factor travel either as a Long index tensor ``(B,)`` or as a floa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +45,13 @@ LRELU_SLOPE = 0.2
 # ----------------------------------------------------------------------------------------------
 
 
-def embed_label(table: nn.Embedding, y: Tensor) -> Tensor:
-    """Look a label up in an embedding table: Long index (B,) → row, float (B, K) one-hot → y @ W."""
+def embed_label(table: nn.Module, y: Tensor) -> Tensor:
+    """Look a label up in an embedding table: Long index (B,) → row, float (B, K) one-hot → y @ W.
+
+    ``table`` is an :class:`torch.nn.Embedding` (typed as a Module: it comes out of an ``nn.ModuleList``).
+    """
     if y.dtype.is_floating_point:
-        return y @ table.weight
+        return y @ cast(Tensor, table.weight)
     return table(y)
 
 

@@ -2,7 +2,7 @@
 
 Every function takes tensors and returns a scalar tensor (or a float for the diagnostics); none
 touches a model. The reconstruction loss works on the packed logits of
-:class:`~mixpoet_lib.models.generators.DecodeOutput` or on full (B, S, T, V) logits.
+:class:`~mixpoet_lib.models.layers.DecodeOutput` or on full (B, S, T, V) logits.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor
 from mixpoet_lib.data.vocab import PAD
 
 if TYPE_CHECKING:
-    from mixpoet_lib.models.generators import DecodeOutput
+    from mixpoet_lib.models.layers import DecodeOutput
 
 __all__ = [
     "line_cross_entropy",

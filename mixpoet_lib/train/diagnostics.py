@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from mixpoet_lib.data.batching import BatchStream, make_batch
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.metrics import accuracy, macro_f1
-from mixpoet_lib.models.generators import FactorModelBase
+from mixpoet_lib.models.factor_models import FactorModelBase
 from mixpoet_lib.models.losses import mahalanobis_distance, mean_pairwise_distance
 
 __all__ = [

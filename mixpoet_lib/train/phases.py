@@ -26,7 +26,7 @@ Decisions (faithful to the official code unless marked [RECON]):
 
 * Each phase is seeded from (profile seed, model kind, phase): ``aus`` and ``aus_st`` start from the same
   initial weights; every second-stage model sees the same batch order.
-* B1/B2 train a :class:`~mixpoet_lib.models.generators.FactorModelBase` that starts from the DAE weights; B2
+* B1/B2 train a :class:`~mixpoet_lib.models.factor_models.FactorModelBase` that starts from the DAE weights; B2
   continues B1 (the shared embedding and encoders move in both). IGS/AUS C1 starts from B2 (shared weights +
   classifiers), with ``dec_init`` freshly initialised (official). basic/cvae start from the DAE. [RECON] for the
   baselines.

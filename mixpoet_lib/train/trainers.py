@@ -25,7 +25,7 @@ from mixpoet_lib.checkpoints import SHARED, build_model, checkpoint_path, read_c
 from mixpoet_lib.config import PhaseConfig, Profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
-from mixpoet_lib.models.generators import FactorModelBase
+from mixpoet_lib.models.factor_models import FactorModelBase
 from mixpoet_lib.models.losses import gaussian_kl, reconstruction_loss, relativistic_d_loss, relativistic_g_loss
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.diagnostics import (
