@@ -15,7 +15,7 @@ MIXPOET_MIRROR ?= $(if $(wildcard $(SHARED_MIRROR)/mixpoet),$(SHARED_MIRROR),)
 export MIXPOET_MIRROR
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
 
-.PHONY: setup reproduce test test-unit test-notebooks data refresh-notebooks clean
+.PHONY: setup reproduce test lint test-unit test-notebooks data refresh-notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -30,12 +30,17 @@ $(VENV)/.installed: pyproject.toml
 reproduce: setup
 	$(BIN)/mixpoet reproduce $(if $(PROFILE),--profile $(PROFILE),)
 
-## The tests: library unit tests, then nbval over the notebooks in the smoke profile.
+## The tests: lint + format check + type check, library unit tests, then nbval over the notebooks (smoke profile).
 test: setup
-	$(MAKE) --no-print-directory test-unit test-notebooks
+	$(MAKE) --no-print-directory lint test-unit test-notebooks
+
+lint:
+	$(BIN)/ruff check mixpoet_lib tests scripts
+	$(BIN)/ruff format --check mixpoet_lib tests scripts
+	$(BIN)/mypy
 
 test-unit:
-	OMP_NUM_THREADS=1 TQDM_DISABLE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	OMP_NUM_THREADS=1 TQDM_DISABLE=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
 
 test-notebooks:
 	MIXPOET_PROFILE=smoke TQDM_DISABLE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(NBVAL) notebooks/

@@ -33,7 +33,7 @@ from mixpoet_lib.config import FACTOR_NAMES, DataConfig, ModelConfig, Profile, w
 from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
-from mixpoet_lib.models.generators import CVAE, BasicGenerator
+from mixpoet_lib.models.generators import CVAE, BasicGenerator, PoetBase
 from mixpoet_lib.models.judges import CharLM, JudgeClassifier
 from mixpoet_lib.paths import repo_root
 from mixpoet_lib.published import PUBLISHED_FORMAT, published_vocab, read_published, save_published
@@ -143,7 +143,7 @@ def weights_key(profile: Profile) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_model(kind: str, cfg: ModelConfig, vocab_size: int, *, straight_through: bool = False) -> nn.Module:
+def build_model(kind: str, cfg: ModelConfig, vocab_size: int, *, straight_through: bool = False) -> PoetBase:
     """Build an untrained network of this kind with these sizes and vocabulary size.
 
     Kinds: ``dae`` (the keyword + poem autoencoder of phase A), ``classifier`` (the shared networks with the
@@ -195,7 +195,7 @@ def _restore(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what:
         raise ValueError(f"{path} does not fit a {what}: {first_line(exc)}") from None
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device | None = None) -> nn.Module:
+def load_model(path: str | os.PathLike[str], device: str | torch.device | None = None) -> PoetBase:
     """Rebuild a generator from a training checkpoint (.pt) or published weights (.safetensors), in eval mode.
 
     The model carries ``training_info`` (name, phase, step, total_steps, complete, metrics).
@@ -263,7 +263,7 @@ def load_generator(
     *,
     vocab: Vocab | str | Path | None = None,
     data_dir: str | Path | None = None,
-) -> tuple[nn.Module, Vocab, dict[str, Any]]:
+) -> tuple[PoetBase, Vocab, dict[str, Any]]:
     """A generator, its vocabulary and its metadata, for ``mixpoet generate`` and notebooks.
 
     Published weights carry their vocabulary. A training checkpoint takes it from ``vocab`` (a Vocab or a

@@ -12,10 +12,13 @@ from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.data.dataset import PreparedData, prepare
 
 
-def setup(profile_name: str | None, seed: int, prepare_data: bool = True) -> tuple[Profile, PreparedData | None]:
-    """Resolve the profile, seed every generator, silence jieba, apply the CJK plot style and prepare the data."""
+def setup(
+    profile_name: str | None, seed: int, overrides: str = "", prepare_data: bool = True
+) -> tuple[Profile, PreparedData | None]:
+    """Resolve the profile (with the notebook's ``OVERRIDES``, e.g. ``"model.latent_size=64"``), seed every
+    generator, silence jieba, apply the CJK plot style and prepare the data."""
     jieba.setLogLevel(logging.INFO)  # jieba logs its dictionary loading to stderr otherwise
-    profile = get_profile(profile_name)
+    profile = get_profile(profile_name, overrides or None)
     seed_everything(seed)
     font = plots.setup_style()
     data = prepare(profile) if prepare_data else None

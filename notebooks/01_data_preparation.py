@@ -38,6 +38,7 @@
 
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where run artefacts go (None: runs/<profile>)
 SEED: int = 1234  # seed of every random choice in this notebook
 
@@ -53,6 +54,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 
 from mixpoet_lib import config
+from mixpoet_lib.overrides import run_name
 from mixpoet_lib.data import corpora
 from mixpoet_lib.data import dataset
 from mixpoet_lib.data import fetch
@@ -62,7 +64,8 @@ from mixpoet_lib import paths as kit_paths
 from mixpoet_lib.data.batching import make_batch
 
 jieba.setLogLevel(logging.INFO)  # jieba logs its dictionary loading to stderr otherwise
-profile = config.get_profile(PROFILE)
+profile = config.get_profile(PROFILE, OVERRIDES or None)
+RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
 font = plots.setup_style()
 pd.set_option("display.width", 140)
 print("profile:", profile.name, "| seed:", SEED, "| CJK font:", font)
@@ -158,12 +161,12 @@ print(pd.Series(pairs, name="poems").to_string())
 
 # %%
 fig = plots.label_distribution(summary["labels"])
-plots.save_figure(fig, "01_label_distribution", profile.name)
+plots.save_figure(fig, "01_label_distribution", RUN)
 plt.show()
 
 # %%
 fig = plots.cooccurrence_heatmap(pairs)
-plots.save_figure(fig, "01_label_cooccurrence", profile.name)
+plots.save_figure(fig, "01_label_cooccurrence", RUN)
 plt.show()
 
 # %% [markdown]
@@ -196,7 +199,7 @@ print("no evaluation poem is in a training pool")
 
 # %%
 fig = plots.length_split(summary["line_lengths"])
-plots.save_figure(fig, "01_length_split", profile.name)
+plots.save_figure(fig, "01_length_split", RUN)
 plt.show()
 
 # %% [markdown]
@@ -235,7 +238,7 @@ pd.DataFrame(examples)
 # %%
 train_texts = [p.content for s in dataset.TRAIN_SPLITS for p in data.poems(s)]
 fig = plots.char_frequency_rank(train_texts)
-plots.save_figure(fig, "01_char_frequency", profile.name)
+plots.save_figure(fig, "01_char_frequency", RUN)
 plt.show()
 vocab = data.vocab
 print(f"vocabulary: {len(vocab)} ids; the 20 most frequent characters: {''.join(vocab.tokens[4:24])}")
@@ -311,7 +314,7 @@ print(f"held-out human poems ({len(sample)}): first line recognised {recognised:
 # The data summary also goes into the run folder, where the pipeline's report picks it up.
 
 # %%
-run_dir = Path(RUN_DIR) if RUN_DIR else kit_paths.runs_dir(profile.name)
+run_dir = Path(RUN_DIR) if RUN_DIR else kit_paths.runs_dir(RUN)
 run_dir.mkdir(parents=True, exist_ok=True)
 _ = (run_dir / "data_summary.json").write_text(json.dumps(
     {**summary, "form_pass_rate_unl_test": round(float(passed), 4), "dataset": data.root.name},

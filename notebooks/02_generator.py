@@ -31,6 +31,7 @@
 
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
 SEED: int = 1234  # seed of every random choice in this notebook
 
@@ -40,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from mixpoet_lib.data import batching
-from mixpoet_lib import config
+from mixpoet_lib import config, paths
+from mixpoet_lib.overrides import run_name
 from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import generators as models
 from mixpoet_lib.models import layers
@@ -50,7 +52,9 @@ from mixpoet_lib.train import logs
 from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
-profile, data = setup(PROFILE, SEED)
+profile, data = setup(PROFILE, SEED, OVERRIDES)
+RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
+RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
 vocab = data.vocab
 
 # %% [markdown]
@@ -159,7 +163,7 @@ ax2 = axes[2].twinx()
 ax2.plot(log["step"], log["tf_ratio"], "--", color="C1")
 ax2.set_ylim(0, 1.05)
 fig.tight_layout()
-plots.save_figure(fig, "02_dae_training", profile.name)
+plots.save_figure(fig, "02_dae_training", RUN)
 plt.show()
 
 # %% [markdown]

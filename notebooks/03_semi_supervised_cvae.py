@@ -28,6 +28,7 @@
 
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
 SEED: int = 1234  # seed of every random choice in this notebook
 
@@ -37,7 +38,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mixpoet_lib import config
+from mixpoet_lib import config, paths
+from mixpoet_lib.overrides import run_name
 from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import losses
 from mixpoet_lib import plots
@@ -45,7 +47,9 @@ from mixpoet_lib.train import logs
 from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
-profile, data = setup(PROFILE, SEED)
+profile, data = setup(PROFILE, SEED, OVERRIDES)
+RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
+RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
 vocab = data.vocab
 
 # %% [markdown]
@@ -101,7 +105,7 @@ axes[1].legend()
 axes[2].plot(log["step"], log["active_units"])
 axes[2].set(title=f"active units (of {profile.model.latent_size})", xlabel="step")
 fig.tight_layout()
-plots.save_figure(fig, "03_cvae_training", profile.name)
+plots.save_figure(fig, "03_cvae_training", RUN)
 plt.show()
 print(val.tail(1).round(3).to_string(index=False))
 
@@ -191,7 +195,7 @@ axes[2].plot(ilog["step"], roll["w"], label="keyword CE")
 axes[2].set(title="classifier terms", xlabel="step")
 axes[2].legend()
 fig.tight_layout()
-plots.save_figure(fig, "03_igs_training", profile.name)
+plots.save_figure(fig, "03_igs_training", RUN)
 plt.show()
 
 # %% [markdown]

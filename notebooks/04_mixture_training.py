@@ -24,6 +24,7 @@
 
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
 SEED: int = 1234  # seed of every random choice in this notebook
 KEYWORD: str = "秋风"  # keyword whose prior samples are projected in section 4
@@ -35,7 +36,8 @@ import pandas as pd
 import torch
 
 from mixpoet_lib.evaluate import analysis
-from mixpoet_lib import config
+from mixpoet_lib import config, paths
+from mixpoet_lib.overrides import run_name
 from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import losses
 from mixpoet_lib import plots
@@ -43,7 +45,9 @@ from mixpoet_lib.train import logs
 from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
-profile, data = setup(PROFILE, SEED)
+profile, data = setup(PROFILE, SEED, OVERRIDES)
+RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
+RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
 vocab = data.vocab
 print(f"straight-through labels: {profile.train.straight_through_labels}")
 
@@ -144,7 +148,7 @@ axes[1, 2].plot(log["step"], log["tf_ratio"], label="teacher forcing")
 axes[1, 2].set(title="schedules", xlabel="step")
 axes[1, 2].legend()
 fig.tight_layout()
-plots.save_figure(fig, "04_aus_training", profile.name)
+plots.save_figure(fig, "04_aus_training", RUN)
 plt.show()
 
 # %% [markdown]
@@ -174,7 +178,7 @@ for ax, (part, colour, title) in zip(axes, ((z, mix_names, "whole z, by mixture"
     ax.legend(markerscale=3, fontsize=8)
 fig.suptitle(f"prior samples for the keyword {KEYWORD}")
 fig.tight_layout()
-plots.save_figure(fig, "04_latent_space", profile.name)
+plots.save_figure(fig, "04_latent_space", RUN)
 plt.show()
 sep = pd.Series({
     "whole z by mixture": analysis.separation_ratio(z, mix_names),

@@ -32,6 +32,7 @@
 
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints, poems and results go (None: runs/<profile>)
 PUBLISHED: bool = None  # no checkpoint in the run folder → use weights/<profile>/ if they match (None: $MIXPOET_PUBLISHED)
 SEED: int = 1234  # seed of this notebook's own random choices (generation seeds come from the profile)
@@ -45,6 +46,7 @@ import seaborn as sns
 from IPython.display import display
 
 from mixpoet_lib import config
+from mixpoet_lib.overrides import run_name
 from mixpoet_lib._util import default_device
 from mixpoet_lib.evaluate import claims, evaluation, report
 from mixpoet_lib.evaluate.scoring import METRICS, factor_confusions
@@ -57,8 +59,10 @@ from mixpoet_lib import checkpoints as publish
 from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
-profile, data = setup(PROFILE, SEED)
-run_dir = paths.runs_dir(profile.name) if RUN_DIR is None else RUN_DIR
+profile, data = setup(PROFILE, SEED, OVERRIDES)
+RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
+RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
+run_dir = RUN_DIR
 published = publish.use_published_default() if PUBLISHED is None else bool(PUBLISHED)
 systems = list(SYSTEMS or ALL_SYSTEMS)
 ecfg = profile.eval
@@ -119,7 +123,7 @@ for ax, (f, j) in zip(axes, judge_models.items()):
     sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax, xticklabels=names, yticklabels=names)
     ax.set(title=f"judge '{f}' on CQCF test", xlabel="predicted", ylabel="true")
 fig.tight_layout()
-plots.save_figure(fig, "05_judge_confusion", profile.name)
+plots.save_figure(fig, "05_judge_confusion", RUN)
 plt.show()
 
 # %% [markdown]
@@ -216,7 +220,7 @@ for ax, metric in zip(axes.flat, ["inter_jaccard", "intra_jaccard", "intra_jacca
     bar_panel(ax, metric)
 fig.suptitle("Diversity and quality (error bars: std over generation seeds)")
 fig.tight_layout()
-plots.save_figure(fig, "05_diversity_quality", profile.name)
+plots.save_figure(fig, "05_diversity_quality", RUN)
 plt.show()
 
 # %% [markdown]
@@ -236,7 +240,7 @@ for ax, metric, chance in zip(axes, ["living_acc", "era_acc", "joint_acc"], [1 /
                    label="judge on human poems")
     ax.legend(fontsize=8)
 fig.tight_layout()
-plots.save_figure(fig, "05_factor_control", profile.name)
+plots.save_figure(fig, "05_factor_control", RUN)
 plt.show()
 
 # %%
@@ -252,14 +256,14 @@ if factor_systems:
                         yticklabels=names)
             ax.set(title=f"{SYSTEM_TITLES[s]} · {f}", xlabel="judged", ylabel="requested")
     fig.tight_layout()
-    plots.save_figure(fig, "05_factor_confusion", profile.name)
+    plots.save_figure(fig, "05_factor_confusion", RUN)
     plt.show()
 
 # %% [markdown]
 # ## 6 · How often the constraints had to be relaxed, and how long generation takes
 #
 # `strict` poems satisfy every constraint of spec §4. The later rungs drop, in order, what an
-# under-trained model finds hardest (see `generation.RELAXATION_LEVELS`); `failed` poems found no line even
+# under-trained model finds hardest (see `mixpoet_lib.generate.constraints.RELAXATION_LEVELS`); `failed` poems found no line even
 # at the last rung and are left out of every metric (they count in "failed generations").
 
 # %%
@@ -272,7 +276,7 @@ ax.set(xlabel="share of generated poems", title="constraint relaxation per syste
 ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
 fig = ax.get_figure()
 fig.tight_layout()
-plots.save_figure(fig, "05_relaxations", profile.name)
+plots.save_figure(fig, "05_relaxations", RUN)
 plt.show()
 
 # %%

@@ -27,6 +27,7 @@
 
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and results live (None: runs/<profile>)
 PUBLISHED: bool = None  # no checkpoint in the run folder → use weights/<profile>/ if they match (None: $MIXPOET_PUBLISHED)
 SEED: int = 1234  # seed of the latent draws in this notebook
@@ -47,6 +48,7 @@ from IPython.display import display
 
 from mixpoet_lib.evaluate import analysis
 from mixpoet_lib import config
+from mixpoet_lib.overrides import run_name
 from mixpoet_lib.evaluate import evaluation
 from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
 from mixpoet_lib.generate import generator as generation
@@ -58,8 +60,10 @@ from mixpoet_lib import checkpoints as publish
 from mixpoet_lib.train import loop as training
 from mixpoet_lib.notebook import setup
 
-profile, data = setup(PROFILE, SEED)
-run_dir = paths.runs_dir(profile.name) if RUN_DIR is None else RUN_DIR
+profile, data = setup(PROFILE, SEED, OVERRIDES)
+RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
+RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
+run_dir = RUN_DIR
 published = publish.use_published_default() if PUBLISHED is None else bool(PUBLISHED)
 vocab = data.vocab
 aus = training.ensure_model("aus", profile, data=data, run_dir=run_dir, progress=False, published=published)
@@ -142,7 +146,7 @@ ax.set(xscale="log", xlabel="most frequent K characters", ylabel="accumulated fr
        title="top-K accumulated character frequency")
 ax.legend()
 fig.tight_layout()
-plots.save_figure(fig, "06_topk_frequency", profile.name)
+plots.save_figure(fig, "06_topk_frequency", RUN)
 plt.show()
 pd.DataFrame({SYSTEM_TITLES[s]: {f"K={k}": c[k - 1] for k in (10, 50, 100, 500)}
               for s, c in curves.items()}).T.round(3)
@@ -183,7 +187,7 @@ for ax, length in zip(axes, (5, 7)):
            ylim=(0, 1))
 fig.suptitle(f"{mixture_name(MIX_FROM)} → {mixture_name(MIX_TO)}")
 fig.tight_layout()
-plots.save_figure(fig, "06_interpolation", profile.name)
+plots.save_figure(fig, "06_interpolation", RUN)
 plt.show()
 
 # %% [markdown]

@@ -37,7 +37,7 @@ def block(run: Path) -> str:
             "training; the published run trained them beforehand with `mixpoet train`).",
             "",
         ]
-    lines += results_markdown(results) + ["", END]
+    lines += [*results_markdown(results), "", END]
     return "\n".join(lines)
 
 

@@ -50,8 +50,9 @@ from mixpoet_lib.generate.constraints import (
     line_constraints,
     repetition_window,
 )
-from mixpoet_lib.generate.generator import GeneratedPoem, Generator
+from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.generate.greedy import greedy_decode
+from mixpoet_lib.generate.poems import GeneratedPoem
 from mixpoet_lib.generate.requests import draw_latents, keyword_tensor, prior_from_eps
 
 # A tiny hand-made tone/rhyme table over real characters (the tones are not meant to be historically right).

@@ -19,7 +19,10 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_pair_in_sync(path):
     nb, py = jupytext.read(path), jupytext.read(path.with_suffix(".py"))
-    strip = lambda book: [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in book.cells]
+
+    def strip(book):
+        return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in book.cells]
+
     assert strip(nb) == strip(py), f"{path.name} differs from its .py twin: run `make refresh-notebooks`"
 
 

@@ -22,7 +22,9 @@ from mixpoet_lib.checkpoints import load_generator
 from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
 from mixpoet_lib.config import FACTOR_CLASSES, GenConfig, label_name, parse_label
 from mixpoet_lib.data.rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
-from mixpoet_lib.generate.generator import MAX_RELAXATION, GeneratedPoem, Generator
+from mixpoet_lib.generate.constraints import MAX_RELAXATION
+from mixpoet_lib.generate.generator import Generator
+from mixpoet_lib.generate.poems import GeneratedPoem
 from mixpoet_lib.overrides import apply_overrides
 
 EXIT_SOME_FAILED = 3

@@ -25,7 +25,8 @@ from mixpoet_lib.data.corpora import LINE_LENGTHS, MAX_KEYWORD_CHARS
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.data.vocab import N_SPECIALS
 from mixpoet_lib.evaluate.analysis import MIXTURES
-from mixpoet_lib.generate.generator import GeneratedPoem, Generator
+from mixpoet_lib.generate.generator import Generator
+from mixpoet_lib.generate.poems import GeneratedPoem
 
 __all__ = [
     "SYSTEMS",

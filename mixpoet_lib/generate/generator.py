@@ -49,7 +49,6 @@ from mixpoet_lib.generate.beam import BeamResult, Candidate, beam_search, line_s
 from mixpoet_lib.generate.constraints import (
     MAX_RELAXATION,
     N_LINES,
-    RELAXATION_LEVELS,
     STRICT,
     ConstraintTables,
     LineConstraints,
@@ -69,7 +68,7 @@ from mixpoet_lib.generate.requests import (
 )
 from mixpoet_lib.models.generators import PoetBase
 
-__all__ = ["RELAXATION_LEVELS", "MAX_RELAXATION", "GeneratedPoem", "Generator"]
+__all__ = ["Generator"]
 
 DEFAULT_GEN = GenConfig()  # the generation settings when none are given
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from mixpoet_lib.data.batching import BatchStream, make_batch
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.metrics import accuracy, macro_f1
-from mixpoet_lib.models.factor_models import FactorModelBase
+from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
 from mixpoet_lib.models.losses import mahalanobis_distance, mean_pairwise_distance
 
 __all__ = [
@@ -68,7 +68,7 @@ def validation_batches(
 ) -> list[dict[str, Tensor]]:
     """The first ``n_batches`` batches of the validation splits in their fixed (seeded) order, on ``device``."""
     stream = BatchStream(data, VAL_SPLITS, mode, batch_size, VAL_SEED, corrupt_ratio)
-    out = []
+    out: list[dict[str, Tensor]] = []
     for b in stream.batches(0):
         if len(out) >= n_batches:
             break
@@ -127,7 +127,7 @@ def classifier_scores(
 
 @torch.no_grad()
 def latent_diagnostics(
-    model: nn.Module,
+    model: MixPoetIGS | MixPoetAUS,
     batch: dict[str, Tensor],
     samples: int = 512,
     chunk: int = 128,

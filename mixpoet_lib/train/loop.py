@@ -162,7 +162,7 @@ def validation_loss(
     """
     dev = next(model.parameters()).device
     stream = BatchStream(data, VAL_SPLITS, "mixpoet_pre", batch_size, VAL_SEED)
-    losses = []
+    losses: list[float] = []
     with eval_mode(model), torch.no_grad(), fixed_rng(VAL_SEED):
         for b in stream.batches(0):
             if len(losses) >= n_batches:

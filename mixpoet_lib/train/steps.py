@@ -29,6 +29,8 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from mixpoet_lib._util import derived_seed
 from mixpoet_lib.config import PhaseConfig, TrainConfig
+from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
+from mixpoet_lib.models.generators import CVAE, BasicGenerator
 from mixpoet_lib.models.losses import (
     classifier_terms,
     gaussian_kl,
@@ -133,7 +135,11 @@ def gumbel_temperature(settings: TrainConfig, counters: dict[str, Any]) -> float
 
 
 def _diagnostics(
-    model: nn.Module, batch: dict[str, Tensor], settings: TrainConfig, counters: dict[str, Any], tau: float
+    model: MixPoetIGS | MixPoetAUS,
+    batch: dict[str, Tensor],
+    settings: TrainConfig,
+    counters: dict[str, Any],
+    tau: float,
 ) -> dict[str, float]:
     seed = derived_seed(VAL_SEED, "diag", counters["tau_step"])
     d = latent_diagnostics(model, batch, settings.diag_samples, settings.diag_chunk, tau, seed)
@@ -151,7 +157,7 @@ def _kl_pair(posterior: tuple[Tensor, Tensor], prior: tuple[Tensor, Tensor]) -> 
 
 
 def dae_step(
-    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
+    model: BasicGenerator, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
 ) -> dict[str, float]:
     """Phase A (DAE): minimise L = CE(lines | corrupted poem, keyword), the masked per-line cross-entropy.
 
@@ -166,7 +172,7 @@ def dae_step(
 
 
 def basic_step(
-    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
+    model: BasicGenerator, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
 ) -> dict[str, float]:
     """Keyword-only generator: minimise L = CE(lines | keyword), the same update as :func:`dae_step` on clean poems.
 
@@ -176,7 +182,7 @@ def basic_step(
 
 
 def classifier_step(
-    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, factor: int, amp: bool = False
+    model: FactorModelBase, batch: dict[str, Tensor], opt: Optimisers, factor: int, amp: bool = False
 ) -> dict[str, float]:
     """Phases B1/B2: minimise L = CE(q(y_k|x,w), y_k) + CE(p(y_k|w), y_k) for factor k = ``factor`` (0 or 1).
 
@@ -208,7 +214,7 @@ def classifier_step(
 
 
 def cvae_step(
-    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig, tf_ratio: float
+    model: CVAE, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig, tf_ratio: float
 ) -> dict[str, float]:
     """Gaussian CVAE: minimise L = rec + β_t · Σ_d max(KL_d(q(z|x,w) ‖ p(z|w)), free_bits).
 
@@ -238,7 +244,7 @@ def cvae_step(
 
 
 def igs_step(
-    model: nn.Module,
+    model: MixPoetIGS,
     batch: dict[str, Tensor],
     opt: Optimisers,
     settings: TrainConfig,
@@ -296,7 +302,7 @@ def _detach(y: Tensor) -> Tensor:
 
 
 def aus_reconstruction_step(
-    model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, tau: float, amp: bool = False
+    model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, tau: float, amp: bool = False
 ) -> dict[str, float]:
     """AUS step R: minimise L = rec(decoded from z_post) + Σ_k (L_xw + L_ent + L_w).
 
@@ -322,7 +328,7 @@ def aus_reconstruction_step(
 
 
 def aus_discriminator_step(
-    model: nn.Module,
+    model: MixPoetAUS,
     batch: dict[str, Tensor],
     opt: Optimisers,
     tau: float,
@@ -341,7 +347,7 @@ def aus_discriminator_step(
     return d_loss.item()
 
 
-def aus_generator_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimisers, tau: float, sigma: float) -> float:
+def aus_generator_step(model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tau: float, sigma: float) -> float:
     """AUS step G: minimise L_G = −E log σ(D(z_prior, y) − D(z_post, y)) in prior, posterior and encoders.
 
     The discriminator is frozen during the step. Steps optimiser 'gen'. Returns L_G.
@@ -359,7 +365,7 @@ def aus_generator_step(model: nn.Module, batch: dict[str, Tensor], opt: Optimise
 
 
 def aus_step(
-    model: nn.Module,
+    model: MixPoetAUS,
     batch: dict[str, Tensor],
     opt: Optimisers,
     settings: TrainConfig,

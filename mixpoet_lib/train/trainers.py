@@ -1,7 +1,7 @@
 """One trainer per kind of phase: it builds the model, loads its upstream weights, makes the optimisers, keeps the
 counters and calls the step function of :mod:`mixpoet_lib.train.steps` on every batch.
 
-The phase runner (:mod:`mixpoet_lib.train.loop`) drives a trainer through ``build`` → ``init_fresh`` →
+The phase runner (:mod:`mixpoet_lib.train.phases`) drives a trainer through ``build`` → ``init_fresh`` →
 ``fresh_counters`` → ``make_optimisers`` (or a resume from a checkpoint), then ``step`` for every batch and
 ``validate`` at the validation points.
 """
@@ -38,18 +38,7 @@ from mixpoet_lib.train.diagnostics import (
 )
 from mixpoet_lib.train.schedules import teacher_forcing_ratio
 
-__all__ = [
-    "TrainContext",
-    "Trainer",
-    "DAETrainer",
-    "ClassifierTrainer",
-    "BasicTrainer",
-    "CVAETrainer",
-    "IGSTrainer",
-    "AUSTrainer",
-    "make_trainer",
-    "KIND_OF",
-]
+__all__ = ["TrainContext", "Trainer", "make_trainer", "KIND_OF"]  # and the Trainer subclasses, one per phase kind
 
 KIND_OF = {"basic": "basic", "cvae": "cvae", "igs": "igs", "aus": "aus", "aus_st": "aus"}  # model name → trainer
 Callback = Callable[[str, int, dict[str, Any]], None]
@@ -86,7 +75,7 @@ class Trainer:
     def __init__(self, ctx: TrainContext, name: str, phase: str):
         self.ctx, self.name, self.phase = ctx, name, phase
         self.tcfg = ctx.profile.train
-        self.model: nn.Module = None  # type: ignore[assignment]
+        self.model: Any = None  # the network of this phase's kind, built by build()
         self.opt = steps.Optimisers()
         self.counters: dict[str, Any] = {"opt_steps": {}}
         self._val_cache: list[dict[str, Tensor]] | None = None
@@ -247,10 +236,11 @@ class ClassifierTrainer(Trainer):
 
     def init_fresh(self, upstream: dict[str, Any] | None) -> None:
         """B1 takes the DAE's shared weights, B2 the whole B1 model."""
+        up = _required(upstream, self)
         if self.phase == "cl1":
-            self.model.load_shared(upstream["model"])  # embed, encoders (and decoder, handed on untouched)
+            self.model.load_shared(up["model"])  # embed, encoders (and decoder, handed on untouched)
         else:
-            self.model.load_state_dict(upstream["model"])
+            self.model.load_state_dict(up["model"])
 
     def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
         """The classifiers of this factor and the shared encoders."""
@@ -263,6 +253,13 @@ class ClassifierTrainer(Trainer):
     def validate(self) -> dict[str, Any]:
         """Accuracy and macro-F1 of this factor's classifiers."""
         return self.classifier_validation([self.k])
+
+
+def _required(upstream: dict[str, Any] | None, tr: Trainer) -> dict[str, Any]:
+    """The upstream checkpoint a phase starts from (every phase but the DAE has one)."""
+    if upstream is None:
+        raise ValueError(f"{tr.name}_{tr.phase} starts from an upstream checkpoint, but none was given")
+    return upstream
 
 
 def _load_prefixes(model: nn.Module, state: dict[str, Tensor], prefixes: tuple[str, ...]) -> list[str]:
@@ -288,22 +285,24 @@ class SecondStage(Trainer):
 
     def init_fresh(self, upstream: dict[str, Any] | None) -> None:
         """C2 continues C1; C1 takes the shared weights (and, for factor models, the pre-trained classifiers)."""
+        up = _required(upstream, self)
         if self.phase == "c2":
-            self.model.load_state_dict(upstream["model"])
+            self.model.load_state_dict(up["model"])
         else:
-            self.model.load_shared(upstream["model"])
+            self.model.load_shared(up["model"])
             if isinstance(self.model, FactorModelBase):
-                _load_prefixes(self.model, upstream["model"], ("cl_xw.", "cl_w."))
+                _load_prefixes(self.model, up["model"], ("cl_xw.", "cl_w."))
 
     def upstream_opt_states(self, upstream: dict[str, Any] | None) -> dict[str, Any] | None:
         """C2 keeps C1's optimiser states."""
-        return upstream["optimizers"] if self.phase == "c2" else None
+        return _required(upstream, self)["optimizers"] if self.phase == "c2" else None
 
     def fresh_counters(self, upstream: dict[str, Any] | None) -> None:
         """C2 continues C1's counters and teacher-forcing epochs; C1 may start at the DAE's last ratio."""
         if self.phase == "c2":  # the optimisers' step counts, τ, σ and the teacher-forcing epoch count go on
-            self.counters = json.loads(json.dumps(upstream["counters"]))
-            up_steps, up_per_epoch = int(upstream["step"]), int(upstream["steps_per_epoch"])
+            up = _required(upstream, self)
+            self.counters = json.loads(json.dumps(up["counters"]))
+            up_steps, up_per_epoch = int(up["step"]), int(up["steps_per_epoch"])
             self.counters["tf_epoch_offset"] = math.ceil(up_steps / max(up_per_epoch, 1))
             self.counters["tf_leftover"] = None
             return
