@@ -156,7 +156,7 @@ def test_judge_learns_a_separable_task():
     seed_everything(0)
     model = NJ.JudgeClassifier(vocab, "living", emb=16, hidden=16)
     phase = PhaseConfig(batch_size=32, epochs=8, lr_max=5e-3, warmup_steps=10)
-    fit = J.fit_classifier(model, sets["train"], sets["valid"], phase, seed=0)
+    fit = J.fit_classifier(model, sets["train"], sets["valid"], S.FitSettings(phase, seed=0, desc="judge"))
     assert fit["steps"] == 8 * 10
     ev = J.evaluate_classifier(model, *sets["test"])
     assert ev["accuracy"] >= 0.95 and ev["macro_f1"] >= 0.95
@@ -183,11 +183,7 @@ def test_fit_supervised_keeps_the_best_validated_state():
         batch_loss,
         validate,
         S.Selection("distance", False, math.inf),
-        phase,
-        seed=0,
-        weight_decay=0.0,
-        clip=10.0,
-        betas=(0.9, 0.99),
+        S.FitSettings(phase, seed=0, weight_decay=0.0, clip=10.0, betas=(0.9, 0.99)),
     )
     assert fit["steps"] == 100 and len(fit["history"]) == S.VAL_POINTS == len(seen)
     assert [row["step"] for row in fit["history"]][-1] == 100

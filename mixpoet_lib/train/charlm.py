@@ -26,12 +26,13 @@ import torch
 
 from mixpoet_lib._util import default_device, seed_everything, torch_save_atomic
 from mixpoet_lib.checkpoints import CKPT_FORMAT, lm_path, load_lm
-from mixpoet_lib.config import PhaseConfig, Profile
+from mixpoet_lib.config import Profile
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.data.vocab import EOS, PAD, UNK
 from mixpoet_lib.metrics import mean_std
 from mixpoet_lib.models.judges import LM_DROPOUT, CharLM, encode_arrays
 from mixpoet_lib.train.supervised import (
+    FitSettings,
     Items,
     Log,
     Selection,
@@ -116,18 +117,7 @@ def _char_ppl(lm: CharLM, tokens: torch.Tensor, lengths: torch.Tensor) -> float:
     return math.exp(-float(sums.sum()) / max(int(counts.sum()), 1))
 
 
-def fit_lm(
-    lm: CharLM,
-    train: Items,
-    valid: Items,
-    phase: PhaseConfig,
-    seed: int,
-    weight_decay: float = 2.5e-4,
-    clip: float = 2.0,
-    betas: tuple[float, float] = (0.9, 0.99),
-    progress: bool = False,
-    desc: str = "char LM",
-) -> dict[str, Any]:
+def fit_lm(lm: CharLM, train: Items, valid: Items, fit: FitSettings) -> dict[str, Any]:
     """Train in place on encoded poems (mean loss over every non-PAD target); keep the best validation state.
 
     Selection is on the character perplexity of ``valid`` (history rows carry ``valid_char_ppl``).
@@ -142,20 +132,7 @@ def fit_lm(
     def validate() -> dict[str, float]:
         return {"char_ppl": _char_ppl(lm, *valid)}
 
-    return fit_supervised(
-        lm,
-        len(lengths),
-        batch_loss,
-        validate,
-        Selection("char_ppl", False, math.inf),
-        phase,
-        seed,
-        weight_decay,
-        clip,
-        betas,
-        progress,
-        desc,
-    )
+    return fit_supervised(lm, len(lengths), batch_loss, validate, Selection("char_ppl", False, math.inf), fit)
 
 
 def _lm_key(data: PreparedData, profile: Profile, seed: int) -> dict[str, Any]:
@@ -210,17 +187,7 @@ def train_lm(
     seed_everything(seed)
     lm = CharLM(data.vocab, cfg.lm_emb, cfg.lm_hidden, cfg.lm_layers).to(default_device())
     log(f"char LM: {len(train[1])} train / {len(valid[1])} valid poems ({len(pick)} for model selection)")
-    fit = fit_lm(
-        lm,
-        train,
-        valid_subset,
-        cfg.lm,
-        seed,
-        profile.train.weight_decay,
-        profile.train.clip_grad_norm,
-        profile.train.betas,
-        progress,
-    )
+    fit = fit_lm(lm, train, valid_subset, FitSettings.from_profile(profile, cfg.lm, seed, progress, "char LM"))
     gt = _scores(*_lm_eval(lm, *test), test[0]).summary()
     lm.report = {
         "n_train": len(train[1]),

@@ -25,11 +25,12 @@ import torch.nn.functional as F
 
 from mixpoet_lib._util import default_device, seed_everything, torch_save_atomic
 from mixpoet_lib.checkpoints import CKPT_FORMAT, judge_path, load_judge
-from mixpoet_lib.config import FACTOR_NAMES, PhaseConfig, Profile
+from mixpoet_lib.config import FACTOR_NAMES, Profile
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.metrics import accuracy, confusion_matrix, macro_f1, per_class_f1
 from mixpoet_lib.models.judges import JUDGE_DROPOUT, JudgeClassifier, encode_arrays
 from mixpoet_lib.train.supervised import (
+    FitSettings,
     Items,
     Log,
     Selection,
@@ -76,18 +77,7 @@ def evaluate_classifier(
     }
 
 
-def fit_classifier(
-    model: JudgeClassifier,
-    train: Items,
-    valid: Items,
-    phase: PhaseConfig,
-    seed: int,
-    weight_decay: float = 2.5e-4,
-    clip: float = 2.0,
-    betas: tuple[float, float] = (0.9, 0.99),
-    progress: bool = False,
-    desc: str = "judge",
-) -> dict[str, Any]:
+def fit_classifier(model: JudgeClassifier, train: Items, valid: Items, fit: FitSettings) -> dict[str, Any]:
     """Train in place on (tokens, lengths, labels) with cross-entropy; keep the best-validation-macro-F1 state.
 
     Returns the :func:`fit_supervised` history (validation rows carry ``valid_accuracy`` and ``valid_macro_f1``).
@@ -103,20 +93,7 @@ def fit_classifier(
         ev = evaluate_classifier(model, *valid)
         return {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"]}
 
-    return fit_supervised(
-        model,
-        len(labels),
-        batch_loss,
-        validate,
-        Selection("macro_f1", True, -1.0),
-        phase,
-        seed,
-        weight_decay,
-        clip,
-        betas,
-        progress,
-        desc,
-    )
+    return fit_supervised(model, len(labels), batch_loss, validate, Selection("macro_f1", True, -1.0), fit)
 
 
 def _judge_key(data: PreparedData, factor: str, profile: Profile, seed: int) -> dict[str, Any]:
@@ -200,18 +177,8 @@ def train_judge(
     seed_everything(seed)
     model = JudgeClassifier(data.vocab, factor, cfg.judge_emb, cfg.judge_hidden).to(default_device())
     log(f"judge {factor}: {len(train[2])} train / {len(valid[2])} valid / {len(test[2])} test poems")
-    fit = fit_classifier(
-        model,
-        train,
-        valid,
-        cfg.judge,
-        seed,
-        profile.train.weight_decay,
-        profile.train.clip_grad_norm,
-        profile.train.betas,
-        progress,
-        f"judge {factor}",
-    )
+    settings = FitSettings.from_profile(profile, cfg.judge, seed, progress, f"judge {factor}")
+    fit = fit_classifier(model, train, valid, settings)
     model.report = _judge_report(model, fit, train, valid, test, t0, seed)
     path = judge_path(run_dir, factor)
     _save_judge(model, _judge_key(data, factor, profile, seed), path)

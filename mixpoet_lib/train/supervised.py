@@ -33,6 +33,7 @@ from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.train.schedules import make_optimizer, phase_lr_scheduler, planned_steps
 
 __all__ = [
+    "FitSettings",
     "VAL_POINTS",
     "Log",
     "Items",
@@ -77,6 +78,26 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------- the fitting loop
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a supervised fit runs: the phase (batch size, epochs, learning-rate schedule), the seed of the batch
+    order, the AdamW settings, gradient clipping and the progress bar."""
+
+    phase: PhaseConfig
+    seed: int
+    weight_decay: float = 2.5e-4
+    clip: float = 2.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    progress: bool = False
+    desc: str = "fit"
+
+    @classmethod
+    def from_profile(cls, profile: Profile, phase: PhaseConfig, seed: int, progress: bool, desc: str) -> FitSettings:
+        """The profile's optimiser settings (``profile.train``) with this phase and seed."""
+        t = profile.train
+        return cls(phase, seed, t.weight_decay, t.clip_grad_norm, t.betas, progress, desc)
 
 
 @dataclass(frozen=True)
@@ -132,24 +153,19 @@ def fit_supervised(
     batch_loss: Callable[[np.ndarray], torch.Tensor],
     validate: Callable[[], dict[str, float]],
     select: Selection,
-    phase: PhaseConfig,
-    seed: int,
-    weight_decay: float,
-    clip: float,
-    betas: tuple[float, float],
-    progress: bool = False,
-    desc: str = "fit",
+    fit: FitSettings,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``n_items`` items; keep the state with the best validation score.
 
     ``batch_loss(ids)`` returns the mean loss of the items ``ids`` (forward pass in training mode);
     ``validate()`` returns named validation scores (it must leave the model in training mode). The optimiser
     is :func:`~mixpoet_lib.train.schedules.make_optimizer` with the phase's learning-rate schedule and gradient
-    clipping at ``clip``; the batches come from :func:`~mixpoet_lib.data.batching.epoch_order` (seeded by
-    ``seed`` and the epoch). Returns ``{"history": rows, "best": {"step", scores…}, "steps": total}``; the
+    clipping at ``fit.clip``; the batches come from :func:`~mixpoet_lib.data.batching.epoch_order` (seeded by
+    ``fit.seed`` and the epoch). Returns ``{"history": rows, "best": {"step", scores…}, "steps": total}``; the
     model ends in eval mode with the selected weights.
     """
-    opt = make_optimizer(model.parameters(), phase, weight_decay, betas)
+    phase = fit.phase
+    opt = make_optimizer(model.parameters(), phase, fit.weight_decay, fit.betas)
     sched = phase_lr_scheduler(opt, phase)
     total = planned_steps(math.ceil(n_items / phase.batch_size), phase)
     checks = _val_steps(total)
@@ -158,10 +174,10 @@ def fit_supervised(
     best_state = cpu_state(model)
     running, seen = 0.0, 0
     model.train()
-    bar = progress_bar(total=total, desc=desc, leave=False, progress=progress)
-    for step, epoch, ids in _step_batches(n_items, phase, seed, total):
+    bar = progress_bar(total=total, desc=fit.desc, leave=False, progress=fit.progress)
+    for step, epoch, ids in _step_batches(n_items, phase, fit.seed, total):
         loss = batch_loss(ids)
-        _update(model, opt, sched, loss, clip)
+        _update(model, opt, sched, loss, fit.clip)
         running, seen = running + loss.item(), seen + 1
         bar.update(1)
         if step not in checks:
