@@ -2,7 +2,7 @@
 
 A comparison of system A against system B on a metric is
 
-* **supported** when A is better (in the metric's direction, :data:`~mixpoet_lib.evaluate.evaluation.METRICS`)
+* **supported** when A is better (in the metric's direction, :data:`~mixpoet_lib.evaluate.scoring.METRICS`)
   by more than the sum of the two seed spreads (sample std over the seeds), **weakly supported (within seed
   spread)** when it is better by less;
 * **not supported** when A is worse by more than the spreads, **not supported (within seed spread)** when by
