@@ -39,6 +39,8 @@ SEED: int = 1234  # seed of this notebook's own random choices (generation seeds
 SYSTEMS: list = None  # subset of gt basic cvae igs aus aus_st (None: all)
 
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -165,7 +167,7 @@ pd.DataFrame([{"keyword": it.keyword, "length": it.length, "human poem (GT)": it
 # %%
 result = evaluation.evaluate(profile, data, run_dir, models, judge_models, lm, systems=systems)
 files = report.write_results(result, run_dir)
-print("written:", ", ".join(str(p) for p in files.values()))
+print("written (in the run folder):", ", ".join(str(Path(p).relative_to(run_dir)) for p in files.values()))
 
 # %% [markdown]
 # ## 5 · Results
