@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixpoet_lib._util import default_device, seed_everything, torch_save_atomic
+from mixpoet_lib._util import default_device, seed_everything
 from mixpoet_lib.checkpoints import CKPT_FORMAT, lm_path, load_lm
 from mixpoet_lib.config import Profile
 from mixpoet_lib.data.dataset import PreparedData
@@ -37,10 +37,10 @@ from mixpoet_lib.train.supervised import (
     Log,
     Selection,
     batches_of,
-    cpu_state,
     fit_supervised,
     quiet,
     reuse_checkpoint,
+    save_fitted,
     vocab_hash,
 )
 
@@ -154,19 +154,6 @@ def _lm_key(data: PreparedData, profile: Profile, seed: int) -> dict[str, Any]:
     }
 
 
-def _save_lm(lm: CharLM, key: dict[str, Any], path: Path) -> None:
-    torch_save_atomic(
-        {
-            "key": key,
-            "tokens": list(lm.vocab.tokens),
-            "hparams": lm.hparams,
-            "state_dict": cpu_state(lm),
-            "report": lm.report,
-        },
-        path,
-    )
-
-
 def train_lm(
     data: PreparedData,
     profile: Profile,
@@ -204,7 +191,7 @@ def train_lm(
         "seed": seed,
     }
     path = lm_path(run_dir)
-    _save_lm(lm, _lm_key(data, profile, seed), path)
+    save_fitted(lm, _lm_key(data, profile, seed), path)
     log(
         f"char LM: valid perplexity {lm.report['valid_char_ppl']:.1f}, GT LMS {gt['mean_lms']:.3f} "
         f"({lm.report['seconds']:.0f} s) → {path}"

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mixpoet_lib._util import default_device, seed_everything, torch_save_atomic
+from mixpoet_lib._util import default_device, seed_everything
 from mixpoet_lib.checkpoints import CKPT_FORMAT, judge_path, load_judge
 from mixpoet_lib.config import FACTOR_NAMES, Profile
 from mixpoet_lib.data.dataset import PreparedData
@@ -35,10 +35,10 @@ from mixpoet_lib.train.supervised import (
     Log,
     Selection,
     batches_of,
-    cpu_state,
     fit_supervised,
     quiet,
     reuse_checkpoint,
+    save_fitted,
     vocab_hash,
 )
 
@@ -144,20 +144,6 @@ def _judge_report(
     }
 
 
-def _save_judge(model: JudgeClassifier, key: dict[str, Any], path: Path) -> None:
-    torch_save_atomic(
-        {
-            "key": key,
-            "tokens": list(model.vocab.tokens),
-            "factor": model.factor,
-            "hparams": model.hparams,
-            "state_dict": cpu_state(model),
-            "report": model.report,
-        },
-        path,
-    )
-
-
 def train_judge(
     data: PreparedData,
     factor: str,
@@ -181,7 +167,7 @@ def train_judge(
     fit = fit_classifier(model, train, valid, settings)
     model.report = _judge_report(model, fit, train, valid, test, t0, seed)
     path = judge_path(run_dir, factor)
-    _save_judge(model, _judge_key(data, factor, profile, seed), path)
+    save_fitted(model, _judge_key(data, factor, profile, seed), path, factor=model.factor)
     t = model.report["test"]
     log(
         f"judge {factor}: test accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "

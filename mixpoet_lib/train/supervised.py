@@ -25,15 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixpoet_lib._util import progress_bar
+from mixpoet_lib._util import progress_bar, torch_save_atomic
 from mixpoet_lib.checkpoints import find_published, read_checkpoint
 from mixpoet_lib.config import PhaseConfig, Profile
 from mixpoet_lib.data.batching import epoch_order
 from mixpoet_lib.data.vocab import Vocab
+from mixpoet_lib.models.judges import CharLM, JudgeClassifier
 from mixpoet_lib.train.schedules import make_optimizer, phase_lr_scheduler, planned_steps
 
 __all__ = [
     "FitSettings",
+    "save_fitted",
     "VAL_POINTS",
     "Log",
     "Items",
@@ -196,6 +198,17 @@ def fit_supervised(
 
 
 # ------------------------------------------------------------------------------ checkpoint reuse
+
+
+def save_fitted(model: JudgeClassifier | CharLM, key: dict[str, Any], path: Path, **extra: Any) -> None:
+    """Save a judge or the char LM (``vocab``, ``hparams``, ``report`` attributes) as a plain-dict checkpoint.
+
+    ``extra`` fields (e.g. the judge's ``factor``) follow the vocabulary; :func:`reuse_checkpoint` and the loaders
+    of :mod:`mixpoet_lib.checkpoints` read it back.
+    """
+    payload = {"key": key, "tokens": list(model.vocab.tokens), **extra}
+    payload.update({"hparams": model.hparams, "state_dict": cpu_state(model), "report": model.report})
+    torch_save_atomic(payload, path)
 
 
 def _stored_key(path: Path, log: Log) -> dict[str, Any] | None:
