@@ -19,6 +19,24 @@ from matplotlib import font_manager
 from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_CLASSES_ZH, FACTOR_TITLES
 from mixpoet_lib.paths import ENV_FONT, figures_dir
 
+# One colour per system in every figure of the kit (seaborn "deep" hues; human poems in grey). Systems the kit does
+# not know (an added baseline) fall back to black so a missing entry is visible rather than silently recoloured.
+SYSTEM_COLORS: dict[str, str] = {
+    "gt": "#8C8C8C",
+    "basic": "#4C72B0",
+    "fbasic": "#64B5CD",
+    "cvae": "#DD8452",
+    "igs": "#55A868",
+    "aus": "#C44E52",
+    "aus_st": "#8172B3",
+}
+
+
+def system_color(system: str) -> str:
+    """The colour that stands for `system` in every figure (black for a system without an entry)."""
+    return SYSTEM_COLORS.get(system, "#000000")
+
+
 FONT_FAMILIES = [
     "Noto Sans CJK SC",
     "Source Han Sans SC",
