@@ -28,6 +28,7 @@ FACTOR_CLASSES: dict[str, tuple[str, ...]] = {
 }
 FACTOR_CLASSES_ZH: dict[str, tuple[str, ...]] = {"living": ("军旅", "田园", "其他"), "era": ("盛世", "乱世")}
 N_CLASSES: tuple[int, ...] = tuple(len(c) for c in FACTOR_CLASSES.values())  # classes per factor: (3, 2)
+REPETITION_RULES = ("attested", "intended", "official")  # in-line repetition rules of generate.constraints
 KL_ANNEAL_KINDS = ("linear", "sigmoid", "constant")
 CHINESE_POETRY_SETS = ("tang", "song")
 MAX_KEYWORDS = 4  # keywords a poem may carry (1..4, spec §1)
@@ -275,10 +276,23 @@ class GenConfig:
     # z_candidates=1 or z_outlier_ratio=0 is the official behaviour (always the first draw).
     z_candidates: int = 4
     z_outlier_ratio: float = 3.0
+    # In-line repetition [kit choice, design §5.3]: 'attested' doubles a character (茫茫) only where human poems do
+    # (thresholds below, see generate/doubling.py); 'intended': any doubling; 'official': the official window.
+    repetition_rule: str = "attested"
+    doubling_min_count: int = 3
+    doubling_min_share: float = 0.05
+    doubling_min_rate: float = 0.002
+    doubling_word_count: int = 20
+    max_doublings: int = 1
 
     def __post_init__(self) -> None:
         _check(self, "> 0", "beam_size", "z_candidates")
-        _check(self, "≥ 0", "extra_steps", "z_outlier_ratio")
+        _check(
+            self, "≥ 0", "extra_steps", "z_outlier_ratio", "doubling_min_count", "doubling_word_count", "max_doublings"
+        )
+        _require(self, "repetition_rule", self.repetition_rule in REPETITION_RULES, f"one of {REPETITION_RULES}")
+        for name in ("doubling_min_share", "doubling_min_rate"):
+            _require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,8 @@ def make_model(kind: str, seed: int = 0, eos_bias: float = 0.0, dtype: torch.dty
 
 
 def gen(model, **kw) -> Generator:
+    """A generator over the hand-made vocabulary; the attested doubling rule has its own tests (test_doubling)."""
+    kw.setdefault("repetition_rule", "intended")
     cfg = kw.pop("gen_cfg", GenConfig(beam_size=6))
     return Generator(model, VOCAB, TR, kw.pop("training_lines", None), cfg, **kw)
 
@@ -309,7 +311,7 @@ def test_constraints_with_real_crrd(mirror_dir):
     model = build_model("aus", SMOKE, len(vocab)).eval()
     with torch.no_grad():
         model.out_proj.bias[EOS] += 8.0
-    g = Generator(model, vocab, tr, None, GenConfig(beam_size=8))
+    g = Generator(model, vocab, tr, None, GenConfig(beam_size=8), repetition_rule="intended")
     poems = g.generate(["秋风", "春", "月"], [5, 7, 7], n_samples=3, seed=0)
     for p in poems:
         assert_constraints(p, tr=tr, vocab=vocab)
@@ -406,7 +408,7 @@ def test_ladder_reaches_cross_line_rung_on_exhausted_vocabulary():
     small = Vocab(SPECIALS + tuple("天风山春花时月雨草树水路"))
     torch.manual_seed(0)
     model = build_model("cvae", SMOKE, len(small)).eval()
-    g = Generator(model, small, TR, None, GenConfig(beam_size=4))
+    g = Generator(model, small, TR, None, GenConfig(beam_size=4), repetition_rule="intended")
     for p in g.generate(["春", "月"], 7, seed=0):
         if p.ok:
             assert len(p.lines) == 4 and p.relaxation == MAX_RELAXATION

@@ -20,7 +20,7 @@ from typing import Any
 from mixpoet_lib._util import default_device
 from mixpoet_lib.checkpoints import load_generator
 from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
-from mixpoet_lib.config import FACTOR_CLASSES, GenConfig, label_name, parse_label
+from mixpoet_lib.config import FACTOR_CLASSES, REPETITION_RULES, GenConfig, label_name, parse_label
 from mixpoet_lib.data.rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
 from mixpoet_lib.generate.constraints import MAX_RELAXATION
 from mixpoet_lib.generate.generator import Generator
@@ -94,9 +94,10 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", default=None, help=f"beam size (default {GenConfig().beam_size})")
     p.add_argument(
         "--repetition-rule",
-        choices=("intended", "official"),
-        default="intended",
-        help="in-line repetition rule (default: intended; official = the original off-by-one window)",
+        choices=REPETITION_RULES,
+        default=None,
+        help="in-line repetition rule (default: attested = doubling only where human poems double, needs the "
+        "training lines; intended = any doubling of the previous character; official = the original window)",
     )
     p.add_argument(
         "--strict", action="store_true", help="no relaxation ladder: fail a poem as the official generator does"
@@ -166,6 +167,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     tr = load_tone_rhyme(find_crrd_dir(args.crrd)) if args.crrd else default_tone_rhyme()
     lines, novelty_note = _training_lines(args, meta, ckpt)
     cfg = _gen_config(args, lines is not None)
+    rule = args.repetition_rule or cfg.repetition_rule
+    if rule == "attested" and lines is None:  # the attested doubling table is measured on the training lines
+        rule, novelty_note = "intended", novelty_note + "; repetition rule intended (attested needs training lines)"
     gen = Generator(
         model,
         vocab,
@@ -173,7 +177,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         lines,
         cfg,
         device=device,
-        repetition_rule=args.repetition_rule,
+        repetition_rule=rule,
         max_relaxation=0 if args.strict else MAX_RELAXATION,
     )
     if args.distinct:

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from mixpoet_lib.data.vocab import BOS, EOS
 from mixpoet_lib.generate.constraints import ConstraintTables, LineBans, LineConstraints, inline_ban_mask
+from mixpoet_lib.generate.doubling import ReduplicationTable, doubling_ban
 from mixpoet_lib.models.generators import PoetBase
 
 __all__ = ["Candidate", "BeamResult", "beam_search", "line_states", "score_dtype"]
@@ -86,12 +87,15 @@ def beam_search(
     beam: int,
     extra_steps: int,
     repetition_rule: str,
+    doubling: ReduplicationTable | None = None,
+    earlier_doublings: Tensor | None = None,
 ) -> BeamResult:
     """Constrained beam search of line ``line_idx`` for n items at once (item j: row j of s0, ctx, …).
 
     Lines run up to L + ``extra_steps`` positions (exactly L + 1 under ``force_end``). ``used`` holds each
-    item's earlier characters (banned where its rule says ``cross_ban``). Candidates come back per item,
-    best first (ties keep completion order).
+    item's earlier characters (banned where its rule says ``cross_ban``); with a ``doubling`` table (the
+    attested rule) a character may double only where that table and ``earlier_doublings`` (per item) allow.
+    Candidates come back per item, best first (ties keep completion order).
     """
     dev, n, v = tables.device, len(lengths), tables.vocab_size
     lens = torch.tensor(list(lengths), device=dev)
@@ -119,6 +123,9 @@ def beam_search(
             states.append(h)
         scores = scores.view(n, beam, v).add_(bans.additive(k, scores.dtype).unsqueeze(1)).view(n * beam, v)
         scores.masked_fill_(inline_ban_mask(hyps.hist, v, repetition_rule), NEG_INF)
+        if doubling is not None:
+            before = earlier_doublings if earlier_doublings is not None else lens.new_zeros(n)
+            scores.masked_fill_(doubling_ban(doubling, hyps.hist, hyps.item_of, lens, before, v), NEG_INF)
         hyps = _select(scores, hyps, alive, n, beam)
     return BeamResult(_collect(done, n), states, parents)
 

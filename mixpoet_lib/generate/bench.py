@@ -67,7 +67,7 @@ def benchmark_generation(
         pool = [t for t in vocab.tokens[len(SPECIALS) :] if len(t) == 1]
         keywords = [pool[i % len(pool)] for i in range(n_poems)]
     keywords = list(keywords)[:n_poems]
-    cfg = GenConfig(beam_size=beam)
+    cfg = GenConfig(beam_size=beam, repetition_rule="attested" if training_lines is not None else "intended")
     tr = tone_rhyme if tone_rhyme is not None else default_tone_rhyme()
     timings, cpu, results = {}, {}, {}
     for name, start in (("decode", NO_FORM_CHECK), ("e2e", STRICT)):

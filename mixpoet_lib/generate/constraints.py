@@ -21,11 +21,13 @@ Bans
   poem's class (the official code leaves line 2 free in that case and may end with no rhyme at all).
 
 **In-line repetition rule (decision, spec §4.3 / §6.2-8).** At position k the hypothesis is
-``[<B>, c1, …, ck]`` and its first m entries are banned. ``repetition_rule='intended'`` (default) uses
+``[<B>, c1, …, ck]`` and its first m entries are banned. ``repetition_rule='intended'`` uses
 m = k: no character may repeat within a line except by doubling the immediately previous one (茫茫), and
-no tripling. ``'official'`` reproduces the official window m = k (k even) or k-1 (k odd), which also lets
-c4 repeat c2 and c6 repeat c4. The default is the intended rule because the official window is an
-off-by-one with no linguistic motivation; the flag keeps the faithful behaviour available.
+no tripling; ``'attested'`` (the default) also restricts that doubling to characters, positions and a
+number per poem that human poems show (:mod:`mixpoet_lib.generate.doubling`). ``'official'`` reproduces
+the official window m = k (k even) or k-1 (k odd), which also lets c4 repeat c2 and c6 repeat c4. The kit
+does not default to the official window because it is an off-by-one with no linguistic motivation; the
+flag keeps the faithful behaviour available.
 
 Post-filter (spec §4.4), on completed hypotheses in rank order (:func:`accept_line`): text truncated at
 ``<E>`` and to L characters, shorter lines dropped, lines found verbatim in the training lines dropped
@@ -71,6 +73,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mixpoet_lib.config import REPETITION_RULES
 from mixpoet_lib.data.corpora import LINE_LENGTHS
 from mixpoet_lib.data.rhythm import (
     FREE,
@@ -98,7 +101,6 @@ __all__ = [
     "NO_RHYME",
     "NO_CROSS_LINE_BAN",
     "MAX_RELAXATION",
-    "REPETITION_RULES",
     "ANY_RHYME_ROW",
     "N_LINES",
     "SHORT_LINE",
@@ -124,7 +126,6 @@ RELAXATION_LEVELS: tuple[str, ...] = (
 )
 STRICT, FORCED_END, NO_NOVELTY, NO_FORM_CHECK, NO_TONE, NO_RHYME, NO_CROSS_LINE_BAN = range(len(RELAXATION_LEVELS))
 MAX_RELAXATION = len(RELAXATION_LEVELS) - 1
-REPETITION_RULES = ("intended", "official")
 N_LINES = 4  # lines of a quatrain
 SHORT_LINE, LONG_LINE = LINE_LENGTHS  # characters per line of the two forms
 ANY_RHYME_ROW = N_RHYME_CLASSES + 1  # rhyme-table row: "must end in a character that has a rhyme class"
@@ -139,12 +140,13 @@ RHYME_LINES = (1, 3)  # 0-based lines whose last character must rhyme
 def repetition_window(k: int, rule: str = "intended") -> int:
     """Number m of leading entries of the hypothesis ``[<B>, c1, …, ck]`` banned at position k.
 
-    ``'intended'``: m = k (only the immediately previous character may repeat); ``'official'``: m = k for
-    even k, k - 1 for odd k (spec §4.3 table: 0, 0, 2, 2, 4, 4, 6 for k = 0..6).
+    ``'intended'`` and ``'attested'``: m = k (only the immediately previous character may repeat; the attested
+    rule narrows that further, see :mod:`mixpoet_lib.generate.doubling`); ``'official'``: m = k for even k,
+    k - 1 for odd k (spec §4.3 table: 0, 0, 2, 2, 4, 4, 6 for k = 0..6).
     """
     if k < 0:
         raise ValueError(f"position must be ≥ 0, got {k}")
-    if rule == "intended":
+    if rule in ("attested", "intended"):
         return k
     if rule == "official":
         return k if k % 2 == 0 else k - 1

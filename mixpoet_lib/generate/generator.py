@@ -36,6 +36,7 @@ API
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -57,6 +58,7 @@ from mixpoet_lib.generate.constraints import (
     line_constraints,
     repetition_window,
 )
+from mixpoet_lib.generate.doubling import ReduplicationTable, earlier_doublings
 from mixpoet_lib.generate.poems import GeneratedPoem, PoemState, clone_rng, eval_mode
 from mixpoet_lib.generate.requests import (
     PoemRequest,
@@ -78,6 +80,24 @@ DEFAULT_GEN = GenConfig()  # the generation settings when none are given
 # ----------------------------------------------------------------------------------------------
 
 
+def _doubling_table(
+    lines: frozenset[str] | None, vocab: Vocab, cfg: GenConfig, device: torch.device
+) -> ReduplicationTable | None:
+    """The attested rule's table measured on the training lines (None without them)."""
+    if lines is None:
+        return None
+    return ReduplicationTable.from_lines(
+        lines,
+        vocab,
+        min_count=cfg.doubling_min_count,
+        min_share=cfg.doubling_min_share,
+        min_rate=cfg.doubling_min_rate,
+        word_count=cfg.doubling_word_count,
+        max_doublings=cfg.max_doublings,
+        device=device,
+    )
+
+
 class Generator:
     """Batched constrained beam-search generator for every model kind (see the module docstring).
 
@@ -90,8 +110,9 @@ class Generator:
             disables the filter, as does ``gen_cfg.novelty_filter=False``.
         gen_cfg: beam size, extra positions per line, novelty switch, latent outlier guard.
         device: where to decode (default: the model's device; the model is moved there if needed).
-        repetition_rule: ``'intended'`` (default) or ``'official'`` (default taken from
-            ``gen_cfg.repetition_rule`` if that field exists).
+        repetition_rule: ``'attested'``, ``'intended'`` or ``'official'`` (default ``gen_cfg.repetition_rule``).
+            ``'attested'`` measures where doubling is allowed on ``training_lines`` (even with the novelty filter
+            off); without training lines it falls back to ``'intended'`` with a warning.
         max_relaxation: highest rung of the ladder to try (0 = official behaviour: fail instead of relax).
         min_relaxation: rung every line starts at (benchmarks use ``no_form_check`` to time exactly one beam
             search per line).
@@ -118,8 +139,12 @@ class Generator:
             raise ValueError(f"vocabulary has {len(self.vocab)} tokens but the model expects {model.vocab_size}")
         self.tr = tone_rhyme if tone_rhyme is not None else default_tone_rhyme()
         self.gen_cfg = gen_cfg
-        rule = repetition_rule or getattr(gen_cfg, "repetition_rule", None) or "intended"
+        lines = None if training_lines is None else frozenset(training_lines)
+        rule = repetition_rule or gen_cfg.repetition_rule
         repetition_window(0, rule)  # validates the name
+        if rule == "attested" and lines is None:
+            warnings.warn("the 'attested' repetition rule needs the training lines; using 'intended'", stacklevel=2)
+            rule = "intended"
         self.repetition_rule = rule
         if not 0 <= min_relaxation <= max_relaxation <= MAX_RELAXATION:
             raise ValueError(
@@ -131,13 +156,12 @@ class Generator:
         if max_batch_poems < 1:
             raise ValueError(f"max_batch_poems must be ≥ 1, got {max_batch_poems}")
         self.max_batch_poems = max_batch_poems
-        self.training_lines = (
-            frozenset(training_lines) if training_lines is not None and gen_cfg.novelty_filter else None
-        )
+        self.training_lines = lines if gen_cfg.novelty_filter else None
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if next(model.parameters()).device != self.device:
             model.to(self.device)
         self.tables = ConstraintTables(self.vocab, self.tr, self.device)
+        self.doubling = _doubling_table(lines, self.vocab, gen_cfg, self.device) if rule == "attested" else None
         self.tokens = list(self.vocab.tokens)
         self.window = model.cfg.max_line_len + 1
         self.kind = getattr(model, "kind", "base")
@@ -289,6 +313,8 @@ class Generator:
             beam=beam,
             extra_steps=self.gen_cfg.extra_steps,
             repetition_rule=self.repetition_rule,
+            doubling=self.doubling,
+            earlier_doublings=earlier_doublings([st.lines for st in states], self.device),
         )
 
     # -- poem loop ------------------------------------------------------------------------------------

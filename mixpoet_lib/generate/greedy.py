@@ -31,7 +31,9 @@ def greedy_decode(
     the line is full). The latent sample and inferred labels are drawn as in :meth:`Generator.generate`
     (same seed → same latent), and the context chain is the same. Shows what the network writes unaided.
     """
-    gen = Generator(model, vocab, ToneRhyme.from_strings("", ""), None, GenConfig(beam_size=1))
+    gen = Generator(
+        model, vocab, ToneRhyme.from_strings("", ""), None, GenConfig(beam_size=1), repetition_rule="intended"
+    )
     s0, length_oh = gen.decoder_start([keyword], length, labels, 1, seed)
     banned = torch.tensor([PAD, UNK, BOS, EOS], device=gen.device)
     lines: list[str] = []
