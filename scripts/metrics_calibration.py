@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from mixpoet_lib import metrics as M  # noqa: E402
 from mixpoet_lib import plots  # noqa: E402
 from mixpoet_lib.checkpoints import load_judge, load_lm, published_meta  # noqa: E402
-from mixpoet_lib.config import get_profile  # noqa: E402
+from mixpoet_lib.config import FACTOR_CLASSES, get_profile  # noqa: E402
 from mixpoet_lib.data import rhythm as R  # noqa: E402
 from mixpoet_lib.data.dataset import prepare  # noqa: E402
 from mixpoet_lib.data.vocab import EOS, PAD  # noqa: E402
@@ -153,7 +153,7 @@ def lms_candidates(poems: dict, data, lm, reference: tuple[float, float]) -> str
             "LM log-prob (mean log p per char)": lp.mean(),
             "SLOR (log p − unigram log p, per char)": (lp - uni).mean(),
             "NormLP ratio (log p / unigram log p)": (lp / uni).mean(),
-            "−|log-prob − human mean|": -np.abs(lp - mu).mean(),
+            "minus abs(log-prob − human mean)": -np.abs(lp - mu).mean(),
             "closeness exp(−z²/2) (chosen)": M.human_closeness(lp.tolist(), mu, sd),
         }
 
@@ -194,6 +194,58 @@ def official_breakdown(texts: list[str], tr) -> Counter:
     return out
 
 
+def _fits(line: str, tr, unlisted_free: bool) -> set[int]:
+    """Types a line fits with polyphones either way; unlisted characters free (and 一 oblique) if asked."""
+    if len(line) not in (R.SHORT_LINE, R.LONG_LINE):
+        return set()
+    body, templates = (line, R.TEMPLATES_5) if len(line) == R.SHORT_LINE else (line[1:], R.TEMPLATES_7)
+    tones = [R.verse_tone(ch, tr=tr) if unlisted_free else R.tone_of(ch, tr=tr) for ch in body]
+    free = "B?" if unlisted_free else "B"
+    return {
+        t for t, tpls in templates.items() if any(all(x == y or x in free for x, y in zip(tones, tp)) for tp in tpls)
+    }
+
+
+EXPECTED_TYPE, ANY_FIRST_TYPE, UNLISTED_TONES, SHARED_RHYME, GROUP_RHYME = range(1, 6)  # the steps of STEPS
+
+
+def _step_ok(lines: list[str], step: int, tr) -> bool:
+    """The poem passes with the first ``step`` relaxations of :data:`STEPS` applied (0: the generator's check)."""
+    if step == 0:
+        return R.check_poem(lines, tr=tr).ok
+    if len({len(x) for x in lines}) != 1:
+        return False
+    fits = [_fits(x, tr, step >= UNLISTED_TONES) for x in lines]
+    first = [R.line_type(lines[0], tr=tr)] if step == EXPECTED_TYPE else list(R.POEM_PATTERNS)
+    pattern = any(t >= 0 and all(R.POEM_PATTERNS[t][i] in fits[i] for i in range(1, 4)) for t in first)
+    if step >= ANY_FIRST_TYPE:
+        pattern = any(all(R.POEM_PATTERNS[t][i] in fits[i] for i in range(4)) for t in first)
+    if step < SHARED_RHYME:
+        return pattern and R.check_poem(lines, tr=tr).rhyme_ok
+    if step == SHARED_RHYME:
+        shared = set(R.rhyme_classes_of(lines[1][-1], tr=tr)) & set(R.rhyme_classes_of(lines[3][-1], tr=tr))
+        return pattern and bool(shared)
+    return pattern and R.check_verse(lines, tr=tr).rhyme_ok
+
+
+STEPS = (
+    "the generator's check (check_poem)",
+    "+ lines 2–4 pass when they fit the expected type (not only the recogniser's first match)",
+    "+ line 1 may be read as any type it fits",
+    "+ 一 read as oblique, other unlisted characters as either tone",
+    "+ rhyme: lines 2 and 4 share any listed class; line 1 may or may not rhyme",
+    "+ rhyme classes also from the pingsheng.txt rhyme groups (= check_verse)",
+)
+
+
+def stepwise(named: dict[str, list[str]], tr) -> str:
+    out = ["| relaxation (cumulative) | " + " | ".join(named) + " |", "|---" * (len(named) + 1) + "|"]
+    for step, text in enumerate(STEPS):
+        rates = [np.mean([_step_ok(p.split("|"), step, tr) for p in texts]) for texts in named.values()]
+        out.append(f"| {text} | " + " | ".join(f"{r:.1%}" for r in rates) + " |")
+    return "\n".join(out)
+
+
 def form_tables(poems: dict, data, tr) -> str:
     gt = inter(poems[("gt", min(s for g, s in poems if g == "gt"))])[0]
     test = ["|".join(p.lines) for p in data.poems("unl_test")]
@@ -211,6 +263,7 @@ def form_tables(poems: dict, data, tr) -> str:
         parts.append("\n| reader's check: failing rule | share of poems |\n|---|---|")
         parts += [f"| {k} | {verse[k] / len(texts):.1%} |" for k in R.VERSE_FAILURES if verse[k]]
         parts.append("")
+    parts.append(stepwise({"GT": gt, "unl_test": test}, tr))
     return "\n".join(parts)
 
 
@@ -219,6 +272,18 @@ def published_file(profile, name: str) -> Path:
     if found is None:
         raise SystemExit(f"no published {name} in weights/{profile.name}")
     return found[0]
+
+
+def judge_table(ceiling: dict) -> str:
+    """Accuracy, macro-F1 and per-class recall / F1 of each judge on CQCF test."""
+    out = ["| judge | n | accuracy | macro-F1 | per-class recall | per-class F1 |", "|---|---|---|---|---|---|"]
+    for factor, rep in ceiling.items():
+        cm = np.asarray(rep["confusion"], dtype=float)
+        names = FACTOR_CLASSES[factor]
+        recall = ", ".join(f"{c} {v:.3f}" for c, v in zip(names, np.diag(cm) / cm.sum(1)))
+        f1 = ", ".join(f"{c} {v:.3f}" for c, v in zip(names, rep["per_class_f1"]))
+        out.append(f"| {factor} | {rep['n']} | {rep['accuracy']:.3f} | {rep['macro_f1']:.3f} | {recall} | {f1} |")
+    return "\n".join(out)
 
 
 def rescore(poems: dict, scorers) -> pd.DataFrame:
@@ -247,20 +312,22 @@ def main() -> int:
     print("## Jaccard unit\n\n" + jaccard_calibration(poems) + "\n")
     ref = (about["lms_reference"]["mean"], about["lms_reference"]["std"])
     print(f"## LMS candidates (reference: {about['lms_reference']})\n\n" + lms_candidates(poems, data, lm, ref) + "\n")
-    print("## Form check\n\n" + form_tables(poems, data, tr))
+    print("## Form check\n\n" + form_tables(poems, data, tr) + "\n")
     summary = scoring.summarise(rescore(poems, scorers))
-    print(
-        "## All metrics, rescored\n\n"
-        + report.markdown_results({"summary": summary.assign(length="all").to_dict("records")})
-    )
+    lines = report.markdown_result_groups({"summary": summary.assign(length="all").to_dict("records")})
+    print("## All metrics, rescored\n\n" + "\n".join(lines))
     ceiling = {f: j.report["test"] for f, j in judge_models.items()}
-    print("\n## Side by side\n\n" + "\n".join(report.markdown_paper({"paper": report.paper_section(summary, 120)})))
+    print("\n## Judges on CQCF test (the ceiling)\n\n" + judge_table(ceiling))
+    n_keywords = len(next(sp for (system, _), sp in poems.items() if system == "gt").role("inter"))
+    side = report.paper_section(summary, n_keywords)
+    print("\n## Side by side\n\n" + "\n".join(report.markdown_paper({"paper": side})))
     verdicts = claims.claims(summary, ceiling=ceiling)
-    print("\n## Claims\n\n" + "\n".join(f"| {r.claim} | {r.verdict} | {r.evidence} |" for r in verdicts.itertuples()))
+    rows = [f"| {r.claim} | {r.verdict} | {r.evidence} |" for r in verdicts.itertuples()]
+    print("\n## Claims\n\n| claim | verdict | evidence |\n|---|---|---|\n" + "\n".join(rows))
     if args.results:
         obj = {
             "summary": summary.to_dict("records"),
-            "paper": report.paper_section(summary, 120),
+            "paper": side,
             "claims": verdicts.to_dict("records"),
             "references": about,
         }

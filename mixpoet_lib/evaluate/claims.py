@@ -12,7 +12,7 @@ Quality (LMS) is a "not worse" claim: a deficit within the seed spread counts as
 judged against chance (1/3 for living, 1/2 for era): supported when mean − std is above chance, weakly when
 only the mean is.
 
-:func:`claims` then adds the targets of issue 12 ("target: …" rows; :data:`TARGETS`): a bound on one number
+:func:`claims` then adds the reproduction targets ("target: …" rows; :data:`TARGETS`): a bound on one number
 (supported when it is met by more than the seed spread, weakly when met within it), a ratio between two systems
 (the spreads of both enter), an ordering (as above), every class's recall above chance, the judges' own test
 macro-F1 (no spread: met or not) and human poems scoring best on the LMS reconstruction.
@@ -34,7 +34,7 @@ __all__ = ["CHANCE", "TARGETS", "JUDGE_TARGETS", "targets", "claims"]
 
 CHANCE: dict[str, float] = {"living": 1 / 3, "era": 1 / 2}  # accuracy of a random guess per factor
 
-# issue 12, "done when": (metric, bound, at least?) for the main system
+# the reproduction targets: (metric, bound, at least?) for the main system
 TARGETS: tuple[tuple[str, float, bool], ...] = (
     ("keyword_rate", 0.40, True),
     ("doubled_poems", 0.20, False),
@@ -42,7 +42,7 @@ TARGETS: tuple[tuple[str, float, bool], ...] = (
     ("living_acc", 0.75, True),
     ("era_acc", 0.60, True),
     # half of the published tutorial run's 6-mixture word Jaccard of MixPoet-AUS (0.172 ± 0.005 over seeds 1–3;
-    # the issue's 15.6 % was seed 1 on all jieba words, docs/metrics.md)
+    # 15.6 % on seed 1 with all jieba words, docs/metrics.md)
     ("intra_jaccard_mix_word", 0.086, False),
 )
 JUDGE_TARGETS: dict[str, float] = {"living": 0.85, "era": 0.72}  # the judges' macro-F1 on CQCF test
@@ -176,7 +176,7 @@ def _judge_rows(ceiling: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def targets(summary: pd.DataFrame, main: str = "aus", ceiling: dict[str, dict[str, Any]] | None = None) -> list:
-    """The issue-12 target rows (see the module doc) for ``main``."""
+    """The reproduction-target rows (see the module doc) for ``main``."""
     rows = [
         _ratio(summary, main, "intra_jaccard_mix_word", "cvae", "intra_jaccard_word", INTRA_RATIO),
         _order(summary, main, "igs", "intra_jaccard_mix_word"),
@@ -190,7 +190,7 @@ def targets(summary: pd.DataFrame, main: str = "aus", ceiling: dict[str, dict[st
 
 
 def claims(summary: pd.DataFrame, main: str = "aus", ceiling: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
-    """The paper's qualitative claims and the issue-12 targets checked against the measured summary (length
+    """The paper's qualitative claims and the reproduction targets checked against the measured summary (length
     'all'), one row per comparison; ``ceiling`` (factor → the judge's test report) adds the judges' targets.
 
     Columns: claim, metric, verdict, evidence (the numbers compared, mean ± std over the seeds).
