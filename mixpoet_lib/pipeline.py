@@ -26,7 +26,7 @@ import torch
 
 from mixpoet_lib._util import default_device, write_json_atomic
 from mixpoet_lib.config import Profile, get_profile
-from mixpoet_lib.evaluate.report import markdown_results
+from mixpoet_lib.evaluate.report import markdown_paper, markdown_result_groups
 from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
 from mixpoet_lib.overrides import run_name
 from mixpoet_lib.paths import figures_dir, repo_root, runs_dir
@@ -297,18 +297,9 @@ def _samples_section(out: Path) -> list[str]:
     return lines
 
 
-def results_markdown(results: dict[str, Any]) -> list[str]:
-    """The results section (table, judge ceiling, LM reference, claims, generation time) from ``results.json``."""
-    meta = results.get("meta", {})
-    lines = [
-        f"{meta.get('n_keywords', '?')} test keywords (half 5-, half 7-character), generation seeds "
-        f"{meta.get('seeds', '?')}, beam {meta.get('beam_size', '?')}; mean ± std over the seeds "
-        "(GT and Basic do not depend on the seed). ↓ lower is better, ↑ higher is better.",
-        "",
-        markdown_results(results),
-        "",
-    ]
-    counts = []
+def _poem_counts(results: dict[str, Any]) -> list[str]:
+    """The 'poems behind each number' sentence of the results section (none without a summary)."""
+    counts, lines = [], []
     for row in results.get("summary", []):
         if row.get("length") == "all" and row.get("metric") in ("inter_jaccard", "intra_jaccard", "joint_acc"):
             counts.append(row)
@@ -325,6 +316,21 @@ def results_markdown(results: dict[str, Any]) -> list[str]:
             ]
             parts.append(f"{SYSTEM_TITLES.get(system, system)} {' / '.join(bits)}")
         lines += ["Poems behind each number, per seed: " + "; ".join(parts) + ".", ""]
+    return lines
+
+
+def results_markdown(results: dict[str, Any]) -> list[str]:
+    """The results section (table, judge ceiling, LM reference, claims, generation time) from ``results.json``."""
+    meta = results.get("meta", {})
+    lines = [
+        f"{meta.get('n_keywords', '?')} test keywords (half 5-, half 7-character), generation seeds "
+        f"{meta.get('seeds', '?')}, beam {meta.get('beam_size', '?')}; mean ± std over the seeds "
+        "(GT and Basic do not depend on the seed). ↓ lower is better, ↑ higher is better; `docs/metrics.md` "
+        "defines every column.",
+        "",
+        *markdown_result_groups(results),
+    ]
+    lines += _poem_counts(results)
     ceiling = results.get("judge_ceiling", {})
     if ceiling:
         lines += [
@@ -340,7 +346,8 @@ def results_markdown(results: dict[str, Any]) -> list[str]:
     ref = results.get("lm_reference_gt", {})
     if ref:
         lines += [
-            f"Character LM on the GT poems: LMS {ref.get('mean_lms', float('nan')):.3f}, perplexity "
+            f"Character LM on the GT poems: log-prob per character {ref.get('mean_lms', float('nan')):.3f} (the "
+            f"`lms` column), perplexity "
             f"{ref.get('corpus_ppl', float('nan')):.1f}.",
             "",
         ]
@@ -354,6 +361,14 @@ def results_markdown(results: dict[str, Any]) -> list[str]:
         ]
     claims = results.get("claims", [])
     if claims:
-        lines += ["### The paper's claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
+        lines += [
+            "### The paper's claims and the reproduction targets",
+            "",
+            "| claim | verdict | evidence |",
+            "|---|---|---|",
+        ]
         lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in claims]
+    paper = markdown_paper(results)
+    if paper:
+        lines += ["", "### Side by side with the paper", "", *paper]
     return lines

@@ -16,8 +16,14 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import font_manager
 
-from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_CLASSES_ZH, FACTOR_TITLES
+from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_CLASSES_ZH, FACTOR_NAMES, FACTOR_TITLES
+from mixpoet_lib.evaluate.claims import CHANCE
+from mixpoet_lib.evaluate.paper import FIG3
+from mixpoet_lib.evaluate.systems import SYSTEM_TITLES, SYSTEMS
 from mixpoet_lib.paths import ENV_FONT, figures_dir
+
+FIG3_NAME = "fig3_factor_control"  # file names (save_figure) of the paper-figure counterparts
+FIG4C_NAME = "fig4c_topk_words"
 
 # One colour per system in every figure of the kit (seaborn "deep" hues; human poems in grey). Systems the kit does
 # not know (an added baseline) fall back to black so a missing entry is visible rather than silently recoloured.
@@ -177,5 +183,88 @@ def char_frequency_rank(texts: Sequence[str], top_labels: int = 12) -> Any:
     ax.set_xlabel("rank")
     ax.set_ylabel("count")
     ax.set_title(f"character frequency ({len(ranked)} distinct characters)")
+    fig.tight_layout()
+    return fig
+
+
+def _stat(summary: pd.DataFrame, system: str, metric: str) -> tuple[float, float]:
+    row = summary[(summary["system"] == system) & (summary["metric"] == metric)]
+    return (float(row["mean"].iloc[0]), float(row["std"].iloc[0])) if len(row) else (np.nan, np.nan)
+
+
+def _control_panel(ax: Any, summary: pd.DataFrame, factor: str, systems: list[str], ceiling: dict[str, Any]) -> None:
+    """One factor of :func:`factor_control_figure`: bars per system and the reference lines."""
+    width = 0.38
+    for i, system in enumerate(systems):
+        for j, (metric, hatch) in enumerate(((f"{factor}_acc", ""), (f"{factor}_f1", "//"))):
+            mean, std = _stat(summary, system, metric)
+            ax.bar(
+                i + (j - 0.5) * width,
+                mean,
+                width,
+                yerr=std,
+                capsize=3,
+                color=system_color(system),
+                hatch=hatch,
+                edgecolor="white",
+            )
+    refs: list[tuple[float, str, Any, str]] = [(CHANCE[factor], "k", "--", "chance")]
+    for key, style, name in (("accuracy", ":", "judge accuracy"), ("macro_f1", "-.", "judge macro-F1")):
+        if np.isfinite(float(ceiling.get(factor, {}).get(key, np.nan))):
+            refs.append((float(ceiling[factor][key]), "tab:gray", style, f"{name} on CQCF test (ceiling)"))
+    refs.append((FIG3[f"{factor}_acc_at_least"], "tab:red", (0, (1, 3)), "paper: MixPoet accuracy above"))
+    for y, color, style, name in refs:
+        ax.axhline(y, color=color, ls=style, lw=1.3, label=name)
+    ax.set_xticks(range(len(systems)), [SYSTEM_TITLES.get(s, s) for s in systems], rotation=20, ha="right")
+    ax.set(ylim=(0, 1), title=f"{FACTOR_TITLES[factor]}", ylabel="share of mixture poems")
+
+
+def factor_control_figure(summary: pd.DataFrame, ceiling: dict[str, Any] | None = None) -> Any:
+    """The paper's Fig. 3 counterpart: judged accuracy (plain bars) and macro-F1 (hatched) per system and factor,
+    with chance, the judges' own test scores (the ceiling) and the paper's stated bound; legend outside.
+
+    ``summary`` is a length-'all' summary (columns system, metric, mean, std); systems without a value are left out.
+    """
+    systems = [s for s in SYSTEMS if np.isfinite(_stat(summary, s, "living_acc")[0])]
+    if not systems:
+        raise ValueError("the summary holds no factor-control numbers (living_acc) for any system")
+    fig, axes = plt.subplots(1, len(FACTOR_NAMES), figsize=(4.2 * len(FACTOR_NAMES) + 2.8, 3.8), sharey=True)
+    for ax, factor in zip(axes, FACTOR_NAMES):
+        _control_panel(ax, summary, factor, systems, ceiling or {})
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += [
+        plt.Rectangle((0, 0), 1, 1, facecolor="0.6", edgecolor="white"),
+        plt.Rectangle((0, 0), 1, 1, facecolor="0.6", edgecolor="white", hatch="//"),
+    ]
+    labels += ["accuracy (bars)", "macro-F1 (hatched bars)"]
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8, frameon=False)
+    fig.suptitle("Factor control of the mixture poems (cf. the paper's Fig. 3); error bars: std over seeds")
+    fig.tight_layout()
+    return fig
+
+
+def topk_words_figure(curves: dict[str, np.ndarray]) -> Any:
+    """The paper's Fig. 4c counterpart: accumulated frequency of the top-k words per system; legend outside."""
+    if not curves:
+        raise ValueError("no top-k word curves to plot")
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for system in [s for s in SYSTEMS if s in curves] + sorted(set(curves) - set(SYSTEMS)):
+        y = np.asarray(curves[system], dtype=float)
+        ax.plot(
+            np.arange(1, len(y) + 1),
+            y,
+            marker=".",
+            ms=3,
+            color=system_color(system),
+            label=SYSTEM_TITLES.get(system, system),
+            lw=2 if system == "gt" else 1.5,
+        )
+    ax.set(
+        xlabel="k (most frequent words)",
+        ylabel="share of all words",
+        ylim=(0, None),
+        title="Top-k word accumulated frequency (cf. the paper's Fig. 4c)",
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig

@@ -16,6 +16,7 @@ from mixpoet_lib.checkpoints import build_model
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.evaluate import claims as C
 from mixpoet_lib.evaluate import evaluation as E
+from mixpoet_lib.evaluate import paper as P
 from mixpoet_lib.evaluate import report as R
 from mixpoet_lib.evaluate import scoring
 from mixpoet_lib.evaluate import systems as S
@@ -132,6 +133,20 @@ def test_scores_table_shape_and_determinism(result):
     assert gt["fail_rate"] == 0.0 and 0.0 < gt["inter_jaccard"] < 1.0 and gt["lms"] < 0
 
 
+def test_paper_metrics_are_scored(result):
+    s = result.scores[(result.scores["length"] == "all") & (result.scores["seed"] == 1)]
+    val = s.set_index(["system", "metric"])["value"]
+    assert val[("gt", "keyword_rate")] == 1.0  # the keywords come from the human poems
+    assert 0.0 < val[("gt", "lms_closeness")] <= 1.0 and 0.0 <= val[("gt", "keyword_rank")] <= 1.0
+    assert val[("gt", "shared_lines")] == 0.0 and 0.0 <= val[("gt", "inter_jaccard_word")] < 1.0
+    for metric in ("intra_jaccard_word", "intra_jaccard_mix_word", "living_recall_military", "era_f1_troubled"):
+        assert math.isnan(val[("gt", metric)]), metric
+    assert 0.0 <= val[("aus", "intra_jaccard_mix_word")] <= 1.0 and 0.0 <= val[("aus", "era_recall_prosperous")] <= 1
+    ref = result.meta["lms_reference"]
+    assert ref["split"] == "unl_valid" and ref["n"] > 1 and ref["std"] > 0
+    assert result.meta["embedding"]["chars"] > 2
+
+
 def test_summary_mean_std(result):
     summ = result.summary()
     row = summ[(summ["system"] == "basic") & (summ["metric"] == "inter_jaccard")].iloc[0]
@@ -217,6 +232,13 @@ def test_write_and_read_results(result, tmp_path):
     assert loaded["meta"]["seeds"] == [1, 2]
     md = R.markdown_results(loaded)
     assert md.count("\n") == 1 + len(S.SYSTEMS) and "MixPoet-AUS" in md
+    groups = "\n".join(R.markdown_result_groups(loaded))
+    assert groups.count("**") == 2 * len(scoring.METRIC_GROUPS) and "| GT (human) |" in groups
+    per_class = groups.split("**Factor control per class**")[1]
+    assert "| Basic |" not in per_class and "| MixPoet-AUS |" in per_class  # rows without numbers left out
+    assert loaded["paper"]["source"] == P.SOURCE and loaded["paper"]["side_by_side"]
+    assert "per_class_f1" in loaded["judge_ceiling"]["living"]
+    assert any(c["claim"].startswith("target: the living judge") for c in loaded["claims"])
     with pytest.raises(FileNotFoundError, match=r"results\.json"):
         R.load_results(tmp_path / "nowhere")
 
@@ -290,3 +312,81 @@ def test_results_table_formats_mean_std():
     assert list(t.index) == ["GT (human)", "MixPoet-AUS"]
     assert t.loc["MixPoet-AUS", scoring.METRICS["inter_jaccard"][0]] == "0.123 ± 0.006"
     assert t.loc["GT (human)", scoring.METRICS["living_acc"][0]] == "—"
+
+
+def test_metric_groups_cover_every_metric_once():
+    grouped = [m for ms in scoring.METRIC_GROUPS.values() for m in ms]
+    assert sorted(grouped) == sorted(scoring.METRICS) and len(grouped) == len(set(grouped))
+    assert "living_recall_countryside" in scoring.CLASS_METRICS and "era_f1_prosperous" in scoring.CLASS_METRICS
+
+
+def test_targets_on_hand_made_numbers():
+    summ = _summary(
+        {
+            ("aus", "intra_jaccard_mix_word"): (0.04, 0.01),
+            ("cvae", "intra_jaccard_word"): (0.20, 0.01),
+            ("igs", "intra_jaccard_mix_word"): (0.045, 0.01),
+            ("aus", "keyword_rate"): (0.45, 0.01),
+            ("aus", "doubled_poems"): (0.21, 0.02),
+            ("aus", "living_recall_military"): (0.9, 0.01),
+            ("aus", "living_recall_countryside"): (0.5, 0.01),
+            ("aus", "living_recall_other"): (0.30, 0.01),
+            ("gt", "lms_closeness"): (0.7, 0.0),
+            ("aus", "lms_closeness"): (0.3, 0.05),
+            ("basic", "lms_closeness"): (0.69, 0.02),
+        }
+    )
+    ceiling = {"living": {"macro_f1": 0.86}, "era": {"macro_f1": 0.70}}
+    rows = C.claims(summ, ceiling=ceiling)
+    v = dict(zip(rows["claim"], rows["verdict"]))
+    # 0.04 + 0.01 < 0.3 × (0.20 − 0.01) = 0.057: met beyond both spreads
+    assert v["target: MixPoet-AUS intra_jaccard_mix_word ≤ 0.3 × CVAE intra_jaccard_word"] == "supported"
+    assert (
+        v["target: MixPoet-AUS intra_jaccard_mix_word below MixPoet-IGS's"] == "weakly supported (within seed spread)"
+    )
+    assert v["target: MixPoet-AUS keyword_rate ≥ 0.4"] == "supported"
+    assert v["target: MixPoet-AUS doubled_poems ≤ 0.2"] == "not supported (within seed spread)"
+    assert v["target: MixPoet-AUS shared_lines ≤ 0.05"] == "not measured"
+    assert v["target: MixPoet-AUS intra_jaccard_mix_word ≤ 0.086"] == "supported"
+    assert v["target: every living class recalled above chance"] == "not supported"  # other: 0.30 < 1/3
+    assert v["target: every era class recalled above chance"] == "not measured"
+    assert v["target: human poems score best on the LMS reconstruction"] == "weakly supported (within seed spread)"
+    assert v["target: the living judge's macro-F1 on CQCF test ≥ 0.85"] == "supported"
+    assert v["target: the era judge's macro-F1 on CQCF test ≥ 0.72"] == "not supported"
+
+
+def test_paper_side_by_side_and_key_ratios():
+    summ = _summary(
+        {
+            ("gt", "inter_jaccard_word"): (0.0012, 0.0),
+            ("aus", "inter_jaccard_word"): (0.02, 0.002),
+            ("basic", "inter_jaccard_word"): (0.04, 0.0),
+            ("aus", "intra_jaccard_mix_word"): (0.05, 0.005),
+            ("aus", "intra_jaccard_word"): (0.9, 0.0),  # the N-sample variant is not the paper's intra for AUS
+            ("cvae", "intra_jaccard_word"): (0.25, 0.0),
+            ("aus", "living_acc"): (0.7, 0.01),
+            ("aus_st", "inter_jaccard_word"): (0.5, 0.0),  # no paper counterpart: left out
+        }
+    )
+    table = P.side_by_side(summ).set_index(["system", "measure"])
+    assert table.loc[("MixPoet-AUS", "intra-topic JS ↓"), "kit"] == 0.05
+    assert table.loc[("MixPoet-AUS", "intra-topic JS ↓"), "paper"] == pytest.approx(0.0373)
+    assert table.loc[("MixPoet-AUS", "intra-topic JS ↓"), "protocol"] == "6 mixtures per keyword"
+    assert table.loc[("CVAE", "intra-topic JS ↓"), "kit_metric"] == "intra_jaccard_word"
+    assert np.isnan(table.loc[("CVAE", "inter-topic JS ↓"), "kit"])  # the paper has it, the kit does not
+    assert table.loc[("MixPoet-AUS", "living: judged accuracy ↑"), "paper"] == 0.80
+    assert "MixPoet-AUS-ST" not in set(table.index.get_level_values(0))
+    ratios = P.key_ratios(summ).set_index("ratio")
+    r = ratios.loc["intra-topic JS: MixPoet-AUS / CVAE"]
+    assert r["paper"] == pytest.approx(0.0373 / 0.382) and r["kit"] == pytest.approx(0.2)
+    assert r["kit_std"] == pytest.approx(0.2 * 0.1)  # relative spreads 0.1 and 0 in quadrature
+    assert ratios.loc["inter-topic JS: MixPoet-AUS / Basic", "kit"] == pytest.approx(0.5)
+    assert np.isnan(ratios.loc["inter-topic JS: MixPoet-AUS / CVAE", "kit"])
+    missing = P.not_reproduced(["gt", "aus", "fbasic"], 120)
+    assert "baselines not in this run: USPG, MRL" in missing and any("120 test keywords" in m for m in missing)
+    lines = R.markdown_paper({"paper": R.paper_section(summ, 120)})
+    aus = "| MixPoet-AUS | intra-topic JS ↓ | 0.0373 | 0.0500 ± 0.0050 | `intra_jaccard_mix_word` | "
+    assert aus + "6 mixtures per keyword |" in lines
+    assert "| CVAE | inter-topic JS ↓ | 0.0234 | — | `inter_jaccard_word` | jieba words ≥ 2 chars |" in lines
+    assert "| intra-topic JS: MixPoet-AUS / CVAE | 0.10 | 0.20 ± 0.02 |" in lines
+    assert R.markdown_paper({}) == []

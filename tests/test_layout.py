@@ -14,7 +14,7 @@ LAYERS = (
     ("_util", "paths"),
     ("config", "overrides"),
     ("data",),
-    ("metrics",),
+    ("metrics", "relevance"),
     ("models",),
     ("checkpoints", "published"),
     ("train",),

@@ -28,6 +28,20 @@ def test_units_bigrams_stay_within_lines_and_punctuation_breaks_them():
         M.units("ab", "trigram")
 
 
+def test_word_units_are_jieba_words_and_the_paper_unit_drops_single_characters(capfd):
+    M._tokenizer.cache_clear()
+    M.segment.cache_clear()
+    assert M.segment("春风又绿江南岸") == ("春风", "又", "绿", "江南", "岸")
+    assert M.segment("明月几时有，把酒问青天") == ("明月", "几时", "有", "把酒", "问青天")  # the comma is dropped
+    assert capfd.readouterr().err == ""  # jieba's dictionary-loading messages stay off stderr
+    assert M.units("春风又绿江南岸|明月几时有", "word") == {"春风", "江南", "明月", "几时"}
+    assert M.units("春风又绿江南岸", "word_all") == {"春风", "又", "绿", "江南", "岸"}
+    assert M.segment("春风又绿江南岸") is M.segment("春风又绿江南岸")  # cached
+    # two poems sharing only a single-character word have word Jaccard 0 but char Jaccard > 0
+    assert M.jaccard(M.units("春风又绿", "word"), M.units("白日又来", "word")) == 0.0
+    assert M.inter_topic_jaccard(["春风又绿", "春风明月"], kind="word") == pytest.approx(1 / 2)
+
+
 def test_jaccard_hand_values():
     assert M.jaccard({"a", "b", "c"}, {"b", "c", "d"}) == pytest.approx(2 / 4)
     assert M.jaccard({"a"}, {"b"}) == 0.0
@@ -124,6 +138,15 @@ def test_factor_control_scores():
     assert out["living"]["accuracy"] == 0.75 and out["era"]["accuracy"] == 0.75
     assert out["joint_accuracy"] == 0.5
     assert out["living"]["confusion"].tolist() == [[2, 0, 0], [0, 1, 0], [0, 1, 0]]
+    # living: class 0 recalled 2/2, class 1 1/1, class 2 0/1; F1 1, 2·1/(2+1) , 0
+    assert out["living"]["recall"].tolist() == [1.0, 1.0, 0.0]
+    assert out["living"]["f1"] == pytest.approx([1.0, 2 / 3, 0.0])
+    assert out["era"]["recall"].tolist() == [1.0, 0.5]
+
+
+def test_per_class_recall_is_nan_for_a_class_never_requested():
+    rec = M.per_class_recall([0, 0, 1], [0, 1, 1], 3)
+    assert rec[:2].tolist() == [0.5, 1.0] and math.isnan(rec[2])
 
 
 # ----------------------------------------------------------------------------- form, statistics, frequency
@@ -138,9 +161,41 @@ def test_form_pass_rate_with_a_tiny_tone_table():
     pattern_bad = "aaabb|bbbaa|aaaab|aabba"  # PPPPZ matches no template
     bad_shape = "aaabb|bbbaa|abaab"
     out = M.form_pass_rate([good, rhyme_bad, pattern_bad, bad_shape], tr=tr)
-    assert out == {"ok": 0.25, "pattern_ok": 0.5, "rhyme_ok": 0.5, "n": 4}
+    assert out == {"ok": 0.25, "pattern_ok": 0.5, "rhyme_ok": 0.5, "ok_strict": 0.25, "n": 4}
     empty = M.form_pass_rate([], tr=tr)
     assert math.isnan(empty["ok"]) and empty["n"] == 0
+    # c is polyphonic (both tones; rhyme classes 2 and 1). Line 4 "aabbc" (PPZZB) fits PPZZP, the expected
+    # type 2, but the official recogniser returns its first match PPZZZ (type 0): only the reader's check passes.
+    poly = "aaabb|bbbaa|abaab|aabbc"
+    out = M.form_pass_rate([poly], tr=ToneRhyme.from_strings("ac", "bc", {"a": 1, "c": (2, 1)}))
+    assert out["ok"] == 1.0 and out["ok_strict"] == 0.0
+
+
+def test_human_closeness_is_one_at_the_human_mean_and_falls_both_ways():
+    assert M.human_closeness([-6.0], -6.0, 0.5) == 1.0
+    assert M.human_closeness([-5.0, -7.0], -6.0, 0.5) == pytest.approx(math.exp(-2.0))  # two std away, either side
+    assert math.isnan(M.human_closeness([], -6.0, 0.5))
+    with pytest.raises(ValueError, match="std"):
+        M.human_closeness([-6.0], -6.0, 0.0)
+
+
+def test_keyword_rate_counts_the_whole_keyword_inside_one_line():
+    poems = ["春风又绿|江南岸", "春|风起", "明月光"]
+    assert M.keyword_rate(poems, ["春风", "春风", "月"]) == pytest.approx(2 / 3)  # not across the line break
+    assert math.isnan(M.keyword_rate([], []))
+    with pytest.raises(ValueError, match="2 keywords for 3 poems"):
+        M.keyword_rate(poems, ["a", "b"])
+
+
+def test_doubled_rates_and_shared_lines():
+    poems = ["年年岁岁|花相似", "白云|深处处", "山高|水长"]
+    assert M.doubled_rates(poems) == (pytest.approx(2 / 3), pytest.approx(2 / 6))
+    assert all(math.isnan(x) for x in M.doubled_rates([]))
+    assert M.doubled_rates(["春，，风"]) == (0.0, 0.0)  # repeated punctuation is not a doubled character
+    # "白云" is in the poems of keywords a and b (shared); the second "山高" poem has the same keyword a
+    shared = M.shared_line_rate(["白云|山高", "白云|流水", "山高|明月"], ["a", "b", "a"])
+    assert shared == pytest.approx(2 / 6)
+    assert math.isnan(M.shared_line_rate([], []))
 
 
 def test_mean_std_sample_std():
@@ -157,3 +212,8 @@ def test_topk_accumulated_frequency():
     assert np.isnan(M.topk_accumulated_frequency(["，"], 2)).all()
     with pytest.raises(ValueError):
         M.topk_accumulated_frequency(["a"], 0)
+    # words (every jieba word): 春风 2, 又 1, 绿 1, 江南 1, 岸 1, 明月 1 → 2/7, 3/7, 4/7
+    acc = M.topk_accumulated_frequency(["春风又绿江南岸|春风明月"], 3, "word")
+    assert acc == pytest.approx([2 / 7, 3 / 7, 4 / 7])
+    with pytest.raises(ValueError, match="unit"):
+        M.topk_accumulated_frequency(["a"], 1, "bigram")

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from mixpoet_lib import pipeline
 from mixpoet_lib.config import get_profile
+from mixpoet_lib.evaluate import report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,5 +137,10 @@ def test_results_markdown_from_results_json():
     }
     text = "\n".join(pipeline.results_markdown(results))
     assert "| MixPoet-AUS | 0.123 ± 0.010 |" in text and "0.900" not in text  # only the 'all' rows
-    assert "living accuracy 0.800, macro-F1 0.750 (n = 10)" in text and "LMS -6.400" in text
+    assert "living accuracy 0.800, macro-F1 0.750 (n = 10)" in text and "log-prob per character -6.400" in text
     assert "MixPoet-AUS 0.020" in text and "| c | supported | e |" in text
+    assert "**Diversity**" in text and "Side by side with the paper" not in text
+    summary = pd.DataFrame(results["summary"])
+    results["paper"] = report.paper_section(summary[summary["length"] == "all"], 4)
+    text = "\n".join(pipeline.results_markdown(results))
+    assert "### Side by side with the paper" in text and "| MixPoet-AUS | inter-topic JS ↓ | 0.0139 | — |" in text

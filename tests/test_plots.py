@@ -6,7 +6,10 @@ import warnings
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 
 from mixpoet_lib import plots
 
@@ -54,3 +57,50 @@ def test_data_figures_draw(smoke_data):
     ):
         assert fig.axes
         plt.close(fig)
+
+
+def _control_summary():
+    rows = []
+    for system, (acc, f1) in {"igs": (0.7, 0.65), "aus": (0.8, 0.78), "cvae": (float("nan"), float("nan"))}.items():
+        for factor in ("living", "era"):
+            rows += [
+                {"system": system, "metric": f"{factor}_acc", "mean": acc, "std": 0.02},
+                {"system": system, "metric": f"{factor}_f1", "mean": f1, "std": 0.03},
+            ]
+    return pd.DataFrame(rows)
+
+
+def test_fig3_factor_control_bars_colours_and_reference_lines(tmp_path):
+    ceiling = {"living": {"accuracy": 0.82, "macro_f1": 0.81}, "era": {"accuracy": 0.65, "macro_f1": 0.64}}
+    fig = plots.factor_control_figure(_control_summary(), ceiling)
+    living, era = fig.axes
+    bars = [p for p in living.patches if p.get_height() > 0]
+    assert [round(b.get_height(), 2) for b in bars] == [0.7, 0.65, 0.8, 0.78]  # IGS acc, F1, AUS acc, F1 (no CVAE)
+    assert to_hex(bars[0].get_facecolor()) == plots.system_color("igs").lower()
+    assert to_hex(bars[2].get_facecolor()) == plots.system_color("aus").lower()
+    levels = sorted(round(line.get_ydata()[0], 3) for line in era.get_lines() if not line.get_label().startswith("_"))
+    assert levels == [0.5, 0.6, 0.64, 0.65]  # chance, paper's bound, judge macro-F1, judge accuracy
+    legend = fig.legends[0]
+    assert legend.get_bbox_to_anchor().x0 >= fig.bbox.x1 - 1  # outside the panels, right of the figure
+    assert [p.name for p in plots.save_figure(fig, plots.FIG3_NAME, folder=tmp_path)] == [
+        "fig3_factor_control.png",
+        "fig3_factor_control.svg",
+    ]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="living_acc"):
+        plots.factor_control_figure(_control_summary()[lambda d: d["system"] == "cvae"])
+
+
+def test_fig4c_topk_word_curves(tmp_path):
+    curves = {"basic": np.array([0.2, 0.3, 0.35]), "gt": np.array([0.01, 0.02, 0.03])}
+    fig = plots.topk_words_figure(curves)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["GT (human)", "Basic"]  # the kit's system order
+    assert to_hex(lines["Basic"].get_color()) == plots.system_color("basic").lower()
+    assert lines["Basic"].get_xdata().tolist() == [1, 2, 3]
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.bbox.x1 - 1
+    assert plots.save_figure(fig, plots.FIG4C_NAME, folder=tmp_path)[0].name.startswith("fig4c_")
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no top-k"):
+        plots.topk_words_figure({})

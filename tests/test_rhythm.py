@@ -397,6 +397,47 @@ def test_ccpc_test_regression(tr: R.ToneRhyme, ccpc_test: list[dict]) -> None:
     assert sum(r.ok for r, p in zip(reports, ccpc_test) if len(p["content"]) == 23) == 1416
 
 
+# ----------------------------------------------------------------------------- the reader's check
+
+
+def test_check_verse_on_real_quatrains(tr: R.ToneRhyme) -> None:
+    # 登鹳雀楼 fails the generator's check only because CRRD leaves out 一; read as oblique, 更上一层楼 is BBZPP,
+    # type 1 as the pattern (3, 2, 0, 1) needs, and 流/楼 share class 26.
+    report = R.check_verse("白日依山尽|黄河入海流|欲穷千里目|更上一层楼", tr=tr)
+    assert report.ok and report.patterns == (3,) and report.rhymes == {26} and report.types[3] == {1}
+    # 相思: the polyphonic 思 makes line 4 fit types 1 and 3; the reader takes the one the pattern needs
+    report = R.check_verse(XIANGSI, tr=tr)
+    assert report.ok and report.types[3] == {1, 3} and report.rhymes == {4}
+    # 江雪 rhymes in the oblique tone and breaks the pattern; 静夜思 rhymes but line 2 fits no template
+    assert R.check_verse("千山鸟飞绝|万径人踪灭|孤舟蓑笠翁|独钓寒江雪", tr=tr).failures == ("pattern", "oblique rhyme")
+    report = R.check_verse("床前明月光|疑是地上霜|举头望明月|低头思故乡", tr=tr)
+    assert report.failures == ("irregular line",) and report.rhyme_ok and not report.pattern_ok
+
+
+def test_check_verse_tones_and_rhyme_groups() -> None:
+    # d is in neither list: it fits both tones for the reader (the generator's recogniser matches it with none)
+    assert R.verse_line_types("aaabd", tr=TINY) == {0, 2} and R.line_type("aaabd", tr=TINY) == -1
+    assert R.verse_tone("一", tr=TINY) == "Z" and R.verse_tone("d", tr=TINY) == "?"
+    # the 30 lines of pingsheng.txt are the rhyme groups: a level character without a pingshui.txt entry takes
+    # its group's class (line 2 here: class 2)
+    groups = ("a", "ef", *(chr(0x4E00 + i) for i in range(28)))
+    tr = R.ToneRhyme(frozenset("".join(groups)), frozenset("b"), {"a": (1,)}, level_groups=groups)
+    assert R.verse_rhyme_classes("f", tr=tr) == {2} and R.rhyme_classes_of("f", tr=tr) == ()
+    assert R.verse_rhyme_classes("a", tr=tr) == {1} and R.verse_rhyme_classes("b", tr=tr) == frozenset()
+    report = R.check_verse(["aaabb", "bbbaf", "abaab", "aabbe"], tr=tr)  # lines 2 and 4 rhyme on group 2 only
+    assert report.ok and report.rhymes == {2}
+    assert R.check_poem(["aaabb", "bbbaf", "abaab", "aabbe"], tr=tr).rhyme_ok is False
+    mixed = R.check_verse(["aaabb", "bbbaf", "abaab", "aabbeee"], tr=tr)
+    assert mixed.failures == ("shape",) and not mixed.patterns
+    with pytest.raises(ValueError, match="got 3"):
+        R.check_verse(["aaabb", "aaabb", "aaabb"], tr=tr)
+
+
+def test_check_verse_ccpc_test_regression(tr: R.ToneRhyme, ccpc_test: list[dict]) -> None:
+    # the reader's check passes 6,974 of the 9,976 CCPC test quatrains (the generator's check: 3,690)
+    assert sum(R.check_verse(p["content"], tr=tr).ok for p in ccpc_test) == 6974
+
+
 # ----------------------------------------------------------------------------- vocabulary masks
 
 

@@ -23,6 +23,15 @@ Behaviours kept from the official code (``codes/rhythm_tool.py`` and ``codes/fil
   list and an oblique position every character of the level list, so polyphonic characters are banned at
   every constrained position and characters in neither list are never banned.
 
+**Two checks of a finished poem.** :func:`check_poem` is the generator's own check (the official recogniser's
+first matching type, the first listed rhyme class); it is what the beam search's post-filter enforces.
+:func:`check_verse` is the reader's check used to score poems (``docs/metrics.md`` counts what each rule of
+the official check rejects in human poems): a line may be read as any type whose templates it fits
+(polyphonic characters take either tone; 一, which CRRD leaves out, is oblique; other unlisted characters
+fit either tone), the poem passes when some first-line type gives a pattern every line fits, and it rhymes
+when the last characters of lines 2 and 4 share a level rhyme class (any class listed for them in
+``pingshui.txt`` or the ``pingsheng.txt`` line, i.e. rhyme group, they sit on); line 1 may rhyme or not.
+
 The files also hold two stray non-Han symbols (a full-width ``Ｑ`` among the level characters, U+FFFD
 among the oblique ones). They are kept in the lists, as in the official string-containment test, but the
 vocabulary masks only ever mark CJK ideographs.
@@ -109,6 +118,19 @@ class ToneRhyme:
     def both(self) -> frozenset[str]:
         """Characters listed in both tone files (polyphonic)."""
         return self.level & self.oblique
+
+    @functools.cached_property
+    def group_classes(self) -> Mapping[str, frozenset[int]]:
+        """Level rhyme classes by rhyme group: a character on line i of ``pingsheng.txt`` gets class i + 1.
+
+        The file's 30 lines are the 30 Pingshui level rhymes in class order; empty unless there are 30 lines.
+        """
+        table: dict[str, set[int]] = {}
+        if len(self.level_groups) == N_RHYME_CLASSES:
+            for i, group in enumerate(self.level_groups, start=1):
+                for ch in group:
+                    table.setdefault(ch, set()).add(i)
+        return MappingProxyType({ch: frozenset(cs) for ch, cs in table.items()})
 
     @classmethod
     def from_strings(
@@ -306,13 +328,21 @@ class FormReport:
         object.__setattr__(self, "ok", self.pattern_ok and self.rhyme_ok)
 
 
-def check_poem(lines: Sequence[str] | str, *, tr: ToneRhyme | None = None) -> FormReport:
-    """Check a 4-line poem (list, or one string joined by '|') against the §4.5 tone pattern and rhyme."""
-    if isinstance(lines, str):
-        lines = lines.split("|")
-    lines = list(lines)
+def _quatrain(lines: Sequence[str] | str) -> list[str]:
+    """The 4 lines of a poem given as a list or one '|'-joined string (ValueError for another count)."""
+    lines = lines.split("|") if isinstance(lines, str) else list(lines)
     if len(lines) != N_LINES:
         raise ValueError(f"a quatrain needs exactly 4 lines, got {len(lines)}: {lines!r}")
+    return lines
+
+
+def check_poem(lines: Sequence[str] | str, *, tr: ToneRhyme | None = None) -> FormReport:
+    """Check a 4-line poem (list, or one string joined by '|') against the §4.5 tone pattern and rhyme.
+
+    This is the generator's check (official recogniser, first listed rhyme class); :func:`check_verse` is the
+    reader's one.
+    """
+    lines = _quatrain(lines)
     tr = _res(tr)
     types = tuple(line_type(line, tr=tr) for line in lines)
     expected = poem_pattern(types[0]) if types[0] >= 0 else None
@@ -323,6 +353,87 @@ def check_poem(lines: Sequence[str] | str, *, tr: ToneRhyme | None = None) -> Fo
         bool(line) and cls in rhyme_classes_of(line[-1], tr=tr) for line in (lines[1], lines[3])
     )
     return FormReport(types, expected, pattern_ok, rhyme_ok, cls)
+
+
+# ----------------------------------------------------------------------------- the reader's check
+
+# Tones for common characters that CRRD lists in neither file (一 is an entering, i.e. oblique, tone).
+VERSE_TONES: Mapping[str, str] = MappingProxyType({"一": "Z"})
+# What check_verse can find wrong, in the order it reports it.
+VERSE_FAILURES = ("shape", "irregular line", "pattern", "oblique rhyme", "no shared rhyme")
+
+
+def verse_tone(ch: str, *, tr: ToneRhyme | None = None) -> str:
+    """Tone symbol for the reader's check: CRRD's, gaps filled from :data:`VERSE_TONES` ('?' fits either tone)."""
+    tone = tone_of(ch, tr=tr)
+    return VERSE_TONES.get(ch, tone) if tone == "?" else tone
+
+
+def verse_line_types(line: str, *, tr: ToneRhyme | None = None) -> frozenset[int]:
+    """Every line type 0..3 with a recogniser template the line fits ('B' and '?' characters fit both tones)."""
+    if len(line) == SHORT_LINE:
+        body, templates = line, TEMPLATES_5
+    elif len(line) == LONG_LINE:
+        body, templates = line[1:], TEMPLATES_7
+    else:
+        return frozenset()
+    tones = [verse_tone(ch, tr=tr) for ch in body]
+    return frozenset(
+        t for t, tpls in templates.items() if any(all(x == s or x in "B?" for x, s in zip(tones, tpl)) for tpl in tpls)
+    )
+
+
+def verse_rhyme_classes(ch: str, *, tr: ToneRhyme | None = None) -> frozenset[int]:
+    """Level rhyme classes of a character: every class ``pingshui.txt`` lists, plus its ``pingsheng.txt`` group's."""
+    tr = _res(tr)
+    return frozenset(tr.rhyme_classes.get(ch, ())) | tr.group_classes.get(ch, frozenset())
+
+
+@dataclass(frozen=True)
+class VerseReport:
+    """Result of :func:`check_verse`: the types each line fits, the patterns the poem fits, the shared rhymes."""
+
+    types: tuple[frozenset[int], ...]
+    patterns: tuple[int, ...]  # first-line types whose poem pattern every line fits
+    rhymes: frozenset[int]  # level rhyme classes lines 2 and 4 share
+    failures: tuple[str, ...]  # the broken rules, named as in VERSE_FAILURES
+
+    @property
+    def pattern_ok(self) -> bool:
+        """The four lines follow one tone pattern."""
+        return bool(self.patterns)
+
+    @property
+    def rhyme_ok(self) -> bool:
+        """Lines 2 and 4 rhyme."""
+        return bool(self.rhymes)
+
+    @property
+    def ok(self) -> bool:
+        """A regulated quatrain to a reader: one tone pattern and a level rhyme."""
+        return not self.failures
+
+
+def check_verse(lines: Sequence[str] | str, *, tr: ToneRhyme | None = None) -> VerseReport:
+    """The reader's check of a 4-line poem (list or '|'-joined): see the module doc; failures as in VERSE_FAILURES."""
+    lines = _quatrain(lines)
+    tr = _res(tr)
+    types = tuple(verse_line_types(line, tr=tr) for line in lines)
+    shape_ok = len({len(line) for line in lines}) == 1 and len(lines[0]) in (SHORT_LINE, LONG_LINE)
+    patterns = tuple(t for t in POEM_PATTERNS if shape_ok and all(p in ts for p, ts in zip(POEM_PATTERNS[t], types)))
+    ends = [line[-1] if line else "" for line in (lines[1], lines[3])]
+    rhymes = verse_rhyme_classes(ends[0], tr=tr) & verse_rhyme_classes(ends[1], tr=tr) if all(ends) else frozenset()
+    failures = []
+    if not shape_ok:
+        failures.append("shape")
+    elif not all(types):
+        failures.append("irregular line")
+    elif not patterns:
+        failures.append("pattern")
+    if not rhymes:
+        oblique = any(ch and verse_tone(ch, tr=tr) == "Z" for ch in ends)
+        failures.append("oblique rhyme" if oblique else "no shared rhyme")
+    return VerseReport(types, patterns, rhymes, tuple(failures))
 
 
 # ----------------------------------------------------------------------------- vocabulary masks

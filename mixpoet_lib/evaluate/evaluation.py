@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mixpoet_lib._util import progress_bar
@@ -50,9 +51,13 @@ from mixpoet_lib.evaluate.systems import (
     test_items,
 )
 from mixpoet_lib.generate.generator import Generator
-from mixpoet_lib.train.charlm import lm_score
+from mixpoet_lib.relevance import fit_char_embedding
+from mixpoet_lib.train.charlm import LM_VAL_POEMS, lm_score
 
-__all__ = ["EvaluationResult", "evaluate"]
+__all__ = ["EvaluationResult", "build_scorers", "evaluate"]
+
+REFERENCE_SPLIT = "unl_valid"  # held-out human poems the LMS reconstruction is measured against
+EMBEDDING_SPLIT = "unl_train"  # poems the keyword-relevance embedding is fitted on
 
 
 @dataclass
@@ -93,6 +98,34 @@ class EvaluationResult:
                 agg[system][0] += sp.seconds
                 agg[system][1] += sp.n_generated
         return pd.Series({s: v[0] / v[1] for s, v in agg.items()}, name="s/poem")
+
+
+def build_scorers(
+    data: PreparedData, judges: dict[str, Any], lm: Any, max_pairs: int, seed: int
+) -> tuple[Scorers, dict[str, Any]]:
+    """The scorers of an evaluation and a description of their references (for the results' metadata).
+
+    The LMS reference is the char LM's per-poem log-prob over a seeded subset of :data:`LM_VAL_POEMS`
+    ``unl_valid`` poems (mean, sample std); the keyword embedding is fitted on the ``unl_train`` poems.
+    """
+    valid = data.poems(REFERENCE_SPLIT)
+    pick = np.sort(np.random.default_rng(seed).permutation(len(valid))[:LM_VAL_POEMS])
+    ref = lm_score(lm, ["|".join(valid[i].lines) for i in pick.tolist()]).summary()
+    embedding = fit_char_embedding(("|".join(p.lines) for p in data.poems(EMBEDDING_SPLIT)), seed=seed)
+    scorers = Scorers(
+        judges,
+        lm,
+        frozenset(data.training_lines()),
+        default_tone_rhyme(),
+        max_pairs,
+        (ref["mean_lms"], ref["std_lms"]) if ref["n"] > 1 and ref["std_lms"] > 0 else None,
+        embedding,
+    )
+    about = {
+        "lms_reference": {"split": REFERENCE_SPLIT, "n": ref["n"], "mean": ref["mean_lms"], "std": ref["std_lms"]},
+        "embedding": {"split": EMBEDDING_SPLIT, "chars": len(embedding.index), "dim": embedding.vectors.shape[1]},
+    }
+    return scorers, about
 
 
 def _check_request(systems: Sequence[str], seeds: tuple[int, ...], models: dict[str, Any]) -> None:
@@ -151,10 +184,9 @@ def evaluate(
     n_keywords = ecfg.n_keywords if n_keywords is None else n_keywords
     intra_n = ecfg.intra_n if intra_n is None else intra_n
     items = test_items(data, n_keywords, profile.seed)
-    scorers = Scorers(judges, lm, frozenset(data.training_lines()), default_tone_rhyme(), ecfg.max_pairs)
+    scorers, references = build_scorers(data, judges, lm, ecfg.max_pairs, profile.seed)
     weights = dict(weights or {})
-    poems: dict[tuple[str, int], SystemPoems] = {}
-    rows: list[dict[str, Any]] = []
+    poems, rows = {}, []
     generators: dict[str, Generator] = {}
     bar = progress_bar([(s, seed) for s in systems for seed in seeds], desc="evaluation", progress=progress)
     for system, seed in bar:
@@ -173,15 +205,32 @@ def evaluate(
         poems[(system, seed)] = sp
         rows += score_rows(sp, system, seed, scorers)
     bar.close()
+    return _result(profile, rows, poems, items, judges, lm, seeds, intra_n, weights, references)
+
+
+def _result(
+    profile: Profile,
+    rows: list[dict[str, Any]],
+    poems: dict[tuple[str, int], SystemPoems],
+    items: list[TestItem],
+    judges: dict[str, Any],
+    lm: Any,
+    seeds: tuple[int, ...],
+    intra_n: int,
+    weights: dict[str, str],
+    references: dict[str, Any],
+) -> EvaluationResult:
+    """Assemble the evaluation result: scores, the judges' ceiling, the LM on the GT poems, the metadata."""
     ceiling = {f: dict(getattr(j, "report", {}).get("test", {})) for f, j in judges.items()}
     ref = lm_score(lm, [it.reference for it in items]).summary()
     meta = {
         "profile": profile.name,
-        "n_keywords": n_keywords,
+        "n_keywords": len(items),
         "intra_n": intra_n,
         "seeds": list(seeds),
-        "systems": list(systems),
+        "systems": list(dict.fromkeys(system for system, _ in poems)),
         "beam_size": profile.gen.beam_size,
         "weights": weights,
+        **references,
     }
     return EvaluationResult(pd.DataFrame(rows), poems, items, ceiling, ref, seeds, meta)

@@ -1,10 +1,16 @@
 """Scoring the evaluation poems: every metric per system, seed and length, and the mean ± std over seeds.
 
-:data:`METRICS` names each metric with its title and direction. :func:`score_subset` computes them for one
-system and seed on the poems of some lengths: diversity (Jaccard, distinct-n, copies of training lines),
-quality (the char LM's LMS and perplexity, the tone pattern and rhyme pass rate) and factor control (the
-judges' accuracy and macro-F1 on the mixture poems). :func:`score_rows` lays them out as the long table,
-:func:`summarise` averages it over the seeds.
+:data:`METRICS` names each metric with its title and direction, :data:`METRIC_GROUPS` groups them for tables.
+:func:`score_subset` computes them for one system and seed on the poems of some lengths: diversity (Jaccard
+on characters, bigrams and the paper-calibrated word unit, distinct-n, copies of training lines), quality (the
+char LM's log-prob and perplexity, the LMS reconstruction, the reader's and the generator's form checks),
+keyword relevance, repetition, and factor control (the judges' accuracy, macro-F1, per-class recall and F1 on
+the mixture poems). :func:`score_rows` lays them out as the long table, :func:`summarise` averages it over the
+seeds. ``docs/metrics.md`` gives each definition and its calibration on human poems.
+
+Intra-topic variants: ``intra_jaccard*`` are the N-sample groups (N latent samples for CVAE and the factor
+models, the top-N distinct beams for Basic, its analogue), ``intra_jaccard_mix*`` the paper's protocol for the
+factor models (one poem per each of the six mixtures of a keyword).
 """
 
 from __future__ import annotations
@@ -23,40 +29,69 @@ from mixpoet_lib.generate.constraints import RELAXATION_LEVELS
 from mixpoet_lib.metrics import (
     copy_rate,
     distinct_n,
+    doubled_rates,
     factor_control_scores,
     form_pass_rate,
+    human_closeness,
     inter_topic_jaccard,
     intra_topic_jaccard,
+    keyword_rate,
     mean_std,
+    shared_line_rate,
+    topk_accumulated_frequency,
 )
+from mixpoet_lib.relevance import CharEmbedding, keyword_rank_scores
 from mixpoet_lib.train.charlm import lm_score
 from mixpoet_lib.train.judges import classify
 
 __all__ = [
     "METRICS",
+    "METRIC_GROUPS",
+    "CLASS_METRICS",
     "COUNTS",
     "Scorers",
     "score_subset",
     "factor_confusions",
+    "topk_word_curves",
     "relaxation_counts",
     "score_rows",
     "summarise",
 ]
 
 COUNTS = ("n_inter", "n_poems", "n_intra", "n_mixture")  # poem counts score_subset reports beside the metrics
+TOP_WORDS = 5  # top-k of the word-frequency summary (the paper's Fig. 4c: Basic's top 5 cover over 10 %)
+
+# per factor and class: recall and F1 of the judged mixture poems, e.g. "living_recall_military"
+CLASS_METRICS: dict[str, tuple[str, int]] = {
+    f"{f}_{kind}_{cls}": (f"{f}: {cls} {kind} ↑", 1)
+    for f in FACTOR_NAMES
+    for kind in ("recall", "f1")
+    for cls in FACTOR_CLASSES[f]
+}
 
 # metric name → (title, direction: +1 higher is better, −1 lower is better, 0 neither)
 METRICS: dict[str, tuple[str, int]] = {
     "inter_jaccard": ("inter-topic Jaccard (char) ↓", -1),
     "inter_jaccard_bigram": ("inter-topic Jaccard (bigram) ↓", -1),
-    "intra_jaccard": ("intra-topic Jaccard, N samples ↓", -1),
-    "intra_jaccard_mix": ("intra-topic Jaccard, 6 mixtures ↓", -1),
+    "inter_jaccard_word": ("inter-topic Jaccard (word, paper unit) ↓", -1),
+    "intra_jaccard": ("intra-topic Jaccard, N samples / Basic top-N beams (char) ↓", -1),
+    "intra_jaccard_word": ("intra-topic Jaccard, N samples / Basic top-N beams (word) ↓", -1),
+    "intra_jaccard_mix": ("intra-topic Jaccard, 6 mixtures (char) ↓", -1),
+    "intra_jaccard_mix_word": ("intra-topic Jaccard, 6 mixtures (word, paper protocol) ↓", -1),
     "distinct_1": ("distinct-1 ↑", 1),
     "distinct_2": ("distinct-2 ↑", 1),
     "copy_rate": ("lines copied from training ↓", -1),
-    "lms": ("LMS (mean log p per char) ↑", 1),
+    "lms": ("LM log-prob (mean log p per char; not the paper's LMS) ↑", 1),
+    "lms_closeness": ("LMS reconstruction: closeness to human LM log-prob ↑", 1),
     "lm_ppl": ("LM perplexity ↓", -1),
-    "form_ok": ("tone pattern + rhyme pass rate ↑", 1),
+    "form_ok": ("regulated form, reader's check ↑", 1),
+    "form_ok_strict": ("form, the generator's own check ↑", 1),
+    "keyword_rate": ("poems containing their keyword ↑", 1),
+    "keyword_rank": ("keyword relevance, embedding rank (0.5 = none) ↑", 1),
+    "doubled_poems": ("poems with a doubled character ↓", -1),
+    "doubled_lines": ("lines with a doubled character ↓", -1),
+    "shared_lines": ("lines shared across keywords ↓", -1),
+    "top5_words": ("share of the 5 most frequent words ↓", -1),
     "fail_rate": ("failed generations ↓", -1),
     "relaxed_rate": ("poems needing a relaxed rung ↓", -1),
     "living_acc": ("living: judged accuracy ↑", 1),
@@ -64,35 +99,77 @@ METRICS: dict[str, tuple[str, int]] = {
     "era_acc": ("era: judged accuracy ↑", 1),
     "era_f1": ("era: judged macro-F1 ↑", 1),
     "joint_acc": ("both factors judged right ↑", 1),
+    **CLASS_METRICS,
+}
+
+# table title → the metrics it shows (every metric in exactly one group)
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {
+    "Diversity": (
+        "inter_jaccard",
+        "inter_jaccard_bigram",
+        "inter_jaccard_word",
+        "intra_jaccard",
+        "intra_jaccard_word",
+        "intra_jaccard_mix",
+        "intra_jaccard_mix_word",
+        "distinct_1",
+        "distinct_2",
+        "copy_rate",
+    ),
+    "Quality and form": ("lms", "lms_closeness", "lm_ppl", "form_ok", "form_ok_strict", "fail_rate", "relaxed_rate"),
+    "Keyword and repetition": (
+        "keyword_rate",
+        "keyword_rank",
+        "doubled_poems",
+        "doubled_lines",
+        "shared_lines",
+        "top5_words",
+    ),
+    "Factor control": ("living_acc", "living_f1", "era_acc", "era_f1", "joint_acc"),
+    "Factor control per class": tuple(CLASS_METRICS),
 }
 
 
 @dataclass
 class Scorers:
-    """What scoring needs besides the poems: judges, the char LM, the training lines and the tone tables."""
+    """What scoring needs besides the poems: judges, the char LM, the training lines and the tone tables.
+
+    ``lm_reference`` is (mean, std) of the char LM's per-poem log-prob on held-out human poems (the LMS
+    reconstruction measures closeness to it; None leaves ``lms_closeness`` undefined); ``embedding`` the
+    character embedding of the keyword rank score (None leaves ``keyword_rank`` undefined).
+    """
 
     judges: dict[str, Any]
     lm: Any
     training_lines: frozenset[str]
     tone_rhyme: Any = None
     max_pairs: int = 100_000
+    lm_reference: tuple[float, float] | None = None
+    embedding: CharEmbedding | None = None
+
+
+def _intra_groups(recs: list[dict[str, Any]], role: str) -> list[list[str]]:
+    """The texts of the good poems of one role, grouped by keyword item."""
+    groups: dict[int, list[str]] = {}
+    for r in recs:
+        if r["role"] == role and r["ok"]:
+            groups.setdefault(r["item"], []).append(r["text"])
+    return list(groups.values())
 
 
 def _diversity(
     recs: list[dict[str, Any]], inter_ok: list[dict[str, Any]], scorers: Scorers, seed: int
 ) -> dict[str, float]:
-    """Inter- and intra-topic Jaccard, distinct-n and the copy rate."""
+    """Inter- and intra-topic Jaccard (char, bigram, word), distinct-n and the copy rate."""
     texts, kws = [r["text"] for r in inter_ok], [r["keyword"] for r in inter_ok]
     out = {
-        "inter_jaccard": inter_topic_jaccard(texts, scorers.max_pairs, seed, "char", kws),
-        "inter_jaccard_bigram": inter_topic_jaccard(texts, scorers.max_pairs, seed, "bigram", kws),
+        f"inter_jaccard{suffix}": inter_topic_jaccard(texts, scorers.max_pairs, seed, kind, kws)
+        for suffix, kind in (("", "char"), ("_bigram", "bigram"), ("_word", "word"))
     }
     for role, name in (("intra", "intra_jaccard"), ("mixture", "intra_jaccard_mix")):
-        groups: dict[int, list[str]] = {}
-        for r in recs:
-            if r["role"] == role and r["ok"]:
-                groups.setdefault(r["item"], []).append(r["text"])
-        out[name] = intra_topic_jaccard(list(groups.values())) if groups else math.nan
+        groups = _intra_groups(recs, role)
+        for suffix, kind in (("", "char"), ("_word", "word")):
+            out[name + suffix] = intra_topic_jaccard(groups, kind) if groups else math.nan
     out["distinct_1"] = distinct_n(texts, 1)
     out["distinct_2"] = distinct_n(texts, 2)
     out["copy_rate"] = copy_rate(texts, scorers.training_lines)
@@ -100,14 +177,36 @@ def _diversity(
 
 
 def _quality(texts: list[str], scorers: Scorers) -> dict[str, float]:
-    """LMS, LM perplexity and the tone pattern + rhyme pass rate (nan without poems)."""
+    """LM log-prob and perplexity, the LMS reconstruction and the two form checks (nan without poems)."""
     if not texts:
-        return {"lms": math.nan, "lm_ppl": math.nan, "form_ok": math.nan}
-    lm = lm_score(scorers.lm, texts).summary()
+        return {k: math.nan for k in ("lms", "lms_closeness", "lm_ppl", "form_ok", "form_ok_strict")}
+    scores = lm_score(scorers.lm, texts)
+    lm = scores.summary()
+    ref = scorers.lm_reference
+    form = form_pass_rate(texts, scorers.tone_rhyme)
     return {
         "lms": lm["mean_lms"],
+        "lms_closeness": human_closeness(scores.lms.tolist(), *ref) if ref else math.nan,
         "lm_ppl": lm["corpus_ppl"],
-        "form_ok": form_pass_rate(texts, scorers.tone_rhyme)["ok"],
+        "form_ok": form["ok"],
+        "form_ok_strict": form["ok_strict"],
+    }
+
+
+def _keyword_repetition(inter_ok: list[dict[str, Any]], scorers: Scorers) -> dict[str, float]:
+    """Keyword presence and rank relevance, doubled characters, lines shared across keywords, top-word share."""
+    texts, kws = [r["text"] for r in inter_ok], [r["keyword"] for r in inter_ok]
+    if not texts:
+        return {k: math.nan for k in METRIC_GROUPS["Keyword and repetition"]}
+    ranks = keyword_rank_scores(scorers.embedding, texts, kws) if scorers.embedding is not None else None
+    poems_doubled, lines_doubled = doubled_rates(texts)
+    return {
+        "keyword_rate": keyword_rate(texts, kws),
+        "keyword_rank": float(np.nanmean(ranks)) if ranks is not None and np.isfinite(ranks).any() else math.nan,
+        "doubled_poems": poems_doubled,
+        "doubled_lines": lines_doubled,
+        "shared_lines": shared_line_rate(texts, kws),
+        "top5_words": float(topk_accumulated_frequency(texts, TOP_WORDS, "word")[-1]),
     }
 
 
@@ -121,18 +220,20 @@ def _judged_control(mix: list[dict[str, Any]], judges: dict[str, Any]) -> dict[s
 
 
 def _control(mix: list[dict[str, Any]], judges: dict[str, Any]) -> dict[str, float]:
-    """Per factor judged accuracy and macro-F1 of the good mixture poems, and the joint accuracy (nan without)."""
+    """Per factor judged accuracy, macro-F1, per-class recall and F1 of the good mixture poems, and the joint
+    accuracy (nan without poems)."""
+    names = [*METRIC_GROUPS["Factor control"], *CLASS_METRICS]
     if not mix:
-        out = {}
-        for f in FACTOR_NAMES:
-            out[f"{f}_acc"] = out[f"{f}_f1"] = math.nan
-        return {**out, "joint_acc": math.nan}
+        return {k: math.nan for k in names}
     fc = _judged_control(mix, judges)
-    out = {}
+    out = {"joint_acc": float(fc["joint_accuracy"])}
     for f in FACTOR_NAMES:
         out[f"{f}_acc"] = float(fc[f]["accuracy"])
         out[f"{f}_f1"] = float(fc[f]["macro_f1"])
-    return {**out, "joint_acc": float(fc["joint_accuracy"])}
+        for kind in ("recall", "f1"):
+            for cls, v in zip(FACTOR_CLASSES[f], fc[f][kind]):
+                out[f"{f}_{kind}_{cls}"] = float(v)
+    return {k: out[k] for k in names}
 
 
 def score_subset(sp: SystemPoems, scorers: Scorers, lengths: Sequence[int], seed: int) -> dict[str, float]:
@@ -154,6 +255,7 @@ def score_subset(sp: SystemPoems, scorers: Scorers, lengths: Sequence[int], seed
     out["relaxed_rate"] = float(np.mean([r["relaxation"] > 0 for r in recs])) if recs else math.nan
     out.update(_diversity(recs, inter_ok, scorers, seed))
     out.update(_quality([r["text"] for r in inter_ok], scorers))
+    out.update(_keyword_repetition(inter_ok, scorers))
     out.update(_control([r for r in recs if r["role"] == "mixture" and r["ok"]], scorers.judges))
     return out
 
@@ -165,6 +267,17 @@ def factor_confusions(sp: SystemPoems, judges: dict[str, Any]) -> dict[str, np.n
         return {}
     fc = _judged_control(mix, judges)
     return {f: np.asarray(fc[f]["confusion"]) for f in FACTOR_NAMES}
+
+
+def topk_word_curves(poems: dict[tuple[str, int], SystemPoems], k_max: int = 50) -> dict[str, np.ndarray]:
+    """Per system, the top-k word accumulated frequency of its good inter-topic poems (the paper's Fig. 4c),
+    averaged over its seeds (a deterministic system's seeds give the same curve)."""
+    curves: dict[str, list[np.ndarray]] = {}
+    for (system, _seed), sp in poems.items():
+        texts = [r["text"] for r in sp.role("inter") if r["ok"]]
+        if texts:
+            curves.setdefault(system, []).append(topk_accumulated_frequency(texts, k_max, "word"))
+    return {system: np.mean(c, axis=0) for system, c in curves.items()}
 
 
 def relaxation_counts(sp: SystemPoems) -> dict[str, int]:
@@ -185,7 +298,7 @@ def _poems_behind(metric: str, counts: dict[str, int]) -> int:
     """How many poems a metric was computed on (mixture, intra, all, or inter poems)."""
     if metric.startswith(("living", "era", "joint", "intra_jaccard_mix")):
         return counts["n_mixture"]
-    if metric == "intra_jaccard":
+    if metric.startswith("intra_jaccard"):
         return counts["n_intra"]
     return counts["n_poems"] if metric in ("fail_rate", "relaxed_rate") else counts["n_inter"]
 
