@@ -32,6 +32,12 @@ KL_ANNEAL_KINDS = ("linear", "sigmoid", "constant")
 CHINESE_POETRY_SETS = ("tang", "song")
 MAX_KEYWORDS = 4  # keywords a poem may carry (1..4, spec §1)
 N_BETAS = 2  # Adam's (beta1, beta2)
+# Bounds of the generation settings. A beam search keeps beam × vocabulary scores per poem and step; beyond
+# ~200 candidates a 5- or 7-character line gains nothing (the constraints prune most of them) while time and
+# memory keep growing linearly (beam 100,000 took 457 s and 13 GB for one poem).
+MAX_BEAM = 200
+MAX_EXTRA_STEPS = 50  # decoder steps past the line length
+MAX_Z_CANDIDATES = 64  # latent draws per poem for the outlier guard
 
 
 def _require(owner: object, name: str, ok: bool, rule: str) -> None:
@@ -200,7 +206,9 @@ class TrainConfig:
     diag_every: int = 40  # latent diagnostics (spec §7.2) every this many adversarial batches (AUS) / batches (IGS)
     diag_samples: int = 512  # samples per distribution in the diagnostics (official: 4 × 128 and 8 × 64)
     diag_chunk: int = 128  # replicas of the chosen instance per sampling round
-    num_threads: int = 0  # torch intra-op threads while training (0 = torch's default); tiny models run faster on 1
+    # torch intra-op threads while training; 0 = auto: at the start of each training call, torch's default on an
+    # idle machine, fewer when other processes load the cores (_util.choose_threads). Tiny models run faster on 1.
+    num_threads: int = 0
 
     def __post_init__(self) -> None:
         for name in ("betas", "dis_betas"):
@@ -277,8 +285,10 @@ class GenConfig:
     z_outlier_ratio: float = 3.0
 
     def __post_init__(self) -> None:
-        _check(self, "> 0", "beam_size", "z_candidates")
-        _check(self, "≥ 0", "extra_steps", "z_outlier_ratio")
+        for name, most in (("beam_size", MAX_BEAM), ("z_candidates", MAX_Z_CANDIDATES)):
+            _require(self, name, 1 <= getattr(self, name) <= most, f"in 1..{most}")
+        _require(self, "extra_steps", 0 <= self.extra_steps <= MAX_EXTRA_STEPS, f"in 0..{MAX_EXTRA_STEPS}")
+        _check(self, "≥ 0", "z_outlier_ratio")
 
 
 @dataclass(frozen=True)
