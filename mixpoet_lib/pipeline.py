@@ -254,7 +254,7 @@ def _execute(job: _Job, state: dict[str, Any]) -> float:
     state_path, name = job.out / "state.json", job.nb.name
     t0 = time.perf_counter()
     try:
-        with _quiet_asyncio():
+        with _quiet_libraries():
             pm.execute_notebook(
                 str(job.nb),
                 str(job.running),
@@ -311,14 +311,18 @@ def _kernel_failure(exc: Exception, job: _Job) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_asyncio() -> Iterator[None]:
-    """Keep asyncio's "Task exception was never retrieved" reports (left by a kernel torn down mid-message on
-    an interrupt) off the terminal while a notebook runs and until its tasks are collected."""
-    logger = logging.getLogger("asyncio")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+def _quiet_libraries() -> Iterator[None]:
+    """Keep library chatter off the terminal while a notebook runs: asyncio's "Task exception was never
+    retrieved" (left by a kernel torn down mid-message on an interrupt; reported when the orphaned tasks are
+    collected) and papermill's warnings about the parameters cell (typed parameters it cannot parse)."""
+    quiet = {"asyncio": logging.CRITICAL, "papermill": logging.ERROR}  # papermill's errors still show
+    loggers = [logging.getLogger(name) for name in quiet]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(quiet[lg.name])
     try:
         yield
     finally:
-        gc.collect()  # orphaned tasks report when collected: let that happen while the logger is quiet
-        logger.setLevel(level)
+        gc.collect()  # let the orphaned tasks report while the loggers are quiet
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -152,6 +152,8 @@ def test_status_line_shows_notebook_cell_phase_loss_and_eta(tmp_path):
         "02_generator.ipynb · cell 7/20 │ 3:12 │ shared_dae step 340/1500 · loss 5.213 · 0.41 s/step · ETA 7:56"
     )
     assert live.format_status("05_evaluation.ipynb", (0, 0), 3725) == "05_evaluation.ipynb │ 1:02:05"
+    finished = live.PhaseProgress("shared_dae", 1500, 1500, 4.0)
+    assert live.format_status("x", (1, 2), 1, finished, 0.4).endswith("step 1500/1500 · loss 4 · 0.40 s/step · done")
     assert len(live.format_status("02_generator.ipynb", (6, 20), 1, phase, 0.4, width=30)) == 30
     nb = _notebook(tmp_path, "x.ipynb", "a = 1", "b = 2")
     doc = json.loads(nb.read_text())
@@ -178,6 +180,7 @@ def test_live_status_refreshes_one_terminal_line(tmp_path):
     assert text.endswith("\r\033[K")  # the line is cleared for the next message
     assert status.speed(live.PhaseProgress("x", 10, None, None), 100.0) is None
     assert status.speed(live.PhaseProgress("x", 20, None, None), 105.0) == pytest.approx(0.5)
+    assert status.speed(live.PhaseProgress("x", 20, None, None), 150.0) == pytest.approx(0.5)  # phase over: no drift
 
 
 # ----------------------------------------------------------------------------- item 18 and 15 (HTML)

@@ -134,8 +134,10 @@ def format_status(
             train.append(f"loss {phase.loss:.4g}")
         if seconds_per_step:
             train.append(f"{seconds_per_step:.2f} s/step")
-            if phase.total and phase.total > phase.step:
-                train.append(f"ETA {_clock((phase.total - phase.step) * seconds_per_step)}")
+        if phase.total and phase.step >= phase.total:
+            train.append("done")
+        elif phase.total and seconds_per_step:
+            train.append(f"ETA {_clock((phase.total - phase.step) * seconds_per_step)}")
         parts.append(" · ".join(train))
     line = " │ ".join(parts)
     return line if len(line) <= width else line[: max(width - 1, 0)] + "…"
@@ -147,13 +149,17 @@ class LiveStatus:
     def __init__(self, run_dir: Path, stream: IO[str], profile: Profile | None = None, interval: float = 1.0) -> None:
         self.run_dir, self.stream, self.profile, self.interval = Path(run_dir), stream, profile, interval
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self._rates: dict[str, tuple[int, float]] = {}  # phase → (first step seen, when)
+        self._seen: dict[str, tuple[tuple[int, float], tuple[int, float]]] = {}  # phase → (step, when) first, latest
         self._last_plain = 0.0
 
     def speed(self, phase: PhaseProgress, now: float) -> float | None:
-        """Seconds per step of ``phase``, measured since this status first saw it."""
-        first = self._rates.setdefault(phase.key, (phase.step, now))
-        return (now - first[1]) / (phase.step - first[0]) if phase.step > first[0] else None
+        """Seconds per step of ``phase``: from the first step this status saw to the latest step change (so the
+        figure does not drift while the notebook does something else after the phase)."""
+        first, last = self._seen.setdefault(phase.key, ((phase.step, now), (phase.step, now)))
+        if phase.step != last[0]:
+            last = (phase.step, now)
+            self._seen[phase.key] = (first, last)
+        return (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else None
 
     def line(self, notebook: str, running: Path, started: float, now: float) -> str:
         """The status line for ``notebook`` (executing into ``running``) at time ``now``."""
