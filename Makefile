@@ -15,7 +15,7 @@ MIXPOET_MIRROR ?= $(if $(wildcard $(SHARED_MIRROR)/mixpoet),$(SHARED_MIRROR),)
 export MIXPOET_MIRROR
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
 
-.PHONY: setup reproduce test lint test-unit test-notebooks data refresh-notebooks clean
+.PHONY: setup reproduce reference test lint test-unit test-notebooks data refresh-notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -26,9 +26,14 @@ $(VENV)/.installed: pyproject.toml
 	@bash scripts/install_fonts.sh
 	@touch $@
 
-## The main job: data → every notebook, executed with papermill into runs/<profile>/, then the report.
+## The main job: data → every notebook, executed with papermill into runs/<profile>-local/ (not tracked by git),
+## then the report, which compares the run with the committed reference run runs/<profile>/.
 reproduce: setup
 	$(BIN)/mixpoet reproduce $(if $(PROFILE),--profile $(PROFILE),)
+
+## Maintainers: regenerate the committed reference run runs/<profile>/ and figures/ (overwrites them on purpose).
+reference: setup
+	$(BIN)/mixpoet reproduce --reference $(if $(PROFILE),--profile $(PROFILE),)
 
 ## The tests: lint + format check + type check, library unit tests, then nbval over the notebooks (smoke profile).
 test: setup

@@ -33,6 +33,11 @@ KL_ANNEAL_KINDS = ("linear", "sigmoid", "constant")
 CHINESE_POETRY_SETS = ("tang", "song")
 MAX_KEYWORDS = 4  # keywords a poem may carry (1..4, spec §1)
 N_BETAS = 2  # Adam's (beta1, beta2)
+# Bounds of the generation settings: beyond ~200 beams a line gains nothing while time and memory grow linearly
+# with beam × vocabulary (beam 100,000 took 457 s and 13 GB for one poem).
+MAX_BEAM = 200
+MAX_EXTRA_STEPS = 50  # decoder steps past the line length
+MAX_Z_CANDIDATES = 64  # latent draws per poem for the outlier guard
 
 
 def _require(owner: object, name: str, ok: bool, rule: str) -> None:
@@ -176,9 +181,7 @@ class TrainConfig:
     dis_betas: tuple[float, float] = (0.5, 0.99)
     dis_decay_exponent: float = 0.5
     ndis: int = 3
-    # Speed [kit choice]: the ndis discriminator steps of one batch share one no-grad encoder pass (the official
-    # code re-encodes the batch, with fresh dropout, in each of them). Labels, noise and samplers stay per step.
-    share_dis_encoding: bool = False
+    share_dis_encoding: bool = False  # [kit choice] the ndis D steps share one no-grad encoder pass (official: not)
     rec_warm_steps: int = 1500
     tau_annealing_steps: int = 6000
     min_tau: float = 0.01
@@ -196,12 +199,11 @@ class TrainConfig:
     cl_val_instances: int = 0  # classifier validation: at most this many labelled cqcf_valid instances (0 = all)
     validate_every_epoch: bool = True
     validate_every: int = 0  # also validate every this many steps (0 = only at epoch ends and at the phase end)
-    # official: the 1st second-stage epoch runs at the DAE's last teacher-forcing ratio (§2.4)
-    tf_leftover_quirk: bool = True
+    tf_leftover_quirk: bool = True  # official: 1st second-stage epoch at the DAE's last teacher-forcing ratio
     diag_every: int = 40  # latent diagnostics (spec §7.2) every this many adversarial batches (AUS) / batches (IGS)
     diag_samples: int = 512  # samples per distribution in the diagnostics (official: 4 × 128 and 8 × 64)
     diag_chunk: int = 128  # replicas of the chosen instance per sampling round
-    num_threads: int = 0  # torch intra-op threads while training (0 = torch's default); tiny models run faster on 1
+    num_threads: int = 0  # torch threads while training; 0 = auto, fewer on a loaded machine (_util.choose_threads)
 
     def __post_init__(self) -> None:
         for name in ("betas", "dis_betas"):
@@ -270,10 +272,8 @@ class GenConfig:
     beam_size: int = 20
     extra_steps: int = 10  # at most L + extra_steps decoder steps per line
     novelty_filter: bool = True
-    # Outlier guard for the latent draw [kit choice]: each poem draws ``z_candidates`` latents from its own
-    # generator and keeps the first whose norm is ≤ ``z_outlier_ratio`` × the median norm of its candidates
-    # (the AUS implicit prior occasionally maps a draw to a far-away z that decodes to garbage).
-    # z_candidates=1 or z_outlier_ratio=0 is the official behaviour (always the first draw).
+    # Latent outlier guard [kit choice]: keep the first of z_candidates draws whose norm is ≤ z_outlier_ratio × their
+    # median norm (a far-away AUS prior draw decodes to garbage); 1 or 0 = official (always the first draw).
     z_candidates: int = 4
     z_outlier_ratio: float = 3.0
     # In-line repetition [kit choice, design §5.3]: 'attested' doubles a character (茫茫) only where human poems do
@@ -286,10 +286,10 @@ class GenConfig:
     max_doublings: int = 1
 
     def __post_init__(self) -> None:
-        _check(self, "> 0", "beam_size", "z_candidates")
-        _check(
-            self, "≥ 0", "extra_steps", "z_outlier_ratio", "doubling_min_count", "doubling_word_count", "max_doublings"
-        )
+        for name, most in (("beam_size", MAX_BEAM), ("z_candidates", MAX_Z_CANDIDATES)):
+            _require(self, name, 1 <= getattr(self, name) <= most, f"in 1..{most}")
+        _require(self, "extra_steps", 0 <= self.extra_steps <= MAX_EXTRA_STEPS, f"in 0..{MAX_EXTRA_STEPS}")
+        _check(self, "≥ 0", "z_outlier_ratio", "doubling_min_count", "doubling_word_count", "max_doublings")
         _require(self, "repetition_rule", self.repetition_rule in REPETITION_RULES, f"one of {REPETITION_RULES}")
         for name in ("doubling_min_share", "doubling_min_rate"):
             _require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")

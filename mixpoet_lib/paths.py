@@ -9,6 +9,7 @@ ENV_DATA_DIR = "MIXPOET_DATA_DIR"
 ENV_MIRROR = "MIXPOET_MIRROR"
 ENV_PROFILE = "MIXPOET_PROFILE"
 ENV_FONT = "MIXPOET_CJK_FONT"
+ENV_FIGURES = "MIXPOET_FIGURES_DIR"
 
 
 def repo_root() -> Path:
@@ -43,9 +44,13 @@ def mirror_dir(override: str | os.PathLike[str] | None = None) -> Path | None:
 
 
 def figures_dir(profile: str = "tutorial") -> Path:
-    """Return where a profile's figures go (created): <repo>/figures for the published tutorial run, else
-    figures/<profile>."""
-    path = repo_root() / "figures" if profile == "tutorial" else repo_root() / "figures" / profile
+    """Return where a profile's figures go (created): $MIXPOET_FIGURES_DIR when set (``mixpoet reproduce`` sets
+    it to the user's run folder), else <repo>/figures for the published tutorial run, else figures/<profile>."""
+    value = os.environ.get(ENV_FIGURES)
+    if value:
+        path = Path(value).expanduser().resolve()
+    else:
+        path = repo_root() / "figures" if profile == "tutorial" else repo_root() / "figures" / profile
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -55,3 +60,8 @@ def runs_dir(profile: str) -> Path:
     path = repo_root() / "runs" / profile
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def run_path(name: str) -> Path:
+    """Return <repo>/runs/<name> without creating it."""
+    return repo_root() / "runs" / name

@@ -1,39 +1,48 @@
 """The reproduction runner: every numbered notebook in order with papermill, resumable, then a report.
 
-``mixpoet reproduce`` executes ``notebooks/NN_*.ipynb`` into ``runs/<profile>/`` (never over the source
-notebooks), injecting ``PROFILE``, ``RUN_DIR`` and ``OVERRIDES`` (settings changed with ``--set``, in the
-text form of :func:`mixpoet_lib.overrides.parse_overrides`). A notebook is skipped when its *inputs* are
-unchanged since its last successful run: its own file, the library code, the profile with its overrides,
-and the outputs of the notebooks before it (chained through their input hashes). The first failure stops the
-run and names the notebook and the cell; the partially executed copy is kept for inspection.
+``mixpoet reproduce`` executes ``notebooks/NN_*.ipynb`` into a run folder (never over the source notebooks),
+injecting ``PROFILE``, ``RUN_DIR`` and ``OVERRIDES`` (settings changed with ``--set``, in the text form of
+:func:`mixpoet_lib.overrides.parse_overrides`). A user's run goes to ``runs/<run>-local/`` (not tracked by
+git), with its figures inside it, so the committed reference run ``runs/<run>/`` and ``figures/`` stay as
+published; ``reference=True`` (or that folder as ``out_dir``) regenerates the reference deliberately.
+
+A notebook is skipped when its *inputs* are unchanged since its last successful run: its own file, the library
+code, the profile with its overrides, and the outputs of the notebooks before it (chained through their input
+hashes). Each notebook executes into a temporary copy that replaces ``NN_name.ipynb`` only when it succeeds:
+a failure (or an interrupt) keeps the last good copy, leaves the partial one as ``NN_name.failed.ipynb``,
+records the status in ``state.json``, rewrites the report and stops, naming the notebook and the cell.
+The kernels talk over IPC sockets (POSIX) and write their own log to ``kernel_logs/`` instead of the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
-import platform
+import logging
+import os
 import re
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy
-import torch
-
 from mixpoet_lib._util import default_device, write_json_atomic
-from mixpoet_lib.config import Profile, get_profile
-from mixpoet_lib.evaluate.report import markdown_paper, markdown_result_groups
-from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
+from mixpoet_lib.config import Profile, get_profile, resolve_profile_name
 from mixpoet_lib.overrides import run_name
-from mixpoet_lib.paths import figures_dir, repo_root, runs_dir
+from mixpoet_lib.paths import ENV_FIGURES, ENV_PROFILE, figures_dir, repo_root, run_path
+from mixpoet_lib.run_report import failed_copy, write_report
 
 
 class PipelineError(RuntimeError):
     """A notebook failed; the message names the notebook, the cell and the error."""
+
+
+class PipelineInterrupted(PipelineError):
+    """The run was interrupted (Ctrl-C) while a notebook executed; the message names it."""
 
 
 @dataclass
@@ -47,8 +56,21 @@ class NotebookRun:
 
 
 def default_profile_name() -> str:
-    """Return 'full' when a CUDA device is available, else 'tutorial'."""
+    """$MIXPOET_PROFILE when set (as for every command), else 'full' with a CUDA device, else 'tutorial'."""
+    if os.environ.get(ENV_PROFILE):
+        return resolve_profile_name()
     return "full" if default_device().type == "cuda" else "tutorial"
+
+
+def reference_dir(profile: str, overrides: str = "") -> Path:
+    """The committed reference run of a profile (and overrides): ``runs/<run>/`` (not created here)."""
+    return run_path(run_name(profile, overrides))
+
+
+def local_run_dir(profile: str, overrides: str = "") -> Path:
+    """Where a user's ``mixpoet reproduce`` writes by default: ``runs/<run>-local/`` (ignored by git; not created
+    here)."""
+    return run_path(f"{run_name(profile, overrides)}-local")
 
 
 def notebook_paths(folder: Path | None = None) -> list[Path]:
@@ -118,6 +140,26 @@ def _failing_cell(nb_path: Path) -> str:
     return "unknown cell"
 
 
+def _kernel_manager(log_path: Path, env: dict[str, str]) -> type:
+    """A kernel manager class for one notebook: IPC sockets on POSIX (no "Kernel is running over TCP without
+    encryption" warning), the kernel's own stderr in ``log_path`` instead of the terminal, ``env`` added to its
+    environment. (nbclient takes a class, so the settings live on it.)"""
+    from jupyter_client.manager import AsyncKernelManager  # optional dependency (notebooks extra), like papermill
+    from traitlets import CaselessStrEnum
+
+    class RunKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc" if os.name == "posix" else "tcp", config=True)
+
+        async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
+            kw["env"] = {**kw.get("env", os.environ), **env}
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as log:
+                kw.setdefault("stderr", log)
+                await AsyncKernelManager.start_kernel(self, **kw)
+
+    return RunKernelManager
+
+
 def run_pipeline(
     profile_name: str | None = None,
     force: bool = False,
@@ -126,65 +168,125 @@ def run_pipeline(
     log: Callable[[str], Any] = print,
     progress: bool = True,
     overrides: str = "",
+    reference: bool = False,
+    watch: Callable[[str, Path], AbstractContextManager[Any]] | None = None,
 ) -> list[NotebookRun]:
     """Execute the notebooks in order (skipping unchanged ones unless ``force``) and write the report.
 
     ``overrides`` (e.g. ``"model.latent_size=64"``) changes settings of the profile; it is checked here, passed
-    to every notebook as ``OVERRIDES`` and is part of each notebook's input hash.
+    to every notebook as ``OVERRIDES`` and is part of each notebook's input hash. The run goes to ``out_dir``,
+    else the reference folder when ``reference``, else :func:`local_run_dir`. ``watch(notebook name, path of
+    the copy being executed)``, when given, is entered around each execution (the live status line of
+    ``mixpoet reproduce``) and replaces papermill's progress bar.
     """
     profile = get_profile(profile_name or default_profile_name(), overrides)  # bad overrides fail before any run
-    out = Path(out_dir) if out_dir else runs_dir(run_name(profile.name, overrides))  # never the profile's own run
+    ref = reference_dir(profile.name, overrides)
+    out = Path(out_dir) if out_dir else ref if reference else local_run_dir(profile.name, overrides)
     out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()  # papermill runs the kernel (and its own writes) from the notebooks folder
+    is_ref = out.resolve() == ref.resolve()
+    figures = figures_dir(run_name(profile.name, overrides)) if is_ref else out / "figures"
     state_path = out / "state.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
     books = notebooks if notebooks is not None else notebook_paths()
     if not books:
         raise PipelineError("no notebooks found to run")
     lib, upstream, runs = library_hash(), "", []
-    for i, nb in enumerate(books, start=1):
-        key = input_hash(nb, profile, upstream, lib, overrides)
-        previous = state.get(nb.name, {})
-        if (
-            not force
-            and previous.get("input_hash") == key
-            and previous.get("status") == "ok"
-            and (out / nb.name).exists()
-        ):
-            log(f"[{i}/{len(books)}] {nb.name}: inputs unchanged, skipped")
-            runs.append(NotebookRun(nb.name, "skipped", previous.get("seconds", 0.0), key))
-        else:
-            log(f"[{i}/{len(books)}] {nb.name}: running (profile {profile.name})")
-            seconds = _execute(nb, out, notebook_inputs(nb, profile, out, overrides), key, state, progress)
-            runs.append(NotebookRun(nb.name, "ran", seconds, key))
-            log(f"[{i}/{len(books)}] {nb.name}: done in {seconds:.0f} s")
-        upstream = key
-    write_report(profile, out, state, books, overrides)
+    try:
+        for i, nb in enumerate(books, start=1):
+            key = input_hash(nb, profile, upstream, lib, overrides)
+            previous = state.get(nb.name, {})
+            if (
+                not force
+                and previous.get("input_hash") == key
+                and previous.get("status") == "ok"
+                and (out / nb.name).exists()
+            ):
+                log(f"[{i}/{len(books)}] {nb.name}: inputs unchanged, skipped")
+                runs.append(NotebookRun(nb.name, "skipped", previous.get("seconds", 0.0), key))
+            else:
+                log(f"[{i}/{len(books)}] {nb.name}: running (profile {profile.name})")
+                params = notebook_inputs(nb, profile, out, overrides)
+                job = _Job(nb, out, params, key, {ENV_FIGURES: str(figures)}, progress and watch is None)
+                with watch(nb.name, job.running) if watch is not None else contextlib.nullcontext():
+                    seconds = _execute(job, state)
+                runs.append(NotebookRun(nb.name, "ran", seconds, key))
+                log(f"[{i}/{len(books)}] {nb.name}: done in {seconds:.0f} s")
+            upstream = key
+    finally:  # also after a failure: the report must not keep saying "ok" for a notebook that just failed
+        write_report(profile, out, state, books, overrides, figures, None if is_ref else ref)
     return runs
 
 
-def _execute(nb: Path, out: Path, params: dict[str, str], key: str, state: dict[str, Any], progress: bool) -> float:
-    """Run one notebook into ``out`` with papermill, record the outcome in ``state.json``; return its seconds."""
+@dataclass
+class _Job:
+    """One notebook to execute: source, run folder, parameters, input hash, kernel environment, progress bar."""
+
+    nb: Path
+    out: Path
+    params: dict[str, str]
+    key: str
+    env: dict[str, str]
+    progress: bool
+
+    @property
+    def target(self) -> Path:
+        """The executed notebook, replaced only by a successful run."""
+        return self.out / self.nb.name
+
+    @property
+    def running(self) -> Path:
+        """The copy papermill writes while the notebook executes."""
+        return self.out / f"{self.nb.stem}.running{self.nb.suffix}"
+
+    @property
+    def kernel_log(self) -> Path:
+        """The kernel's own log (its stderr: start-up messages, crashes), not the notebook's output."""
+        return self.out / "kernel_logs" / f"{self.nb.stem}.log"
+
+
+def _execute(job: _Job, state: dict[str, Any]) -> float:
+    """Run one notebook with papermill into a temporary copy, move it into place on success, record the outcome
+    in ``state.json``; return its seconds. A failure or an interrupt keeps the partial copy as ``*.failed.ipynb``.
+    """
     import papermill as pm  # optional dependency (notebooks extra), heavy; only ``reproduce`` runs notebooks
 
-    target, state_path = out / nb.name, out / "state.json"
+    state_path, name = job.out / "state.json", job.nb.name
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(nb),
-            str(target),
-            parameters=params,
-            kernel_name="python3",
-            cwd=str(nb.parent),
-            progress_bar=progress,
-            log_output=False,
-        )
-    except pm.PapermillExecutionError:
-        state[nb.name] = {"input_hash": key, "status": "failed", "seconds": time.perf_counter() - t0}
+        with _quiet_libraries():
+            pm.execute_notebook(
+                str(job.nb),
+                str(job.running),
+                parameters=job.params,
+                kernel_name="python3",
+                cwd=str(job.nb.parent),
+                progress_bar=job.progress,
+                log_output=False,
+                kernel_manager_class=_kernel_manager(job.kernel_log, job.env),
+            )
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        partial = _keep_partial(job)
+        state[name] = {
+            "input_hash": job.key,
+            "status": "interrupted" if interrupted else "failed",
+            "seconds": round(time.perf_counter() - t0, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         write_json_atomic(state_path, state, sort_keys=False)
-        raise PipelineError(f"{nb.name} failed at {_failing_cell(target)}; partial notebook kept at {target}") from None
+        if interrupted:
+            raise PipelineInterrupted(f"interrupted while running {name}; partial notebook kept at {partial}") from None
+        if not isinstance(exc, Exception):
+            raise
+        failed = isinstance(exc, pm.PapermillExecutionError)
+        where = _failing_cell(Path(partial)) if failed else _kernel_failure(exc, job)
+        raise PipelineError(f"{name} failed at {where}; partial notebook kept at {partial}") from None
+    os.replace(job.running, job.target)
+    failed_copy(job.target).unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
-    state[nb.name] = {
-        "input_hash": key,
+    state[name] = {
+        "input_hash": job.key,
         "status": "ok",
         "seconds": round(seconds, 1),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -193,182 +295,34 @@ def _execute(nb: Path, out: Path, params: dict[str, str], key: str, state: dict[
     return seconds
 
 
-def environment() -> dict[str, str]:
-    """Return versions and device information for the report."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "device": device,
-        "command": " ".join(sys.argv[:1] + sys.argv[1:]),
-    }
+def _keep_partial(job: _Job) -> str:
+    """Move the partially executed copy to ``*.failed.ipynb`` (the last good ``NN_name.ipynb`` stays); say where."""
+    partial = failed_copy(job.target)
+    if not job.running.exists():
+        return "nowhere (the kernel did not start)"
+    os.replace(job.running, partial)
+    return str(partial)
 
 
-def write_report(profile: Profile, out: Path, state: dict[str, Any], books: list[Path], overrides: str = "") -> Path:
-    """Write ``report.md`` and ``report.html`` summarising the run folder."""
-    lines = [
-        f"# MixPoet-kit run report — profile `{profile.name}`",
-        "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; seed {profile.seed}; profile digest `{profile.digest()}`.",
-        "",
-    ]
-    if overrides:
-        lines += [f"Settings changed from the profile: `{overrides}`.", ""]
-    lines += ["## Environment", "", "| item | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in environment().items()]
-    lines += _notebooks_section(state, books) + _data_section(out)
-    results = out / "results.json"
-    if results.exists():
-        lines += ["## Results", "", *results_markdown(json.loads(results.read_text(encoding="utf-8"))), ""]
-    else:
-        lines += [
-            "## Results",
-            "",
-            "No results table yet (the evaluation notebook has not produced `results.csv`).",
-            "",
-        ]
-    lines += _figures_section(profile, out) + _samples_section(out)
-    report = out / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
-    import mistune  # optional dependency (notebooks extra), like papermill: only the pipeline writes reports
-
-    (out / "report.html").write_text(
-        "<!doctype html><meta charset='utf-8'><title>report</title>" + str(mistune.html("\n".join(lines))),
-        encoding="utf-8",
-    )
-    return report
+def _kernel_failure(exc: Exception, job: _Job) -> str:
+    """What to say when the kernel itself failed (died, would not start) rather than a cell raising."""
+    text = str(exc).strip().splitlines()
+    return f"the kernel ({type(exc).__name__}: {text[0] if text else ''}; kernel log: {job.kernel_log})"
 
 
-def _notebooks_section(state: dict[str, Any], books: list[Path]) -> list[str]:
-    """Markdown table of every notebook's status and wall time."""
-    lines = ["", "## Notebooks", "", "| notebook | status | wall time (s) | finished |", "|---|---|---:|---|"]
-    total = 0.0
-    for nb in books:
-        s = state.get(nb.name, {})
-        total += float(s.get("seconds", 0.0))
-        lines.append(
-            f"| [{nb.name}]({nb.name}) | {s.get('status', 'not run')} | {s.get('seconds', '')} "
-            f"| {s.get('finished', '')} |"
-        )
-    return [*lines, f"| **total** | | {total:.0f} | |", ""]
-
-
-def _data_section(out: Path) -> list[str]:
-    """Poems and instances per split, from the ``data_summary.json`` notebook 01 leaves in the run folder."""
-    data_summary = out / "data_summary.json"
-    if not data_summary.exists():
-        return []
-    d = json.loads(data_summary.read_text(encoding="utf-8"))
-    lines = ["## Data", "", "| split | poems | instances |", "|---|---:|---:|"]
-    lines += [f"| {s} | {n} | {d['instances_per_split'].get(s, '')} |" for s, n in d["poems_per_split"].items()]
-    return [
-        *lines,
-        "",
-        f"Vocabulary: {d['vocab_size']} ids. Held-out human poems passing the tone-pattern and rhyme "
-        f"check: {d.get('form_pass_rate_unl_test', float('nan')):.1%}.",
-        "",
-    ]
-
-
-def _figures_section(profile: Profile, out: Path) -> list[str]:
-    """Links to the profile's figures: relative from the profile's own run folder, absolute elsewhere."""
-    figs = sorted(figures_dir(profile.name).glob("*.png"))
-    if not figs:
-        return []
-    up = Path("../.." if profile.name == "tutorial" else "../../..")
-    own_folder = out.resolve() == runs_dir(profile.name).resolve()
-    return (
-        ["## Figures", ""]
-        + [f"![{f.stem}]({up / f.relative_to(repo_root())})" if own_folder else f"![{f.stem}]({f})" for f in figs]
-        + [""]
-    )
-
-
-def _samples_section(out: Path) -> list[str]:
-    """The sample poems the last notebook leaves in ``samples.json``."""
-    samples = out / "samples.json"
-    if not samples.exists():
-        return []
-    lines = ["## Sample poems", ""]
-    for item in json.loads(samples.read_text(encoding="utf-8")):
-        lines += [f"**{item.get('title', '')}**", "", "<br>".join(item["content"].split("|")), ""]
-    return lines
-
-
-def _poem_counts(results: dict[str, Any]) -> list[str]:
-    """The 'poems behind each number' sentence of the results section (none without a summary)."""
-    counts, lines = [], []
-    for row in results.get("summary", []):
-        if row.get("length") == "all" and row.get("metric") in ("inter_jaccard", "intra_jaccard", "joint_acc"):
-            counts.append(row)
-    if counts:
-        per: dict[str, dict[str, Any]] = {}
-        for row in counts:
-            per.setdefault(row["system"], {})[row["metric"]] = row.get("n_poems")
-        parts = []
-        for system, c in per.items():
-            bits = [
-                f"{c[m]} {label}"
-                for m, label in (("inter_jaccard", "inter"), ("intra_jaccard", "intra"), ("joint_acc", "mixture"))
-                if c.get(m)
-            ]
-            parts.append(f"{SYSTEM_TITLES.get(system, system)} {' / '.join(bits)}")
-        lines += ["Poems behind each number, per seed: " + "; ".join(parts) + ".", ""]
-    return lines
-
-
-def results_markdown(results: dict[str, Any]) -> list[str]:
-    """The results section (table, judge ceiling, LM reference, claims, generation time) from ``results.json``."""
-    meta = results.get("meta", {})
-    lines = [
-        f"{meta.get('n_keywords', '?')} test keywords (half 5-, half 7-character), generation seeds "
-        f"{meta.get('seeds', '?')}, beam {meta.get('beam_size', '?')}; mean ± std over the seeds "
-        "(GT and Basic do not depend on the seed). ↓ lower is better, ↑ higher is better; `docs/metrics.md` "
-        "defines every column.",
-        "",
-        *markdown_result_groups(results),
-    ]
-    lines += _poem_counts(results)
-    ceiling = results.get("judge_ceiling", {})
-    if ceiling:
-        lines += [
-            "Judge classifiers on the CQCF test split (the ceiling for factor control): "
-            + "; ".join(
-                f"{f} accuracy {c.get('accuracy', float('nan')):.3f}, macro-F1 "
-                f"{c.get('macro_f1', float('nan')):.3f} (n = {c.get('n', '?')})"
-                for f, c in ceiling.items()
-            )
-            + ".",
-            "",
-        ]
-    ref = results.get("lm_reference_gt", {})
-    if ref:
-        lines += [
-            f"Character LM on the GT poems: log-prob per character {ref.get('mean_lms', float('nan')):.3f} (the "
-            f"`lms` column), perplexity "
-            f"{ref.get('corpus_ppl', float('nan')):.1f}.",
-            "",
-        ]
-    spp = results.get("seconds_per_poem", {})
-    if spp:
-        lines += [
-            "Generation time per poem (s, CPU): "
-            + ", ".join(f"{SYSTEM_TITLES.get(k, k)} {v:.3f}" for k, v in spp.items())
-            + ".",
-            "",
-        ]
-    claims = results.get("claims", [])
-    if claims:
-        lines += [
-            "### The paper's claims and the reproduction targets",
-            "",
-            "| claim | verdict | evidence |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in claims]
-    paper = markdown_paper(results)
-    if paper:
-        lines += ["", "### Side by side with the paper", "", *paper]
-    return lines
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Keep library chatter off the terminal while a notebook runs: asyncio's "Task exception was never
+    retrieved" (left by a kernel torn down mid-message on an interrupt; reported when the orphaned tasks are
+    collected) and papermill's warnings about the parameters cell (typed parameters it cannot parse)."""
+    quiet = {"asyncio": logging.CRITICAL, "papermill": logging.ERROR}  # papermill's errors still show
+    loggers = [logging.getLogger(name) for name in quiet]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(quiet[lg.name])
+    try:
+        yield
+    finally:
+        gc.collect()  # let the orphaned tasks report while the loggers are quiet
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mixpoet_lib.pipeline import results_markdown  # noqa: E402
+from mixpoet_lib.run_report import results_markdown  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

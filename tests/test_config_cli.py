@@ -148,7 +148,7 @@ def test_cli_set_option_collects_overrides(capsys):
         ),
         (
             ["generate", "--checkpoint", "x.pt", "--keyword", "月", "--set", "gen.beam_size=0"],
-            "GenConfig.beam_size must be > 0",
+            "GenConfig.beam_size must be in 1..200, got 0",
         ),
     ):
         assert cli.main(argv) == 1

@@ -9,7 +9,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from mixpoet_lib import pipeline
+from mixpoet_lib import pipeline, run_report
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.evaluate import report
 
@@ -70,7 +70,8 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
         )
     message = str(err.value)
     assert "02_bad.ipynb" in message and "ValueError: boom in cell" in message and "raise ValueError" in message
-    assert (out / "02_bad.ipynb").exists() and not (out / "03_after.ipynb").exists()
+    assert (out / "02_bad.failed.ipynb").exists() and not (out / "02_bad.ipynb").exists()
+    assert not (out / "03_after.ipynb").exists()
     state = json.loads((out / "state.json").read_text())
     assert state["01_good.ipynb"]["status"] == "ok" and state["02_bad.ipynb"]["status"] == "failed"
     # fix the notebook: the rerun skips the good one and continues from the failed one
@@ -135,12 +136,12 @@ def test_results_markdown_from_results_json():
         "seconds_per_poem": {"aus": 0.02},
         "claims": [{"claim": "c", "verdict": "supported", "evidence": "e"}],
     }
-    text = "\n".join(pipeline.results_markdown(results))
+    text = "\n".join(run_report.results_markdown(results))
     assert "| MixPoet-AUS | 0.123 ± 0.010 |" in text and "0.900" not in text  # only the 'all' rows
     assert "living accuracy 0.800, macro-F1 0.750 (n = 10)" in text and "log-prob per character -6.400" in text
     assert "MixPoet-AUS 0.020" in text and "| c | supported | e |" in text
     assert "**Diversity**" in text and "Side by side with the paper" not in text
     summary = pd.DataFrame(results["summary"])
     results["paper"] = report.paper_section(summary[summary["length"] == "all"], 4)
-    text = "\n".join(pipeline.results_markdown(results))
+    text = "\n".join(run_report.results_markdown(results))
     assert "### Side by side with the paper" in text and "| MixPoet-AUS | inter-topic JS ↓ | 0.0139 | — |" in text

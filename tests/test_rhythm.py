@@ -133,9 +133,9 @@ def test_default_loader_and_folder_search(
     assert first is R.default_tone_rhyme(mirror_dir)  # cached per folder
     assert R.tone_of("明") == "P"  # functions fall back to the default resource
     monkeypatch.delenv("MIXPOET_MIRROR")
-    with pytest.raises(FileNotFoundError, match="MIXPOET_MIRROR"):
+    with pytest.raises(FileNotFoundError, match=r"run `mixpoet data fetch` .*MIXPOET_MIRROR"):
         R.find_crrd_dir()
-    with pytest.raises(FileNotFoundError, match="no CRRD folder"):
+    with pytest.raises(FileNotFoundError, match=r"not there .*run `mixpoet data fetch --data-dir "):
         R.find_crrd_dir(tmp_path)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
+from mixpoet_lib._util import first_line
 from mixpoet_lib.cli import bench as cmd_bench
 from mixpoet_lib.cli import classify as cmd_classify
 from mixpoet_lib.cli import data as cmd_data
@@ -15,6 +18,9 @@ from mixpoet_lib.cli import reproduce as cmd_reproduce
 from mixpoet_lib.cli import train as cmd_train
 from mixpoet_lib.data.corpora import DataFormatError
 from mixpoet_lib.data.fetch import FetchError
+
+ENV_TRACEBACK = "MIXPOET_TRACEBACK"
+SIGPIPE = 13  # signal number of a write to a closed pipe (POSIX)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,16 +33,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse arguments, run the sub-command, turn known errors into one-line messages."""
+    """Entry point: parse arguments, run the sub-command, turn every error into a one-line message.
+
+    Known errors (bad input, missing or unreadable files, failed downloads) print their message; any other
+    exception prints its type and first line ($MIXPOET_TRACEBACK=1 shows the full traceback instead). A
+    closed output pipe (``mixpoet … | head``) ends the command quietly, as it does for other Unix tools.
+    """
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
-    except (FetchError, DataFormatError, ValueError, FileNotFoundError) as exc:
-        print(f"mixpoet: error: {exc}", file=sys.stderr)
-        return 1
+        code = int(args.func(args))
+        sys.stdout.flush()  # output still buffered for a reader that went away fails here, not at exit
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         print("mixpoet: interrupted (finished files and caches are kept)", file=sys.stderr)
         return 130
+    except (FetchError, DataFormatError, ValueError, OSError) as exc:
+        print(f"mixpoet: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug or an unforeseen input: still one line, unless asked for the traceback
+        if os.environ.get(ENV_TRACEBACK):
+            raise
+        hint = f"(set {ENV_TRACEBACK}=1 for the traceback)"
+        print(f"mixpoet: error: {_one_line(first_line(exc))} {hint}", file=sys.stderr)
+        return 1
+
+
+def _one_line(text: str) -> str:
+    """The message on one line (continuation lines joined with ' | ')."""
+    return " | ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of standard output went away: point stdout at /dev/null (so the interpreter's final flush
+    cannot fail again) and exit with the shell's status for SIGPIPE."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 128 + SIGPIPE
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mixpoet_lib._util import default_device
+from mixpoet_lib._util import flush_denormal, resolve_device
 from mixpoet_lib.checkpoints import load_generator
 from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
-from mixpoet_lib.config import FACTOR_CLASSES, REPETITION_RULES, GenConfig, label_name, parse_label
+from mixpoet_lib.config import FACTOR_CLASSES, MAX_BEAM, REPETITION_RULES, GenConfig, label_name, parse_label
 from mixpoet_lib.data.rhythm import default_tone_rhyme, find_crrd_dir, load_tone_rhyme
 from mixpoet_lib.generate.constraints import MAX_RELAXATION
 from mixpoet_lib.generate.generator import Generator
@@ -28,6 +28,8 @@ from mixpoet_lib.generate.poems import GeneratedPoem
 from mixpoet_lib.overrides import apply_overrides
 
 EXIT_SOME_FAILED = 3
+MAX_SAMPLES = 1000  # -n: poems per keyword
+MAX_POEMS = 10_000  # keywords × n in one call (the poems are held in memory until printed)
 
 
 def register(subparsers: Any) -> None:
@@ -45,7 +47,9 @@ def register(subparsers: Any) -> None:
     )
     _add_input_options(p)
     _add_search_options(p)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu); checked first"
+    )
     p.add_argument("--json", action="store_true", help="print the poems as JSON")
     add_set_option(
         p,
@@ -61,7 +65,9 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "--vocab", help="vocab.json of the model (default: from the checkpoint, else the dataset its profile names)"
     )
     p.add_argument(
-        "--data-dir", help="data folder holding the processed dataset (default: $MIXPOET_DATA_DIR or <repo>/data)"
+        "--data-dir",
+        help="data folder holding the processed dataset and raw/ with the tone and rhyme lists "
+        "(default: $MIXPOET_DATA_DIR or <repo>/data; fill it with `mixpoet data fetch`)",
     )
     p.add_argument(
         "--keyword",
@@ -80,7 +86,9 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         default="-1",
         help=f"historical-background label: {', '.join(FACTOR_CLASSES['era'])}, or -1 to infer (default)",
     )
-    p.add_argument("-n", "--n-samples", default="1", help="poems per keyword (default 1)")
+    p.add_argument(
+        "-n", "--n-samples", default="1", help=f"poems per keyword, 1..{MAX_SAMPLES} (default 1; ≤ {MAX_POEMS} in all)"
+    )
     p.add_argument("--seed", default="0", help="seed of the latent samples (default 0)")
     p.add_argument(
         "--distinct",
@@ -91,7 +99,12 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     """The beam search: size, repetition rule, relaxation, novelty filter, rhythm tables."""
-    p.add_argument("--beam", default=None, help=f"beam size (default {GenConfig().beam_size})")
+    p.add_argument(
+        "--beam",
+        default=None,
+        help=f"beam size, 1..{MAX_BEAM} (default {GenConfig().beam_size}); time and memory grow with beam × "
+        f"vocabulary, and a wider beam finds no better 5- or 7-character line",
+    )
     p.add_argument(
         "--repetition-rule",
         choices=REPETITION_RULES,
@@ -140,8 +153,8 @@ def _training_lines(args: argparse.Namespace, meta: dict[str, Any], ckpt: Path) 
 def _gen_config(args: argparse.Namespace, novelty: bool = True) -> GenConfig:
     """The generation settings: --beam, the novelty filter's state, then the ``gen.*`` overrides of --set."""
     beam = _int(args.beam, "--beam") if args.beam is not None else GenConfig().beam_size
-    if beam < 1:
-        raise ValueError(f"--beam must be ≥ 1, got {beam}")
+    if not 1 <= beam <= MAX_BEAM:
+        raise ValueError(f"--beam must be in 1..{MAX_BEAM}, got {beam} (see mixpoet generate --help)")
     overrides = overrides_from_args(args)
     other = [k for k in overrides if not k.startswith("gen.")]
     if other:
@@ -156,15 +169,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if length not in (5, 7):
         raise ValueError(f"--length must be 5 or 7, got {length}")
     n = _int(args.n_samples, "-n")
-    if n < 1:
-        raise ValueError(f"-n must be ≥ 1, got {n}")
+    if not 1 <= n <= MAX_SAMPLES:
+        raise ValueError(f"-n must be in 1..{MAX_SAMPLES}, got {n}")
+    if n * len(args.keyword) > MAX_POEMS:
+        raise ValueError(f"{len(args.keyword)} keywords × -n {n} = {n * len(args.keyword)} poems; at most {MAX_POEMS}")
     seed = _int(args.seed, "--seed")
     _gen_config(args)  # bad --beam / --set fail before the model is loaded
     labels = (parse_label("living", args.living), parse_label("era", args.era))  # names or ids
-    device = args.device or str(default_device())
+    device = resolve_device(args.device)  # an unknown or absent device fails before any loading
+    tr = load_tone_rhyme(find_crrd_dir(args.crrd)) if args.crrd else default_tone_rhyme(args.data_dir)
     ckpt = Path(args.checkpoint)
     model, vocab, meta = load_generator(ckpt, device=device, vocab=args.vocab, data_dir=args.data_dir)
-    tr = load_tone_rhyme(find_crrd_dir(args.crrd)) if args.crrd else default_tone_rhyme()
     lines, novelty_note = _training_lines(args, meta, ckpt)
     cfg = _gen_config(args, lines is not None)
     rule = args.repetition_rule or cfg.repetition_rule
@@ -180,10 +195,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         repetition_rule=rule,
         max_relaxation=0 if args.strict else MAX_RELAXATION,
     )
-    if args.distinct:
-        poems = [p for kw in args.keyword for p in gen.top_n_distinct(kw, length, n, labels=labels, seed=seed)]
-    else:
-        poems = gen.generate(args.keyword, length, labels=labels, n_samples=n, seed=seed)
+    with flush_denormal():
+        if args.distinct:
+            poems = [p for kw in args.keyword for p in gen.top_n_distinct(kw, length, n, labels=labels, seed=seed)]
+        else:
+            poems = gen.generate(args.keyword, length, labels=labels, n_samples=n, seed=seed)
     if args.json:
         print(json.dumps([p.to_dict() for p in poems], ensure_ascii=False, indent=1))
     else:

@@ -1,37 +1,87 @@
-"""``mixpoet reproduce``: run every notebook with papermill into ``runs/<profile>/`` and write the report."""
+"""``mixpoet reproduce``: run every notebook with papermill into a run folder and write the report.
+
+A user's run goes to ``runs/<profile>-local/`` (not tracked by git; figures inside it) and its report compares
+it with the committed reference run ``runs/<profile>/``; ``--reference`` regenerates that reference instead.
+While a notebook executes, one status line shows the notebook, the cell, and the training phase, step, loss
+and time left (see :mod:`mixpoet_lib.cli.live`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
+from mixpoet_lib._util import auto_threads
+from mixpoet_lib.cli.live import LiveStatus
 from mixpoet_lib.cli.settings import add_profile_options, overrides_from_args
-from mixpoet_lib.overrides import format_overrides, run_name
-from mixpoet_lib.paths import runs_dir
-from mixpoet_lib.pipeline import PipelineError, default_profile_name, run_pipeline
+from mixpoet_lib.config import get_profile
+from mixpoet_lib.overrides import format_overrides
+from mixpoet_lib.pipeline import (
+    PipelineError,
+    PipelineInterrupted,
+    default_profile_name,
+    local_run_dir,
+    reference_dir,
+    run_pipeline,
+)
+
+
+def _run_dir(args: argparse.Namespace, profile: str, overrides: str) -> Path:
+    """``--run-dir``, else the reference folder with ``--reference``, else the user's local run folder."""
+    if args.run_dir:
+        return Path(args.run_dir).expanduser().resolve()
+    return reference_dir(profile, overrides) if args.reference else local_run_dir(profile, overrides)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     overrides = format_overrides(overrides_from_args(args))
+    name = args.profile or default_profile_name()  # $MIXPOET_PROFILE counts, as for every command
+    profile = get_profile(name, overrides)  # bad --set values fail here, in one line
+    out = _run_dir(args, name, overrides)
+    threads, why = auto_threads(profile.train.num_threads)
+    print(f"profile {name} → {out}; training will use {threads} torch thread(s) ({why}; re-checked per notebook)")
+    live = None if args.quiet else LiveStatus(out, sys.stderr, profile)
     try:
-        runs = run_pipeline(args.profile, force=args.force, progress=not args.quiet, overrides=overrides)
+        runs = run_pipeline(
+            name,
+            force=args.force,
+            out_dir=out,
+            progress=not args.quiet,
+            overrides=overrides,
+            watch=live.watch if live is not None else None,
+        )
+    except PipelineInterrupted as exc:
+        print(f"mixpoet: reproduce {exc}; run the command again to continue", file=sys.stderr)
+        return 130
     except PipelineError as exc:
         print(f"mixpoet: reproduce stopped: {exc}", file=sys.stderr)
         return 1
     ran = sum(r.status == "ran" for r in runs)
     print(
         f"{ran} notebook(s) executed, {len(runs) - ran} unchanged, in {time.perf_counter() - t0:.0f} s; "
-        f"report: {runs_dir(run_name(args.profile or default_profile_name(), overrides)) / 'report.md'}"
+        f"report: {out / 'report.md'}"
     )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``mixpoet reproduce``."""
-    p = sub.add_parser("reproduce", help="run every notebook with papermill into runs/<profile>/ and write the report")
-    add_profile_options(p, "default: full when CUDA is available, else tutorial")
+    p = sub.add_parser(
+        "reproduce",
+        help="run every notebook with papermill into runs/<profile>-local/ and write a report that compares it "
+        "with the published run",
+    )
+    add_profile_options(p, "default: $MIXPOET_PROFILE, else full when CUDA is available, else tutorial")
     p.add_argument("--force", action="store_true", help="re-run notebooks even when their inputs are unchanged")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-cell progress bars")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--run-dir", help="run folder (default: runs/<profile>-local, not tracked by git)")
+    where.add_argument(
+        "--reference",
+        action="store_true",
+        help="regenerate the committed reference run runs/<profile>/ and its figures (maintainers)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no live status line or progress bars")
     p.set_defaults(func=_cmd_reproduce)

@@ -210,9 +210,10 @@ def find_crrd_dir(root: Path | str | None = None) -> Path:
         if (cand / LEVEL_FILE).is_file():
             return cand
     tried = ", ".join(str(c) for c in candidates)
+    fetch = "mixpoet data fetch" + (f" --data-dir {root}" if root is not None else "")
     raise FileNotFoundError(
-        f"no CRRD folder with {LEVEL_FILE} found (tried: {tried}); "
-        f"set ${paths.ENV_MIRROR} or pass the folder explicitly"
+        f"the tone and rhyme lists (CRRD {LEVEL_FILE}) are not there (tried: {tried}); "
+        f"run `{fetch}` to download them, or set ${paths.ENV_MIRROR} to a local copy of the raw files"
     )
 
 

@@ -73,6 +73,9 @@ from mixpoet_lib.models.generators import PoetBase
 __all__ = ["Generator"]
 
 DEFAULT_GEN = GenConfig()  # the generation settings when none are given
+# Beam rows (poems × beam) decoded together at most: memory per step is about rows × vocabulary floats, so
+# wide beams decode fewer poems at a time (128 poems at the default beam 20; 12 at the largest beam, 200).
+MAX_BEAM_ROWS = 2560
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,7 +119,8 @@ class Generator:
         max_relaxation: highest rung of the ladder to try (0 = official behaviour: fail instead of relax).
         min_relaxation: rung every line starts at (benchmarks use ``no_form_check`` to time exactly one beam
             search per line).
-        max_batch_poems: poems decoded together (memory: about max_batch_poems × beam × V floats per step).
+        max_batch_poems: poems decoded together (memory: about max_batch_poems × beam × V floats per step);
+            fewer when the beam is wide, so that poems × beam stays ≤ :data:`MAX_BEAM_ROWS`.
     """
 
     def __init__(
@@ -155,7 +159,7 @@ class Generator:
             raise ValueError(f"beam_size must be ≥ 1, got {gen_cfg.beam_size}")
         if max_batch_poems < 1:
             raise ValueError(f"max_batch_poems must be ≥ 1, got {max_batch_poems}")
-        self.max_batch_poems = max_batch_poems
+        self.max_batch_poems = max(1, min(max_batch_poems, MAX_BEAM_ROWS // gen_cfg.beam_size))
         self.training_lines = lines if gen_cfg.novelty_filter else None
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if next(model.parameters()).device != self.device:

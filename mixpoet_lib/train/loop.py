@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixpoet_lib._util import default_device, jsonable
+from mixpoet_lib._util import auto_threads, default_device, jsonable
 from mixpoet_lib.checkpoints import (
     PHASES,
     SHARED,
@@ -109,8 +109,9 @@ def train(
     )
     results: dict[str, PhaseResult] = {}
     threads = torch.get_num_threads()
-    if prof.train.num_threads > 0:
-        torch.set_num_threads(prof.train.num_threads)
+    chosen, why = auto_threads(prof.train.num_threads)
+    log(f"{chosen} torch thread(s): {why}")
+    torch.set_num_threads(chosen)
     try:
         for name, phase in plan:
             results[phase_key(name, phase)] = run_phase(ctx, name, phase, resume, max_steps)
