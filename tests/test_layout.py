@@ -20,7 +20,7 @@ LAYERS = (
     ("train",),
     ("generate",),
     ("evaluate",),
-    ("plots", "notebook", "pipeline", "run_report"),
+    ("plots", "paper_figures", "notebook", "pipeline", "run_report"),
     ("cli",),
 )
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -13,6 +13,7 @@ from mixpoet_lib.cli import bench as cmd_bench
 from mixpoet_lib.cli import classify as cmd_classify
 from mixpoet_lib.cli import data as cmd_data
 from mixpoet_lib.cli import generate as cmd_generate
+from mixpoet_lib.cli import human_eval as cmd_human_eval
 from mixpoet_lib.cli import publish as cmd_publish
 from mixpoet_lib.cli import reproduce as cmd_reproduce
 from mixpoet_lib.cli import train as cmd_train
@@ -27,7 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``mixpoet`` command."""
     parser = argparse.ArgumentParser(prog="mixpoet", description="MixPoet tutorial and reproduction kit")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (cmd_data, cmd_reproduce, cmd_train, cmd_generate, cmd_classify, cmd_bench, cmd_publish):
+    for module in (
+        cmd_data,
+        cmd_reproduce,
+        cmd_train,
+        cmd_generate,
+        cmd_classify,
+        cmd_human_eval,
+        cmd_bench,
+        cmd_publish,
+    ):
         module.register(sub)  # each adds its own sub-command(s)
     return parser
 
