@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from mixpoet_lib._util import FolderLock
 from mixpoet_lib.cli.settings import add_profile_options, overrides_from_args
 from mixpoet_lib.overrides import format_overrides, run_name
 from mixpoet_lib.paths import runs_dir
@@ -15,15 +16,17 @@ from mixpoet_lib.pipeline import PipelineError, default_profile_name, run_pipeli
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     overrides = format_overrides(overrides_from_args(args))
+    out = runs_dir(run_name(args.profile or default_profile_name(), overrides))
     try:
-        runs = run_pipeline(args.profile, force=args.force, progress=not args.quiet, overrides=overrides)
+        with FolderLock(out):  # the notebooks' training (child processes) inherits the lock
+            runs = run_pipeline(args.profile, force=args.force, progress=not args.quiet, overrides=overrides)
     except PipelineError as exc:
         print(f"mixpoet: reproduce stopped: {exc}", file=sys.stderr)
         return 1
     ran = sum(r.status == "ran" for r in runs)
     print(
         f"{ran} notebook(s) executed, {len(runs) - ran} unchanged, in {time.perf_counter() - t0:.0f} s; "
-        f"report: {runs_dir(run_name(args.profile or default_profile_name(), overrides)) / 'report.md'}"
+        f"report: {out / 'report.md'}"
     )
     return 0
 
