@@ -7,9 +7,18 @@ Every network the kit trains is saved in one of two forms, both free of pickled 
   signature and (``model_args``, ``model_config``, ``vocab_size``) to rebuild the network; judges and the
   character LM keep ``checkpoints/judge_<factor>.pt`` and ``checkpoints/charlm.pt`` with their vocabulary;
 * **published weights** ``weights/<profile>/<name>.safetensors`` + ``<name>.json`` + a shared ``vocab.json``.
-  Their storage (int8 / fp16 packing, reading them back) is in :mod:`mixpoet_lib.published`.
+  Their storage (int8 / fp16 packing, reading them back, their digests) is in :mod:`mixpoet_lib.published`.
   :func:`weights_key` ties the files to the settings that trained them, so a notebook only uses them when its
   profile would have trained exactly these networks.
+
+**Content digests.** Every ``.pt`` file is written by :func:`save_checkpoint`, which stores under ``"digest"``
+the :func:`~mixpoet_lib._util.tree_digest` of everything else in it (every tensor byte, optimiser and RNG states
+included). :func:`read_checkpoint` recomputes it on every load and raises
+:class:`~mixpoet_lib._util.CorruptFileError` (one line: the file, delete it and train again) for a file that is
+truncated, empty, unreadable, altered or carries no digest (written before digests existed); so training never
+resumes from, and nothing generates with, a damaged checkpoint. The digest sits inside the file, so a save
+stays one atomic rename (a killed save leaves the previous checkpoint intact) and the format number, part of
+every phase signature, is unchanged.
 
 :func:`build_model` is the one factory of the generators, :func:`load_model` / :func:`load_judge` /
 :func:`load_lm` the one loader of each family (either form), :func:`load_generator` adds the vocabulary a
@@ -28,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mixpoet_lib._util import default_device, digest, first_line
+from mixpoet_lib._util import CorruptFileError, default_device, digest, first_line, torch_save_atomic, tree_digest
 from mixpoet_lib.config import FACTOR_NAMES, DataConfig, ModelConfig, Profile, weight_settings
 from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.vocab import Vocab
@@ -50,6 +59,7 @@ __all__ = [
     "judge_path",
     "lm_path",
     "build_model",
+    "save_checkpoint",
     "read_checkpoint",
     "load_model",
     "load_judge",
@@ -174,17 +184,36 @@ def _model_config(values: dict[str, Any]) -> ModelConfig:
 # ----------------------------------------------------------------------------------------------
 
 
+DIGEST_KEY = "digest"
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a checkpoint dict atomically with the digest of its content under ``"digest"``."""
+    body = {k: v for k, v in payload.items() if k != DIGEST_KEY}
+    return torch_save_atomic({**body, DIGEST_KEY: tree_digest(body)}, path)
+
+
 def read_checkpoint(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, Any]:
-    """A training checkpoint (a plain dict, ``weights_only``) on the CPU; one-line errors naming the file."""
+    """A checkpoint (a plain dict, ``weights_only``) on the CPU whose content matches its digest.
+
+    FileNotFoundError if there is none; :class:`~mixpoet_lib._util.CorruptFileError` (one line naming the file)
+    if it is unreadable, damaged or has no digest.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    advice = "delete it and train again"
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # truncated / not a torch file / disallowed pickle content
-        raise ValueError(f"cannot read checkpoint {path}: {first_line(exc)}") from None
+    except Exception as exc:  # truncated / empty / not a torch file / disallowed pickle content
+        raise CorruptFileError(f"checkpoint {path} is unreadable ({first_line(exc)}); {advice}") from None
     if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {path} is not a dict (got {type(ckpt).__name__})")
+        raise CorruptFileError(f"checkpoint {path} is not a dict (got {type(ckpt).__name__}); {advice}")
+    stored = ckpt.get(DIGEST_KEY)
+    if stored is None:
+        raise CorruptFileError(f"checkpoint {path} has no content digest (an older kit wrote it); {advice}")
+    if stored != tree_digest({k: v for k, v in ckpt.items() if k != DIGEST_KEY}):
+        raise CorruptFileError(f"checkpoint {path} is corrupt (its content does not match its digest); {advice}")
     return ckpt
 
 

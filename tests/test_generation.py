@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixpoet_lib.checkpoints import build_model, load_generator
+from mixpoet_lib.checkpoints import build_model, load_generator, save_checkpoint
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import GenConfig, get_profile
 from mixpoet_lib.data.rhythm import (
@@ -533,7 +533,7 @@ def ckpt_env(tmp_path):
     (crrd / "pingshui.txt").write_text("".join(f"{c} {k}\n" for c, k in RHYMES.items()), encoding="utf-8")
     model = make_model("aus")
     path = tmp_path / "aus.pt"
-    torch.save(
+    save_checkpoint(
         {
             "format": 1,
             "name": "aus",
@@ -584,7 +584,7 @@ def training_checkpoint(tmp_path, with_data: bool = False):
     }
     if with_data:
         payload["config"] = {"data": {"max_vocab": 3}}
-    torch.save(payload, path)
+    save_checkpoint(payload, path)
     VOCAB.save(tmp_path / "vocab.json")
     return path, tmp_path / "vocab.json"
 
@@ -687,7 +687,7 @@ def test_cli_corrupt_checkpoint(ckpt_env, capsys, tmp_path):
     code, _, err = run_cli(capsys, "--checkpoint", bad, "--crrd", crrd, "--keyword", "春")
     assert code == 1 and len(err.strip().splitlines()) == 1 and "bad.pt" in err
     incomplete = tmp_path / "inc.pt"
-    torch.save({"kind": "aus"}, incomplete)
+    save_checkpoint({"kind": "aus"}, incomplete)
     code, _, err = run_cli(capsys, "--checkpoint", incomplete, "--crrd", crrd, "--keyword", "春")
     assert code == 1 and len(err.strip().splitlines()) == 1 and "model_args" in err
 

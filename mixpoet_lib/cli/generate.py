@@ -7,13 +7,16 @@ Example::
 
 One row per poem, its four lines joined by '|', followed by the relaxation rung the poem needed
 (see :mod:`mixpoet_lib.generate.generator`). A poem that could not be generated says so. Exit status: 0 when
-every poem was generated, 3 when at least one failed, 1 on an error (one line on stderr).
+every poem was generated, 3 when at least one failed, 1 on an error (one line on stderr). A checkpoint of a
+phase that has not reached its planned steps is refused unless ``--allow-unfinished`` (then a warning says
+how far it got).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,11 @@ def register(subparsers: Any) -> None:
         "--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu); checked first"
     )
     p.add_argument("--json", action="store_true", help="print the poems as JSON")
+    p.add_argument(
+        "--allow-unfinished",
+        action="store_true",
+        help="use a checkpoint whose phase stopped before its planned steps (with a warning)",
+    )
     add_set_option(
         p,
         "change generation settings (gen.* only; applied after --beam / --no-novelty), "
@@ -180,6 +188,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     tr = load_tone_rhyme(find_crrd_dir(args.crrd)) if args.crrd else default_tone_rhyme(args.data_dir)
     ckpt = Path(args.checkpoint)
     model, vocab, meta = load_generator(ckpt, device=device, vocab=args.vocab, data_dir=args.data_dir)
+    _check_finished(model, ckpt, args.allow_unfinished)
     lines, novelty_note = _training_lines(args, meta, ckpt)
     cfg = _gen_config(args, lines is not None)
     rule = args.repetition_rule or cfg.repetition_rule
@@ -211,6 +220,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         for i, p in enumerate(poems, 1):
             print(_poem_row(i, p, kind))
     return 0 if all(p.ok for p in poems) else EXIT_SOME_FAILED
+
+
+def _check_finished(model: Any, ckpt: Path, allow: bool) -> None:
+    """Refuse a checkpoint whose phase stopped before its planned steps, unless ``allow`` (then warn)."""
+    info = getattr(model, "training_info", None) or {}
+    if info.get("complete", True):
+        return
+    where = f"step {info.get('step')} of {info.get('total_steps')}"
+    if not allow:
+        raise ValueError(
+            f"{ckpt} is unfinished ({where}); finish it with `mixpoet train` or pass --allow-unfinished to use it"
+        )
+    print(f"mixpoet: warning: {ckpt} is unfinished ({where}); generating with it anyway", file=sys.stderr)
 
 
 def _asked(kind: str, labels: tuple[int, int]) -> str:

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from mixpoet_lib._util import write_json_atomic
 from mixpoet_lib.checkpoints import checkpoint_path, export_run, final_phase, load_model, total_size_mb, weights_dir
 from mixpoet_lib.cli.settings import add_profile_options, default_run_dir, overrides_from_args, profile_from_args
 from mixpoet_lib.data.dataset import PreparedData, prepare
 from mixpoet_lib.overrides import run_name
+from mixpoet_lib.published import write_published_meta
 from mixpoet_lib.train.loop import validation_loss
 
 
@@ -45,7 +45,7 @@ def check_published(run: Path | str, out: Path | str, models: tuple[str, ...], d
             "val_ppl_published": round(b["val_ppl"], 3),
             "batches": a["batches"],
         }
-        write_json_atomic(meta_path, meta)
+        write_published_meta(Path(out) / f"{name}.safetensors", meta)  # the digests cover the new entry too
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from mixpoet_lib._util import auto_threads
+from mixpoet_lib._util import FolderLock, auto_threads
 from mixpoet_lib.cli.live import LiveStatus
 from mixpoet_lib.cli.settings import add_profile_options, overrides_from_args
 from mixpoet_lib.config import get_profile
@@ -45,14 +45,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"profile {name} → {out}; training will use {threads} torch thread(s) ({why}; re-checked per notebook)")
     live = None if args.quiet else LiveStatus(out, sys.stderr, profile)
     try:
-        runs = run_pipeline(
-            name,
-            force=args.force,
-            out_dir=out,
-            progress=not args.quiet,
-            overrides=overrides,
-            watch=live.watch if live is not None else None,
-        )
+        with FolderLock(out):  # the notebooks' training (child processes) inherits the lock
+            runs = run_pipeline(
+                name,
+                force=args.force,
+                out_dir=out,
+                progress=not args.quiet,
+                overrides=overrides,
+                watch=live.watch if live is not None else None,
+            )
     except PipelineInterrupted as exc:
         print(f"mixpoet: reproduce {exc}; run the command again to continue", file=sys.stderr)
         return 130

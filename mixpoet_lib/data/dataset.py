@@ -11,15 +11,18 @@ Two cached stages, each in its own folder under ``<data>/processed`` named by a 
    training-line library for the novelty filter and ``summary.json``.
 
 A folder is written under a temporary name and renamed when complete, so an interrupted run never
-leaves a half cache behind, and a finished stage is reused by the next run.
+leaves a half cache behind (the next run removes the temporary folder of a killed one), and a finished stage
+is reused by the next run. Each folder ends with ``manifest.json``: the size and sha256 of every file in it.
+A stage is reused only when every file it needs is listed there and still has that size and digest; a
+missing, truncated or altered file (or a folder without a manifest, made by an older version of the kit)
+makes :func:`prepare` rebuild the stage, or, where the data folder is read-only, stop with a one-line error
+naming the file. When the corpus stage is rebuilt, every raw file is hashed again first.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +34,9 @@ import numpy as np
 import pandas as pd
 
 from mixpoet_lib import paths as _paths
-from mixpoet_lib._util import digest, write_json_atomic
+from mixpoet_lib._util import digest, remove_stale_parts, write_json_atomic
 from mixpoet_lib.config import DataConfig, Profile
+from mixpoet_lib.data.cache import build_cache, usable_cache
 from mixpoet_lib.data.corpora import (
     LINE_LENGTHS,
     Poem,
@@ -58,6 +62,8 @@ CQCF_FILES = {
     "cqcf_test": "mixpoet/cqcf_test_sample.json",
 }
 CCPC_FILES = {"valid": "thu-aipoet/CCPC/ccpc_valid_v1.0.json", "test": "thu-aipoet/CCPC/ccpc_test_v1.0.json"}
+CORPUS_FILES = (*(f"{s}.jsonl" for s in SPLITS), "corpus.json")
+DATASET_FILES = ("vocab.json", *(f"{s}.npz" for s in SPLITS), "training_lines.txt", "summary.json")
 CORPUS_FIELDS = (
     "chinese_poetry_sets",
     "chinese_poetry_max_files",
@@ -208,20 +214,6 @@ def _load_corpus(folder: Path) -> Corpus:
     return Corpus(splits, meta["read"], skips, dups, meta["keywords_extracted"], meta["labels"])
 
 
-def _atomic_folder(final: Path, fill: Callable[[Path], None]) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part"))
-    try:
-        fill(tmp)
-        if final.exists():  # a concurrent run finished first: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 # -------------------------------------------------------------------------------------------- dataset
 
 
@@ -368,24 +360,23 @@ def prepare(
         raise TypeError(f"prepare() takes a Profile (e.g. get_profile('smoke')), got {type(profile).__name__}")
     cfg = profile.data
     data = _paths.data_dir(data_dir)
+    processed = _paths.processed_dir(data)
+    remove_stale_parts(processed)  # temporary folders of a killed run
     files = required_files(cfg)
-    raw = ensure_raw(files, data_dir=data, mirror=mirror)
     ckey = corpus_key(cfg, files)
-    croot = _paths.processed_dir(data) / f"corpus-{ckey}"
-    if croot.exists():
-        log(f"corpus cache hit: {croot.name}")
-        corpus = None
-    else:
+    croot = processed / f"corpus-{ckey}"
+    droot = processed / f"dataset-{dataset_key(cfg, ckey)}"
+    corpus_ok = usable_cache(croot, CORPUS_FILES, "corpus", log)
+    raw = ensure_raw(files, data_dir=data, mirror=mirror, rehash=not corpus_ok)  # the corpus will read every byte
+    corpus = None
+    if not corpus_ok:
         log(f"building corpus {croot.name}")
         corpus = build_corpus(raw, cfg, log)
-        _atomic_folder(croot, lambda tmp: _save_corpus(corpus, tmp))  # type: ignore[arg-type]
-    droot = _paths.processed_dir(data) / f"dataset-{dataset_key(cfg, ckey)}"
-    if droot.exists():
-        log(f"dataset cache hit: {droot.name}")
-    else:
+        build_cache(croot, lambda tmp: _save_corpus(corpus, tmp))  # type: ignore[arg-type]
+    if not usable_cache(droot, DATASET_FILES, "dataset", log):
         log(f"building dataset {droot.name}")
         corpus = corpus or _load_corpus(croot)
-        _atomic_folder(droot, lambda tmp: build_dataset(corpus, cfg, tmp, log))
+        build_cache(droot, lambda tmp: build_dataset(corpus, cfg, tmp, log))
     return PreparedData(droot, croot)
 
 

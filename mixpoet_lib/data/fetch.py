@@ -3,7 +3,10 @@
 A file is only ever named as the real one after its size and sha256 matched: bytes are hashed while
 they stream into a temporary file beside the target (:func:`mixpoet_lib._util.atomic_write`), which is
 renamed into place only when both checks pass. Verified files are remembered in
-``<data>/raw/.verified.json`` (size, mtime_ns, sha256 per name), so a rerun skips them without re-hashing.
+``<data>/raw/.verified.json`` (size, mtime_ns, sha256 per name), so a rerun of :func:`fetch` skips them
+without re-hashing; :func:`verify` (``mixpoet data verify``) re-hashes by default, because a stamp cannot tell
+a flipped byte whose file got its old mtime back. In a read-only data folder the stamps are simply not written.
+Temporary files of a killed fetch (``.<name>.*.part``) are removed by the next one.
 
 Source order: the ``mirror`` argument, else ``base_url``, else ``$MIXPOET_MIRROR``, else the
 registry URL (raw.githubusercontent.com at the pinned commit).
@@ -26,7 +29,7 @@ from urllib.parse import quote
 from tqdm.auto import tqdm
 
 from mixpoet_lib import paths
-from mixpoet_lib._util import atomic_write, progress_bar, write_json_atomic
+from mixpoet_lib._util import atomic_write, progress_bar, remove_stale_parts, sha256_file, write_json_atomic
 from mixpoet_lib.data.registry import RawFile, get, select
 
 STAMP_NAME = ".verified.json"
@@ -57,15 +60,6 @@ def _resolve(files: Iterable[FileSpec] | None) -> list[RawFile]:
 def raw_path(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Return where the raw file of this name lives: ``<data>/raw/<name>``."""
     return paths.raw_dir(paths.data_dir(data_dir)) / name
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Stamps:
@@ -106,10 +100,14 @@ class _Stamps:
         self.dirty = True
 
     def save(self) -> None:
-        """Write the stamps back (atomically) if they changed."""
-        if not self.dirty:
+        """Write the stamps back (atomically) if they changed and the folder is writable (else carry on: they
+        only save time)."""
+        if not self.dirty or not os.access(self.path.parent, os.W_OK):
             return
-        write_json_atomic(self.path, self.data, indent=0)
+        try:
+            write_json_atomic(self.path, self.data, indent=0)
+        except OSError:
+            return
         self.dirty = False
 
 
@@ -132,7 +130,6 @@ def _write(f: RawFile, stream: BinaryIO, dest: Path, source: object, bar: tqdm) 
             raise _Transient(f"connection dropped after {count} of {f.size} bytes")
         if digest.hexdigest() != f.sha256:
             raise _fail("sha256 mismatch", f, source, f"expected {f.sha256}, got {digest.hexdigest()}")
-        os.chmod(tmp, 0o644)  # the temporary file is private (0600); raw files are ordinary readable files
 
     try:
         atomic_write(dest, copy_and_check)  # an exception in the check removes the temp file, dest untouched
@@ -203,14 +200,19 @@ def fetch(
     progress: bool = True,
     timeout: float = 60,
     retries: int = 2,
+    rehash: bool = False,
 ) -> dict[str, Path]:
-    """Make sure each file (default: all) is in ``<data>/raw`` and verified; return name -> path."""
+    """Make sure each file (default: all) is in ``<data>/raw`` and verified; return name -> path.
+
+    ``rehash``: hash every present file instead of trusting its stamp.
+    """
     wanted = _resolve(files)
     raw = paths.raw_dir(paths.data_dir(data_dir))
     root = _mirror_root(mirror, base_url)
+    remove_stale_parts(raw, recursive=True)
     stamps = _Stamps(raw)
     out = {f.name: raw / f.name for f in wanted}
-    todo = [f for f in wanted if not stamps.is_valid(f, out[f.name])]
+    todo = [f for f in wanted if not stamps.is_valid(f, out[f.name], rehash)]
     try:
         if todo:
             with progress_bar(
@@ -235,9 +237,12 @@ def fetch(
 
 
 def verify(
-    files: Sequence[FileSpec] | None = None, data_dir: str | os.PathLike[str] | None = None, rehash: bool = False
+    files: Sequence[FileSpec] | None = None, data_dir: str | os.PathLike[str] | None = None, rehash: bool = True
 ) -> list[str]:
-    """Return the names of the files (default: all) that are missing or corrupt in ``<data>/raw``."""
+    """Return the names of the files (default: all) that are missing or corrupt in ``<data>/raw``.
+
+    Every file is hashed unless ``rehash=False`` (then a file whose size and mtime match its stamp is trusted).
+    """
     raw = paths.raw_dir(paths.data_dir(data_dir))
     stamps = _Stamps(raw)
     try:
@@ -250,6 +255,8 @@ def ensure_raw(
     files: Iterable[FileSpec],
     data_dir: str | os.PathLike[str] | None = None,
     mirror: str | os.PathLike[str] | None = None,
+    rehash: bool = False,
 ) -> dict[str, Path]:
-    """Quietly fetch whichever of these files are missing or corrupt; return name -> path."""
-    return fetch(list(files), data_dir=data_dir, mirror=mirror, progress=False)
+    """Quietly fetch whichever of these files are missing or corrupt (``rehash``: hash them all); return
+    name -> path."""
+    return fetch(list(files), data_dir=data_dir, mirror=mirror, progress=False, rehash=rehash)

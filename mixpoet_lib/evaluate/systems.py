@@ -3,7 +3,9 @@
 :func:`test_items` draws the keywords (half 5-, half 7-character, from ``unl_test``); :func:`generate_system`
 writes one system's inter, intra and mixture poems for them at one seed (or collects the human poems for
 ``gt``); :func:`load_cached` / :func:`save_cached` keep them as JSON under ``<run_dir>/eval/poems/`` keyed by
-:func:`cache_key` (items, generation settings, seed, weights digest), so a re-run only scores.
+:func:`cache_key` (items, generation settings, seed, weights digest), so a re-run only scores. Each cache file
+carries a digest of its content; one that no longer matches it is generated again (files written before the
+digest existed, such as the committed reference run's, are read as they are).
 """
 
 from __future__ import annotations
@@ -270,8 +272,10 @@ def load_cached(path: Path, key: str) -> SystemPoems | None:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if obj.get("key") != key:
+    if not isinstance(obj, dict) or obj.get("key") != key:
         return None
+    if "digest" in obj and obj["digest"] != digest({k: v for k, v in obj.items() if k != "digest"}, 64):
+        return None  # damaged: generate again
     return SystemPoems(
         obj["system"], int(obj["seed"]), obj["records"], float(obj["seconds"]), int(obj["n_generated"]), key
     )
@@ -287,4 +291,5 @@ def save_cached(sp: SystemPoems, path: Path) -> None:
         "n_generated": sp.n_generated,
         "records": sp.records,
     }
+    obj["digest"] = digest(obj, 64)
     write_text_atomic(path, json.dumps(obj, ensure_ascii=False))  # fields in this order, one line

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixpoet_lib._util import auto_threads, default_device, jsonable
+from mixpoet_lib._util import FolderLock, auto_threads, default_device, jsonable
 from mixpoet_lib.checkpoints import (
     PHASES,
     SHARED,
@@ -84,7 +84,8 @@ def train(
     Finished phases are skipped, interrupted ones resume from their last checkpoint (``resume=False``
     retrains every phase of the plan). ``max_steps`` caps every phase at that many steps (a later call
     without it continues the phase). ``phases`` restricts the run to these phase names (their upstream
-    checkpoints must exist). ``callback(key, step, row)`` is called after every step.
+    checkpoints must exist). ``callback(key, step, row)`` is called after every step. The run folder is locked
+    for the whole call: a second writer gets a FolderBusyError naming this process.
     """
     plan = phase_plan(kinds)
     if phases is not None:
@@ -113,8 +114,9 @@ def train(
     log(f"{chosen} torch thread(s): {why}")
     torch.set_num_threads(chosen)
     try:
-        for name, phase in plan:
-            results[phase_key(name, phase)] = run_phase(ctx, name, phase, resume, max_steps)
+        with FolderLock(ctx.run_dir):  # one writer per run folder (FolderBusyError names the other one)
+            for name, phase in plan:
+                results[phase_key(name, phase)] = run_phase(ctx, name, phase, resume, max_steps)
     finally:
         torch.set_num_threads(threads)
     return results

@@ -20,7 +20,8 @@ or from generators seeded by (seed, epoch, step) (batches, corruption). A checkp
 weights, optimiser states, schedule counters and every RNG state, so a run killed at any moment and
 resumed from its last checkpoint ends with bit-identical weights and an identical CSV log
 (same machine, same thread count). Validation and diagnostics run under a forked, fixed-seed RNG in
-eval mode, so they never change training.
+eval mode, so they never change training. A checkpoint whose content no longer matches its digest (see
+:mod:`mixpoet_lib.checkpoints`) is never resumed from: the phase stops with a one-line error naming the file.
 
 Decisions (faithful to the official code unless marked [RECON]):
 
@@ -63,7 +64,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mixpoet_lib._util import derived_seed, digest, jsonable, progress_bar, seed_everything, torch_save_atomic
+from mixpoet_lib._util import (
+    CorruptFileError,
+    derived_seed,
+    digest,
+    jsonable,
+    progress_bar,
+    remove_stale_parts,
+    seed_everything,
+)
 from mixpoet_lib.checkpoints import (
     CKPT_FORMAT,
     FACTOR_MODELS,
@@ -72,6 +81,7 @@ from mixpoet_lib.checkpoints import (
     check_model_names,
     checkpoint_path,
     read_checkpoint,
+    save_checkpoint,
 )
 from mixpoet_lib.config import Profile, weight_settings
 from mixpoet_lib.data.batching import BatchStream
@@ -256,8 +266,7 @@ def _upstream_fingerprint(ctx: TrainContext, name: str, phase: str) -> tuple[Pat
 def _plan_phase(ctx: TrainContext, name: str, phase: str, max_steps: int | None) -> _Phase:
     t_start = time.perf_counter()
     path = checkpoint_path(ctx.run_dir, name, phase)
-    for stale in path.parent.glob(f".{path.name}.*.part"):  # left by a save killed mid-write (_util.atomic_write)
-        stale.unlink(missing_ok=True)
+    remove_stale_parts(path.parent)  # temporary files of a save killed mid-write (_util.atomic_write)
     tr = make_trainer(ctx, name, phase)
     up_path, up_print = _upstream_fingerprint(ctx, name, phase)
     sig = phase_signature(ctx.profile, name, phase, tr.model_args(), ctx.data, up_print)
@@ -275,8 +284,14 @@ def _plan_phase(ctx: TrainContext, name: str, phase: str, max_steps: int | None)
 
 
 def _resumable(run: _Phase) -> PhaseResult | dict[str, Any] | None:
-    """A finished result when the checkpoint already reached the target, its state to resume from, or None."""
-    head = read_checkpoint(run.path, mmap=True)
+    """A finished result when the checkpoint already reached the target, its state to resume from, or None.
+
+    A damaged checkpoint stops the run (CorruptFileError naming it): resuming from it would silently diverge.
+    """
+    try:
+        head = read_checkpoint(run.path)
+    except CorruptFileError as exc:
+        raise CorruptFileError(f"cannot resume {run.key}: {exc}") from None
     if head.get("signature") != run.signature:
         run.ctx.log(f"{run.key}: settings or upstream changed since its checkpoint; training it again")
         return None
@@ -293,7 +308,7 @@ def _resumable(run: _Phase) -> PhaseResult | dict[str, Any] | None:
             bool(head["complete"]),
             metrics=dict(head.get("metrics") or {}),
         )
-    return read_checkpoint(run.path)
+    return head
 
 
 def _start(run: _Phase, state: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
@@ -347,7 +362,7 @@ def _save(run: _Phase, step: int, metrics: dict[str, Any]) -> None:
         "metrics": metrics,
         "torch_version": str(torch.__version__),
     }
-    torch_save_atomic(payload, run.path)
+    save_checkpoint(payload, run.path)
 
 
 @dataclass

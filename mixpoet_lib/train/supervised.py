@@ -6,8 +6,9 @@
   :data:`VAL_POINTS` times, evenly spread (the last step included), and keeps the best state (judges: macro-F1;
   LM: character perplexity on a seeded subset of unl_valid poems).
 * **Checkpoints** (``judge_<factor>.pt``, ``charlm.pt``) are plain dicts for ``torch.load(weights_only=True)``
-  with their vocabulary, report and a settings key (sizes, phase, seed, vocabulary hash, dataset folder);
-  :func:`reuse_checkpoint` finds a checkpoint (or published weights) whose key matches.
+  with their vocabulary, report, a settings key (sizes, phase, seed, vocabulary hash, dataset folder) and a
+  content digest (:func:`mixpoet_lib.checkpoints.save_checkpoint`); :func:`reuse_checkpoint` finds a checkpoint
+  (or published weights) whose key matches, and retrains one that is damaged (saying so).
 
 The judges are trained in :mod:`mixpoet_lib.train.judges`, the char LM in :mod:`mixpoet_lib.train.charlm`.
 """
@@ -25,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixpoet_lib._util import progress_bar, torch_save_atomic
-from mixpoet_lib.checkpoints import find_published, read_checkpoint
+from mixpoet_lib._util import progress_bar
+from mixpoet_lib.checkpoints import find_published, read_checkpoint, save_checkpoint
 from mixpoet_lib.config import PhaseConfig, Profile
 from mixpoet_lib.data.batching import epoch_order
 from mixpoet_lib.data.vocab import Vocab
@@ -208,7 +209,7 @@ def save_fitted(model: JudgeClassifier | CharLM, key: dict[str, Any], path: Path
     """
     payload = {"key": key, "tokens": list(model.vocab.tokens), **extra}
     payload.update({"hparams": model.hparams, "state_dict": cpu_state(model), "report": model.report})
-    torch_save_atomic(payload, path)
+    save_checkpoint(payload, path)
 
 
 def _stored_key(path: Path, log: Log) -> dict[str, Any] | None:
