@@ -203,7 +203,7 @@ class TrainConfig:
     diag_every: int = 40  # latent diagnostics (spec §7.2) every this many adversarial batches (AUS) / batches (IGS)
     diag_samples: int = 512  # samples per distribution in the diagnostics (official: 4 × 128 and 8 × 64)
     diag_chunk: int = 128  # replicas of the chosen instance per sampling round
-    num_threads: int = 0  # torch threads while training; 0 = auto, fewer on a loaded machine (_util.choose_threads)
+    num_threads: int = 0  # torch threads while training; 0 = auto, fewer on a loaded machine (runtime.choose_threads)
 
     def __post_init__(self) -> None:
         for name in ("betas", "dis_betas"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mixpoet_lib import _util
+from mixpoet_lib import runtime
 from mixpoet_lib.checkpoints import load_generator
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.cli import classify as cmd_classify
@@ -125,7 +125,7 @@ def test_classify_caps_line_length_and_flags_odd_poems(tmp_path, capsys):
 
 def test_flush_denormal_is_scoped():
     tiny = torch.tensor([1e-40])  # a denormal float32
-    with _util.flush_denormal() as supported:
+    with runtime.flush_denormal() as supported:
         inside = float(tiny * 1.0)
     assert float(tiny * 1.0) > 0  # switched off again after the block
     if supported:
@@ -179,7 +179,7 @@ def test_device_errors_are_one_line(capsys, monkeypatch, tmp_path):
             assert cli.main([*command, "--device", device]) == 1
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and message in err[0], err
-    assert _util.resolve_device("cpu") == torch.device("cpu")
+    assert runtime.resolve_device("cpu") == torch.device("cpu")
 
 
 def test_unexpected_errors_and_broken_config_json_are_one_line(capsys, monkeypatch, tmp_path):
@@ -196,8 +196,13 @@ def test_unexpected_errors_and_broken_config_json_are_one_line(capsys, monkeypat
         assert cli.main(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("mixpoet: error:"), err
+    def crash(*args, **kwargs):
+        raise KeyError("model_config")  # an unexpected failure inside the loader
+
+    monkeypatch.setattr("mixpoet_lib.cli.generate.load_generator", crash)
+    assert cli.main(argv) == 1 and len(capsys.readouterr().err.strip().splitlines()) == 1
     monkeypatch.setenv(cli.ENV_TRACEBACK, "1")  # the traceback is there when asked for
-    with pytest.raises(Exception):  # noqa: B017 (whatever the loader raises on a config without its keys)
+    with pytest.raises(KeyError):
         cli.main(argv)
 
 

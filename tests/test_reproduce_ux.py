@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mixpoet_lib import _util, paths, pipeline, run_report
+from mixpoet_lib import paths, pipeline, run_report, runtime
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.cli import live
 from mixpoet_lib.cli import reproduce as cmd_reproduce
@@ -249,15 +249,15 @@ def test_html_report_escapes_markup(tmp_path):
     ],
 )
 def test_thread_choice_follows_the_load(load, cores, default, own, threads):
-    n, why = _util.choose_threads(load, cores, default, own)
+    n, why = runtime.choose_threads(load, cores, default, own)
     assert n == threads and f"load average {load:.2f} on {cores} cores" in why
     assert ("busy" in why) == (threads < default)
 
 
 def test_thread_setting_of_the_profile_wins(monkeypatch):
-    assert _util.auto_threads(3) == (3, "set in the profile (train.num_threads)")
+    assert runtime.auto_threads(3) == (3, "set in the profile (train.num_threads)")
     monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(_util, "_own_load", lambda: 0.0)
-    monkeypatch.setattr(_util.torch, "get_num_threads", lambda: 2)
-    assert _util.auto_threads(0)[0] == 1
+    monkeypatch.setattr(runtime, "_own_load", lambda: 0.0)
+    monkeypatch.setattr(runtime.torch, "get_num_threads", lambda: 2)
+    assert runtime.auto_threads(0)[0] == 1

@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from mixpoet_lib._util import atomic_write, flush_denormal, resolve_device
+from mixpoet_lib._util import atomic_write
 from mixpoet_lib.checkpoints import load_judge
 from mixpoet_lib.config import FACTOR_NAMES, ModelConfig
 from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.generate.requests import LENGTHS
 from mixpoet_lib.metrics import is_unit_char, split_lines
 from mixpoet_lib.models.judges import JudgeClassifier
+from mixpoet_lib.runtime import flush_denormal, resolve_device
 from mixpoet_lib.train.judges import classify
 
 STDIO = "-"

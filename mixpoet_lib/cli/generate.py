@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mixpoet_lib._util import flush_denormal, resolve_device
 from mixpoet_lib.checkpoints import load_generator
 from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
 from mixpoet_lib.config import FACTOR_CLASSES, MAX_BEAM, REPETITION_RULES, GenConfig, label_name, parse_label
@@ -29,6 +28,7 @@ from mixpoet_lib.generate.constraints import MAX_RELAXATION
 from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.generate.poems import GeneratedPoem
 from mixpoet_lib.overrides import apply_overrides
+from mixpoet_lib.runtime import flush_denormal, resolve_device
 
 EXIT_SOME_FAILED = 3
 MAX_SAMPLES = 1000  # -n: poems per keyword

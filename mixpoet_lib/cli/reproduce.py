@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from mixpoet_lib._util import FolderLock, auto_threads
+from mixpoet_lib._util import FolderLock
 from mixpoet_lib.cli.live import LiveStatus
 from mixpoet_lib.cli.settings import add_profile_options, overrides_from_args
 from mixpoet_lib.config import get_profile
@@ -26,6 +26,7 @@ from mixpoet_lib.pipeline import (
     reference_dir,
     run_pipeline,
 )
+from mixpoet_lib.runtime import auto_threads
 
 
 def _run_dir(args: argparse.Namespace, profile: str, overrides: str) -> Path:

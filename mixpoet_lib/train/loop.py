@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixpoet_lib._util import FolderLock, auto_threads, default_device, jsonable
+from mixpoet_lib._util import FolderLock, default_device, jsonable
 from mixpoet_lib.checkpoints import (
     PHASES,
     SHARED,
@@ -34,6 +34,7 @@ from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import PreparedData, prepare
 from mixpoet_lib.models.losses import reconstruction_loss
 from mixpoet_lib.paths import runs_dir
+from mixpoet_lib.runtime import auto_threads
 from mixpoet_lib.train.diagnostics import VAL_SEED, VAL_SPLITS, eval_mode, fixed_rng, to_device
 from mixpoet_lib.train.phases import PhaseResult, phase_key, phase_plan, run_phase
 from mixpoet_lib.train.trainers import Callback, TrainContext
