@@ -1,4 +1,4 @@
-"""Evaluation metrics as pure functions (spec §5, reconstructed [RECON]; §7.1 word-frequency concentration).
+"""Evaluation metrics as pure functions (design §6, docs/metrics.md; top-K concentration, design §7.1).
 
 Poems are strings with the lines joined by ``'|'`` (the kit's ``Poem.content``) or sequences of lines.
 
@@ -264,7 +264,10 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
 
 
 def topk_accumulated_frequency(poems: Sequence[PoemLike], k_max: int) -> np.ndarray:
-    """Entry K-1 = share of all character occurrences taken by the K most frequent characters, K = 1..k_max (§7.1)."""
+    """Entry K-1 = share of all character occurrences taken by the K most frequent characters, K = 1..k_max.
+
+    Top-K concentration of generated text against human poems (design §7.1).
+    """
     if k_max < 1:
         raise ValueError(f"k_max must be ≥ 1, got {k_max}")
     counts = Counter(g for p in poems for g in _ngrams(p, 1))

@@ -18,7 +18,7 @@
 # Every model in this kit — the Basic baseline, the CVAE, MixPoet-IGS and MixPoet-AUS — shares one
 # network that turns a *conditioning vector* into four lines of verse. This notebook builds that
 # network, explains each of its inputs, and pre-trains it as a **denoising auto-encoder** (phase A of the
-# paper's training, spec §3.1). The later notebooks only change what the conditioning vector is.
+# paper's training, [design §4.1](../docs/design.md#d4.1)). The later notebooks only change what the conditioning vector is.
 #
 # | piece | what it computes | size (paper) |
 # |---|---|---|
@@ -113,8 +113,8 @@ for a, b in zip(clean["poems"], noisy["poems"]):
 #
 # $$r_e=\begin{cases}1 & e\le \text{burn-in}\\ \max\bigl(e^{-\alpha e},\,r_{\min}\bigr),\ \alpha=-\ln r_{\min}/\text{decay} & \text{otherwise,}\end{cases}$$
 #
-# and the learning rate warms up linearly, then decays as $(\text{warm-up}/s)^{0.55}$ (spec §2.4, §3.2).
-# Both are pure functions of the library, checked here against the spec's tables:
+# and the learning rate warms up linearly, then decays as $(\text{warm-up}/s)^{0.55}$ ([design §4.3](../docs/design.md#d4.3), [§4.2](../docs/design.md#d4.2)).
+# Both are pure functions of the library, checked here against the official values:
 
 # %% tags=["nbval-check-output"]
 dae = config.get_profile("full").train.dae
@@ -171,8 +171,8 @@ plt.show()
 #
 # The DAE needs a poem as input, so it cannot write a new one. The **Basic** baseline drops the poem
 # encoder from the decoder's initial state and is trained further from the DAE weights to write from
-# the keyword alone (spec §5.1 lists such a "Basic" system; its exact architecture is not known
-# [UNKNOWN], so this is our choice). Greedy decoding — always the most probable next character, no
+# the keyword alone (the paper's "Basic" system is its generator without latent variables; how the kit
+# builds it is [design §3.9](../docs/design.md#d3.9)). Greedy decoding — always the most probable next character, no
 # tone or rhyme constraint — shows what the network has learnt by itself:
 
 # %%

@@ -120,7 +120,7 @@ print(val.tail(1).round(3).to_string(index=False))
 #
 # $$\mathcal U(x,w)=\sum_{y}q_\phi(y\mid x,w)\,\mathcal L(x,w,y)+\mathcal H\bigl(q_\phi(y\mid x,w)\bigr).$$
 #
-# MixPoet does not sum over $y$: it *samples* the missing label (Gumbel-max, spec §2.3), and adds, per
+# MixPoet does not sum over $y$: it *samples* the missing label (Gumbel-max, [design §3.8](../docs/design.md#d3.8)), and adds, per
 # factor $k$ with $K_k$ classes,
 #
 # * $\mathcal L_{xw,k}$ — cross-entropy of $q(y_k\mid x,w)$ on the items labelled for $k$;
@@ -136,7 +136,7 @@ print(val.tail(1).round(3).to_string(index=False))
 uniform = [torch.zeros(4, 3), torch.zeros(4, 2)]
 mask = torch.zeros(4, 2)
 value = sum(losses.entropy_term(logits, mask[:, k]).item() for k, logits in enumerate(uniform))
-print(f"entropy terms at uniform q: {value:.4f} (spec: -0.712)")
+print(f"entropy terms at uniform q: {value:.4f} (official log: -0.712)")
 
 # %% [markdown]
 # ### The classifiers (phases B1, B2)

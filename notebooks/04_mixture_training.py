@@ -19,7 +19,7 @@
 # model, MixPoet-AUS, drops the Gaussian assumption: both distributions are **implicit samplers** —
 # networks fed with Gaussian noise — and the KL term, which has no closed form for such samplers, is
 # replaced by an **adversarial game** between posterior and prior samples, conditioned on the labels.
-# This notebook trains it (phases C1 and C2 of spec §3.1), shows its training curves and the official
+# This notebook trains it (phases C1 and C2 of [design §4.1](../docs/design.md#d4.1)), shows its training curves and the official
 # diagnostics, and looks at the mixed latent space itself.
 
 # %% tags=["parameters"]
@@ -91,7 +91,7 @@ print(f"L_D = {d_loss:.4f} (−log σ(2) = {-np.log(1 / (1 + np.exp(-2))):.4f});
 # For a factor a poem is not labelled for, the label is drawn from $q(y_k\mid x,w)$ with the Gumbel-max
 # trick. The official code takes the argmax and casts it to an integer index, so **no gradient reaches
 # the classifier through the sampled label**, and the Gumbel temperature τ — annealed in the logs — has no
-# effect on the sample (spec §2.3). The kit reproduces that behaviour by default
+# effect on the sample ([design §3.8](../docs/design.md#d3.8)). The kit reproduces that behaviour by default
 # (`straight_through_labels=False`): it is what the published model did. The flag switches to a
 # straight-through one-hot, through which the reconstruction does train the classifier; notebook 05
 # compares both (`aus` vs `aus_st`).
@@ -109,7 +109,7 @@ print(f"C1 {len(c1)} steps, C2 {len(c2)} steps; last validation perplexity {val[
 # %% [markdown]
 # ## 3 · Training curves and the official diagnostics
 #
-# Besides the losses, the official trainer tracks two distances every 40 batches (spec §7.2), which the
+# Besides the losses, the official trainer tracks two distances every 40 batches ([design §4.8](../docs/design.md#d4.8)), which the
 # kit computes in evaluation mode so they do not disturb the batch-norm statistics:
 #
 # * **prior–posterior distance** — the mean Mahalanobis distance of posterior samples from a Gaussian

@@ -17,7 +17,7 @@
 #
 # The paper claims three things about MixPoet: it is **more diverse** than its baselines (across keywords
 # and for one keyword), its **factors control the style** of a poem, and **quality does not suffer**. The
-# paper's tables are not available to us, and spec §5 reconstructs the protocols ([RECON]). So this notebook
+# kit reconstructs the protocols on public data ([design §6](../docs/design.md#d6)). So this notebook
 # does the only honest thing: it runs every system on *the same* keywords, lengths and seeds, measures each
 # claim, and says which ones the numbers support.
 #
@@ -28,7 +28,7 @@
 # | CVAE | one Gaussian latent conditioned on the keyword | notebook 03 |
 # | MixPoet-IGS | mixed latent space, a Gaussian per factor (semi-supervised M2) | notebook 03 |
 # | MixPoet-AUS | the paper's model: implicit samplers + latent discriminator | notebook 04 |
-# | MixPoet-AUS-ST | the same with straight-through Gumbel labels (ablation of spec §2.3) | here, if missing |
+# | MixPoet-AUS-ST | the same with straight-through Gumbel labels (ablation, [design §3.8](../docs/design.md#d3.8)) | here, if missing |
 
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
@@ -75,10 +75,10 @@ print(f"{ecfg.n_keywords} test keywords × seeds {ecfg.seeds}; N = {ecfg.intra_n
 # ## 1 · The systems
 #
 # Each model is loaded from its finished checkpoint of this profile, or trained now (so this notebook also
-# runs on its own). Generation is the constrained beam search of spec §4 (notebook 06 looks at it closely):
+# runs on its own). Generation is the constrained beam search of [design §5](../docs/design.md#d5) (notebook 06 looks at it closely):
 # tone pattern fixed by line 1, rhyme on lines 2 and 4, no character repeated across lines, the novelty
 # filter against training lines. When no candidate survives, the generator relaxes the constraints one rung
-# at a time and records how far it had to go; §6 below counts it.
+# at a time and records how far it had to go; section 6 below counts it.
 #
 # One kit choice differs from the official generator and is a parameter (`GenConfig.z_candidates`,
 # `z_outlier_ratio`): each poem draws a few latent candidates and skips one whose norm is more than
@@ -140,7 +140,7 @@ items = test_items(data, ecfg.n_keywords, profile.seed)
 pd.DataFrame([{"keyword": it.keyword, "length": it.length, "human poem (GT)": it.reference} for it in items]).head(8)
 
 # %% [markdown]
-# ## 4 · The metrics (spec §5, reconstructed)
+# ## 4 · The metrics (reconstructed: [design §6](../docs/design.md#d6), definitions in [docs/metrics.md](../docs/metrics.md))
 #
 # Let $S(p)$ be the set of characters of poem $p$ (or of its within-line character bigrams). The
 # **Jaccard similarity** of two poems is $J(p,q)=|S(p)\cap S(q)|\,/\,|S(p)\cup S(q)|$; **lower means more
@@ -264,7 +264,7 @@ if factor_systems:
 # %% [markdown]
 # ## 6 · How often the constraints had to be relaxed, and how long generation takes
 #
-# `strict` poems satisfy every constraint of spec §4. The later rungs drop, in order, what an
+# `strict` poems satisfy every constraint of [design §5](../docs/design.md#d5). The later rungs drop, in order, what an
 # under-trained model finds hardest (see `mixpoet_lib.generate.constraints.RELAXATION_LEVELS`); `failed` poems found no line even
 # at the last rung and are left out of every metric (they count in "failed generations").
 
@@ -359,7 +359,7 @@ if profile.name != "smoke":
 # ## Summary
 #
 # * All systems were run on the same seeded keywords and lengths, with three generation seeds, and every
-#   metric of spec §5 was measured on them; `results.csv` / `results.json` in the run folder hold the
+#   metric of [design §6](../docs/design.md#d6) was measured on them; `results.csv` / `results.json` in the run folder hold the
 #   table (the README's results section is generated from it).
 # * Section 8 states, claim by claim, what these numbers support. They are *this kit's* measurements on the
 #   public data, not the paper's.

@@ -18,7 +18,7 @@
 # MixPoet's point is that a poem's style is a **mixture of factors**: *living experience* (military,
 # countryside, other) and *historical background* (prosperous, troubled). Fixing the two labels picks one of
 # six regions of the latent space; sampling inside a region, or moving between regions, changes the poem
-# while the keyword stays the same. This notebook is the case study of spec §7.1:
+# while the keyword stays the same. This notebook is the case study of [design §7.1](../docs/design.md#d7.1):
 #
 # 1. one keyword under all six mixtures, 5- and 7-character, with what the independent judges make of them;
 # 2. the accumulated frequency of the top-K characters in generated versus human poems;
