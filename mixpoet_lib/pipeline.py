@@ -1,8 +1,11 @@
 """The reproduction runner: every numbered notebook in order with papermill, resumable, then a report.
 
 ``mixpoet reproduce`` executes ``notebooks/NN_*.ipynb`` into ``runs/<profile>/`` (never over the source
-notebooks), injecting ``PROFILE``, ``RUN_DIR`` and ``OVERRIDES`` (settings changed with ``--set``, in the
-text form of :func:`mixpoet_lib.overrides.parse_overrides`). A notebook is skipped when its *inputs* are
+notebooks), injecting ``PROFILE``, ``RUN_DIR`` (relative to the notebooks' folder, so no machine path is stored),
+``OVERRIDES`` (settings changed with ``--set``, in the text form of :func:`mixpoet_lib.overrides.parse_overrides`)
+and ``TRAIN=True``: a reproduction trains from scratch, while a student's "run all" loads the published weights
+(``MIXPOET_PUBLISHED=1`` makes the pipeline load them too). The executed copies are cleaned of widget state and
+frozen progress bars (:func:`clean_notebook`). A notebook is skipped when its *inputs* are
 unchanged since its last successful run: its own file, the library code, the profile with its overrides,
 and the outputs of the notebooks before it (chained through their input hashes). The first failure stops the
 run and names the notebook and the cell; the partially executed copy is kept for inspection.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import re
 import sys
@@ -25,11 +29,15 @@ import numpy
 import torch
 
 from mixpoet_lib._util import default_device, write_json_atomic
+from mixpoet_lib.checkpoints import use_published_default
 from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.evaluate.report import markdown_results
 from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
 from mixpoet_lib.overrides import run_name
 from mixpoet_lib.paths import figures_dir, repo_root, runs_dir
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar, e.g. " 40%|████      | 2/5"
 
 
 class PipelineError(RuntimeError):
@@ -89,14 +97,27 @@ def notebook_parameters(notebook: Path) -> set[str]:
     return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=", cell.source, flags=re.MULTILINE))
 
 
-def notebook_inputs(notebook: Path, profile: Profile, out: Path, overrides: str) -> dict[str, str]:
-    """The parameters to inject: ``PROFILE`` and ``RUN_DIR`` always, ``OVERRIDES`` where the notebook declares it.
+def _relative_to(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (with ``..`` where needed), or absolute when no relative path exists."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(path)
 
-    A notebook without an ``OVERRIDES`` parameter runs as before when there are no overrides; asked to apply
-    some, it raises :class:`PipelineError` instead of silently ignoring them.
+
+def notebook_inputs(notebook: Path, profile: Profile, out: Path, overrides: str) -> dict[str, Any]:
+    """The parameters to inject: ``PROFILE`` and ``RUN_DIR`` always, ``OVERRIDES`` and ``TRAIN`` where the notebook
+    declares them.
+
+    ``RUN_DIR`` is given relative to the notebook's folder (papermill runs there). ``TRAIN`` is True unless
+    $MIXPOET_PUBLISHED asks for the published weights. A notebook without an ``OVERRIDES`` parameter runs as before
+    when there are no overrides; asked to apply some, it raises :class:`PipelineError` instead of ignoring them.
     """
-    params = {"PROFILE": profile.name, "RUN_DIR": str(out)}
-    if "OVERRIDES" in notebook_parameters(notebook):
+    params: dict[str, Any] = {"PROFILE": profile.name, "RUN_DIR": _relative_to(out, notebook.parent)}
+    declared = notebook_parameters(notebook)
+    if "TRAIN" in declared:
+        params["TRAIN"] = not use_published_default()
+    if "OVERRIDES" in declared:
         params["OVERRIDES"] = overrides
     elif overrides:
         raise PipelineError(
@@ -104,6 +125,33 @@ def notebook_inputs(notebook: Path, profile: Profile, out: Path, overrides: str)
             f"{overrides!r}; run it without --set or add OVERRIDES to its parameters cell"
         )
     return params
+
+
+def clean_notebook(nb: Any) -> Any:
+    """Drop what must not be stored in a notebook (in place; returns it): widget state in the metadata, widget
+    views among the outputs (a progress bar or an ``interact`` form that shows nothing once the kernel is gone) and
+    progress-bar text printed to stderr."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        cell.outputs = [
+            out
+            for out in cell.outputs
+            if WIDGET_VIEW not in out.get("data", {})
+            and not (out.get("output_type") == "stream" and out.get("name") == "stderr" and PROGRESS.search(out.text))
+        ]
+    return nb
+
+
+def clean_notebook_file(path: Path) -> None:
+    """:func:`clean_notebook` on a notebook file, rewritten only when something was dropped."""
+    import nbformat  # optional dependency (notebooks extra); only the pipeline reads notebooks
+
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    if nbformat.writes(clean_notebook(nb)) != before:
+        nbformat.write(nb, path)
 
 
 def _failing_cell(nb_path: Path) -> str:
@@ -162,7 +210,7 @@ def run_pipeline(
     return runs
 
 
-def _execute(nb: Path, out: Path, params: dict[str, str], key: str, state: dict[str, Any], progress: bool) -> float:
+def _execute(nb: Path, out: Path, params: dict[str, Any], key: str, state: dict[str, Any], progress: bool) -> float:
     """Run one notebook into ``out`` with papermill, record the outcome in ``state.json``; return its seconds."""
     import papermill as pm  # optional dependency (notebooks extra), heavy; only ``reproduce`` runs notebooks
 
@@ -179,10 +227,12 @@ def _execute(nb: Path, out: Path, params: dict[str, str], key: str, state: dict[
             log_output=False,
         )
     except pm.PapermillExecutionError:
+        clean_notebook_file(target)
         state[nb.name] = {"input_hash": key, "status": "failed", "seconds": time.perf_counter() - t0}
         write_json_atomic(state_path, state, sort_keys=False)
         raise PipelineError(f"{nb.name} failed at {_failing_cell(target)}; partial notebook kept at {target}") from None
     seconds = time.perf_counter() - t0
+    clean_notebook_file(target)
     state[nb.name] = {
         "input_hash": key,
         "status": "ok",

@@ -170,6 +170,11 @@ plots.save_figure(fig, "01_label_cooccurrence", RUN)
 plt.show()
 
 # %% [markdown]
+# In the bar charts the unlabelled bar is the tallest for both factors in every split: for each factor, over a
+# third (living) or half (era) of the labelled sample is *not* labelled. The heatmap counts only poems labelled
+# for both factors: a handful of cells hold nearly all of them, and *other* in troubled times is empty.
+
+# %% [markdown]
 # ## 3 · The unlabelled pool, de-duplication and the evaluation splits
 #
 # chinese-poetry stores whole poems in traditional script with punctuation. The reader joins the
@@ -201,6 +206,12 @@ print("no evaluation poem is in a training pool")
 fig = plots.length_split(summary["line_lengths"])
 plots.save_figure(fig, "01_length_split", RUN)
 plt.show()
+
+# %% [markdown]
+# The unlabelled training pool dwarfs everything else, and in it seven-character quatrains outnumber five-character
+# ones several times over; the labelled sample is closer to half and half.
+# The evaluation therefore draws its test keywords half from each length (notebook 05), so that neither form
+# dominates the scores.
 
 # %% [markdown]
 # ## 4 · Keywords
@@ -242,6 +253,12 @@ plots.save_figure(fig, "01_char_frequency", RUN)
 plt.show()
 vocab = data.vocab
 print(f"vocabulary: {len(vocab)} ids; the 20 most frequent characters: {''.join(vocab.tokens[4:24])}")
+
+# %% [markdown]
+# On log–log axes the counts fall almost on a straight line over the first few hundred ranks (Zipf's law), then
+# drop off into a long tail of characters seen a handful of times or once. The most frequent characters (the dots,
+# named in the box) are function words and the stock images of classical verse — 不, 人, 风, 山 … — the
+# characters a generator that plays safe will over-use (notebook 06 measures that).
 
 # %% [markdown]
 # Now one labelled poem from JSON to the tensors the model sees. Each keyword gives one instance;
