@@ -227,7 +227,8 @@ def _execute(nb: Path, out: Path, params: dict[str, Any], key: str, state: dict[
             log_output=False,
         )
     except pm.PapermillExecutionError:
-        clean_notebook_file(target)
+        if target.exists():
+            clean_notebook_file(target)
         state[nb.name] = {"input_hash": key, "status": "failed", "seconds": time.perf_counter() - t0}
         write_json_atomic(state_path, state, sort_keys=False)
         raise PipelineError(f"{nb.name} failed at {_failing_cell(target)}; partial notebook kept at {target}") from None

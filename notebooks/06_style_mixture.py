@@ -236,7 +236,7 @@ for length in (5, 7):
     sub = walk[walk["length"] == length].drop(columns=["length", "t", "poem"])
     for col in sub.columns:
         v = sub[col].to_numpy()
-        steps_ = np.diff(v)
+        steps_ = np.diff(np.round(v, 2))  # changes under 0.01 count as flat
         shape = ("monotone" if (steps_ >= 0).all() or (steps_ <= 0).all()
                  else f"not monotone ({sum(np.diff(np.sign(steps_[steps_ != 0])) != 0)} change(s) of direction)")
         print(f"{length}-character, {col}: {' → '.join(f'{x:.2f}' for x in v)}: {shape}")
