@@ -255,8 +255,8 @@ vocab = data.vocab
 print(f"vocabulary: {len(vocab)} ids; the 20 most frequent characters: {''.join(vocab.tokens[4:24])}")
 
 # %% [markdown]
-# On log–log axes the counts fall almost on a straight line over the first few hundred ranks (Zipf's law), then
-# drop off into a long tail of characters seen a handful of times or once. The most frequent characters (the dots,
+# On log–log axes the counts fall steadily with the rank over the first thousand or so ranks — roughly a power law
+# (Zipf's law), bending downwards — and then drop into a long tail of characters seen a handful of times or once. The most frequent characters (the dots,
 # named in the box) are function words and the stock images of classical verse — 不, 人, 风, 山 … — the
 # characters a generator that plays safe will over-use (notebook 06 measures that).
 
