@@ -131,7 +131,7 @@ def weights_dir(profile: str) -> Path:
 
 
 def use_published_default() -> bool:
-    """True when $MIXPOET_PUBLISHED is set to 1/true/yes (notebooks then load published weights instead of training)."""
+    """True when $MIXPOET_PUBLISHED is set to 1/true/yes (``mixpoet reproduce`` then loads published weights)."""
     return os.environ.get(ENV_PUBLISHED, "").strip().lower() in ("1", "true", "yes")
 
 

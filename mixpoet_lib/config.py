@@ -1,8 +1,8 @@
 """One source of truth for every setting: dataclasses and the named profiles smoke / tutorial / full.
 
 Every notebook, command and test reads its settings from :func:`get_profile`. Values marked
-"official" come from the spec's Appendix A (the authors' ``codes/config.py``); everything else
-is a documented choice of this kit.
+"official" come from the authors' ``codes/config.py``; everything else is a documented choice of this kit
+(docs/design.md says which and why).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mixpoet_lib.paths import ENV_PROFILE
 
 PROFILES = ("smoke", "tutorial", "full")
 
-# Factor meanings (spec §1.2). Index = label id; -1 = not annotated / "infer it".
+# Factor meanings (design §2.2). Index = label id; -1 = not annotated / "infer it".
 FACTOR_NAMES = ("living", "era")
 FACTOR_TITLES = {"living": "living experience", "era": "historical background"}
 FACTOR_CLASSES: dict[str, tuple[str, ...]] = {
@@ -31,7 +31,7 @@ N_CLASSES: tuple[int, ...] = tuple(len(c) for c in FACTOR_CLASSES.values())  # c
 REPETITION_RULES = ("attested", "intended", "official")  # in-line repetition rules of generate.constraints
 KL_ANNEAL_KINDS = ("linear", "sigmoid", "constant")
 CHINESE_POETRY_SETS = ("tang", "song")
-MAX_KEYWORDS = 4  # keywords a poem may carry (1..4, spec §1)
+MAX_KEYWORDS = 4  # keywords a poem may carry (1..4, design §2.2)
 N_BETAS = 2  # Adam's (beta1, beta2)
 # Bounds of the generation settings: beyond ~200 beams a line gains nothing while time and memory grow linearly
 # with beam × vocabulary (beam 100,000 took 457 s and 13 GB for one poem).
@@ -58,7 +58,7 @@ def _check(owner: object, rule: str, *names: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Corpus construction and instance building (spec §1)."""
+    """Corpus construction and instance building (design §2)."""
 
     chinese_poetry_sets: tuple[str, ...] = ("tang", "song")  # which chinese-poetry collections join the pool
     chinese_poetry_max_files: int | None = None  # per collection, in file-name order; None = all
@@ -90,7 +90,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network sizes (spec §2.1).
+    """Network sizes (design §3.1).
 
     ``n_class1`` / ``n_class2`` are not settings: they always equal the class counts of :data:`FACTOR_CLASSES`
     (use :attr:`n_classes`). They stay fields only because checkpoint signatures and the published
@@ -146,7 +146,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PhaseConfig:
-    """One training phase: batch, length, optimiser and learning-rate schedule (spec §3.2)."""
+    """One training phase: batch, length, optimiser and learning-rate schedule (design §4.2)."""
 
     batch_size: int
     epochs: int
@@ -169,7 +169,7 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """All phases A (DAE) → B1/B2 (classifiers) → C1 (mixture) → C2 (fine-tune), spec §3."""
+    """All phases A (DAE) → B1/B2 (classifiers) → C1 (mixture) → C2 (fine-tune), design §4."""
 
     dae: PhaseConfig = PhaseConfig(batch_size=128, epochs=10, warmup_steps=4500, tf_burn_in=2)
     classifier: PhaseConfig = PhaseConfig(batch_size=64, epochs=10, warmup_steps=800)
@@ -188,11 +188,11 @@ class TrainConfig:
     noise_init: float = 0.3
     noise_decay_steps: int = 8500
     dae_corrupt_ratio: float = 0.1
-    straight_through_labels: bool = False  # False = official non-differentiable Gumbel sampling (spec §2.3)
+    straight_through_labels: bool = False  # False = official non-differentiable Gumbel sampling (design §3.8)
     amp_bf16: bool = False  # bf16 autocast for encoders/decoder (never for discriminator/BN)
-    kl_anneal_steps: int = 10000  # CVAE / MixPoet-IGS: KL weight rises 0 → 1 over this many steps [RECON]
+    kl_anneal_steps: int = 10000  # CVAE / MixPoet-IGS: KL weight rises 0 → 1 over this many steps (design §4.5)
     kl_anneal_kind: str = "linear"  # linear | sigmoid | constant
-    free_bits: float = 0.05  # CVAE / MixPoet-IGS: nats per latent dimension below which KL is not penalised [RECON]
+    free_bits: float = 0.05  # CVAE / IGS: nats per latent dimension below which KL is not penalised (design §4.5)
     ckpt_every: int = 500  # optimiser steps between resumable checkpoints
     log_every: int = 50  # steps between refreshes of the live losses on the progress bar (the CSV gets every step)
     val_batches: int = 50  # batches per validation pass (official: 50)
@@ -200,7 +200,7 @@ class TrainConfig:
     validate_every_epoch: bool = True
     validate_every: int = 0  # also validate every this many steps (0 = only at epoch ends and at the phase end)
     tf_leftover_quirk: bool = True  # official: 1st second-stage epoch at the DAE's last teacher-forcing ratio
-    diag_every: int = 40  # latent diagnostics (spec §7.2) every this many adversarial batches (AUS) / batches (IGS)
+    diag_every: int = 40  # latent diagnostics (design §4.8) every this many adversarial batches (AUS) / batches (IGS)
     diag_samples: int = 512  # samples per distribution in the diagnostics (official: 4 × 128 and 8 × 64)
     diag_chunk: int = 128  # replicas of the chosen instance per sampling round
     num_threads: int = 0  # torch threads while training; 0 = auto, fewer on a loaded machine (runtime.choose_threads)
@@ -267,7 +267,7 @@ def weight_settings(train: TrainConfig, adversarial: bool = True) -> dict[str, A
 
 @dataclass(frozen=True)
 class GenConfig:
-    """Generation settings (spec §4)."""
+    """Generation settings (design §5)."""
 
     beam_size: int = 20
     extra_steps: int = 10  # at most L + extra_steps decoder steps per line
@@ -297,7 +297,7 @@ class GenConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation protocol (spec §5, reconstructed [RECON]) and the independent judge models."""
+    """Evaluation protocol (reconstructed, design §6) and the independent judge models."""
 
     n_keywords: int = 1000  # test keywords, half for 5- and half for 7-character poems
     seeds: tuple[int, ...] = (1, 2, 3)  # generation seeds (mean ± std over them)

@@ -1,4 +1,4 @@
-"""Evaluation metrics as pure functions (spec §5, reconstructed [RECON]; §7.1 word-frequency concentration).
+"""Evaluation metrics as pure functions (design §6, docs/metrics.md; top-K concentration, design §7.1).
 
 Poems are strings with the lines joined by ``'|'`` (the kit's ``Poem.content``) or sequences of lines.
 
@@ -361,7 +361,7 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
 
 
 def topk_accumulated_frequency(poems: Sequence[PoemLike], k_max: int, unit: str = "char") -> np.ndarray:
-    """Entry K-1 = share of all unit occurrences taken by the K most frequent units, K = 1..k_max (§7.1).
+    """Entry K-1 = share of all unit occurrences taken by the K most frequent units, K = 1..k_max (design §7.1).
 
     ``unit`` is 'char' or 'word' (every jieba word, one-character words included: the paper's Fig. 4c).
     """

@@ -1,8 +1,11 @@
 """The reproduction runner: every numbered notebook in order with papermill, resumable, then a report.
 
 ``mixpoet reproduce`` executes ``notebooks/NN_*.ipynb`` into a run folder (never over the source notebooks),
-injecting ``PROFILE``, ``RUN_DIR`` and ``OVERRIDES`` (settings changed with ``--set``, in the text form of
-:func:`mixpoet_lib.overrides.parse_overrides`). A user's run goes to ``runs/<run>-local/`` (not tracked by
+injecting ``PROFILE``, ``RUN_DIR`` (relative to the notebooks' folder, so no machine path is stored),
+``OVERRIDES`` (settings changed with ``--set``, in the text form of :func:`mixpoet_lib.overrides.parse_overrides`)
+and ``TRAIN=True``: a reproduction trains from scratch, while a student's "run all" loads the published weights
+(``MIXPOET_PUBLISHED=1`` makes the pipeline load them too). Executed copies are cleaned of widget state and
+frozen progress bars (:func:`clean_notebook`). A user's run goes to ``runs/<run>-local/`` (not tracked by
 git), with its figures inside it, so the committed reference run ``runs/<run>/`` and ``figures/`` stay as
 published; ``reference=True`` (or that folder as ``out_dir``) regenerates the reference deliberately.
 
@@ -31,10 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from mixpoet_lib._util import default_device, write_json_atomic
+from mixpoet_lib.checkpoints import use_published_default
 from mixpoet_lib.config import Profile, get_profile, resolve_profile_name
 from mixpoet_lib.overrides import run_name
 from mixpoet_lib.paths import ENV_FIGURES, ENV_PROFILE, figures_dir, repo_root, run_path
 from mixpoet_lib.run_report import failed_copy, write_report
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar, e.g. " 40%|████      | 2/5"
 
 
 class PipelineError(RuntimeError):
@@ -111,14 +119,27 @@ def notebook_parameters(notebook: Path) -> set[str]:
     return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=", cell.source, flags=re.MULTILINE))
 
 
-def notebook_inputs(notebook: Path, profile: Profile, out: Path, overrides: str) -> dict[str, str]:
-    """The parameters to inject: ``PROFILE`` and ``RUN_DIR`` always, ``OVERRIDES`` where the notebook declares it.
+def _relative_to(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (with ``..`` where needed), or absolute when no relative path exists."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(path)
 
-    A notebook without an ``OVERRIDES`` parameter runs as before when there are no overrides; asked to apply
-    some, it raises :class:`PipelineError` instead of silently ignoring them.
+
+def notebook_inputs(notebook: Path, profile: Profile, out: Path, overrides: str) -> dict[str, Any]:
+    """The parameters to inject: ``PROFILE`` and ``RUN_DIR`` always, ``OVERRIDES`` and ``TRAIN`` where the notebook
+    declares them.
+
+    ``RUN_DIR`` is given relative to the notebook's folder (papermill runs there). ``TRAIN`` is True unless
+    $MIXPOET_PUBLISHED asks for the published weights. A notebook without an ``OVERRIDES`` parameter runs as before
+    when there are no overrides; asked to apply some, it raises :class:`PipelineError` instead of ignoring them.
     """
-    params = {"PROFILE": profile.name, "RUN_DIR": str(out)}
-    if "OVERRIDES" in notebook_parameters(notebook):
+    params: dict[str, Any] = {"PROFILE": profile.name, "RUN_DIR": _relative_to(out, notebook.parent)}
+    declared = notebook_parameters(notebook)
+    if "TRAIN" in declared:
+        params["TRAIN"] = not use_published_default()
+    if "OVERRIDES" in declared:
         params["OVERRIDES"] = overrides
     elif overrides:
         raise PipelineError(
@@ -126,6 +147,33 @@ def notebook_inputs(notebook: Path, profile: Profile, out: Path, overrides: str)
             f"{overrides!r}; run it without --set or add OVERRIDES to its parameters cell"
         )
     return params
+
+
+def clean_notebook(nb: Any) -> Any:
+    """Drop what must not be stored in a notebook (in place; returns it): widget state in the metadata, widget
+    views among the outputs (a progress bar or an ``interact`` form that shows nothing once the kernel is gone) and
+    progress-bar text printed to stderr."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        cell.outputs = [
+            out
+            for out in cell.outputs
+            if WIDGET_VIEW not in out.get("data", {})
+            and not (out.get("output_type") == "stream" and out.get("name") == "stderr" and PROGRESS.search(out.text))
+        ]
+    return nb
+
+
+def clean_notebook_file(path: Path) -> None:
+    """:func:`clean_notebook` on a notebook file, rewritten only when something was dropped."""
+    import nbformat  # optional dependency (notebooks extra); only the pipeline reads notebooks
+
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    if nbformat.writes(clean_notebook(nb)) != before:
+        nbformat.write(nb, path)
 
 
 def _failing_cell(nb_path: Path) -> str:
@@ -224,7 +272,7 @@ class _Job:
 
     nb: Path
     out: Path
-    params: dict[str, str]
+    params: dict[str, Any]
     key: str
     env: dict[str, str]
     progress: bool
@@ -282,6 +330,7 @@ def _execute(job: _Job, state: dict[str, Any]) -> float:
         failed = isinstance(exc, pm.PapermillExecutionError)
         where = _failing_cell(Path(partial)) if failed else _kernel_failure(exc, job)
         raise PipelineError(f"{name} failed at {where}; partial notebook kept at {partial}") from None
+    clean_notebook_file(job.running)
     os.replace(job.running, job.target)
     failed_copy(job.target).unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
@@ -300,6 +349,7 @@ def _keep_partial(job: _Job) -> str:
     partial = failed_copy(job.target)
     if not job.running.exists():
         return "nowhere (the kernel did not start)"
+    clean_notebook_file(job.running)
     os.replace(job.running, partial)
     return str(partial)
 

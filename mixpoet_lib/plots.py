@@ -173,13 +173,17 @@ def length_split(line_lengths: dict[str, dict[str, int]]) -> Any:
 
 
 def char_frequency_rank(texts: Sequence[str], top_labels: int = 12) -> Any:
-    """Log-log rank/frequency plot of characters (Zipf), with the most frequent characters named."""
+    """Log-log rank/frequency plot of characters (Zipf); the most frequent ones are marked and named in a box
+    (on a log axis their labels would overlap)."""
     counts = Counter(ch for t in texts for ch in t if ch != "|")
     ranked = counts.most_common()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.loglog(range(1, len(ranked) + 1), [n for _, n in ranked], lw=1.5)
-    for r, (ch, n) in enumerate(ranked[:top_labels], start=1):
-        ax.annotate(ch, (r, n), textcoords="offset points", xytext=(2, 2), fontsize=9)
+    top = ranked[:top_labels]
+    ax.plot(range(1, len(top) + 1), [n for _, n in top], "o", ms=3, color="C3")
+    names = " ".join(ch for ch, _ in top)
+    ax.text(0.03, 0.05, f"ranks 1–{len(top)} (dots):\n{names}", transform=ax.transAxes, ha="left", va="bottom",
+            fontsize=10, bbox={"fc": "white", "ec": "#cccccc"})  # fmt: skip
     ax.set_xlabel("rank")
     ax.set_ylabel("count")
     ax.set_title(f"character frequency ({len(ranked)} distinct characters)")

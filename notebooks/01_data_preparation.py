@@ -28,7 +28,7 @@
 # dataset the later notebooks use, and shows what is in it:
 #
 # 1. the raw sources, downloaded from their public origins at pinned commits and checked by sha256;
-# 2. the labelled sample and its label statistics (compared with the spec's table);
+# 2. the labelled sample and its label statistics (checked against the counts of [design §2.3](../docs/design.md#d2.3));
 # 3. the unlabelled pool, traditional → simplified conversion, de-duplication and the evaluation splits;
 # 4. keywords for poems that have none (TF-IDF over jieba words);
 # 5. the vocabulary and one poem followed from raw JSON to tensor ids;
@@ -131,18 +131,18 @@ with tempfile.TemporaryDirectory() as tmp:
         print(str(err).replace(tmp, "<tmp>"))
 
 # %% [markdown]
-# The label statistics below are computed from the files and must match the table in the spec (§1.2),
+# The label statistics below are computed from the files and must match the table of [design §2.3](../docs/design.md#d2.3),
 # which was measured independently on the same files. The assertion makes the notebook fail loudly
 # if the data ever changes.
 
 # %% tags=["nbval-check-output"]
 labels = pd.DataFrame({k: v for k, v in summary["labels"].items() if k.startswith("cqcf_") and k != "cqcf_train_pairs"}).T
-expected = {  # spec §1.2, "Label statistics of the shipped CQCF sample"
+expected = {  # design §2.3, "Label statistics of the CQCF sample"
     "cqcf_train": [10870, 4025, 2434, 2296, 2115, 5782, 2736, 2352, 1063, 4984, 5886],
     "cqcf_valid": [590, 221, 133, 119, 117, 320, 142, 128, 49, 285, 305],
     "cqcf_test": [590, 221, 133, 119, 117, 320, 141, 129, 49, 256, 334],
 }
-assert labels.loc[list(expected)].values.tolist() == list(expected.values()), "label statistics differ from spec §1.2"
+assert labels.loc[list(expected)].values.tolist() == list(expected.values()), "label statistics differ from design §2.3"
 print(labels.to_string())
 
 # %% tags=["nbval-check-output"]
@@ -168,6 +168,11 @@ plt.show()
 fig = plots.cooccurrence_heatmap(pairs)
 plots.save_figure(fig, "01_label_cooccurrence", RUN)
 plt.show()
+
+# %% [markdown]
+# In the bar charts the unlabelled bar is the tallest for both factors in every split: for each factor, over a
+# third (living) or half (era) of the labelled sample is *not* labelled. The heatmap counts only poems labelled
+# for both factors: a handful of cells hold nearly all of them, and *other* in troubled times is empty.
 
 # %% [markdown]
 # ## 3 · The unlabelled pool, de-duplication and the evaluation splits
@@ -203,10 +208,16 @@ plots.save_figure(fig, "01_length_split", RUN)
 plt.show()
 
 # %% [markdown]
+# The unlabelled training pool dwarfs everything else, and in it seven-character quatrains outnumber five-character
+# ones several times over; the labelled sample is closer to half and half.
+# The evaluation therefore draws its test keywords half from each length (notebook 05), so that neither form
+# dominates the scores.
+
+# %% [markdown]
 # ## 4 · Keywords
 #
 # MixPoet is conditioned on one keyword per instance, and a poem with $k$ keywords becomes $k$ training
-# instances (spec §1.3). CCPC and CQCF ship keywords; chinese-poetry does not. jieba's own extractors
+# instances ([design §2.6](../docs/design.md#d2.6)). CCPC and CQCF ship keywords; chinese-poetry does not. jieba's own extractors
 # drop every one-character word, yet a fifth of CCPC's keywords are single characters (暮, 石, 侯 …). So
 # `mixpoet_lib.data.keywords` segments each line with jieba (HMM off, dictionary extended with the CCPC/CQCF
 # keywords), keeps words of 1–2 characters that are not function words, and ranks them by
@@ -244,6 +255,12 @@ vocab = data.vocab
 print(f"vocabulary: {len(vocab)} ids; the 20 most frequent characters: {''.join(vocab.tokens[4:24])}")
 
 # %% [markdown]
+# On log–log axes the counts fall steadily with the rank over the first thousand or so ranks — roughly a power law
+# (Zipf's law), bending downwards — and then drop into a long tail of characters seen a handful of times or once. The most frequent characters (the dots,
+# named in the box) are function words and the stock images of classical verse — 不, 人, 风, 山 … — the
+# characters a generator that plays safe will over-use (notebook 06 measures that).
+
+# %% [markdown]
 # Now one labelled poem from JSON to the tensors the model sees. Each keyword gives one instance;
 # the poem enters the encoder as one sequence `<B> line1 line2 line3 line4 <E>`, the decoder targets are
 # the four lines, each ending in `<E>` and padded to 8, and the line length reaches the model as a
@@ -267,7 +284,7 @@ print({k: tuple(v.shape) for k, v in batch.items()})
 #
 # Classical quatrains follow tonal patterns: every character is level (平, P) or oblique (仄, Z), and
 # the even positions of a line must alternate. MixPoet's generator enforces one of four line types,
-# recognised by 14 templates per length (spec §4.6). Tones come from THU-CRRD lists, *not* from modern
+# recognised by 14 templates per length ([design §5.4](../docs/design.md#d5.4)). Tones come from THU-CRRD lists, *not* from modern
 # Mandarin: entering-tone characters such as 白 国 石 十 竹 are oblique in classical prosody although
 # their modern tones are level. A character in both lists (polyphonic) matches both; a character in
 # neither list (一 is missing from CRRD) matches nothing.

@@ -31,6 +31,7 @@ PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tut
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
 SEED: int = 1234  # seed of every random choice in this notebook
+TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here
 
 # %%
 import matplotlib.pyplot as plt
@@ -44,8 +45,11 @@ from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import losses
 from mixpoet_lib import plots
 from mixpoet_lib.train import logs
-from mixpoet_lib.train import loop as training
-from mixpoet_lib.notebook import setup
+from mixpoet_lib.models import layers
+from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetIGS
+from mixpoet_lib.models.generators import CVAE
+from mixpoet_lib.notebook import load_or_train, pretrained_or_logged, setup, show_source
+from mixpoet_lib.train import steps
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
@@ -62,7 +66,15 @@ vocab = data.vocab
 #   -\operatorname{KL}\bigl(q_\phi(z\mid x,w)\,\big\|\,p_\theta(z\mid w)\bigr),$$
 #
 # with a Gaussian posterior (the recognition network reads the poem) and a Gaussian prior (it reads the
-# keyword only). For two diagonal Gaussians the KL has a closed form, summed over dimensions:
+# keyword only). Both are small MLPs returning a mean and a log-variance; a sample is drawn with the
+# reparameterisation $z=\mu+\sigma\odot\varepsilon$, $\varepsilon\sim\mathcal N(0,I)$, so gradients flow through
+# $\mu$ and $\sigma$:
+
+# %%
+show_source(CVAE.prior_params, CVAE.posterior_params, layers.reparameterise, CVAE.forward)
+
+# %% [markdown]
+# For two diagonal Gaussians the KL has a closed form, summed over dimensions:
 #
 # $$\operatorname{KL}\bigl(\mathcal N(\mu_q,\sigma_q^2)\,\|\,\mathcal N(\mu_p,\sigma_p^2)\bigr)
 #   =\tfrac12\Bigl(\log\tfrac{\sigma_p^2}{\sigma_q^2}+\tfrac{\sigma_q^2+(\mu_q-\mu_p)^2}{\sigma_p^2}-1\Bigr).$$
@@ -87,27 +99,63 @@ print(f"KL = {kl.item():.4f}; by hand = {0.5 * (2 + 2 / np.e**2 - 1):.4f}")
 # * **free bits** — each latent dimension may keep $\lambda$ nats of KL for free:
 #   $\sum_d\max(\lambda,\operatorname{KL}_d)$, so pushing a dimension's KL below $\lambda$ gains nothing.
 #
-# The training log counts **active units** (dimensions whose posterior mean varies across poems,
-# $\operatorname{Var}_x\,\mathbb E_q[z_d] > 0.01$): a collapsed model has none.
+# The CVAE's whole objective, per batch, is therefore
+#
+# $$\mathcal L_{\text{CVAE}}=\mathcal L_{\text{rec}}+\beta_t\sum_{d}\max\bigl(\lambda,\ \overline{\operatorname{KL}}_d\bigr),$$
+#
+# with $\overline{\operatorname{KL}}_d$ the batch mean of dimension $d$'s KL, $\beta_t$ rising linearly from 0 to 1
+# and $\lambda$ = `free_bits` ([design §4.5](../docs/design.md#d4.5)). The loss function and the training step
+# that computes exactly this:
 
 # %%
-cvae = training.ensure_model("cvae", profile, data=data, run_dir=RUN_DIR, progress=False)
+show_source(losses.gaussian_kl, steps.cvae_step)
+
+# %% [markdown]
+# The training log counts **active units** (dimensions whose posterior mean varies across poems,
+# $\operatorname{Var}_x\,\mathbb E_q[z_d] > 0.01$): a collapsed model has none. The middle panel also draws the
+# free-bits floor $\lambda\cdot Z$, the smallest value the penalised KL can take.
+
+# %%
+cvae = load_or_train("cvae", profile, data, RUN_DIR, train=TRAIN)
 log = logs.read_log("cvae", "c1", profile, run_dir=RUN_DIR)
 val = logs.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True)
+floor = profile.train.free_bits * profile.model.latent_size
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
 roll = log.rolling(max(1, len(log) // 40), min_periods=1).mean()
 axes[0].plot(log["step"], roll["rec"])
 axes[0].set(title="reconstruction", xlabel="step")
-axes[1].plot(log["step"], roll["kl"], label="KL")
-axes[1].plot(log["step"], log["kl_weight"], "--", label="β (annealing)")
-axes[1].set(title="KL and its weight", xlabel="step")
-axes[1].legend()
+axes[1].plot(log["step"], roll["kl"], label="KL (what $z$ carries)")
+axes[1].plot(log["step"], roll["kl_fb"], label="KL with free bits (penalised)")
+axes[1].axhline(floor, color="grey", ls=":", label=f"free-bits floor λ·Z = {floor:g}")
+axes[1].set(title="KL, nats", xlabel="step")
+axes[1].legend(fontsize=8)
+ax_beta = axes[1].twinx()
+ax_beta.plot(log["step"], log["kl_weight"], "--", color="C2")
+ax_beta.set(ylim=(0, 1.05), ylabel="KL weight β (dashed)")
+ax_beta.grid(False)
 axes[2].plot(log["step"], log["active_units"])
 axes[2].set(title=f"active units (of {profile.model.latent_size})", xlabel="step")
 fig.tight_layout()
 plots.save_figure(fig, "03_cvae_training", RUN)
 plt.show()
 print(val.tail(1).round(3).to_string(index=False))
+
+# %% [markdown]
+# **Reading the curves.** The reconstruction loss falls fast and then flattens. The KL does *not* fall
+# towards 0, so there is no classic posterior collapse — but look at the penalised KL: it sits on the free-bits
+# floor almost from the start. Every dimension's KL is below $\lambda$, so $\max(\lambda,\cdot)$ returns the
+# constant $\lambda$ and **the KL term gives no gradient at all**: once $\beta$ has risen, the model still
+# trains as a plain auto-encoder with a little noise, and $z$ carries only the few nats the raw KL shows
+# (spread thinly over many dimensions, which is why the active-unit count is high while each unit says little).
+# With this little information in $z$, different samples for one keyword differ only slightly (section 4). The
+# numbers of this run:
+
+# %%
+at_floor = np.mean(np.isclose(log["kl_fb"], floor, rtol=0.02))
+print(f"penalised KL within 2% of the floor {floor:g} on {at_floor:.0%} of the steps; raw KL over the last "
+      f"10% of steps {log['kl'].iloc[-max(1, len(log) // 10):].mean():.2f} nats "
+      f"(= {log['kl'].iloc[-max(1, len(log) // 10):].mean() / profile.model.latent_size:.3f} per dimension, "
+      f"λ = {profile.train.free_bits})")
 
 # %% [markdown]
 # ## 2 · Semi-supervised learning with missing labels (Kingma et al.'s M2)
@@ -118,16 +166,33 @@ print(val.tail(1).round(3).to_string(index=False))
 # fixed, plus a supervised classification loss; for a missing one it is averaged over
 # $q_\phi(y_k\mid x,w)$ and gains the classifier's entropy:
 #
-# $$\mathcal U(x,w)=\sum_{y}q_\phi(y\mid x,w)\,\mathcal L(x,w,y)+\mathcal H\bigl(q_\phi(y\mid x,w)\bigr).$$
+# $$\mathcal U(x,w)=\sum_{y}q_\phi(y\mid x,w)\,\bigl(-\mathcal L(x,w,y)\bigr)+\mathcal H\bigl(q_\phi(y\mid x,w)\bigr),$$
 #
-# MixPoet does not sum over $y$: it *samples* the missing label (Gumbel-max, spec §2.3), and adds, per
-# factor $k$ with $K_k$ classes,
+# where $-\mathcal L(x,w,y)$ is the labelled bound. Taken alone, the bound would never train the classifier on
+# the labelled poems (there $y$ is observed, and $q$ does not appear). So M2 adds a classification term
+# weighted by $\alpha$; with $\mathcal D_l$ the labelled and $\mathcal D_u$ the unlabelled poems, the loss to
+# minimise is
+#
+# $$\mathcal J^{\alpha}=\sum_{(x,w,y)\in\mathcal D_l}\mathcal L(x,w,y)\;-\sum_{(x,w)\in\mathcal D_u}\mathcal U(x,w)
+#   \;+\;\alpha\,\mathbb E_{(x,w,y)\in\mathcal D_l}\bigl[-\log q_\phi(y\mid x,w)\bigr].$$
+#
+# MixPoet does not sum over $y$: it *samples* the missing label (Gumbel-max, below and
+# [design §3.8](../docs/design.md#d3.8)), and adds, per factor $k$ with $K_k$ classes,
 #
 # * $\mathcal L_{xw,k}$ — cross-entropy of $q(y_k\mid x,w)$ on the items labelled for $k$;
 # * $\mathcal L_{ent,k}=\frac1{K_k}\sum_c q_c\log q_c$ on the unlabelled items (minimising it *maximises*
 #   the entropy — M2's $+\mathcal H$ term);
 # * $\mathcal L_{w,k}$ — cross-entropy of the keyword-only classifier $p(y_k\mid w)$ against the true or
 #   sampled label. This second classifier is what generation uses when the user gives no label.
+#
+# $\mathcal L_{xw,k}$ is M2's classification term. Its weight $\alpha$ is **fixed at 1**: the paper sets
+# $\alpha=1$, the official code hard-wires it (there is no weight in the sum), and so does the kit — there is no
+# setting to change it ([design §4.4](../docs/design.md#d4.4)). The three terms, summed over both factors:
+
+# %%
+show_source(losses.supervised_ce, losses.entropy_term, losses.keyword_distill_ce, losses.classifier_terms)
+
+# %% [markdown]
 #
 # At uniform $q$ the entropy terms of both factors sum to $-(\ln 3/3+\ln 2/2)$, the $-0.712$ that the
 # official training log shows at the start:
@@ -136,18 +201,48 @@ print(val.tail(1).round(3).to_string(index=False))
 uniform = [torch.zeros(4, 3), torch.zeros(4, 2)]
 mask = torch.zeros(4, 2)
 value = sum(losses.entropy_term(logits, mask[:, k]).item() for k, logits in enumerate(uniform))
-print(f"entropy terms at uniform q: {value:.4f} (spec: -0.712)")
+print(f"entropy terms at uniform q: {value:.4f} (official log: -0.712)")
+
+# %% [markdown]
+# ### Sampling a missing label: Gumbel-max, Gumbel-softmax and straight-through
+#
+# To draw $\tilde y\sim q(y\mid x,w)$, perturb each log-probability with independent Gumbel noise
+# $g_c=-\log(-\log u_c)$, $u_c\sim\mathcal U(0,1)$, and take the largest (**Gumbel-max**):
+#
+# $$\tilde y=\arg\max_c\,(\log q_c+g_c)\quad\Longrightarrow\quad P(\tilde y=c)=q_c\ \text{exactly}.$$
+#
+# The argmax has no gradient. The **Gumbel-softmax** relaxation replaces it by
+# $\pi_c=\operatorname{softmax}\bigl((\log q_c+g_c)/\tau\bigr)$, which tends to the one-hot of $\tilde y$ as
+# $\tau\to0$; the **straight-through** estimator uses the hard one-hot in the forward pass and the soft
+# gradient backward: $\tilde y_{\text{ST}}=\operatorname{onehot}(\tilde y)-\operatorname{sg}(\pi)+\pi$ ($\operatorname{sg}$:
+# stop-gradient). The official code computes the Gumbel-softmax, takes its argmax and casts it to an integer
+# index: the sample is an exact Gumbel-max draw, **τ has no effect on it, and no gradient reaches $q$** through
+# it — on unlabelled poems $q$ learns only from the entropy term. The kit reproduces that by default and offers
+# the straight-through version as a flag (`straight_through_labels`, model `aus_st`); then the label embeddings
+# are looked up as one-hot × table, so the reconstruction trains the classifier too. True labels replace the
+# sample wherever a poem is annotated:
+
+# %%
+show_source(layers.gumbel_label_sample, FactorModelBase.sample_labels)
 
 # %% [markdown]
 # ### The classifiers (phases B1, B2)
 #
-# Before the mixture training, both classifiers of each factor are pre-trained on the labelled poems.
+# Before the mixture training, both classifiers of each factor are pre-trained on the labelled poems, each
+# step minimising $\mathrm{CE}(q(y_k\mid x,w),y_k)+\mathrm{CE}(p(y_k\mid w),y_k)$ over the poems labelled for $k$:
+
+# %%
+show_source(steps.classifier_step)
+
+# %% [markdown]
+# These pre-training phases are not published either; with `TRAIN=False` the table below comes from the
+# published run's validation log.
 # $q(y\mid x,w)$ reads the whole poem and should do well; $p(y\mid w)$ sees only a one- or two-character
 # keyword, so it can only learn associations such as 烽火 → military. Validation on CQCF valid,
 # against the majority-class baseline:
 
 # %%
-classifiers = training.ensure_model("classifiers", profile, data=data, run_dir=RUN_DIR, progress=False)
+classifiers = pretrained_or_logged("classifiers", profile, data, RUN_DIR, train=TRAIN)
 rows = []
 for k, factor in enumerate(config.FACTOR_NAMES, start=1):
     v = logs.read_log("shared", f"cl{k}", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
@@ -160,6 +255,12 @@ clf = pd.DataFrame(rows).set_index("factor")
 clf.round(3)
 
 # %% [markdown]
+# **Reading the table.** $q(y\mid x,w)$, which reads the poem, is well above the majority class for both
+# factors; era is the harder factor (as it is for the paper's judges and for the human annotators' agreement).
+# $p(y\mid w)$ sees one or two characters and stays close to the majority class: the style of a poem is mostly
+# not in its keyword. That matters at generation time, where $p(y\mid w)$ chooses the labels the user leaves open.
+
+# %% [markdown]
 # ## 3 · MixPoet-IGS: one Gaussian sub-space per factor
 #
 # MixPoet splits the latent vector into one sub-space per factor, $z=[z_1;z_2]$, each of half the
@@ -169,13 +270,25 @@ clf.round(3)
 # $$p(z_k\mid w,y_k)=\mathcal N\bigl(\mu_k(w,y_k),\,\sigma^2_k(w,y_k)I\bigr),\qquad
 #   q(z_k\mid x,w,y_k)=\mathcal N\bigl(\mu'_k(x,w,y_k),\,\sigma'^2_k(x,w,y_k)I\bigr),$$
 #
-# and the KL splits into one analytic term per sub-space. Choosing a value for each factor selects a
+# and the KL splits into one analytic term per sub-space, each with its own free bits. The whole objective of a
+# batch adds the semi-supervised terms of section 2:
+#
+# $$\mathcal L_{\text{IGS}}=\mathcal L_{\text{rec}}+\beta_t\sum_{k=1}^{2}\sum_{d}\max\bigl(\lambda,\overline{\operatorname{KL}}_{k,d}\bigr)
+#   +\sum_{k=1}^{2}\bigl(\mathcal L_{xw,k}+\mathcal L_{ent,k}+\mathcal L_{w,k}\bigr).$$
+#
+# The model's prior and posterior heads, then the step:
+
+# %%
+show_source(MixPoetIGS.prior_params, MixPoetIGS.posterior_params, steps.igs_step)
+
+# %% [markdown]
+# Choosing a value for each factor selects a
 # region in each sub-space; concatenating the samples gives the *mixed* code. Because sub-space $k$
 # only ever sees $y_k$, a mixture that is rare in the data (countryside life in troubled times: 14
 # poems) is still reachable — each half was trained on plenty of data for its own factor.
 
 # %%
-igs = training.ensure_model("igs", profile, data=data, run_dir=RUN_DIR, progress=False)
+igs = load_or_train("igs", profile, data, RUN_DIR, train=TRAIN)
 log1 = logs.read_log("igs", "c1", profile, run_dir=RUN_DIR)
 log2 = logs.read_log("igs", "c2", profile, run_dir=RUN_DIR)
 ilog = pd.concat([log1, log2.assign(step=log2["step"] + log1["step"].max())])
@@ -185,9 +298,11 @@ axes[0].plot(ilog["step"], roll["rec"])
 axes[0].axvline(log1["step"].max(), color="grey", ls=":", label="fine-tuning starts")
 axes[0].set(title="reconstruction", xlabel="step")
 axes[0].legend()
+sub_floor = profile.train.free_bits * (profile.model.latent_size // 2)
 axes[1].plot(ilog["step"], roll["kl1"], label="KL, living sub-space")
 axes[1].plot(ilog["step"], roll["kl2"], label="KL, era sub-space")
-axes[1].set(title="KL per sub-space", xlabel="step")
+axes[1].axhline(sub_floor, color="grey", ls=":", label=f"free-bits floor per sub-space ({sub_floor:g})")
+axes[1].set(title="KL per sub-space, nats", xlabel="step")
 axes[1].legend()
 axes[2].plot(ilog["step"], roll["xw"], label="supervised CE")
 axes[2].plot(ilog["step"], roll["ent"], label="entropy term")
@@ -197,6 +312,24 @@ axes[2].legend()
 fig.tight_layout()
 plots.save_figure(fig, "03_igs_training", RUN)
 plt.show()
+
+# %% [markdown]
+# **Reading the curves.** Reconstruction behaves as for the CVAE. Each sub-space's KL drops quickly and then
+# stays *below* its free-bits floor: as for the CVAE, the KL penalty is inactive for most of the run, so the
+# sub-spaces are shaped by reconstruction and by the labels fed to the prior and posterior, not by the KL.
+# Right: the supervised cross-entropy of $q$ falls. The entropy term falls from about −0.25 to about −0.45
+# (0 would be a certain $q$, −0.712 a uniform one): minimising it makes $q$ *less* certain on the unlabelled
+# poems, as M2's $+\mathcal H$ term intends; with the official Gumbel sampling nothing pulls the other way on
+# those poems, and only the labelled poems keep the shared classifier from drifting to uniform. The keyword cross-entropy barely moves from $\ln 3+\ln 2=1.79$, the value of a keyword
+# classifier that has learnt nothing: $p(y\mid w)$ stays weak. The numbers:
+
+# %%
+tenth = max(1, len(ilog) // 10)
+first, last = ilog.iloc[:tenth], ilog.iloc[-tenth:]
+print(f"KL per sub-space over the last 10% of steps: living {last['kl1'].mean():.2f}, era {last['kl2'].mean():.2f} "
+      f"(floor {sub_floor:g})")
+for term, name in (("xw", "supervised CE"), ("ent", "entropy term"), ("w", "keyword CE")):
+    print(f"{name}: {first[term].mean():.3f} (first 10%) → {last[term].mean():.3f} (last 10%)")
 
 # %% [markdown]
 # ## 4 · Same keyword, different latent samples
@@ -217,8 +350,16 @@ summary = pd.DataFrame({"CVAE": {"validation perplexity": cv["val_ppl"], "active
                         "MixPoet-IGS": {"validation perplexity": ig["val_ppl"], "active units": ig["val_active_units"]}})
 print(summary.round(2).to_string())
 assert np.isfinite(summary.values).all()
-assert (clf["q(y|x,w) acc"] > 0).all()
-if profile.name != "smoke":  # the smoke profile trains for seconds: only the full run has to learn
+# "Did it learn" checks. The reconstruction check runs in every profile: the smoke profile's 40 steps lower the
+# loss by ≈ 0.25 nats (batch-to-batch noise ≈ 0.07), the tutorial's by ≈ 6 from a fresh decoder start.
+rec_drop = 0.1 if profile.name == "smoke" else 1.0
+for name, lg in (("CVAE", log), ("MixPoet-IGS", ilog)):
+    tenth = max(1, len(lg) // 10)
+    assert lg["rec"].iloc[-tenth:].mean() < lg["rec"].iloc[:tenth].mean() - rec_drop, f"{name}: reconstruction did not fall"
+    assert np.isfinite(lg["kl" if name == "CVAE" else "kl1"]).all(), f"{name}: the KL is not finite"
+# The smoke profile's 30 classifier steps leave both classifiers at chance and the CVAE's posterior nearly
+# unused (measured: accuracy 0.31 / 0.51, active units 0), so these two checks need a real training run.
+if profile.name != "smoke":
     assert (clf["q(y|x,w) acc"] > clf["majority-class acc"] + 0.05).all(), "a classifier is not above chance"
     assert cv["val_active_units"] > 0, "the CVAE's posterior collapsed"
 
@@ -226,7 +367,11 @@ if profile.name != "smoke":  # the smoke profile trains for seconds: only the fu
 # ## Summary
 #
 # * The CVAE's latent variable gives diversity, but only if it is used: annealing and free bits keep
-#   the posterior from collapsing onto the prior.
+#   the posterior from collapsing onto the prior — and in this short run the KL sits under the free-bits floor,
+#   so the penalty never acts and $z$ carries little.
+# * M2's objective is the labelled bound, the unlabelled bound (with the classifier's entropy) and an
+#   $\alpha$-weighted classification term; MixPoet keeps $\alpha=1$ fixed and samples the missing labels with
+#   Gumbel-max, which (in the official form) sends no gradient to the classifier.
 # * M2 handles missing labels by inferring them with a classifier; MixPoet samples them and keeps a
 #   second, keyword-only classifier for generation.
 # * Splitting the latent into factor sub-spaces lets the model combine factor values that rarely or

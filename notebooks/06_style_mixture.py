@@ -18,7 +18,7 @@
 # MixPoet's point is that a poem's style is a **mixture of factors**: *living experience* (military,
 # countryside, other) and *historical background* (prosperous, troubled). Fixing the two labels picks one of
 # six regions of the latent space; sampling inside a region, or moving between regions, changes the poem
-# while the keyword stays the same. This notebook is the case study of spec §7.1:
+# while the keyword stays the same. This notebook is the case study of [design §7.1](../docs/design.md#d7.1):
 #
 # 1. one keyword under all six mixtures, 5- and 7-character, with what the independent judges make of them;
 # 2. the accumulated frequency of the top-K characters in generated versus human poems;
@@ -29,7 +29,7 @@
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and results live (None: runs/<profile>)
-PUBLISHED: bool = None  # no checkpoint in the run folder → use weights/<profile>/ if they match (None: $MIXPOET_PUBLISHED)
+TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here
 SEED: int = 1234  # seed of the latent draws in this notebook
 KEYWORDS: list = ["秋风", "明月"]  # case-study keywords (each must be in the vocabulary)
 MIX_FROM: list = [0, 1]  # interpolation start, [living, era]: military, troubled
@@ -56,18 +56,16 @@ from mixpoet_lib.train import charlm, judges
 from mixpoet_lib import metrics
 from mixpoet_lib import paths
 from mixpoet_lib import plots
-from mixpoet_lib import checkpoints as publish
-from mixpoet_lib.train import loop as training
-from mixpoet_lib.notebook import setup
+from mixpoet_lib.notebook import load_or_train, say, setup
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
 RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
 run_dir = RUN_DIR
-published = publish.use_published_default() if PUBLISHED is None else bool(PUBLISHED)
+published = not TRAIN  # the judges and the LM follow the same rule as the generators
 vocab = data.vocab
-aus = training.ensure_model("aus", profile, data=data, run_dir=run_dir, progress=False, published=published)
-judge_models = judges.ensure_judges(data, profile, run_dir, published=published)
+aus = load_or_train("aus", profile, data, run_dir, train=TRAIN)
+judge_models = judges.ensure_judges(data, profile, run_dir, log=say, published=published)
 gen = generation.Generator(aus, vocab, training_lines=data.training_lines(), gen_cfg=profile.gen)
 keywords = [k for k in KEYWORDS if all(ch in vocab and vocab.id(ch) >= 4 for ch in k)]
 assert keywords, f"none of the keywords {KEYWORDS} is in the vocabulary"
@@ -88,12 +86,16 @@ def mixture_name(mix, zh: bool = True) -> str:
 # matches the requested label.
 
 # %%
+case_poems = {}  # (keyword, length, mixture) → poem text, for the comparison below
+
+
 def case_study(keyword: str) -> pd.DataFrame:
     rows = {}
     for mix in analysis.MIXTURES:
         cells = {}
         for length in (5, 7):
             poem = gen.generate(keyword, length, labels=mix, seed=SEED)[0]
+            case_poems[(keyword, length, mix)] = poem.text if poem.ok else None
             if not poem.ok:
                 cells[f"{length}-char"] = "(no poem: constraints failed)"
                 continue
@@ -114,7 +116,32 @@ for kw in keywords:
     samples += [{"title": f"{kw} · {mix} · {col}", "content": "|".join(cell.split("\n")[:4])}
                 for mix, row in grid.iterrows() for col, cell in row.items() if not cell.startswith("(no poem")]
 # the run report shows these as its sample poems per mixture
-Path(run_dir, "samples.json").write_text(json.dumps(samples, ensure_ascii=False, indent=1), encoding="utf-8")
+_ = Path(run_dir, "samples.json").write_text(json.dumps(samples, ensure_ascii=False, indent=1), encoding="utf-8")
+
+# %% [markdown]
+# Six mixtures, but are they six *different* poems? The beam search is deterministic and the latent noise is the
+# same for every mixture, so two mixtures can end in nearly the same poem — typically two that differ only in the
+# era label, when the era half of $z$ moves the decoder too little to change its choices. Count it:
+
+# %%
+def differing_chars(a: str, b: str) -> int:
+    """Positions (of equally long poems) where the two poems have different characters."""
+    return sum(x != y for x, y in zip(a.replace("|", ""), b.replace("|", "")))
+
+
+rows = []
+for kw in keywords:
+    for length in (5, 7):
+        texts = {mixture_name(m): case_poems[(kw, length, m)] for m in analysis.MIXTURES}
+        texts = {m: t for m, t in texts.items() if t}
+        pairs = [(a, b, differing_chars(texts[a], texts[b])) for i, a in enumerate(texts) for b in list(texts)[i + 1:]]
+        closest = min(pairs, key=lambda x: x[2]) if pairs else ("", "", float("nan"))
+        rows.append({"keyword": kw, "length": length, "poems": len(texts), "distinct": len(set(texts.values())),
+                     "mean differing chars per pair": np.mean([d for *_, d in pairs]) if pairs else np.nan,
+                     "closest pair": f"{closest[0]} / {closest[1]}", "its differing chars": closest[2],
+                     "of": 4 * length})
+distinct = pd.DataFrame(rows)
+distinct.round(1)
 
 # %% [markdown]
 # ## 2 · Do generated poems lean on a few characters?
@@ -128,10 +155,9 @@ Path(run_dir, "samples.json").write_text(json.dumps(samples, ensure_ascii=False,
 # notebook 05 has run with the same settings, otherwise they are generated now.
 
 # %%
-lm = charlm.ensure_lm(data, profile, run_dir, published=published)
+lm = charlm.ensure_lm(data, profile, run_dir, log=say, published=published)
 systems = ["gt", "basic", "cvae", "aus"]
-models = {s: training.ensure_model(s, profile, data=data, run_dir=run_dir, progress=False, published=published)
-          for s in systems if s != "gt"}
+models = {s: load_or_train(s, profile, data, run_dir, train=TRAIN) for s in systems if s != "gt"}
 ev = evaluation.evaluate(profile, data, run_dir, models, judge_models, lm, systems=systems,
                          seeds=profile.eval.seeds[:1], progress=False)
 k_max = 1000
@@ -141,7 +167,7 @@ for s in systems:
     texts = [r["text"] for r in ev.poems[(s, ev.seeds[0])].role("inter") if r["ok"]]
     curves[s] = metrics.topk_accumulated_frequency(texts, k_max)
     ax.plot(np.arange(1, k_max + 1), curves[s], label=SYSTEM_TITLES[s],
-            lw=2.5 if s in ("gt", "aus") else 1.5, color="k" if s == "gt" else None)
+            lw=2.5 if s in ("gt", "aus") else 1.5, color=plots.system_color(s))
 ax.set(xscale="log", xlabel="most frequent K characters", ylabel="accumulated frequency",
        title="top-K accumulated character frequency")
 ax.legend()
@@ -150,6 +176,13 @@ plots.save_figure(fig, "06_topk_frequency", RUN)
 plt.show()
 pd.DataFrame({SYSTEM_TITLES[s]: {f"K={k}": c[k - 1] for k in (10, 50, 100, 500)}
               for s, c in curves.items()}).T.round(3)
+
+# %% [markdown]
+# **Reading the curves.** Every generator's curve rises far faster than the human one: in the published
+# `tutorial` run the 100 most frequent characters make up 80–96 % of all generated text but about a third of the
+# human poems, and every generator has used up its whole character inventory by a few hundred characters, where the
+# human curve is still climbing. Basic is the most concentrated, then CVAE; MixPoet-AUS is the flattest generator,
+# the ordering the paper reports (for words), but all three remain far from human variety.
 
 # %% [markdown]
 # ## 3 · Walking from one mixture to another
@@ -189,6 +222,24 @@ fig.suptitle(f"{mixture_name(MIX_FROM)} → {mixture_name(MIX_TO)}")
 fig.tight_layout()
 plots.save_figure(fig, "06_interpolation", RUN)
 plt.show()
+
+# %% [markdown]
+# **Reading the path.** Do not expect smooth curves. The decoder is discrete: the beam search picks whole
+# characters, so a small move of $s_0$ can flip one early character and, through the context, the rest of the
+# poem; the judges then read a different poem, not a slightly different one. And the middle of the path feeds
+# the decoder mixed label embeddings it never saw in training. So a judge probability can go up and down along
+# the path — in the published run the 7-character path's P(military) swings up and down twice — while the two
+# ends usually match their mixtures. Where the curves are monotone in this run:
+
+# %%
+for length in (5, 7):
+    sub = walk[walk["length"] == length].drop(columns=["length", "t", "poem"])
+    for col in sub.columns:
+        v = sub[col].to_numpy()
+        steps_ = np.diff(np.round(v, 2))  # changes under 0.01 count as flat
+        shape = ("monotone" if (steps_ >= 0).all() or (steps_ <= 0).all()
+                 else f"not monotone ({sum(np.diff(np.sign(steps_[steps_ != 0])) != 0)} change(s) of direction)")
+        print(f"{length}-character, {col}: {' → '.join(f'{x:.2f}' for x in v)}: {shape}")
 
 # %% [markdown]
 # ## 4 · Try it yourself
@@ -235,20 +286,24 @@ write_poems("星辰大海", 7)  # a bad input: reported, not raised
 # %%
 # Checks that fail loudly if the case study did not work.
 assert len(walk) == 2 * STEPS
+assert (distinct["distinct"] >= 2).all(), "all six mixtures of a keyword gave the same poem"
 assert all(0 < c[0] <= c[-1] <= 1.0 + 1e-9 for c in curves.values()), "accumulated frequency out of range"
 assert all(np.all(np.diff(c[np.isfinite(c)]) >= -1e-12) for c in curves.values()), "accumulated frequency must rise"
-if profile.name != "smoke":
-    ok_rate = np.mean([r["ok"] for s in systems if s != "gt" for r in ev.poems[(s, ev.seeds[0])].role("inter")])
-    assert ok_rate > 0.8, f"only {ok_rate:.0%} of the poems were generated"
+ok_rate = np.mean([r["ok"] for s in systems if s != "gt" for r in ev.poems[(s, ev.seeds[0])].role("inter")])
+assert ok_rate > 0.8, f"only {ok_rate:.0%} of the poems were generated"  # smoke and tutorial (measured): 100 %
 
 # %% [markdown]
 # ## Summary
 #
-# * The six mixtures of one keyword give six different poems from the same latent noise; the judges'
-#   ticks show how often the requested style is recognisable (notebook 05 measures it over all keywords).
+# * The six mixtures of one keyword, from the same latent noise, give poems that differ — but not always by
+#   much: the table after the case study counts the distinct ones and how many characters separate each pair (in
+#   the published run two 5-character 秋风 poems, countryside in prosperous and in troubled times, differ in one
+#   character). The judges' ticks show how often the requested style is recognisable (notebook 05 measures it
+#   over all keywords).
 # * The top-K curves compare how concentrated each system's vocabulary is against human poems.
-# * Moving along a straight line between two mixtures changes the poem gradually or in jumps; the judges'
-#   probabilities show whether the style follows the latent.
+# * Moving along a straight line between two mixtures changes the poem in jumps, and the judges' probabilities
+#   need not move monotonically (the 7-character path of the published run does not): the decoder is discrete and
+#   the middle of the path is outside what it was trained on.
 #
 # ## Exercises
 #

@@ -2,7 +2,8 @@
 
 The .py (py:percent) file is the one to edit and review; this script turns it into the .ipynb, executes it
 in place with papermill (no injected parameters, so the stored notebook keeps its plain `parameters` cell)
-under the chosen profile, and strips papermill's timing metadata so the stored outputs are what nbval checks.
+under the chosen profile, strips papermill's timing metadata so the stored outputs are what nbval checks, and drops
+widget state, widget views and progress bars (``mixpoet_lib.pipeline.clean_notebook``), which must not be stored.
 Usage: python scripts/refresh_notebooks.py [--profile tutorial] [NN_name.py ...]
 """
 
@@ -17,6 +18,8 @@ import jupytext
 import nbformat
 import papermill as pm
 
+from mixpoet_lib.pipeline import clean_notebook
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,14 +29,14 @@ def refresh(py: Path, profile: str) -> None:
     ipynb = py.with_suffix(".ipynb")
     nbformat.write(nb, ipynb)
     os.environ["MIXPOET_PROFILE"] = profile
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ["TQDM_DISABLE"] = "1"  # no progress bars in stored outputs
     pm.execute_notebook(str(ipynb), str(ipynb), kernel_name="python3", cwd=str(py.parent), progress_bar=False)
     nb = nbformat.read(ipynb, as_version=4)
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
-    nbformat.write(nb, ipynb)
+    nbformat.write(clean_notebook(nb), ipynb)
     print(f"refreshed {ipynb.relative_to(ROOT)} with profile {profile}")
 
 

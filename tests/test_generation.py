@@ -92,7 +92,7 @@ def gen(model, **kw) -> Generator:
 
 
 def test_repetition_window_tables():
-    assert [repetition_window(k, "official") for k in range(7)] == [0, 0, 2, 2, 4, 4, 6]  # spec §4.3 table
+    assert [repetition_window(k, "official") for k in range(7)] == [0, 0, 2, 2, 4, 4, 6]  # official window, design §5.3
     assert [repetition_window(k, "intended") for k in range(7)] == [0, 1, 2, 3, 4, 5, 6]
     with pytest.raises(ValueError, match="bogus"):
         repetition_window(3, "bogus")

@@ -1,5 +1,5 @@
 """The independent evaluation models: factor judges (train.judges), the character LM (train.charlm) and their shared
-fitting loop (train.supervised) (spec §5.3-5.4)."""
+fitting loop (train.supervised) (design §6.3–6.4)."""
 
 from __future__ import annotations
 

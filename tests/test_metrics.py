@@ -1,4 +1,4 @@
-"""Hand-checkable values of mixpoet_lib.metrics (spec §5 [RECON], §7.1)."""
+"""Hand-checkable values of mixpoet_lib.metrics (design §6, §7.1)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -31,7 +32,9 @@ def test_runner_executes_injects_and_skips(env):
     assert [r.status for r in runs] == ["ran"]
     executed = nbformat.read(out / books[0].name, as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert len(injected) == 1 and 'PROFILE = "smoke"' in injected[0].source and str(out) in injected[0].source
+    relative = os.path.relpath(out, REPO / "notebooks")  # papermill runs in the notebooks' folder
+    assert len(injected) == 1 and 'PROFILE = "smoke"' in injected[0].source
+    assert f'RUN_DIR = "{relative}"' in injected[0].source  # relative: no machine path is stored
     assert json.loads((out / "data_summary.json").read_text())["settings"]["unlabelled_train_instances"] == 6000
     report = (out / "report.md").read_text()
     assert "profile `smoke`" in report and "01_data_preparation.ipynb" in report and "| ok |" in report
@@ -121,6 +124,37 @@ def test_overrides_injected_where_declared_refused_elsewhere_and_hashed(env):
     prof = get_profile("smoke")
     base = pipeline.input_hash(plain, prof, "", "lib")
     assert pipeline.input_hash(plain, prof, "", "lib", "") == base != pipeline.input_hash(plain, prof, "", "lib", "a=1")
+
+
+def test_train_is_injected_true_unless_published_weights_are_asked_for(env, monkeypatch):
+    folder = env / "nbs"
+    folder.mkdir()
+    params = "PROFILE = None\nRUN_DIR = None\nTRAIN: bool = False"
+    book = _notebook(folder, "01_train.ipynb", params, "print('TRAIN is', TRAIN)")
+    assert pipeline.notebook_parameters(book) == {"PROFILE", "RUN_DIR", "TRAIN"}
+    monkeypatch.delenv("MIXPOET_PUBLISHED", raising=False)
+    assert pipeline.notebook_inputs(book, get_profile("smoke"), env / "run", "")["TRAIN"] is True
+    monkeypatch.setenv("MIXPOET_PUBLISHED", "1")
+    assert pipeline.notebook_inputs(book, get_profile("smoke"), env / "run", "")["TRAIN"] is False
+    monkeypatch.delenv("MIXPOET_PUBLISHED")
+    pipeline.run_pipeline("smoke", out_dir=env / "run", notebooks=[book], log=lambda m: None, progress=False)
+    executed = nbformat.read(env / "run" / book.name, as_version=4)
+    assert "TRAIN is True" in executed.cells[-1].outputs[0].text
+
+
+def test_clean_notebook_drops_widget_state_widget_views_and_progress_bars():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x"), nbformat.v4.new_markdown_cell("text")])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    view = {"application/vnd.jupyter.widget-view+json": {"model_id": "abc"}, "text/plain": "evaluation: 0%| 0/18"}
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("display_data", data=view),
+        nbformat.v4.new_output("stream", name="stderr", text="judge living:  40%|████      | 2/5 [00:01<00:01]"),
+        nbformat.v4.new_output("stream", name="stderr", text="a real warning\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="kept: 50%|\n"),
+    ]
+    pipeline.clean_notebook(nb)
+    assert "widgets" not in nb.metadata
+    assert [o.get("text") for o in nb.cells[0].outputs] == ["a real warning\n", "kept: 50%|\n"]
 
 
 def test_results_markdown_from_results_json():

@@ -156,7 +156,7 @@ def test_tone_of_known_characters(tr: R.ToneRhyme) -> None:
 
 # ----------------------------------------------------------------------------- recogniser
 
-SPEC_TEMPLATES_5 = {  # spec §4.6
+SPEC_TEMPLATES_5 = {  # design §5.4 (official recogniser templates)
     0: ["PPPZZ", "PPZZZ", "ZPPZZ", "ZPZPZ", "PPZPZ"],
     1: ["ZZZPP", "PZZPP"],
     2: ["PPZZP", "ZPPZP", "PPPZP"],
@@ -216,7 +216,7 @@ def reference_line_type(tones: str, order: tuple[int, ...]) -> int:
 
 
 def test_check_order_of_types_2_and_3_never_matters() -> None:
-    # The official code checks 0, 1, 3, 2; the spec lists 0, 1, 2, 3. Exhaustively, no tone string makes
+    # The official code checks 0, 1, 3, 2; a natural reading lists 0, 1, 2, 3. Exhaustively, no tone string makes
     # these orders disagree (a line matching both 2 and 3 ends in two polyphonic characters and then
     # already matches a type-0 template), and line_type agrees with the brute-force reference.
     chars = {"P": "a", "Z": "b", "B": "c", "?": "d"}
@@ -293,7 +293,7 @@ def test_line_type_ccpc_lines(
 
 
 def test_position_templates_match_spec_table() -> None:
-    table = {  # spec §4.5: (5-character, 7-character)
+    table = {  # design §5.4: (5-character, 7-character)
         0: ((-1, 0, 0, 1, 1), (-1, 1, -1, 0, 0, 1, 1)),
         1: ((-1, 1, 1, 0, 0), (-1, 0, -1, 1, 1, 0, 0)),
         2: ((0, 0, 1, 1, 0), (-1, 1, 0, 0, 1, 1, 0)),

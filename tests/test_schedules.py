@@ -1,4 +1,4 @@
-"""Sanity values of mixpoet_lib.train.schedules (spec §2.4, §3.2)."""
+"""Sanity values of mixpoet_lib.train.schedules (design §4.2, §4.3)."""
 
 from __future__ import annotations
 

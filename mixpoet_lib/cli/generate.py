@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "generate",
         help="generate quatrains from a checkpoint",
-        description="Generate quatrains with the constrained beam search (spec §4).",
+        description="Generate quatrains with the constrained beam search (docs/design.md §5).",
     )
     p.add_argument(
         "--checkpoint",

@@ -1,4 +1,4 @@
-"""Turning encoded instances into model batches (spec §1.5), with seeded, resumable batch order.
+"""Turning encoded instances into model batches (design §2.7), with seeded, resumable batch order.
 
 A batch is a dict of tensors (token ids PAD=0, UNK=1, <E>=2, <B>=3):
 
@@ -26,7 +26,7 @@ MODES = ("dae", "cl1", "cl2", "mixpoet_pre", "mixpoet_tune", "all")
 
 
 def select_instances(arrays: SplitArrays, mode: str) -> np.ndarray:
-    """Return the instance ids a training mode uses (spec §1.5 modes table)."""
+    """Return the instance ids a training mode uses (design §2.7)."""
     labels = arrays.instance_labels()
     if mode in ("dae", "mixpoet_pre", "all"):
         return np.arange(arrays.n_instances)

@@ -6,7 +6,7 @@ Two cached stages, each in its own folder under ``<data>/processed`` named by a 
 1. **corpus** — every source parsed and validated, poems de-duplicated across sources, evaluation
    splits carved out so that none of their poems is in a training pool, keywords extracted where a
    source has none. Stored as JSON lines, one file per split.
-2. **dataset** — the vocabulary (JSON), one instance per (poem, keyword) (spec §1.3), the seeded
+2. **dataset** — the vocabulary (JSON), one instance per (poem, keyword) (design §2.6), the seeded
    sub-sample of unlabelled training instances, all as ``.npz`` integer arrays (no pickle), the
    training-line library for the novelty filter and ``summary.json``.
 
@@ -109,7 +109,7 @@ class Corpus:
     skips: SkipLog = field(default_factory=SkipLog)
     duplicates: Counter = field(default_factory=Counter)  # (source, split that already had it) → n
     keywords_extracted: int = 0
-    label_stats: dict[str, dict[str, int]] = field(default_factory=dict)  # CQCF files as read (spec §1.2)
+    label_stats: dict[str, dict[str, int]] = field(default_factory=dict)  # CQCF files as read (design §2.3)
 
     def meta(self) -> dict[str, Any]:
         """Return the book-keeping as JSON-able data."""

@@ -1,4 +1,4 @@
-"""Tone (ping/ze) and rhyme resources of THU-CRRD, and the quatrain form rules of MixPoet (spec §4.3-4.6).
+"""Tone (ping/ze) and rhyme resources of THU-CRRD, and the quatrain form rules of MixPoet (design §5.4).
 
 Everything here is a pure function of a :class:`ToneRhyme` (the three CRRD lists, loaded once) and its
 arguments, so tests can build tiny hand-made instances. Functions take the resource as the keyword
@@ -19,7 +19,7 @@ Behaviours kept from the official code (``codes/rhythm_tool.py`` and ``codes/fil
 * **Rhyme class without disambiguation.** The official filter resolves polyphonic rhyme characters with
   ``pingshui_amb.pkl`` (a 121 MB Git-LFS file that is usually missing); its own fallback, used here, is
   the *first* class listed for the character in ``pingshui.txt``.
-* **Tone bans in the beam (§4.3, §6.2 item 9).** A level position bans every character of the oblique
+* **Tone bans in the beam (design §5.4).** A level position bans every character of the oblique
   list and an oblique position every character of the level list, so polyphonic characters are banned at
   every constrained position and characters in neither list are never banned.
 
@@ -61,7 +61,7 @@ UNRECOGNISED = -1  # line_type: right length, no template matches
 BAD_LENGTH = -2  # line_type: length is neither 5 nor 7
 TABLE_FIELDS = 2  # a line of a CRRD table: CHARACTER CLASS
 
-# Recogniser templates for 5-character lines (spec §4.6), keyed by line type.
+# Recogniser templates for 5-character lines (design §5.4), keyed by line type.
 TEMPLATES_5: Mapping[int, tuple[str, ...]] = MappingProxyType(
     {
         0: ("PPPZZ", "PPZZZ", "ZPPZZ", "ZPZPZ", "PPZPZ"),  # level-start, oblique-end
@@ -78,7 +78,7 @@ TEMPLATES_7: Mapping[int, tuple[str, ...]] = MappingProxyType(
     {t: tuple(_OPPOSITE[s[1]] + s for s in ts) for t, ts in TEMPLATES_5.items()}
 )
 
-# Poem-level rules (spec §4.5).
+# Poem-level rules (design §5.4).
 POEM_PATTERNS: Mapping[int, tuple[int, int, int, int]] = MappingProxyType(
     {0: (0, 1, 3, 2), 1: (1, 2, 0, 1), 2: (2, 1, 3, 2), 3: (3, 2, 0, 1)}
 )
@@ -272,7 +272,7 @@ def _matches(tones: str, template: str) -> bool:
 
 
 def line_type(line: str, *, tr: ToneRhyme | None = None) -> int:
-    """Rule-based tonal type 0..3 of a 5/7-char line (§4.6); -1 unrecognised, -2 wrong length."""
+    """Rule-based tonal type 0..3 of a 5/7-char line (design §5.4); -1 unrecognised, -2 wrong length."""
     if len(line) == SHORT_LINE:
         tones, templates = tone_string(line, tr=tr), TEMPLATES_5
     elif len(line) == LONG_LINE:
@@ -286,7 +286,7 @@ def line_type(line: str, *, tr: ToneRhyme | None = None) -> int:
 
 
 def position_template(line_type: int, length: int) -> tuple[int, ...]:
-    """Per-position tone constraint of a line type (0 level, 1 oblique, -1 free), spec §4.5 table."""
+    """Per-position tone constraint of a line type (0 level, 1 oblique, -1 free), design §5.4."""
     if length not in POSITION_TEMPLATES:
         raise ValueError(f"line length must be 5 or 7, got {length!r}")
     if line_type not in POSITION_TEMPLATES[length]:
@@ -295,7 +295,7 @@ def position_template(line_type: int, length: int) -> tuple[int, ...]:
 
 
 def poem_pattern(first_line_type: int) -> tuple[int, int, int, int]:
-    """Line types of lines 1-4 fixed by line 1's type (spec §4.5)."""
+    """Line types of lines 1-4 fixed by line 1's type (design §5.4)."""
     if first_line_type not in POEM_PATTERNS:
         raise ValueError(f"first line type must be 0..3, got {first_line_type!r}")
     return POEM_PATTERNS[first_line_type]
@@ -338,7 +338,7 @@ def _quatrain(lines: Sequence[str] | str) -> list[str]:
 
 
 def check_poem(lines: Sequence[str] | str, *, tr: ToneRhyme | None = None) -> FormReport:
-    """Check a 4-line poem (list, or one string joined by '|') against the §4.5 tone pattern and rhyme.
+    """Check a 4-line poem (list, or one string joined by '|') against the tone pattern (design §5.4) and rhyme.
 
     This is the generator's check (official recogniser, first listed rhyme class); :func:`check_verse` is the
     reader's one.

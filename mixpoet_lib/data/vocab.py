@@ -1,4 +1,4 @@
-"""Character vocabulary with the official reserved ids PAD=0, UNK=1, <E>=2, <B>=3 (spec §1.3)."""
+"""Character vocabulary with the official reserved ids PAD=0, UNK=1, <E>=2, <B>=3 (design §2.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Looking inside the mixed latent space: prior samples per factor mixture and 2-D projections (spec §7.1)."""
+"""Looking inside the mixed latent space: prior samples per factor mixture and 2-D projections (design §7.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The side-by-side evaluation of spec §5 (reconstructed protocols, [RECON]): every system on the same keywords.
+"""The side-by-side evaluation of design §6 (reconstructed protocols): every system on the same keywords.
 
 Systems: ``gt`` (the held-out human poems the keywords come from), ``basic``, ``cvae``, ``igs``, ``aus`` and
 ``aus_st``. For a fixed, seeded set of test keywords (half 5-, half 7-character, drawn from ``unl_test``):

@@ -1,4 +1,4 @@
-"""The constrained beam search of one line (spec §4.3), batched over poems and hypotheses.
+"""The constrained beam search of one line (design §5.2–5.4), batched over poems and hypotheses.
 
 For every character position **one** ``decode_step`` call serves every live hypothesis of every item in
 the batch; every constraint is a boolean tensor over the vocabulary from

@@ -1,4 +1,4 @@
-"""The constraints of quatrain generation (spec §4.3-4.4): bans inside the beam, the post-filter, the ladder.
+"""The constraints of quatrain generation (design §5.2–5.6): bans inside the beam, the post-filter, the ladder.
 
 Every ban is a boolean tensor over the vocabulary. :class:`ConstraintTables` builds the per-vocabulary
 tables once, from the same functions :mod:`mixpoet_lib.data.rhythm` exposes and tests
@@ -15,12 +15,12 @@ Bans
 * the in-line repetition rule, see below;
 * once the poem's tonal pattern is set (after line 1): at k < L a level position (0) bans the oblique
   list, an oblique position (1) bans the level list, -1 is free. Polyphonic characters (in both lists)
-  are thus banned at every constrained position; characters in neither list are never banned (§6.2-9);
+  are thus banned at every constrained position; characters in neither list are never banned (design §5.4);
 * at the last position of lines 2 and 4, every character outside the poem's rhyme class. When line 1
   gave no class, line 2 must end in a character that *has* a (level) rhyme class, which then becomes the
   poem's class (the official code leaves line 2 free in that case and may end with no rhyme at all).
 
-**In-line repetition rule (decision, spec §4.3 / §6.2-8).** At position k the hypothesis is
+**In-line repetition rule (decision, design §5.3).** At position k the hypothesis is
 ``[<B>, c1, …, ck]`` and its first m entries are banned. ``repetition_rule='intended'`` uses
 m = k: no character may repeat within a line except by doubling the immediately previous one (茫茫), and
 no tripling; ``'attested'`` (the default) also restricts that doubling to characters, positions and a
@@ -29,7 +29,7 @@ the official window m = k (k even) or k-1 (k odd), which also lets c4 repeat c2 
 does not default to the official window because it is an off-by-one with no linguistic motivation; the
 flag keeps the faithful behaviour available.
 
-Post-filter (spec §4.4), on completed hypotheses in rank order (:func:`accept_line`): text truncated at
+Post-filter (design §5.5), on completed hypotheses in rank order (:func:`accept_line`): text truncated at
 ``<E>`` and to L characters, shorter lines dropped, lines found verbatim in the training lines dropped
 (novelty), line 1 must be recognised by the rule-based recogniser, and lines 2-4 must be recognised as the
 type the poem pattern requires. The pattern comes from line 1's type; the rhyme class from line 1's last
@@ -142,7 +142,7 @@ def repetition_window(k: int, rule: str = "intended") -> int:
 
     ``'intended'`` and ``'attested'``: m = k (only the immediately previous character may repeat; the attested
     rule narrows that further, see :mod:`mixpoet_lib.generate.doubling`); ``'official'``: m = k for even k,
-    k - 1 for odd k (spec §4.3 table: 0, 0, 2, 2, 4, 4, 6 for k = 0..6).
+    k - 1 for odd k (official window: 0, 0, 2, 2, 4, 4, 6 for k = 0..6; design §5.3).
     """
     if k < 0:
         raise ValueError(f"position must be ≥ 0, got {k}")
@@ -329,7 +329,7 @@ def accept_line(
     training_lines: Collection[str] | None,
     line_type: Callable[[str], int],
 ) -> str | None:
-    """Post-filter one completed hypothesis (spec §4.4) at a rung: its line text, or None when rejected.
+    """Post-filter one completed hypothesis (design §5.5) at a rung: its line text, or None when rejected.
 
     ``ids`` are the generated characters before <E>; ``training_lines`` None disables the novelty check;
     ``line_type`` is the recogniser (:func:`~mixpoet_lib.data.rhythm.line_type` bound to a resource).

@@ -1,4 +1,4 @@
-"""Quatrain generation (spec §4): the :class:`Generator`.
+"""Quatrain generation (design §5): the :class:`Generator`.
 
 One :class:`Generator` wraps any of the four models (basic / cvae / igs / aus) through the step-wise
 interface they share (``encode_keyword``, ``init_decoder_state``, ``decode_step``, ``update_context``).
@@ -7,7 +7,7 @@ Poems are decoded line by line, many poems at once, with the constrained beam se
 :mod:`mixpoet_lib.generate.constraints`, the poem under way and the finished :class:`GeneratedPoem` in
 :mod:`mixpoet_lib.generate.poems`.
 
-Procedure per poem (spec §4.2-4.5)
+Procedure per poem (design §5.1–5.5)
 ----------------------------------
 1. Encode the keyword; labels given as -1 are inferred with argmax p(y|w) (``infer_labels``).
 2. Draw one latent sample from the prior with a per-poem :class:`torch.Generator` (CVAE, IGS, AUS; the

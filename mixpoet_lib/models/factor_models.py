@@ -1,4 +1,4 @@
-"""The factor models of the kit (spec §2.2–2.3): MixPoet-IGS and MixPoet-AUS on their shared base.
+"""The factor models of the kit (design §3.4–3.8): MixPoet-IGS and MixPoet-AUS on their shared base.
 
 :class:`FactorModelBase` adds to :class:`~mixpoet_lib.models.generators.PoetBase` the per-factor classifiers
 q(y_k|x,w) and p(y_k|w), label sampling (true labels where annotated, Gumbel samples elsewhere) and the
@@ -62,7 +62,7 @@ class FactorModelBase(PoetBase):
         tau: float = 1.0,
         straight_through: bool | None = None,
     ) -> list[Tensor]:
-        """Combine true labels with Gumbel samples from q(y|x,w) where unlabelled (spec §2.3).
+        """Combine true labels with Gumbel samples from q(y|x,w) where unlabelled (design §3.8).
 
         Returns one tensor per factor: Long (B,) in official mode, float one-hot (B, K) in
         straight-through mode (gradient reaches ``cl_xw`` through the unlabelled rows only).
@@ -88,7 +88,7 @@ class FactorModelBase(PoetBase):
         return torch.stack([label_index(yk) for yk in y], dim=-1)
 
     def infer_labels(self, h_w: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Fill labels (B, n_factors) equal to -1 (or all, if None) with argmax p(y_k|w) (spec §4.1)."""
+        """Fill labels (B, n_factors) equal to -1 (or all, if None) with argmax p(y_k|w) (design §5.1)."""
         guess = torch.stack([lg.argmax(-1) for lg in self.classify_w(h_w)], dim=-1)
         if labels is None:
             return guess
@@ -191,7 +191,7 @@ class MixPoetIGS(FactorModelBase):
 class MixPoetAUS(FactorModelBase):
     """MixPoet-AUS (the paper's model): implicit CBN prior per factor, implicit posterior, latent discriminator.
 
-    Training (spec §3.3 C1/C2): ``forward`` gives the reconstruction/classifier ingredients with z = z_post;
+    Training (design §4.6): ``forward`` gives the reconstruction/classifier ingredients with z = z_post;
     ``latent_pair`` gives (z_post, z_prior, labels) for the discriminator and generator steps.
     """
 
@@ -221,7 +221,7 @@ class MixPoetAUS(FactorModelBase):
     def forward(
         self, batch: Batch, teacher_ratio: float = 1.0, tau: float = 1.0, update_prior_stats: bool = True
     ) -> dict[str, Any]:
-        """Reconstruction/classifier step ingredients (spec §3.3-1): decode from z_post.
+        """Reconstruction/classifier step ingredients (design §4.6, step R): decode from z_post.
 
         With ``update_prior_stats`` the prior is also run (no gradient) so its BN/CBN running
         statistics follow training, as in the official step; the sample is returned as 'z_prior'.
@@ -265,7 +265,7 @@ class MixPoetAUS(FactorModelBase):
         return z_post, z_prior, y
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Return the spec's groups: 'rec' (R), 'gen' (G), 'dis' (D) and 'cl1'/'cl2' (phases B1/B2)."""
+        """Parameter groups of design §4.6: 'rec' (R), 'gen' (G), 'dis' (D) and 'cl1'/'cl2' (phases B1/B2)."""
         rec = unique_params(
             self.embed,
             self.encoder,

@@ -1,4 +1,4 @@
-"""Networks of the kit: the shared base of every model and the two without factors, basic / cvae (spec §2).
+"""Networks of the kit: the shared base of every model and the two without factors, basic / cvae (design §3).
 
 Sizes come only from :class:`~mixpoet_lib.config.ModelConfig`. With ``E = emb_size``, ``H = hidden_size``,
 ``C = context_size``, ``Z = latent_size`` and ``F = factor_emb_size`` (paper values in brackets):
@@ -40,7 +40,7 @@ from mixpoet_lib.models.layers import (
 __all__ = ["SHARED_PREFIXES", "PoetBase", "BasicGenerator", "CVAE"]
 
 Batch = dict[str, Tensor]
-# Sub-modules every model shares under the same names (what DAE pre-training hands on, spec §3.3 phase A).
+# Sub-modules every model shares under the same names (what DAE pre-training hands on, design §4.1).
 SHARED_PREFIXES = ("embed.", "encoder.", "word_encoder.", "map_x.", "decoder.", "out_proj.", "context.")
 
 # ----------------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class PoetBase(nn.Module):
 class BasicGenerator(PoetBase):
     """Keyword-conditioned generator without latent; with ``condition_on_poem`` it is the DAE network (phase A).
 
-    s0 = tanh(dec_init_pre([h_x; h_w])) (spec §2.2-7, pre-training variant); with
+    s0 = tanh(dec_init_pre([h_x; h_w])) (design §3.2, pre-training variant); with
     ``condition_on_poem=False`` s0 = tanh(dec_init_pre(h_w)), a plain keyword-to-poem baseline that can generate.
     """
 

@@ -1,4 +1,4 @@
-"""Building blocks of the generators (spec §2): encoders, the inter-line context, class-conditional batch norm,
+"""Building blocks of the generators (design §3): encoders, the inter-line context, class-conditional batch norm,
 Gaussian heads, the implicit prior/posterior samplers and the latent discriminator, plus label helpers.
 
 Labels for one factor travel either as a Long index tensor ``(B,)`` or as a float one-hot / relaxed tensor
@@ -63,7 +63,7 @@ def label_index(y: Tensor) -> Tensor:
 def gumbel_label_sample(logits: Tensor, tau: float, straight_through: bool) -> Tensor:
     """Draw a label from softmax(logits) with the Gumbel trick.
 
-    ``straight_through=False`` (official, spec §2.3): argmax of Gumbel-perturbed logits as a Long index,
+    ``straight_through=False`` (official, design §3.8): argmax of Gumbel-perturbed logits as a Long index,
     so neither τ nor any gradient matters. ``True``: hard one-hot forward, softmax((l+g)/τ) gradient backward.
     """
     gumbel = -torch.empty_like(logits).exponential_().log()
@@ -121,7 +121,7 @@ class BiRNNEncoder(nn.Module):
         self.hidden_size = hidden_size
 
     def forward(self, emb: Tensor, lengths: Tensor) -> Tensor:
-        """Encode (B, T, in) with true lengths (B,) → (B, 2·hidden). Lengths go to the CPU (spec §6.1-1)."""
+        """Encode (B, T, in) with true lengths (B,) → (B, 2·hidden). Lengths go to the CPU (design §8)."""
         packed = pack_padded_sequence(
             emb, lengths.detach().to("cpu", torch.int64).clamp(min=1), batch_first=True, enforce_sorted=False
         )
@@ -130,10 +130,10 @@ class BiRNNEncoder(nn.Module):
 
 
 class InterLineContext(nn.Module):
-    """Inter-line context (spec §2.2-9): Conv1d over the previous line's decoder states, mean, gated update.
+    """Inter-line context (design §3.3): Conv1d over the previous line's decoder states, mean, gated update.
 
     States at PAD targets are zeroed and the sequence is zero-padded to ``window`` (= max_line_len + 1 = 8)
-    both in training and generation (fix of the 6-vs-8 quirk, spec §6.2-7).
+    both in training and generation (fix of the official 6-vs-8 padding, design §3.3).
     """
 
     def __init__(self, hidden_size: int, context_size: int, window: int):
@@ -157,7 +157,7 @@ class ConditionalBatchNorm(nn.Module):
     """Class-conditional batch norm: BN without affine, then scale γ+Δγ[y] and shift β+Δβ[y].
 
     The normalisation is a standard :class:`nn.BatchNorm1d` (biased batch variance, momentum 0.1,
-    running statistics as plain buffers updated without autograd; fix of spec §6.1-7). Init γ=1, Δγ=1, β=Δβ=0.
+    running statistics as plain buffers updated without autograd; design §3.5). Init γ=1, Δγ=1, β=Δβ=0.
     """
 
     def __init__(self, num_features: int, num_classes: int, momentum: float = 0.1, eps: float = 1e-5):
@@ -178,7 +178,7 @@ class ConditionalBatchNorm(nn.Module):
 
 
 class MLPClassifier(nn.Sequential):
-    """Two hidden ReLU layers with dropout after each, then raw logits (spec §2.2-4)."""
+    """Two hidden ReLU layers with dropout after each, then raw logits (design §3.4)."""
 
     def __init__(self, in_size: int, hidden1: int, hidden2: int, n_classes: int, dropout: float):
         super().__init__(
@@ -210,7 +210,7 @@ def reparameterise(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Ten
 
 
 class ImplicitPriorBranch(nn.Module):
-    """One factor's implicit prior sampler: [ε; h_w; a(y)] → Lin-CBN-LReLU ×2 → Lin-BN (spec §2.2-5)."""
+    """One factor's implicit prior sampler: [ε; h_w; a(y)] → Lin-CBN-LReLU ×2 → Lin-BN (design §3.5)."""
 
     def __init__(self, noise_size: int, cond_size: int, label_size: int, n_classes: int, hidden: int, out_size: int):
         super().__init__()
@@ -251,7 +251,7 @@ class ImplicitPrior(nn.Module):
 
 
 class ImplicitPosterior(nn.Module):
-    """Implicit posterior q(z|x,w,y): [h_x; h_w; b1(y1); b2(y2); ε] → 3-layer LReLU MLP (spec §2.2-6)."""
+    """Implicit posterior q(z|x,w,y): [h_x; h_w; b1(y1); b2(y2); ε] → 3-layer LReLU MLP (design §3.6)."""
 
     def __init__(self, cfg: ModelConfig, hx_size: int, hw_size: int, n_classes: tuple[int, ...]):
         super().__init__()
@@ -275,7 +275,7 @@ class ImplicitPosterior(nn.Module):
 
 
 class LatentDiscriminator(nn.Module):
-    """Spectral-normalised projection discriminator D(z, y1, y2) (spec §2.2-10).
+    """Spectral-normalised projection discriminator D(z, y1, y2) (design §3.7).
 
     φ(z) = 3 SN-Linear+LReLU(0.2) layers Z → Z → nF → nF; score = SN-Linear(φ) + ⟨φ, [e1(y1); e2(y2)]⟩,
     with n = number of factors (so nF = 128 = Z/2 at paper sizes). Spectral norm uses 3 power iterations

@@ -1,4 +1,4 @@
-"""Loss terms and diagnostics as pure functions (spec §3.3 and §7.2).
+"""Loss terms and diagnostics as pure functions (design §4.4–4.6 and §4.8).
 
 Every function takes tensors and returns a scalar tensor (or a float for the diagnostics); none
 touches a model. The reconstruction loss works on the packed logits of
@@ -49,7 +49,7 @@ _TINY = 1e-10
 
 
 def line_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor | None = None, pad_id: int = PAD) -> Tensor:
-    """Mean over lines of each line's token cross-entropy (spec §3.3, phase A).
+    """Mean over lines of each line's token cross-entropy (the reconstruction loss of every phase, design §4.6).
 
     For line position i, the CE is averaged over all non-PAD targets (chars and <E>) of that line in
     the batch; the 4 line values are then averaged. ``logits`` is either (B, S, T, V) or packed
@@ -106,7 +106,7 @@ def gaussian_kl(
 
 
 # ----------------------------------------------------------------------------------------------
-# semi-supervised classifier terms (spec §3.3 C1, step 1)
+# semi-supervised classifier terms (design §4.4)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -148,7 +148,7 @@ def classifier_terms(
 
 
 # ----------------------------------------------------------------------------------------------
-# relativistic standard GAN on the latent codes (spec §3.3 steps 2-3)
+# relativistic standard GAN on the latent codes (design §4.6)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -163,7 +163,7 @@ def relativistic_g_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Mahalanobis diagnostics (spec §7.2)
+# Mahalanobis diagnostics (design §4.8)
 # ----------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The character language model of notebook 05: training, reuse, and the LMS of poems (spec §5.4, [RECON]).
+"""The character language model of notebook 05: training, reuse, and the LMS of poems (design §6.3).
 
 The network is :class:`mixpoet_lib.models.judges.CharLM`, its loader and file place in
 :mod:`mixpoet_lib.checkpoints`. The char LM is trained on ``unl_train``, selected on a seeded subset of

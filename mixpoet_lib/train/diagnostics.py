@@ -135,7 +135,7 @@ def latent_diagnostics(
     seed: int = VAL_SEED,
     index: int | None = None,
 ) -> dict[str, float]:
-    """Spec §7.2 distances between latent distributions, in eval mode under a fixed, forked RNG.
+    """The latent distances of design §4.8 between latent distributions, in eval mode under a fixed, forked RNG.
 
     'prior_post': one instance of ``batch`` (random unless ``index``) replicated ``chunk``×; ``samples``
     prior and posterior draws; mean Mahalanobis distance of the posterior draws from a Gaussian fitted

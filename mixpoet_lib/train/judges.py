@@ -1,4 +1,4 @@
-"""The independent factor judges of notebook 05: training, reuse, and classifying poems (spec §5.3, [RECON]).
+"""The independent factor judges of notebook 05: training, reuse, and classifying poems (design §6.4).
 
 The network is :class:`mixpoet_lib.models.judges.JudgeClassifier`, its loader and file place in
 :mod:`mixpoet_lib.checkpoints`. A judge per factor is trained on the CQCF train poems labelled for it,

@@ -1,6 +1,6 @@
-"""One training phase, planned, resumed and run bit-reproducibly (spec §3).
+"""One training phase, planned, resumed and run bit-reproducibly (design §4).
 
-Phases (spec §3.1), each a resumable unit with its own optimisers, learning-rate schedules, CSV log and
+Phases (design §4.1), each a resumable unit with its own optimisers, learning-rate schedules, CSV log and
 checkpoint ``<run>/checkpoints/<name>_<phase>.pt``:
 
 ============  ==========  =======================================================================
@@ -11,8 +11,8 @@ name          phase       what
 ``basic``     ``c1``      keyword-only generator, reconstruction only (mixture-phase settings)
 ``cvae``      ``c1``      Gaussian CVAE: reconstruction + annealed KL with free bits
 ``igs``       ``c1, c2``  MixPoet-IGS: reconstruction + per-sub-space KL + classifier terms; C2 = labelled fine-tuning
-``aus``       ``c1, c2``  MixPoet-AUS, the paper's model: R step, then ndis D steps and one G step (spec §3.3)
-``aus_st``    ``c1, c2``  MixPoet-AUS with straight-through Gumbel labels (the §2.3 ablation)
+``aus``       ``c1, c2``  MixPoet-AUS, the paper's model: R step, then ndis D steps and one G step (design §4.6)
+``aus_st``    ``c1, c2``  MixPoet-AUS with straight-through Gumbel labels (design §3.8 ablation)
 ============  ==========  =======================================================================
 
 Every random draw comes from torch's global generator (dropout, ε, Gumbel noise, scheduled sampling)
@@ -23,23 +23,24 @@ resumed from its last checkpoint ends with bit-identical weights and an identica
 eval mode, so they never change training. A checkpoint whose content no longer matches its digest (see
 :mod:`mixpoet_lib.checkpoints`) is never resumed from: the phase stops with a one-line error naming the file.
 
-Decisions (faithful to the official code unless marked [RECON]):
+Decisions (faithful to the official code unless marked "kit choice"; design §4):
 
 * Each phase is seeded from (profile seed, model kind, phase): ``aus`` and ``aus_st`` start from the same
   initial weights; every second-stage model sees the same batch order.
 * B1/B2 train a :class:`~mixpoet_lib.models.factor_models.FactorModelBase` that starts from the DAE weights; B2
   continues B1 (the shared embedding and encoders move in both). IGS/AUS C1 starts from B2 (shared weights +
-  classifiers), with ``dec_init`` freshly initialised (official). basic/cvae start from the DAE. [RECON] for the
-  baselines.
+  classifiers), with ``dec_init`` freshly initialised (official). basic/cvae start from the DAE (kit choice for the
+  baselines, design §4.1).
 * ``basic`` = BasicGenerator(condition_on_poem=False): s0 = tanh(dec_init_pre(h_w)), dec_init_pre fresh,
-  trained on reconstruction with the mixture-phase settings. basic and cvae have no C2 (no labels to tune on). [RECON]
+  trained on reconstruction with the mixture-phase settings. basic and cvae have no C2 (no labels to tune on).
+  Kit choice (design §3.9).
 * C2 keeps C1's optimisers (their step counts, hence the LR schedules, continue; the finetune PhaseConfig's
   LR settings apply from then on), τ/σ counters and the teacher-forcing epoch count.
 * AUS σ: as the official code, the first discriminator round after the warm-up still uses the initial σ = 1.0,
   and the generator step uses σ after the advance. σ, τ and the warm-up count batches across C1 and C2.
 * Teacher forcing: with ``tf_leftover_quirk`` the first second-stage epoch runs at the ratio the DAE ended on.
-* DAE validation uses corrupted inputs like its training [RECON]; the prior's BN statistics move only in
-  training steps (never in validation or diagnostics, spec §6.2-4 fixed).
+* DAE validation uses corrupted inputs like its training (kit choice); the prior's BN statistics move only in
+  training steps (never in validation or diagnostics, design §4.7).
 * bf16 autocast (``amp_bf16``) covers the reconstruction/classifier forward; the prior statistics update,
   the discriminator and the adversarial steps run in fp32. Only useful on CUDA or CPUs with native bf16.
 

@@ -1,6 +1,6 @@
-"""Schedules as pure functions of a step or epoch counter (spec §2.4 and §3.2).
+"""Schedules as pure functions of a step or epoch counter (design §4.2, §4.3 and §4.6).
 
-Counters are 1-based where the spec counts "the s-th optimiser step" or "epoch e" so the
+Counters are 1-based where the official code counts "the s-th optimiser step" or "epoch e" so the
 functions read like the formulas; each docstring says which counter it expects.
 """
 
@@ -34,7 +34,7 @@ def learning_rate(
 ) -> float:
     """Learning rate of the ``step``-th optimiser step (1-based): linear warm-up, then (warmup/s)^β decay.
 
-    lr(s) = lr_max·s/warmup for s ≤ warmup, else max(lr_max·(warmup/s)^β, lr_min) (spec §3.2).
+    lr(s) = lr_max·s/warmup for s ≤ warmup, else max(lr_max·(warmup/s)^β, lr_min) (design §4.2).
     """
     if step <= 0:
         return 0.0
@@ -97,7 +97,7 @@ def instance_noise(
 
 
 def teacher_forcing_ratio(epoch: int, burn_in: int, decay: int, r_min: float = 0.85) -> float:
-    """Teacher-forcing ratio used *during* ``epoch`` (1-based), spec §2.4.
+    """Teacher-forcing ratio used *during* ``epoch`` (1-based), design §4.3.
 
     The ratio set at the end of epoch e applies to e+1: r = 1 while e ≤ burn_in, else
     max(exp(−α·e), r_min) with α = −ln(r_min)/decay. So epoch ``epoch`` uses the value of e = epoch − 1.

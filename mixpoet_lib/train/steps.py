@@ -293,7 +293,7 @@ def igs_step(
 
 
 # ----------------------------------------------------------------------------------------------
-# MixPoet-AUS: R step, then ndis D steps and one G step (spec §3.3)
+# MixPoet-AUS: R step, then ndis D steps and one G step (design §4.6)
 # ----------------------------------------------------------------------------------------------
 
 

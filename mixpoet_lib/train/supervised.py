@@ -1,4 +1,4 @@
-"""The fitting loop and checkpoint reuse shared by notebook 05's judges and character LM (spec §5.3-5.4, [RECON]).
+"""The fitting loop and checkpoint reuse shared by notebook 05's judges and character LM (design §6.3–6.4).
 
 * **One fitting loop**, :func:`fit_supervised`, trains both with the main loop's optimiser and learning-rate
   schedule (:mod:`mixpoet_lib.train.schedules`, ``EvalConfig`` phases, ``profile.train`` betas, weight decay

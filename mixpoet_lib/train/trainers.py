@@ -187,7 +187,7 @@ class Trainer:
 
 
 class DAETrainer(Trainer):
-    """Phase A (spec §3.3): reconstruct the clean lines from the UNK-corrupted poem and the keyword."""
+    """Phase A (design §4.1): reconstruct the clean lines from the UNK-corrupted poem and the keyword."""
 
     model_kind = "dae"
     stream_mode = "dae"
@@ -434,7 +434,7 @@ class IGSTrainer(FactorTrainer):
 
 
 class AUSTrainer(FactorTrainer):
-    """MixPoet-AUS, spec §3.3 C1/C2 per batch: R update; after the warm-up ndis D updates and one G update."""
+    """MixPoet-AUS, design §4.6, per batch of C1/C2: R update; after the warm-up ndis D updates and one G update."""
 
     model_kind = "aus"
     columns = (
