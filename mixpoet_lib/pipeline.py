@@ -40,7 +40,6 @@ from mixpoet_lib.overrides import run_name
 from mixpoet_lib.paths import ENV_FIGURES, ENV_PROFILE, figures_dir, repo_root, run_path
 from mixpoet_lib.run_report import failed_copy, write_report
 
-
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar, e.g. " 40%|████      | 2/5"
 

@@ -196,6 +196,7 @@ def test_unexpected_errors_and_broken_config_json_are_one_line(capsys, monkeypat
         assert cli.main(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("mixpoet: error:"), err
+
     def crash(*args, **kwargs):
         raise KeyError("model_config")  # an unexpected failure inside the loader
 
