@@ -42,7 +42,7 @@ from mixpoet_lib.config import FACTOR_NAMES, DataConfig, ModelConfig, Profile, w
 from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
-from mixpoet_lib.models.generators import CVAE, BasicGenerator, PoetBase
+from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator, PoetBase
 from mixpoet_lib.models.judges import CharLM, JudgeClassifier
 from mixpoet_lib.paths import repo_root
 from mixpoet_lib.published import PUBLISHED_FORMAT, published_vocab, read_published, save_published
@@ -51,6 +51,7 @@ __all__ = [
     "MODEL_NAMES",
     "PHASES",
     "FACTOR_MODELS",
+    "TUNED_MODELS",
     "SHARED",
     "CKPT_FORMAT",
     "check_model_names",
@@ -73,9 +74,10 @@ __all__ = [
     "total_size_mb",
 ]
 
-MODEL_NAMES = ("basic", "cvae", "igs", "aus", "aus_st")
+MODEL_NAMES = ("basic", "fbasic", "cvae", "igs", "aus", "aus_st")
 PHASES = ("dae", "cl1", "cl2", "c1", "c2")
-FACTOR_MODELS = ("igs", "aus", "aus_st")  # these have classifiers, use the B phases and fine-tune (C2)
+FACTOR_MODELS = ("igs", "aus", "aus_st")  # these have classifiers and start from the B phases
+TUNED_MODELS = ("fbasic", *FACTOR_MODELS)  # these are fine-tuned on the labelled poems (C2) after C1
 SHARED = "shared"  # the name of the phases every model starts from (DAE, classifier pre-training)
 CKPT_FORMAT = 1
 ENV_PUBLISHED = "MIXPOET_PUBLISHED"
@@ -107,7 +109,7 @@ def final_phase(name: str) -> tuple[str, str]:
     if name in ("classifier", "classifiers", "cl"):
         return SHARED, "cl2"
     check_model_names([name])
-    return name, "c2" if name in FACTOR_MODELS else "c1"
+    return name, "c2" if name in TUNED_MODELS else "c1"
 
 
 def checkpoint_path(run_dir: str | os.PathLike[str], name: str, phase: str) -> Path:
@@ -157,13 +159,14 @@ def build_model(kind: str, cfg: ModelConfig, vocab_size: int, *, straight_throug
     """Build an untrained network of this kind with these sizes and vocabulary size.
 
     Kinds: ``dae`` (the keyword + poem autoencoder of phase A), ``classifier`` (the shared networks with the
-    factor classifiers, phases B1/B2), ``basic`` (keyword only), ``cvae``, ``igs``, ``aus``;
-    ``straight_through`` (igs/aus) makes the sampled labels differentiable.
+    factor classifiers, phases B1/B2), ``basic`` (keyword only), ``fbasic`` (keyword and factor labels), ``cvae``,
+    ``igs``, ``aus``; ``straight_through`` (igs/aus) makes the sampled labels differentiable.
     """
     builders = {
         "dae": lambda: BasicGenerator(cfg, vocab_size, condition_on_poem=True),
         "classifier": lambda: FactorModelBase(cfg, vocab_size),
         "basic": lambda: BasicGenerator(cfg, vocab_size, condition_on_poem=False),
+        "fbasic": lambda: FBasicGenerator(cfg, vocab_size),
         "cvae": lambda: CVAE(cfg, vocab_size),
         "igs": lambda: MixPoetIGS(cfg, vocab_size, straight_through=straight_through),
         "aus": lambda: MixPoetAUS(cfg, vocab_size, straight_through=straight_through),

@@ -64,7 +64,7 @@ RHYMES = {**{c: 1 for c in "天年烟眠前园"}, **{c: 2 for c in "风中空东
 TR = ToneRhyme.from_strings(LEVEL + BOTH, OBLIQUE + BOTH, RHYMES)
 VOCAB = Vocab(SPECIALS + tuple(LEVEL + OBLIQUE + BOTH + NEITHER))
 SMOKE = get_profile("smoke").model
-KINDS = ("basic", "cvae", "igs", "aus")
+KINDS = ("basic", "fbasic", "cvae", "igs", "aus")
 KEYWORDS = ["春", "秋风", "月", "江"]
 
 
@@ -497,6 +497,31 @@ def test_bad_inputs_raise_with_value(kwargs, named):
     args = {"keywords": ["春"], "length": 5, **kwargs}
     with pytest.raises(ValueError, match=named):
         g.generate(**args)
+
+
+def test_fbasic_honours_the_requested_labels(ckpt_env, tmp_path, capsys):
+    """fBasic decodes from the labels it is asked for (no inference): each mixture its own s0, -1 = "unknown"."""
+    g = gen(make_model("fbasic", seed=2))
+    mixtures = [(a, b) for a in range(3) for b in range(2)]
+    s0, _ = g.decoder_start(["春"] * 7, 5, labels=[*mixtures, (-1, -1)])
+    assert len({tuple(row.tolist()) for row in s0}) == 7
+    again, _ = g.decoder_start("春", 5, labels=("countryside", "troubled"))  # names or ids, the same start
+    torch.testing.assert_close(again[0], s0[mixtures.index((1, 1))])
+    poems = g.generate(["春", "秋风"], [5, 7], labels=[(0, 1), (-1, 0)], n_samples=2, seed=1)
+    assert [p.labels for p in poems] == [(0, 1)] * 2 + [(-1, 0)] * 2  # as requested, never re-inferred
+    assert poems[0].text == poems[1].text  # no latent: the samples of one request are the same poem
+    for p in poems:
+        assert_constraints(p)
+    path = tmp_path / "fbasic.pt"
+    model_args = {"kind": "fbasic"}
+    state = {"model_args": model_args, "model_config": dataclasses.asdict(SMOKE), "vocab_size": len(VOCAB)}
+    torch.save({**state, "vocab": list(VOCAB.tokens), "model": g.model.state_dict(), "complete": True}, path)
+    crrd = ckpt_env[1]
+    code, out, err = run_cli(
+        capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春", "--living", 0, "--beam", 4
+    )
+    assert code in (0, 3), err
+    assert "asked living=military era=unknown" in out and "[春 · military/unlabelled]" in out
 
 
 def test_labels_on_label_free_model_raise():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from mixpoet_lib import published
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.generate.generator import Generator
+from mixpoet_lib.models.generators import FBasicGenerator
 from mixpoet_lib.train import charlm as L
 from mixpoet_lib.train import judges as J
 from mixpoet_lib.train.loop import ensure_model, train
@@ -103,6 +105,34 @@ def test_ensure_model_uses_published_only_when_asked_and_matching(trained, smoke
     other = get_profile("smoke", seed=99)  # other settings: the published weights do not apply
     assert publish.find_published(other, "aus") is None
     assert publish.find_published(SMOKE, "aus") == out / "aus.safetensors"
+
+
+def test_fbasic_exports_its_fine_tuned_phase(smoke_data, tmp_path, monkeypatch):
+    """fBasic's finished network is its C2 checkpoint; published, it loads and generates a requested mixture."""
+    t = SMOKE.train
+    tiny = replace(
+        SMOKE,
+        train=replace(
+            t,
+            dae=replace(t.dae, max_steps=2),
+            mixture=replace(t.mixture, max_steps=2),
+            finetune=replace(t.finetune, max_steps=2),
+        ),
+    )
+    train(["fbasic"], tiny, data=smoke_data, run_dir=tmp_path / "run", progress=False)
+    out = tmp_path / "weights" / "smoke"
+    publish.export_run(tmp_path / "run", tiny, smoke_data.vocab, out, models=("fbasic",), judges=False, lm=False)
+    meta = json.loads((out / "fbasic.json").read_text())
+    assert (
+        meta["source"] == "fbasic_c2" and meta["kind"] == "fbasic" and meta["weights_key"] == publish.weights_key(tiny)
+    )
+    monkeypatch.setattr(publish, "weights_dir", lambda profile: tmp_path / "weights" / profile)
+    model = ensure_model("fbasic", tiny, run_dir=tmp_path / "empty", published=True)
+    assert isinstance(model, FBasicGenerator) and model.training_info["phase"] == "published"
+    poems = Generator(model, smoke_data.vocab, gen_cfg=SMOKE.gen, repetition_rule="intended").generate(
+        ["春"], 5, labels=("military", "troubled"), seed=1
+    )
+    assert poems[0].labels == (0, 1)
 
 
 def test_corrupt_or_incomplete_published_files(tmp_path):

@@ -30,13 +30,14 @@ from mixpoet_lib.models.generators import BasicGenerator
 from mixpoet_lib.train.diagnostics import to_device
 from mixpoet_lib.train.logs import CsvLog, read_log
 from mixpoet_lib.train.loop import ensure_model, train, validation_loss
-from mixpoet_lib.train.phases import phase_plan
+from mixpoet_lib.train.phases import make_trainer, phase_plan
 from mixpoet_lib.train.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
 from mixpoet_lib.train.steps import aus_step, dae_step, make_optimisers
+from mixpoet_lib.train.trainers import TrainContext
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = get_profile("smoke")
-ALL = ("basic", "cvae", "igs", "aus", "aus_st")
+ALL = ("basic", "fbasic", "cvae", "igs", "aus", "aus_st")
 CAP = 6  # steps per phase in the all-phases run: AUS c1 stays in the reconstruction warm-up, c2 goes past it
 
 
@@ -142,6 +143,30 @@ def test_learning_rate_and_teacher_forcing_follow_the_schedules(all_phases):
     ]
     cvae = pd.read_csv(run / "logs" / "cvae_c1.csv")
     assert cvae["kl_weight"].tolist() == [min((s - 1) / t.kl_anneal_steps, 1.0) for s in cvae["step"]]
+
+
+def test_fbasic_pretrains_on_everything_then_tunes_on_labels(all_phases, smoke_data, tmp_path):
+    """fBasic: DAE → C1 on every instance ("unknown" where unlabelled) → C2 on the labelled ones, continuing C1's
+    optimiser; C1 trained on to step 25 (from the 6-step DAE), its reconstruction loss falls."""
+    run, res, _ = all_phases
+    assert phase_plan(["fbasic"]) == [("shared", "dae"), ("fbasic", "c1"), ("fbasic", "c2")]
+    ctx = TrainContext(SMOKE, smoke_data, run, default_device(), False, None, lambda m: None)
+    pre, tune = make_trainer(ctx, "fbasic", "c1").stream(), make_trainer(ctx, "fbasic", "c2").stream()
+    per_part = [part.instance_labels() for part in pre.parts]
+    labelled = [bool((per_part[q][i] >= 0).any()) for q, i in pre.index]
+    assert not all(labelled) and len(tune.index) == sum(labelled)  # C1: all instances, C2: the labelled ones
+    ck = {p: torch.load(res[f"fbasic_{p}"].checkpoint, weights_only=True) for p in ("c1", "c2")}
+    assert ck["c1"]["upstream"] == "shared_dae" and ck["c2"]["upstream"] == "fbasic_c1"
+    assert ck["c2"]["model_args"] == {"kind": "fbasic"} and ck["c2"]["counters"]["opt_steps"] == {"rec": 2 * CAP}
+    c2 = pd.read_csv(run / "logs" / "fbasic_c2.csv")
+    assert c2["lr"].tolist() == [phase_learning_rate(CAP + s, SMOKE.train.finetune) for s in c2["step"]]
+    shutil.copytree(run, tmp_path / "run")
+    more = train(
+        ["fbasic"], SMOKE, data=smoke_data, run_dir=tmp_path / "run", progress=False, phases=["c1"], max_steps=25
+    )
+    assert more["fbasic_c1"].steps_run == 25 - CAP  # resumed from the all-phases checkpoint
+    loss = pd.read_csv(tmp_path / "run" / "logs" / "fbasic_c1.csv")["loss"].to_numpy()
+    assert len(loss) == 25 and loss[-5:].mean() < loss[:5].mean() - 0.5, loss  # ≈ 7.96 → 6.7 nats
 
 
 def test_checkpoints_round_trip_with_weights_only(all_phases):

@@ -27,6 +27,7 @@ from mixpoet_lib.data.rhythm import default_tone_rhyme, find_crrd_dir, load_tone
 from mixpoet_lib.generate.constraints import MAX_RELAXATION
 from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.generate.poems import GeneratedPoem
+from mixpoet_lib.generate.requests import FACTORED_KINDS
 from mixpoet_lib.overrides import apply_overrides
 from mixpoet_lib.runtime import flush_denormal, resolve_device
 
@@ -236,18 +237,19 @@ def _check_finished(model: Any, ckpt: Path, allow: bool) -> None:
 
 
 def _asked(kind: str, labels: tuple[int, int]) -> str:
-    """The requested factor labels, for the header of a mixture model's output."""
-    if kind not in ("igs", "aus"):
+    """The requested factor labels, for the header of a factor model's output (-1: inferred, or fbasic's unknown)."""
+    if kind not in FACTORED_KINDS:
         return ""
+    missing = "unknown" if kind == "fbasic" else "infer"
     return " · asked " + " ".join(
-        f"{f}={label_name(f, v) if v >= 0 else 'infer'}" for f, v in zip(("living", "era"), labels)
+        f"{f}={label_name(f, v) if v >= 0 else missing}" for f, v in zip(("living", "era"), labels)
     )
 
 
 def _poem_row(i: int, p: GeneratedPoem, kind: str) -> str:
     """One numbered output row: keyword (and labels), the poem or why it failed."""
     head = f"{i:>2}. [{p.keyword}"
-    if kind in ("igs", "aus"):
+    if kind in FACTORED_KINDS:
         head += f" · {label_name('living', p.labels[0])}/{label_name('era', p.labels[1])}"
     head += "]"
     if p.ok:

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mixpoet train`` to the ``mixpoet`` command."""
     p = subparsers.add_parser(
         "train",
-        help="train models phase by phase (DAE, classifiers, basic, cvae, igs, aus); "
+        help="train models phase by phase (DAE, classifiers, basic, fbasic, cvae, igs, aus); "
         "resumes interrupted phases and skips finished ones",
     )
     add_profile_options(p)

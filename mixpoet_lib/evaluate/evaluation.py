@@ -1,18 +1,20 @@
 """The side-by-side evaluation of design §6 (reconstructed protocols): every system on the same keywords.
 
-Systems: ``gt`` (the held-out human poems the keywords come from), ``basic``, ``cvae``, ``igs``, ``aus`` and
-``aus_st``. For a fixed, seeded set of test keywords (half 5-, half 7-character, drawn from ``unl_test``):
+Systems: ``gt`` (the held-out human poems the keywords come from), ``basic``, ``fbasic``, ``cvae``, ``igs``,
+``aus`` and ``aus_st``. For a fixed, seeded set of test keywords (half 5-, half 7-character, drawn from ``unl_test``):
 
-* **inter** poems: one poem per keyword (factor models infer the labels with p(y|w), the official default);
+* **inter** poems: one poem per keyword (factor models infer the labels with p(y|w), the official default;
+  fBasic, which has no p(y|w), reads its "unknown" labels);
 * **intra** groups: N poems per keyword — N latent samples for CVAE and the factor models (labels fixed at
-  the inferred ones), the top-N distinct beam results for Basic (which has no randomness);
-* **mixture** poems (factor models only): one poem per keyword under each of the six (living, era) mixtures;
-  they give the second intra-topic variant ("one per mixture") and the factor-control scores.
+  the inferred ones), the top-N distinct beam results for Basic and fBasic (which have no randomness);
+* **mixture** poems (factor models and fBasic): one poem per keyword under each of the six (living, era)
+  mixtures; they give the second intra-topic variant ("one per mixture", the paper's intra-topic protocol for
+  fBasic and MixPoet) and the factor-control scores.
 
 Every metric is computed per system, per generation seed and per length (5, 7, all); :func:`summarise` turns
 them into mean ± sample std over the seeds. Generated poems are cached as JSON per (system, seed), keyed by the
-checkpoint's content and the settings, so a re-run only scores. Deterministic systems (GT, Basic) are generated
-once and their one result stands for every seed (std 0 by construction, said in the table).
+checkpoint's content and the settings, so a re-run only scores. Deterministic systems (GT, Basic, fBasic) are
+generated once and their one result stands for every seed (std 0 by construction, said in the table).
 
 This module runs the whole protocol (:func:`evaluate`, :class:`EvaluationResult`). The systems, the test keywords,
 each system's poems and their cache are :mod:`mixpoet_lib.evaluate.systems`; the metrics and their summary

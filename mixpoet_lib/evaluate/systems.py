@@ -49,17 +49,18 @@ __all__ = [
     "save_cached",
 ]
 
-SYSTEMS: tuple[str, ...] = ("gt", "basic", "cvae", "igs", "aus", "aus_st")
+SYSTEMS: tuple[str, ...] = ("gt", "basic", "fbasic", "cvae", "igs", "aus", "aus_st")
 SYSTEM_TITLES: dict[str, str] = {
     "gt": "GT (human)",
     "basic": "Basic",
+    "fbasic": "fBasic",
     "cvae": "CVAE",
     "igs": "MixPoet-IGS",
     "aus": "MixPoet-AUS",
     "aus_st": "MixPoet-AUS-ST",
 }
-FACTOR_SYSTEMS: frozenset[str] = frozenset({"igs", "aus", "aus_st"})
-DETERMINISTIC: frozenset[str] = frozenset({"gt", "basic"})
+FACTOR_SYSTEMS: frozenset[str] = frozenset({"fbasic", "igs", "aus", "aus_st"})  # they write one poem per mixture
+DETERMINISTIC: frozenset[str] = frozenset({"gt", "basic", "fbasic"})  # no latent: the same poems for every seed
 EVAL_FORMAT = 1
 MIN_INTRA_N = 2  # poems per keyword in an intra-topic group (Jaccard needs pairs)
 NO_LABELS = (-1, -1)  # the 'requested' labels of a poem generated without a requested mixture
@@ -203,12 +204,23 @@ def _gt_records(items: Sequence[TestItem]) -> list[dict[str, Any]]:
 
 
 def _basic_records(generator: Generator, items: Sequence[TestItem], seed: int, intra_n: int) -> list[dict[str, Any]]:
-    """One beam result per keyword (inter) and the top-N distinct ones (intra): Basic has no randomness."""
+    """One beam result per keyword (inter) and the top-N distinct ones (intra): Basic and fBasic have no randomness
+    (fBasic writes them with its "unknown" labels)."""
     inter = generator.generate([it.keyword for it in items], [it.length for it in items], n_samples=1, seed=seed)
     records = [_record("inter", i, p, NO_LABELS) for i, p in enumerate(inter)]
     for i, it in enumerate(items):
         group = generator.top_n_distinct(it.keyword, it.length, intra_n, seed=seed)
         records += [_record("intra", i, replace(p, sample=j), NO_LABELS) for j, p in enumerate(group)]
+    return records
+
+
+def _mixture_records(generator: Generator, items: Sequence[TestItem], seed: int) -> list[dict[str, Any]]:
+    """One poem per keyword under each of the six (living, era) mixtures, requested as given."""
+    kws, lens = [it.keyword for it in items], [it.length for it in items]
+    records: list[dict[str, Any]] = []
+    for mix in MIXTURES:
+        poems = generator.generate(kws, lens, labels=mix, n_samples=1, seed=seed)
+        records += [_record("mixture", i, p, mix) for i, p in enumerate(poems)]
     return records
 
 
@@ -225,10 +237,8 @@ def _sampled_records(
         records.append(_record("intra", k // intra_n, p, NO_LABELS))
     n_gen = len(samples)
     if system in FACTOR_SYSTEMS:
-        for mix in MIXTURES:
-            poems = generator.generate(kws, lens, labels=mix, n_samples=1, seed=seed)
-            records += [_record("mixture", i, p, mix) for i, p in enumerate(poems)]
-            n_gen += len(poems)
+        records += _mixture_records(generator, items, seed)
+        n_gen += len(MIXTURES) * len(items)
     return records, n_gen
 
 
@@ -250,8 +260,11 @@ def generate_system(
         return SystemPoems(system, seed, _gt_records(items), time.perf_counter() - t0, 0)
     if generator is None:
         raise EvaluationError(f"system {system!r} needs a generator")
-    if system == "basic":
+    if system in ("basic", "fbasic"):
         records, n_gen = _basic_records(generator, items, seed, intra_n), len(items) * (1 + intra_n)
+        if system in FACTOR_SYSTEMS:
+            records += _mixture_records(generator, items, seed)
+            n_gen += len(MIXTURES) * len(items)
     else:
         records, n_gen = _sampled_records(system, generator, items, seed, intra_n)
     seconds = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """Quatrain generation (design §5): the :class:`Generator`.
 
-One :class:`Generator` wraps any of the four models (basic / cvae / igs / aus) through the step-wise
+One :class:`Generator` wraps any of the models (basic / fbasic / cvae / igs / aus) through the step-wise
 interface they share (``encode_keyword``, ``init_decoder_state``, ``decode_step``, ``update_context``).
 Poems are decoded line by line, many poems at once, with the constrained beam search of
 :mod:`mixpoet_lib.generate.beam`; the bans, the post-filter and the relaxation ladder are described in
@@ -9,9 +9,10 @@ Poems are decoded line by line, many poems at once, with the constrained beam se
 
 Procedure per poem (design §5.1–5.5)
 ----------------------------------
-1. Encode the keyword; labels given as -1 are inferred with argmax p(y|w) (``infer_labels``).
-2. Draw one latent sample from the prior with a per-poem :class:`torch.Generator` (CVAE, IGS, AUS; the
-   basic model has none), see :mod:`mixpoet_lib.generate.requests`. The seed of that generator is a hash of
+1. Encode the keyword; labels given as -1 are inferred with argmax p(y|w) (``infer_labels``); fbasic reads the
+   requested labels as inputs, -1 as its "unknown" label.
+2. Draw one latent sample from the prior with a per-poem :class:`torch.Generator` (CVAE, IGS, AUS; basic and
+   fbasic have none), see :mod:`mixpoet_lib.generate.requests`. The seed of that generator is a hash of
    (``seed``, keyword, length, requested labels, sample number), so a poem does not depend on what else is in
    the batch or where it sits. Diversity at fixed inputs therefore comes only from the latent sample and the
    labels: the beam is deterministic.
@@ -184,8 +185,9 @@ class Generator:
         """Generate ``n_samples`` poems per keyword (keyword-major order: kw0 s0, kw0 s1, …, kw1 s0 …).
 
         ``length`` and ``labels`` are one value for every keyword or one per keyword; a label pair holds
-        ids or class names (e.g. ``('military', -1)``), -1 meaning "infer with p(y|w)". Identical requests
-        (keyword, length, labels, sample number, seed) give identical poems wherever they sit in the batch.
+        ids or class names (e.g. ``('military', -1)``), -1 meaning "infer with p(y|w)" (fbasic: "unknown").
+        Identical requests (keyword, length, labels, sample number, seed) give identical poems wherever they sit in
+        the batch.
         """
         reqs = make_requests(self.vocab, self.kind, keywords, length, labels, n_samples, seed)
         out: list[GeneratedPoem] = []
@@ -272,6 +274,8 @@ class Generator:
         if self.kind == "basic":
             s0 = m.decoder_s0(h_w)
             ids = None
+        elif self.kind == "fbasic":  # the requested labels are inputs, -1 = "unknown"
+            s0, ids = m.decoder_s0(h_w, labels), labels
         elif self.kind in ("cvae", "igs", "aus"):
             ids = m.infer_labels(h_w, labels) if self.kind != "cvae" else None
             y = [ids[:, k] for k in range(ids.size(1))] if ids is not None else []

@@ -25,6 +25,7 @@ from mixpoet_lib.generate.constraints import LONG_LINE
 __all__ = [
     "LENGTHS",
     "MAX_KEYWORD_LEN",
+    "FACTORED_KINDS",
     "PoemRequest",
     "make_requests",
     "keyword_tensor",
@@ -35,7 +36,7 @@ __all__ = [
 
 LENGTHS = (5, 7)  # characters per line
 MAX_KEYWORD_LEN = 2
-FACTORED_KINDS = ("igs", "aus")  # model kinds with factor labels (living, era)
+FACTORED_KINDS = ("fbasic", "igs", "aus")  # model kinds with factor labels (living, era)
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,8 @@ def make_requests(
     """``n_samples`` requests per keyword (keyword-major), or ValueError naming the bad value.
 
     ``length`` and ``labels`` are one value for every keyword or one per keyword; a label pair holds ids or
-    class names, -1 meaning "infer"; None means no labels (only a ``kind`` without factors accepts none but
-    (-1, -1)). Keywords have 1-2 characters of ``vocab``.
+    class names, -1 meaning "infer" ("unknown" for fbasic); None means no labels (only a ``kind`` without factors
+    accepts none but (-1, -1)). Keywords have 1-2 characters of ``vocab``.
     """
     if isinstance(keywords, str):
         keywords = [keywords]

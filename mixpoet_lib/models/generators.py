@@ -16,6 +16,7 @@ so a constrained beam search can live outside the models.
 
 The building blocks (encoders, context, CBN, samplers, discriminator) are in :mod:`mixpoet_lib.models.layers`;
 the factor models MixPoet-IGS and MixPoet-AUS (on :class:`PoetBase`) in :mod:`mixpoet_lib.models.factor_models`.
+:class:`FBasicGenerator` is the paper's supervised style baseline fBasic: Basic with the factor labels as inputs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from mixpoet_lib.models.layers import (
     unique_params,
 )
 
-__all__ = ["SHARED_PREFIXES", "PoetBase", "BasicGenerator", "CVAE"]
+__all__ = ["SHARED_PREFIXES", "PoetBase", "BasicGenerator", "FBasicGenerator", "CVAE"]
 
 Batch = dict[str, Tensor]
 # Sub-modules every model shares under the same names (what DAE pre-training hands on, design §4.1).
@@ -180,7 +181,7 @@ class PoetBase(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# phase-A network and the two Gaussian baselines
+# phase-A network, the two baselines without latent and the Gaussian CVAE
 # ----------------------------------------------------------------------------------------------
 
 
@@ -225,6 +226,48 @@ class BasicGenerator(PoetBase):
             raise ValueError("a poem-conditioned (DAE) BasicGenerator cannot generate from keywords alone")
         h_w = self.encode_keyword(keys)
         return {"s0": self.decoder_s0(h_w), "h_w": h_w, "labels": None}
+
+
+class FBasicGenerator(PoetBase):
+    """fBasic (the paper's supervised style baseline): Basic whose decoder start also reads the factor labels.
+
+    s0 = tanh(dec_init([h_w; d_1(ỹ_1); d_2(ỹ_2)])) with one embedding table per factor of K_k + 1 rows: the
+    label y_k where it is known, the extra row ỹ_k = K_k ("unknown") where it is -1. No latent variable, no
+    classifier: labels are inputs in training (unlabelled poems read "unknown") and requests in generation.
+    """
+
+    kind = "fbasic"
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__(cfg, vocab_size)
+        f = cfg.factor_emb_size
+        self.label_embed = nn.ModuleList(nn.Embedding(k + 1, f) for k in self.n_classes)  # row k = unknown
+        self.dec_init = nn.Linear(self.hw_size + f * len(self.n_classes), self.s0_size)
+
+    def label_inputs(self, labels: Tensor) -> Tensor:
+        """Embedding rows (B, n_factors) of labels (B, n_factors): a known label itself, -1 → K_k ("unknown")."""
+        unknown = torch.tensor(self.n_classes, dtype=labels.dtype, device=labels.device)
+        return torch.where(labels.ge(0), labels, unknown)
+
+    def decoder_s0(self, h_w: Tensor, labels: Tensor) -> Tensor:
+        """Return s0 (B, S0) from the keyword h_w (B, 2E) and the labels (B, n_factors), -1 = unknown."""
+        rows = self.label_inputs(labels)
+        labs = [tab(rows[:, k]) for k, tab in enumerate(self.label_embed)]
+        return torch.tanh(self.dec_init(torch.cat([h_w, *labs], dim=-1)))
+
+    def forward(self, batch: Batch, teacher_ratio: float = 1.0) -> dict[str, Any]:
+        """Reconstruct the lines from the keyword and the batch's labels ("unknown" where unlabelled)."""
+        h_w = self.encode_keyword(batch["keys"])
+        s0 = self.decoder_s0(h_w, batch["labels"])
+        return {"decode": self.decode(s0, batch["lines"], batch["length"], teacher_ratio), "h_w": h_w}
+
+    def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+        """Return {'s0', 'h_w', 'labels'}; labels (B, n_factors) as requested, -1 or None read as "unknown"."""
+        h_w = self.encode_keyword(keys)
+        if labels is None:
+            labels = torch.full((keys.size(0), len(self.n_classes)), -1, dtype=torch.long, device=keys.device)
+        labels = labels.to(keys.device)
+        return {"s0": self.decoder_s0(h_w, labels), "h_w": h_w, "labels": labels}
 
 
 class CVAE(PoetBase):

@@ -133,7 +133,7 @@ def ensure_model(
 ) -> nn.Module:
     """Return the trained model of this kind: its finished checkpoint, else train it (and its prerequisites) first.
 
-    ``kind`` is a model name (basic, cvae, igs, aus, aus_st), 'dae' or 'classifiers'; the model comes back in
+    ``kind`` is a model name (basic, fbasic, cvae, igs, aus, aus_st), 'dae' or 'classifiers'; the model comes back in
     eval mode on ``default_device()``. Notebooks call this so that each one runs on its own. With ``published``
     (default: $MIXPOET_PUBLISHED) and no finished checkpoint in the run folder, published weights trained with the same
     settings (``weights/<profile>/<kind>.safetensors``) are loaded instead of training.

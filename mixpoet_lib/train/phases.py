@@ -9,6 +9,7 @@ name          phase       what
 ``shared``    ``dae``     A: DAE pre-training of the shared encoder/decoder (BasicGenerator on the corrupted poem)
 ``shared``    ``cl1/2``   B1/B2: classifier pre-training q(y_k|x,w) + p(y_k|w), factor by factor
 ``basic``     ``c1``      keyword-only generator, reconstruction only (mixture-phase settings)
+``fbasic``    ``c1, c2``  fBasic: keyword + factor labels ("unknown" where missing); C1 all data, C2 labelled only
 ``cvae``      ``c1``      Gaussian CVAE: reconstruction + annealed KL with free bits
 ``igs``       ``c1, c2``  MixPoet-IGS: reconstruction + per-sub-space KL + classifier terms; C2 = labelled fine-tuning
 ``aus``       ``c1, c2``  MixPoet-AUS, the paper's model: R step, then ndis D steps and one G step (design §4.6)
@@ -34,6 +35,9 @@ Decisions (faithful to the official code unless marked "kit choice"; design §4)
 * ``basic`` = BasicGenerator(condition_on_poem=False): s0 = tanh(dec_init_pre(h_w)), dec_init_pre fresh,
   trained on reconstruction with the mixture-phase settings. basic and cvae have no C2 (no labels to tune on).
   Kit choice (design §3.9).
+* ``fbasic`` (the paper's fBasic) = FBasicGenerator, from the DAE like basic: C1 pre-trains on every instance (the
+  unlabelled pool and CQCF, labels where known, "unknown" elsewhere), C2 fine-tunes on the labelled CQCF
+  instances with the fine-tuning settings, continuing C1's optimiser like the factor models. Kit choice (design §3.9).
 * C2 keeps C1's optimisers (their step counts, hence the LR schedules, continue; the finetune PhaseConfig's
   LR settings apply from then on), τ/σ counters and the teacher-forcing epoch count.
 * AUS σ: as the official code, the first discriminator round after the warm-up still uses the initial σ = 1.0,
@@ -44,10 +48,11 @@ Decisions (faithful to the official code unless marked "kit choice"; design §4)
 * bf16 autocast (``amp_bf16``) covers the reconstruction/classifier forward; the prior statistics update,
   the discriminator and the adversarial steps run in fp32. Only useful on CUDA or CPUs with native bf16.
 
-This module plans, resumes and runs one phase (:func:`run_phase`); :mod:`mixpoet_lib.train.loop` runs the plan. The
-updates themselves are the step functions of
-:mod:`mixpoet_lib.train.steps`, called by the per-phase trainers of :mod:`mixpoet_lib.train.trainers`; the CSV
-logs are :mod:`mixpoet_lib.train.logs`, validation and diagnostics :mod:`mixpoet_lib.train.diagnostics`.
+This module plans, resumes and runs one phase (:func:`run_phase`, with the trainer :func:`make_trainer` picks);
+:mod:`mixpoet_lib.train.loop` runs the plan. The updates themselves are the step functions of
+:mod:`mixpoet_lib.train.steps`, called by the per-phase trainers of :mod:`mixpoet_lib.train.trainers` and
+:mod:`mixpoet_lib.train.factor_trainers`; the CSV logs are :mod:`mixpoet_lib.train.logs`, validation and
+diagnostics :mod:`mixpoet_lib.train.diagnostics`.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ from mixpoet_lib.checkpoints import (
     FACTOR_MODELS,
     MODEL_NAMES,
     SHARED,
+    TUNED_MODELS,
     check_model_names,
     checkpoint_path,
     read_checkpoint,
@@ -88,11 +94,22 @@ from mixpoet_lib.config import Profile, weight_settings
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.train.diagnostics import to_device
+from mixpoet_lib.train.factor_trainers import AUSTrainer, IGSTrainer
 from mixpoet_lib.train.logs import CsvLog, append_timing, log_path
 from mixpoet_lib.train.schedules import planned_steps
-from mixpoet_lib.train.trainers import KIND_OF, TrainContext, Trainer, make_trainer
+from mixpoet_lib.train.trainers import (
+    BasicTrainer,
+    ClassifierTrainer,
+    CVAETrainer,
+    DAETrainer,
+    FBasicTrainer,
+    TrainContext,
+    Trainer,
+)
 
 __all__ = [
+    "KIND_OF",
+    "make_trainer",
     "PhaseResult",
     "phase_key",
     "phase_plan",
@@ -105,6 +122,18 @@ __all__ = [
 
 
 _BAR_KEYS = ("loss", "rec", "kl", "d_loss", "g_loss", "acc_xw", "tf_ratio")  # live values on the progress bar
+# model name → kind of trainer (aus_st trains as aus; the kind also seeds each phase)
+KIND_OF = {"basic": "basic", "fbasic": "fbasic", "cvae": "cvae", "igs": "igs", "aus": "aus", "aus_st": "aus"}
+_TRAINERS: dict[str, type[Trainer]] = {
+    t.model_kind: t for t in (BasicTrainer, FBasicTrainer, CVAETrainer, IGSTrainer, AUSTrainer)
+}
+
+
+def make_trainer(ctx: TrainContext, name: str, phase: str) -> Trainer:
+    """The trainer of phase ``phase`` of model ``name`` ('shared' for the DAE and classifier phases)."""
+    if name == SHARED:
+        return DAETrainer(ctx, name, phase) if phase == "dae" else ClassifierTrainer(ctx, name, phase)
+    return _TRAINERS[KIND_OF[name]](ctx, name, phase)
 
 
 def phase_key(name: str, phase: str) -> str:
@@ -121,7 +150,7 @@ def phase_plan(names: Sequence[str]) -> list[tuple[str, str]]:
     for n in MODEL_NAMES:  # canonical order: cheap baselines first
         if n in names:
             plan.append((n, "c1"))
-            if n in FACTOR_MODELS:
+            if n in TUNED_MODELS:
                 plan.append((n, "c2"))
     return plan
 

@@ -30,7 +30,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from mixpoet_lib._util import derived_seed
 from mixpoet_lib.config import PhaseConfig, TrainConfig
 from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
-from mixpoet_lib.models.generators import CVAE, BasicGenerator
+from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator
 from mixpoet_lib.models.losses import (
     classifier_terms,
     gaussian_kl,
@@ -49,6 +49,7 @@ __all__ = [
     "gumbel_temperature",
     "dae_step",
     "basic_step",
+    "fbasic_step",
     "classifier_step",
     "cvae_step",
     "igs_step",
@@ -179,6 +180,22 @@ def basic_step(
     Steps optimiser 'rec'. Returns {'lr', 'tf_ratio', 'loss', 'grad_norm'}.
     """
     return dae_step(model, batch, opt, tf_ratio, amp)
+
+
+def fbasic_step(
+    model: FBasicGenerator, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
+) -> dict[str, float]:
+    """fBasic: minimise L = CE(lines | keyword, ỹ_1, ỹ_2), the masked per-line cross-entropy of the clean poem.
+
+    The labels are decoder inputs: ỹ_k = y_k where the poem is labelled for factor k, the extra "unknown" id
+    K_k where it is not (``batch['labels']`` = -1); in C1 the batches hold every instance, in C2 the labelled
+    CQCF ones. Steps optimiser 'rec'. Returns {'lr', 'tf_ratio', 'loss', 'grad_norm'}.
+    """
+    lr = opt.lr()
+    with autocast(model, amp):
+        loss = reconstruction_loss(model(batch, teacher_ratio=tf_ratio)["decode"])
+    gn = opt.update(model, "rec", loss)
+    return {"lr": lr, "tf_ratio": tf_ratio, "loss": loss.item(), "grad_norm": gn}
 
 
 def classifier_step(

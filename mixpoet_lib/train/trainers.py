@@ -1,7 +1,8 @@
 """One trainer per kind of phase: it builds the model, loads its upstream weights, makes the optimisers, keeps the
 counters and calls the step function of :mod:`mixpoet_lib.train.steps` on every batch.
 
-The phase runner (:mod:`mixpoet_lib.train.phases`) drives a trainer through ``build`` → ``init_fresh`` →
+The trainers of the factor models (IGS, AUS) are in :mod:`mixpoet_lib.train.factor_trainers`; the phase runner
+(:mod:`mixpoet_lib.train.phases`) picks the trainer of a phase and drives it through ``build`` → ``init_fresh`` →
 ``fresh_counters`` → ``make_optimisers`` (or a resume from a checkpoint), then ``step`` for every batch and
 ``validate`` at the validation points.
 """
@@ -26,7 +27,7 @@ from mixpoet_lib.config import PhaseConfig, Profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
 from mixpoet_lib.models.factor_models import FactorModelBase
-from mixpoet_lib.models.losses import gaussian_kl, reconstruction_loss, relativistic_d_loss, relativistic_g_loss
+from mixpoet_lib.models.losses import gaussian_kl, reconstruction_loss
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.diagnostics import (
     VAL_SEED,
@@ -38,12 +39,10 @@ from mixpoet_lib.train.diagnostics import (
 )
 from mixpoet_lib.train.schedules import teacher_forcing_ratio
 
-__all__ = ["TrainContext", "Trainer", "make_trainer", "KIND_OF"]  # and the Trainer subclasses, one per phase kind
+__all__ = ["TrainContext", "Trainer", "Callback"]  # and the Trainer subclasses, one per phase kind
 
-KIND_OF = {"basic": "basic", "cvae": "cvae", "igs": "igs", "aus": "aus", "aus_st": "aus"}  # model name → trainer
 Callback = Callable[[str, int, dict[str, Any]], None]
 Extra = Callable[[dict[str, Any], dict[str, Tensor]], None]  # sees each (model output, batch) of a validation
-CL_VAL_COLUMNS = tuple(f"val_{m}_{t}{k}" for k in (1, 2) for t in ("xw", "w") for m in ("acc", "f1"))
 
 
 @dataclass
@@ -341,6 +340,17 @@ class BasicTrainer(SecondStage):
         return self.rec_validation(lambda b: self.model(b))
 
 
+class FBasicTrainer(BasicTrainer):
+    """fBasic: s0 = tanh(dec_init([h_w; d_1(ỹ_1); d_2(ỹ_2)])) (fresh), labels or "unknown" as inputs; C1 on every
+    instance, C2 on the labelled ones (:class:`SecondStage` streams)."""
+
+    model_kind = "fbasic"
+
+    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
+        """:func:`~mixpoet_lib.train.steps.fbasic_step`."""
+        return steps.fbasic_step(self.model, batch, self.opt, self.tf_ratio(epoch), self.tcfg.amp_bf16)
+
+
 class CVAETrainer(SecondStage):
     """Gaussian CVAE: L = rec + β_t · KL(q(z|x,w) ‖ p(z|w)) with free bits per dimension."""
 
@@ -364,132 +374,3 @@ class CVAETrainer(SecondStage):
         res = self.rec_validation(lambda b: self.model(b), extra=_extra)
         res.update(val_kl=float(np.mean(kls)), val_active_units=active_units(torch.cat(mus)))
         return res
-
-
-class FactorTrainer(SecondStage):
-    """Shared by IGS and AUS: straight-through flag and the batch counters of τ, σ and the warm-up."""
-
-    def model_args(self) -> dict[str, Any]:
-        """Kind and straight-through flag (always on for aus_st)."""
-        st = True if self.name == "aus_st" else bool(self.tcfg.straight_through_labels)
-        return {"kind": self.model_kind, "straight_through": st}
-
-    def fresh_counters(self, upstream: dict[str, Any] | None) -> None:
-        """C1 starts the factor counters at 0; C2 continues them."""
-        super().fresh_counters(upstream)
-        if self.phase == "c1":
-            self.counters.update(steps.factor_counters())
-
-    def tau(self) -> float:
-        """The current Gumbel temperature."""
-        return steps.gumbel_temperature(self.tcfg, self.counters)
-
-
-class IGSTrainer(FactorTrainer):
-    """MixPoet-IGS: rec + β_t Σ_k KL_k (free bits) + Σ_k (L_xw + L_ent + L_w)."""
-
-    model_kind = "igs"
-    columns = (
-        "epoch",
-        "lr",
-        "tf_ratio",
-        "tau",
-        "loss",
-        "rec",
-        "kl1",
-        "kl2",
-        "kl_weight",
-        "xw",
-        "ent",
-        "w",
-        "active_units",
-        "grad_norm",
-        "diag_prior_post",
-        "diag_mixture",
-    )
-    val_columns = ("val_rec", "val_ppl", "val_kl1", "val_kl2", "val_active_units", *CL_VAL_COLUMNS)
-
-    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
-        """:func:`~mixpoet_lib.train.steps.igs_step`."""
-        return steps.igs_step(self.model, batch, self.opt, self.tcfg, self.counters, self.tf_ratio(epoch))
-
-    def validate(self) -> dict[str, Any]:
-        """Reconstruction, per-factor KL, active units and both factors' classifier scores."""
-        kls: list[list[float]] = [[], []]
-        mus = []
-
-        def _extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
-            for k, ((mq, lq), (mp, lp)) in enumerate(zip(out["posterior"], out["prior"])):
-                kls[k].append(float(gaussian_kl(mq.float(), lq.float(), mp.float(), lp.float())))
-            mus.append(torch.cat([mq for mq, _ in out["posterior"]], -1))
-
-        res = self.rec_validation(lambda b: self.model(b, tau=self.tau()), extra=_extra)
-        res.update(
-            val_kl1=float(np.mean(kls[0])),
-            val_kl2=float(np.mean(kls[1])),
-            val_active_units=active_units(torch.cat(mus)),
-        )
-        res.update(self.classifier_validation([0, 1]))
-        return res
-
-
-class AUSTrainer(FactorTrainer):
-    """MixPoet-AUS, design §4.6, per batch of C1/C2: R update; after the warm-up ndis D updates and one G update."""
-
-    model_kind = "aus"
-    columns = (
-        "epoch",
-        "lr_rec",
-        "lr_dis",
-        "lr_gen",
-        "tf_ratio",
-        "tau",
-        "sigma",
-        "loss",
-        "rec",
-        "xw",
-        "ent",
-        "w",
-        "grad_norm",
-        "d_loss",
-        "g_loss",
-        "diag_prior_post",
-        "diag_mixture",
-    )
-    val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss", *CL_VAL_COLUMNS)
-
-    def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
-        """R (reconstruction and classifiers), D (discriminator, its own betas and decay), G (prior and posterior)."""
-        g, t = self.model.param_groups(), self.tcfg
-        return {
-            "rec": (list(g["rec"]), t.betas, self.pcfg.decay_exponent),
-            "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
-            "gen": (list(g["gen"]), t.betas, self.pcfg.decay_exponent),
-        }
-
-    def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
-        """:func:`~mixpoet_lib.train.steps.aus_step`."""
-        return steps.aus_step(self.model, batch, self.opt, self.tcfg, self.counters, self.tf_ratio(epoch))
-
-    def validate(self) -> dict[str, Any]:
-        """Reconstruction, adversarial losses without noise and both factors' classifier scores."""
-        adv: list[tuple[float, float]] = []
-        m = self.model
-
-        def _extra(_out: dict[str, Any], b: dict[str, Tensor]) -> None:
-            z_post, z_prior, y = m.latent_pair(b, self.tau(), 0.0)
-            d_real, d_fake = m.discriminate(z_post.float(), y), m.discriminate(z_prior.float(), y)
-            adv.append((float(relativistic_d_loss(d_real, d_fake)), float(relativistic_g_loss(d_real, d_fake))))
-
-        res = self.rec_validation(lambda b: m(b, tau=self.tau(), update_prior_stats=False), extra=_extra)
-        res.update(val_d_loss=float(np.mean([a for a, _ in adv])), val_g_loss=float(np.mean([g for _, g in adv])))
-        res.update(self.classifier_validation([0, 1]))
-        return res
-
-
-def make_trainer(ctx: TrainContext, name: str, phase: str) -> Trainer:
-    """The trainer of phase ``phase`` of model ``name`` ('shared' for the DAE and classifier phases)."""
-    if name == SHARED:
-        return DAETrainer(ctx, name, phase) if phase == "dae" else ClassifierTrainer(ctx, name, phase)
-    cls = {"basic": BasicTrainer, "cvae": CVAETrainer, "igs": IGSTrainer, "aus": AUSTrainer}[KIND_OF[name]]
-    return cls(ctx, name, phase)
