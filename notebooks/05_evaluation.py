@@ -25,6 +25,7 @@
 # |---|---|---|
 # | GT | the held-out human poems the test keywords were taken from | — |
 # | Basic | keyword → poem, no latent variable | notebook 02 |
+# | fBasic | Basic + the two factor labels as decoder inputs ("unknown" where unlabelled); pre-trained on all data, fine-tuned on CQCF | `mixpoet train --models fbasic` (design §3.9) |
 # | CVAE | one Gaussian latent conditioned on the keyword | notebook 03 |
 # | MixPoet-IGS | mixed latent space, a Gaussian per factor (semi-supervised M2) | notebook 03 |
 # | MixPoet-AUS | the paper's model: implicit samplers + latent discriminator | notebook 04 |
@@ -36,7 +37,7 @@ OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5
 RUN_DIR: str = None  # where checkpoints, poems and results go (None: runs/<profile>)
 TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here
 SEED: int = 1234  # seed of this notebook's own random choices (generation seeds come from the profile)
-SYSTEMS: list = None  # subset of gt basic cvae igs aus aus_st (None: all)
+SYSTEMS: list = None  # subset of gt basic fbasic cvae igs aus aus_st (None: all)
 
 # %%
 from pathlib import Path
@@ -57,7 +58,8 @@ from mixpoet_lib.evaluate.systems import SYSTEMS as ALL_SYSTEMS
 from mixpoet_lib.train import charlm, judges
 from mixpoet_lib import paths
 from mixpoet_lib import plots
-from mixpoet_lib.notebook import load_or_train, say, setup
+from mixpoet_lib.checkpoints import find_published
+from mixpoet_lib.notebook import load_or_train, published_generators, say, setup
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
@@ -65,6 +67,11 @@ RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
 run_dir = RUN_DIR
 published = not TRAIN  # the judges and the LM follow the same rule as the generators
 systems = list(SYSTEMS or ALL_SYSTEMS)
+if SYSTEMS is None and not TRAIN and published_generators(profile):  # published weights: leave out the unpublished
+    unpublished = [s for s in systems if s != "gt" and find_published(profile, s) is None]
+    systems = [s for s in systems if s not in unpublished]
+    if unpublished:
+        print(f"no published weights for {', '.join(unpublished)}: left out (TRAIN=True trains and evaluates them)")
 ecfg = profile.eval
 print(f"{ecfg.n_keywords} test keywords × seeds {ecfg.seeds}; N = {ecfg.intra_n} poems per keyword for intra-topic "
       f"diversity; beam {profile.gen.beam_size}; systems: {', '.join(systems)}")
