@@ -283,6 +283,7 @@ class GenConfig:
     doubling_min_share: float = 0.05
     doubling_min_rate: float = 0.002
     doubling_word_count: int = 20
+    doubling_word_share: float = 0.1
     max_doublings: int = 1
 
     def __post_init__(self) -> None:
@@ -291,7 +292,7 @@ class GenConfig:
         _require(self, "extra_steps", 0 <= self.extra_steps <= MAX_EXTRA_STEPS, f"in 0..{MAX_EXTRA_STEPS}")
         _check(self, "≥ 0", "z_outlier_ratio", "doubling_min_count", "doubling_word_count", "max_doublings")
         _require(self, "repetition_rule", self.repetition_rule in REPETITION_RULES, f"one of {REPETITION_RULES}")
-        for name in ("doubling_min_share", "doubling_min_rate"):
+        for name in ("doubling_min_share", "doubling_min_rate", "doubling_word_share"):
             _require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
 
 

@@ -97,6 +97,7 @@ def _doubling_table(
         min_share=cfg.doubling_min_share,
         min_rate=cfg.doubling_min_rate,
         word_count=cfg.doubling_word_count,
+        word_share=cfg.doubling_word_share,
         max_doublings=cfg.max_doublings,
         device=device,
     )
