@@ -515,7 +515,7 @@ def test_fbasic_honours_the_requested_labels(ckpt_env, tmp_path, capsys):
     path = tmp_path / "fbasic.pt"
     model_args = {"kind": "fbasic"}
     state = {"model_args": model_args, "model_config": dataclasses.asdict(SMOKE), "vocab_size": len(VOCAB)}
-    torch.save({**state, "vocab": list(VOCAB.tokens), "model": g.model.state_dict(), "complete": True}, path)
+    save_checkpoint({**state, "vocab": list(VOCAB.tokens), "model": g.model.state_dict(), "complete": True}, path)
     crrd = ckpt_env[1]
     code, out, err = run_cli(
         capsys, "--checkpoint", path, "--crrd", crrd, "--keyword", "春", "--living", 0, "--beam", 4
