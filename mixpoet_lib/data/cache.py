@@ -42,7 +42,7 @@ def cache_problem(folder: Path, expected: tuple[str, ...]) -> str | None:
         files = json.loads(mpath.read_text(encoding="utf-8"))["files"]
         listed = {name: (int(files[name]["size"]), str(files[name]["sha256"])) for name in expected}
     except FileNotFoundError:
-        return f"{mpath} is missing (an unfinished or older cache)"
+        return f"{folder.name}/{MANIFEST} is missing (an unfinished or older cache)"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"{mpath} is unreadable or incomplete ({type(exc).__name__})"
     for name, (size, sha) in listed.items():
