@@ -158,7 +158,11 @@ def _kl_pair(posterior: tuple[Tensor, Tensor], prior: tuple[Tensor, Tensor]) -> 
 
 
 def dae_step(
-    model: BasicGenerator, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
+    model: BasicGenerator | FBasicGenerator,
+    batch: dict[str, Tensor],
+    opt: Optimisers,
+    tf_ratio: float,
+    amp: bool = False,
 ) -> dict[str, float]:
     """Phase A (DAE): minimise L = CE(lines | corrupted poem, keyword), the masked per-line cross-entropy.
 
@@ -189,13 +193,10 @@ def fbasic_step(
 
     The labels are decoder inputs: ỹ_k = y_k where the poem is labelled for factor k, the extra "unknown" id
     K_k where it is not (``batch['labels']`` = -1); in C1 the batches hold every instance, in C2 the labelled
-    CQCF ones. Steps optimiser 'rec'. Returns {'lr', 'tf_ratio', 'loss', 'grad_norm'}.
+    CQCF ones. The same update as :func:`dae_step`; steps optimiser 'rec'. Returns {'lr', 'tf_ratio', 'loss',
+    'grad_norm'}.
     """
-    lr = opt.lr()
-    with autocast(model, amp):
-        loss = reconstruction_loss(model(batch, teacher_ratio=tf_ratio)["decode"])
-    gn = opt.update(model, "rec", loss)
-    return {"lr": lr, "tf_ratio": tf_ratio, "loss": loss.item(), "grad_norm": gn}
+    return dae_step(model, batch, opt, tf_ratio, amp)
 
 
 def classifier_step(
