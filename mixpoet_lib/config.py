@@ -181,7 +181,7 @@ class TrainConfig:
     dis_betas: tuple[float, float] = (0.5, 0.99)
     dis_decay_exponent: float = 0.5
     ndis: int = 3
-    share_dis_encoding: bool = False  # [kit choice] the ndis D steps share one no-grad encoder pass (official: not)
+    encode_once: bool = False  # [kit choice] R, the ndis D steps and G share R's encoder pass (design §4.11)
     rec_warm_steps: int = 1500
     tau_annealing_steps: int = 6000
     min_tau: float = 0.01
@@ -251,7 +251,7 @@ NOT_IN_SIGNATURE = (
 )
 # Options added after checkpoints were published: they count only when switched away from this default, so
 # existing checkpoints stay valid.
-SIGNATURE_IF_SET: dict[str, Any] = {"share_dis_encoding": False}
+SIGNATURE_IF_SET: dict[str, Any] = {"encode_once": False}
 
 
 def weight_settings(train: TrainConfig, adversarial: bool = True) -> dict[str, Any]:

@@ -7,6 +7,7 @@ reference run of the same profile (``runs/<profile>/``), when that reference has
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from mixpoet_lib.config import Profile
 from mixpoet_lib.evaluate.report import markdown_paper, markdown_result_groups
 from mixpoet_lib.evaluate.systems import SYSTEM_TITLES, SYSTEMS
 
-__all__ = ["write_report", "results_markdown", "comparison_markdown", "environment", "failed_copy"]
+__all__ = ["write_report", "training_section", "results_markdown", "comparison_markdown", "environment", "failed_copy"]
 
 # The metrics the comparison with the reference run shows (all of them are in results.csv).
 KEY_METRICS = ("fail_rate", "form_ok", "inter_jaccard", "intra_jaccard", "distinct_2", "lm_ppl", "joint_acc")
@@ -82,7 +83,7 @@ def write_report(
     lines += [f"| {k} | {v} |" for k, v in environment().items()]
     same = reference is not None and reference.resolve() == out.resolve()
     ref_state = None if reference is None or same else _read_json(reference / "state.json")
-    lines += _notebooks_section(state, books, out, ref_state) + _data_section(out)
+    lines += _notebooks_section(state, books, out, ref_state) + training_section(out) + _data_section(out)
     results = _read_json(out / "results.json")
     lines += ["## Results", ""]
     if results is not None:
@@ -125,6 +126,43 @@ def _notebooks_section(
         lines.append(row + (f" {ref.get(nb.name, {}).get('seconds', '')} |" if ref else ""))
     ref_total = f" {sum(float(r.get('seconds', 0.0)) for r in ref.values()):.0f} |" if ref else ""
     return [*lines, f"| **total** | | {total:.0f} | |{ref_total}", ""]
+
+
+def training_section(out: Path) -> list[str]:
+    """Markdown table of the training time per phase, summed over the calls since its last fresh start.
+
+    The notebooks that train (02–04) only load a phase whose checkpoint is already finished, so their wall
+    times above leave out training done earlier (by ``mixpoet train`` or an interrupted run); this says where
+    that time went. A malformed row is named and skipped.
+    """
+    path = out / "logs" / "timing.csv"
+    if not path.is_file():
+        return []
+    totals: dict[str, list[float]] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        for n, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                sec, start, to_step = float(row["seconds"]), int(row["from_step"]), int(row["to_step"])
+            except (KeyError, TypeError, ValueError):
+                print(f"{path}:{n}: unreadable timing row, left out: {row}", file=sys.stderr)
+                continue
+            if start == 0:  # a fresh start (a retrain) replaces what the phase's earlier calls did
+                totals.pop(row["phase"], None)
+            t = totals.setdefault(row["phase"], [0.0, 0.0, 0.0])
+            t[0], t[1], t[2] = t[0] + sec, max(t[1], to_step), t[2] + 1
+    if not totals:
+        return []
+    lines = [
+        "## Training",
+        "",
+        "Training time per phase (from `logs/timing.csv`, summed over the calls since the phase last started from",
+        "step 0). Notebooks 02–04 load a phase that is already trained, so their times above do not include this.",
+        "",
+        "| phase | steps | calls | seconds |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {k} | {int(v[1])} | {int(v[2])} | {v[0]:.0f} |" for k, v in totals.items()]
+    return [*lines, f"| **total** | | | {sum(v[0] for v in totals.values()):.0f} |", ""]
 
 
 def _data_section(out: Path) -> list[str]:

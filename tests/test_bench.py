@@ -83,8 +83,8 @@ def test_cpu_info_names_the_processor_and_speed_flags():
 
 
 def test_bench_settings_keep_user_overrides():
-    full = bench_settings("full", 12, 2, 1, "train.share_dis_encoding=true,data.max_vocab=100")
-    assert full.train.share_dis_encoding and full.data.max_vocab == 100 and full.train.ckpt_every == 10**9
+    full = bench_settings("full", 12, 2, 1, "train.encode_once=true,data.max_vocab=100")
+    assert full.train.encode_once and full.data.max_vocab == 100 and full.train.ckpt_every == 10**9
     assert bench_settings("full", 12, 2, 1).data.max_vocab == 5547 - 4 and full.train.rec_warm_steps == 5
 
 

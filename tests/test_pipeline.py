@@ -179,3 +179,24 @@ def test_results_markdown_from_results_json():
     results["paper"] = report.paper_section(summary[summary["length"] == "all"], 4)
     text = "\n".join(run_report.results_markdown(results))
     assert "### Side by side with the paper" in text and "| MixPoet-AUS | inter-topic JS ↓ | 0.0139 | — |" in text
+
+
+def test_training_section_sums_calls_per_phase_and_names_bad_rows(tmp_path, capsys):
+    """The training table adds up a resumed phase's calls, keeps only the last fresh start, names a broken row."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "timing.csv").write_text(
+        "phase,from_step,to_step,seconds,median_step_s,validation_s,checkpoint_s,threads,device,finished\n"
+        "shared_dae,0,600,60.5,0.1,0,0,2,cpu,x\n"
+        "shared_dae,600,1500,90.0,0.1,0,0,2,cpu,x\n"
+        "aus_c1,0,500,oops,0.1,0,0,2,cpu,x\n"
+        "aus_c1,0,500,70,0.1,0,0,2,cpu,x\n"
+        "aus_c1,0,500,40,0.1,0,0,2,cpu,x\n",
+        encoding="utf-8",
+    )
+    text = "\n".join(run_report.training_section(tmp_path))
+    assert "| shared_dae | 1500 | 2 | 150 |" in text
+    assert "| aus_c1 | 500 | 1 | 40 |" in text
+    assert "| **total** | | | 190 |" in text
+    assert "timing.csv:4: unreadable timing row" in capsys.readouterr().err
+    assert run_report.training_section(tmp_path / "nowhere") == []

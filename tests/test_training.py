@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -191,11 +192,11 @@ def test_rerun_skips_finished_work(all_phases, smoke_data):
     assert all(r.steps_run == 0 for r in again.values()) and time.perf_counter() - t0 < 10
 
 
-def test_shared_dis_encoding_reuses_upstream_and_trains(all_phases, smoke_data, tmp_path):
-    """share_dis_encoding only re-runs the adversarial (AUS) phases, which still train with finite losses."""
+def test_encode_once_reuses_upstream_and_trains(all_phases, smoke_data, tmp_path):
+    """encode_once only re-runs the adversarial (AUS) phases, which still train with finite losses."""
     run, _, _ = all_phases
     shutil.copytree(run, tmp_path / "run")
-    fast = replace(SMOKE, train=replace(SMOKE.train, share_dis_encoding=True))
+    fast = replace(SMOKE, train=replace(SMOKE.train, encode_once=True))
     res = train(["aus"], fast, data=smoke_data, run_dir=tmp_path / "run", progress=False, max_steps=CAP)
     assert res["shared_dae"].steps_run == 0 and res["shared_cl2"].steps_run == 0  # upstream reused
     assert res["aus_c2"].steps_run > 0
@@ -520,3 +521,56 @@ def test_checkpoint_signatures_are_stable(all_phases):
     _, res, _ = all_phases
     for key, expected in STABLE_SIGNATURES.items():
         assert torch.load(res[key].checkpoint, weights_only=True)["signature"] == expected, key
+
+
+# ----------------------------------------------------------------------------------------------
+# encode_once: R, D and G of a batch from one encoder pass
+# ----------------------------------------------------------------------------------------------
+
+
+def _aus_with_optimisers(vocab: int) -> tuple[MixPoetAUS, Any]:
+    t = SMOKE.train
+    torch.manual_seed(0)
+    aus = build_model("aus", SMOKE.model, vocab).train()
+    g = aus.param_groups()
+    specs = {
+        "rec": (g["rec"], t.betas, t.mixture.decay_exponent),
+        "dis": (g["dis"], t.dis_betas, t.dis_decay_exponent),
+        "gen": (g["gen"], t.betas, t.mixture.decay_exponent),
+    }
+    return aus, make_optimisers(specs, t.mixture, t)
+
+
+@pytest.mark.parametrize("encode_once", [False, True])
+def test_encode_once_runs_the_encoders_once_per_adversarial_batch(smoke_data, encode_once):
+    """Official order: R, each of the ndis D steps and G encode the batch again (ndis + 2 passes); encode_once: 1.
+    Either way every optimiser steps as often as the official loop steps it."""
+    t = replace(SMOKE.train, encode_once=encode_once, ndis=3, diag_every=0)
+    aus, opt = _aus_with_optimisers(len(smoke_data.vocab))
+    calls = []
+    aus.encoder.register_forward_hook(lambda *_: calls.append(1))
+    batch = next(iter(BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 8, seed=1).batches(0)))
+    counters = {"tau_step": 0, "rec_steps": t.rec_warm_steps, "noise_step": 0, "adv_batches": 0}
+    row = aus_step(aus, batch, opt, t, counters, 1.0)
+    assert len(calls) == (1 if encode_once else t.ndis + 2)
+    assert opt.steps == {"rec": 1, "dis": 3, "gen": 1}
+    assert all(math.isfinite(row[k]) for k in ("loss", "d_loss", "g_loss"))
+    if encode_once:  # the gradients handed to 'gen' are not left behind
+        assert all(p.grad is None for p in opt.params["gen"])
+
+
+def test_optimisers_apply_matches_update_for_the_same_gradient():
+    """Stepping with gradients taken elsewhere (``apply``) is the same update as ``update`` on that loss."""
+    t = SMOKE.train
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [make_optimisers({"gen": (list(n.parameters()), t.betas, 0.5)}, t.mixture, t) for n in nets]
+    x = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])
+    for _ in range(3):
+        norm_a = opts[0].update(nets[0], "gen", (nets[0](x) ** 2).sum())
+        grads = torch.autograd.grad((nets[1](x) ** 2).sum(), opts[1].params["gen"])
+        norm_b = opts[1].apply("gen", grads)
+        assert norm_a == pytest.approx(norm_b)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)

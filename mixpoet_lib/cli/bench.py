@@ -181,7 +181,7 @@ def bench_profile(
         "model": dataclasses.asdict(prof.model),
         "steps_per_phase": steps,
         "skip": skip,
-        "share_dis_encoding": prof.train.share_dis_encoding,
+        "encode_once": prof.train.encode_once,
         "models": list(models),
         "matmul_peak_gflops": peaks,
         "phases": rows,
@@ -263,7 +263,7 @@ def format_report(results: list[dict[str, Any]]) -> str:
             f"== profile {r['profile']}: vocab {r['vocab']}, {r['threads']} thread(s), "
             f"matmul peak fp32 {r['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
             f"bf16 {r['matmul_peak_gflops']['bf16']:.1f} GFLOP/s, process peak RSS "
-            f"{r['process_peak_rss_mb']:.0f} MB, share_dis_encoding={r['share_dis_encoding']}"
+            f"{r['process_peak_rss_mb']:.0f} MB, encode_once={r['encode_once']}"
         )
         df = pd.DataFrame(r["phases"]).drop(columns=["profile"])
         out.append(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
@@ -325,7 +325,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=12, help="optimiser steps per phase (default 12)")
     p.add_argument("--skip", type=int, default=2, help="first steps of every phase left out of the medians")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default, all cores)")
-    add_set_option(p, "change settings of every measured profile, e.g. --set train.share_dis_encoding=true")
+    add_set_option(p, "change settings of every measured profile, e.g. --set train.encode_once=true")
     p.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
     p.add_argument(
         "--models",

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from mixpoet_lib.config import ModelConfig
 
@@ -112,21 +111,42 @@ class DecodeOutput:
 
 
 class BiRNNEncoder(nn.Module):
-    """One-layer bidirectional GRU or tanh RNN over padded embeddings; returns [last fwd; last bwd]."""
+    """One-layer bidirectional GRU or tanh RNN over padded embeddings; returns [last fwd; last bwd].
+
+    The two directions run as two one-directional passes over the *padded* batch (the backward one over each
+    sequence reversed within its length) instead of one pass over a packed sequence: the same function (the
+    state at a sequence's last real token never sees its padding), but torch's CPU backward of a packed RNN
+    zero-fills the whole packed input gradient once per time step, which cost a third of a full-size training
+    step (design §8). The parameters are those of one bidirectional ``nn.GRU``/``nn.RNN`` (``self.rnn``).
+    """
 
     def __init__(self, input_size: int, hidden_size: int, cell: str = "gru"):
         super().__init__()
         rnn_cls = {"gru": nn.GRU, "rnn": nn.RNN}[cell]
         self.rnn = rnn_cls(input_size, hidden_size, batch_first=True, bidirectional=True)
         self.hidden_size = hidden_size
+        # a parameter-less one-direction twin, called with the forward or the reverse weights of self.rnn
+        self._one_way = (rnn_cls(input_size, hidden_size, batch_first=True, device="meta"),)
+
+    def _direction(self, emb: Tensor, suffix: str) -> Tensor:
+        """Run one direction's weights (``suffix`` '' or '_reverse') over (B, T, in) → outputs (B, T, H)."""
+        names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+        weights = {n: getattr(self.rnn, n + suffix) for n in names}
+        out, _ = torch.func.functional_call(self._one_way[0], weights, (emb,))
+        return cast(Tensor, out)
 
     def forward(self, emb: Tensor, lengths: Tensor) -> Tensor:
-        """Encode (B, T, in) with true lengths (B,) → (B, 2·hidden). Lengths go to the CPU (design §8)."""
-        packed = pack_padded_sequence(
-            emb, lengths.detach().to("cpu", torch.int64).clamp(min=1), batch_first=True, enforce_sorted=False
-        )
-        _, h_n = self.rnn(packed)  # (2, B, H), restored to the input order
-        return torch.cat([h_n[0], h_n[1]], dim=-1)
+        """Encode (B, T, in) with true lengths (B,) → (B, 2·hidden)."""
+        t = emb.size(1)
+        lengths = lengths.to(emb.device, torch.int64).clamp(1, t)
+        pos = torch.arange(t, device=emb.device).unsqueeze(0)  # (1, T)
+        last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, self.hidden_size)
+        # index t of the reversed sequence holds token len−1−t (padding stays where it is)
+        flip = torch.where(pos < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - pos, pos)
+        reversed_emb = emb.gather(1, flip.unsqueeze(-1).expand_as(emb))
+        fwd = self._direction(emb, "").gather(1, last).squeeze(1)
+        bwd = self._direction(reversed_emb, "_reverse").gather(1, last).squeeze(1)
+        return torch.cat([fwd, bwd], dim=-1)
 
 
 class InterLineContext(nn.Module):

@@ -92,6 +92,21 @@ class Optimisers:
         self.steps[name] += 1
         return float(norm)
 
+    def apply(self, name: str, grads: Iterable[Tensor | None]) -> float:
+        """Step optimiser ``name`` with gradients computed elsewhere (one per parameter of its group, in order).
+
+        Clips their global norm as :meth:`update` does; returns the norm before clipping.
+        """
+        for p, g in zip(self.params[name], grads, strict=True):
+            p.grad = g
+        norm = clip_grad_norm_(self.params[name], self.clip_grad_norm)
+        self.optimizers[name].step()
+        self.schedulers[name].step()
+        self.steps[name] += 1
+        for p in self.params[name]:
+            p.grad = None
+        return float(norm)
+
 
 def make_optimisers(
     specs: dict[str, OptimiserSpec],
@@ -319,6 +334,24 @@ def _detach(y: Tensor) -> Tensor:
     return y.detach().float() if y.dtype.is_floating_point else y.detach()
 
 
+def _aus_rec_loss(
+    model: MixPoetAUS, batch: dict[str, Tensor], tf_ratio: float, tau: float, amp: bool
+) -> tuple[Tensor, dict[str, Tensor], dict[str, Any]]:
+    """The loss of step R, its terms and the forward pass; then (no grad, fp32) one prior draw for its BN statistics."""
+    with autocast(model, amp):
+        out = model(batch, teacher_ratio=tf_ratio, tau=tau, update_prior_stats=False)
+        rec = reconstruction_loss(out["decode"])
+        terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"], out["labels"])
+        loss = rec + terms["xw"] + terms["ent"] + terms["w"]
+    with torch.no_grad():
+        model.prior_sample(out["h_w"].detach().float(), [_detach(y) for y in out["labels"]])
+    return loss, {"rec": rec, **terms}, out
+
+
+def _rec_row(loss: Tensor, terms: dict[str, Tensor], grad_norm: float) -> dict[str, float]:
+    return {"loss": loss.item(), **{k: terms[k].item() for k in ("rec", "xw", "ent", "w")}, "grad_norm": grad_norm}
+
+
 def aus_reconstruction_step(
     model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, tau: float, amp: bool = False
 ) -> dict[str, float]:
@@ -327,22 +360,8 @@ def aus_reconstruction_step(
     Afterwards (no grad, fp32) one prior draw moves the prior's batch-norm statistics. Steps optimiser 'rec'.
     Returns {'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm'}.
     """
-    with autocast(model, amp):
-        out = model(batch, teacher_ratio=tf_ratio, tau=tau, update_prior_stats=False)
-        rec = reconstruction_loss(out["decode"])
-        terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"], out["labels"])
-        loss = rec + terms["xw"] + terms["ent"] + terms["w"]
-    with torch.no_grad():
-        model.prior_sample(out["h_w"].detach().float(), [_detach(y) for y in out["labels"]])
-    gn = opt.update(model, "rec", loss)
-    return {
-        "loss": loss.item(),
-        "rec": rec.item(),
-        "xw": terms["xw"].item(),
-        "ent": terms["ent"].item(),
-        "w": terms["w"].item(),
-        "grad_norm": gn,
-    }
+    loss, terms, _ = _aus_rec_loss(model, batch, tf_ratio, tau, amp)
+    return _rec_row(loss, terms, opt.update(model, "rec", loss))
 
 
 def aus_discriminator_step(
@@ -365,21 +384,61 @@ def aus_discriminator_step(
     return d_loss.item()
 
 
+def _g_loss(model: MixPoetAUS, batch: dict[str, Tensor], tau: float, sigma: float, encoded: Any = None) -> Tensor:
+    """L_G = −E log σ(D(z_prior, y) − D(z_post, y)) on a fresh latent pair (``encoded`` reuses an encoder pass)."""
+    z_post, z_prior, y = model.latent_pair(batch, tau, sigma, encoded)
+    return relativistic_g_loss(model.discriminate(z_post, y), model.discriminate(z_prior, y))
+
+
+@contextlib.contextmanager
+def _frozen(params: list[nn.Parameter]) -> Any:
+    """Switch the gradients of ``params`` off for the block (the discriminator during a G step)."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def aus_generator_step(model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tau: float, sigma: float) -> float:
     """AUS step G: minimise L_G = −E log σ(D(z_prior, y) − D(z_post, y)) in prior, posterior and encoders.
 
     The discriminator is frozen during the step. Steps optimiser 'gen'. Returns L_G.
     """
-    for p in opt.params["dis"]:
-        p.requires_grad_(False)
-    try:
-        z_post, z_prior, y = model.latent_pair(batch, tau, sigma)
-        g_loss = relativistic_g_loss(model.discriminate(z_post, y), model.discriminate(z_prior, y))
+    with _frozen(opt.params["dis"]):
+        g_loss = _g_loss(model, batch, tau, sigma)
         opt.update(model, "gen", g_loss)
-    finally:
-        for p in opt.params["dis"]:
-            p.requires_grad_(True)
     return g_loss.item()
+
+
+def aus_encode_once_step(
+    model: MixPoetAUS,
+    batch: dict[str, Tensor],
+    opt: Optimisers,
+    settings: TrainConfig,
+    tf_ratio: float,
+    tau: float,
+    sigmas: tuple[float, float],
+) -> dict[str, float]:
+    """R, ndis × D and G of one batch from a single encoder pass (``encode_once``, design §4.11).
+
+    R's forward encodes the batch; the D steps draw their latent pairs from those codes (detached, fresh labels
+    and noise each), and G's gradient is taken through the same pass, before R's update (the official code
+    re-encodes the batch for every D and G step, after the previous update). Then 'rec' and 'gen' step.
+    Returns R's row plus 'd_loss' and 'g_loss'.
+    """
+    loss, terms, out = _aus_rec_loss(model, batch, tf_ratio, tau, settings.amp_bf16)
+    codes = (out["h_x"].float(), out["h_w"].float())
+    detached = (codes[0].detach(), codes[1].detach())
+    d_losses = [aus_discriminator_step(model, batch, opt, tau, sigmas[0], detached) for _ in range(settings.ndis)]
+    with _frozen(opt.params["dis"]):
+        g_loss = _g_loss(model, batch, tau, sigmas[1], codes)
+        g_grads = torch.autograd.grad(g_loss, opt.params["gen"], retain_graph=True, allow_unused=True)
+    row = _rec_row(loss, terms, opt.update(model, "rec", loss))
+    opt.apply("gen", g_grads)
+    return {**row, "d_loss": float(np.mean(d_losses)), "g_loss": g_loss.item()}
 
 
 def aus_step(
@@ -400,27 +459,29 @@ def aus_step(
     t, c = settings, counters
     tau = gumbel_temperature(t, c)
     lrs = {k: opt.lr(k) for k in ("rec", "dis", "gen")}
-    row = {
+    row: dict[str, float] = {
         "lr_rec": lrs["rec"],
         "lr_dis": math.nan,
         "lr_gen": math.nan,
         "tf_ratio": tf_ratio,
         "tau": tau,
-        **aus_reconstruction_step(model, batch, opt, tf_ratio, tau, t.amp_bf16),
     }
-    c["rec_steps"] += 1
     noise_step = int(c["noise_step"])
-    row["sigma"] = instance_noise(noise_step, t.noise_init, t.noise_decay_steps, started=noise_step > 0)
-    if c["rec_steps"] > t.rec_warm_steps:
-        encoded = None
-        if t.share_dis_encoding:
-            with torch.no_grad():
-                encoded = model.encode(batch)
-        d_losses = [aus_discriminator_step(model, batch, opt, tau, row["sigma"], encoded) for _ in range(t.ndis)]
+    sigma = instance_noise(noise_step, t.noise_init, t.noise_decay_steps, started=noise_step > 0)
+    sigma_g = instance_noise(noise_step + 1, t.noise_init, t.noise_decay_steps)
+    adversarial = c["rec_steps"] + 1 > t.rec_warm_steps
+    if adversarial and t.encode_once:
+        row.update(aus_encode_once_step(model, batch, opt, t, tf_ratio, tau, (sigma, sigma_g)))
+    else:
+        row.update(aus_reconstruction_step(model, batch, opt, tf_ratio, tau, t.amp_bf16))
+    c["rec_steps"] += 1
+    row["sigma"] = sigma
+    if adversarial:
+        if not t.encode_once:
+            d_losses = [aus_discriminator_step(model, batch, opt, tau, sigma) for _ in range(t.ndis)]
+            row.update(d_loss=float(np.mean(d_losses)), g_loss=aus_generator_step(model, batch, opt, tau, sigma_g))
         c["noise_step"] += 1
-        sigma_g = instance_noise(int(c["noise_step"]), t.noise_init, t.noise_decay_steps)
-        g_loss = aus_generator_step(model, batch, opt, tau, sigma_g)
-        row.update(lr_dis=lrs["dis"], lr_gen=lrs["gen"], d_loss=float(np.mean(d_losses)), g_loss=g_loss)
+        row.update(lr_dis=lrs["dis"], lr_gen=lrs["gen"])
         c["adv_batches"] += 1
         if t.diag_every > 0 and (int(c["adv_batches"]) - 1) % t.diag_every == 0:
             row.update(_diagnostics(model, batch, t, c, tau))
