@@ -116,8 +116,8 @@ class BiRNNEncoder(nn.Module):
     The two directions run as two one-directional passes over the *padded* batch (the backward one over each
     sequence reversed within its length) instead of one pass over a packed sequence: the same function (the
     state at a sequence's last real token never sees its padding), but torch's CPU backward of a packed RNN
-    zero-fills the whole packed input gradient once per time step, which cost a third of a full-size training
-    step (design §4.11). The parameters are those of one bidirectional ``nn.GRU``/``nn.RNN`` (``self.rnn``).
+    zero-fills the whole packed input gradient once per time step, which cost about a fifth of a full-size
+    mixture step (design §4.11). The parameters are those of one bidirectional ``nn.GRU``/``nn.RNN`` (``self.rnn``).
     """
 
     def __init__(self, input_size: int, hidden_size: int, cell: str = "gru"):

@@ -86,6 +86,10 @@ class Optimisers:
         """
         model.zero_grad(set_to_none=True)
         loss.backward()
+        return self._step(name)
+
+    def _step(self, name: str) -> float:
+        """Clip the group's gradients, step its optimiser and LR schedule, count the step; return the norm."""
         norm = clip_grad_norm_(self.params[name], self.clip_grad_norm)
         self.optimizers[name].step()
         self.schedulers[name].step()
@@ -99,13 +103,10 @@ class Optimisers:
         """
         for p, g in zip(self.params[name], grads, strict=True):
             p.grad = g
-        norm = clip_grad_norm_(self.params[name], self.clip_grad_norm)
-        self.optimizers[name].step()
-        self.schedulers[name].step()
-        self.steps[name] += 1
+        norm = self._step(name)
         for p in self.params[name]:
             p.grad = None
-        return float(norm)
+        return norm
 
 
 def make_optimisers(
