@@ -285,12 +285,31 @@ class GenConfig:
     doubling_word_count: int = 20
     doubling_word_share: float = 0.1
     max_doublings: int = 1
+    doubling_penalty: float = 0.0  # nats taken from every allowed doubling (design §5.3); 0 = none
+    # Keyword placement [kit choice, design §5.7]: nats added to the keyword's next character until the poem holds
+    # the keyword (generate/keyword.py); 0 = official search.
+    keyword_bonus: float = 0.0
+    # Anti-generic scoring [kit choice, design §5.8]: score log p(c | poem) − generic_weight · log p(c | generic start
+    # state), the generic state being the mean start state of generic_keywords frequent characters; 0 = official.
+    generic_weight: float = 0.0
+    generic_keywords: int = 64
 
     def __post_init__(self) -> None:
         for name, most in (("beam_size", MAX_BEAM), ("z_candidates", MAX_Z_CANDIDATES)):
             _require(self, name, 1 <= getattr(self, name) <= most, f"in 1..{most}")
         _require(self, "extra_steps", 0 <= self.extra_steps <= MAX_EXTRA_STEPS, f"in 0..{MAX_EXTRA_STEPS}")
-        _check(self, "≥ 0", "z_outlier_ratio", "doubling_min_count", "doubling_word_count", "max_doublings")
+        _check(
+            self,
+            "≥ 0",
+            "z_outlier_ratio",
+            "doubling_min_count",
+            "doubling_word_count",
+            "max_doublings",
+            "keyword_bonus",
+            "generic_weight",
+            "doubling_penalty",
+        )
+        _check(self, "> 0", "generic_keywords")
         _require(self, "repetition_rule", self.repetition_rule in REPETITION_RULES, f"one of {REPETITION_RULES}")
         for name in ("doubling_min_share", "doubling_min_rate", "doubling_word_share"):
             _require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
@@ -424,6 +443,9 @@ def _tutorial() -> Profile:
             val_batches=20,
             validate_every=250,
         ),
+        # The tutorial's search (design §5.3, §5.7, §5.8; measured in docs/experiments.md §4): keyword bonus, anti-generic
+        # scoring and a doubling penalty, for every system alike; the full profile keeps the official search.
+        gen=GenConfig(keyword_bonus=2.5, generic_weight=0.5, doubling_penalty=0.5),
         # 120 keywords × 3 seeds ≈ 16k generated poems for all systems: ≈ 11 min of generation on 2 cores.
         eval=EvalConfig(
             n_keywords=120,

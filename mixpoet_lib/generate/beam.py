@@ -30,6 +30,7 @@ from torch import Tensor
 from mixpoet_lib.data.vocab import BOS, EOS
 from mixpoet_lib.generate.constraints import ConstraintTables, LineBans, LineConstraints, inline_ban_mask
 from mixpoet_lib.generate.doubling import ReduplicationTable, doubling_ban
+from mixpoet_lib.generate.keyword import KeywordBonus
 from mixpoet_lib.models.generators import PoetBase
 
 __all__ = ["Candidate", "BeamResult", "beam_search", "line_states", "score_dtype"]
@@ -54,6 +55,14 @@ class BeamResult:
     candidates: list[list[Candidate]]  # per item, best first
     states: list[Tensor]  # states[k]: decoder outputs after step k (rows of step k's layout), k ≤ max L
     parents: list[Tensor | None]  # parents[k]: row of step k-1 for each row of step k
+
+
+@dataclass
+class _Generic:
+    """The anti-generic term of the scores: the decoder run from a generic start state beside the poem's."""
+
+    weight: float
+    states: Tensor | None = None  # decoder states of the generic run, same row layout as the beam's
 
 
 @dataclass
@@ -89,12 +98,20 @@ def beam_search(
     repetition_rule: str,
     doubling: ReduplicationTable | None = None,
     earlier_doublings: Tensor | None = None,
+    keyword: KeywordBonus | None = None,
+    generic_s0: Tensor | None = None,
+    generic_weight: float = 0.0,
+    doubling_penalty: float = 0.0,
 ) -> BeamResult:
     """Constrained beam search of line ``line_idx`` for n items at once (item j: row j of s0, ctx, …).
 
     Lines run up to L + ``extra_steps`` positions (exactly L + 1 under ``force_end``). ``used`` holds each
     item's earlier characters (banned where its rule says ``cross_ban``); with a ``doubling`` table (the
-    attested rule) a character may double only where that table and ``earlier_doublings`` (per item) allow.
+    attested rule) a character may double only where that table and ``earlier_doublings`` (per item) allow;
+    ``keyword`` adds its bonus to the keyword's next character (:mod:`mixpoet_lib.generate.keyword`). With
+    ``generic_s0`` (n, S0) and ``generic_weight`` w > 0 every token is scored log p(c | s0, …) − w · log p(c |
+    generic_s0, …), the same lines so far in both (design §5.8): lines any start state would write lose.
+    ``doubling_penalty`` (nats) is taken from every allowed doubling of the previous character (design §5.3).
     Candidates come back per item, best first (ties keep completion order).
     """
     dev, n, v = tables.device, len(lengths), tables.vocab_size
@@ -107,7 +124,18 @@ def beam_search(
     logits, h = model.decode_step(torch.full((n,), BOS, dtype=torch.long, device=dev), hidden, ctx)
     states: list[Tensor] = [h]
     parents: list[Tensor | None] = [None]
-    hyps = _first_position(score_dtype(logits), bans, beam)
+    first = torch.log_softmax(score_dtype(logits), -1)
+    generic = _Generic(generic_weight) if generic_s0 is not None and generic_weight > 0 else None
+    if generic is not None:
+        logits_g, generic.states = model.decode_step(
+            torch.full((n,), BOS, dtype=torch.long, device=dev),
+            model.init_decoder_state(cast(Tensor, generic_s0), length_oh, line_idx),
+            ctx,
+        )
+        first = first.sub_(torch.log_softmax(score_dtype(logits_g), -1), alpha=generic.weight)
+    if keyword is not None:
+        first = first + keyword.additive(torch.full((n, 1), BOS, device=dev), torch.arange(n, device=dev), v)
+    hyps = _first_position(first, bans, beam)
     ctx_rep = ctx.repeat_interleave(beam, 0)
     done: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []  # item, norm, step, row, ids
     k = 0
@@ -118,7 +146,9 @@ def beam_search(
             break
         k += 1
         parents.append(hyps.parent_row)
-        scores, h = _expand(model, hyps, h, alive, ctx_rep, v)
+        scores, h, h_generic = _expand(model, hyps, h, alive, ctx_rep, generic)
+        if generic is not None:
+            generic.states = h_generic
         if k <= l_max:
             states.append(h)
         scores = scores.view(n, beam, v).add_(bans.additive(k, scores.dtype).unsqueeze(1)).view(n * beam, v)
@@ -126,20 +156,24 @@ def beam_search(
         if doubling is not None:
             before = earlier_doublings if earlier_doublings is not None else lens.new_zeros(n)
             scores.masked_fill_(doubling_ban(doubling, hyps.hist, hyps.item_of, lens, before, v), NEG_INF)
+        if keyword is not None:
+            scores.add_(keyword.additive(hyps.hist, hyps.item_of, v).to(scores.dtype))
+        if doubling_penalty > 0:  # the next character repeats the last one (hyps.tok, a real character here)
+            scores.scatter_add_(1, hyps.tok.unsqueeze(1), scores.new_full((scores.size(0), 1), -doubling_penalty))
         hyps = _select(scores, hyps, alive, n, beam)
     return BeamResult(_collect(done, n), states, parents)
 
 
-def _first_position(logits: Tensor, bans: LineBans, beam: int) -> _Beam:
+def _first_position(logp: Tensor, bans: LineBans, beam: int) -> _Beam:
     """Position 0: one row per item, whose best ``beam`` tokens start the hypotheses (padded with -inf)."""
-    n, v = logits.shape
-    scores = torch.log_softmax(logits, -1).add_(bans.additive(0, logits.dtype))
+    n, v = logp.shape
+    scores = logp + bans.additive(0, logp.dtype)
     kk = min(beam, v)
     top, idx = scores.topk(kk, dim=-1)
     if kk < beam:
         top = torch.cat([top, top.new_full((n, beam - kk), NEG_INF)], 1)
         idx = torch.cat([idx, idx.new_zeros((n, beam - kk))], 1)
-    item_of = torch.arange(n, device=logits.device).repeat_interleave(beam)
+    item_of = torch.arange(n, device=logp.device).repeat_interleave(beam)
     tok = idx.reshape(-1)
     cost = top.reshape(-1)
     return _Beam(
@@ -163,20 +197,34 @@ def _complete(hyps: _Beam, k: int, done: list[tuple[Tensor, Tensor, Tensor, Tens
         )
 
 
-def _expand(model: PoetBase, hyps: _Beam, h: Tensor, alive: Tensor, ctx_rep: Tensor, v: int) -> tuple[Tensor, Tensor]:
-    """One decoder step for the live rows: scores (rows, V) = cost + log p (-inf for dead rows), new states."""
-    hidden = h[hyps.parent_row]
-    cost = hyps.cost
-    if bool(alive.all()):
-        logits, h = model.decode_step(hyps.tok, hidden, ctx_rep)
-        return torch.log_softmax(score_dtype(logits), -1).add_(cost.unsqueeze(1)), h
-    rows = alive.nonzero().squeeze(1)
-    logits_a, h_a = model.decode_step(hyps.tok[rows], hidden[rows], ctx_rep[rows])
+def _expand(
+    model: PoetBase, hyps: _Beam, h: Tensor, alive: Tensor, ctx_rep: Tensor, generic: _Generic | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One decoder step for the live rows: scores (rows, V) = cost + log p − weight · log p_generic (-inf for
+    dead rows), the new states and the new generic states."""
+    rows = None if bool(alive.all()) else alive.nonzero().squeeze(1)
+    logp, h = _log_probs(model, hyps.tok, h[hyps.parent_row], ctx_rep, rows, NEG_INF)
+    h_generic = None
+    if generic is not None and generic.states is not None:
+        logp_g, h_generic = _log_probs(model, hyps.tok, generic.states[hyps.parent_row], ctx_rep, rows, 0.0)
+        logp = logp.sub_(logp_g, alpha=generic.weight)
+    return logp.add_(hyps.cost.unsqueeze(1)), h, h_generic
+
+
+def _log_probs(
+    model: PoetBase, tok: Tensor, hidden: Tensor, ctx: Tensor, rows: Tensor | None, fill: float
+) -> tuple[Tensor, Tensor]:
+    """log p(next | hidden) for the given rows (all when None; the others get ``fill``), and the new states."""
+    if rows is None:
+        logits, h = model.decode_step(tok, hidden, ctx)
+        return torch.log_softmax(score_dtype(logits), -1), h
+    logits_a, h_a = model.decode_step(tok[rows], hidden[rows], ctx[rows])
     h = hidden.clone()
     h[rows] = h_a
-    scores = cost.new_full((cost.numel(), v), NEG_INF)
-    scores[rows] = torch.log_softmax(score_dtype(logits_a), -1).add_(cost[rows].unsqueeze(1))
-    return scores, h
+    logp_a = torch.log_softmax(score_dtype(logits_a), -1)
+    logp = logp_a.new_full((tok.numel(), logp_a.size(1)), fill)
+    logp[rows] = logp_a
+    return logp, h
 
 
 def _select(scores: Tensor, hyps: _Beam, alive: Tensor, n: int, beam: int) -> _Beam:

@@ -46,11 +46,12 @@ from torch import Tensor
 
 from mixpoet_lib.config import GenConfig
 from mixpoet_lib.data.rhythm import ToneRhyme, default_tone_rhyme, line_type, poem_pattern, rhyme_class
-from mixpoet_lib.data.vocab import Vocab
+from mixpoet_lib.data.vocab import N_SPECIALS, Vocab
 from mixpoet_lib.generate.beam import BeamResult, Candidate, beam_search, line_states
 from mixpoet_lib.generate.constraints import (
     MAX_RELAXATION,
     N_LINES,
+    SHORT_LINE,
     STRICT,
     ConstraintTables,
     LineConstraints,
@@ -60,6 +61,7 @@ from mixpoet_lib.generate.constraints import (
     repetition_window,
 )
 from mixpoet_lib.generate.doubling import ReduplicationTable, earlier_doublings
+from mixpoet_lib.generate.keyword import KeywordBonus
 from mixpoet_lib.generate.poems import GeneratedPoem, PoemState, clone_rng, eval_mode
 from mixpoet_lib.generate.requests import (
     PoemRequest,
@@ -172,6 +174,7 @@ class Generator:
         self.window = model.cfg.max_line_len + 1
         self.kind = getattr(model, "kind", "base")
         self.z_rejections = 0  # latent draws replaced by the outlier guard so far
+        self._generic: Tensor | None = None  # see _generic_s0
         self.line_type = functools.lru_cache(maxsize=1 << 18)(lambda s: line_type(s, tr=self.tr))
 
     # -- public API ------------------------------------------------------------------------------
@@ -324,7 +327,33 @@ class Generator:
             repetition_rule=self.repetition_rule,
             doubling=self.doubling,
             earlier_doublings=earlier_doublings([st.lines for st in states], self.device),
+            keyword=KeywordBonus.build(
+                self.vocab,
+                [st.req.keyword for st in states],
+                [st.lines for st in states],
+                self.gen_cfg.keyword_bonus,
+                self.device,
+            ),
+            generic_s0=self._generic_s0(len(states)),
+            generic_weight=self.gen_cfg.generic_weight,
+            doubling_penalty=self.gen_cfg.doubling_penalty,
         )
+
+    def _generic_s0(self, n: int) -> Tensor | None:
+        """The generic start state (design §5.8) repeated n times; None when the anti-generic weight is 0.
+
+        It is the mean of the start states of the ``generic_keywords`` most frequent characters as keywords
+        (labels inferred, one latent draw each, seed 0), computed once per generator: a property of the model, so
+        a poem still does not depend on the rest of its batch.
+        """
+        if self.gen_cfg.generic_weight == 0:
+            return None
+        if self._generic is None:
+            pool = [t for t in self.tokens[N_SPECIALS:] if len(t) == 1][: self.gen_cfg.generic_keywords]
+            reqs = make_requests(self.vocab, self.kind, pool, SHORT_LINE, (-1, -1), 1, 0)
+            _, s0, _ = self._init_poems(reqs)
+            self._generic = s0.mean(0, keepdim=True)
+        return self._generic.expand(n, -1)
 
     # -- poem loop ------------------------------------------------------------------------------------
     def _run_lines(self, states: list[PoemState], s0: Tensor, length_oh: Tensor, ctx: Tensor, start_line: int) -> None:
