@@ -181,6 +181,7 @@ class TrainConfig:
     dis_betas: tuple[float, float] = (0.5, 0.99)
     dis_decay_exponent: float = 0.5
     ndis: int = 3
+    gen_lr_scale: float = 1.0  # [kit choice] AUS: G's learning rate × this (1 = official; docs/experiments.md §2)
     encode_once: bool = False  # [kit choice] R, the ndis D steps and G share R's encoder pass (design §4.11)
     rec_warm_steps: int = 1500
     tau_annealing_steps: int = 6000
@@ -214,7 +215,8 @@ class TrainConfig:
                 len(getattr(self, name)) == N_BETAS and all(0 <= b < 1 for b in getattr(self, name)),
                 "two numbers in [0, 1)",
             )
-        _check(self, "> 0", "ndis", "clip_grad_norm", "min_tau", "ckpt_every", "log_every", "val_batches")
+        _check(self, "> 0", "ndis", "gen_lr_scale", "clip_grad_norm", "min_tau", "ckpt_every", "log_every")
+        _check(self, "> 0", "val_batches")
         _check(
             self,
             "≥ 0",
@@ -251,7 +253,7 @@ NOT_IN_SIGNATURE = (
 )
 # Options added after checkpoints were published: they count only when switched away from this default, so
 # existing checkpoints stay valid.
-SIGNATURE_IF_SET: dict[str, Any] = {"encode_once": False}
+SIGNATURE_IF_SET: dict[str, Any] = {"encode_once": False, "gen_lr_scale": 1.0}
 
 
 def weight_settings(train: TrainConfig, adversarial: bool = True) -> dict[str, Any]:
@@ -286,10 +288,10 @@ class GenConfig:
     doubling_word_share: float = 0.1
     max_doublings: int = 1
     doubling_penalty: float = 0.0  # nats taken from every allowed doubling (design §5.3); 0 = none
-    # Keyword placement [kit choice, design §5.7]: nats added to the keyword's next character until the poem holds
+    # Keyword placement [kit choice, design §5.8]: nats added to the keyword's next character until the poem holds
     # the keyword (generate/keyword.py); 0 = official search.
     keyword_bonus: float = 0.0
-    # Anti-generic scoring [kit choice, design §5.8]: score log p(c | poem) − generic_weight · log p(c | generic start
+    # Anti-generic scoring [kit choice, design §5.9]: score log p(c | poem) − generic_weight · log p(c | generic start
     # state), the generic state being the mean start state of generic_keywords frequent characters; 0 = official.
     generic_weight: float = 0.0
     generic_keywords: int = 64
@@ -443,8 +445,8 @@ def _tutorial() -> Profile:
             val_batches=20,
             validate_every=250,
         ),
-        # The tutorial's search (design §5.3, §5.7, §5.8; measured in docs/experiments.md §4): keyword bonus, anti-generic
-        # scoring and a doubling penalty, for every system alike; the full profile keeps the official search.
+        # The tutorial's search (design §5.3, §5.8, §5.9; docs/experiments.md §4): keyword bonus, anti-generic scoring
+        # and a doubling penalty, for every system alike; the full profile keeps the official search.
         gen=GenConfig(keyword_bonus=2.5, generic_weight=0.5, doubling_penalty=0.5),
         # 120 keywords × 3 seeds ≈ 16k generated poems for all systems: ≈ 11 min of generation on 2 cores.
         eval=EvalConfig(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterator
 
@@ -29,6 +30,7 @@ from mixpoet_lib.data.rhythm import (
     tone_of,
 )
 from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+from mixpoet_lib.generate.beam import beam_search
 from mixpoet_lib.generate.bench import benchmark_generation
 from mixpoet_lib.generate.constraints import (
     ANY_RHYME_ROW,
@@ -52,6 +54,7 @@ from mixpoet_lib.generate.constraints import (
 )
 from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.generate.greedy import greedy_decode
+from mixpoet_lib.generate.keyword import KeywordBonus
 from mixpoet_lib.generate.poems import GeneratedPoem
 from mixpoet_lib.generate.requests import draw_latents, keyword_tensor, prior_from_eps
 
@@ -827,3 +830,101 @@ def test_regression_poems_unchanged() -> None:
         "声老天天天落空",
         "树时老天天落空",
     ]
+
+
+# ----------------------------------------------------------------------------------------------
+# keyword bonus, anti-generic scoring, doubling penalty (design §5.3, §5.7, §5.8)
+# ----------------------------------------------------------------------------------------------
+
+
+def _one_line_search(model, s0, length_oh, length: int = 5, **extra):
+    """Line 1 of one poem without tone bans (rung no_form_check), beam 20, through the production beam search."""
+    tables = ConstraintTables(VOCAB, TR)
+    rules = [line_constraints(0, length, NO_FORM_CHECK, None, None, False)]
+    ctx = model.initial_context(1, like=s0)
+    return beam_search(
+        model,
+        tables,
+        s0,
+        length_oh,
+        ctx,
+        0,
+        [length],
+        rules,
+        [set()],
+        beam=20,
+        extra_steps=1,
+        repetition_rule="intended",
+        **extra,
+    ).candidates[0]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "line", "target"),
+    [
+        ("秋风", "", "秋"),  # nothing yet: the keyword's first character
+        ("秋风", "月秋", "风"),  # the line ends with 秋: its continuation
+        ("秋风", "秋月", "秋"),  # a broken start: the first character again
+        ("秋风", "山秋风", None),  # the line holds the keyword: nothing
+        ("月", "", "月"),
+    ],
+)
+def test_keyword_bonus_targets_the_keyword_next_character(keyword, line, target) -> None:
+    kb = KeywordBonus.build(VOCAB, [keyword], [[]], 2.0)
+    assert kb is not None
+    add = kb.additive(torch.tensor([[BOS, *VOCAB.encode(line)]]), torch.tensor([0]), len(VOCAB))
+    expected = torch.zeros(1, len(VOCAB))
+    if target is not None:
+        expected[0, VOCAB.encode(target)[0]] = 2.0
+    assert torch.equal(add, expected)
+
+
+def test_keyword_bonus_ends_once_an_earlier_line_holds_the_keyword() -> None:
+    kb = KeywordBonus.build(VOCAB, ["秋风", "月"], [["秋风山月色"], ["山秋风"]], 2.0)
+    assert kb is not None
+    add = kb.additive(torch.tensor([[BOS], [BOS]]), torch.tensor([0, 1]), len(VOCAB))
+    assert not add[0].any() and add[1, VOCAB.encode("月")[0]] == 2.0
+    assert KeywordBonus.build(VOCAB, ["春"], [[]], 0.0) is None
+
+
+def test_keyword_bonus_puts_the_keyword_into_poems() -> None:
+    model = make_model("cvae", seed=2)
+    kws = ["秋风", "月", "江", "春"] * 3
+    plain = gen(model).generate(kws, 5, seed=4)
+    pushed = gen(model, gen_cfg=GenConfig(beam_size=6, keyword_bonus=20.0)).generate(kws, 5, seed=4)
+    held = [sum(p.keyword in "".join(p.lines) for p in poems if p.ok) for poems in (plain, pushed)]
+    assert held[1] >= 10 and held[1] > held[0], held
+
+
+def test_generic_scoring_against_the_poem_own_state_only_rescales() -> None:
+    """log p − w · log p = (1 − w) · log p: the same candidates in the same order, every score × (1 − w)."""
+    model = make_model("aus", seed=8, eos_bias=3.0, dtype=torch.float64)
+    s0, length_oh = gen(model).decoder_start(["秋风"], 5, (2, 1), seed=9)
+    plain = _one_line_search(model, s0, length_oh)
+    half = _one_line_search(model, s0, length_oh, generic_s0=s0, generic_weight=0.25)
+    assert [c.ids for c in half] == [c.ids for c in plain] and plain
+    assert [c.norm for c in half] == pytest.approx([0.75 * c.norm for c in plain], abs=1e-9)
+
+
+def test_generic_scoring_keeps_poems_independent_of_their_batch() -> None:
+    model = make_model("igs", seed=6, dtype=torch.float64)
+    cfg = GenConfig(beam_size=6, generic_weight=0.5, generic_keywords=8)
+    batched = gen(model, gen_cfg=cfg).generate(KEYWORDS, 5, seed=7)
+    single = [gen(model, gen_cfg=cfg).generate([kw], 5, seed=7)[0] for kw in KEYWORDS]
+    plain = gen(model).generate(KEYWORDS, 5, seed=7)
+    assert [p.lines for p in batched] == [p.lines for p in single]
+    assert [p.lines for p in batched] != [p.lines for p in plain]
+
+
+def test_doubling_penalty_is_taken_once_per_doubled_pair() -> None:
+    """With penalty p a candidate's score drops by p · pairs / tokens (<E> counted); a large p removes them all."""
+    model = make_model("basic", seed=3, eos_bias=3.0, dtype=torch.float64)
+    s0, length_oh = gen(model).decoder_start(["月"], 5, seed=1)
+    one = {tuple(c.ids): c.norm for c in _one_line_search(model, s0, length_oh)}
+    two = {tuple(c.ids): c.norm for c in _one_line_search(model, s0, length_oh, doubling_penalty=0.05)}
+    pairs = {ids: sum(a == b for a, b in itertools.pairwise(ids)) for ids in set(one) & set(two)}
+    assert any(pairs.values()), "no shared candidate with a doubling: the test would prove nothing"
+    for ids, n in pairs.items():
+        assert two[ids] == pytest.approx(one[ids] - 0.05 * n / (len(ids) + 1), abs=1e-9)
+    never = _one_line_search(model, s0, length_oh, doubling_penalty=1e4)
+    assert never and not any(a == b for c in never for a, b in itertools.pairwise(c.ids))

@@ -23,7 +23,7 @@ import torch
 from mixpoet_lib._util import default_device, derived_seed, seed_everything
 from mixpoet_lib.checkpoints import PHASES, build_model, checkpoint_path, load_model
 from mixpoet_lib.cli import app as cli
-from mixpoet_lib.config import get_profile
+from mixpoet_lib.config import get_profile, weight_settings
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS
 from mixpoet_lib.models.factor_models import MixPoetAUS
@@ -574,3 +574,19 @@ def test_optimisers_apply_matches_update_for_the_same_gradient():
         assert norm_a == pytest.approx(norm_b)
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_gen_lr_scale_multiplies_only_the_generator_schedule(smoke_data, tmp_path):
+    """``train.gen_lr_scale`` = 3: AUS's G learns 3× as fast as R at every step (same schedule shape); it changes
+    the AUS weights' signature only when set, so the published checkpoints stay valid."""
+    prof = replace(SMOKE, train=replace(SMOKE.train, gen_lr_scale=3.0))
+    ctx = TrainContext(prof, smoke_data, tmp_path, default_device(), False, None, lambda m: None)
+    tr = make_trainer(ctx, "aus", "c1")
+    tr.build()
+    tr.make_optimisers()
+    for _ in range(4):
+        assert tr.opt.lr("gen") == pytest.approx(3 * tr.opt.lr("rec")) and tr.opt.lr("gen") > 0
+        for name in ("rec", "gen"):
+            tr.opt.schedulers[name].step()
+    assert "gen_lr_scale" in weight_settings(prof.train) and "gen_lr_scale" not in weight_settings(SMOKE.train)
+    assert "gen_lr_scale" not in weight_settings(prof.train, adversarial=False)

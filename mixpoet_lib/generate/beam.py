@@ -110,7 +110,7 @@ def beam_search(
     attested rule) a character may double only where that table and ``earlier_doublings`` (per item) allow;
     ``keyword`` adds its bonus to the keyword's next character (:mod:`mixpoet_lib.generate.keyword`). With
     ``generic_s0`` (n, S0) and ``generic_weight`` w > 0 every token is scored log p(c | s0, …) − w · log p(c |
-    generic_s0, …), the same lines so far in both (design §5.8): lines any start state would write lose.
+    generic_s0, …), the same lines so far in both (design §5.9): lines any start state would write lose.
     ``doubling_penalty`` (nats) is taken from every allowed doubling of the previous character (design §5.3).
     Candidates come back per item, best first (ties keep completion order).
     """
@@ -158,7 +158,7 @@ def beam_search(
             scores.masked_fill_(doubling_ban(doubling, hyps.hist, hyps.item_of, lens, before, v), NEG_INF)
         if keyword is not None:
             scores.add_(keyword.additive(hyps.hist, hyps.item_of, v).to(scores.dtype))
-        if doubling_penalty > 0:  # the next character repeats the last one (hyps.tok, a real character here)
+        if doubling_penalty:  # the next character repeats the last one (hyps.tok, a real character here)
             scores.scatter_add_(1, hyps.tok.unsqueeze(1), scores.new_full((scores.size(0), 1), -doubling_penalty))
         hyps = _select(scores, hyps, alive, n, beam)
     return BeamResult(_collect(done, n), states, parents)

@@ -340,7 +340,7 @@ class Generator:
         )
 
     def _generic_s0(self, n: int) -> Tensor | None:
-        """The generic start state (design §5.8) repeated n times; None when the anti-generic weight is 0.
+        """The generic start state (design §5.9) repeated n times; None when the anti-generic weight is 0.
 
         It is the mean of the start states of the ``generic_keywords`` most frequent characters as keywords
         (labels inferred, one latent draw each, seed 0), computed once per generator: a property of the model, so

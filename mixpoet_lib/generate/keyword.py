@@ -1,4 +1,4 @@
-"""Keyword placement in the beam search [kit choice, design §5.7].
+"""Keyword placement in the beam search [kit choice, design §5.8].
 
 MixPoet conditions the decoder on the keyword only through the start state and the prior; the paper scores
 relevance by human judgement. A tutorial-size model reads the keyword too weakly for it to show in the text

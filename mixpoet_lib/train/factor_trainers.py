@@ -124,6 +124,10 @@ class AUSTrainer(FactorTrainer):
             "gen": (list(g["gen"]), t.betas, self.pcfg.decay_exponent),
         }
 
+    def lr_scales(self) -> dict[str, float]:
+        """G's learning rate × ``train.gen_lr_scale`` (1 = official)."""
+        return {"gen": self.tcfg.gen_lr_scale}
+
     def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
         """:func:`~mixpoet_lib.train.steps.aus_step`."""
         return steps.aus_step(self.model, batch, self.opt, self.tcfg, self.counters, self.tf_ratio(epoch))

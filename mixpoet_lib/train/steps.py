@@ -15,6 +15,7 @@ operations, so a notebook that calls them with the same seed reproduces the loop
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -116,21 +117,25 @@ def make_optimisers(
     steps: dict[str, int] | None = None,
     opt_states: dict[str, Any] | None = None,
     sched_states: dict[str, Any] | None = None,
+    lr_scales: dict[str, float] | None = None,
 ) -> Optimisers:
     """AdamW + warm-up/decay LR schedule for each ``name → (parameters, betas, decay exponent)`` of ``specs``.
 
     ``steps`` (updated in place: a new name starts at 0) sets where each schedule starts; ``opt_states`` and
-    ``sched_states`` restore the optimisers and schedules of a checkpoint.
+    ``sched_states`` restore the optimisers and schedules of a checkpoint; ``lr_scales`` multiplies the phase's
+    learning rates (``lr_max`` and ``lr_min``) of the named optimisers.
     """
     steps = {} if steps is None else steps
     out = Optimisers(steps=steps, clip_grad_norm=settings.clip_grad_norm)
     for name, (params, betas, decay_exponent) in specs.items():
         out.params[name] = list(params)
-        opt = out.optimizers[name] = make_optimizer(out.params[name], phase, settings.weight_decay, betas)
+        scale = (lr_scales or {}).get(name, 1.0)
+        own = dataclasses.replace(phase, lr_max=phase.lr_max * scale, lr_min=phase.lr_min * scale)
+        opt = out.optimizers[name] = make_optimizer(out.params[name], own, settings.weight_decay, betas)
         if opt_states and name in opt_states:
             opt.load_state_dict(opt_states[name])
         steps.setdefault(name, 0)
-        out.schedulers[name] = phase_lr_scheduler(opt, phase, decay_exponent, last_step=steps[name])
+        out.schedulers[name] = phase_lr_scheduler(opt, own, decay_exponent, last_step=steps[name])
         if sched_states and name in sched_states:  # resume: the rebuilt schedule's bookkeeping, verbatim
             out.schedulers[name].load_state_dict(sched_states[name])
     return out

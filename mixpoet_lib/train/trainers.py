@@ -114,8 +114,18 @@ class Trainer:
     ) -> None:
         """Make the optimisers and schedules (from saved states when given), at the counters' step counts."""
         self.opt = steps.make_optimisers(
-            self.optimiser_specs(), self.pcfg, self.tcfg, self.counters["opt_steps"], opt_states, sched_states
+            self.optimiser_specs(),
+            self.pcfg,
+            self.tcfg,
+            self.counters["opt_steps"],
+            opt_states,
+            sched_states,
+            self.lr_scales(),
         )
+
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multipliers per optimiser name (none by default)."""
+        return {}
 
     def init_fresh(self, upstream: dict[str, Any] | None) -> None:
         """Load upstream weights into a freshly built model (before the optimisers are made)."""
