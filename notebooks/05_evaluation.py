@@ -40,6 +40,7 @@ SEED: int = 1234  # seed of this notebook's own random choices (generation seeds
 SYSTEMS: list = ["gt", "basic", "fbasic", "cvae", "igs", "aus"]  # + "aus_st" (the straight-through ablation): ~15 min more on 2 cores; None: all
 
 # %%
+import dataclasses
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -59,7 +60,9 @@ from mixpoet_lib.train import charlm, judges
 from mixpoet_lib import paths
 from mixpoet_lib import plots
 from mixpoet_lib.checkpoints import find_published
-from mixpoet_lib.notebook import load_or_train, published_generators, say, setup
+from mixpoet_lib.generate.generator import Generator
+from mixpoet_lib.generate.keyword import KeywordBonus
+from mixpoet_lib.notebook import load_or_train, published_generators, say, setup, show_source
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
@@ -150,6 +153,46 @@ plt.show()
 # %%
 items = test_items(data, ecfg.n_keywords, profile.seed)
 pd.DataFrame([{"keyword": it.keyword, "length": it.length, "human poem (GT)": it.reference} for it in items]).head(8)
+
+# %% [markdown]
+# ### The search of this profile: keyword, generic lines, doubling
+#
+# The official search ranks a line by $\sum_k \log p(c_k \mid s_0, \text{context}, c_{<k})$ alone. A
+# tutorial-size model reads the keyword weakly and falls back on the same safe lines for every keyword (in the
+# first published tutorial run 2 % of MixPoet-AUS poems held their keyword and 45 % of its lines also served
+# another keyword). The `tutorial` profile therefore scores every candidate character $c$ at position $k$ as
+#
+# $$\log p(c \mid s_0, \dots) \;-\; w\,\log p(c \mid \bar s_0, \dots) \;+\; b\,[c = \text{next keyword character}]
+#   \;-\; \delta\,[c = c_{k-1}],$$
+#
+# for every system alike: $\bar s_0$ is a generic start state (the mean start state of 64 frequent characters
+# used as keywords), so the second term penalises what *any* poem would write here — maximum-mutual-information
+# decoding, [design §5.9](../docs/design.md#d5.9); $b$ rewards the keyword's next character until the poem holds the
+# keyword ([§5.8](../docs/design.md#d5.8)); $\delta$ is a small cost on doubling a character, which the model
+# otherwise over-uses ([§5.3](../docs/design.md#d5.3)). The settings are `gen.generic_weight` $w$,
+# `gen.keyword_bonus` $b$ and `gen.doubling_penalty` $\delta$; all three are 0 in the official search (the `full`
+# profile). The keyword term:
+
+# %%
+print(f"this profile: w = {profile.gen.generic_weight}, b = {profile.gen.keyword_bonus}, "
+      f"δ = {profile.gen.doubling_penalty}")
+show_source(KeywordBonus.additive)
+
+# %% [markdown]
+# The same model, keywords and latent draws under the official search and under this profile's (the first three
+# keywords of each length):
+
+# %%
+demo_system = "aus" if "aus" in models else next(iter(models))
+official_gen = dataclasses.replace(profile.gen, keyword_bonus=0.0, generic_weight=0.0, doubling_penalty=0.0)
+demo_items = [x for x in items if x.length == 5][:3] + [x for x in items if x.length == 7][:3]
+demo = []
+for name, gcfg in (("official search", official_gen), (f"{profile.name} search", profile.gen)):
+    g = Generator(models[demo_system], data.vocab, training_lines=data.training_lines(), gen_cfg=gcfg)
+    for it in demo_items:
+        poem = g.generate([it.keyword], it.length, seed=1)[0]
+        demo.append({"search": name, "keyword": it.keyword, "poem": " | ".join(poem.lines) if poem.ok else "(failed)"})
+pd.DataFrame(demo).drop_duplicates(["search", "keyword"]).pivot(index="keyword", columns="search", values="poem")
 
 # %% [markdown]
 # ## 4 · The metrics (reconstructed: [design §6](../docs/design.md#d6), definitions in [docs/metrics.md](../docs/metrics.md))

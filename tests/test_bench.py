@@ -43,7 +43,7 @@ def test_bench_smoke_json(mirror_dir, monkeypatch, capsys):
             "--profiles",
             "smoke",
             "--steps",
-            "8",
+            "9",
             "--threads",
             "1",
             "--json",
@@ -71,6 +71,8 @@ def test_bench_smoke_json(mirror_dir, monkeypatch, capsys):
     # the adversarial step (R + 3 D + G) costs more FLOPs than the reconstruction step alone
     assert phases["aus_c1 (adversarial)"]["gflop_per_step"] > phases["aus_c1 (warm-up)"]["gflop_per_step"]
     assert r["matmul_peak_gflops"]["fp32"] > 0 and r["threads"] == 1
+    # FLOPs counted on steps that are not a phase's last (which also validates and saves a checkpoint)
+    assert max(r["flop_steps"].values()) < r["steps_per_phase"] and phases["aus_c1 (adversarial)"]["steps_timed"] >= 2
     assert r["overrides"] == "eval.intra_n=2" and r["cpu"]["model"]
     report = format_report(res)
     assert "shared_dae" in report and f"CPU {r['cpu']['model']}" in report and "speed flags" in report

@@ -5,10 +5,12 @@ basic, cvae, igs and aus for a few steps on the real data with the real training
 max_steps=N)`` in a temporary folder; no validation passes, diagnostics or intermediate checkpoints), and
 reports per phase:
 
-* steady-state seconds per optimiser step (median, the first ``--skip`` steps of every phase left out; AUS
-  split into its reconstruction warm-up and its adversarial steps: R + ndis·D + G, as the official figure);
+* steady-state seconds per optimiser step (median, the first ``--skip`` steps of every phase left out, and its
+  last step, which also runs the phase's final validation and checkpoint; AUS split into its reconstruction
+  warm-up and its adversarial steps: R + ndis·D + G, as the official figure);
 * decoded tokens per second (target characters + one ``<E>`` per line, at the phase's batch size);
-* FLOPs of one step counted by ``torch.utils.flop_counter`` on a separate step, hence achieved GFLOP/s and
+* FLOPs of one step counted by ``torch.utils.flop_counter`` on a separate step (never a phase's last), hence
+  achieved GFLOP/s and
   its share of the measured fp32 and bf16 peak of a large matmul on the same threads;
 * peak resident memory while the phase ran (sampled every 5 ms) and the process's peak RSS;
 * generation poems/s at the profile's sizes, beam 20, batched (random weights; the decode-only figure is one
@@ -55,6 +57,8 @@ OFFICIAL = {
 OFFICIAL_VOCAB = 5547
 DEFAULT_PROFILES = ("smoke", "tutorial", "full")
 MODELS = ("basic", "cvae", "igs", "aus")
+# warm-up = max(skip + 3, steps // 3), then the FLOP-counted adversarial step, ≥ 2 timed ones and the last one
+MIN_STEPS_PAST_SKIP = 7
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,7 +121,8 @@ def phase_rows(
     for key in keys:
         name, phase = key.rsplit("_", 1)
         pc = configs[phase]
-        per_step = [(s, x) for s, x in timer.times.get(key, []) if s > skip]
+        final = max((s for s, _ in timer.times.get(key, [])), default=0)  # also ran validation and checkpoint
+        per_step = [(s, x) for s, x in timer.times.get(key, []) if skip < s < final]
         lo, hi = timer.bounds.get(key, [0.0, 0.0])
         for regime, vals in _regimes(name, key, per_step, logs).items():
             if not vals:
@@ -166,7 +171,7 @@ def bench_profile(
     mean_len = float(arrays.length[arrays.poem_index].mean())  # characters per line over training instances
     peaks = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
     warm = prof.train.rec_warm_steps
-    timer = StepTimer({"warm": skip + 1, "adv": warm + skip + 1, "plain": skip + 1})
+    timer = StepTimer({"warm": skip + 1, "adv": warm + 1, "plain": skip + 1})  # each before its phase's last step
     with tempfile.TemporaryDirectory() as tmp, RSSSampler() as rss:
         t0 = time.perf_counter()
         res = train(list(models), prof, data=data, run_dir=tmp, progress=False, max_steps=steps, callback=timer)
@@ -181,6 +186,7 @@ def bench_profile(
         "model": dataclasses.asdict(prof.model),
         "steps_per_phase": steps,
         "skip": skip,
+        "flop_steps": dict(timer.flop_steps),
         "encode_once": prof.train.encode_once,
         "models": list(models),
         "matmul_peak_gflops": peaks,
@@ -288,10 +294,11 @@ def format_report(results: list[dict[str, Any]]) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.steps < args.skip + 6:
+    if args.steps < args.skip + MIN_STEPS_PAST_SKIP:
         raise ValueError(
-            f"--steps must be at least --skip + 6 = {args.skip + 6} (AUS needs warm-up and adversarial "
-            f"steps), got {args.steps}"
+            f"--steps must be at least --skip + {MIN_STEPS_PAST_SKIP} = {args.skip + MIN_STEPS_PAST_SKIP} (AUS "
+            f"needs warm-up steps and at least two timed adversarial steps besides the counted and the last one), "
+            f"got {args.steps}"
         )
     for profile in args.profiles:  # unknown or invalid --set settings fail here, in one line, before any work
         bench_settings(profile, args.steps, args.skip, args.threads, format_overrides(overrides_from_args(args)))
