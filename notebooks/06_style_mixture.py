@@ -182,10 +182,11 @@ pd.DataFrame({SYSTEM_TITLES[s]: {f"K={k}": c[k - 1] for k in (10, 50, 100, 500)}
 
 # %% [markdown]
 # **Reading the curves.** Every generator's curve rises far faster than the human one: in the published
-# `tutorial` run the 100 most frequent characters make up 80–95 % of all generated text but about a third of the
+# `tutorial` run the 100 most frequent characters make up 73–81 % of all generated text but about a third of the
 # human poems, and every generator has used up its whole character inventory by a few hundred characters, where the
-# human curve is still climbing. Basic is the most concentrated, then CVAE; MixPoet-AUS is the flattest generator,
-# the ordering the paper reports (for words), but all three remain far from human variety.
+# human curve is still climbing. Basic is the most concentrated; MixPoet-AUS is *not* the flattest generator here
+# (CVAE is, by a little), so the paper's ordering for words is not reproduced for characters; all three remain far
+# from human variety.
 
 # %% [markdown]
 # ## 3 · Walking from one mixture to another
@@ -231,8 +232,8 @@ plt.show()
 # characters, so a small move of $s_0$ can flip one early character and, through the context, the rest of the
 # poem; the judges then read a different poem, not a slightly different one. And the middle of the path feeds
 # the decoder mixed label embeddings it never saw in training. So a judge probability can go up and down along
-# the path — in the published run the 7-character path's P(military) swings up and down twice — while the two
-# ends usually match their mixtures. Where the curves are monotone in this run:
+# the path — in the published run the 7-character path's P(military) dips and recovers before it falls — while
+# the two ends usually match their mixtures. Where the curves are monotone in this run:
 
 # %%
 for length in (5, 7):
@@ -381,10 +382,10 @@ for length, table in tables4b.items():
 # * The character LM barely tells human MC from human PT poems: the two centres are one unit apart while each
 #   group's poems spread about four units around their centre, so the two human groups are one overlapping cloud
 #   (grey triangles and squares in the picture).
-# * MixPoet-AUS's MC&PT poems form a cloud of their own beside it, below it along the second principal axis of
-#   the 5-character picture: their centre is 2.7 (5-character) and 3.2 (7-character) units off the MC → PT line,
-#   farther from either human centre than the two human centres are from each other, and it sits at t = 0.36 and
-#   −0.17 along the line. Only 13–15 % of the generated poems fall between the two human centres.
+# * MixPoet-AUS's MC&PT poems form a cloud of their own beside it: their centre is 2.8 (5-character) and 3.3
+#   (7-character) units off the MC → PT line, farther from either human centre than the two human centres are
+#   from each other, and it sits at t = 0.05 and −0.91 along the line, i.e. at or beyond the MC end, not between.
+#   Only 10–17 % of the generated poems fall between the two human centres.
 # * What the embedding sees first is that a poem was generated, not which mixture was asked for: the generated
 #   poems share the generic, concentrated vocabulary of section 2 and Fig. 4c.
 #
@@ -408,11 +409,11 @@ say("share of all words taken by the 5 most frequent: "
 
 # %% [markdown]
 # **Reading Fig. 4c.** Compare the printed top-5 shares: the human poems spread their words thinly (3 % in the
-# top five), every generator concentrates far more. In the published run Basic (15 %) and CVAE (16 %) are about
-# equally concentrated, both above the paper's "more than 10 %" for Basic, and MixPoet-AUS is the flattest
-# generator (13.5 %): the paper's direction, with a smaller gap and all three still four to five times the human
-# share.
-#
+# top five), every generator concentrates far more. In the published run CVAE is the flattest generator (7.6 %),
+# Basic (10.5 %) sits at the paper's "more than 10 %", and MixPoet-AUS is the most concentrated (11.0 %): its
+# frequent words (相逢, 万里, 今日, 何处, 功名) come back in poem after poem, so the paper's ordering (MixPoet flattest)
+# is reversed here, and every generator is still three to four times the human share.
+
 # **Fig. 4d — which keywords call for which mixture.** The keyword classifier $p(y\mid w)$ of MixPoet-AUS, run on
 # the keywords of the corpus, ranks for each mixture the keywords it finds most probable. If the model learned
 # the factors, military keywords (边, 塞, 征, 剑) should top the military mixtures and rural ones (田, 农, 桑)
@@ -461,13 +462,14 @@ say(f"Basic reuses {len(paper_data.repeated_lines(basic_texts))} line(s) across 
 # %% [markdown]
 # **Reading Fig. 5.** The marked characters are the judges' reasons, not the model's. Where they would be
 # frontier or war words (征, 戍, 剑, 烽) under a military request, the style would be carried by content, as in
-# the paper. In the published run neither 秋风 poem has such a word: the living judge is sure of "military" (0.91
-# and 0.97) because of 感慨 (deeply moved) and 天地 / 川 (heaven and earth, rivers), that is, the lament the
-# judge has learned to expect from soldiers' poems. The era judge is unsure or wrong (0.52 for prosperous; 0.29
-# for troubled, so the MC&TT poem reads as prosperous), and where the probability of the requested class is that
-# low the era marks mean little: the desolation of the paper's MC&TT poem is not there. The printed count of
-# Basic's reused lines is the paper's Fig. 5a failure; the kit's line-level repetition measure over all systems
-# is `shared_lines` in notebook 05.
+# the paper. In the published run the 秋风 poems come close only once: the living judge is sure of "military"
+# (0.98 and 1.00) because of 遗恨 / 谁 (lasting regret, who) in the MC&PT poem and 死, 感慨, 国 (death, lament,
+# the state) in the MC&TT one — the soldier's lament, with death as the one war word. The era judge is unsure
+# (0.60 for prosperous; 0.48 for troubled, so the MC&TT poem reads as slightly prosperous), and at such
+# probabilities the era marks (南, 相逢, 欲, 犹) mean little: the desolation of the paper's MC&TT poem is not
+# there. The printed count of Basic's reused lines is the paper's Fig. 5a failure (如今何处无人识 six times
+# even with the anti-generic search); the kit's line-level repetition measure over all systems is
+# `shared_lines` in notebook 05.
 
 # %%
 # Checks that fail loudly if the case study did not work.
@@ -484,13 +486,13 @@ assert tables4b and all(np.isfinite(t.to_numpy(float)).all() for t in tables4b.v
 #
 # * The six mixtures of one keyword, from the same latent noise, give poems that differ — but not always by
 #   much: the table after the case study counts the distinct ones and how many characters separate each pair (in
-#   the published run the two 5-character 秋风 poems for countryside in prosperous and in troubled times are the
-#   same poem). The judges' ticks show how often the requested style is recognisable (notebook 05 measures it
-#   over all keywords).
+#   the published run all six are distinct for both keywords and lengths, but the 5-character 明月 poems for
+#   countryside in prosperous and in troubled times differ in 2 of 20 characters). The judges' ticks show how
+#   often the requested style is recognisable (notebook 05 measures it over all keywords).
 # * The top-K curves compare how concentrated each system's vocabulary is against human poems.
 # * Moving along a straight line between two mixtures changes the poem in jumps, and the judges' probabilities
-#   need not move monotonically (the 7-character path of the published run does not): the decoder is discrete and
-#   the middle of the path is outside what it was trained on.
+#   need not move monotonically (in the published run only the 5-character living probabilities do): the decoder
+#   is discrete and the middle of the path is outside what it was trained on.
 # * Of the paper's figures, the separated AUS prior of Fig. 4a is there; the bridge of Fig. 4b is not: in the
 #   character LM's embedding MixPoet-AUS's MC&PT poems lie apart from the human MC and PT poems, not between
 #   them.
