@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from mixpoet_lib.config import get_profile
 from mixpoet_lib.data.batching import epoch_order, make_batch
 from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.vocab import BOS, N_SPECIALS, PAD
+from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.overrides import apply_overrides, parse_overrides
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.steps import factor_counters
@@ -115,13 +116,8 @@ def kit_setup(prof: Any, vocab_size: int) -> dict[str, Any]:
     """The kit's DAE and AUS models with the optimisers its trainers make; AUS counters past the warm-up."""
     t = prof.train
     dae = build_model("dae", prof.model, vocab_size).train()
-    aus = build_model("aus", prof.model, vocab_size).train()
-    g = aus.param_groups()
-    specs = {
-        "rec": (list(g["rec"]), t.betas, t.mixture.decay_exponent),
-        "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
-        "gen": (list(g["gen"]), t.betas, t.mixture.decay_exponent),
-    }
+    aus = cast(MixPoetAUS, build_model("aus", prof.model, vocab_size).train())
+    specs = steps.aus_optimiser_specs(aus, t, t.mixture)
     counters = factor_counters()
     counters["rec_steps"] = t.rec_warm_steps
     return {

@@ -33,7 +33,7 @@ from mixpoet_lib.train.logs import CsvLog, read_log
 from mixpoet_lib.train.loop import ensure_model, train, validation_loss
 from mixpoet_lib.train.phases import make_trainer, phase_plan
 from mixpoet_lib.train.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
-from mixpoet_lib.train.steps import aus_step, dae_step, make_optimisers
+from mixpoet_lib.train.steps import aus_optimiser_specs, aus_step, dae_step, make_optimisers
 from mixpoet_lib.train.trainers import TrainContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -532,13 +532,7 @@ def _aus_with_optimisers(vocab: int) -> tuple[MixPoetAUS, Any]:
     t = SMOKE.train
     torch.manual_seed(0)
     aus = build_model("aus", SMOKE.model, vocab).train()
-    g = aus.param_groups()
-    specs = {
-        "rec": (g["rec"], t.betas, t.mixture.decay_exponent),
-        "dis": (g["dis"], t.dis_betas, t.dis_decay_exponent),
-        "gen": (g["gen"], t.betas, t.mixture.decay_exponent),
-    }
-    return aus, make_optimisers(specs, t.mixture, t)
+    return aus, make_optimisers(aus_optimiser_specs(aus, t, t.mixture), t.mixture, t)
 
 
 @pytest.mark.parametrize("encode_once", [False, True])

@@ -116,13 +116,8 @@ class AUSTrainer(FactorTrainer):
     val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss", *CL_VAL_COLUMNS)
 
     def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
-        """R (reconstruction and classifiers), D (discriminator, its own betas and decay), G (prior and posterior)."""
-        g, t = self.model.param_groups(), self.tcfg
-        return {
-            "rec": (list(g["rec"]), t.betas, self.pcfg.decay_exponent),
-            "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
-            "gen": (list(g["gen"]), t.betas, self.pcfg.decay_exponent),
-        }
+        """:func:`~mixpoet_lib.train.steps.aus_optimiser_specs` at this phase's LR decay."""
+        return steps.aus_optimiser_specs(self.model, self.tcfg, self.pcfg)
 
     def lr_scales(self) -> dict[str, float]:
         """G's learning rate × ``train.gen_lr_scale`` (1 = official)."""
