@@ -34,7 +34,9 @@ def block(run: Path) -> str:
         per_nb = ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
         lines += [
             f"Notebook wall times of this run: {per_nb} (notebooks 02–04 load existing checkpoints instead of "
-            "training; the published run trained them beforehand with `mixpoet train`).",
+            "training; the published run trained them beforehand with `mixpoet train`; notebook 05 re-uses the poems "
+            "cached in `eval/poems/` for the same settings and weights, and the generation time per poem below is "
+            "what generating them cost).",
             "",
         ]
     lines += [*results_markdown(results), "", END]
