@@ -51,8 +51,9 @@ _RULES = {"> 0": lambda v: v > 0, "≥ 0": lambda v: v >= 0, "≥ 1 or None": la
 
 
 def _check(owner: object, rule: str, *names: str) -> None:
-    """Apply one of the :data:`_RULES` to several fields of ``owner``."""
-    for name in names:
+    """Apply one of the :data:`_RULES` to several fields of ``owner`` (each argument: one or more space-separated
+    field names)."""
+    for name in " ".join(names).split():
         _require(owner, name, _RULES[rule](getattr(owner, name)), rule)
 
 
@@ -110,18 +111,8 @@ class ModelConfig:
     max_line_len: int = 7
 
     def __post_init__(self) -> None:
-        _check(
-            self,
-            "> 0",
-            "emb_size",
-            "hidden_size",
-            "context_size",
-            "latent_size",
-            "factor_emb_size",
-            "sens_num",
-            "key_len",
-            "max_line_len",
-        )
+        _check(self, "> 0", "emb_size hidden_size context_size latent_size factor_emb_size")
+        _check(self, "> 0", "sens_num key_len max_line_len")
         _require(
             self,
             "latent_size",
@@ -215,24 +206,10 @@ class TrainConfig:
                 len(getattr(self, name)) == N_BETAS and all(0 <= b < 1 for b in getattr(self, name)),
                 "two numbers in [0, 1)",
             )
-        _check(self, "> 0", "ndis", "gen_lr_scale", "clip_grad_norm", "min_tau", "ckpt_every", "log_every")
-        _check(self, "> 0", "val_batches")
-        _check(
-            self,
-            "≥ 0",
-            "weight_decay",
-            "dis_decay_exponent",
-            "rec_warm_steps",
-            "tau_annealing_steps",
-            "noise_init",
-            "noise_decay_steps",
-            "kl_anneal_steps",
-            "free_bits",
-            "cl_val_instances",
-            "validate_every",
-            "diag_every",
-            "num_threads",
-        )
+        _check(self, "> 0", "ndis gen_lr_scale clip_grad_norm min_tau ckpt_every log_every val_batches")
+        _check(self, "≥ 0", "weight_decay dis_decay_exponent rec_warm_steps tau_annealing_steps")
+        _check(self, "≥ 0", "noise_init noise_decay_steps kl_anneal_steps free_bits")
+        _check(self, "≥ 0", "cl_val_instances validate_every diag_every num_threads")
         _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")
         _require(self, "kl_anneal_kind", self.kl_anneal_kind in KL_ANNEAL_KINDS, f"one of {KL_ANNEAL_KINDS}")
         _require(self, "diag_samples", self.diag_samples >= 1 and self.diag_chunk >= 1, "≥ 1 (and diag_chunk ≥ 1)")
@@ -300,17 +277,8 @@ class GenConfig:
         for name, most in (("beam_size", MAX_BEAM), ("z_candidates", MAX_Z_CANDIDATES)):
             _require(self, name, 1 <= getattr(self, name) <= most, f"in 1..{most}")
         _require(self, "extra_steps", 0 <= self.extra_steps <= MAX_EXTRA_STEPS, f"in 0..{MAX_EXTRA_STEPS}")
-        _check(
-            self,
-            "≥ 0",
-            "z_outlier_ratio",
-            "doubling_min_count",
-            "doubling_word_count",
-            "max_doublings",
-            "keyword_bonus",
-            "generic_weight",
-            "doubling_penalty",
-        )
+        _check(self, "≥ 0", "z_outlier_ratio doubling_min_count doubling_word_count max_doublings")
+        _check(self, "≥ 0", "keyword_bonus generic_weight doubling_penalty")
         _check(self, "> 0", "generic_keywords")
         _require(self, "repetition_rule", self.repetition_rule in REPETITION_RULES, f"one of {REPETITION_RULES}")
         for name in ("doubling_min_share", "doubling_min_rate", "doubling_word_share"):
@@ -336,18 +304,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(self.seeds))  # JSON gives lists
         _require(self, "seeds", len(self.seeds) >= 1, "at least one seed")
-        _check(
-            self,
-            "> 0",
-            "n_keywords",
-            "intra_n",
-            "max_pairs",
-            "judge_emb",
-            "judge_hidden",
-            "lm_emb",
-            "lm_hidden",
-            "lm_layers",
-        )
+        _check(self, "> 0", "n_keywords intra_n max_pairs judge_emb judge_hidden lm_emb lm_hidden lm_layers")
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from mixpoet_lib.data.vocab import BOS, N_SPECIALS, PAD
 from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.overrides import apply_overrides, parse_overrides
 from mixpoet_lib.train import steps
+from mixpoet_lib.train.factor_trainers import aus_optimiser_specs
 from mixpoet_lib.train.steps import factor_counters
 
 
@@ -117,7 +118,7 @@ def kit_setup(prof: Any, vocab_size: int) -> dict[str, Any]:
     t = prof.train
     dae = build_model("dae", prof.model, vocab_size).train()
     aus = cast(MixPoetAUS, build_model("aus", prof.model, vocab_size).train())
-    specs = steps.aus_optimiser_specs(aus, t, t.mixture)
+    specs = aus_optimiser_specs(aus, t, t.mixture)
     counters = factor_counters()
     counters["rec_steps"] = t.rec_warm_steps
     return {

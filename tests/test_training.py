@@ -29,11 +29,12 @@ from mixpoet_lib.data.dataset import TRAIN_SPLITS
 from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.models.generators import BasicGenerator
 from mixpoet_lib.train.diagnostics import to_device
+from mixpoet_lib.train.factor_trainers import aus_optimiser_specs
 from mixpoet_lib.train.logs import CsvLog, read_log
 from mixpoet_lib.train.loop import ensure_model, train, validation_loss
 from mixpoet_lib.train.phases import make_trainer, phase_plan
 from mixpoet_lib.train.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
-from mixpoet_lib.train.steps import aus_optimiser_specs, aus_step, dae_step, make_optimisers
+from mixpoet_lib.train.steps import aus_step, dae_step, make_optimisers
 from mixpoet_lib.train.trainers import TrainContext
 
 REPO = Path(__file__).resolve().parents[1]

@@ -105,34 +105,19 @@ def beam_search(
 ) -> BeamResult:
     """Constrained beam search of line ``line_idx`` for n items at once (item j: row j of s0, ctx, …).
 
-    Lines run up to L + ``extra_steps`` positions (exactly L + 1 under ``force_end``). ``used`` holds each
-    item's earlier characters (banned where its rule says ``cross_ban``); with a ``doubling`` table (the
-    attested rule) a character may double only where that table and ``earlier_doublings`` (per item) allow;
-    ``keyword`` adds its bonus to the keyword's next character (:mod:`mixpoet_lib.generate.keyword`). With
-    ``generic_s0`` (n, S0) and ``generic_weight`` w > 0 every token is scored log p(c | s0, …) − w · log p(c |
-    generic_s0, …), the same lines so far in both (design §5.9): lines any start state would write lose.
-    ``doubling_penalty`` (nats) is taken from every allowed doubling of the previous character (design §5.3).
-    Candidates come back per item, best first (ties keep completion order).
-    """
+    Lines run up to L + ``extra_steps`` positions (L + 1 under ``force_end``); ``used``: earlier characters
+    (banned where ``cross_ban``); ``doubling``/``earlier_doublings``: the attested rule. Search terms (design §5.3,
+    §5.8, §5.9): ``keyword`` bonus, log p(c | s0, …) − ``generic_weight`` · log p(c | ``generic_s0``, …),
+    ``doubling_penalty`` nats per doubling. Candidates per item, best first (ties keep completion order)."""
     dev, n, v = tables.device, len(lengths), tables.vocab_size
     lens = torch.tensor(list(lengths), device=dev)
     force = torch.tensor([r.force_end for r in rules], device=dev)
     max_pos = torch.where(force, lens + 1, lens + extra_steps)  # positions 0..max_pos-1
     bans = LineBans(tables, lengths, rules, used, int(max_pos.max()))
     l_max = max(lengths)
-    hidden = model.init_decoder_state(s0, length_oh, line_idx)
-    logits, h = model.decode_step(torch.full((n,), BOS, dtype=torch.long, device=dev), hidden, ctx)
+    first, h, generic = _start(model, s0, length_oh, ctx, line_idx, generic_s0, generic_weight)
     states: list[Tensor] = [h]
     parents: list[Tensor | None] = [None]
-    first = torch.log_softmax(score_dtype(logits), -1)
-    generic = _Generic(generic_weight) if generic_s0 is not None and generic_weight > 0 else None
-    if generic is not None:
-        logits_g, generic.states = model.decode_step(
-            torch.full((n,), BOS, dtype=torch.long, device=dev),
-            model.init_decoder_state(cast(Tensor, generic_s0), length_oh, line_idx),
-            ctx,
-        )
-        first = first.sub_(torch.log_softmax(score_dtype(logits_g), -1), alpha=generic.weight)
     if keyword is not None:
         first = first + keyword.additive(torch.full((n, 1), BOS, device=dev), torch.arange(n, device=dev), v)
     hyps = _first_position(first, bans, beam)
@@ -146,9 +131,7 @@ def beam_search(
             break
         k += 1
         parents.append(hyps.parent_row)
-        scores, h, h_generic = _expand(model, hyps, h, alive, ctx_rep, generic)
-        if generic is not None:
-            generic.states = h_generic
+        scores, h = _expand(model, hyps, h, alive, ctx_rep, generic)
         if k <= l_max:
             states.append(h)
         scores = scores.view(n, beam, v).add_(bans.additive(k, scores.dtype).unsqueeze(1)).view(n * beam, v)
@@ -156,10 +139,7 @@ def beam_search(
         if doubling is not None:
             before = earlier_doublings if earlier_doublings is not None else lens.new_zeros(n)
             scores.masked_fill_(doubling_ban(doubling, hyps.hist, hyps.item_of, lens, before, v), NEG_INF)
-        if keyword is not None:
-            scores.add_(keyword.additive(hyps.hist, hyps.item_of, v).to(scores.dtype))
-        if doubling_penalty:  # the next character repeats the last one (hyps.tok, a real character here)
-            scores.scatter_add_(1, hyps.tok.unsqueeze(1), scores.new_full((scores.size(0), 1), -doubling_penalty))
+        _prefer(scores, hyps, keyword, doubling_penalty)
         hyps = _select(scores, hyps, alive, n, beam)
     return BeamResult(_collect(done, n), states, parents)
 
@@ -197,18 +177,45 @@ def _complete(hyps: _Beam, k: int, done: list[tuple[Tensor, Tensor, Tensor, Tens
         )
 
 
+def _start(
+    model: PoetBase,
+    s0: Tensor,
+    length_oh: Tensor,
+    ctx: Tensor,
+    line_idx: int,
+    generic_s0: Tensor | None,
+    generic_weight: float,
+) -> tuple[Tensor, Tensor, _Generic | None]:
+    """Position 0: log p of the first character (minus the generic term), the decoder states, the generic run."""
+    bos = torch.full((s0.size(0),), BOS, dtype=torch.long, device=s0.device)
+    logits, h = model.decode_step(bos, model.init_decoder_state(s0, length_oh, line_idx), ctx)
+    first = torch.log_softmax(score_dtype(logits), -1)
+    if generic_s0 is None or generic_weight <= 0:
+        return first, h, None
+    generic = _Generic(generic_weight)
+    logits_g, generic.states = model.decode_step(bos, model.init_decoder_state(generic_s0, length_oh, line_idx), ctx)
+    return first.sub_(torch.log_softmax(score_dtype(logits_g), -1), alpha=generic_weight), h, generic
+
+
+def _prefer(scores: Tensor, hyps: _Beam, keyword: KeywordBonus | None, doubling_penalty: float) -> None:
+    """Add the keyword bonus and take the doubling penalty (the next character repeating ``hyps.tok``) in place."""
+    if keyword is not None:
+        scores.add_(keyword.additive(hyps.hist, hyps.item_of, scores.size(1)).to(scores.dtype))
+    if doubling_penalty:
+        scores.scatter_add_(1, hyps.tok.unsqueeze(1), scores.new_full((scores.size(0), 1), -doubling_penalty))
+
+
 def _expand(
     model: PoetBase, hyps: _Beam, h: Tensor, alive: Tensor, ctx_rep: Tensor, generic: _Generic | None
-) -> tuple[Tensor, Tensor, Tensor | None]:
+) -> tuple[Tensor, Tensor]:
     """One decoder step for the live rows: scores (rows, V) = cost + log p − weight · log p_generic (-inf for
-    dead rows), the new states and the new generic states."""
+    dead rows) and the new states; the generic run's states are advanced in place."""
     rows = None if bool(alive.all()) else alive.nonzero().squeeze(1)
     logp, h = _log_probs(model, hyps.tok, h[hyps.parent_row], ctx_rep, rows, NEG_INF)
-    h_generic = None
     if generic is not None and generic.states is not None:
-        logp_g, h_generic = _log_probs(model, hyps.tok, generic.states[hyps.parent_row], ctx_rep, rows, 0.0)
+        logp_g, generic.states = _log_probs(model, hyps.tok, generic.states[hyps.parent_row], ctx_rep, rows, 0.0)
         logp = logp.sub_(logp_g, alpha=generic.weight)
-    return logp.add_(hyps.cost.unsqueeze(1)), h, h_generic
+    return logp.add_(hyps.cost.unsqueeze(1)), h
 
 
 def _log_probs(

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mixpoet_lib.config import PhaseConfig, TrainConfig
+from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.models.losses import gaussian_kl, relativistic_d_loss, relativistic_g_loss
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.diagnostics import active_units
@@ -21,6 +23,17 @@ from mixpoet_lib.train.trainers import SecondStage
 __all__ = ["CL_VAL_COLUMNS", "FactorTrainer", "IGSTrainer", "AUSTrainer"]
 
 CL_VAL_COLUMNS = tuple(f"val_{m}_{t}{k}" for k in (1, 2) for t in ("xw", "w") for m in ("acc", "f1"))
+
+
+def aus_optimiser_specs(model: MixPoetAUS, settings: TrainConfig, phase: PhaseConfig) -> dict[str, steps.OptimiserSpec]:
+    """MixPoet-AUS's three optimisers (design §4.6): R (reconstruction and classifiers), D (discriminator, its own
+    betas and LR decay) and G (prior and posterior)."""
+    g, t = model.param_groups(), settings
+    return {
+        "rec": (list(g["rec"]), t.betas, phase.decay_exponent),
+        "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
+        "gen": (list(g["gen"]), t.betas, phase.decay_exponent),
+    }
 
 
 class FactorTrainer(SecondStage):
@@ -116,8 +129,8 @@ class AUSTrainer(FactorTrainer):
     val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss", *CL_VAL_COLUMNS)
 
     def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
-        """:func:`~mixpoet_lib.train.steps.aus_optimiser_specs` at this phase's LR decay."""
-        return steps.aus_optimiser_specs(self.model, self.tcfg, self.pcfg)
+        """:func:`aus_optimiser_specs` at this phase's LR decay."""
+        return aus_optimiser_specs(self.model, self.tcfg, self.pcfg)
 
     def lr_scales(self) -> dict[str, float]:
         """G's learning rate × ``train.gen_lr_scale`` (1 = official)."""

@@ -141,17 +141,6 @@ def make_optimisers(
     return out
 
 
-def aus_optimiser_specs(model: MixPoetAUS, settings: TrainConfig, phase: PhaseConfig) -> dict[str, OptimiserSpec]:
-    """MixPoet-AUS's three optimisers (design §4.6): R (reconstruction and classifiers), D (discriminator, its own
-    betas and LR decay) and G (prior and posterior)."""
-    g, t = model.param_groups(), settings
-    return {
-        "rec": (list(g["rec"]), t.betas, phase.decay_exponent),
-        "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
-        "gen": (list(g["gen"]), t.betas, phase.decay_exponent),
-    }
-
-
 def autocast(model: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast on the model's device type when ``enabled`` (else a no-op context)."""
     return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=enabled)
