@@ -174,6 +174,7 @@ class TrainConfig:
     ndis: int = 3
     gen_lr_scale: float = 1.0  # [kit choice] AUS: G's learning rate × this (1 = official; docs/experiments.md §2)
     encode_once: bool = False  # [kit choice] R, the ndis D steps and G share R's encoder pass (design §4.11)
+    gen_shared: bool = True  # AUS: G also moves the embedding and encoders (official); False = prior + posterior
     rec_warm_steps: int = 1500
     tau_annealing_steps: int = 6000
     min_tau: float = 0.01
@@ -228,20 +229,32 @@ NOT_IN_SIGNATURE = (
     "diag_samples",
     "diag_chunk",
 )
-# Options added after checkpoints were published: they count only when switched away from this default, so
-# existing checkpoints stay valid.
-SIGNATURE_IF_SET: dict[str, Any] = {"encode_once": False, "gen_lr_scale": 1.0}
+# Options added after checkpoints were published: they count only when switched away from this default, and only
+# in the second-stage phases of the models they act in, so existing checkpoints (and the shared DAE/classifier
+# phases of a variant) stay valid.
+AUS_MODELS = frozenset({"aus", "aus_st"})
+SIGNATURE_IF_SET: dict[str, tuple[Any, frozenset[str]]] = {
+    "encode_once": (False, AUS_MODELS),
+    "gen_lr_scale": (1.0, AUS_MODELS),
+    "gen_shared": (True, AUS_MODELS),
+}
 
 
-def weight_settings(train: TrainConfig, adversarial: bool = True) -> dict[str, Any]:
-    """The TrainConfig fields (as JSON data) that decide the weights; ``adversarial=False`` also drops the
-    options of :data:`SIGNATURE_IF_SET` (they only act in the AUS adversarial phases)."""
+def weight_settings(train: TrainConfig, model: str | None = None) -> dict[str, Any]:
+    """The TrainConfig fields (as JSON data) that decide the weights of ``model``'s second-stage phases (``None``:
+    of any model); an option of :data:`SIGNATURE_IF_SET` counts only when set and only for the models it acts in
+    (pass ``model=""`` for a phase where none of them acts: the DAE and the classifiers)."""
     values = jsonable(train)
-    return {
-        k: v
-        for k, v in values.items()
-        if k not in NOT_IN_SIGNATURE and not (k in SIGNATURE_IF_SET and (v == SIGNATURE_IF_SET[k] or not adversarial))
-    }
+
+    def counts(k: str, v: Any) -> bool:
+        if k in NOT_IN_SIGNATURE:
+            return False
+        if k not in SIGNATURE_IF_SET:
+            return True
+        default, models = SIGNATURE_IF_SET[k]
+        return v != default and (model is None or model in models)
+
+    return {k: v for k, v in values.items() if counts(k, v)}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from mixpoet_lib.models.losses import (
     UNIFORM_ENTROPY_TERM,
     classifier_terms,
     entropy_term,
+    frechet_distance,
     gaussian_kl,
     gaussian_kl_per_item,
     keyword_distill_ce,
@@ -133,3 +134,15 @@ def test_mahalanobis_helpers():
     assert symmetric_mahalanobis(a, b) == pytest.approx(symmetric_mahalanobis(b, a))
     groups = [torch.randn(200, 3) + i for i in range(4)]
     assert mean_pairwise_distance(groups) > 0 and mean_pairwise_distance(groups[:1]) == 0.0
+
+
+def test_frechet_distance_by_hand():
+    """1-d: a = {−1, 1} fits N(0, 1), b = {0, 4} fits N(2, 4): (0 − 2)² + 1 + 4 − 2·√(1·4) = 5. 2-d with a
+    rotated covariance checks the matrix square roots: identical sets give 0, a shift by (3, 4) adds 25."""
+    a, b = torch.tensor([[-1.0], [1.0]]), torch.tensor([[0.0], [4.0]])
+    assert frechet_distance(a, b) == pytest.approx(5.0, abs=1e-9)
+    assert frechet_distance(b, a) == pytest.approx(5.0, abs=1e-9)
+    torch.manual_seed(0)
+    x = torch.randn(500, 2) @ torch.tensor([[2.0, 1.0], [0.0, 0.5]])
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(x, x + torch.tensor([3.0, 4.0])) == pytest.approx(25.0, abs=1e-6)

@@ -119,11 +119,11 @@ def test_aus_adversarial_steps_noise_and_diagnostics(all_phases):
     assert c2.loc[~adv, "d_loss"].isna().all()
     first = c2.index[adv][0]
     assert c2.loc[first, "sigma"] == 1.0  # official: the first discriminator round still sees σ = 1.0
-    assert np.isfinite(c2.loc[first, ["diag_prior_post", "diag_mixture"]].to_numpy(dtype=float)).all()
+    assert np.isfinite(c2.loc[first, ["diag_prior_post", "diag_mixture", "diag_match"]].to_numpy(dtype=float)).all()
     # τ counts batches from the first C1 batch on, through C2
     assert np.allclose(c2["tau"], [gumbel_tau(CAP + s - 1, t.tau_annealing_steps, t.min_tau) for s in c2["step"]])
     igs = pd.read_csv(run / "logs" / "igs_c1.csv")
-    assert np.isfinite(igs.loc[0, ["diag_prior_post", "diag_mixture"]].to_numpy(dtype=float)).all()
+    assert np.isfinite(igs.loc[0, ["diag_prior_post", "diag_mixture", "diag_match"]].to_numpy(dtype=float)).all()
 
 
 def test_learning_rate_and_teacher_forcing_follow_the_schedules(all_phases):
@@ -584,4 +584,21 @@ def test_gen_lr_scale_multiplies_only_the_generator_schedule(smoke_data, tmp_pat
         for name in ("rec", "gen"):
             tr.opt.schedulers[name].step()
     assert "gen_lr_scale" in weight_settings(prof.train) and "gen_lr_scale" not in weight_settings(SMOKE.train)
-    assert "gen_lr_scale" not in weight_settings(prof.train, adversarial=False)
+    assert "gen_lr_scale" in weight_settings(prof.train, "aus")
+    assert "gen_lr_scale" not in weight_settings(prof.train, "")
+    assert "gen_lr_scale" not in weight_settings(prof.train, "cvae")
+
+
+def test_gen_shared_off_leaves_the_encoders_to_r(smoke_data):
+    """``train.gen_shared`` = False: G's optimiser holds exactly the prior's and the posterior's parameters, so the
+    adversarial objective no longer moves the embedding or the encoders (R still does); on by default (official)."""
+    model = build_model("aus", SMOKE.model, len(smoke_data.vocab))
+    assert isinstance(model, MixPoetAUS)
+    own = {id(p) for p in [*model.prior.parameters(), *model.posterior.parameters()]}
+    shared = {id(p) for m in (model.embed, model.encoder, model.word_encoder) for p in m.parameters()}
+    off = aus_optimiser_specs(model, replace(SMOKE.train, gen_shared=False), SMOKE.train.mixture)
+    on = aus_optimiser_specs(model, SMOKE.train, SMOKE.train.mixture)
+    assert {id(p) for p in off["gen"][0]} == own
+    assert shared <= {id(p) for p in on["gen"][0]} and shared <= {id(p) for p in off["rec"][0]}
+    assert "gen_shared" in weight_settings(replace(SMOKE.train, gen_shared=False), "aus")
+    assert "gen_shared" not in weight_settings(SMOKE.train, "aus")

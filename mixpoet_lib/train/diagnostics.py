@@ -19,7 +19,7 @@ from mixpoet_lib.data.batching import BatchStream, make_batch
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.metrics import accuracy, macro_f1
 from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
-from mixpoet_lib.models.losses import mahalanobis_distance, mean_pairwise_distance
+from mixpoet_lib.models.losses import frechet_distance, mahalanobis_distance, mean_pairwise_distance
 
 __all__ = [
     "VAL_SPLITS",
@@ -31,6 +31,7 @@ __all__ = [
     "active_units",
     "classifier_scores",
     "latent_diagnostics",
+    "aggregate_match",
 ]
 
 VAL_SPLITS = ("unl_valid", "cqcf_valid")
@@ -140,7 +141,8 @@ def latent_diagnostics(
     'prior_post': one instance of ``batch`` (random unless ``index``) replicated ``chunk``×; ``samples``
     prior and posterior draws; mean Mahalanobis distance of the posterior draws from a Gaussian fitted
     to the prior draws. 'mixture': for that keyword, ``samples`` prior draws under each of the 6 (y1, y2)
-    mixtures; mean symmetric Mahalanobis distance over the 15 pairs.
+    mixtures; mean symmetric Mahalanobis distance over the 15 pairs. 'match': :func:`aggregate_match` over the
+    whole ``batch``.
     """
     rounds = max(math.ceil(samples / chunk), 1)
     with eval_mode(model), fixed_rng(seed):
@@ -163,4 +165,21 @@ def latent_diagnostics(
                 y = [h_w.new_full((chunk,), y1, dtype=torch.long), h_w.new_full((chunk,), y2, dtype=torch.long)]
                 groups.append(torch.cat([model.prior_sample(h_w, y).float() for _ in range(rounds)]))
         mixture = mean_pairwise_distance(groups)
-    return {"prior_post": prior_post, "mixture": mixture}
+        match = aggregate_match(model, batch, samples, tau)
+    return {"prior_post": prior_post, "mixture": mixture, "match": match}
+
+
+def aggregate_match(model: MixPoetIGS | MixPoetAUS, batch: dict[str, Tensor], samples: int, tau: float) -> float:
+    """How far the aggregate prior is from the aggregate posterior over ``batch``: ⌈samples / B⌉ draws of
+    z ~ p(z|w, y) and of z ~ q(z|x, w, y) for each of its B instances (labels sampled as in training), then the
+    Fréchet distance between Gaussians fitted to the two sample sets. This is what the adversarial game matches
+    (the two distributions, not one poem's posterior against its keyword's prior as 'prior_post' does); 0 = the
+    fits coincide. Call under :func:`eval_mode` and :func:`fixed_rng`."""
+    h_x, h_w = model.encode(batch)
+    logits = model.classify_xw(h_x, h_w)
+    priors, posts = [], []
+    for _ in range(max(math.ceil(samples / h_x.size(0)), 1)):
+        y = model.sample_labels(logits, batch["labels"], batch["label_mask"], tau)
+        priors.append(model.prior_sample(h_w, y).float())
+        posts.append(model.posterior_sample(h_x, h_w, y).float())
+    return frechet_distance(torch.cat(posts), torch.cat(priors))

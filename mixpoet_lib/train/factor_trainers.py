@@ -15,6 +15,7 @@ from torch import Tensor
 
 from mixpoet_lib.config import PhaseConfig, TrainConfig
 from mixpoet_lib.models.factor_models import MixPoetAUS
+from mixpoet_lib.models.layers import unique_params
 from mixpoet_lib.models.losses import gaussian_kl, relativistic_d_loss, relativistic_g_loss
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.diagnostics import active_units
@@ -27,12 +28,14 @@ CL_VAL_COLUMNS = tuple(f"val_{m}_{t}{k}" for k in (1, 2) for t in ("xw", "w") fo
 
 def aus_optimiser_specs(model: MixPoetAUS, settings: TrainConfig, phase: PhaseConfig) -> dict[str, steps.OptimiserSpec]:
     """MixPoet-AUS's three optimisers (design §4.6): R (reconstruction and classifiers), D (discriminator, its own
-    betas and LR decay) and G (prior and posterior)."""
+    betas and LR decay) and G (prior and posterior; also the embedding and both encoders unless
+    ``settings.gen_shared`` is off)."""
     g, t = model.param_groups(), settings
+    gen = g["gen"] if t.gen_shared else unique_params(model.prior, model.posterior)
     return {
         "rec": (list(g["rec"]), t.betas, phase.decay_exponent),
         "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
-        "gen": (list(g["gen"]), t.betas, phase.decay_exponent),
+        "gen": (list(gen), t.betas, phase.decay_exponent),
     }
 
 
@@ -76,6 +79,7 @@ class IGSTrainer(FactorTrainer):
         "grad_norm",
         "diag_prior_post",
         "diag_mixture",
+        "diag_match",
     )
     val_columns = ("val_rec", "val_ppl", "val_kl1", "val_kl2", "val_active_units", *CL_VAL_COLUMNS)
 
@@ -125,6 +129,7 @@ class AUSTrainer(FactorTrainer):
         "g_loss",
         "diag_prior_post",
         "diag_mixture",
+        "diag_match",
     )
     val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss", *CL_VAL_COLUMNS)
 

@@ -209,13 +209,13 @@ def phase_signature(
 
     ``upstream`` is the (signature, step) of the checkpoint the phase starts from.
     """
-    adversarial = name in ("aus", "aus_st") and phase in ("c1", "c2")
+    second_stage = name if phase in ("c1", "c2") else ""
     blob = {
         "name": name,
         "phase": phase,
         "model_args": model_args,
         "model": repr(profile.model),  # the repr string: the form every existing checkpoint was signed with
-        "train": weight_settings(profile.train, adversarial),
+        "train": weight_settings(profile.train, second_stage),
         "seed": profile.seed,
         "data": data.root.name,
         "vocab": len(data.vocab),

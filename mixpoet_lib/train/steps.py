@@ -165,7 +165,7 @@ def _diagnostics(
 ) -> dict[str, float]:
     seed = derived_seed(VAL_SEED, "diag", counters["tau_step"])
     d = latent_diagnostics(model, batch, settings.diag_samples, settings.diag_chunk, tau, seed)
-    return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"]}
+    return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"], "diag_match": d["match"]}
 
 
 def _kl_pair(posterior: tuple[Tensor, Tensor], prior: tuple[Tensor, Tensor]) -> tuple[Tensor, ...]:
@@ -295,7 +295,7 @@ def igs_step(
     Labels are Gumbel-softmax samples at τ from ``counters['tau_step']`` (moved on by one); every
     ``settings.diag_every`` batches the row also gets the latent diagnostics. Steps optimiser 'rec'.
     Returns {'lr', 'tf_ratio', 'tau', 'loss', 'rec', 'kl1', 'kl2', 'kl_weight', 'xw', 'ent', 'w', 'active_units',
-    'grad_norm'} (+ 'diag_prior_post', 'diag_mixture').
+    'grad_norm'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match').
     """
     lr, tau = opt.lr(), gumbel_temperature(settings, counters)
     beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
@@ -460,7 +460,8 @@ def aus_step(
     The D steps see σ before the noise schedule advances (the official 1.0 until the first advance), the G step
     σ after it. Moves ``counters`` on; steps optimisers 'rec', 'dis' and 'gen'. Returns the log row
     {'lr_rec', 'lr_dis', 'lr_gen', 'tf_ratio', 'tau', 'sigma', 'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm',
-    'd_loss', 'g_loss'} (+ 'diag_prior_post', 'diag_mixture' every ``settings.diag_every`` adversarial batches).
+    'd_loss', 'g_loss'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match' every ``settings.diag_every``
+    adversarial batches).
     """
     t, c = settings, counters
     tau = gumbel_temperature(t, c)
