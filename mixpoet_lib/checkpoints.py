@@ -155,20 +155,23 @@ def weights_key(profile: Profile) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_model(kind: str, cfg: ModelConfig, vocab_size: int, *, straight_through: bool = False) -> PoetBase:
+def build_model(
+    kind: str, cfg: ModelConfig, vocab_size: int, *, straight_through: bool = False, bow: bool = False
+) -> PoetBase:
     """Build an untrained network of this kind with these sizes and vocabulary size.
 
     Kinds: ``dae`` (the keyword + poem autoencoder of phase A), ``classifier`` (the shared networks with the
     factor classifiers, phases B1/B2), ``basic`` (keyword only), ``fbasic`` (keyword and factor labels), ``cvae``,
-    ``igs``, ``aus``; ``straight_through`` (igs/aus) makes the sampled labels differentiable.
+    ``igs``, ``aus``; ``straight_through`` (igs/aus) makes the sampled labels differentiable; ``bow`` (cvae/igs)
+    adds the bag-of-words head of ``train.bow_weight``.
     """
     builders = {
         "dae": lambda: BasicGenerator(cfg, vocab_size, condition_on_poem=True),
         "classifier": lambda: FactorModelBase(cfg, vocab_size),
         "basic": lambda: BasicGenerator(cfg, vocab_size, condition_on_poem=False),
         "fbasic": lambda: FBasicGenerator(cfg, vocab_size),
-        "cvae": lambda: CVAE(cfg, vocab_size),
-        "igs": lambda: MixPoetIGS(cfg, vocab_size, straight_through=straight_through),
+        "cvae": lambda: CVAE(cfg, vocab_size, bow=bow),
+        "igs": lambda: MixPoetIGS(cfg, vocab_size, straight_through=straight_through, bow=bow),
         "aus": lambda: MixPoetAUS(cfg, vocab_size, straight_through=straight_through),
     }
     key = str(kind).strip().lower()
@@ -252,7 +255,11 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
         args, cfg, size, state = ckpt["model_args"], ckpt["model_config"], ckpt["vocab_size"], ckpt["model"]
         info = {k: ckpt.get(k) for k in ("name", "phase", "step", "total_steps", "complete", "metrics")}
     model = build_model(
-        args["kind"], _model_config(cfg), int(size), straight_through=bool(args.get("straight_through", False))
+        args["kind"],
+        _model_config(cfg),
+        int(size),
+        straight_through=bool(args.get("straight_through", False)),
+        bow=bool(args.get("bow", False)),
     )
     _restore(model, state, path, f"{args.get('kind')} model")
     object.__setattr__(model, "training_info", info)  # a plain attribute (Module.__setattr__ is typed for tensors)

@@ -9,12 +9,14 @@ import torch
 
 from mixpoet_lib.models.losses import (
     UNIFORM_ENTROPY_TERM,
+    bow_loss,
     classifier_terms,
     entropy_term,
     frechet_distance,
     gaussian_kl,
     gaussian_kl_per_item,
     keyword_distill_ce,
+    kl_share_above,
     line_cross_entropy,
     mahalanobis_distance,
     mean_pairwise_distance,
@@ -146,3 +148,17 @@ def test_frechet_distance_by_hand():
     x = torch.randn(500, 2) @ torch.tensor([[2.0, 1.0], [0.0, 0.5]])
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(x, x + torch.tensor([3.0, 4.0])) == pytest.approx(25.0, abs=1e-6)
+
+
+def test_kl_share_above_and_bow_loss_by_hand():
+    """Dimension KLs (batch means) 0 and (0.5 + 4.5) / 2 = 2.5: one of two dimensions is above a floor of 1, none
+    above 3. Bag of words over V = 8: poem 0 = <B> 5 6 <E> PAD with all mass on {5, 6} → ln 2 (the marks and PAD are
+    not characters); poem 1 = 4 4 7 under uniform logits → ln 8; the batch mean is (ln 2 + ln 8) / 2 = 2 ln 2."""
+    mu, zeros = torch.tensor([[0.0, 1.0], [0.0, 3.0]]), torch.zeros(2, 2)
+    assert kl_share_above(mu, zeros, zeros, zeros, 1.0) == 0.5
+    assert kl_share_above(mu, zeros, zeros, zeros, 3.0) == 0.0
+    poems = torch.tensor([[3, 5, 6, 2, 0], [4, 4, 7, 0, 0]])
+    logits = torch.zeros(2, 8)
+    logits[0, 5] = logits[0, 6] = 100.0
+    assert bow_loss(logits, poems).item() == pytest.approx(2 * math.log(2), abs=1e-6)
+    assert bow_loss(torch.zeros(2, 8), poems).item() == pytest.approx(math.log(8), abs=1e-6)

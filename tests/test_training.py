@@ -602,3 +602,22 @@ def test_gen_shared_off_leaves_the_encoders_to_r(smoke_data):
     assert shared <= {id(p) for p in on["gen"][0]} and shared <= {id(p) for p in off["rec"][0]}
     assert "gen_shared" in weight_settings(replace(SMOKE.train, gen_shared=False), "aus")
     assert "gen_shared" not in weight_settings(SMOKE.train, "aus")
+
+
+def test_bow_weight_retrains_only_cvae_and_igs_with_the_head(all_phases, smoke_data, tmp_path):
+    """``train.bow_weight`` > 0: CVAE and IGS are retrained with the bag-of-words head (the shared phases and AUS are
+    reused), log a finite 'bow' loss and 'kl_above' share, and their checkpoints load back with the head."""
+    run, _, _ = all_phases
+    shutil.copytree(run, tmp_path / "run")
+    bow = replace(SMOKE, train=replace(SMOKE.train, bow_weight=1.0))
+    res = train(["cvae", "igs", "aus"], bow, data=smoke_data, run_dir=tmp_path / "run", progress=False, max_steps=CAP)
+    assert res["shared_dae"].steps_run == 0 and res["aus_c1"].steps_run == 0
+    assert res["cvae_c1"].steps_run == CAP and res["igs_c2"].steps_run == CAP
+    for key in ("cvae_c1", "igs_c1"):
+        log = pd.read_csv(tmp_path / "run" / "logs" / f"{key}.csv")
+        assert np.isfinite(log["bow"]).all() and log["bow"].iloc[0] > 0
+        assert log["kl_above"].between(0, 1).all()
+        model = load_model(checkpoint_path(tmp_path / "run", *key.split("_")))
+        assert isinstance(model.bow, torch.nn.Linear) and model.bow.out_features == len(smoke_data.vocab)
+    plain = pd.read_csv(run / "logs" / "cvae_c1.csv")
+    assert plain["bow"].isna().all() and load_model(checkpoint_path(run, "cvae", "c1")).bow is None

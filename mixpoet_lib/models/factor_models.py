@@ -124,15 +124,17 @@ class FactorModelBase(PoetBase):
 class MixPoetIGS(FactorModelBase):
     """Mixed latent space with one isotropic-Gaussian sub-space per factor, trained as a semi-supervised CVAE (M2).
 
-    Prior of sub-space k: N(μ, σ²) from [h_w; a_k(y_k)]; posterior: from [h_x; h_w; b_k(y_k)].
+    Prior of sub-space k: N(μ, σ²) from [h_w; a_k(y_k)]; posterior: from [h_x; h_w; b_k(y_k)]. ``bow`` adds the
+    bag-of-words head z → V of the training loss (``train.bow_weight``; the paper's IG has one, design §4.5).
     """
 
     kind = "igs"
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False, bow: bool = False):
         super().__init__(cfg, vocab_size, straight_through)
         sub, f, z = cfg.latent_size // len(self.n_classes), cfg.factor_emb_size, cfg.latent_size
         self.sub_size = sub
+        self.bow = nn.Linear(z, vocab_size) if bow else None  # bag-of-words head of the training loss only
         self.prior_label_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)
         self.post_label_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)
         self.prior_heads = nn.ModuleList(GaussianHead(self.hw_size + f, z, sub) for _ in self.n_classes)
@@ -181,6 +183,7 @@ class MixPoetIGS(FactorModelBase):
             "z": z,
             "h_x": h_x,
             "h_w": h_w,
+            "bow_logits": self.bow(z) if self.bow is not None else None,
         }
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -271,16 +271,20 @@ class FBasicGenerator(PoetBase):
 
 
 class CVAE(PoetBase):
-    """Keyword-conditioned Gaussian CVAE: p(z|w)=N(μ_p,σ_p²), q(z|x,w)=N(μ_q,σ_q²), s0 = tanh(W[z; h_w])."""
+    """Keyword-conditioned Gaussian CVAE: p(z|w)=N(μ_p,σ_p²), q(z|x,w)=N(μ_q,σ_q²), s0 = tanh(W[z; h_w]).
+
+    ``bow`` adds the linear bag-of-words head z → V of the training loss (``train.bow_weight``, design §4.5).
+    """
 
     kind = "cvae"
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, bow: bool = False):
         super().__init__(cfg, vocab_size)
         z = cfg.latent_size
         self.prior_net = GaussianHead(self.hw_size, z, z)
         self.posterior_net = GaussianHead(self.hx_size + self.hw_size, z, z)
         self.dec_init = nn.Linear(z + self.hw_size, self.s0_size)
+        self.bow = nn.Linear(z, vocab_size) if bow else None  # bag-of-words head of the training loss only
 
     def prior_params(self, h_w: Tensor) -> tuple[Tensor, Tensor]:
         """Return the prior (mu, logvar), each (B, Z)."""
@@ -309,7 +313,8 @@ class CVAE(PoetBase):
         prior, post = self.prior_params(h_w), self.posterior_params(h_x, h_w)
         z = reparameterise(*post)
         dec = self.decode(self.decoder_s0(z, h_w), batch["lines"], batch["length"], teacher_ratio)
-        return {"decode": dec, "prior": prior, "posterior": post, "z": z, "h_x": h_x, "h_w": h_w}
+        bow = self.bow(z) if self.bow is not None else None
+        return {"decode": dec, "prior": prior, "posterior": post, "z": z, "h_x": h_x, "h_w": h_w, "bow_logits": bow}
 
     def generation_init(self, keys: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
         """Return {'s0', 'h_w', 'z'} with z drawn from the prior."""

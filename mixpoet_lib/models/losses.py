@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixpoet_lib.data.vocab import PAD
+from mixpoet_lib.data.vocab import N_SPECIALS, PAD
 
 if TYPE_CHECKING:
     from mixpoet_lib.models.layers import DecodeOutput
@@ -25,6 +25,8 @@ __all__ = [
     "reconstruction_loss",
     "gaussian_kl",
     "gaussian_kl_per_item",
+    "kl_share_above",
+    "bow_loss",
     "supervised_ce",
     "entropy_term",
     "keyword_distill_ce",
@@ -104,6 +106,24 @@ def gaussian_kl(
     if free_bits > 0:
         per_dim = per_dim.clamp(min=free_bits)
     return per_dim.sum()
+
+
+def kl_share_above(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor, floor: float) -> float:
+    """Share of latent dimensions whose batch-mean KL exceeds ``floor`` nats: with free bits, the dimensions that
+    still get a KL gradient because the posterior uses them beyond the free allowance."""
+    kl = gaussian_kl_per_item(mu_q.detach(), logvar_q.detach(), mu_p.detach(), logvar_p.detach())
+    return float(kl.reshape(-1, kl.size(-1)).mean(0).gt(floor).float().mean())
+
+
+def bow_loss(logits: Tensor, poems: Tensor) -> Tensor:
+    """Bag-of-words loss (Zhao et al. 2017): predict every character of the poem from z alone, in any order.
+
+    ``logits`` (B, V) from z, ``poems`` (B, T) ids; the mean over poems of −(1/n) Σ log softmax(logits)[c] over the
+    poem's n characters (ids ≥ N_SPECIALS; PAD, UNK and the line marks are left out).
+    """
+    logp = F.log_softmax(logits.float(), dim=-1).gather(1, poems)
+    mask = poems.ge(N_SPECIALS).to(logp.dtype)
+    return -((logp * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
 # ----------------------------------------------------------------------------------------------

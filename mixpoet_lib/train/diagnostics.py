@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mixpoet_lib._util import derived_seed
+from mixpoet_lib.config import TrainConfig
 from mixpoet_lib.data.batching import BatchStream, make_batch
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.metrics import accuracy, macro_f1
@@ -32,6 +35,7 @@ __all__ = [
     "classifier_scores",
     "latent_diagnostics",
     "aggregate_match",
+    "diagnostic_row",
 ]
 
 VAL_SPLITS = ("unl_valid", "cqcf_valid")
@@ -183,3 +187,17 @@ def aggregate_match(model: MixPoetIGS | MixPoetAUS, batch: dict[str, Tensor], sa
         priors.append(model.prior_sample(h_w, y).float())
         posts.append(model.posterior_sample(h_x, h_w, y).float())
     return frechet_distance(torch.cat(posts), torch.cat(priors))
+
+
+def diagnostic_row(
+    model: MixPoetIGS | MixPoetAUS,
+    batch: dict[str, Tensor],
+    settings: TrainConfig,
+    counters: dict[str, Any],
+    tau: float,
+) -> dict[str, float]:
+    """The log columns 'diag_prior_post', 'diag_mixture', 'diag_match' of a factor model's training step, with a
+    seed derived from the step's Gumbel counter."""
+    seed = derived_seed(VAL_SEED, "diag", counters["tau_step"])
+    d = latent_diagnostics(model, batch, settings.diag_samples, settings.diag_chunk, tau, seed)
+    return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"], "diag_match": d["match"]}

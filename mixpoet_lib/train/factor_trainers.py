@@ -43,9 +43,9 @@ class FactorTrainer(SecondStage):
     """Shared by IGS and AUS: straight-through flag and the batch counters of τ, σ and the warm-up."""
 
     def model_args(self) -> dict[str, Any]:
-        """Kind and straight-through flag (always on for aus_st)."""
+        """Kind (and bag-of-words flag) and straight-through flag (always on for aus_st)."""
         st = True if self.name == "aus_st" else bool(self.tcfg.straight_through_labels)
-        return {"kind": self.model_kind, "straight_through": st}
+        return {**super().model_args(), "straight_through": st}
 
     def fresh_counters(self, upstream: dict[str, Any] | None) -> None:
         """C1 starts the factor counters at 0; C2 continues them."""
@@ -59,7 +59,7 @@ class FactorTrainer(SecondStage):
 
 
 class IGSTrainer(FactorTrainer):
-    """MixPoet-IGS: rec + β_t Σ_k KL_k (free bits) + Σ_k (L_xw + L_ent + L_w)."""
+    """MixPoet-IGS: rec + β_t Σ_k KL_k (free bits) + Σ_k (L_xw + L_ent + L_w) [+ λ_bow · L_bow]."""
 
     model_kind = "igs"
     columns = (
@@ -72,6 +72,8 @@ class IGSTrainer(FactorTrainer):
         "kl1",
         "kl2",
         "kl_weight",
+        "kl_above",
+        "bow",
         "xw",
         "ent",
         "w",

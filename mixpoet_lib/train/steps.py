@@ -28,18 +28,19 @@ from torch.nn.utils import clip_grad_norm_
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from mixpoet_lib._util import derived_seed
 from mixpoet_lib.config import PhaseConfig, TrainConfig
 from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
 from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator
 from mixpoet_lib.models.losses import (
+    bow_loss,
     classifier_terms,
     gaussian_kl,
+    kl_share_above,
     reconstruction_loss,
     relativistic_d_loss,
     relativistic_g_loss,
 )
-from mixpoet_lib.train.diagnostics import VAL_SEED, active_units, latent_diagnostics
+from mixpoet_lib.train.diagnostics import active_units, diagnostic_row
 from mixpoet_lib.train.schedules import gumbel_tau, instance_noise, kl_weight, make_optimizer, phase_lr_scheduler
 
 __all__ = [
@@ -156,19 +157,12 @@ def gumbel_temperature(settings: TrainConfig, counters: dict[str, Any]) -> float
     return gumbel_tau(int(counters["tau_step"]), settings.tau_annealing_steps, settings.min_tau)
 
 
-def _diagnostics(
-    model: MixPoetIGS | MixPoetAUS,
-    batch: dict[str, Tensor],
-    settings: TrainConfig,
-    counters: dict[str, Any],
-    tau: float,
-) -> dict[str, float]:
-    seed = derived_seed(VAL_SEED, "diag", counters["tau_step"])
-    d = latent_diagnostics(model, batch, settings.diag_samples, settings.diag_chunk, tau, seed)
-    return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"], "diag_match": d["match"]}
+def _bow(out: dict[str, Any], batch: dict[str, Tensor], settings: TrainConfig) -> Tensor | None:
+    """The bag-of-words loss of z when ``settings.bow_weight`` > 0 (the model then has its head), else None."""
+    return bow_loss(out["bow_logits"], batch["poems"]) if settings.bow_weight > 0 else None
 
 
-def _kl_pair(posterior: tuple[Tensor, Tensor], prior: tuple[Tensor, Tensor]) -> tuple[Tensor, ...]:
+def _kl_pair(posterior: tuple[Tensor, Tensor], prior: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     (mq, lq), (mp, lp) = posterior, prior
     return mq.float(), lq.float(), mp.float(), lp.float()
 
@@ -255,10 +249,11 @@ def classifier_step(
 def cvae_step(
     model: CVAE, batch: dict[str, Tensor], opt: Optimisers, settings: TrainConfig, tf_ratio: float
 ) -> dict[str, float]:
-    """Gaussian CVAE: minimise L = rec + β_t · Σ_d max(KL_d(q(z|x,w) ‖ p(z|w)), free_bits).
+    """Gaussian CVAE: minimise L = rec + β_t · Σ_d max(KL_d(q(z|x,w) ‖ p(z|w)), free_bits) [+ λ_bow · L_bow].
 
     β_t is the KL-annealing weight after t = opt.steps['rec'] updates. Steps optimiser 'rec'.
-    Returns {'lr', 'tf_ratio', 'loss', 'rec', 'kl' (no free bits), 'kl_fb', 'kl_weight', 'active_units', 'grad_norm'}.
+    Returns {'lr', 'tf_ratio', 'loss', 'rec', 'kl' (no free bits), 'kl_fb', 'kl_weight', 'kl_above' (share of
+    dimensions above the floor), 'bow', 'active_units', 'grad_norm'}.
     """
     lr = opt.lr()
     beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
@@ -266,8 +261,10 @@ def cvae_step(
         out = model(batch, teacher_ratio=tf_ratio)
         rec = reconstruction_loss(out["decode"])
     mq, lq, mp, lp = _kl_pair(out["posterior"], out["prior"])
-    kl_fb = gaussian_kl(mq, lq, mp, lp, settings.free_bits)
+    kl_fb, bow = gaussian_kl(mq, lq, mp, lp, settings.free_bits), _bow(out, batch, settings)
     loss = rec + beta * kl_fb
+    if bow is not None:
+        loss = loss + settings.bow_weight * bow
     gn = opt.update(model, "rec", loss)
     return {
         "lr": lr,
@@ -277,6 +274,8 @@ def cvae_step(
         "kl": float(gaussian_kl(mq, lq, mp, lp).detach()),
         "kl_fb": kl_fb.item(),
         "kl_weight": beta,
+        "kl_above": kl_share_above(mq, lq, mp, lp, settings.free_bits),
+        "bow": bow.item() if bow is not None else math.nan,
         "active_units": active_units(mq.detach()),
         "grad_norm": gn,
     }
@@ -290,12 +289,12 @@ def igs_step(
     counters: dict[str, Any],
     tf_ratio: float,
 ) -> dict[str, float]:
-    """MixPoet-IGS: minimise L = rec + β_t Σ_k KL_k(free bits) + Σ_k (L_xw + L_ent + L_w).
+    """MixPoet-IGS: minimise L = rec + β_t Σ_k KL_k(free bits) + Σ_k (L_xw + L_ent + L_w) [+ λ_bow · L_bow].
 
     Labels are Gumbel-softmax samples at τ from ``counters['tau_step']`` (moved on by one); every
     ``settings.diag_every`` batches the row also gets the latent diagnostics. Steps optimiser 'rec'.
-    Returns {'lr', 'tf_ratio', 'tau', 'loss', 'rec', 'kl1', 'kl2', 'kl_weight', 'xw', 'ent', 'w', 'active_units',
-    'grad_norm'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match').
+    Returns {'lr', 'tf_ratio', 'tau', 'loss', 'rec', 'kl1', 'kl2', 'kl_weight', 'kl_above', 'bow', 'xw', 'ent',
+    'w', 'active_units', 'grad_norm'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match').
     """
     lr, tau = opt.lr(), gumbel_temperature(settings, counters)
     beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
@@ -303,12 +302,13 @@ def igs_step(
         out = model(batch, teacher_ratio=tf_ratio, tau=tau)
         rec = reconstruction_loss(out["decode"])
         terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"], out["labels"])
-    kls_fb, kls = [], []
-    for post, prior in zip(out["posterior"], out["prior"]):
-        mq, lq, mp, lp = _kl_pair(post, prior)
-        kls_fb.append(gaussian_kl(mq, lq, mp, lp, settings.free_bits))
-        kls.append(float(gaussian_kl(mq, lq, mp, lp).detach()))
+    pairs = [_kl_pair(q, p) for q, p in zip(out["posterior"], out["prior"])]
+    kls_fb, kls = [gaussian_kl(*pq, settings.free_bits) for pq in pairs], [gaussian_kl(*pq) for pq in pairs]
+    mq, lq, mp, lp = (torch.cat(t, -1) for t in zip(*pairs))
+    bow = _bow(out, batch, settings)
     loss = rec + beta * sum(kls_fb) + terms["xw"] + terms["ent"] + terms["w"]
+    if bow is not None:
+        loss = loss + settings.bow_weight * bow
     gn = opt.update(model, "rec", loss)
     row = {
         "lr": lr,
@@ -316,17 +316,19 @@ def igs_step(
         "tau": tau,
         "loss": loss.item(),
         "rec": rec.item(),
-        "kl1": kls[0],
-        "kl2": kls[1],
+        "kl1": kls[0].item(),
+        "kl2": kls[1].item(),
         "kl_weight": beta,
+        "kl_above": kl_share_above(mq, lq, mp, lp, settings.free_bits),
+        "bow": bow.item() if bow is not None else math.nan,
         "xw": terms["xw"].item(),
         "ent": terms["ent"].item(),
         "w": terms["w"].item(),
         "grad_norm": gn,
-        "active_units": active_units(torch.cat([mq for mq, _ in out["posterior"]], -1).detach()),
+        "active_units": active_units(mq.detach()),
     }
     if settings.diag_every > 0 and int(counters["tau_step"]) % settings.diag_every == 0:
-        row.update(_diagnostics(model, batch, settings, counters, tau))
+        row.update(diagnostic_row(model, batch, settings, counters, tau))
     counters["tau_step"] += 1
     return row
 
@@ -491,6 +493,6 @@ def aus_step(
         row.update(lr_dis=lrs["dis"], lr_gen=lrs["gen"])
         c["adv_batches"] += 1
         if t.diag_every > 0 and (int(c["adv_batches"]) - 1) % t.diag_every == 0:
-            row.update(_diagnostics(model, batch, t, c, tau))
+            row.update(diagnostic_row(model, batch, t, c, tau))
     c["tau_step"] += 1
     return row

@@ -85,8 +85,9 @@ class Trainer:
         return self.tcfg.mixture
 
     def model_args(self) -> dict[str, Any]:
-        """The arguments of ``build_model`` (stored in the checkpoint and its signature)."""
-        return {"kind": self.model_kind}
+        """The arguments of ``build_model`` (stored in the checkpoint and its signature); 'bow' only when set."""
+        bow = self.model_kind in ("cvae", "igs") and self.tcfg.bow_weight > 0
+        return {"kind": self.model_kind, **({"bow": True} if bow else {})}
 
     def stream(self) -> BatchStream:
         """The phase's training batches; the order depends on (seed, phase) only, the same for every model."""
@@ -101,6 +102,7 @@ class Trainer:
             self.ctx.profile.model,
             self.ctx.vocab_size,
             straight_through=bool(args.get("straight_through", False)),
+            bow=bool(args.get("bow", False)),
         ).to(self.ctx.device)
         self.model.train()
         return self.model
@@ -362,10 +364,13 @@ class FBasicTrainer(BasicTrainer):
 
 
 class CVAETrainer(SecondStage):
-    """Gaussian CVAE: L = rec + β_t · KL(q(z|x,w) ‖ p(z|w)) with free bits per dimension."""
+    """Gaussian CVAE: L = rec + β_t · KL(q(z|x,w) ‖ p(z|w)) with free bits per dimension [+ λ_bow · L_bow]."""
 
     model_kind = "cvae"
-    columns = ("epoch", "lr", "tf_ratio", "loss", "rec", "kl", "kl_fb", "kl_weight", "active_units", "grad_norm")
+    columns = (
+        *("epoch", "lr", "tf_ratio", "loss", "rec", "kl", "kl_fb", "kl_weight"),
+        *("kl_above", "bow", "active_units", "grad_norm"),
+    )
     val_columns = ("val_rec", "val_ppl", "val_kl", "val_active_units")
 
     def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
