@@ -34,6 +34,7 @@ __all__ = [
     "active_units",
     "classifier_scores",
     "latent_diagnostics",
+    "aggregate_samples",
     "aggregate_match",
     "diagnostic_row",
 ]
@@ -173,12 +174,12 @@ def latent_diagnostics(
     return {"prior_post": prior_post, "mixture": mixture, "match": match}
 
 
-def aggregate_match(model: MixPoetIGS | MixPoetAUS, batch: dict[str, Tensor], samples: int, tau: float) -> float:
-    """How far the aggregate prior is from the aggregate posterior over ``batch``: ⌈samples / B⌉ draws of
-    z ~ p(z|w, y) and of z ~ q(z|x, w, y) for each of its B instances (labels sampled as in training), then the
-    Fréchet distance between Gaussians fitted to the two sample sets. This is what the adversarial game matches
-    (the two distributions, not one poem's posterior against its keyword's prior as 'prior_post' does); 0 = the
-    fits coincide. Call under :func:`eval_mode` and :func:`fixed_rng`."""
+def aggregate_samples(
+    model: MixPoetIGS | MixPoetAUS, batch: dict[str, Tensor], samples: int, tau: float
+) -> tuple[Tensor, Tensor]:
+    """(posterior, prior) draws over ``batch``: ⌈samples / B⌉ draws of z ~ q(z|x, w, y) and of z ~ p(z|w, y) for
+    each of its B instances, labels sampled as in training. Call under :func:`fixed_rng` (and :func:`eval_mode`
+    for the networks as generation uses them)."""
     h_x, h_w = model.encode(batch)
     logits = model.classify_xw(h_x, h_w)
     priors, posts = [], []
@@ -186,7 +187,15 @@ def aggregate_match(model: MixPoetIGS | MixPoetAUS, batch: dict[str, Tensor], sa
         y = model.sample_labels(logits, batch["labels"], batch["label_mask"], tau)
         priors.append(model.prior_sample(h_w, y).float())
         posts.append(model.posterior_sample(h_x, h_w, y).float())
-    return frechet_distance(torch.cat(posts), torch.cat(priors))
+    return torch.cat(posts), torch.cat(priors)
+
+
+def aggregate_match(model: MixPoetIGS | MixPoetAUS, batch: dict[str, Tensor], samples: int, tau: float) -> float:
+    """How far the aggregate prior is from the aggregate posterior over ``batch``: the Fréchet distance between
+    Gaussians fitted to the draws of :func:`aggregate_samples`. This is what the adversarial game matches (the two
+    distributions, not one poem's posterior against its keyword's prior as 'prior_post' does); 0 = the fits
+    coincide. Call under :func:`eval_mode` and :func:`fixed_rng`."""
+    return frechet_distance(*aggregate_samples(model, batch, samples, tau))
 
 
 def diagnostic_row(
