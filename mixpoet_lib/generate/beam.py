@@ -62,7 +62,7 @@ class _Generic:
     """The anti-generic term of the scores: the decoder run from a generic start state beside the poem's."""
 
     weight: float
-    states: Tensor | None = None  # decoder states of the generic run, same row layout as the beam's
+    states: Tensor  # decoder states of the generic run, same row layout as the beam's
 
 
 @dataclass
@@ -192,9 +192,12 @@ def _start(
     first = torch.log_softmax(score_dtype(logits), -1)
     if generic_s0 is None or generic_weight <= 0:
         return first, h, None
-    generic = _Generic(generic_weight)
-    logits_g, generic.states = model.decode_step(bos, model.init_decoder_state(generic_s0, length_oh, line_idx), ctx)
-    return first.sub_(torch.log_softmax(score_dtype(logits_g), -1), alpha=generic_weight), h, generic
+    logits_g, h_g = model.decode_step(bos, model.init_decoder_state(generic_s0, length_oh, line_idx), ctx)
+    return (
+        first.sub_(torch.log_softmax(score_dtype(logits_g), -1), alpha=generic_weight),
+        h,
+        _Generic(generic_weight, h_g),
+    )
 
 
 def _prefer(scores: Tensor, hyps: _Beam, keyword: KeywordBonus | None, doubling_penalty: float) -> None:
@@ -212,7 +215,7 @@ def _expand(
     dead rows) and the new states; the generic run's states are advanced in place."""
     rows = None if bool(alive.all()) else alive.nonzero().squeeze(1)
     logp, h = _log_probs(model, hyps.tok, h[hyps.parent_row], ctx_rep, rows, NEG_INF)
-    if generic is not None and generic.states is not None:
+    if generic is not None:
         logp_g, generic.states = _log_probs(model, hyps.tok, generic.states[hyps.parent_row], ctx_rep, rows, 0.0)
         logp = logp.sub_(logp_g, alpha=generic.weight)
     return logp.add_(hyps.cost.unsqueeze(1)), h
