@@ -251,12 +251,12 @@ def cvae_step(
 ) -> dict[str, float]:
     """Gaussian CVAE: minimise L = rec + β_t · Σ_d max(KL_d(q(z|x,w) ‖ p(z|w)), free_bits) [+ λ_bow · L_bow].
 
-    β_t is the KL-annealing weight after t = opt.steps['rec'] updates. Steps optimiser 'rec'.
+    β_t = kl_max_weight × the KL-annealing weight after t = opt.steps['rec'] updates. Steps optimiser 'rec'.
     Returns {'lr', 'tf_ratio', 'loss', 'rec', 'kl' (no free bits), 'kl_fb', 'kl_weight', 'kl_above' (share of
     dimensions above the floor), 'bow', 'active_units', 'grad_norm'}.
     """
     lr = opt.lr()
-    beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
+    beta = settings.kl_max_weight * kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
     with autocast(model, settings.amp_bf16):
         out = model(batch, teacher_ratio=tf_ratio)
         rec = reconstruction_loss(out["decode"])
@@ -297,7 +297,7 @@ def igs_step(
     'w', 'active_units', 'grad_norm'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match').
     """
     lr, tau = opt.lr(), gumbel_temperature(settings, counters)
-    beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
+    beta = settings.kl_max_weight * kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
     with autocast(model, settings.amp_bf16):
         out = model(batch, teacher_ratio=tf_ratio, tau=tau)
         rec = reconstruction_loss(out["decode"])
