@@ -34,7 +34,7 @@ from mixpoet_lib.train.logs import CsvLog, read_log
 from mixpoet_lib.train.loop import ensure_model, train, validation_loss
 from mixpoet_lib.train.phases import make_trainer, phase_plan
 from mixpoet_lib.train.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
-from mixpoet_lib.train.steps import aus_step, dae_step, make_optimisers
+from mixpoet_lib.train.steps import aus_step, cvae_step, dae_step, make_optimisers
 from mixpoet_lib.train.trainers import TrainContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -621,3 +621,24 @@ def test_bow_weight_retrains_only_cvae_and_igs_with_the_head(all_phases, smoke_d
         assert isinstance(model.bow, torch.nn.Linear) and model.bow.out_features == len(smoke_data.vocab)
     plain = pd.read_csv(run / "logs" / "cvae_c1.csv")
     assert plain["bow"].isna().all() and load_model(checkpoint_path(run, "cvae", "c1")).bow is None
+
+
+def test_kl_max_weight_scales_the_annealed_kl_weight(smoke_data, tmp_path):
+    """``train.kl_max_weight`` = 0.25: the CVAE's KL weight is a quarter of the annealing schedule at every step, and
+    the option enters the CVAE's and IGS's signatures only (not the shared phases', not AUS's)."""
+    prof = replace(SMOKE, train=replace(SMOKE.train, kl_max_weight=0.25))
+    ctx = TrainContext(prof, smoke_data, tmp_path, default_device(), False, None, lambda m: None)
+    tr = make_trainer(ctx, "cvae", "c1")
+    tr.build()
+    tr.make_optimisers()
+    batches = BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 8, seed=1).batches(0)
+    for step in range(3):
+        row = cvae_step(tr.model, to_device(next(batches), ctx.device), tr.opt, prof.train, 1.0)
+        expected = 0.25 * min(step / prof.train.kl_anneal_steps, 1.0)
+        assert row["kl_weight"] == pytest.approx(expected)
+    assert "kl_max_weight" in weight_settings(prof.train, "cvae") and "kl_max_weight" in weight_settings(
+        prof.train, "igs"
+    )
+    assert "kl_max_weight" not in weight_settings(prof.train, "aus") and "kl_max_weight" not in weight_settings(
+        prof.train, ""
+    )

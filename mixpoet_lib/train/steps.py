@@ -256,7 +256,7 @@ def cvae_step(
     dimensions above the floor), 'bow', 'active_units', 'grad_norm'}.
     """
     lr = opt.lr()
-    beta = settings.kl_max_weight * kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
+    beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind, settings.kl_max_weight)
     with autocast(model, settings.amp_bf16):
         out = model(batch, teacher_ratio=tf_ratio)
         rec = reconstruction_loss(out["decode"])
@@ -297,7 +297,7 @@ def igs_step(
     'w', 'active_units', 'grad_norm'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match').
     """
     lr, tau = opt.lr(), gumbel_temperature(settings, counters)
-    beta = settings.kl_max_weight * kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind)
+    beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind, settings.kl_max_weight)
     with autocast(model, settings.amp_bf16):
         out = model(batch, teacher_ratio=tf_ratio, tau=tau)
         rec = reconstruction_loss(out["decode"])
