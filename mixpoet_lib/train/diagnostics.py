@@ -156,14 +156,8 @@ def latent_diagnostics(
             k: batch[k][i : i + 1].repeat(chunk, *([1] * (batch[k].dim() - 1)))
             for k in ("keys", "poems", "labels", "label_mask")
         }
-        h_x, h_w = model.encode(one)
-        logits = model.classify_xw(h_x, h_w)
-        priors, posts = [], []
-        for _ in range(rounds):
-            y = model.sample_labels(logits, one["labels"], one["label_mask"], tau)
-            priors.append(model.prior_sample(h_w, y).float())
-            posts.append(model.posterior_sample(h_x, h_w, y).float())
-        prior_post = mahalanobis_distance(torch.cat(posts), torch.cat(priors))
+        prior_post = mahalanobis_distance(*aggregate_samples(model, one, samples, tau))
+        h_w = model.encode_keyword(one["keys"])  # eval mode: no random numbers drawn
         groups = []
         for y1 in range(model.n_classes[0]):
             for y2 in range(model.n_classes[1]):
