@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from mixpoet_lib._util import CorruptFileError, default_device, digest, first_line, torch_save_atomic, tree_digest
-from mixpoet_lib.config import FACTOR_NAMES, DataConfig, ModelConfig, Profile, weight_settings
+from mixpoet_lib.config import FACTOR_NAMES, DataConfig, ModelConfig, Profile
 from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
@@ -46,6 +46,7 @@ from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator,
 from mixpoet_lib.models.judges import CharLM, JudgeClassifier
 from mixpoet_lib.paths import repo_root
 from mixpoet_lib.published import PUBLISHED_FORMAT, published_vocab, read_published, save_published
+from mixpoet_lib.signatures import weight_settings
 
 __all__ = [
     "MODEL_NAMES",

@@ -12,7 +12,7 @@ LIB = Path(__file__).resolve().parents[1] / "mixpoet_lib"
 # A module may import from its own package and from layers to its left (README "Layout").
 LAYERS = (
     ("_util", "paths", "runtime"),
-    ("config", "overrides"),
+    ("config", "overrides", "signatures"),
     ("data",),
     ("metrics", "relevance"),
     ("models",),

@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from mixpoet_lib.models import losses
 from mixpoet_lib.models.losses import (
     UNIFORM_ENTROPY_TERM,
     bow_loss,
@@ -24,6 +26,7 @@ from mixpoet_lib.models.losses import (
     relativistic_g_loss,
     supervised_ce,
     symmetric_mahalanobis,
+    token_cross_entropy,
 )
 
 
@@ -162,3 +165,33 @@ def test_kl_share_above_and_bow_loss_by_hand():
     logits[0, 5] = logits[0, 6] = 100.0
     assert bow_loss(logits, poems).item() == pytest.approx(2 * math.log(2), abs=1e-6)
     assert bow_loss(torch.zeros(2, 8), poems).item() == pytest.approx(math.log(8), abs=1e-6)
+
+
+def test_token_cross_entropy_is_the_softmax_nll_by_hand():
+    logits = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, -1.0]], requires_grad=True)
+    nll = token_cross_entropy(logits, torch.tensor([2, 1]))
+    assert nll.tolist() == pytest.approx([_nll([0, 1, 2], 2), _nll([3, 0, -1], 1)], abs=1e-6)
+    (nll * torch.tensor([1.0, 2.0])).sum().backward()
+    soft = torch.softmax(logits.detach(), -1)
+    want = torch.stack([soft[0] - torch.tensor([0, 0, 1.0]), 2 * (soft[1] - torch.tensor([0, 1.0, 0]))])
+    assert torch.allclose(logits.grad, want, atol=1e-6)  # (softmax − one-hot) · upstream gradient
+
+
+def test_token_cross_entropy_matches_torch_across_blocks_and_dtypes(monkeypatch):
+    monkeypatch.setattr(losses, "CE_CHUNK_ROWS", 7)  # 30 rows: four full blocks and a short one
+    torch.manual_seed(0)
+    targets, weights = torch.randint(0, 50, (30,)), torch.rand(30)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 1e-5), (torch.float64, 1e-12)):
+        x = (3 * torch.randn(30, 50)).to(dtype).requires_grad_()
+        ref = x.detach().clone().requires_grad_()
+        got = token_cross_entropy(x, targets)
+        want = F.cross_entropy(ref.to(got.dtype), targets, reduction="none")
+        assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        assert torch.allclose(got, want, atol=tol)
+        (got * weights).sum().backward()
+        (want * weights).sum().backward()
+        assert x.grad.dtype == dtype and torch.allclose(
+            x.grad.double(), ref.grad.double(), atol=1e-2 if dtype == torch.bfloat16 else tol
+        )
+    x64 = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: token_cross_entropy(v, targets[:9] % 5), (x64,))

@@ -13,7 +13,7 @@ from mixpoet_lib.config import ModelConfig, get_profile
 from mixpoet_lib.data.vocab import BOS, EOS, PAD
 from mixpoet_lib.models.factor_models import MixPoetAUS, MixPoetIGS
 from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator
-from mixpoet_lib.models.layers import ConditionalBatchNorm, gumbel_label_sample
+from mixpoet_lib.models.layers import ConditionalBatchNorm, InterLineContext, gumbel_label_sample
 from mixpoet_lib.models.losses import line_cross_entropy, reconstruction_loss
 from mixpoet_lib.train.steps import fbasic_step, make_optimisers
 
@@ -402,3 +402,15 @@ def test_fbasic_step_fits_four_poems_with_their_labels():
     rows = [fbasic_step(m, b, opt, tf_ratio=1.0) for _ in range(30)]
     assert set(rows[0]) == {"lr", "tf_ratio", "loss", "grad_norm"} and opt.steps["rec"] == 30
     assert rows[-1]["loss"] < 0.6 * rows[0]["loss"], [r["loss"] for r in rows]
+
+
+def test_context_features_are_the_convolution_computed_as_one_matmul():
+    torch.manual_seed(0)
+    ctx = InterLineContext(hidden_size=6, context_size=4, window=8)
+    states = torch.randn(3, 8, 6, requires_grad=True)
+    want = torch.tanh(ctx.conv(states.transpose(1, 2))).mean(dim=-1)  # the Conv1d the weights belong to
+    got = ctx.features(states)
+    assert torch.allclose(got, want, atol=1e-6)
+    g_want = torch.autograd.grad(want.sum(), (states, ctx.conv.weight))
+    g_got = torch.autograd.grad(got.sum(), (states, ctx.conv.weight))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_got, g_want, strict=True))

@@ -261,3 +261,30 @@ def test_thread_setting_of_the_profile_wins(monkeypatch):
     monkeypatch.setattr(runtime, "_own_load", lambda: 0.0)
     monkeypatch.setattr(runtime.torch, "get_num_threads", lambda: 2)
     assert runtime.auto_threads(0)[0] == 1
+
+
+def test_bf16_is_chosen_by_the_setting_or_by_the_cpus_bf16_units(monkeypatch):
+    assert runtime.bf16_choice("on", "cpu")[0] is True and runtime.bf16_choice("off", "cuda")[0] is False
+    monkeypatch.setattr(runtime, "cpu_identity", lambda: ("Xeon", frozenset({"avx2", "avx512f", "amx_bf16"})))
+    on, why = runtime.bf16_choice("auto", "cpu")
+    assert on and "amx_bf16" in why
+    monkeypatch.setattr(runtime, "cpu_identity", lambda: ("EPYC", frozenset({"avx2", "fma"})))
+    on, why = runtime.bf16_choice("auto", "cpu")
+    assert not on and "no bf16 units" in why
+    assert runtime.bf16_choice("auto", "mps")[0] is False
+
+
+def test_amp_setting_takes_three_words():
+    assert get_profile("tutorial", "train.amp_bf16=on").train.amp_bf16 == "on"
+    assert get_profile("tutorial").train.amp_bf16 == "auto" and get_profile("smoke").train.amp_bf16 == "off"
+    with pytest.raises(ValueError, match=r"TrainConfig.amp_bf16 must be one of .*got 'fast'"):
+        get_profile("tutorial", "train.amp_bf16=fast")
+    with pytest.raises(ValueError, match=r"train.amp_bf16.*expects str, got True"):  # the earlier boolean form
+        get_profile("tutorial", "train.amp_bf16=true")
+
+
+def test_precision_does_not_change_the_published_weights_key():
+    from mixpoet_lib.checkpoints import weights_key
+
+    keys = {weights_key(get_profile("tutorial", f"train.amp_bf16={v}")) for v in ("auto", "on", "off")}
+    assert len(keys) == 1

@@ -23,11 +23,12 @@ import torch
 from mixpoet_lib._util import default_device, derived_seed, seed_everything
 from mixpoet_lib.checkpoints import PHASES, build_model, checkpoint_path, load_model
 from mixpoet_lib.cli import app as cli
-from mixpoet_lib.config import get_profile, weight_settings
+from mixpoet_lib.config import get_profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS
 from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.models.generators import BasicGenerator
+from mixpoet_lib.signatures import weight_settings
 from mixpoet_lib.train.diagnostics import to_device
 from mixpoet_lib.train.factor_trainers import aus_optimiser_specs
 from mixpoet_lib.train.logs import CsvLog, read_log

@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from mixpoet_lib._util import default_device
 from mixpoet_lib.checkpoints import build_model
 from mixpoet_lib.cli.bench_probes import RSSSampler, StepTimer, cpu_info, matmul_peak
 from mixpoet_lib.cli.settings import add_set_option, overrides_from_args
@@ -46,6 +47,7 @@ from mixpoet_lib.data.dataset import PreparedData, prepare
 from mixpoet_lib.data.vocab import N_SPECIALS
 from mixpoet_lib.generate.bench import benchmark_generation
 from mixpoet_lib.overrides import apply_overrides, format_overrides, parse_overrides
+from mixpoet_lib.runtime import bf16_choice
 from mixpoet_lib.train.loop import train
 
 OFFICIAL = {
@@ -188,6 +190,7 @@ def bench_profile(
         "skip": skip,
         "flop_steps": dict(timer.flop_steps),
         "encode_once": prof.train.encode_once,
+        "bf16_autocast": bf16_choice(prof.train.amp_bf16, default_device().type)[0],
         "models": list(models),
         "matmul_peak_gflops": peaks,
         "phases": rows,
@@ -269,7 +272,8 @@ def format_report(results: list[dict[str, Any]]) -> str:
             f"== profile {r['profile']}: vocab {r['vocab']}, {r['threads']} thread(s), "
             f"matmul peak fp32 {r['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
             f"bf16 {r['matmul_peak_gflops']['bf16']:.1f} GFLOP/s, process peak RSS "
-            f"{r['process_peak_rss_mb']:.0f} MB, encode_once={r['encode_once']}"
+            f"{r['process_peak_rss_mb']:.0f} MB, encode_once={r['encode_once']}, "
+            f"bf16 autocast {'on' if r.get('bf16_autocast') else 'off'}"
         )
         df = pd.DataFrame(r["phases"]).drop(columns=["profile"])
         out.append(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))

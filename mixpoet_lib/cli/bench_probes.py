@@ -3,18 +3,17 @@ model and instruction sets, and the per-step timer it hands to training as its c
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
+
+from mixpoet_lib.runtime import cpu_identity
 
 __all__ = ["matmul_peak", "flop_counter", "RSSSampler", "cpu_info", "StepTimer"]
 
@@ -111,22 +110,7 @@ class RSSSampler:
 def cpu_info() -> dict[str, Any]:
     """The processor model and its speed-relevant instruction sets (AVX2, AVX-512*, AMX*), from /proc/cpuinfo
     or ``lscpu``; empty values where neither is available."""
-    text = ""
-    with contextlib.suppress(OSError):
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    if "flags" not in text:
-        try:
-            text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            text = ""
-    model, flags = "", set[str]()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "model name(s)") and not model:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
+    model, flags = cpu_identity()
     fast = sorted(f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx")))
     return {"model": model or platform.processor() or "unknown", "flags": fast, "cores": os.cpu_count()}
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from mixpoet_lib._util import FolderLock
+from mixpoet_lib._util import FolderLock, default_device
 from mixpoet_lib.cli.live import LiveStatus
 from mixpoet_lib.cli.settings import add_profile_options, overrides_from_args
 from mixpoet_lib.config import get_profile
@@ -26,7 +26,7 @@ from mixpoet_lib.pipeline import (
     reference_dir,
     run_pipeline,
 )
-from mixpoet_lib.runtime import auto_threads
+from mixpoet_lib.runtime import auto_threads, bf16_choice
 
 
 def _run_dir(args: argparse.Namespace, profile: str, overrides: str) -> Path:
@@ -44,6 +44,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     out = _run_dir(args, name, overrides)
     threads, why = auto_threads(profile.train.num_threads)
     print(f"profile {name} → {out}; training will use {threads} torch thread(s) ({why}; re-checked per notebook)")
+    bf16, bf16_why = bf16_choice(profile.train.amp_bf16, default_device().type)
+    print(f"bf16 autocast {'on' if bf16 else 'off'} ({bf16_why})")
     live = None if args.quiet else LiveStatus(out, sys.stderr, profile)
     try:
         with FolderLock(out):  # the notebooks' training (child processes) inherits the lock

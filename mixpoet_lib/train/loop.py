@@ -34,7 +34,7 @@ from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import PreparedData, prepare
 from mixpoet_lib.models.losses import reconstruction_loss
 from mixpoet_lib.paths import runs_dir
-from mixpoet_lib.runtime import auto_threads
+from mixpoet_lib.runtime import auto_threads, bf16_choice
 from mixpoet_lib.train.diagnostics import VAL_SEED, VAL_SPLITS, eval_mode, fixed_rng, to_device
 from mixpoet_lib.train.phases import PhaseResult, phase_key, phase_plan, run_phase
 from mixpoet_lib.train.trainers import Callback, TrainContext
@@ -113,6 +113,8 @@ def train(
     threads = torch.get_num_threads()
     chosen, why = auto_threads(prof.train.num_threads)
     log(f"{chosen} torch thread(s): {why}")
+    bf16, bf16_why = bf16_choice(prof.train.amp_bf16, ctx.device.type)
+    log(f"bf16 autocast {'on' if bf16 else 'off'}: {bf16_why}")
     torch.set_num_threads(chosen)
     try:
         with FolderLock(ctx.run_dir):  # one writer per run folder (FolderBusyError names the other one)

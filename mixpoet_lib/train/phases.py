@@ -90,9 +90,10 @@ from mixpoet_lib.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from mixpoet_lib.config import Profile, weight_settings
+from mixpoet_lib.config import Profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import PreparedData
+from mixpoet_lib.signatures import weight_settings
 from mixpoet_lib.train.diagnostics import to_device
 from mixpoet_lib.train.factor_trainers import AUSTrainer, IGSTrainer
 from mixpoet_lib.train.logs import CsvLog, append_timing, log_path

@@ -40,6 +40,7 @@ from mixpoet_lib.models.losses import (
     relativistic_d_loss,
     relativistic_g_loss,
 )
+from mixpoet_lib.runtime import bf16_choice
 from mixpoet_lib.train.diagnostics import active_units, diagnostic_row
 from mixpoet_lib.train.schedules import gumbel_tau, instance_noise, kl_weight, make_optimizer, phase_lr_scheduler
 
@@ -142,9 +143,10 @@ def make_optimisers(
     return out
 
 
-def autocast(model: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on the model's device type when ``enabled`` (else a no-op context)."""
-    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=enabled)
+def autocast(model: nn.Module, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the model's device when ``amp`` (``train.amp_bf16``) asks for it there (else a no-op)."""
+    device = next(model.parameters()).device.type
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16_choice(amp, device)[0])
 
 
 def factor_counters() -> dict[str, int]:
@@ -177,7 +179,7 @@ def dae_step(
     batch: dict[str, Tensor],
     opt: Optimisers,
     tf_ratio: float,
-    amp: bool = False,
+    amp: str = "off",
 ) -> dict[str, float]:
     """Phase A (DAE): minimise L = CE(lines | corrupted poem, keyword), the masked per-line cross-entropy.
 
@@ -192,7 +194,7 @@ def dae_step(
 
 
 def basic_step(
-    model: BasicGenerator, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
+    model: BasicGenerator, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: str = "off"
 ) -> dict[str, float]:
     """Keyword-only generator: minimise L = CE(lines | keyword), the same update as :func:`dae_step` on clean poems.
 
@@ -202,7 +204,7 @@ def basic_step(
 
 
 def fbasic_step(
-    model: FBasicGenerator, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: bool = False
+    model: FBasicGenerator, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, amp: str = "off"
 ) -> dict[str, float]:
     """fBasic: minimise L = CE(lines | keyword, ỹ_1, ỹ_2), the masked per-line cross-entropy of the clean poem.
 
@@ -215,7 +217,7 @@ def fbasic_step(
 
 
 def classifier_step(
-    model: FactorModelBase, batch: dict[str, Tensor], opt: Optimisers, factor: int, amp: bool = False
+    model: FactorModelBase, batch: dict[str, Tensor], opt: Optimisers, factor: int, amp: str = "off"
 ) -> dict[str, float]:
     """Phases B1/B2: minimise L = CE(q(y_k|x,w), y_k) + CE(p(y_k|w), y_k) for factor k = ``factor`` (0 or 1).
 
@@ -343,7 +345,7 @@ def _detach(y: Tensor) -> Tensor:
 
 
 def _aus_rec_loss(
-    model: MixPoetAUS, batch: dict[str, Tensor], tf_ratio: float, tau: float, amp: bool
+    model: MixPoetAUS, batch: dict[str, Tensor], tf_ratio: float, tau: float, amp: str
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Any]]:
     """The loss of step R, its terms and the forward pass; then (no grad, fp32) one prior draw for its BN statistics."""
     with autocast(model, amp):
@@ -361,7 +363,7 @@ def _rec_row(loss: Tensor, terms: dict[str, Tensor], grad_norm: float) -> dict[s
 
 
 def aus_reconstruction_step(
-    model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, tau: float, amp: bool = False
+    model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, tau: float, amp: str = "off"
 ) -> dict[str, float]:
     """AUS step R: minimise L = rec(decoded from z_post) + Σ_k (L_xw + L_ent + L_w).
 

@@ -1,0 +1,64 @@
+"""Which settings decide a model's trained weights: the signature of a checkpoint and the key of published weights.
+
+A training phase's checkpoint stores :func:`weight_settings` of its profile, and a checkpoint or a set of published
+weights is used only where they agree (mixpoet_lib.checkpoints, mixpoet_lib.train.phases). Bookkeeping settings are
+left out; options added after weights were published count only when switched on; and settings that choose how,
+not what, a recipe computes are held at one value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixpoet_lib._util import jsonable
+from mixpoet_lib.config import TrainConfig
+
+__all__ = ["NOT_IN_SIGNATURE", "AUS_MODELS", "SIGNATURE_IF_SET", "SIGNATURE_FIXED", "weight_settings"]
+
+# TrainConfig fields that never change the trained weights (bookkeeping, validation, diagnostics run under a
+# forked RNG): left out of checkpoint signatures and of the published weights' key.
+NOT_IN_SIGNATURE = (
+    "ckpt_every",
+    "log_every",
+    "val_batches",
+    "cl_val_instances",
+    "validate_every",
+    "validate_every_epoch",
+    "diag_every",
+    "diag_samples",
+    "diag_chunk",
+)
+# Options added after checkpoints were published: they count only when switched away from this default, and only
+# in the second-stage phases of the models they act in, so existing checkpoints (and the shared DAE/classifier
+# phases of a variant) stay valid.
+AUS_MODELS = frozenset({"aus", "aus_st"})
+SIGNATURE_IF_SET: dict[str, tuple[Any, frozenset[str]]] = {
+    "encode_once": (False, AUS_MODELS),
+    "gen_lr_scale": (1.0, AUS_MODELS),
+    "gen_shared": (True, AUS_MODELS),
+    "bow_weight": (0.0, frozenset({"cvae", "igs"})),
+    "kl_max_weight": (1.0, frozenset({"cvae", "igs"})),
+}
+
+
+# How a recipe is computed, not what it computes: the signature holds them at one fixed value whatever the setting,
+# so that one set of published weights serves every machine. bf16 autocast trains to the validation loss of fp32
+# (docs/experiments.md §8); the value is the one the weights published before "auto" existed were trained with.
+SIGNATURE_FIXED: dict[str, Any] = {"amp_bf16": False}
+
+
+def weight_settings(train: TrainConfig, model: str | None = None) -> dict[str, Any]:
+    """The TrainConfig fields (as JSON data) that decide the weights of ``model``'s second-stage phases (``None``:
+    of any model); an option of :data:`SIGNATURE_IF_SET` counts only when set and only for the models it acts in
+    (pass ``model=""`` for a phase where none of them acts: the DAE and the classifiers)."""
+    values = jsonable(train)
+
+    def counts(k: str, v: Any) -> bool:
+        if k in NOT_IN_SIGNATURE:
+            return False
+        if k not in SIGNATURE_IF_SET:
+            return True
+        default, models = SIGNATURE_IF_SET[k]
+        return v != default and (model is None or model in models)
+
+    return {k: SIGNATURE_FIXED.get(k, v) for k, v in values.items() if counts(k, v)}
