@@ -185,7 +185,7 @@ class TrainConfig:
     noise_decay_steps: int = 8500
     dae_corrupt_ratio: float = 0.1
     straight_through_labels: bool = False  # False = official non-differentiable Gumbel sampling (design §3.8)
-    # bf16 autocast of the forward passes (BN statistics, losses, optimisers stay fp32; design §4.12): "auto" = on
+    # bf16 autocast of the forward passes (BN statistics, losses, optimisers stay fp32; design §4.11): "auto" = on
     # where the hardware has bf16 units (AMX/AVX512-BF16 CPU, CUDA), "on"/"off" force it
     amp_bf16: str = "auto"
     kl_anneal_steps: int = 10000  # CVAE / MixPoet-IGS: KL weight rises 0 → 1 over this many steps (design §4.5)

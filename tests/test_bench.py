@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from mixpoet_lib.cli import app as cli
-from mixpoet_lib.cli.bench import bench_settings, format_report
+from mixpoet_lib.cli.bench import bench_settings, format_report, rss_growth
 from mixpoet_lib.cli.bench_probes import RSSSampler, cpu_info, matmul_peak
 
 
@@ -111,3 +111,11 @@ def test_flop_counter_counts_linear_and_gru_by_hand():
     with c, torch.no_grad():
         gru(torch.randn(2, 5, 8))
     assert c.get_total_flops() == 2 * 2 * 5 * 3 * (8 * 16 + 16 * 16)
+
+
+def test_rss_growth_compares_the_last_quarter_with_the_second():
+    sampler = RSSSampler()  # not started: samples set by hand, (time, bytes)
+    sampler.samples = [(0.5, 900), (1.5, 100), (2.5, 120), (3.5, 150), (3.9, 170)]
+    assert rss_growth(sampler, 0.0, 4.0) == 170 - 100  # the first quarter's one-off peak does not count
+    sampler.samples = [(t + 0.5, 100) for t in range(4)]
+    assert rss_growth(sampler, 0.0, 4.0) == 0

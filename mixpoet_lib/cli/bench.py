@@ -105,6 +105,13 @@ def _regimes(name: str, key: str, per_step: list[tuple[int, float]], logs: Path)
     }
 
 
+def rss_growth(rss: RSSSampler, lo: float, hi: float) -> float:
+    """How much a phase's resident memory grew while it ran: peak of its last quarter less that of its second
+    (the first quarter holds one-off allocations: optimiser state, caches); ≈ 0 when memory stays flat."""
+    quarter = (hi - lo) / 4
+    return float(rss.peak(hi - quarter, hi) - rss.peak(lo + quarter, lo + 2 * quarter))
+
+
 def phase_rows(
     profile_name: str,
     prof: Profile,
@@ -150,6 +157,7 @@ def phase_rows(
                     "pct_fp32_peak": 100 * gflops / sps / peaks["fp32"],
                     "pct_bf16_peak": 100 * gflops / sps / peaks["bf16"],
                     "peak_rss_mb": rss.peak(lo, hi) / 2**20,
+                    "rss_growth_mb": rss_growth(rss, lo, hi) / 2**20,
                 }
             )
     return rows
