@@ -2,18 +2,20 @@
 
 A training phase's checkpoint stores :func:`weight_settings` of its profile, and a checkpoint or a set of published
 weights is used only where they agree (mixpoet_lib.checkpoints, mixpoet_lib.train.phases). Bookkeeping settings are
-left out; options added after weights were published count only when switched on; and settings that choose how,
-not what, a recipe computes are held at one value.
+left out; options added after weights were published count only when switched on; bf16 autocast counts as what
+it is on this machine (``amp_bf16="auto"`` is on where the hardware has bf16 units), because it changes what
+training reaches (docs/experiments.md §8).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mixpoet_lib._util import jsonable
+from mixpoet_lib._util import default_device, jsonable
 from mixpoet_lib.config import TrainConfig
+from mixpoet_lib.runtime import bf16_choice
 
-__all__ = ["NOT_IN_SIGNATURE", "AUS_MODELS", "SIGNATURE_IF_SET", "SIGNATURE_FIXED", "weight_settings"]
+__all__ = ["NOT_IN_SIGNATURE", "AUS_MODELS", "SIGNATURE_IF_SET", "weight_settings"]
 
 # TrainConfig fields that never change the trained weights (bookkeeping, validation, diagnostics run under a
 # forked RNG): left out of checkpoint signatures and of the published weights' key.
@@ -41,12 +43,6 @@ SIGNATURE_IF_SET: dict[str, tuple[Any, frozenset[str]]] = {
 }
 
 
-# How a recipe is computed, not what it computes: the signature holds them at one fixed value whatever the setting,
-# so that one set of published weights serves every machine. bf16 autocast trains to the validation loss of fp32
-# (docs/experiments.md §8); the value is the one the weights published before "auto" existed were trained with.
-SIGNATURE_FIXED: dict[str, Any] = {"amp_bf16": False}
-
-
 def weight_settings(train: TrainConfig, model: str | None = None) -> dict[str, Any]:
     """The TrainConfig fields (as JSON data) that decide the weights of ``model``'s second-stage phases (``None``:
     of any model); an option of :data:`SIGNATURE_IF_SET` counts only when set and only for the models it acts in
@@ -61,4 +57,5 @@ def weight_settings(train: TrainConfig, model: str | None = None) -> dict[str, A
         default, models = SIGNATURE_IF_SET[k]
         return v != default and (model is None or model in models)
 
-    return {k: SIGNATURE_FIXED.get(k, v) for k, v in values.items() if counts(k, v)}
+    values["amp_bf16"] = bf16_choice(train.amp_bf16, default_device().type)[0]  # "auto" as this machine resolves it
+    return {k: v for k, v in values.items() if counts(k, v)}

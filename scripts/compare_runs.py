@@ -1,14 +1,14 @@
-"""Compare the training logs of two runs of one recipe (e.g. bf16 autocast against fp32): validation losses
-side by side, and the training curves overlaid in one figure.
+"""Compare the training logs of runs of one recipe (e.g. bf16 autocast against fp32): validation values side by
+side, and the training curves overlaid in one figure.
 
 Usage::
 
     mixpoet train --profile tutorial --models aus --set train.amp_bf16=on  --run-dir /tmp/bf16
     mixpoet train --profile tutorial --models aus --set train.amp_bf16=off --run-dir /tmp/fp32
-    python scripts/compare_runs.py /tmp/fp32 /tmp/bf16 --labels fp32 bf16 --figure figures/speed_bf16_vs_fp32.png
+    python scripts/compare_runs.py /tmp/fp32 /tmp/bf16 --labels fp32 bf16 --figure figures/bf16_vs_fp32.png
 
-Prints, for every phase both runs logged, each validation column at each validation step of both runs and the
-relative difference of the second from the first.
+Prints, for every phase all runs logged, each validation column at each validation step of every run and the
+relative difference of each run from the first.
 """
 
 from __future__ import annotations
@@ -25,18 +25,23 @@ SMOOTH = 50  # steps in the rolling mean of a training curve
 
 
 def validation_table(runs: list[Path], labels: list[str]) -> pd.DataFrame:
-    """One row per (phase, step, column) present in both runs' ``logs/<phase>_valid.csv``."""
+    """One row per (phase, step, column) present in every run's ``logs/<phase>_valid.csv``; a column per run and
+    the relative difference ``rel <label>`` of each later run from the first."""
     rows = []
     for phase in PHASES:
         paths = [r / "logs" / f"{phase}_valid.csv" for r in runs]
         if not all(p.is_file() for p in paths):
             continue
-        a, b = (pd.read_csv(p).set_index("step") for p in paths)
-        for col in a.columns.intersection(b.columns):
-            for step in a.index.intersection(b.index):
-                x, y = float(a.at[step, col]), float(b.at[step, col])
-                rel = (y - x) / abs(x) if x else float("nan")
-                rows.append({"phase": phase, "step": step, "value": col, labels[0]: x, labels[1]: y, "rel": rel})
+        logs = [pd.read_csv(p).set_index("step") for p in paths]
+        cols = [c for c in logs[0].columns if all(c in log.columns for log in logs[1:])]
+        steps = [s for s in logs[0].index if all(s in log.index for log in logs[1:])]
+        for col in cols:
+            for step in steps:
+                vals = [float(log.at[step, col]) for log in logs]
+                row = {"phase": phase, "step": step, "value": col, **dict(zip(labels, vals, strict=True))}
+                for label, v in zip(labels[1:], vals[1:], strict=True):
+                    row[f"rel {label}"] = (v - vals[0]) / abs(vals[0]) if vals[0] else float("nan")
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -54,7 +59,7 @@ def plot_curves(runs: list[Path], labels: list[str], out: Path) -> None:
                 ax.plot(val["step"], val["val_rec"], "o", color=line[0].get_color(), ms=4)
         ax.set_title(phase, fontsize=9)
         ax.set_xlabel("step")
-    axes[0][0].set_ylabel(f"training loss (mean of {SMOOTH}); dots: validation")
+    axes[0][0].set_ylabel(f"loss (lines: training, mean of {SMOOTH};\ndots: validation)", fontsize=8)
     axes[0][0].legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -63,15 +68,18 @@ def plot_curves(runs: list[Path], labels: list[str], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", type=Path, nargs=2, help="two run folders (each with logs/)")
-    ap.add_argument("--labels", nargs=2, default=["first", "second"])
+    ap.add_argument("runs", type=Path, nargs="+", help="run folders (each with logs/); the first is the reference")
+    ap.add_argument("--labels", nargs="+", help="a name per run (default: the folder names)")
     ap.add_argument("--figure", type=Path, help="write the overlaid training curves here")
     args = ap.parse_args(argv)
-    table = validation_table(args.runs, args.labels)
+    labels = args.labels or [r.name for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise SystemExit(f"--labels: {len(labels)} names for {len(args.runs)} runs")
+    table = validation_table(args.runs, labels)
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.figure:
-        plot_curves(args.runs, args.labels, args.figure)
+        plot_curves(args.runs, labels, args.figure)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from mixpoet_lib import paths, pipeline, run_report, runtime
 from mixpoet_lib.cli import app as cli
@@ -276,15 +277,23 @@ def test_bf16_is_chosen_by_the_setting_or_by_the_cpus_bf16_units(monkeypatch):
 
 def test_amp_setting_takes_three_words():
     assert get_profile("tutorial", "train.amp_bf16=on").train.amp_bf16 == "on"
-    assert get_profile("tutorial").train.amp_bf16 == "auto" and get_profile("smoke").train.amp_bf16 == "off"
+    assert all(get_profile(p).train.amp_bf16 == "off" for p in ("smoke", "tutorial", "full"))
     with pytest.raises(ValueError, match=r"TrainConfig.amp_bf16 must be one of .*got 'fast'"):
         get_profile("tutorial", "train.amp_bf16=fast")
     with pytest.raises(ValueError, match=r"train.amp_bf16.*expects str, got True"):  # the earlier boolean form
         get_profile("tutorial", "train.amp_bf16=true")
 
 
-def test_precision_does_not_change_the_published_weights_key():
+def test_weights_key_holds_bf16_as_this_machine_resolves_it(monkeypatch):
+    from mixpoet_lib import signatures
     from mixpoet_lib.checkpoints import weights_key
 
-    keys = {weights_key(get_profile("tutorial", f"train.amp_bf16={v}")) for v in ("auto", "on", "off")}
-    assert len(keys) == 1
+    def key(amp: str) -> str:
+        return weights_key(get_profile("tutorial", f"train.amp_bf16={amp}"))
+
+    assert signatures.weight_settings(get_profile("tutorial").train)["amp_bf16"] is False  # as published (fp32)
+    assert key("on") != key("off")
+    for flags, same_as in ((frozenset({"amx_bf16"}), "on"), (frozenset({"avx2"}), "off")):
+        monkeypatch.setattr(runtime, "cpu_identity", lambda flags=flags: ("cpu", flags))
+        monkeypatch.setattr(signatures, "default_device", lambda: torch.device("cpu"))
+        assert key("auto") == key(same_as)
