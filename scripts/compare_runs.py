@@ -46,21 +46,29 @@ def validation_table(runs: list[Path], labels: list[str]) -> pd.DataFrame:
 
 
 def plot_curves(runs: list[Path], labels: list[str], out: Path) -> None:
-    """The training loss of each phase in :data:`CURVE`, both runs overlaid (rolling mean), validation as dots."""
+    """The training loss of each phase in :data:`CURVE`, all runs overlaid (rolling mean), validation as dots;
+    the y-axis starts after the first tenth of the phase, where the curves are worth telling apart."""
     phases = [p for p in CURVE if all((r / "logs" / f"{p}.csv").is_file() for r in runs)]
-    fig, axes = plt.subplots(1, len(phases), figsize=(3.2 * len(phases), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(phases), figsize=(max(6.0, 3.4 * len(phases)), 3.6), squeeze=False)
     for ax, phase in zip(axes[0], phases, strict=True):
+        late: list[float] = []
         for run, label in zip(runs, labels, strict=True):
             log = pd.read_csv(run / "logs" / f"{phase}.csv")
-            line = ax.plot(log["step"], log[CURVE[phase]].rolling(SMOOTH, min_periods=1).mean(), label=label, lw=1)
+            curve = log[CURVE[phase]].rolling(SMOOTH, min_periods=1).mean()
+            line = ax.plot(log["step"], curve, label=label, lw=1)
+            late += curve[log["step"] > log["step"].max() / 10].tolist()
             valid = run / "logs" / f"{phase}_valid.csv"
             val = pd.read_csv(valid) if valid.is_file() else None
             if val is not None and "val_rec" in val:
                 ax.plot(val["step"], val["val_rec"], "o", color=line[0].get_color(), ms=4)
+                late += val["val_rec"].tolist()[1:]
+        if late:
+            lo, hi = min(late), max(late)
+            ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
         ax.set_title(phase, fontsize=9)
         ax.set_xlabel("step")
     axes[0][0].set_ylabel(f"loss (lines: training, mean of {SMOOTH};\ndots: validation)", fontsize=8)
-    axes[0][0].legend()
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
