@@ -3,7 +3,7 @@
 A training phase's checkpoint stores :func:`weight_settings` of its profile, and a checkpoint or a set of published
 weights is used only where they agree (mixpoet_lib.checkpoints, mixpoet_lib.train.phases). Bookkeeping settings are
 left out; options added after weights were published count only when switched on; bf16 autocast counts as what
-it is on this machine (``amp_bf16="auto"`` is on where the hardware has bf16 units), because it changes what
+it is on this machine (``amp_bf16="auto"`` is on where the hardware has bf16 units), because it can change what
 training reaches (docs/experiments.md §8).
 """
 
