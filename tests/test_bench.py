@@ -76,6 +76,10 @@ def test_bench_smoke_json(mirror_dir, monkeypatch, capsys):
     assert r["overrides"] == "eval.intra_n=2" and r["cpu"]["model"]
     report = format_report(res)
     assert "shared_dae" in report and f"CPU {r['cpu']['model']}" in report and "speed flags" in report
+    # a full-size report points to the side-by-side script, with no ratio to official times taken elsewhere
+    assert "side_by_side" not in report
+    full = format_report([{**r, "profile": "full"}])
+    assert "scripts/side_by_side.py" in full and "×" not in full
 
 
 def test_cpu_info_names_the_processor_and_speed_flags():
