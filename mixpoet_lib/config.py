@@ -31,6 +31,7 @@ N_CLASSES: tuple[int, ...] = tuple(len(c) for c in FACTOR_CLASSES.values())  # c
 REPETITION_RULES = ("attested", "intended", "official")  # in-line repetition rules of generate.constraints
 KL_ANNEAL_KINDS = ("linear", "sigmoid", "constant")
 AMP_MODES = ("auto", "on", "off")
+FREE_BITS_SCOPES = ("dimension", "subspace")
 CHINESE_POETRY_SETS = ("tang", "song")
 MAX_KEYWORDS = 4  # keywords a poem may carry (1..4, design §2.2)
 N_BETAS = 2  # Adam's (beta1, beta2)
@@ -192,6 +193,9 @@ class TrainConfig:
     kl_anneal_steps: int = 10000  # CVAE / MixPoet-IGS: KL weight rises 0 → 1 over this many steps (design §4.5)
     kl_anneal_kind: str = "linear"  # linear | sigmoid | constant
     free_bits: float = 0.05  # CVAE / IGS: nats per latent dimension below which KL is not penalised (design §4.5)
+    # [kit choice] where the free-bits floor applies: "dimension" (each dimension's KL ≥ free_bits; official-style)
+    # or "subspace" (each sub-space's summed KL ≥ free_bits × its size; design §4.5, docs/experiments.md §9)
+    free_bits_scope: str = "dimension"
     ckpt_every: int = 500  # optimiser steps between resumable checkpoints
     log_every: int = 50  # steps between refreshes of the live losses on the progress bar (the CSV gets every step)
     val_batches: int = 50  # batches per validation pass (official: 50)
@@ -220,6 +224,7 @@ class TrainConfig:
         _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")
         _require(self, "kl_anneal_kind", self.kl_anneal_kind in KL_ANNEAL_KINDS, f"one of {KL_ANNEAL_KINDS}")
         _require(self, "amp_bf16", self.amp_bf16 in AMP_MODES, f"one of {AMP_MODES}")
+        _require(self, "free_bits_scope", self.free_bits_scope in FREE_BITS_SCOPES, f"one of {FREE_BITS_SCOPES}")
         _require(self, "diag_samples", self.diag_samples >= 1 and self.diag_chunk >= 1, "≥ 1 (and diag_chunk ≥ 1)")
 
 
@@ -275,6 +280,10 @@ class EvalConfig:
     judge_emb: int = 128
     judge_hidden: int = 256
     judge: PhaseConfig = PhaseConfig(batch_size=64, epochs=10, lr_max=1e-3, warmup_steps=200)
+    # [kit choice] semi-supervised judges: virtual adversarial training (Miyato et al. 2017) on unlabelled poems
+    # with this weight (0 = supervised only) and this L2 norm ε of a poem's embedding perturbation (design §6.4)
+    judge_vat_weight: float = 0.0
+    judge_vat_eps: float = 1.0
     lm_emb: int = 256
     lm_hidden: int = 512
     lm_layers: int = 2
@@ -284,6 +293,7 @@ class EvalConfig:
         object.__setattr__(self, "seeds", tuple(self.seeds))  # JSON gives lists
         _require(self, "seeds", len(self.seeds) >= 1, "at least one seed")
         _check(self, "> 0", "n_keywords intra_n max_pairs judge_emb judge_hidden lm_emb lm_hidden lm_layers")
+        _check(self, "≥ 0", "judge_vat_weight judge_vat_eps")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ SIGNATURE_IF_SET: dict[str, tuple[Any, frozenset[str]]] = {
     "gen_shared": (True, AUS_MODELS),
     "bow_weight": (0.0, frozenset({"cvae", "igs"})),
     "kl_max_weight": (1.0, frozenset({"cvae", "igs"})),
+    "free_bits_scope": ("dimension", frozenset({"cvae", "igs"})),
 }
 
 

@@ -3,6 +3,7 @@ fitting loop (train.supervised) (design §6.3–6.4)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -160,6 +161,53 @@ def test_judge_learns_a_separable_task():
     assert fit["steps"] == 8 * 10
     ev = J.evaluate_classifier(model, *sets["test"])
     assert ev["accuracy"] >= 0.95 and ev["macro_f1"] >= 0.95
+
+
+def _tiny_judge(seed: int = 0) -> tuple[NJ.JudgeClassifier, torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    vocab = Vocab(SPECIALS + tuple("兵戈田桑月花之乎者也云山水风雨天日人心春秋"))
+    poems, _ = _synthetic(12, rng)
+    seed_everything(seed)
+    model = NJ.JudgeClassifier(vocab, "living", emb=8, hidden=8)
+    return model, *NJ.encode_texts(vocab, poems, False, False)
+
+
+def test_virtual_adversarial_loss_by_its_definition():
+    """ε = 0 (no dropout): the perturbed prediction is the clean one, KL 0. ε > 0: the power-iteration direction
+    raises the KL more than random directions of the same norm do, it leaves the padding alone, and the loss
+    trains the embeddings and the network (not the fixed target)."""
+    model, tok, ln = _tiny_judge()
+    model.eval()
+    assert J.virtual_adversarial_loss(model, tok, ln, eps=0.0).item() == pytest.approx(0.0, abs=1e-7)
+    torch.manual_seed(1)
+    adv = J.virtual_adversarial_loss(model, tok, ln, eps=2.0)
+    emb = model.embed(tok).detach()
+    mask = (torch.arange(tok.shape[1])[None, :] < ln[:, None]).float()
+    with torch.no_grad():
+        clean = torch.log_softmax(model(tok, ln), -1)
+        rand = []
+        for _ in range(20):
+            r = 2.0 * J._unit(torch.randn_like(emb), mask)
+            assert torch.all(r[mask == 0] == 0) and torch.allclose(r.flatten(1).norm(dim=1), torch.full((12,), 2.0))
+            out = torch.log_softmax(model.classify_embedded(emb + r, ln), -1)
+            rand.append(torch.nn.functional.kl_div(out, clean, log_target=True, reduction="batchmean").item())
+    assert adv.item() > 0 and adv.item() > 2 * float(np.median(rand))
+    adv.backward()
+    assert model.embed.weight.grad is not None and model.embed.weight.grad.abs().sum() > 0
+    assert model.out.weight.grad is not None and model.out.weight.grad.abs().sum() > 0
+
+
+def test_vat_judge_draws_unlabelled_poems_and_keys_its_settings(smoke_data, tmp_path):
+    """A smoke judge with judge_vat_weight > 0 trains (finite losses) on labelled + unlabelled poems; the setting
+    enters its checkpoint key (a supervised judge is not reused for it), and at weight 0 the key is unchanged."""
+    vat = dataclasses.replace(SMOKE, eval=dataclasses.replace(SMOKE.eval, judge_vat_weight=1.0, judge_vat_eps=0.5))
+    _, report = J.train_judge(smoke_data, "era", vat, tmp_path)
+    assert all(np.isfinite(h["train_loss"]) for h in report["history"])
+    key = torch.load(ckpt.judge_path(tmp_path, "era"), weights_only=True)["key"]
+    assert key["vat"] == [1.0, 0.5]
+    assert "vat" not in J._judge_key(smoke_data, "era", SMOKE, SMOKE.seed)
+    with pytest.raises(ValueError, match="judge_vat_eps"):
+        dataclasses.replace(SMOKE.eval, judge_vat_eps=-1.0)
 
 
 def test_fit_supervised_keeps_the_best_validated_state():

@@ -77,6 +77,23 @@ def test_gaussian_kl_known_values():
     assert gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)).item() == 0.0
 
 
+def test_gaussian_kl_free_bits_per_subspace_by_hand():
+    """Per-dimension KLs (0, 2.5): per dimension with λ = 1 the floor lifts the first to 1 (sum 3.5, no gradient to
+    it); per sub-space the sum 2.5 is above 2 × 1 and stays 2.5 (every dimension keeps its gradient), and a sum
+    under the floor is lifted to λ · D."""
+    mu = torch.tensor([[0.0, 1.0], [0.0, 3.0]], requires_grad=True)
+    lv = torch.zeros(2, 2)
+    assert gaussian_kl(mu, lv, free_bits=1.0, scope="dimension").item() == pytest.approx(3.5, abs=1e-6)
+    sub = gaussian_kl(mu, lv, free_bits=1.0, scope="subspace")
+    assert sub.item() == pytest.approx(2.5, abs=1e-6)
+    (grad,) = torch.autograd.grad(sub, mu)
+    assert torch.allclose(grad, mu.detach() / 2)  # d/dμ of mean over 2 items of μ²/2
+    assert gaussian_kl(mu, lv, free_bits=2.0, scope="subspace").item() == pytest.approx(4.0, abs=1e-6)
+    assert gaussian_kl(mu, lv, free_bits=0.0, scope="subspace").item() == pytest.approx(2.5, abs=1e-6)
+    with pytest.raises(ValueError, match="free-bits scope 'token'"):
+        gaussian_kl(mu, lv, free_bits=1.0, scope="token")
+
+
 def test_supervised_ce_labelled_only_and_zero_when_none():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 5.0]])
     labels = torch.tensor([0, -1, 1])

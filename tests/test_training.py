@@ -643,3 +643,24 @@ def test_kl_max_weight_scales_the_annealed_kl_weight(smoke_data, tmp_path):
     assert "kl_max_weight" not in weight_settings(prof.train, "aus") and "kl_max_weight" not in weight_settings(
         prof.train, ""
     )
+
+
+def test_free_bits_scope_subspace_reaches_the_cvae_loss(smoke_data, tmp_path):
+    """``train.free_bits_scope="subspace"`` with a floor far above the KL: the CVAE's floored KL is exactly λ · D (the
+    per-dimension floor would give at least as much, summed); the option enters the CVAE's and IGS's signatures only,
+    and the profile refuses an unknown scope with the setting's name."""
+    sub = replace(SMOKE.train, free_bits=5.0, free_bits_scope="subspace")
+    prof = replace(SMOKE, train=sub)
+    ctx = TrainContext(prof, smoke_data, tmp_path, default_device(), False, None, lambda m: None)
+    tr = make_trainer(ctx, "cvae", "c1")
+    tr.build()
+    tr.make_optimisers()
+    batch = to_device(next(BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 8, seed=1).batches(0)), ctx.device)
+    row = cvae_step(tr.model, batch, tr.opt, sub, 1.0)
+    assert row["kl"] < 5.0 * SMOKE.model.latent_size
+    assert row["kl_fb"] == pytest.approx(5.0 * SMOKE.model.latent_size)
+    assert weight_settings(sub, "cvae")["free_bits_scope"] == "subspace"
+    assert "free_bits_scope" in weight_settings(sub, "igs") and "free_bits_scope" not in weight_settings(sub, "aus")
+    assert "free_bits_scope" not in weight_settings(SMOKE.train, "cvae")
+    with pytest.raises(ValueError, match="free_bits_scope"):
+        replace(SMOKE.train, free_bits_scope="token")

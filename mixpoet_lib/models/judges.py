@@ -115,12 +115,14 @@ class JudgeClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids and (B,) lengths → (B, n_classes) logits."""
-        t = tokens.shape[1]
-        packed = pack_padded_sequence(
-            self.drop(self.embed(tokens)), lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
+        return self.classify_embedded(self.embed(tokens), lengths)
+
+    def classify_embedded(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, emb) character embeddings (perhaps perturbed: virtual adversarial training) → (B, n_classes)."""
+        t = emb.shape[1]
+        packed = pack_padded_sequence(self.drop(emb), lengths.cpu(), batch_first=True, enforce_sorted=False)
         states, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=t)
-        mask = torch.arange(t, device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
+        mask = torch.arange(t, device=emb.device)[None, :] < lengths.to(emb.device)[:, None]
         pooled = states.masked_fill(~mask[:, :, None], float("-inf")).max(dim=1).values
         return self.out(self.drop(pooled))
 

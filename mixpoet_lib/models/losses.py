@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mixpoet_lib.config import FREE_BITS_SCOPES
 from mixpoet_lib.data.vocab import N_SPECIALS, PAD
 
 if TYPE_CHECKING:
@@ -130,23 +131,34 @@ def gaussian_kl_per_item(
 
 
 def gaussian_kl(
-    mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | None = None, logvar_p: Tensor | None = None, free_bits: float = 0.0
+    mu_q: Tensor,
+    logvar_q: Tensor,
+    mu_p: Tensor | None = None,
+    logvar_p: Tensor | None = None,
+    free_bits: float = 0.0,
+    scope: str = "dimension",
 ) -> Tensor:
-    """Batch-mean KL summed over dimensions, with free bits per dimension.
+    """Batch-mean KL summed over dimensions, with free bits (Kingma et al. 2016) per dimension or per sub-space.
 
-    Each dimension's batch-mean KL is floored at ``free_bits`` nats (Kingma et al. 2016) before summing, so
-    dimensions below the floor get no gradient. ``free_bits=0`` is the plain analytic KL.
+    ``scope="dimension"``: each dimension's batch-mean KL is floored at ``free_bits`` nats before summing, so a
+    dimension below the floor gets no gradient. ``scope="subspace"``: the sum over the D dimensions is floored at
+    ``free_bits × D`` instead, so the same allowance may sit on a few dimensions and, once the sum is above it,
+    every dimension gets a gradient. ``free_bits=0`` is the plain analytic KL either way.
     """
     kl = gaussian_kl_per_item(mu_q, logvar_q, mu_p, logvar_p)
     per_dim = kl.reshape(-1, kl.size(-1)).mean(0)
-    if free_bits > 0:
-        per_dim = per_dim.clamp(min=free_bits)
-    return per_dim.sum()
+    if free_bits <= 0:
+        return per_dim.sum()
+    if scope == "dimension":
+        return per_dim.clamp(min=free_bits).sum()
+    if scope == "subspace":
+        return per_dim.sum().clamp(min=free_bits * per_dim.numel())
+    raise ValueError(f"free-bits scope {scope!r}: expected one of {FREE_BITS_SCOPES}")
 
 
 def kl_share_above(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor, floor: float) -> float:
-    """Share of latent dimensions whose batch-mean KL exceeds ``floor`` nats: with free bits, the dimensions that
-    still get a KL gradient because the posterior uses them beyond the free allowance."""
+    """Share of latent dimensions whose batch-mean KL exceeds ``floor`` nats: with free bits per dimension, the
+    dimensions that still get a KL gradient because the posterior uses them beyond the free allowance."""
     kl = gaussian_kl_per_item(mu_q.detach(), logvar_q.detach(), mu_p.detach(), logvar_p.detach())
     return float(kl.reshape(-1, kl.size(-1)).mean(0).gt(floor).float().mean())
 

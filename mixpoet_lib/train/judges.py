@@ -42,7 +42,19 @@ from mixpoet_lib.train.supervised import (
     vocab_hash,
 )
 
-__all__ = ["fit_classifier", "evaluate_classifier", "train_judge", "ensure_judges", "classify"]
+__all__ = [
+    "VAT_XI",
+    "UNLABELLED_SPLIT",
+    "virtual_adversarial_loss",
+    "fit_classifier",
+    "evaluate_classifier",
+    "train_judge",
+    "ensure_judges",
+    "classify",
+]
+
+VAT_XI = 1e-6  # norm of the random direction whose gradient gives the adversarial one (finite difference)
+UNLABELLED_SPLIT = "unl_train"  # the semi-supervised judges' unlabelled poems (never a test split)
 
 
 @torch.no_grad()
@@ -77,17 +89,59 @@ def evaluate_classifier(
     }
 
 
-def fit_classifier(model: JudgeClassifier, train: Items, valid: Items, fit: FitSettings) -> dict[str, Any]:
+def _unit(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, T, E) zeroed at the padding and scaled to L2 norm 1 per poem."""
+    x = x * mask[:, :, None]
+    return x / x.flatten(1).norm(dim=1).clamp(min=1e-12)[:, None, None]
+
+
+def virtual_adversarial_loss(
+    model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor, eps: float, xi: float = VAT_XI
+) -> torch.Tensor:
+    """Local distributional smoothness (Miyato et al. 2017): KL(p(y|e) ‖ p(y|e + r_adv)), batch mean.
+
+    e are the poem's character embeddings; r_adv (L2 norm ``eps`` per poem, zero at the padding) points where
+    the KL grows fastest, found by one power iteration: the gradient at a random direction of norm ``xi``.
+    Needs no labels; p(y|e) is a constant target, the embeddings and the network learn through p(y|e + r_adv).
+    """
+    emb = model.embed(tokens)
+    mask = (torch.arange(tokens.shape[1], device=emb.device)[None, :] < lengths.to(emb.device)[:, None]).float()
+    with torch.no_grad():
+        target = F.log_softmax(model.classify_embedded(emb, lengths), dim=-1)
+    d = (xi * _unit(torch.randn_like(emb), mask)).requires_grad_()
+    near = F.log_softmax(model.classify_embedded(emb.detach() + d, lengths), dim=-1)
+    (grad,) = torch.autograd.grad(F.kl_div(near, target, log_target=True, reduction="batchmean"), d)
+    adv = F.log_softmax(model.classify_embedded(emb + eps * _unit(grad, mask), lengths), dim=-1)
+    return F.kl_div(adv, target, log_target=True, reduction="batchmean")
+
+
+def fit_classifier(
+    model: JudgeClassifier,
+    train: Items,
+    valid: Items,
+    fit: FitSettings,
+    unlabelled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    vat: tuple[float, float] = (0.0, 1.0),
+) -> dict[str, Any]:
     """Train in place on (tokens, lengths, labels) with cross-entropy; keep the best-validation-macro-F1 state.
 
-    Returns the :func:`fit_supervised` history (validation rows carry ``valid_accuracy`` and ``valid_macro_f1``).
+    With ``unlabelled`` (tokens, lengths) and ``vat`` = (weight α, ε) with α > 0, each step adds α × the
+    :func:`virtual_adversarial_loss` of as many unlabelled poems (seeded draws). Returns the
+    :func:`fit_supervised` history (validation rows carry ``valid_accuracy`` and ``valid_macro_f1``).
     """
     tokens, lengths, labels = train
+    rng = np.random.default_rng(fit.seed)
 
     def batch_loss(ids: np.ndarray) -> torch.Tensor:
         ln = lengths[ids]
         tok = tokens[ids, : int(ln.max())].to(model.device)
-        return F.cross_entropy(model(tok, ln), labels[ids].to(model.device))
+        loss = F.cross_entropy(model(tok, ln), labels[ids].to(model.device))
+        if unlabelled is None or vat[0] <= 0:
+            return loss
+        pick = torch.from_numpy(rng.integers(0, len(unlabelled[1]), len(ids)))
+        u_ln = unlabelled[1][pick]
+        u_tok = unlabelled[0][pick, : int(u_ln.max())].to(model.device)
+        return loss + vat[0] * virtual_adversarial_loss(model, u_tok, u_ln, vat[1])
 
     def validate() -> dict[str, float]:
         ev = evaluate_classifier(model, *valid)
@@ -112,6 +166,7 @@ def _judge_key(data: PreparedData, factor: str, profile: Profile, seed: int) -> 
         "seed": seed,
         "vocab": vocab_hash(data.vocab),
         "dataset": data.root.name,
+        **({"vat": [cfg.judge_vat_weight, cfg.judge_vat_eps]} if cfg.judge_vat_weight > 0 else {}),
     }
 
 
@@ -164,7 +219,8 @@ def train_judge(
     model = JudgeClassifier(data.vocab, factor, cfg.judge_emb, cfg.judge_hidden).to(default_device())
     log(f"judge {factor}: {len(train[2])} train / {len(valid[2])} valid / {len(test[2])} test poems")
     settings = FitSettings.from_profile(profile, cfg.judge, seed, progress, f"judge {factor}")
-    fit = fit_classifier(model, train, valid, settings)
+    unlabelled = encode_arrays(data.arrays(UNLABELLED_SPLIT)) if cfg.judge_vat_weight > 0 else None
+    fit = fit_classifier(model, train, valid, settings, unlabelled, (cfg.judge_vat_weight, cfg.judge_vat_eps))
     model.report = _judge_report(model, fit, train, valid, test, t0, seed)
     path = judge_path(run_dir, factor)
     save_fitted(model, _judge_key(data, factor, profile, seed), path, factor=model.factor)

@@ -169,9 +169,7 @@ def _kl_pair(posterior: tuple[Tensor, Tensor], prior: tuple[Tensor, Tensor]) -> 
     return mq.float(), lq.float(), mp.float(), lp.float()
 
 
-# ----------------------------------------------------------------------------------------------
-# reconstruction-only and classifier phases
-# ----------------------------------------------------------------------------------------------
+# ---- reconstruction-only and classifier phases ----
 
 
 def dae_step(
@@ -243,9 +241,7 @@ def classifier_step(
     }
 
 
-# ----------------------------------------------------------------------------------------------
-# latent-variable baselines
-# ----------------------------------------------------------------------------------------------
+# ---- latent-variable baselines ----
 
 
 def cvae_step(
@@ -253,7 +249,8 @@ def cvae_step(
 ) -> dict[str, float]:
     """Gaussian CVAE: minimise L = rec + β_t · Σ_d max(KL_d(q(z|x,w) ‖ p(z|w)), free_bits) [+ λ_bow · L_bow].
 
-    β_t = kl_max_weight × the KL-annealing weight after t = opt.steps['rec'] updates. Steps optimiser 'rec'.
+    With ``free_bits_scope="subspace"`` the KL term is max(Σ_d KL_d, free_bits · D) instead. β_t = kl_max_weight ×
+    the KL-annealing weight after t = opt.steps['rec'] updates. Steps optimiser 'rec'.
     Returns {'lr', 'tf_ratio', 'loss', 'rec', 'kl' (no free bits), 'kl_fb', 'kl_weight', 'kl_above' (share of
     dimensions above the floor), 'bow', 'active_units', 'grad_norm'}.
     """
@@ -263,7 +260,7 @@ def cvae_step(
         out = model(batch, teacher_ratio=tf_ratio)
         rec = reconstruction_loss(out["decode"])
     mq, lq, mp, lp = _kl_pair(out["posterior"], out["prior"])
-    kl_fb, bow = gaussian_kl(mq, lq, mp, lp, settings.free_bits), _bow(out, batch, settings)
+    kl_fb, bow = gaussian_kl(mq, lq, mp, lp, settings.free_bits, settings.free_bits_scope), _bow(out, batch, settings)
     loss = rec + beta * kl_fb
     if bow is not None:
         loss = loss + settings.bow_weight * bow
@@ -305,7 +302,8 @@ def igs_step(
         rec = reconstruction_loss(out["decode"])
         terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"], out["labels"])
     pairs = [_kl_pair(q, p) for q, p in zip(out["posterior"], out["prior"])]
-    kls_fb, kls = [gaussian_kl(*pq, settings.free_bits) for pq in pairs], [gaussian_kl(*pq) for pq in pairs]
+    kls_fb = [gaussian_kl(*pq, settings.free_bits, settings.free_bits_scope) for pq in pairs]
+    kls = [gaussian_kl(*pq) for pq in pairs]
     mq, lq, mp, lp = (torch.cat(t, -1) for t in zip(*pairs))
     bow = _bow(out, batch, settings)
     loss = rec + beta * sum(kls_fb) + terms["xw"] + terms["ent"] + terms["w"]
@@ -335,9 +333,7 @@ def igs_step(
     return row
 
 
-# ----------------------------------------------------------------------------------------------
-# MixPoet-AUS: R step, then ndis D steps and one G step (design §4.6)
-# ----------------------------------------------------------------------------------------------
+# ---- MixPoet-AUS: R step, then ndis D steps and one G step (design §4.6) ----
 
 
 def _detach(y: Tensor) -> Tensor:
