@@ -176,6 +176,7 @@ class TrainConfig:
     ndis: int = 3
     gen_lr_scale: float = 1.0  # [kit choice] AUS: G's learning rate × this (1 = official; docs/experiments.md §2)
     encode_once: bool = False  # [kit choice] R, the ndis D steps and G share R's encoder pass (design §4.11)
+    mode_seeking_weight: float = 0.0  # [kit choice] AUS: G also minimises this × the prior's mode-seeking term (§4.6)
     gen_shared: bool = True  # AUS: G also moves the embedding and encoders (official); False = prior + posterior
     kl_max_weight: float = 1.0  # [kit choice] CVAE / IGS: the KL weight β rises to this (1 = KL per poem, rec per char)
     bow_weight: float = 0.0  # [kit choice] CVAE / IGS: bag-of-words loss from z × this (0 = official; design §4.5)
@@ -220,6 +221,7 @@ class TrainConfig:
         _check(self, "> 0", "ndis gen_lr_scale clip_grad_norm min_tau ckpt_every log_every val_batches")
         _check(self, "≥ 0", "weight_decay dis_decay_exponent rec_warm_steps tau_annealing_steps")
         _check(self, "≥ 0", "noise_init noise_decay_steps kl_anneal_steps free_bits bow_weight kl_max_weight")
+        _check(self, "≥ 0", "mode_seeking_weight")
         _check(self, "≥ 0", "cl_val_instances validate_every diag_every num_threads")
         _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")
         _require(self, "kl_anneal_kind", self.kl_anneal_kind in KL_ANNEAL_KINDS, f"one of {KL_ANNEAL_KINDS}")

@@ -38,6 +38,7 @@ SIGNATURE_IF_SET: dict[str, tuple[Any, frozenset[str]]] = {
     "encode_once": (False, AUS_MODELS),
     "gen_lr_scale": (1.0, AUS_MODELS),
     "gen_shared": (True, AUS_MODELS),
+    "mode_seeking_weight": (0.0, AUS_MODELS),
     "bow_weight": (0.0, frozenset({"cvae", "igs"})),
     "kl_max_weight": (1.0, frozenset({"cvae", "igs"})),
     "free_bits_scope": ("dimension", frozenset({"cvae", "igs"})),

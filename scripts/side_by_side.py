@@ -43,7 +43,7 @@ from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.vocab import BOS, N_SPECIALS, PAD
 from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.overrides import apply_overrides, parse_overrides
-from mixpoet_lib.train import steps
+from mixpoet_lib.train import optimisers, steps
 from mixpoet_lib.train.factor_trainers import aus_optimiser_specs
 from mixpoet_lib.train.steps import factor_counters
 
@@ -124,10 +124,10 @@ def kit_setup(prof: Any, vocab_size: int) -> dict[str, Any]:
     return {
         "dae": dae,
         "aus": aus,
-        "opt_dae": steps.make_optimisers(
+        "opt_dae": optimisers.make_optimisers(
             {"rec": (list(dae.param_groups()["rec"]), t.betas, t.dae.decay_exponent)}, t.dae, t
         ),
-        "opt_aus": steps.make_optimisers(specs, t.mixture, t),
+        "opt_aus": optimisers.make_optimisers(specs, t.mixture, t),
         "counters": counters,
     }
 

@@ -41,7 +41,8 @@ from mixpoet_lib.evaluate.analysis import MIXTURES
 from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.metrics import distinct_n, intra_topic_jaccard
 from mixpoet_lib.train.loop import train
-from mixpoet_lib.train.steps import classifier_step, make_optimisers
+from mixpoet_lib.train.optimisers import make_optimisers
+from mixpoet_lib.train.steps import classifier_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

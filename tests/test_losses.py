@@ -19,6 +19,7 @@ from mixpoet_lib.models.losses import (
     gaussian_kl_per_item,
     keyword_distill_ce,
     kl_share_above,
+    mode_seeking_loss,
     line_cross_entropy,
     mahalanobis_distance,
     mean_pairwise_distance,
@@ -212,3 +213,15 @@ def test_token_cross_entropy_matches_torch_across_blocks_and_dtypes(monkeypatch)
         )
     x64 = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda v: token_cross_entropy(v, targets[:9] % 5), (x64,))
+
+
+def test_mode_seeking_loss_by_hand():
+    """r = mean|Δz| / mean|Δε|: Δz = (0, 2) and Δε = (1, 1) give r = 1, loss 1 / (1 + 1e-5); codes that ignore the
+    noise give r = 0 and the largest loss 1 / floor; the gradient pushes the two codes apart."""
+    z1 = torch.tensor([[0.0, 2.0]], requires_grad=True)
+    z2, e1, e2 = torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1, 2)
+    loss = mode_seeking_loss(z1, z2, e1, e2)
+    assert loss.item() == pytest.approx(1 / (1 + 1e-5), rel=1e-6)
+    assert mode_seeking_loss(z2, z2, e1, e2, floor=0.01).item() == pytest.approx(100.0)
+    (g,) = torch.autograd.grad(loss, z1)
+    assert g[0, 1] < 0  # larger z1[1] (further from z2) lowers the loss

@@ -15,7 +15,8 @@ from mixpoet_lib.models.factor_models import MixPoetAUS, MixPoetIGS
 from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator
 from mixpoet_lib.models.layers import ConditionalBatchNorm, InterLineContext, gumbel_label_sample
 from mixpoet_lib.models.losses import line_cross_entropy, reconstruction_loss
-from mixpoet_lib.train.steps import fbasic_step, make_optimisers
+from mixpoet_lib.train.optimisers import make_optimisers
+from mixpoet_lib.train.steps import fbasic_step
 
 VOCAB = 6000
 PAPER = ModelConfig()

@@ -35,6 +35,7 @@ __all__ = [
     "classifier_terms",
     "relativistic_d_loss",
     "relativistic_g_loss",
+    "mode_seeking_loss",
     "fit_gaussian",
     "mahalanobis_distance",
     "symmetric_mahalanobis",
@@ -229,6 +230,14 @@ def relativistic_d_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
 def relativistic_g_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
     """Generator loss −mean log σ(D(fake) − D(real)) (moves prior and posterior towards each other)."""
     return F.softplus(-(d_fake.float() - d_real.float())).mean()
+
+
+def mode_seeking_loss(z1: Tensor, z2: Tensor, eps1: Tensor, eps2: Tensor, floor: float = 1e-5) -> Tensor:
+    """Mode-seeking term (Mao et al. 2019) of an implicit sampler z = G(ε, c): 1 / (r + floor) with
+    r = mean|z1 − z2| / mean|ε1 − ε2| for two noise draws of the same conditions c. Small when different noise
+    gives different codes; large when the sampler ignores its noise (mode collapse)."""
+    ratio = (z1.float() - z2.float()).abs().mean() / (eps1.float() - eps2.float()).abs().mean()
+    return 1.0 / (ratio + floor)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from mixpoet_lib.models.layers import unique_params
 from mixpoet_lib.models.losses import gaussian_kl, relativistic_d_loss, relativistic_g_loss
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.diagnostics import active_units
+from mixpoet_lib.train.optimisers import OptimiserSpec
 from mixpoet_lib.train.trainers import SecondStage
 
 __all__ = ["CL_VAL_COLUMNS", "FactorTrainer", "IGSTrainer", "AUSTrainer"]
@@ -26,7 +27,7 @@ __all__ = ["CL_VAL_COLUMNS", "FactorTrainer", "IGSTrainer", "AUSTrainer"]
 CL_VAL_COLUMNS = tuple(f"val_{m}_{t}{k}" for k in (1, 2) for t in ("xw", "w") for m in ("acc", "f1"))
 
 
-def aus_optimiser_specs(model: MixPoetAUS, settings: TrainConfig, phase: PhaseConfig) -> dict[str, steps.OptimiserSpec]:
+def aus_optimiser_specs(model: MixPoetAUS, settings: TrainConfig, phase: PhaseConfig) -> dict[str, OptimiserSpec]:
     """MixPoet-AUS's three optimisers (design §4.6): R (reconstruction and classifiers), D (discriminator, its own
     betas and LR decay) and G (prior and posterior; also the embedding and both encoders unless
     ``settings.gen_shared`` is off)."""
@@ -135,7 +136,7 @@ class AUSTrainer(FactorTrainer):
     )
     val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss", *CL_VAL_COLUMNS)
 
-    def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
+    def optimiser_specs(self) -> dict[str, OptimiserSpec]:
         """:func:`aus_optimiser_specs` at this phase's LR decay."""
         return aus_optimiser_specs(self.model, self.tcfg, self.pcfg)
 

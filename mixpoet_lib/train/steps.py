@@ -1,11 +1,12 @@
 """One optimiser update per function: the part of training a notebook shows under its equation.
 
-Every step function takes the model, a batch (already on the model's device), an :class:`Optimisers` and the
-few numbers of the moment (teacher-forcing ratio, Gumbel temperature, ...); it runs one update and returns the
-row of the training log as a dict of floats. The factor models' steps also take ``counters``, the dict of
-batch counters the schedules read (``tau_step``, ``rec_steps``, ``noise_step``, ``adv_batches``), and move them
-on. The training loop (:mod:`mixpoet_lib.train.trainers`) calls exactly these functions, in this order of
-operations, so a notebook that calls them with the same seed reproduces the loop's weights bit for bit.
+Every step function takes the model, a batch (already on the model's device), an
+:class:`~mixpoet_lib.train.optimisers.Optimisers` and the few numbers of the moment (teacher-forcing ratio,
+Gumbel temperature, ...); it runs one update and returns the row of the training log as a dict of floats. The
+factor models' steps also take ``counters``, the dict of batch counters the schedules read (``tau_step``,
+``rec_steps``, ``noise_step``, ``adv_batches``), and move them on. The training loop
+(:mod:`mixpoet_lib.train.trainers`) calls exactly these functions, in this order of operations, so a notebook
+that calls them with the same seed reproduces the loop's weights bit for bit.
 
     opt = make_optimisers({"rec": (model.param_groups()["rec"], cfg.betas, cfg.mixture.decay_exponent)},
                           cfg.mixture, cfg)
@@ -15,20 +16,14 @@ operations, so a notebook that calls them with the same seed reproduces the loop
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import clip_grad_norm_
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 
-from mixpoet_lib.config import PhaseConfig, TrainConfig
+from mixpoet_lib.config import TrainConfig
 from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
 from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator
 from mixpoet_lib.models.losses import (
@@ -36,17 +31,17 @@ from mixpoet_lib.models.losses import (
     classifier_terms,
     gaussian_kl,
     kl_share_above,
+    mode_seeking_loss,
     reconstruction_loss,
     relativistic_d_loss,
     relativistic_g_loss,
 )
 from mixpoet_lib.runtime import bf16_choice
 from mixpoet_lib.train.diagnostics import active_units, diagnostic_row
-from mixpoet_lib.train.schedules import gumbel_tau, instance_noise, kl_weight, make_optimizer, phase_lr_scheduler
+from mixpoet_lib.train.optimisers import Optimisers
+from mixpoet_lib.train.schedules import gumbel_tau, instance_noise, kl_weight
 
 __all__ = [
-    "Optimisers",
-    "make_optimisers",
     "autocast",
     "factor_counters",
     "gumbel_temperature",
@@ -61,86 +56,6 @@ __all__ = [
     "aus_generator_step",
     "aus_step",
 ]
-
-OptimiserSpec = tuple[Iterable[nn.Parameter], tuple[float, float], float]  # parameters, betas, LR decay exponent
-
-
-@dataclass
-class Optimisers:
-    """A phase's optimisers by name ('rec', 'dis', 'gen') with their parameters, LR schedules and step counts.
-
-    ``steps`` is the dict of optimiser steps done so far; the trainer keeps it in its checkpointed counters.
-    """
-
-    optimizers: dict[str, Optimizer] = field(default_factory=dict)
-    schedulers: dict[str, LambdaLR] = field(default_factory=dict)
-    params: dict[str, list[nn.Parameter]] = field(default_factory=dict)
-    steps: dict[str, int] = field(default_factory=dict)
-    clip_grad_norm: float = 2.0
-
-    def lr(self, name: str = "rec") -> float:
-        """The learning rate the next update of optimiser ``name`` will use."""
-        return float(self.optimizers[name].param_groups[0]["lr"])
-
-    def update(self, model: nn.Module, name: str, loss: Tensor) -> float:
-        """Backward ``loss``, clip the group's global gradient norm, step the optimiser and its LR schedule.
-
-        Returns the gradient norm before clipping.
-        """
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        return self._step(name)
-
-    def _step(self, name: str) -> float:
-        """Clip the group's gradients, step its optimiser and LR schedule, count the step; return the norm."""
-        norm = clip_grad_norm_(self.params[name], self.clip_grad_norm)
-        self.optimizers[name].step()
-        self.schedulers[name].step()
-        self.steps[name] += 1
-        return float(norm)
-
-    def apply(self, name: str, grads: Iterable[Tensor | None]) -> float:
-        """Step optimiser ``name`` with gradients computed elsewhere (one per parameter of its group, in order).
-
-        Clips their global norm as :meth:`update` does; returns the norm before clipping.
-        """
-        for p, g in zip(self.params[name], grads, strict=True):
-            p.grad = g
-        norm = self._step(name)
-        for p in self.params[name]:
-            p.grad = None
-        return norm
-
-
-def make_optimisers(
-    specs: dict[str, OptimiserSpec],
-    phase: PhaseConfig,
-    settings: TrainConfig,
-    steps: dict[str, int] | None = None,
-    opt_states: dict[str, Any] | None = None,
-    sched_states: dict[str, Any] | None = None,
-    lr_scales: dict[str, float] | None = None,
-) -> Optimisers:
-    """AdamW + warm-up/decay LR schedule for each ``name → (parameters, betas, decay exponent)`` of ``specs``.
-
-    ``steps`` (updated in place: a new name starts at 0) sets where each schedule starts; ``opt_states`` and
-    ``sched_states`` restore the optimisers and schedules of a checkpoint; ``lr_scales`` multiplies the phase's
-    learning rates (``lr_max`` and ``lr_min``) of the named optimisers.
-    """
-    steps = {} if steps is None else steps
-    out = Optimisers(steps=steps, clip_grad_norm=settings.clip_grad_norm)
-    for name, (params, betas, decay_exponent) in specs.items():
-        out.params[name] = list(params)
-        scale = (lr_scales or {}).get(name, 1.0)
-        own = dataclasses.replace(phase, lr_max=phase.lr_max * scale, lr_min=phase.lr_min * scale)
-        opt = out.optimizers[name] = make_optimizer(out.params[name], own, settings.weight_decay, betas)
-        if opt_states and name in opt_states:
-            opt.load_state_dict(opt_states[name])
-        steps.setdefault(name, 0)
-        out.schedulers[name] = phase_lr_scheduler(opt, own, decay_exponent, last_step=steps[name])
-        if sched_states and name in sched_states:  # resume: the rebuilt schedule's bookkeeping, verbatim
-            out.schedulers[name].load_state_dict(sched_states[name])
-    return out
 
 
 def autocast(model: nn.Module, amp: str) -> contextlib.AbstractContextManager:
@@ -390,10 +305,20 @@ def aus_discriminator_step(
     return d_loss.item()
 
 
-def _g_loss(model: MixPoetAUS, batch: dict[str, Tensor], tau: float, sigma: float, encoded: Any = None) -> Tensor:
-    """L_G = −E log σ(D(z_prior, y) − D(z_post, y)) on a fresh latent pair (``encoded`` reuses an encoder pass)."""
+def _g_loss(
+    model: MixPoetAUS, batch: dict[str, Tensor], tau: float, sigma: float, encoded: Any = None, ms: float = 0.0
+) -> Tensor:
+    """L_G = −E log σ(D(z_prior, y) − D(z_post, y)) on a fresh latent pair (``encoded`` reuses an encoder pass),
+    plus ``ms`` × the mode-seeking term of two prior draws of the same (w, y) (the prior alone; ms = 0: official)."""
     z_post, z_prior, y = model.latent_pair(batch, tau, sigma, encoded)
-    return relativistic_g_loss(model.discriminate(z_post, y), model.discriminate(z_prior, y))
+    loss = relativistic_g_loss(model.discriminate(z_post, y), model.discriminate(z_prior, y))
+    if ms > 0:
+        h_w = (model.encode_keyword(batch["keys"]) if encoded is None else encoded[1]).detach()
+        eps = torch.randn(2 * h_w.shape[0], z_post.shape[1], device=h_w.device)
+        z1, z2 = model.prior_sample(h_w, [_detach(yk) for yk in y], n=2, eps=eps).chunk(2)
+        e1, e2 = eps.chunk(2)
+        loss = loss + ms * mode_seeking_loss(z1, z2, e1, e2)
+    return loss
 
 
 @contextlib.contextmanager
@@ -408,13 +333,16 @@ def _frozen(params: list[nn.Parameter]) -> Any:
             p.requires_grad_(True)
 
 
-def aus_generator_step(model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tau: float, sigma: float) -> float:
-    """AUS step G: minimise L_G = −E log σ(D(z_prior, y) − D(z_post, y)) in prior, posterior and encoders.
+def aus_generator_step(
+    model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tau: float, sigma: float, ms: float = 0.0
+) -> float:
+    """AUS step G: minimise L_G = −E log σ(D(z_prior, y) − D(z_post, y)) in prior, posterior and encoders
+    (+ ``ms`` × the prior's mode-seeking term, see ``_g_loss``).
 
-    The discriminator is frozen during the step. Steps optimiser 'gen'. Returns L_G.
+    The discriminator is frozen during the step. Steps optimiser 'gen'. Returns L_G (with that term).
     """
     with _frozen(opt.params["dis"]):
-        g_loss = _g_loss(model, batch, tau, sigma)
+        g_loss = _g_loss(model, batch, tau, sigma, ms=ms)
         opt.update(model, "gen", g_loss)
     return g_loss.item()
 
@@ -440,7 +368,7 @@ def aus_encode_once_step(
     detached = (codes[0].detach(), codes[1].detach())
     d_losses = [aus_discriminator_step(model, batch, opt, tau, sigmas[0], detached) for _ in range(settings.ndis)]
     with _frozen(opt.params["dis"]):
-        g_loss = _g_loss(model, batch, tau, sigmas[1], codes)
+        g_loss = _g_loss(model, batch, tau, sigmas[1], codes, settings.mode_seeking_weight)
         g_grads = torch.autograd.grad(g_loss, opt.params["gen"], retain_graph=True, allow_unused=True)
     row = _rec_row(loss, terms, opt.update(model, "rec", loss))
     opt.apply("gen", g_grads)
@@ -486,7 +414,8 @@ def aus_step(
     if adversarial:
         if not t.encode_once:
             d_losses = [aus_discriminator_step(model, batch, opt, tau, sigma) for _ in range(t.ndis)]
-            row.update(d_loss=float(np.mean(d_losses)), g_loss=aus_generator_step(model, batch, opt, tau, sigma_g))
+            g_loss = aus_generator_step(model, batch, opt, tau, sigma_g, t.mode_seeking_weight)
+            row.update(d_loss=float(np.mean(d_losses)), g_loss=g_loss)
         c["noise_step"] += 1
         row.update(lr_dis=lrs["dis"], lr_gen=lrs["gen"])
         c["adv_batches"] += 1

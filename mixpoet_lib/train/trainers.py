@@ -37,6 +37,7 @@ from mixpoet_lib.train.diagnostics import (
     fixed_rng,
     validation_batches,
 )
+from mixpoet_lib.train.optimisers import Optimisers, OptimiserSpec, make_optimisers
 from mixpoet_lib.train.schedules import teacher_forcing_ratio
 
 __all__ = ["TrainContext", "Trainer", "Callback"]  # and the Trainer subclasses, one per phase kind
@@ -64,7 +65,7 @@ class TrainContext:
 
 
 class Trainer:
-    """Base: model, optimisers (a :class:`~mixpoet_lib.train.steps.Optimisers`), counters, validation batches."""
+    """Base: model, optimisers (a :class:`~mixpoet_lib.train.optimisers.Optimisers`), counters, validation batches."""
 
     model_kind = "?"
     stream_mode = "mixpoet_pre"
@@ -75,7 +76,7 @@ class Trainer:
         self.ctx, self.name, self.phase = ctx, name, phase
         self.tcfg = ctx.profile.train
         self.model: Any = None  # the network of this phase's kind, built by build()
-        self.opt = steps.Optimisers()
+        self.opt = Optimisers()
         self.counters: dict[str, Any] = {"opt_steps": {}}
         self._val_cache: list[dict[str, Tensor]] | None = None
 
@@ -107,7 +108,7 @@ class Trainer:
         self.model.train()
         return self.model
 
-    def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
+    def optimiser_specs(self) -> dict[str, OptimiserSpec]:
         """name → (parameters, betas, LR decay exponent)."""
         return {"rec": (list(self.model.param_groups()["rec"]), self.tcfg.betas, self.pcfg.decay_exponent)}
 
@@ -115,7 +116,7 @@ class Trainer:
         self, opt_states: dict[str, Any] | None = None, sched_states: dict[str, Any] | None = None
     ) -> None:
         """Make the optimisers and schedules (from saved states when given), at the counters' step counts."""
-        self.opt = steps.make_optimisers(
+        self.opt = make_optimisers(
             self.optimiser_specs(),
             self.pcfg,
             self.tcfg,
@@ -215,7 +216,7 @@ class DAETrainer(Trainer):
         seed = derived_seed(self.ctx.profile.seed, "batches", "dae")
         return BatchStream(self.ctx.data, TRAIN_SPLITS, "dae", self.pcfg.batch_size, seed, self.tcfg.dae_corrupt_ratio)
 
-    def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
+    def optimiser_specs(self) -> dict[str, OptimiserSpec]:
         """One optimiser over every parameter."""
         return {"rec": (list(self.model.param_groups()["dae"]), self.tcfg.betas, self.pcfg.decay_exponent)}
 
@@ -253,7 +254,7 @@ class ClassifierTrainer(Trainer):
         else:
             self.model.load_state_dict(up["model"])
 
-    def optimiser_specs(self) -> dict[str, steps.OptimiserSpec]:
+    def optimiser_specs(self) -> dict[str, OptimiserSpec]:
         """The classifiers of this factor and the shared encoders."""
         return {"rec": (list(self.model.classifier_groups()[self.phase]), self.tcfg.betas, self.pcfg.decay_exponent)}
 
