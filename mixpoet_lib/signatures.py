@@ -15,7 +15,7 @@ from mixpoet_lib._util import default_device, jsonable
 from mixpoet_lib.config import TrainConfig
 from mixpoet_lib.runtime import bf16_choice
 
-__all__ = ["NOT_IN_SIGNATURE", "AUS_MODELS", "SIGNATURE_IF_SET", "weight_settings"]
+__all__ = ["NOT_IN_SIGNATURE", "AUS_MODELS", "CVAE_IGS", "SIGNATURE_IF_SET", "ACTS_ONLY_IN", "weight_settings"]
 
 # TrainConfig fields that never change the trained weights (bookkeeping, validation, diagnostics run under a
 # forked RNG): left out of checkpoint signatures and of the published weights' key.
@@ -34,22 +34,38 @@ NOT_IN_SIGNATURE = (
 # in the second-stage phases of the models they act in, so existing checkpoints (and the shared DAE/classifier
 # phases of a variant) stay valid.
 AUS_MODELS = frozenset({"aus", "aus_st"})
+CVAE_IGS = frozenset({"cvae", "igs"})
 SIGNATURE_IF_SET: dict[str, tuple[Any, frozenset[str]]] = {
     "encode_once": (False, AUS_MODELS),
     "gen_lr_scale": (1.0, AUS_MODELS),
     "gen_shared": (True, AUS_MODELS),
     "mode_seeking_weight": (0.0, AUS_MODELS),
-    "bow_weight": (0.0, frozenset({"cvae", "igs"})),
-    "kl_max_weight": (1.0, frozenset({"cvae", "igs"})),
-    "free_bits_scope": ("dimension", frozenset({"cvae", "igs"})),
+    "bow_weight": (0.0, CVAE_IGS),
+    "kl_max_weight": (1.0, CVAE_IGS),
+    "free_bits_scope": ("dimension", CVAE_IGS),
 }
 
 
-def weight_settings(train: TrainConfig, model: str | None = None) -> dict[str, Any]:
+# Settings that act only in the second-stage phases of some models but were always part of every signature: a phase
+# where one does not act records the named profile's own value (``base``) instead of the set one, the value its
+# existing checkpoints were signed with, so a variant that changes it reuses the shared DAE and classifier phases.
+ACTS_ONLY_IN: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("free_bits", "kl_anneal_steps", "kl_anneal_kind"), CVAE_IGS),
+    **dict.fromkeys(
+        ("ndis", "dis_betas", "dis_decay_exponent", "noise_init", "noise_decay_steps", "rec_warm_steps"), AUS_MODELS
+    ),
+}
+
+
+def weight_settings(train: TrainConfig, model: str | None = None, base: TrainConfig | None = None) -> dict[str, Any]:
     """The TrainConfig fields (as JSON data) that decide the weights of ``model``'s second-stage phases (``None``:
     of any model); an option of :data:`SIGNATURE_IF_SET` counts only when set and only for the models it acts in
-    (pass ``model=""`` for a phase where none of them acts: the DAE and the classifiers)."""
+    (pass ``model=""`` for a phase where none of them acts: the DAE and the classifiers). With ``base`` (the
+    unchanged profile's settings), a field of :data:`ACTS_ONLY_IN` records ``base``'s value where it does not act."""
     values = jsonable(train)
+    if base is not None and model is not None:
+        own = jsonable(base)
+        values.update({k: own[k] for k, models in ACTS_ONLY_IN.items() if model not in models})
 
     def counts(k: str, v: Any) -> bool:
         if k in NOT_IN_SIGNATURE:

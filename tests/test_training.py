@@ -208,6 +208,31 @@ def test_encode_once_reuses_upstream_and_trains(all_phases, smoke_data, tmp_path
     assert adv.any() and np.isfinite(log.loc[adv, "d_loss"]).all() and np.isfinite(log.loc[adv, "g_loss"]).all()
 
 
+def test_settings_of_one_model_family_leave_the_other_phases_signed_as_before(all_phases, smoke_data, tmp_path):
+    """free_bits acts in CVAE/IGS only, ndis in AUS only (signatures.ACTS_ONLY_IN): a variant changing both re-runs
+    just cvae_c1, igs_c1/c2 and aus_c1/c2; the DAE, the classifiers and Basic are reused, signed as before."""
+    run, _, _ = all_phases
+    shutil.copytree(run, tmp_path / "run")
+    variant = replace(SMOKE, train=replace(SMOKE.train, free_bits=0.0, ndis=2))
+    res = train(
+        ["basic", "cvae", "igs", "aus"],
+        variant,
+        data=smoke_data,
+        run_dir=tmp_path / "run",
+        progress=False,
+        max_steps=CAP,
+    )
+    for key in ("shared_dae", "shared_cl1", "shared_cl2", "basic_c1"):
+        assert res[key].steps_run == 0, key
+        assert torch.load(res[key].checkpoint, weights_only=True)["signature"] == STABLE_SIGNATURES[key]
+    for key in ("cvae_c1", "igs_c1", "igs_c2", "aus_c1", "aus_c2"):
+        assert res[key].steps_run > 0, key
+    assert weight_settings(variant.train, "", SMOKE.train)["free_bits"] == SMOKE.train.free_bits
+    assert weight_settings(variant.train, "cvae", SMOKE.train)["free_bits"] == 0.0
+    assert weight_settings(variant.train, "cvae", SMOKE.train)["ndis"] == SMOKE.train.ndis
+    assert weight_settings(variant.train, "aus", SMOKE.train)["ndis"] == 2
+
+
 def test_resuming_aus_mid_adversarial_phase_is_exact(all_phases, smoke_data, tmp_path):
     """Continue aus_c2 from its step-6 checkpoint (3 optimisers, σ/τ counters, SN and BN buffers, RNG) to step 9."""
     run, _, _ = all_phases

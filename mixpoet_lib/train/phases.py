@@ -90,7 +90,7 @@ from mixpoet_lib.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from mixpoet_lib.config import Profile
+from mixpoet_lib.config import PROFILES, Profile, get_profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.signatures import weight_settings
@@ -211,12 +211,13 @@ def phase_signature(
     ``upstream`` is the (signature, step) of the checkpoint the phase starts from.
     """
     second_stage = name if phase in ("c1", "c2") else ""
+    base = get_profile(profile.name).train if profile.name in PROFILES else None  # see signatures.ACTS_ONLY_IN
     blob = {
         "name": name,
         "phase": phase,
         "model_args": model_args,
         "model": repr(profile.model),  # the repr string: the form every existing checkpoint was signed with
-        "train": weight_settings(profile.train, second_stage),
+        "train": weight_settings(profile.train, second_stage, base),
         "seed": profile.seed,
         "data": data.root.name,
         "vocab": len(data.vocab),
