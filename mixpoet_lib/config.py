@@ -189,7 +189,7 @@ class TrainConfig:
     straight_through_labels: bool = False  # False = official non-differentiable Gumbel sampling (design §3.8)
     # bf16 autocast of the forward passes (BN statistics, losses, optimisers stay fp32; design §4.11): "off" (fp32,
     # official), "on", or "auto" = on where the hardware has bf16 units (AMX/AVX512-BF16 CPU, CUDA). Off by default:
-    # not yet shown to train to fp32's validation loss (docs/experiments.md §8)
+    # trains the tutorial DAE ≈ 5 % worse than fp32 over three seeds each (docs/experiments.md §8)
     amp_bf16: str = "off"
     kl_anneal_steps: int = 10000  # CVAE / MixPoet-IGS: KL weight rises 0 → 1 over this many steps (design §4.5)
     kl_anneal_kind: str = "linear"  # linear | sigmoid | constant
