@@ -9,7 +9,14 @@ import torch
 from mixpoet_lib.checkpoints import build_model
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.data.vocab import SPECIALS, Vocab
-from mixpoet_lib.evaluate.analysis import MIXTURES, keyword_tensor, mixture_prior_samples, pca_2d, separation_ratio
+from mixpoet_lib.evaluate.analysis import (
+    MIXTURES,
+    keyword_tensor,
+    mixture_prior_samples,
+    pca_2d,
+    prior_spread,
+    separation_ratio,
+)
 
 
 def test_pca_recovers_the_main_axis():
@@ -77,3 +84,31 @@ def test_interpolate_mixtures_endpoints_and_errors(kind):
         interpolate_mixtures(model, vocab, "明月", (5, 1), (1, 0))
     with pytest.raises(ValueError, match="factor model"):
         interpolate_mixtures(build_model("cvae", get_profile("smoke").model, len(vocab)), vocab, "明月", (0, 1), (1, 0))
+
+
+class _StubPrior(torch.nn.Module):
+    """z = (keyword code, y1) + noise·ε: the keyword moves dimension 0, the living label dimension 1."""
+
+    def __init__(self, noise: float) -> None:
+        super().__init__()
+        self.w, self.noise = torch.nn.Parameter(torch.zeros(1)), noise
+
+    def encode_keyword(self, keys: torch.Tensor) -> torch.Tensor:
+        return keys[:, 1:2].float()  # the first character's id
+
+    def prior_sample(self, h_w: torch.Tensor, y: list[torch.Tensor], n: int = 1) -> torch.Tensor:
+        mean = torch.cat([h_w, y[0].float().view(-1, 1)], dim=1)
+        return mean.repeat(n, 1) + self.noise * torch.randn(n, 2)
+
+
+def test_prior_spread_separates_noise_mixture_and_keyword_by_hand():
+    """Noise σ = 0: noise 0; the six mixture means put y1 = 0, 0, 1, 1, 2, 2 on dimension 1 (var 0.8); two keywords
+    whose codes differ by 3 give a keyword variance 3² / 2. σ = 2 on 2 dimensions: noise ≈ 2 · 4 = 8."""
+    vocab = Vocab(SPECIALS + tuple("山水"))
+    exact = prior_spread(_StubPrior(0.0), vocab, ["山", "水"], n=8)
+    gap = vocab.encode("水")[0] - vocab.encode("山")[0]
+    assert exact == pytest.approx({"noise": 0.0, "mixture": 0.8, "keyword": gap**2 / 2})
+    noisy = prior_spread(_StubPrior(2.0), vocab, ["山"], n=4000)
+    assert noisy["noise"] == pytest.approx(8.0, rel=0.05) and np.isnan(noisy["keyword"])
+    with pytest.raises(ValueError, match="n ≥ 2"):
+        prior_spread(_StubPrior(0.0), vocab, ["山"], n=1)
