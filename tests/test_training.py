@@ -694,19 +694,22 @@ def test_free_bits_scope_subspace_reaches_the_cvae_loss(smoke_data, tmp_path):
 
 @pytest.mark.parametrize("encode_once", [False, True])
 def test_mode_seeking_weight_adds_the_prior_term_to_g_only(smoke_data, encode_once):
-    """``train.mode_seeking_weight`` > 0: G's logged loss is the adversarial loss plus the weight × the prior's
-    mode-seeking term (so it exceeds the run without it from the same start by at least weight × 1 / (ratio + ·) > 0,
-    with D's losses unchanged), in either order of work; the option counts in AUS's signature only."""
+    """``train.mode_seeking_weight`` > 0, from the same start and seed: D's and G's adversarial losses are the same
+    numbers, the row logs the mode-seeking term 'ms' (NaN without it), and the G update moves the prior differently;
+    the option counts in AUS's signature only."""
     batch = next(iter(BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 8, seed=1).batches(0)))
-    rows = {}
+    rows, priors = {}, {}
     for w in (0.0, 5.0):
         t = replace(SMOKE.train, encode_once=encode_once, ndis=1, diag_every=0, mode_seeking_weight=w)
         aus, opt = _aus_with_optimisers(len(smoke_data.vocab))
         counters = {"tau_step": 0, "rec_steps": t.rec_warm_steps, "noise_step": 0, "adv_batches": 0}
         torch.manual_seed(3)
         rows[w] = aus_step(aus, batch, opt, t, counters, 1.0)
+        priors[w] = torch.cat([p.detach().flatten() for p in aus.prior.parameters()])
     assert rows[5.0]["d_loss"] == pytest.approx(rows[0.0]["d_loss"], rel=1e-5)
-    assert rows[5.0]["g_loss"] > rows[0.0]["g_loss"] + 0.01
+    assert rows[5.0]["g_loss"] == pytest.approx(rows[0.0]["g_loss"], rel=1e-5)
+    assert math.isnan(rows[0.0]["ms"]) and rows[5.0]["ms"] > 0
+    assert not torch.allclose(priors[0.0], priors[5.0])
     ms = replace(SMOKE.train, mode_seeking_weight=1.0)
     assert "mode_seeking_weight" in weight_settings(ms, "aus") and "mode_seeking_weight" not in weight_settings(ms, "")
     assert "mode_seeking_weight" not in weight_settings(SMOKE.train, "aus")

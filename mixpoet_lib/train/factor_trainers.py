@@ -130,6 +130,7 @@ class AUSTrainer(FactorTrainer):
         "grad_norm",
         "d_loss",
         "g_loss",
+        "ms",
         "diag_prior_post",
         "diag_mixture",
         "diag_match",
