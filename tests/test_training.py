@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
 import math
 import os
 import shutil
@@ -28,6 +30,7 @@ from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS
 from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.models.generators import BasicGenerator
+from mixpoet_lib.paths import repo_root
 from mixpoet_lib.signatures import weight_settings
 from mixpoet_lib.train.diagnostics import to_device
 from mixpoet_lib.train.factor_trainers import aus_optimiser_specs
@@ -713,3 +716,23 @@ def test_mode_seeking_weight_adds_the_prior_term_to_g_only(smoke_data, encode_on
     ms = replace(SMOKE.train, mode_seeking_weight=1.0)
     assert "mode_seeking_weight" in weight_settings(ms, "aus") and "mode_seeking_weight" not in weight_settings(ms, "")
     assert "mode_seeking_weight" not in weight_settings(SMOKE.train, "aus")
+
+
+def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoint(all_phases, tmp_path, capsys):
+    """scripts/evaluate_run.py on the smoke run: one JSON line per system with the notebook-05 metrics (and the
+    prior's spread for a factor model); a system without its final checkpoint stops with a line naming the file."""
+    run, _, _ = all_phases
+    shutil.copytree(run, tmp_path / "run")
+    spec = importlib.util.spec_from_file_location("evaluate_run", repo_root() / "scripts" / "evaluate_run.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(tmp_path / "run"), "--systems", "cvae", "aus", "--profile", "smoke"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    by_system = {x["system"]: x for x in lines}
+    assert set(by_system) == {"cvae", "aus"}
+    assert 0 <= by_system["cvae"]["inter_jaccard_word"] <= 1 and "prior_spread_noise" not in by_system["cvae"]
+    assert by_system["aus"]["prior_spread_noise"] >= 0 and 0 <= by_system["aus"]["living_acc"] <= 1
+    (tmp_path / "run" / "checkpoints" / "cvae_c1.pt").unlink()
+    with pytest.raises(SystemExit, match=r"cvae_c1\.pt"):
+        script.main([str(tmp_path / "run"), "--systems", "cvae", "--profile", "smoke"])

@@ -1,0 +1,83 @@
+"""Evaluate the trained models of one run folder like notebook 05 and print the mean of every metric per system.
+
+The experiments of ``docs/experiments.md`` train a variant into its own folder (``mixpoet train --run-dir``) and
+score it with this script: the same keywords, search, judges and character LM as notebook 05 (published judges
+and LM when they match the profile, else trained into the run folder), on the generation seeds given. For the
+factor models it also prints :func:`mixpoet_lib.evaluate.analysis.prior_spread` (what moves a prior draw).
+
+Usage::
+
+    mixpoet train --profile tutorial --models aus --set train.mode_seeking_weight=1 --run-dir /tmp/ms
+    python scripts/evaluate_run.py /tmp/ms --systems aus --set train.mode_seeking_weight=1 --seeds 1
+
+One JSON object per system on stdout (``--json FILE`` also writes them); a system whose final checkpoint is
+missing stops the script with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mixpoet_lib.checkpoints import checkpoint_path, final_phase, load_model
+from mixpoet_lib.evaluate import analysis, evaluation
+from mixpoet_lib.evaluate.systems import FACTOR_SYSTEMS, test_items
+from mixpoet_lib.notebook import setup
+from mixpoet_lib.train import charlm, judges
+
+SPREAD_KEYWORDS = 24  # test keywords of prior_spread (as notebook 04)
+SPREAD_DRAWS = 64
+NOTEBOOK_SEED = 1234  # notebook 05's SEED parameter
+
+
+def evaluate_run(
+    run_dir: Path, systems: list[str], profile_name: str, overrides: str, seeds: tuple[int, ...]
+) -> dict[str, dict[str, Any]]:
+    """{system: {metric: mean over ``seeds``}} for the final checkpoints of ``systems`` in ``run_dir``."""
+    profile, data = setup(profile_name, NOTEBOOK_SEED, overrides)
+    if data is None:
+        raise SystemExit("evaluate_run: the data could not be prepared")
+    models = {}
+    for system in systems:
+        path = checkpoint_path(run_dir, *final_phase(system))
+        if not path.is_file():
+            raise SystemExit(f"evaluate_run: no final checkpoint {path} for {system!r}; train it first")
+        models[system] = load_model(path)
+    judge_models = judges.ensure_judges(data, profile, run_dir, published=True)
+    lm = charlm.ensure_lm(data, profile, run_dir, published=True)
+    result = evaluation.evaluate(profile, data, run_dir, models, judge_models, lm, systems, seeds, progress=False)
+    summary = result.summary().set_index(["system", "metric"])["mean"]
+    keywords = [it.keyword for it in test_items(data, profile.eval.n_keywords, profile.seed)][:SPREAD_KEYWORDS]
+    out = {}
+    for system in systems:
+        means = {m: round(float(v), 4) for m, v in summary.xs(system, level="system").items() if v == v}
+        if system in FACTOR_SYSTEMS:
+            spread = analysis.prior_spread(models[system], data.vocab, keywords, n=SPREAD_DRAWS)
+            means.update({f"prior_spread_{k}": round(v, 2) for k, v in spread.items()})
+        out[system] = means
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir", type=Path, help="the run folder (checkpoints/ of a `mixpoet train --run-dir`)")
+    ap.add_argument("--systems", nargs="+", required=True, help="basic fbasic cvae igs aus aus_st")
+    ap.add_argument("--profile", default="tutorial")
+    ap.add_argument("--set", default="", help="the settings the run was trained with (as for mixpoet train)")
+    ap.add_argument("--seeds", default="1", help="generation seeds, comma-separated (default 1)")
+    ap.add_argument("--json", type=Path, help="also write the result here")
+    args = ap.parse_args(argv)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    out = evaluate_run(args.run_dir, args.systems, args.profile, args.set, seeds)
+    for system, means in out.items():
+        print(json.dumps({"system": system, **means}, ensure_ascii=False))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
