@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
+from typing import Any
 
 import numpy as np
+import pytest
 
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.cli.bench import bench_settings, format_report, rss_growth
 from mixpoet_lib.cli.bench_probes import RSSSampler, cpu_info, matmul_peak
+from mixpoet_lib.paths import repo_root
 
 
 def test_matmul_peak_is_positive_and_finite():
@@ -123,3 +127,32 @@ def test_rss_growth_compares_the_last_quarter_with_the_second():
     assert rss_growth(sampler, 0.0, 4.0) == 170 - 100  # the first quarter's one-off peak does not count
     sampler.samples = [(t + 0.5, 100) for t in range(4)]
     assert rss_growth(sampler, 0.0, 4.0) == 0
+
+
+def _compare_runs_script() -> Any:
+    spec = importlib.util.spec_from_file_location("compare_runs", repo_root() / "scripts" / "compare_runs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_runs_tables_common_validation_points_and_refuses_mismatched_labels(tmp_path, capsys):
+    """Two runs' DAE validation logs: only the steps and columns both have are compared, with the later run's
+    relative difference from the first ((4.8 − 4.0) / 4.0 = 0.2 by hand); the figure is written; a label count
+    that does not match the runs stops with one line."""
+    for name, rows in (("a", "step,val_rec,val_ppl\n250,5.0,148.4\n500,4.0,54.6\n"), ("b", "step,val_rec\n500,4.8\n")):
+        logs = tmp_path / name / "logs"
+        logs.mkdir(parents=True)
+        (logs / "shared_dae_valid.csv").write_text(rows, encoding="utf-8")
+        (logs / "shared_dae.csv").write_text("step,loss\n1,6.0\n2,5.5\n3,5.2\n", encoding="utf-8")
+    script = _compare_runs_script()
+    table = script.validation_table([tmp_path / "a", tmp_path / "b"], ["fp32", "bf16"])
+    assert table[["phase", "step", "value"]].values.tolist() == [["shared_dae", 500, "val_rec"]]
+    assert table.loc[0, "rel bf16"] == pytest.approx(0.2)
+    script.main(
+        [str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "fp32", "bf16", "--figure", str(tmp_path / "c.png")]
+    )
+    assert "val_rec" in capsys.readouterr().out and (tmp_path / "c.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="1 names for 2 runs"):
+        script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "fp32"])
