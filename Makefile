@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= notebooks,test
 PROFILE ?=
+# More training seeds for `make reproduce` (each a whole run; results pooled over training × generation seeds),
+# e.g. TRAIN_SEEDS=1234,1235,1236; empty = the profile's seed only.
+TRAIN_SEEDS ?=
 # Raw data: downloaded from the public origins, unless a local mirror is given. A ../shared/data/raw
 # folder beside the clone (this project's CI layout) is used as the mirror automatically.
 SHARED_MIRROR := $(abspath ../shared/data/raw)
@@ -29,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 ## The main job: data → every notebook, executed with papermill into runs/<profile>-local/ (not tracked by git),
 ## then the report, which compares the run with the committed reference run runs/<profile>/.
 reproduce: setup
-	$(BIN)/mixpoet reproduce $(if $(PROFILE),--profile $(PROFILE),)
+	$(BIN)/mixpoet reproduce $(if $(PROFILE),--profile $(PROFILE),) $(if $(TRAIN_SEEDS),--train-seeds $(TRAIN_SEEDS),)
 
 ## Maintainers: regenerate the committed reference run runs/<profile>/ and figures/ (overwrites them on purpose).
 reference: setup

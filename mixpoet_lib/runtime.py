@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,19 @@ import torch
 
 from mixpoet_lib._util import default_device
 
-__all__ = ["resolve_device", "flush_denormal", "choose_threads", "auto_threads", "cpu_identity", "bf16_choice"]
+__all__ = [
+    "resolve_device",
+    "flush_denormal",
+    "choose_threads",
+    "sampled_busy_cores",
+    "auto_threads",
+    "cpu_identity",
+    "bf16_choice",
+]
 
 LOAD_WINDOW_S = 60.0  # the window of the 1-minute load average
+CPU_SAMPLE_S = 1.0  # how long auto_threads watches the machine's CPU use before training
+PROC_STAT_FIELDS = 8  # user nice system idle iowait irq softirq steal (guest time is inside user)
 # CPU flags of bf16 matrix units: with them a bf16 matmul ran 3–6× faster than fp32 (Xeon, AMX); without them
 # (AVX2-only EPYC) ~100× slower, because torch then emulates bf16 (README, Speed).
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -65,8 +76,10 @@ def flush_denormal() -> Iterator[bool]:
             torch.set_flush_denormal(False)
 
 
-def choose_threads(load: float, cores: int, default: int, own_load: float = 0.0) -> tuple[int, str]:
-    """Intra-op threads for training given the 1-minute load average, and why.
+def choose_threads(
+    load: float, cores: int, default: int, own_load: float = 0.0, source: str = "load average"
+) -> tuple[int, str]:
+    """Intra-op threads for training given the machine's load (``source``: what measured it), and why.
 
     ``own_load`` is this process's share of ``load`` (it is not competition). Threads are the cores left
     free by the other processes (rounded to the nearest whole core), at least 1 and at most ``default``
@@ -77,7 +90,38 @@ def choose_threads(load: float, cores: int, default: int, own_load: float = 0.0)
     free = cores - others
     n = max(1, min(default, int(free + 0.5)))
     state = "busy" if n < default else "idle enough"
-    return n, f"load average {load:.2f} on {cores} cores ({others:.2f} from other processes): machine {state}"
+    return n, f"{source} {load:.2f} on {cores} cores ({others:.2f} from other processes): machine {state}"
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs together since boot, from the first line of /proc/stat (Linux)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1 : PROC_STAT_FIELDS + 1]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def sampled_busy_cores(interval: float = CPU_SAMPLE_S) -> tuple[float, float] | None:
+    """(cores busy on the whole machine, cores this process used) over the next ``interval`` seconds, from
+    /proc/stat; ``None`` where it cannot be read (not Linux).
+
+    Unlike the 1-minute load average it does not remember processes that have just ended — in ``mixpoet
+    reproduce`` the previous notebook's kernel kept one core busy until a moment ago, and the load average
+    still counted it as competition for a minute or more, so every notebook trained on one thread — and it
+    sees what runs now.
+    """
+    try:
+        busy0, total0 = _cpu_ticks()
+        own0, wall0 = os.times(), time.perf_counter()
+        time.sleep(interval)
+        busy1, total1 = _cpu_ticks()
+        own1, wall1 = os.times(), time.perf_counter()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    busy = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+    own = (own1.user + own1.system - own0.user - own0.system) / max(wall1 - wall0, 1e-9)
+    return busy, max(0.0, own)
 
 
 def _own_load() -> float:
@@ -98,10 +142,17 @@ def _own_load() -> float:
 
 
 def auto_threads(requested: int = 0) -> tuple[int, str]:
-    """Threads to train with: ``requested`` when > 0, else :func:`choose_threads` on this machine's load."""
+    """Threads to train with: ``requested`` when > 0, else :func:`choose_threads` on what the machine's CPUs do
+    over the next second (:func:`sampled_busy_cores`), or on the load average where that cannot be read."""
     default = torch.get_num_threads()
     if requested > 0:
         return requested, "set in the profile (train.num_threads)"
+    if default <= 1:
+        return default, "torch's default is one thread here (OMP_NUM_THREADS or a 1-core machine)"
+    sampled = sampled_busy_cores()
+    if sampled is not None:
+        busy, own = sampled
+        return choose_threads(busy, os.cpu_count() or 1, default, own, f"CPU use over {CPU_SAMPLE_S:g} s:")
     try:
         load = os.getloadavg()[0]
     except (OSError, AttributeError):  # no load average (Windows): keep torch's choice

@@ -160,7 +160,14 @@ print(f"L_D = {d_loss:.4f} (−log σ(2) = {-np.log(1 / (1 + np.exp(-2))):.4f});
 #    discriminator only (the samples are drawn without gradient, the labels re-sampled each time);
 # 3. **one G update** minimising $\mathcal L_G$ in the prior, the posterior, the encoders and the embedding,
 #    with the discriminator frozen: prior and posterior move towards each other — a symmetric, sample-based
-#    stand-in for the KL.
+#    stand-in for the KL;
+# 4. **in the tutorial recipe only** (`train.mode_seeking_weight` = $\lambda_{ms}=1$; the official code and the
+#    `full` profile have $\lambda_{ms}=0$), the G update also minimises a *mode-seeking* term (Mao et al. 2019):
+#    for two noise draws $\varepsilon_1,\varepsilon_2$ of the prior for the same keyword and labels,
+#    $$\mathcal L_{ms}=\frac{1}{r+10^{-5}},\qquad r=\frac{\operatorname{mean}\lvert z_1-z_2\rvert}{\operatorname{mean}\lvert\varepsilon_1-\varepsilon_2\rvert},\qquad z_i=G(\varepsilon_i,w,\tilde y),$$
+#    small when different noise gives different codes. The discriminator sees $z$ with the labels but not the
+#    keyword, so without this term a prior that maps each keyword to one point can still win the game; section 6
+#    measures whether it does ([design §4.6](../docs/design.md#d4.6), `docs/experiments.md` §10).
 #
 # The missing labels $\tilde y$ are sampled from $q(y\mid x,w)$ with Gumbel-max, as derived in notebook 03: by
 # default the official, non-differentiable way ([design §3.8](../docs/design.md#d3.8)); `aus_st` is the
@@ -170,6 +177,20 @@ print(f"L_D = {d_loss:.4f} (−log σ(2) = {-np.log(1 / (1 + np.exp(-2))):.4f});
 # %%
 show_source(steps.aus_step, steps.aus_reconstruction_step, steps.aus_discriminator_step,
             steps.aus_generator_step, MixPoetAUS.latent_pair)
+
+# %% [markdown]
+# The mode-seeking term, and a hand check: codes 0.5 apart in every dimension for noise 1 apart give
+# $r=0.5$ and $\mathcal L_{ms}=1/(0.5+10^{-5})\approx2.0$; a prior that ignores its noise ($z_1=z_2$) gets $10^5$.
+
+# %%
+show_source(losses.mode_seeking_loss)
+
+# %% tags=["nbval-check-output"]
+z1, eps1 = torch.zeros(2, 4), torch.zeros(2, 4)
+ms_spread = losses.mode_seeking_loss(z1, z1 + 0.5, eps1, eps1 + 1.0).item()
+ms_collapsed = losses.mode_seeking_loss(z1, z1, eps1, eps1 + 1.0).item()
+print(f"L_ms = {ms_spread:.4f} for codes 0.5 apart; {ms_collapsed:.0f} for identical codes; "
+      f"this profile's λ_ms = {profile.train.mode_seeking_weight:g}")
 
 # %%
 aus = load_or_train("aus", profile, data, RUN_DIR, train=TRAIN)

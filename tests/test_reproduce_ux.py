@@ -261,7 +261,38 @@ def test_thread_setting_of_the_profile_wins(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(runtime, "_own_load", lambda: 0.0)
     monkeypatch.setattr(runtime.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(runtime, "sampled_busy_cores", lambda: None)  # no /proc/stat: the load average decides
     assert runtime.auto_threads(0)[0] == 1
+    monkeypatch.setattr(runtime.torch, "get_num_threads", lambda: 1)
+    assert runtime.auto_threads(0)[0] == 1  # torch's one thread: nothing to measure
+
+
+def test_threads_follow_what_the_cpus_do_now_not_the_load_average(monkeypatch):
+    """The previous notebook's kernel has just ended: the load average still says 1.0 (one core busy), the CPUs
+    are idle now, so training gets both threads; with another program really running it gets one."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(runtime, "sampled_busy_cores", lambda: (0.02, 0.0))
+    n, why = runtime.auto_threads(0)
+    assert n == 2 and why.startswith("CPU use over 1 s: 0.02 on 2 cores") and "idle enough" in why
+    monkeypatch.setattr(runtime, "sampled_busy_cores", lambda: (1.0, 0.0))
+    assert runtime.auto_threads(0)[0] == 1
+
+
+def test_sampled_busy_cores_from_proc_stat_ticks(monkeypatch):
+    """Busy ticks 100 → 150 of total 1,000 → 1,100 on 2 cores: half of all CPU time, i.e. one core busy."""
+    real = runtime._cpu_ticks
+    ticks = iter([(100, 1000), (150, 1100)])
+    monkeypatch.setattr(runtime, "_cpu_ticks", lambda: next(ticks))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    busy, own = runtime.sampled_busy_cores(0.0)
+    assert busy == pytest.approx(1.0) and own >= 0.0
+    monkeypatch.setattr(runtime, "_cpu_ticks", lambda: (_ for _ in ()).throw(OSError("no /proc")))
+    assert runtime.sampled_busy_cores(0.0) is None
+    if Path("/proc/stat").exists():  # the real parser: busy ticks never exceed the total
+        busy_ticks, total = real()
+        assert 0 <= busy_ticks <= total
 
 
 def test_bf16_is_chosen_by_the_setting_or_by_the_cpus_bf16_units(monkeypatch):

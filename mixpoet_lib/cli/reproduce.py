@@ -17,6 +17,8 @@ from mixpoet_lib._util import FolderLock, default_device
 from mixpoet_lib.cli.live import LiveStatus
 from mixpoet_lib.cli.settings import add_profile_options, overrides_from_args
 from mixpoet_lib.config import get_profile
+from mixpoet_lib.evaluate.report import load_results
+from mixpoet_lib.evaluate.seeds import write_seed_report
 from mixpoet_lib.overrides import format_overrides
 from mixpoet_lib.pipeline import (
     PipelineError,
@@ -36,17 +38,32 @@ def _run_dir(args: argparse.Namespace, profile: str, overrides: str) -> Path:
     return reference_dir(profile, overrides) if args.reference else local_run_dir(profile, overrides)
 
 
-def _cmd_reproduce(args: argparse.Namespace) -> int:
+def train_seeds(text: str | None, profile_seed: int) -> list[int]:
+    """``--train-seeds 1234,1235,1236`` → the seeds in order, the profile's own first (its run is the main one);
+    one line naming the bad value otherwise."""
+    if not text:
+        return [profile_seed]
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--train-seeds: {text!r} is not a comma-separated list of integers") from None
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"--train-seeds: {text!r} must name distinct seeds")
+    return [profile_seed] + [s for s in seeds if s != profile_seed]
+
+
+def seed_run(out: Path, overrides: str, seed: int, profile_seed: int) -> tuple[Path, str]:
+    """Run folder and overrides of one training seed: the profile's seed is the main run itself; another seed
+    runs in ``<main run>/train-seeds/seed-<seed>/`` with ``seed=<seed>`` added to the overrides."""
+    if seed == profile_seed:
+        return out, overrides
+    return out / "train-seeds" / f"seed-{seed}", ",".join(filter(None, [overrides, f"seed={seed}"]))
+
+
+def _run(args: argparse.Namespace, name: str, overrides: str, out: Path) -> int:
+    """One pipeline run into ``out`` (the status line unless ``--quiet``); the exit code."""
     t0 = time.perf_counter()
-    overrides = format_overrides(overrides_from_args(args))
-    name = args.profile or default_profile_name()  # $MIXPOET_PROFILE counts, as for every command
-    profile = get_profile(name, overrides)  # bad --set values fail here, in one line
-    out = _run_dir(args, name, overrides)
-    threads, why = auto_threads(profile.train.num_threads)
-    print(f"profile {name} → {out}; training will use {threads} torch thread(s) ({why}; re-checked per notebook)")
-    bf16, bf16_why = bf16_choice(profile.train.amp_bf16, default_device().type)
-    print(f"bf16 autocast {'on' if bf16 else 'off'} ({bf16_why})")
-    live = None if args.quiet else LiveStatus(out, sys.stderr, profile)
+    live = None if args.quiet else LiveStatus(out, sys.stderr, get_profile(name, overrides))
     try:
         with FolderLock(out):  # the notebooks' training (child processes) inherits the lock
             runs = run_pipeline(
@@ -71,6 +88,34 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    overrides = format_overrides(overrides_from_args(args))
+    name = args.profile or default_profile_name()  # $MIXPOET_PROFILE counts, as for every command
+    profile = get_profile(name, overrides)  # bad --set values fail here, in one line
+    try:
+        seeds = train_seeds(args.train_seeds, profile.seed)
+    except ValueError as exc:
+        print(f"mixpoet: {exc}", file=sys.stderr)
+        return 2
+    out = _run_dir(args, name, overrides)
+    threads, why = auto_threads(profile.train.num_threads)
+    print(f"profile {name} → {out}; training will use {threads} torch thread(s) ({why}; re-checked per notebook)")
+    bf16, bf16_why = bf16_choice(profile.train.amp_bf16, default_device().type)
+    print(f"bf16 autocast {'on' if bf16 else 'off'} ({bf16_why})")
+    folders = {}
+    for seed in seeds:
+        folders[seed], seed_overrides = seed_run(out, overrides, seed, profile.seed)
+        if len(seeds) > 1:
+            print(f"training seed {seed} → {folders[seed]}")
+        rc = _run(args, name, seed_overrides, folders[seed])
+        if rc:
+            return rc
+    if len(seeds) > 1:
+        paths = write_seed_report({s: load_results(f) for s, f in folders.items()}, out)
+        print(f"results over training seeds {seeds}: {paths['md']}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``mixpoet reproduce``."""
     p = sub.add_parser(
@@ -86,6 +131,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--reference",
         action="store_true",
         help="regenerate the committed reference run runs/<profile>/ and its figures (maintainers)",
+    )
+    p.add_argument(
+        "--train-seeds",
+        metavar="S1,S2,…",
+        help="also train and evaluate with these seeds (each a whole run, in <run>/train-seeds/seed-<S>/) and pool "
+        "the results over training × generation seeds into <run>/training_seeds.md (default: the profile's seed only)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no live status line or progress bars")
     p.set_defaults(func=_cmd_reproduce)

@@ -1,0 +1,142 @@
+"""Results over training seeds: one profile trained with several seeds (``mixpoet reproduce --train-seeds``), each
+run evaluated over its own generation seeds, pooled into one summary whose spread covers both sources of chance.
+
+For every (system, length, metric), run i gives the mean m_i and the sample std s_i of its n_i per-seed values.
+The mean and the sample std of all N = Σ n_i values follow exactly from them:
+
+    mean = Σ n_i m_i / N,        var = (Σ (n_i − 1) s_i² + Σ n_i (m_i − mean)²) / (N − 1).
+
+The claims and reproduction targets (:func:`~mixpoet_lib.evaluate.claims.claims`) are then judged against this
+pooled spread, which is what "beyond the seed spread" has to mean when the training seed moves a model more than
+the generation seed does. Each run trains its own judges and character LM (they follow the profile's seed too),
+so the factor-control spread also holds the judges' own variation; the judges' targets use their mean macro-F1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mixpoet_lib._util import write_text_atomic
+from mixpoet_lib.evaluate.claims import claims
+from mixpoet_lib.evaluate.report import markdown_result_groups
+
+__all__ = ["KEY_METRICS", "pool_summaries", "pooled_results", "seed_table", "seed_report_markdown", "write_seed_report"]
+
+KEY = ["system", "length", "metric"]
+MIN_RUNS = 2  # pooling needs at least two training seeds
+# the numbers shown per training seed in the report (the issue's before/after rows)
+KEY_METRICS: tuple[tuple[str, str], ...] = (
+    ("aus", "intra_jaccard_mix_word"),
+    ("igs", "intra_jaccard_mix_word"),
+    ("cvae", "intra_jaccard_word"),
+    ("aus", "inter_jaccard_word"),
+    ("aus", "keyword_rate"),
+    ("aus", "shared_lines"),
+    ("aus", "living_acc"),
+    ("aus", "era_acc"),
+)
+
+
+def pool_summaries(summaries: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One summary from several runs' summaries (columns system, length, metric, mean, std, n_seeds): the exact
+    mean and sample std over all their per-seed values (module doc); ``n_runs`` says how many runs had the row."""
+    if not summaries:
+        raise ValueError("no summaries to pool")
+    both = pd.concat([s[[*KEY, "mean", "std", "n_seeds"]] for s in summaries], ignore_index=True)
+    both = both[np.isfinite(both["mean"].astype(float))]
+    rows = []
+    for key, g in both.groupby(KEY, sort=False):
+        n, m, s = g["n_seeds"].to_numpy(float), g["mean"].to_numpy(float), np.nan_to_num(g["std"].to_numpy(float))
+        total = n.sum()
+        mean = float((n * m).sum() / total)
+        ss = float(((n - 1) * s**2).sum() + (n * (m - mean) ** 2).sum())
+        std = float(np.sqrt(ss / (total - 1))) if total > 1 else 0.0
+        stats = {"mean": mean, "std": std, "n_seeds": int(total), "n_runs": len(g)}
+        rows.append({**dict(zip(KEY, key, strict=True)), **stats})
+    return pd.DataFrame(rows)
+
+
+def _mean_ceiling(ceilings: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """The judges' test accuracy and macro-F1 averaged over the runs (each run trains its own judges)."""
+    factors = sorted({f for c in ceilings for f in c})
+    return {
+        f: {k: float(np.mean([c[f][k] for c in ceilings if f in c])) for k in ("accuracy", "macro_f1")} for f in factors
+    }
+
+
+def pooled_results(results: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
+    """A results.json-like dict pooled over training seeds (``results``: training seed → that run's results.json):
+    meta (training and generation seeds), pooled summary, the judges' mean ceiling, and the claims judged on the
+    pooled spread; ``per_seed`` keeps each run's mean of :data:`KEY_METRICS`."""
+    seeds = sorted(results)
+    summaries = [pd.DataFrame(results[s]["summary"]) for s in seeds]
+    pooled = pool_summaries(summaries)
+    ceiling = _mean_ceiling([results[s].get("judge_ceiling", {}) for s in seeds])
+    first = results[seeds[0]]["meta"]
+    return {
+        "meta": {**first, "train_seeds": seeds, "weights": {s: results[s]["meta"].get("weights") for s in seeds}},
+        "summary": json.loads(pooled.to_json(orient="records")),
+        "judge_ceiling": ceiling,
+        "claims": json.loads(claims(pooled[pooled["length"] == "all"], ceiling=ceiling).to_json(orient="records")),
+        "per_seed": seed_table(dict(zip(seeds, summaries, strict=True))).reset_index().to_dict(orient="records"),
+    }
+
+
+def seed_table(summaries: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Training seed × :data:`KEY_METRICS` (length 'all', the mean over that run's generation seeds)."""
+    rows = {}
+    for seed, s in summaries.items():
+        s = s[s["length"] == "all"].set_index(["system", "metric"])["mean"]
+        rows[seed] = {f"{sys} {metric}": float(s.get((sys, metric), np.nan)) for sys, metric in KEY_METRICS}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "training seed"
+    return table
+
+
+def seed_report_markdown(pooled: dict[str, Any]) -> list[str]:
+    """The Markdown of ``training_seeds.md``: per-seed key numbers, the pooled tables, the claims on that spread."""
+    meta = pooled["meta"]
+    per_seed = pd.DataFrame(pooled["per_seed"]).set_index("training seed")
+    lines = [
+        f"# {meta['profile']}: results over training seeds {meta['train_seeds']}",
+        "",
+        f"Each training seed is a whole run (every phase, the judges and the LM re-trained), evaluated over generation"
+        f" seeds {meta['seeds']}; mean ± std below are over all {len(meta['train_seeds'])} × {len(meta['seeds'])}"
+        " (training × generation) values, pooled exactly from each run's mean and std.",
+        "",
+        "## Key numbers per training seed (mean over generation seeds)",
+        "",
+        "| training seed | " + " | ".join(per_seed.columns) + " |",
+        "|---|" + "---|" * len(per_seed.columns),
+        *(f"| {seed} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for seed, row in per_seed.iterrows()),
+        "",
+        "## Pooled over training and generation seeds",
+        "",
+        *markdown_result_groups(pooled),
+        "## Claims and targets on the pooled spread",
+        "",
+        "| claim | verdict | evidence |",
+        "|---|---|---|",
+        *(f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in pooled["claims"]),
+        "",
+    ]
+    return lines
+
+
+def write_seed_report(results: Mapping[int, dict[str, Any]], out: str | Path) -> dict[str, Path]:
+    """Pool the runs' results (training seed → results.json) and write ``training_seeds.json`` and ``.md`` in
+    ``out``; fewer than two seeds is refused (there is nothing to pool)."""
+    if len(results) < MIN_RUNS:
+        raise ValueError(f"need at least two training seeds to pool, got {sorted(results)}")
+    pooled = pooled_results(results)
+    out = Path(out)
+    paths = {"json": out / "training_seeds.json", "md": out / "training_seeds.md"}
+    write_text_atomic(paths["json"], json.dumps(pooled, ensure_ascii=False, indent=1))
+    write_text_atomic(paths["md"], "\n".join(seed_report_markdown(pooled)))
+    return paths

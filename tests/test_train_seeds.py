@@ -1,0 +1,122 @@
+"""Results over training seeds (issue 12, item 5): exact pooling of the runs' per-seed statistics, claims judged on
+the pooled spread, and ``mixpoet reproduce --train-seeds`` running one whole run per seed and pooling them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mixpoet_lib import pipeline
+from mixpoet_lib.cli import app as cli
+from mixpoet_lib.cli import reproduce as cmd_reproduce
+from mixpoet_lib.evaluate.seeds import pool_summaries, pooled_results, write_seed_report
+
+
+def _summary(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    """A results summary (length 'all') from the per-generation-seed values of each (system, metric)."""
+    return pd.DataFrame(
+        [
+            {
+                "system": sys,
+                "length": "all",
+                "metric": metric,
+                "mean": float(np.mean(v)),
+                "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                "n_seeds": len(v),
+            }
+            for (sys, metric), v in values.items()
+        ]
+    )
+
+
+def test_pooling_equals_the_statistics_of_all_values():
+    """Runs [1, 2, 3] and [4, 5, 6]: pooled mean 3.5 and sample std sqrt(17.5 / 5), as over the six values."""
+    a = _summary({("aus", "keyword_rate"): [1.0, 2.0, 3.0], ("gt", "keyword_rate"): [1.0, 1.0, 1.0]})
+    b = _summary({("aus", "keyword_rate"): [4.0, 5.0, 6.0], ("gt", "keyword_rate"): [1.0, 1.0, 1.0]})
+    pooled = pool_summaries([a, b]).set_index(["system", "metric"])
+    assert pooled.loc[("aus", "keyword_rate"), "mean"] == pytest.approx(3.5)
+    assert pooled.loc[("aus", "keyword_rate"), "std"] == pytest.approx(np.sqrt(17.5 / 5))
+    assert pooled.loc[("aus", "keyword_rate"), "std"] == pytest.approx(np.std([1, 2, 3, 4, 5, 6], ddof=1))
+    assert pooled.loc[("gt", "keyword_rate"), "std"] == 0.0  # the same human poems in every run
+    assert pooled.loc[("aus", "keyword_rate"), "n_seeds"] == 6 and pooled.loc[("aus", "keyword_rate"), "n_runs"] == 2
+    # unequal numbers of seeds and a row that only one run has
+    c = _summary({("aus", "keyword_rate"): [7.0], ("igs", "keyword_rate"): [0.5, 0.7]})
+    pooled = pool_summaries([a, c]).set_index(["system", "metric"])
+    assert pooled.loc[("aus", "keyword_rate"), "mean"] == pytest.approx(np.mean([1, 2, 3, 7]))
+    assert pooled.loc[("aus", "keyword_rate"), "std"] == pytest.approx(np.std([1, 2, 3, 7], ddof=1))
+    assert pooled.loc[("igs", "keyword_rate"), "n_runs"] == 1
+    with pytest.raises(ValueError, match="no summaries"):
+        pool_summaries([])
+
+
+def _results(seed_values: dict[tuple[str, str], list[float]]) -> dict:
+    return {
+        "meta": {"profile": "smoke", "seeds": [1, 2], "weights": {"aus": "x"}},
+        "summary": json.loads(_summary(seed_values).to_json(orient="records")),
+        "judge_ceiling": {"living": {"accuracy": 0.8, "macro_f1": 0.8}, "era": {"accuracy": 0.7, "macro_f1": 0.7}},
+    }
+
+
+def test_a_claim_clear_within_one_run_is_judged_on_the_training_seed_spread():
+    """AUS beats the 0.40 keyword target clearly in each run's generation spread, but the two training seeds
+    (0.46 and 0.38) straddle it: pooled, the target is met only within the spread."""
+    one = _results({("aus", "keyword_rate"): [0.459, 0.461]})
+    two = _results({("aus", "keyword_rate"): [0.379, 0.381]})
+    row = lambda p: next(c for c in p["claims"] if c["claim"] == "target: MixPoet-AUS keyword_rate ≥ 0.4")  # noqa: E731
+    alone = pooled_results({1234: one, 1235: one})
+    assert row(alone)["verdict"] == "supported"
+    both = pooled_results({1234: one, 1235: two})
+    assert row(both)["verdict"] == "weakly supported (within seed spread)"
+    assert both["meta"]["train_seeds"] == [1234, 1235]
+    assert [r["training seed"] for r in both["per_seed"]] == [1234, 1235]
+    assert both["per_seed"][1]["aus keyword_rate"] == pytest.approx(0.38)
+    assert both["judge_ceiling"]["living"]["macro_f1"] == pytest.approx(0.8)
+
+
+def test_seed_report_files(tmp_path):
+    res = {s: _results({("aus", "keyword_rate"): [0.4 + s / 1e5, 0.5]}) for s in (1, 2)}
+    paths = write_seed_report(res, tmp_path)
+    md = paths["md"].read_text(encoding="utf-8")
+    assert "results over training seeds [1, 2]" in md and "| 2 | " in md and "Claims and targets" in md
+    assert json.loads(paths["json"].read_text(encoding="utf-8"))["meta"]["train_seeds"] == [1, 2]
+    with pytest.raises(ValueError, match="at least two"):
+        write_seed_report({1: res[1]}, tmp_path)
+
+
+def test_train_seeds_option_parses_and_places_each_run():
+    assert cmd_reproduce.train_seeds(None, 1234) == [1234]
+    assert cmd_reproduce.train_seeds("1235,1234,1236", 1234) == [1234, 1235, 1236]  # the profile's own run first
+    assert cmd_reproduce.train_seeds("1235", 1234) == [1234, 1235]
+    for bad in ("12a", "1,1"):
+        with pytest.raises(ValueError, match="--train-seeds"):
+            cmd_reproduce.train_seeds(bad, 1234)
+    out = pipeline.run_path("x")
+    assert cmd_reproduce.seed_run(out, "", 1234, 1234) == (out, "")
+    assert cmd_reproduce.seed_run(out, "train.ndis=2", 7, 1234) == (
+        out / "train-seeds" / "seed-7",
+        "train.ndis=2,seed=7",
+    )
+
+
+def test_reproduce_with_train_seeds_runs_each_seed_and_pools(monkeypatch, tmp_path, capsys):
+    """Each seed is a whole pipeline run (fake here: it writes a results.json) with ``seed=`` in its overrides."""
+    seen = []
+
+    def fake_run(name, out_dir, overrides, **kwargs):
+        seen.append((out_dir, overrides))
+        rate = 0.5 if "seed=" not in overrides else 0.3
+        (out_dir / "results.json").write_text(json.dumps(_results({("aus", "keyword_rate"): [rate, rate + 0.01]})))
+        return []
+
+    monkeypatch.setattr(cmd_reproduce, "run_pipeline", fake_run)
+    out = tmp_path / "run"
+    assert cli.main(["reproduce", "--profile", "smoke", "-q", "--run-dir", str(out), "--train-seeds", "5,6"]) == 0
+    assert seen == [(out, ""), (out / "train-seeds" / "seed-5", "seed=5"), (out / "train-seeds" / "seed-6", "seed=6")]
+    pooled = json.loads((out / "training_seeds.json").read_text(encoding="utf-8"))
+    assert pooled["meta"]["train_seeds"] == [5, 6, 1234]
+    assert "training_seeds.md" in capsys.readouterr().out
+    assert cli.main(["reproduce", "--profile", "smoke", "-q", "--run-dir", str(out), "--train-seeds", "x"]) == 2
+    assert "--train-seeds: 'x'" in capsys.readouterr().err
