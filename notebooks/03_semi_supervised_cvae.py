@@ -104,8 +104,14 @@ print(f"KL = {kl.item():.4f}; by hand = {0.5 * (2 + 2 / np.e**2 - 1):.4f}")
 # $$\mathcal L_{\text{CVAE}}=\mathcal L_{\text{rec}}+\beta_t\sum_{d}\max\bigl(\lambda,\ \overline{\operatorname{KL}}_d\bigr),$$
 #
 # with $\overline{\operatorname{KL}}_d$ the batch mean of dimension $d$'s KL, $\beta_t$ rising linearly from 0 to 1
-# and $\lambda$ = `free_bits` ([design §4.5](../docs/design.md#d4.5)). The loss function and the training step
-# that computes exactly this:
+# and $\lambda$ = `free_bits` ([design §4.5](../docs/design.md#d4.5)). That is the official objective (the `full`
+# profile). **The tutorial recipe changes two things**, for reasons the end of this section measures: $\beta_t$
+# rises only to $\beta_{\max}$ = `kl_max_weight` = 0.04, and the floor applies to the KL summed over the latent
+# (`free_bits_scope="subspace"`; for MixPoet-IGS over each factor's half):
+#
+# $$\mathcal L_{\text{CVAE}}^{\text{tutorial}}=\mathcal L_{\text{rec}}+\beta_t\,\max\Bigl(\lambda Z,\ \sum_{d}\overline{\operatorname{KL}}_d\Bigr),\qquad \beta_t\to0.04 .$$
+#
+# The loss function and the training step that compute either form:
 
 # %%
 show_source(losses.gaussian_kl, steps.cvae_step)
@@ -131,7 +137,7 @@ axes[1].set(title="KL, nats", xlabel="step")
 axes[1].legend(fontsize=8)
 ax_beta = axes[1].twinx()
 ax_beta.plot(log["step"], log["kl_weight"], "--", color="C2")
-ax_beta.set(ylim=(0, 1.05), ylabel="KL weight β (dashed)")
+ax_beta.set(ylim=(0, 1.05 * profile.train.kl_max_weight), ylabel="KL weight β (dashed)")
 ax_beta.grid(False)
 axes[2].plot(log["step"], log["active_units"])
 axes[2].set(title=f"active units (of {profile.model.latent_size})", xlabel="step")
@@ -141,21 +147,23 @@ plt.show()
 print(val.tail(1).round(3).to_string(index=False))
 
 # %% [markdown]
-# **Reading the curves.** The reconstruction loss falls fast and then flattens. The KL does *not* fall
-# towards 0, so there is no classic posterior collapse — but look at the penalised KL: it sits on the free-bits
-# floor almost from the start. Every dimension's KL is below $\lambda$, so $\max(\lambda,\cdot)$ returns the
-# constant $\lambda$ and **the KL term gives no gradient at all**: once $\beta$ has risen, the model still
-# trains as a plain auto-encoder with a little noise, and $z$ carries only the few nats the raw KL shows
-# (spread thinly over many dimensions, which is why the active-unit count is high while each unit says little).
-# With this little information in $z$, different samples for one keyword differ only slightly (section 4). The
-# numbers of this run:
+# **Reading the curves** (published tutorial run; the smoke profile's curves mean nothing). The reconstruction
+# loss falls fast and then flattens. The KL does *not* fall towards 0, so there is no classic posterior collapse.
+# While $\beta$ is still near 0 the raw KL jumps to ≈ 7.4 nats, then falls back and from step ≈ 100 on settles at
+# ≈ 6.2–6.4 nats, just under the floor $\lambda Z$ = 6.4: the posterior spends its free allowance and hardly a nat
+# more. On the steps where the sum is under the floor, $\max(\lambda Z,\cdot)$ is a constant and **the KL term
+# gives no gradient at all**; where it pokes above, the pull is $\beta\le0.04$ per nat. So $z$ carries about
+# 6.3 nats — more than the 4 nats of the official recipe (below), still little against the 24–32 characters a
+# poem's decoder predicts. The active-unit count dips to ≈ 40 during the early KL jump and then returns to all
+# 128: $z$ spreads its nats over many dimensions, each saying little. The numbers of this run:
 
 # %%
 at_floor = np.mean(np.isclose(log["kl_fb"], floor, rtol=0.02))
 print(f"penalised KL within 2% of the floor {floor:g} on {at_floor:.0%} of the steps; raw KL over the last "
       f"10% of steps {log['kl'].iloc[-max(1, len(log) // 10):].mean():.2f} nats "
       f"(= {log['kl'].iloc[-max(1, len(log) // 10):].mean() / profile.model.latent_size:.3f} per dimension, "
-      f"λ = {profile.train.free_bits})")
+      f"λ = {profile.train.free_bits}); dimensions with KL above λ over those steps: "
+      f"{log['kl_above'].iloc[-max(1, len(log) // 10):].mean():.0%}")
 
 # %% [markdown]
 # **Why so little information in $z$? A matter of units.** The reconstruction term is a *mean* over the poem's
@@ -164,7 +172,8 @@ print(f"penalised KL within 2% of the floor {floor:g} on {at_floor:.0%} of the s
 # (7-character) targets, so with $\beta=1$ every nat that $z$ carries costs 24–32 times what it would in the
 # bound, and only information that shortens the poem's code by that much is worth encoding. The training logs
 # record `kl_above`, the share of latent dimensions whose KL is above $\lambda$ (those the posterior uses beyond
-# its free allowance): for the published tutorial CVAE it is 0 % on validation poems (IGS: 1 %).
+# its free allowance): under the official $\beta\to1$ it was 0 % on validation poems for the tutorial CVAE (IGS:
+# 1 %), i.e. the floor switched the KL term off.
 #
 # Two remedies were measured (same DAE start, 500 steps; `docs/experiments.md` §7): a bag-of-words loss that asks
 # $z$ alone to predict the poem's characters (`train.bow_weight`, weight 1) changed nothing — its loss stayed at
@@ -175,7 +184,13 @@ print(f"penalised KL within 2% of the floor {floor:g} on {at_floor:.0%} of the s
 # dimensions. Flooring the *sum* of the KL at $\lambda\cdot128$ instead of each dimension
 # (`train.free_bits_scope="subspace"`) changed nothing that one run can show — the posterior settles at the free
 # allowance either way — and dropping the floor let the KL collapse to 0.9 nats with a worse reconstruction
-# (`docs/experiments.md` §9). The published weights keep $\beta\to1$; the exercise at the end tries the other setting.
+# (`docs/experiments.md` §9). **The tutorial recipe therefore uses $\beta\to0.04$ with the floor on the sum**, and
+# the curves above are of that recipe. Against the previously published CVAE trained with the official
+# $\beta\to1$ (same sizes and steps): raw KL 6.3 nats instead of 4.1, the penalised KL on the floor on 74 % of the
+# last steps instead of 96 %, a third of the dimensions above $\lambda$ instead of none, validation perplexity 129
+# instead of 140. What it does *not* do is what the reproduction issue asks — a KL clearly above its floor on most
+# dimensions: the posterior settles at whatever allowance the floor grants. The first exercise restores the
+# official setting.
 
 # %% [markdown]
 # ## 2 · Semi-supervised learning with missing labels (Kingma et al.'s M2)
@@ -290,8 +305,9 @@ clf.round(3)
 # $$p(z_k\mid w,y_k)=\mathcal N\bigl(\mu_k(w,y_k),\,\sigma^2_k(w,y_k)I\bigr),\qquad
 #   q(z_k\mid x,w,y_k)=\mathcal N\bigl(\mu'_k(x,w,y_k),\,\sigma'^2_k(x,w,y_k)I\bigr),$$
 #
-# and the KL splits into one analytic term per sub-space, each with its own free bits. The whole objective of a
-# batch adds the semi-supervised terms of section 2:
+# and the KL splits into one analytic term per sub-space, each with its own free bits (in the tutorial recipe a
+# floor $\lambda Z/2$ on each sub-space's summed KL and $\beta_t\to0.04$, as for the CVAE above). The whole
+# official objective of a batch adds the semi-supervised terms of section 2:
 #
 # $$\mathcal L_{\text{IGS}}=\mathcal L_{\text{rec}}+\beta_t\sum_{k=1}^{2}\sum_{d}\max\bigl(\lambda,\overline{\operatorname{KL}}_{k,d}\bigr)
 #   +\sum_{k=1}^{2}\bigl(\mathcal L_{xw,k}+\mathcal L_{ent,k}+\mathcal L_{w,k}\bigr).$$
@@ -334,10 +350,13 @@ plots.save_figure(fig, "03_igs_training", RUN)
 plt.show()
 
 # %% [markdown]
-# **Reading the curves.** Reconstruction behaves as for the CVAE. Each sub-space's KL drops quickly and then
-# stays *below* its free-bits floor: as for the CVAE, the KL penalty is inactive for most of the run, so the
-# sub-spaces are shaped by reconstruction and by the labels fed to the prior and posterior, not by the KL.
-# Right: the supervised cross-entropy of $q$ falls. The entropy term falls from about −0.25 to about −0.45
+# **Reading the curves.** Reconstruction behaves as for the CVAE. Each sub-space's KL starts above its floor
+# (3.6 and 3.35 nats), drops under it within ≈ 50 steps and then hovers at 3.0–3.2, just under the floor of 3.2
+# and touching it: as for the CVAE, each half spends about its free allowance, and the KL penalty acts only on
+# the steps where a sum pokes above the floor, so the sub-spaces are shaped mostly by reconstruction and by the
+# labels fed to the prior and posterior. (On validation poems the halves carry 3.8 / 3.7 nats; the previously
+# published IGS, with the official $\beta\to1$, carried 2.1 / 2.0.)
+# Right: the supervised cross-entropy of $q$ falls. The entropy term falls from about −0.2 to about −0.45
 # (0 would be a certain $q$, −0.712 a uniform one): minimising it makes $q$ *less* certain on the unlabelled
 # poems, as M2's $+\mathcal H$ term intends; with the official Gumbel sampling nothing pulls the other way on
 # those poems, and only the labelled poems keep the shared classifier from drifting to uniform. The keyword cross-entropy barely moves from $\ln 3+\ln 2=1.79$, the value of a keyword
@@ -387,8 +406,8 @@ if profile.name != "smoke":
 # ## Summary
 #
 # * The CVAE's latent variable gives diversity, but only if it is used: annealing and free bits keep
-#   the posterior from collapsing onto the prior — and in this short run the KL sits under the free-bits floor,
-#   so the penalty never acts and $z$ carries little.
+#   the posterior from collapsing onto the prior — and in this short run the KL settles at the free-bits
+#   allowance, so the penalty rarely acts and $z$ carries about 6 nats (4 under the official $\beta\to1$).
 # * M2's objective is the labelled bound, the unlabelled bound (with the classifier's entropy) and an
 #   $\alpha$-weighted classification term; MixPoet keeps $\alpha=1$ fixed and samples the missing labels with
 #   Gumbel-max, which (in the official form) sends no gradient to the classifier.
@@ -400,7 +419,8 @@ if profile.name != "smoke":
 # ## Exercises
 #
 # 1. Set `free_bits` to 0 and `kl_anneal_steps` to 1 in a copy of the profile. How many active units
-#    does the CVAE keep? Then set `train.kl_max_weight` to 0.04 (through `OVERRIDES` and `TRAIN = True`):
-#    how does `kl_above` move, and at what point of the annealing does it peak?
+#    does the CVAE keep? Then restore the official KL (`OVERRIDES = "train.kl_max_weight=1,
+#    train.free_bits_scope=dimension"` and `TRAIN = True`): how do `kl_above` and the raw KL move, and why does
+#    $\beta=1$ make every nat in $z$ 24–32 times dearer?
 # 2. Why is the entropy term divided by the number of classes? What would change without it?
 # 3. $p(y\mid w)$ is much weaker than $q(y\mid x,w)$. Which keywords would you expect it to classify well?

@@ -9,6 +9,7 @@ script only reports whether the README is up to date (exit 1 if not).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -19,6 +20,22 @@ sys.path.insert(0, str(ROOT))
 from mixpoet_lib.run_report import results_markdown  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _training_note(run: Path) -> str:
+    """How much of the notebooks' time was training, from the run's ``logs/timing.csv`` (empty if it has none)."""
+    timing = run / "logs" / "timing.csv"
+    if not timing.exists():
+        return ""
+    with timing.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    seconds = sum(float(r["seconds"]) for r in rows)
+    threads = sorted({r["threads"] for r in rows})
+    return (
+        f"; {seconds / 60:.1f} min of it training {len(rows)} phases inside the notebooks "
+        f"({', '.join(threads)} thread(s); `logs/timing.csv`), the rest data preparation, judges, LM, generation "
+        "and scoring"
+    )
 
 
 def block(run: Path) -> str:
@@ -32,13 +49,7 @@ def block(run: Path) -> str:
     if state_path.exists():
         state = json.loads(state_path.read_text(encoding="utf-8"))
         per_nb = ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
-        lines += [
-            f"Notebook wall times of this run: {per_nb} (notebooks 02–04 load existing checkpoints instead of "
-            "training; the published run trained them beforehand with `mixpoet train`; notebook 05 re-uses the poems "
-            "cached in `eval/poems/` for the same settings and weights, and the generation time per poem below is "
-            "what generating them cost).",
-            "",
-        ]
+        lines += [f"Notebook wall times of this run: {per_nb}{_training_note(run)}.", ""]
     lines += [*results_markdown(results), "", END]
     return "\n".join(lines)
 

@@ -377,9 +377,14 @@ def test_paper_side_by_side_and_key_ratios():
             ("cvae", "intra_jaccard_word"): (0.25, 0.0),
             ("aus", "living_acc"): (0.7, 0.01),
             ("aus_st", "inter_jaccard_word"): (0.5, 0.0),  # no paper counterpart: left out
+            ("fbasic", "intra_jaccard_mix_word"): (0.11, 0.0),
+            ("fbasic", "intra_jaccard_word"): (0.39, 0.0),  # its top-N beams: not the paper's six mixtures
         }
     )
     table = P.side_by_side(summ).set_index(["system", "measure"])
+    fb = table.loc[("fBasic", "intra-topic JS ↓")]  # the number and the protocol it is labelled with agree
+    assert fb["kit"] == 0.11 and fb["kit_metric"] == "intra_jaccard_mix_word"
+    assert fb["protocol"] == "6 mixtures per keyword"
     assert table.loc[("MixPoet-AUS", "intra-topic JS ↓"), "kit"] == 0.05
     assert table.loc[("MixPoet-AUS", "intra-topic JS ↓"), "paper"] == pytest.approx(0.0373)
     assert table.loc[("MixPoet-AUS", "intra-topic JS ↓"), "protocol"] == "6 mixtures per keyword"
