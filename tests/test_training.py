@@ -736,3 +736,23 @@ def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoin
     (tmp_path / "run" / "checkpoints" / "cvae_c1.pt").unlink()
     with pytest.raises(SystemExit, match=r"cvae_c1\.pt"):
         script.main([str(tmp_path / "run"), "--systems", "cvae", "--profile", "smoke"])
+
+
+def test_judge_variants_script_starts_the_judges_from_the_dae_embedding(all_phases, capsys):
+    """scripts/judge_variants.py (docs/experiments.md §11) on the smoke run: both judges scored, the DAE's character
+    embedding copied in when asked, and a size mismatch refused in one line naming both shapes."""
+    run, _, _ = all_phases
+    spec = importlib.util.spec_from_file_location("judge_variants", repo_root() / "scripts" / "judge_variants.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    dae = run / "checkpoints" / "shared_dae.pt"
+    emb = script.dae_embedding(str(dae))
+    assert emb.ndim == 2 and torch.equal(emb, torch.load(dae, weights_only=True)["model"]["embed.weight"])
+    args = ["x", "--profile", "smoke", "--set", f"eval.judge_emb={emb.shape[1]}", "--dae", str(dae)]
+    assert script.main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"living", "era"} <= set(out)
+    assert all(0 <= out[f]["test_f1"] <= 1 and out[f]["steps"] > 0 for f in ("living", "era"))
+    with pytest.raises(SystemExit, match=r"embedding .* ≠ judge"):
+        script.main(["x", "--profile", "smoke", "--set", f"eval.judge_emb={emb.shape[1] + 2}", "--dae", str(dae)])
