@@ -16,6 +16,7 @@ from typing import Any
 import jieba
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.patches import FancyBboxPatch
 from torch import nn
@@ -26,7 +27,7 @@ from mixpoet_lib.checkpoints import MODEL_NAMES, checkpoint_path, final_phase, f
 from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.data.batching import make_batch
 from mixpoet_lib.data.dataset import PreparedData, prepare
-from mixpoet_lib.paths import repo_root
+from mixpoet_lib.paths import ENV_FIGURES, repo_root, run_path
 from mixpoet_lib.train.logs import log_path
 from mixpoet_lib.train.loop import ensure_model
 
@@ -35,6 +36,8 @@ __all__ = [
     "say",
     "source_markdown",
     "show_source",
+    "notebook_run_dir",
+    "run_log",
     "published_generators",
     "load_or_train",
     "pretrained_or_logged",
@@ -99,6 +102,37 @@ def show_source(*objects: Callable[..., Any] | type) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def notebook_run_dir(run: str, given: str | None = None) -> str:
+    """The folder a notebook writes to: ``given`` (``mixpoet reproduce`` passes its run folder), else
+    ``runs/<run>-local/`` — the folder ``mixpoet reproduce`` writes to, ignored by git — with the figures in its
+    ``figures/`` (unless $MIXPOET_FIGURES_DIR names a folder). So a notebook opened in JupyterLab never
+    overwrites the committed reference run ``runs/<run>/`` or ``figures/``; it only reads the reference run's
+    training logs (:func:`run_log`)."""
+    if given:
+        return given
+    folder = run_path(f"{run}-local")
+    os.environ.setdefault(ENV_FIGURES, str(folder / "figures"))
+    return str(folder)
+
+
+def _log_file(name: str, phase: str, profile: Profile, run_dir: str | os.PathLike[str], valid: bool) -> Path:
+    """This run's log of a phase when it has one; else, while the profile's published weights are in use, the
+    log of the reference run ``runs/<profile>/`` the weights were exported from (when that exists)."""
+    own = log_path(run_dir, name, phase, valid)
+    if own.exists() or not published_generators(profile):
+        return own
+    reference = log_path(run_path(profile.name), name, phase, valid)
+    return reference if reference.exists() else own
+
+
+def run_log(
+    name: str, phase: str, profile: Profile, run_dir: str | os.PathLike[str], valid: bool = False
+) -> pd.DataFrame:
+    """A training phase's per-step log (with ``valid``: its validation log) as a DataFrame: this run's when it
+    trained the phase, else the reference run's, whose training produced the published weights."""
+    return pd.read_csv(_log_file(name, phase, profile, run_dir, valid))
+
+
 def published_generators(profile: Profile) -> bool:
     """True when ``weights/<profile>`` holds generators trained with exactly this profile's settings."""
     return any(find_published(profile, name) is not None for name in MODEL_NAMES)
@@ -132,9 +166,10 @@ def pretrained_or_logged(
     """The pre-training stage ``kind`` ('dae' or 'classifiers'), or None when only its log is needed.
 
     Those stages are not published. When the profile's generators are, ``train`` is off and the published
-    run's log of the stage is in ``run_dir``, the notebook shows that log instead of re-training the stage.
+    run's log of the stage is there (``run_dir``, else the reference run: :func:`run_log`), the notebook shows that
+    log instead of re-training the stage.
     """
-    logs = [log_path(run_dir, name, phase) for name, phase in PRETRAINING_LOGS[kind]]
+    logs = [_log_file(name, phase, profile, run_dir, False) for name, phase in PRETRAINING_LOGS[kind]]
     done = checkpoint_path(run_dir, *final_phase(kind))
     if not train and not done.exists() and published_generators(profile) and all(p.exists() for p in logs):
         print(

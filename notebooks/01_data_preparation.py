@@ -39,7 +39,7 @@
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
-RUN_DIR: str = None  # where run artefacts go (None: runs/<profile>)
+RUN_DIR: str = None  # where run artefacts go (None: runs/<profile>-local)
 SEED: int = 1234  # seed of every random choice in this notebook
 
 # %%
@@ -60,12 +60,13 @@ from mixpoet_lib.data import dataset
 from mixpoet_lib.data import fetch
 from mixpoet_lib import plots
 from mixpoet_lib.data import rhythm
-from mixpoet_lib import paths as kit_paths
+from mixpoet_lib.notebook import notebook_run_dir
 from mixpoet_lib.data.batching import make_batch
 
 jieba.setLogLevel(logging.INFO)  # jieba logs its dictionary loading to stderr otherwise
 profile = config.get_profile(PROFILE, OVERRIDES or None)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
+RUN_DIR = notebook_run_dir(RUN, RUN_DIR)  # the committed reference run is only read
 font = plots.setup_style()
 pd.set_option("display.width", 140)
 print("profile:", profile.name, "| seed:", SEED, "| CJK font:", font)
@@ -331,7 +332,7 @@ print(f"held-out human poems ({len(sample)}): first line recognised {recognised:
 # The data summary also goes into the run folder, where the pipeline's report picks it up.
 
 # %%
-run_dir = Path(RUN_DIR) if RUN_DIR else kit_paths.runs_dir(RUN)
+run_dir = Path(RUN_DIR)
 run_dir.mkdir(parents=True, exist_ok=True)
 _ = (run_dir / "data_summary.json").write_text(json.dumps(
     {**summary, "form_pass_rate_unl_test": round(float(passed), 4), "dataset": data.root.name},

@@ -36,7 +36,7 @@
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
-RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
+RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>-local)
 SEED: int = 1234  # seed of every random choice in this notebook
 TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here
 
@@ -46,22 +46,23 @@ import numpy as np
 import pandas as pd
 
 from mixpoet_lib.data import batching
-from mixpoet_lib import config, paths
+from mixpoet_lib import config
 from mixpoet_lib.overrides import run_name
 from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import generators as models
 from mixpoet_lib.models import layers
 from mixpoet_lib import plots
 from mixpoet_lib.train import schedules
-from mixpoet_lib.train import logs
 from mixpoet_lib.models import losses
 from mixpoet_lib.models.generators import BasicGenerator, PoetBase
-from mixpoet_lib.notebook import load_or_train, pretrained_or_logged, setup, show_source
+from mixpoet_lib.notebook import (
+    load_or_train, notebook_run_dir, pretrained_or_logged, run_log, setup, show_source,
+)
 from mixpoet_lib.train import steps
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
-RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
+RUN_DIR = notebook_run_dir(RUN, RUN_DIR)  # the committed reference run is only read
 vocab = data.vocab
 
 # %% [markdown]
@@ -183,8 +184,8 @@ pd.DataFrame({name: {"batch": p.batch_size, "max steps": p.max_steps, "lr max": 
 
 # %%
 dae_model = pretrained_or_logged("dae", profile, data, RUN_DIR, train=TRAIN)
-log = logs.read_log("shared", "dae", profile, run_dir=RUN_DIR)
-val = logs.read_log("shared", "dae", profile, run_dir=RUN_DIR, valid=True)
+log = run_log("shared", "dae", profile, RUN_DIR)
+val = run_log("shared", "dae", profile, RUN_DIR, valid=True)
 print(f"{len(log)} steps; last validation: loss {val['val_rec'].iloc[-1]:.3f}, perplexity {val['val_ppl'].iloc[-1]:.1f}")
 
 # %%

@@ -29,7 +29,7 @@
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
-RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
+RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>-local)
 SEED: int = 1234  # seed of every random choice in this notebook
 TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here
 
@@ -39,21 +39,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mixpoet_lib import config, paths
+from mixpoet_lib import config
 from mixpoet_lib.overrides import run_name
 from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import losses
 from mixpoet_lib import plots
-from mixpoet_lib.train import logs
 from mixpoet_lib.models import layers
 from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetIGS
 from mixpoet_lib.models.generators import CVAE
-from mixpoet_lib.notebook import load_or_train, pretrained_or_logged, setup, show_source
+from mixpoet_lib.notebook import (
+    load_or_train, notebook_run_dir, pretrained_or_logged, run_log, setup, show_source,
+)
 from mixpoet_lib.train import steps
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
-RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
+RUN_DIR = notebook_run_dir(RUN, RUN_DIR)  # the committed reference run is only read
 vocab = data.vocab
 
 # %% [markdown]
@@ -123,8 +124,8 @@ show_source(losses.gaussian_kl, steps.cvae_step)
 
 # %%
 cvae = load_or_train("cvae", profile, data, RUN_DIR, train=TRAIN)
-log = logs.read_log("cvae", "c1", profile, run_dir=RUN_DIR)
-val = logs.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True)
+log = run_log("cvae", "c1", profile, RUN_DIR)
+val = run_log("cvae", "c1", profile, RUN_DIR, valid=True)
 floor = profile.train.free_bits * profile.model.latent_size
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
 roll = log.rolling(max(1, len(log) // 40), min_periods=1).mean()
@@ -280,7 +281,7 @@ show_source(steps.classifier_step)
 classifiers = pretrained_or_logged("classifiers", profile, data, RUN_DIR, train=TRAIN)
 rows = []
 for k, factor in enumerate(config.FACTOR_NAMES, start=1):
-    v = logs.read_log("shared", f"cl{k}", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
+    v = run_log("shared", f"cl{k}", profile, RUN_DIR, valid=True).iloc[-1]
     labels = data.arrays("cqcf_valid").labels[:, k - 1]
     labels = labels[labels >= 0]
     majority = np.bincount(labels).max() / len(labels)
@@ -325,8 +326,8 @@ show_source(MixPoetIGS.prior_params, MixPoetIGS.posterior_params, steps.igs_step
 
 # %%
 igs = load_or_train("igs", profile, data, RUN_DIR, train=TRAIN)
-log1 = logs.read_log("igs", "c1", profile, run_dir=RUN_DIR)
-log2 = logs.read_log("igs", "c2", profile, run_dir=RUN_DIR)
+log1 = run_log("igs", "c1", profile, RUN_DIR)
+log2 = run_log("igs", "c2", profile, RUN_DIR)
 ilog = pd.concat([log1, log2.assign(step=log2["step"] + log1["step"].max())])
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
 roll = ilog.rolling(max(1, len(ilog) // 40), min_periods=1).mean()
@@ -383,8 +384,8 @@ for name, model in (("CVAE", cvae), ("MixPoet-IGS", igs)):
         print("  ", " | ".join(greedy_decode(model, vocab, "秋风", 5, seed=seed)))
 
 # %%
-cv = logs.read_log("cvae", "c1", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
-ig = logs.read_log("igs", "c2", profile, run_dir=RUN_DIR, valid=True).iloc[-1]
+cv = run_log("cvae", "c1", profile, RUN_DIR, valid=True).iloc[-1]
+ig = run_log("igs", "c2", profile, RUN_DIR, valid=True).iloc[-1]
 summary = pd.DataFrame({"CVAE": {"validation perplexity": cv["val_ppl"], "active units": cv["val_active_units"]},
                         "MixPoet-IGS": {"validation perplexity": ig["val_ppl"], "active units": ig["val_active_units"]}})
 print(summary.round(2).to_string())

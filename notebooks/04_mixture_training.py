@@ -26,7 +26,7 @@
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
-RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>)
+RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>-local)
 SEED: int = 1234  # seed of every random choice in this notebook
 TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here
 KEYWORD: str = "秋风"  # keyword of the greedy poems in section 5
@@ -41,18 +41,20 @@ import torch
 
 from mixpoet_lib.evaluate import analysis
 from mixpoet_lib.evaluate.systems import test_items
-from mixpoet_lib import config, paths
+from mixpoet_lib import config
 from mixpoet_lib.overrides import run_name
 from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import layers, losses
 from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib import plots
-from mixpoet_lib.train import diagnostics, logs, steps
-from mixpoet_lib.notebook import load_or_train, model_diagram, posterior_codes, setup, show_source
+from mixpoet_lib.train import diagnostics, steps
+from mixpoet_lib.notebook import (
+    load_or_train, model_diagram, notebook_run_dir, posterior_codes, run_log, setup, show_source,
+)
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
-RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
+RUN_DIR = notebook_run_dir(RUN, RUN_DIR)  # the committed reference run is only read
 vocab = data.vocab
 print(f"straight-through labels: {profile.train.straight_through_labels}")
 
@@ -193,11 +195,11 @@ print(f"L_ms = {ms_spread:.4f} for codes 0.5 apart; {ms_collapsed:.0f} for ident
 
 # %%
 aus = load_or_train("aus", profile, data, RUN_DIR, train=TRAIN)
-c1 = logs.read_log("aus", "c1", profile, run_dir=RUN_DIR)
-c2 = logs.read_log("aus", "c2", profile, run_dir=RUN_DIR)
+c1 = run_log("aus", "c1", profile, RUN_DIR)
+c2 = run_log("aus", "c2", profile, RUN_DIR)
 log = pd.concat([c1, c2.assign(step=c2["step"] + c1["step"].max())], ignore_index=True)
-val = pd.concat([logs.read_log("aus", "c1", profile, run_dir=RUN_DIR, valid=True),
-                 logs.read_log("aus", "c2", profile, run_dir=RUN_DIR, valid=True)
+val = pd.concat([run_log("aus", "c1", profile, RUN_DIR, valid=True),
+                 run_log("aus", "c2", profile, RUN_DIR, valid=True)
                  .pipe(lambda d: d.assign(step=d["step"] + c1["step"].max()))], ignore_index=True)
 print(f"C1 {len(c1)} steps, C2 {len(c2)} steps; last validation perplexity {val['val_ppl'].iloc[-1]:.1f}")
 

@@ -34,7 +34,7 @@
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
-RUN_DIR: str = None  # where checkpoints, poems and results go (None: runs/<profile>)
+RUN_DIR: str = None  # where checkpoints, poems and results go (None: runs/<profile>-local)
 TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here
 SEED: int = 1234  # seed of this notebook's own random choices (generation seeds come from the profile)
 SYSTEMS: list = ["gt", "basic", "fbasic", "cvae", "igs", "aus"]  # + "aus_st" (the straight-through ablation): ~15 min more on 2 cores; None: all
@@ -57,16 +57,15 @@ from mixpoet_lib.evaluate.scoring import METRICS, factor_confusions
 from mixpoet_lib.evaluate.systems import FACTOR_SYSTEMS, SYSTEM_TITLES, test_items
 from mixpoet_lib.evaluate.systems import SYSTEMS as ALL_SYSTEMS
 from mixpoet_lib.train import charlm, judges
-from mixpoet_lib import paths
 from mixpoet_lib import plots
 from mixpoet_lib.checkpoints import find_published
 from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.generate.keyword import KeywordBonus
-from mixpoet_lib.notebook import load_or_train, published_generators, say, setup, show_source
+from mixpoet_lib.notebook import load_or_train, notebook_run_dir, published_generators, say, setup, show_source
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
-RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
+RUN_DIR = notebook_run_dir(RUN, RUN_DIR)  # the committed reference run is only read
 run_dir = RUN_DIR
 published = not TRAIN  # the judges and the LM follow the same rule as the generators
 systems = list(SYSTEMS or ALL_SYSTEMS)

@@ -29,7 +29,7 @@
 # %% tags=["parameters"]
 PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
-RUN_DIR: str = None  # where checkpoints and results live (None: runs/<profile>)
+RUN_DIR: str = None  # where checkpoints and results live (None: runs/<profile>-local)
 TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here
 SEED: int = 1234  # seed of the latent draws in this notebook
 KEYWORDS: list = ["秋风", "明月"]  # case-study keywords (each must be in the vocabulary)
@@ -57,13 +57,12 @@ from mixpoet_lib.evaluate.systems import SYSTEM_TITLES
 from mixpoet_lib.generate import generator as generation
 from mixpoet_lib.train import charlm, judges
 from mixpoet_lib import metrics
-from mixpoet_lib import paths
 from mixpoet_lib import plots
-from mixpoet_lib.notebook import load_or_train, say, setup
+from mixpoet_lib.notebook import load_or_train, notebook_run_dir, say, setup
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
-RUN_DIR = RUN_DIR or str(paths.runs_dir(RUN))
+RUN_DIR = notebook_run_dir(RUN, RUN_DIR)  # the committed reference run is only read
 run_dir = RUN_DIR
 published = not TRAIN  # the judges and the LM follow the same rule as the generators
 vocab = data.vocab

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import torch
 from mixpoet_lib import notebook
 from mixpoet_lib.checkpoints import build_model
 from mixpoet_lib.config import get_profile
-from mixpoet_lib.paths import repo_root
+from mixpoet_lib.paths import ENV_FIGURES, repo_root
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.logs import log_path
 
@@ -69,6 +72,7 @@ def test_load_or_train_trains_without_published_weights(monkeypatch, tmp_path, f
 def test_pretraining_stage_shows_the_published_runs_log(monkeypatch, tmp_path, fake_training, capsys):
     prof = get_profile("smoke")
     monkeypatch.setattr(notebook, "published_generators", lambda profile: True)
+    monkeypatch.setattr(notebook, "run_path", lambda name: tmp_path / "no-reference" / name)
     for phase in ("cl1", "cl2"):
         path = log_path(tmp_path, "shared", phase)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +84,36 @@ def test_pretraining_stage_shows_the_published_runs_log(monkeypatch, tmp_path, f
     assert notebook.pretrained_or_logged("dae", prof, None, tmp_path) == "trained"  # no DAE log: it trains
     monkeypatch.setattr(notebook, "published_generators", lambda profile: False)
     assert notebook.pretrained_or_logged("classifiers", prof, None, tmp_path) == "trained"
+
+
+def test_notebooks_write_beside_the_reference_run_never_into_it(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV_FIGURES, raising=False)
+    assert notebook.notebook_run_dir("tutorial", "../runs/x") == "../runs/x"  # papermill's folder wins
+    assert ENV_FIGURES not in os.environ
+    folder = notebook.notebook_run_dir("tutorial-1a2b3c4d")
+    assert folder == str(repo_root() / "runs" / "tutorial-1a2b3c4d-local")
+    assert os.environ[ENV_FIGURES] == str(Path(folder) / "figures")  # figures/ of the repository left alone
+    monkeypatch.setenv(ENV_FIGURES, "/somewhere/else")
+    notebook.notebook_run_dir("tutorial")
+    assert os.environ[ENV_FIGURES] == "/somewhere/else"
+
+
+def test_run_log_falls_back_to_the_reference_run_only_for_published_weights(monkeypatch, tmp_path):
+    reference, local = tmp_path / "runs" / "smoke", tmp_path / "runs" / "smoke-local"
+    monkeypatch.setattr(notebook, "run_path", lambda name: tmp_path / "runs" / name)
+    monkeypatch.setattr(notebook, "published_generators", lambda profile: True)
+    prof = get_profile("smoke")
+    for folder in (reference, local):
+        log_path(folder, "aus", "c1").parent.mkdir(parents=True)
+    log_path(reference, "aus", "c1").write_text("step,loss\n1,2.5\n")
+    log_path(reference, "aus", "c1", valid=True).write_text("step,val_ppl\n1,300.0\n")
+    assert notebook.run_log("aus", "c1", prof, local)["loss"].tolist() == [2.5]  # the published run's log
+    assert notebook.run_log("aus", "c1", prof, local, valid=True)["val_ppl"].tolist() == [300.0]
+    log_path(local, "aus", "c1").write_text("step,loss\n1,1.5\n2,1.25\n")
+    assert notebook.run_log("aus", "c1", prof, local)["loss"].tolist() == [1.5, 1.25]  # this run trained it
+    monkeypatch.setattr(notebook, "published_generators", lambda profile: False)
+    with pytest.raises(FileNotFoundError, match=r"smoke-local/logs/aus_c1_valid\.csv"):
+        notebook.run_log("aus", "c1", prof, local, valid=True)  # other settings: never the reference's log
 
 
 def test_posterior_codes_of_labelled_poems(smoke_data):
