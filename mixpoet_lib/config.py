@@ -207,6 +207,9 @@ class TrainConfig:
     diag_every: int = 40  # latent diagnostics (design §4.8) every this many adversarial batches (AUS) / batches (IGS)
     diag_samples: int = 512  # samples per distribution in the diagnostics (official: 4 × 128 and 8 × 64)
     diag_chunk: int = 128  # replicas of the chosen instance per sampling round
+    # latent diagnostics on the first this many instances of one fixed validation batch, under one fixed seed (a
+    # curve of the model, not of the batch drawn); 0 = one random instance of the training batch, as the official code
+    diag_instances: int = 8
     num_threads: int = 0  # torch threads while training; 0 = auto, fewer on a loaded machine (runtime.choose_threads)
 
     def __post_init__(self) -> None:
@@ -222,7 +225,7 @@ class TrainConfig:
         _check(self, "≥ 0", "weight_decay dis_decay_exponent rec_warm_steps tau_annealing_steps")
         _check(self, "≥ 0", "noise_init noise_decay_steps kl_anneal_steps free_bits bow_weight kl_max_weight")
         _check(self, "≥ 0", "mode_seeking_weight")
-        _check(self, "≥ 0", "cl_val_instances validate_every diag_every num_threads")
+        _check(self, "≥ 0", "cl_val_instances validate_every diag_every diag_instances num_threads")
         _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")
         _require(self, "kl_anneal_kind", self.kl_anneal_kind in KL_ANNEAL_KINDS, f"one of {KL_ANNEAL_KINDS}")
         _require(self, "amp_bf16", self.amp_bf16 in AMP_MODES, f"one of {AMP_MODES}")
@@ -349,6 +352,7 @@ def _smoke() -> Profile:
             diag_every=5,
             diag_samples=64,
             diag_chunk=32,
+            diag_instances=2,
             num_threads=1,
         ),
         gen=GenConfig(beam_size=8),

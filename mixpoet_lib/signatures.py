@@ -29,6 +29,7 @@ NOT_IN_SIGNATURE = (
     "diag_every",
     "diag_samples",
     "diag_chunk",
+    "diag_instances",
 )
 # Options added after checkpoints were published: they count only when switched away from this default, and only
 # in the second-stage phases of the models they act in, so existing checkpoints (and the shared DAE/classifier

@@ -31,6 +31,7 @@ __all__ = [
     "fixed_rng",
     "eval_mode",
     "validation_batches",
+    "diagnostic_batch",
     "active_units",
     "classifier_scores",
     "latent_diagnostics",
@@ -42,6 +43,7 @@ __all__ = [
 VAL_SPLITS = ("unl_valid", "cqcf_valid")
 VAL_SEED = 20_200_207  # the fixed seed of every validation and diagnostic pass
 _CL_EVAL_BATCH = 256
+DIAG_BATCH = 128  # instances in the fixed diagnostic batch (the official mixture batch size)
 
 
 def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -80,6 +82,12 @@ def validation_batches(
             break
         out.append(to_device(b, device))
     return out
+
+
+def diagnostic_batch(data: PreparedData, device: torch.device) -> dict[str, Tensor]:
+    """The fixed batch the latent diagnostics watch (``train.diag_instances`` > 0): the first
+    :data:`DIAG_BATCH` validation instances in their seeded order, the same in C1 and C2."""
+    return validation_batches(data, "mixpoet_pre", DIAG_BATCH, 1, device)[0]
 
 
 def active_units(mu: Tensor, threshold: float = 0.01) -> int:
@@ -139,33 +147,45 @@ def latent_diagnostics(
     chunk: int = 128,
     tau: float = 1.0,
     seed: int = VAL_SEED,
-    index: int | None = None,
+    index: int | Sequence[int] | None = None,
 ) -> dict[str, float]:
     """The latent distances of design §4.8 between latent distributions, in eval mode under a fixed, forked RNG.
 
-    'prior_post': one instance of ``batch`` (random unless ``index``) replicated ``chunk``×; ``samples``
-    prior and posterior draws; mean Mahalanobis distance of the posterior draws from a Gaussian fitted
-    to the prior draws. 'mixture': for that keyword, ``samples`` prior draws under each of the 6 (y1, y2)
-    mixtures; mean symmetric Mahalanobis distance over the 15 pairs. 'match': :func:`aggregate_match` over the
-    whole ``batch``.
+    'prior_post': one instance of ``batch`` (random unless ``index``; the mean over the instances when ``index``
+    lists several) replicated ``chunk``×; ``samples`` prior and posterior draws; mean Mahalanobis distance of the
+    posterior draws from a Gaussian fitted to the prior draws. 'mixture': for that keyword, ``samples`` prior draws
+    under each of the 6 (y1, y2) mixtures; mean symmetric Mahalanobis distance over the 15 pairs. 'match':
+    :func:`aggregate_match` over the whole ``batch``.
     """
-    rounds = max(math.ceil(samples / chunk), 1)
     with eval_mode(model), fixed_rng(seed):
-        i = int(torch.randint(batch["keys"].size(0), (1,))) if index is None else index
-        one = {
-            k: batch[k][i : i + 1].repeat(chunk, *([1] * (batch[k].dim() - 1)))
-            for k in ("keys", "poems", "labels", "label_mask")
-        }
-        prior_post = mahalanobis_distance(*aggregate_samples(model, one, samples, tau))
-        h_w = model.encode_keyword(one["keys"])  # eval mode: no random numbers drawn
-        groups = []
-        for y1 in range(model.n_classes[0]):
-            for y2 in range(model.n_classes[1]):
-                y = [h_w.new_full((chunk,), y1, dtype=torch.long), h_w.new_full((chunk,), y2, dtype=torch.long)]
-                groups.append(torch.cat([model.prior_sample(h_w, y).float() for _ in range(rounds)]))
-        mixture = mean_pairwise_distance(groups)
+        if index is None:
+            index = int(torch.randint(batch["keys"].size(0), (1,)))
+        rows = [_instance_distances(model, batch, i, samples, chunk, tau) for i in np.atleast_1d(index).tolist()]
         match = aggregate_match(model, batch, samples, tau)
-    return {"prior_post": prior_post, "mixture": mixture, "match": match}
+    return {
+        "prior_post": float(np.mean([r[0] for r in rows])),
+        "mixture": float(np.mean([r[1] for r in rows])),
+        "match": match,
+    }
+
+
+def _instance_distances(
+    model: MixPoetIGS | MixPoetAUS, batch: dict[str, Tensor], i: int, samples: int, chunk: int, tau: float
+) -> tuple[float, float]:
+    """('prior_post', 'mixture') of :func:`latent_diagnostics` for instance ``i`` of ``batch``."""
+    one = {
+        k: batch[k][i : i + 1].repeat(chunk, *([1] * (batch[k].dim() - 1)))
+        for k in ("keys", "poems", "labels", "label_mask")
+    }
+    prior_post = mahalanobis_distance(*aggregate_samples(model, one, samples, tau))
+    h_w = model.encode_keyword(one["keys"])  # eval mode: no random numbers drawn
+    rounds = max(math.ceil(samples / chunk), 1)
+    groups = []
+    for y1 in range(model.n_classes[0]):
+        for y2 in range(model.n_classes[1]):
+            y = [h_w.new_full((chunk,), y1, dtype=torch.long), h_w.new_full((chunk,), y2, dtype=torch.long)]
+            groups.append(torch.cat([model.prior_sample(h_w, y).float() for _ in range(rounds)]))
+    return prior_post, mean_pairwise_distance(groups)
 
 
 def aggregate_samples(
@@ -198,9 +218,18 @@ def diagnostic_row(
     settings: TrainConfig,
     counters: dict[str, Any],
     tau: float,
+    fixed: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
-    """The log columns 'diag_prior_post', 'diag_mixture', 'diag_match' of a factor model's training step, with a
-    seed derived from the step's Gumbel counter."""
-    seed = derived_seed(VAL_SEED, "diag", counters["tau_step"])
-    d = latent_diagnostics(model, batch, settings.diag_samples, settings.diag_chunk, tau, seed)
+    """The log columns 'diag_prior_post', 'diag_mixture', 'diag_match' of a factor model's training step.
+
+    With a ``fixed`` batch (:func:`diagnostic_batch`): the mean over its first ``settings.diag_instances``
+    instances, under :data:`VAL_SEED` every time, so that successive rows differ only by the model (and τ).
+    Without: one random instance of the training ``batch``, seeded from the step's Gumbel counter (the official
+    code's measure, noisy from row to row)."""
+    if fixed is not None and settings.diag_instances > 0:
+        index: list[int] | None = list(range(min(settings.diag_instances, fixed["keys"].size(0))))
+        batch, seed = fixed, VAL_SEED
+    else:
+        index, seed = None, derived_seed(VAL_SEED, "diag", counters["tau_step"])
+    d = latent_diagnostics(model, batch, settings.diag_samples, settings.diag_chunk, tau, seed, index)
     return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"], "diag_match": d["match"]}

@@ -18,7 +18,7 @@ from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.models.layers import unique_params
 from mixpoet_lib.models.losses import gaussian_kl, relativistic_d_loss, relativistic_g_loss
 from mixpoet_lib.train import steps
-from mixpoet_lib.train.diagnostics import active_units
+from mixpoet_lib.train.diagnostics import active_units, diagnostic_batch
 from mixpoet_lib.train.optimisers import OptimiserSpec
 from mixpoet_lib.train.trainers import SecondStage
 
@@ -41,7 +41,10 @@ def aus_optimiser_specs(model: MixPoetAUS, settings: TrainConfig, phase: PhaseCo
 
 
 class FactorTrainer(SecondStage):
-    """Shared by IGS and AUS: straight-through flag and the batch counters of τ, σ and the warm-up."""
+    """Shared by IGS and AUS: straight-through flag, the batch counters of τ, σ and the warm-up, and the fixed
+    batch of the latent diagnostics."""
+
+    _diag_cache: dict[str, Tensor] | None = None
 
     def model_args(self) -> dict[str, Any]:
         """Kind (and bag-of-words flag) and straight-through flag (always on for aus_st)."""
@@ -53,6 +56,14 @@ class FactorTrainer(SecondStage):
         super().fresh_counters(upstream)
         if self.phase == "c1":
             self.counters.update(steps.factor_counters())
+
+    def diag_batch(self) -> dict[str, Tensor] | None:
+        """The fixed batch of the latent diagnostics (made once), or None for the official random instance."""
+        if self.tcfg.diag_instances <= 0 or self.tcfg.diag_every <= 0:
+            return None
+        if self._diag_cache is None:
+            self._diag_cache = diagnostic_batch(self.ctx.data, self.ctx.device)
+        return self._diag_cache
 
     def tau(self) -> float:
         """The current Gumbel temperature."""
@@ -88,7 +99,9 @@ class IGSTrainer(FactorTrainer):
 
     def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
         """:func:`~mixpoet_lib.train.steps.igs_step`."""
-        return steps.igs_step(self.model, batch, self.opt, self.tcfg, self.counters, self.tf_ratio(epoch))
+        return steps.igs_step(
+            self.model, batch, self.opt, self.tcfg, self.counters, self.tf_ratio(epoch), self.diag_batch()
+        )
 
     def validate(self) -> dict[str, Any]:
         """Reconstruction, per-factor KL, active units and both factors' classifier scores."""
@@ -147,7 +160,9 @@ class AUSTrainer(FactorTrainer):
 
     def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
         """:func:`~mixpoet_lib.train.steps.aus_step`."""
-        return steps.aus_step(self.model, batch, self.opt, self.tcfg, self.counters, self.tf_ratio(epoch))
+        return steps.aus_step(
+            self.model, batch, self.opt, self.tcfg, self.counters, self.tf_ratio(epoch), self.diag_batch()
+        )
 
     def validate(self) -> dict[str, Any]:
         """Reconstruction, adversarial losses without noise and both factors' classifier scores."""

@@ -202,11 +202,13 @@ def igs_step(
     settings: TrainConfig,
     counters: dict[str, Any],
     tf_ratio: float,
+    diag_batch: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """MixPoet-IGS: minimise L = rec + β_t Σ_k KL_k(free bits) + Σ_k (L_xw + L_ent + L_w) [+ λ_bow · L_bow].
 
     Labels are Gumbel-softmax samples at τ from ``counters['tau_step']`` (moved on by one); every
-    ``settings.diag_every`` batches the row also gets the latent diagnostics. Steps optimiser 'rec'.
+    ``settings.diag_every`` batches the row also gets the latent diagnostics (of ``diag_batch`` when given). Steps
+    optimiser 'rec'.
     Returns {'lr', 'tf_ratio', 'tau', 'loss', 'rec', 'kl1', 'kl2', 'kl_weight', 'kl_above', 'bow', 'xw', 'ent',
     'w', 'active_units', 'grad_norm'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match').
     """
@@ -243,7 +245,7 @@ def igs_step(
         "active_units": active_units(mq.detach()),
     }
     if settings.diag_every > 0 and int(counters["tau_step"]) % settings.diag_every == 0:
-        row.update(diagnostic_row(model, batch, settings, counters, tau))
+        row.update(diagnostic_row(model, batch, settings, counters, tau, diag_batch))
     counters["tau_step"] += 1
     return row
 
@@ -389,6 +391,7 @@ def aus_step(
     settings: TrainConfig,
     counters: dict[str, Any],
     tf_ratio: float,
+    diag_batch: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """One AUS batch: step R; after ``settings.rec_warm_steps`` R steps, ``settings.ndis`` D steps and one G step.
 
@@ -396,7 +399,7 @@ def aus_step(
     σ after it. Moves ``counters`` on; steps optimisers 'rec', 'dis' and 'gen'. Returns the log row
     {'lr_rec', 'lr_dis', 'lr_gen', 'tf_ratio', 'tau', 'sigma', 'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm',
     'd_loss', 'g_loss', 'ms'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match' every ``settings.diag_every``
-    adversarial batches).
+    adversarial batches, of ``diag_batch`` when given).
     """
     t, c = settings, counters
     tau = gumbel_temperature(t, c)
@@ -427,6 +430,6 @@ def aus_step(
         row.update(lr_dis=lrs["dis"], lr_gen=lrs["gen"])
         c["adv_batches"] += 1
         if t.diag_every > 0 and (int(c["adv_batches"]) - 1) % t.diag_every == 0:
-            row.update(diagnostic_row(model, batch, t, c, tau))
+            row.update(diagnostic_row(model, batch, t, c, tau, diag_batch))
     c["tau_step"] += 1
     return row
