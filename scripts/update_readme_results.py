@@ -1,4 +1,5 @@
-"""Regenerate the README's results section from a run's results.json (default: runs/tutorial).
+"""Regenerate the README's results section from a run's results.json (default: runs/tutorial), and from its
+training_seeds.json where the run was trained with more than one seed (`mixpoet reproduce --train-seeds`).
 
     .venv/bin/python scripts/update_readme_results.py [--run runs/tutorial] [--check]
 
@@ -17,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mixpoet_lib.evaluate.seeds import per_seed_markdown, pooled_claims_markdown  # noqa: E402
 from mixpoet_lib.run_report import results_markdown  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -38,6 +40,30 @@ def _training_note(run: Path) -> str:
     )
 
 
+def _seed_lines(run: Path) -> list[str]:
+    """The key numbers per training seed and the claims on the pooled spread (none without training_seeds.json)."""
+    path = run / "training_seeds.json"
+    if not path.exists():
+        return []
+    pooled = json.loads(path.read_text(encoding="utf-8"))
+    meta = pooled["meta"]
+    seeds, gen, main = meta["train_seeds"], meta["seeds"], meta.get("main_seed", meta["train_seeds"][0])
+    others = ", ".join(str(s) for s in seeds if s != main)
+    where = path.parent.relative_to(ROOT) if path.parent.is_relative_to(ROOT) else path.parent
+    return [
+        f"**Over training seeds {', '.join(map(str, seeds))}.** The tables above are the run of seed {main}, "
+        f"their ± over its generation seeds only. The same recipe was also trained with seed(s) {others} (whole "
+        f"runs in `{where}/train-seeds/`); the key numbers per training seed (each the mean over generation seeds "
+        f"{gen}):",
+        "",
+        *per_seed_markdown(pooled),
+        f"The claims and targets judged on the spread over all {len(seeds)} × {len(gen)} (training × generation) "
+        f"values (every pooled table: `{where}/training_seeds.md`):",
+        "",
+        *pooled_claims_markdown(pooled),
+    ]
+
+
 def block(run: Path) -> str:
     results = json.loads((run / "results.json").read_text(encoding="utf-8"))
     state_path = run / "state.json"
@@ -50,7 +76,7 @@ def block(run: Path) -> str:
         state = json.loads(state_path.read_text(encoding="utf-8"))
         per_nb = ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
         lines += [f"Notebook wall times of this run: {per_nb}{_training_note(run)}.", ""]
-    lines += [*results_markdown(results), "", END]
+    lines += [*results_markdown(results), "", *_seed_lines(run), END]
     return "\n".join(lines)
 
 

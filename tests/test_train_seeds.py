@@ -3,6 +3,7 @@ the pooled spread, and ``mixpoet reproduce --train-seeds`` running one whole run
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from mixpoet_lib import pipeline
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.cli import reproduce as cmd_reproduce
 from mixpoet_lib.evaluate.seeds import pool_summaries, pooled_results, write_seed_report
+from mixpoet_lib.paths import repo_root
 
 
 def _summary(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
@@ -84,6 +86,24 @@ def test_seed_report_files(tmp_path):
     assert json.loads(paths["json"].read_text(encoding="utf-8"))["meta"]["train_seeds"] == [1, 2]
     with pytest.raises(ValueError, match="at least two"):
         write_seed_report({1: res[1]}, tmp_path)
+
+
+def test_readme_results_add_the_training_seeds_where_the_run_has_them(tmp_path):
+    spec = importlib.util.spec_from_file_location("readme", repo_root() / "scripts" / "update_readme_results.py")
+    assert spec is not None and spec.loader is not None
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    assert readme._seed_lines(tmp_path) == []  # one training seed: nothing to add
+    res = {s: _results({("aus", "keyword_rate"): [0.4 + s / 1e5, 0.5]}) for s in (1234, 7)}
+    write_seed_report(res, tmp_path, main=1234)
+    text = "\n".join(readme._seed_lines(tmp_path))
+    assert text.startswith("**Over training seeds 7, 1234.** The tables above are the run of seed 1234")
+    assert "also trained with seed(s) 7 (whole runs in" in text
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith(("| 1234 |", "| 7 |"))}
+    assert "| 0.456 |" in rows["| 1234"] and "| 0.450 |" in rows["| 7"]  # AUS keyword rate: mean of 0.4 + s/1e5, 0.5
+    assert "| claim | verdict | evidence |" in text
+    with pytest.raises(ValueError, match="main run's seed 5 is not among"):
+        write_seed_report(res, tmp_path, main=5)
 
 
 def test_train_seeds_option_parses_and_places_each_run():

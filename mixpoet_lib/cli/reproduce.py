@@ -111,7 +111,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         if rc:
             return rc
     if len(seeds) > 1:
-        paths = write_seed_report({s: load_results(f) for s, f in folders.items()}, out)
+        paths = write_seed_report({s: load_results(f) for s, f in folders.items()}, out, profile.seed)
         print(f"results over training seeds {seeds}: {paths['md']}")
     return 0
 

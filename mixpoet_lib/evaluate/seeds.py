@@ -26,7 +26,16 @@ from mixpoet_lib._util import write_text_atomic
 from mixpoet_lib.evaluate.claims import claims
 from mixpoet_lib.evaluate.report import markdown_result_groups
 
-__all__ = ["KEY_METRICS", "pool_summaries", "pooled_results", "seed_table", "seed_report_markdown", "write_seed_report"]
+__all__ = [
+    "KEY_METRICS",
+    "pool_summaries",
+    "pooled_results",
+    "seed_table",
+    "per_seed_markdown",
+    "pooled_claims_markdown",
+    "seed_report_markdown",
+    "write_seed_report",
+]
 
 KEY = ["system", "length", "metric"]
 MIN_RUNS = 2  # pooling needs at least two training seeds
@@ -70,17 +79,25 @@ def _mean_ceiling(ceilings: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, 
     }
 
 
-def pooled_results(results: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
+def pooled_results(results: Mapping[int, dict[str, Any]], main: int | None = None) -> dict[str, Any]:
     """A results.json-like dict pooled over training seeds (``results``: training seed → that run's results.json):
-    meta (training and generation seeds), pooled summary, the judges' mean ceiling, and the claims judged on the
-    pooled spread; ``per_seed`` keeps each run's mean of :data:`KEY_METRICS`."""
+    meta (training and generation seeds; ``main_seed``: the seed of the main run, the others' parent folder,
+    default the first), pooled summary, the judges' mean ceiling, and the claims judged on the pooled spread;
+    ``per_seed`` keeps each run's mean of :data:`KEY_METRICS`."""
     seeds = sorted(results)
+    if main is not None and main not in results:
+        raise ValueError(f"the main run's seed {main} is not among the training seeds {seeds}")
     summaries = [pd.DataFrame(results[s]["summary"]) for s in seeds]
     pooled = pool_summaries(summaries)
     ceiling = _mean_ceiling([results[s].get("judge_ceiling", {}) for s in seeds])
     first = results[seeds[0]]["meta"]
     return {
-        "meta": {**first, "train_seeds": seeds, "weights": {s: results[s]["meta"].get("weights") for s in seeds}},
+        "meta": {
+            **first,
+            "train_seeds": seeds,
+            "main_seed": next(iter(results)) if main is None else main,
+            "weights": {s: results[s]["meta"].get("weights") for s in seeds},
+        },
         "summary": json.loads(pooled.to_json(orient="records")),
         "judge_ceiling": ceiling,
         "claims": json.loads(claims(pooled[pooled["length"] == "all"], ceiling=ceiling).to_json(orient="records")),
@@ -99,11 +116,31 @@ def seed_table(summaries: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     return table
 
 
+def per_seed_markdown(pooled: dict[str, Any]) -> list[str]:
+    """The table of :data:`KEY_METRICS` per training seed (each the mean over that run's generation seeds)."""
+    per_seed = pd.DataFrame(pooled["per_seed"]).set_index("training seed")
+    return [
+        "| training seed | " + " | ".join(per_seed.columns) + " |",
+        "|---|" + "---|" * len(per_seed.columns),
+        *(f"| {seed} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for seed, row in per_seed.iterrows()),
+        "",
+    ]
+
+
+def pooled_claims_markdown(pooled: dict[str, Any]) -> list[str]:
+    """The claims and targets judged on the spread over training × generation seeds, as a Markdown table."""
+    return [
+        "| claim | verdict | evidence |",
+        "|---|---|---|",
+        *(f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in pooled["claims"]),
+        "",
+    ]
+
+
 def seed_report_markdown(pooled: dict[str, Any]) -> list[str]:
     """The Markdown of ``training_seeds.md``: per-seed key numbers, the pooled tables, the claims on that spread."""
     meta = pooled["meta"]
-    per_seed = pd.DataFrame(pooled["per_seed"]).set_index("training seed")
-    lines = [
+    return [
         f"# {meta['profile']}: results over training seeds {meta['train_seeds']}",
         "",
         f"Each training seed is a whole run (every phase, the judges and the LM re-trained), evaluated over generation"
@@ -112,29 +149,24 @@ def seed_report_markdown(pooled: dict[str, Any]) -> list[str]:
         "",
         "## Key numbers per training seed (mean over generation seeds)",
         "",
-        "| training seed | " + " | ".join(per_seed.columns) + " |",
-        "|---|" + "---|" * len(per_seed.columns),
-        *(f"| {seed} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for seed, row in per_seed.iterrows()),
-        "",
+        *per_seed_markdown(pooled),
         "## Pooled over training and generation seeds",
         "",
         *markdown_result_groups(pooled),
         "## Claims and targets on the pooled spread",
         "",
-        "| claim | verdict | evidence |",
-        "|---|---|---|",
-        *(f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in pooled["claims"]),
-        "",
+        *pooled_claims_markdown(pooled),
     ]
-    return lines
 
 
-def write_seed_report(results: Mapping[int, dict[str, Any]], out: str | Path) -> dict[str, Path]:
-    """Pool the runs' results (training seed → results.json) and write ``training_seeds.json`` and ``.md`` in
-    ``out``; fewer than two seeds is refused (there is nothing to pool)."""
+def write_seed_report(
+    results: Mapping[int, dict[str, Any]], out: str | Path, main: int | None = None
+) -> dict[str, Path]:
+    """Pool the runs' results (training seed → results.json; ``main``: :func:`pooled_results`) and write
+    ``training_seeds.json`` and ``.md`` in ``out``; fewer than two seeds is refused (there is nothing to pool)."""
     if len(results) < MIN_RUNS:
         raise ValueError(f"need at least two training seeds to pool, got {sorted(results)}")
-    pooled = pooled_results(results)
+    pooled = pooled_results(results, main)
     out = Path(out)
     paths = {"json": out / "training_seeds.json", "md": out / "training_seeds.md"}
     write_text_atomic(paths["json"], json.dumps(pooled, ensure_ascii=False, indent=1))
