@@ -23,7 +23,7 @@ from mixpoet_lib.config import FACTOR_NAMES, Profile
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.models.judges import JudgeClassifier
 from mixpoet_lib.notebook import setup
-from mixpoet_lib.train.judges import _factor_items, evaluate_classifier, fit_classifier
+from mixpoet_lib.train.judges import evaluate_classifier, factor_items, fit_classifier
 from mixpoet_lib.train.supervised import FitSettings
 
 
@@ -38,7 +38,7 @@ def judge_scores(
 ) -> dict[str, Any]:
     """Train one judge (embedding initialised from ``embedding`` when given) and score it on CQCF test."""
     t0, fi = time.perf_counter(), FACTOR_NAMES.index(factor)
-    train, valid, test = (_factor_items(data, s, fi) for s in ("cqcf_train", "cqcf_valid", "cqcf_test"))
+    train, valid, test = (factor_items(data, s, fi) for s in ("cqcf_train", "cqcf_valid", "cqcf_test"))
     seed_everything(seed)
     model = JudgeClassifier(data.vocab, factor, profile.eval.judge_emb, profile.eval.judge_hidden).to(default_device())
     if embedding is not None:

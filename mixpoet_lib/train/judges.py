@@ -48,6 +48,7 @@ __all__ = [
     "virtual_adversarial_loss",
     "fit_classifier",
     "evaluate_classifier",
+    "factor_items",
     "train_judge",
     "ensure_judges",
     "classify",
@@ -170,7 +171,8 @@ def _judge_key(data: PreparedData, factor: str, profile: Profile, seed: int) -> 
     }
 
 
-def _factor_items(data: PreparedData, split: str, fi: int) -> Items:
+def factor_items(data: PreparedData, split: str, fi: int) -> Items:
+    """The poems of ``split`` labelled for factor ``fi`` (0 living, 1 era): (tokens, lengths, labels)."""
     arrays = data.arrays(split)
     rows = np.flatnonzero(arrays.labels[:, fi] >= 0)
     tokens, lengths = encode_arrays(arrays, rows=rows)
@@ -214,7 +216,7 @@ def train_judge(
     seed = profile.seed if seed is None else seed
     cfg, fi = profile.eval, FACTOR_NAMES.index(factor)
     t0 = time.perf_counter()
-    train, valid, test = (_factor_items(data, s, fi) for s in ("cqcf_train", "cqcf_valid", "cqcf_test"))
+    train, valid, test = (factor_items(data, s, fi) for s in ("cqcf_train", "cqcf_valid", "cqcf_test"))
     seed_everything(seed)
     model = JudgeClassifier(data.vocab, factor, cfg.judge_emb, cfg.judge_hidden).to(default_device())
     log(f"judge {factor}: {len(train[2])} train / {len(valid[2])} valid / {len(test[2])} test poems")
