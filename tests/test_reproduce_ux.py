@@ -223,7 +223,8 @@ def test_reference_mode_and_gitignore(runs):
     assert (runs / "figures" / "smoke" / "01_y.png").exists()  # the reference keeps figures/<profile>/
     assert "Compared with" not in (runs / "runs" / "smoke" / "report.md").read_text(encoding="utf-8")
     ignored = ["runs/tutorial-local/report.md", "runs/tutorial/01_x.failed.ipynb", "runs/tutorial/kernel_logs/a.log"]
-    tracked = ["runs/tutorial/report.md", "figures/05_relaxations.png"]
+    ignored += [f"runs/tutorial/train-seeds/seed-7/{p}" for p in ("checkpoints/aus_c2.pt", "figures/04_x.png", ".lock")]
+    tracked = ["runs/tutorial/report.md", "figures/05_relaxations.png", "runs/tutorial/train-seeds/seed-7/results.json"]
     check = subprocess.run(["git", "check-ignore", *ignored, *tracked], cwd=REPO, capture_output=True, text=True)
     assert check.stdout.split() == ignored
 
