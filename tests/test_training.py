@@ -124,11 +124,15 @@ def test_aus_adversarial_steps_noise_and_diagnostics(all_phases):
     assert c2.loc[~adv, "d_loss"].isna().all()
     first = c2.index[adv][0]
     assert c2.loc[first, "sigma"] == 1.0  # official: the first discriminator round still sees σ = 1.0
-    assert np.isfinite(c2.loc[first, ["diag_prior_post", "diag_mixture", "diag_match"]].to_numpy(dtype=float)).all()
+    assert np.isfinite(
+        c2.loc[first, ["diag_prior_post", "diag_mixture", "diag_match", "diag_match_rel"]].to_numpy(dtype=float)
+    ).all()
     # τ counts batches from the first C1 batch on, through C2
     assert np.allclose(c2["tau"], [gumbel_tau(CAP + s - 1, t.tau_annealing_steps, t.min_tau) for s in c2["step"]])
     igs = pd.read_csv(run / "logs" / "igs_c1.csv")
-    assert np.isfinite(igs.loc[0, ["diag_prior_post", "diag_mixture", "diag_match"]].to_numpy(dtype=float)).all()
+    assert np.isfinite(
+        igs.loc[0, ["diag_prior_post", "diag_mixture", "diag_match", "diag_match_rel"]].to_numpy(dtype=float)
+    ).all()
 
 
 def test_learning_rate_and_teacher_forcing_follow_the_schedules(all_phases):

@@ -161,11 +161,12 @@ def latent_diagnostics(
         if index is None:
             index = int(torch.randint(batch["keys"].size(0), (1,)))
         rows = [_instance_distances(model, batch, i, samples, chunk, tau) for i in np.atleast_1d(index).tolist()]
-        match = aggregate_match(model, batch, samples, tau)
+        match, match_rel = aggregate_match(model, batch, samples, tau)
     return {
         "prior_post": float(np.mean([r[0] for r in rows])),
         "mixture": float(np.mean([r[1] for r in rows])),
         "match": match,
+        "match_rel": match_rel,
     }
 
 
@@ -204,12 +205,17 @@ def aggregate_samples(
     return torch.cat(posts), torch.cat(priors)
 
 
-def aggregate_match(model: MixPoetIGS | MixPoetAUS, batch: dict[str, Tensor], samples: int, tau: float) -> float:
-    """How far the aggregate prior is from the aggregate posterior over ``batch``: the Fréchet distance between
-    Gaussians fitted to the draws of :func:`aggregate_samples`. This is what the adversarial game matches (the two
+def aggregate_match(
+    model: MixPoetIGS | MixPoetAUS, batch: dict[str, Tensor], samples: int, tau: float
+) -> tuple[float, float]:
+    """How far the aggregate prior is from the aggregate posterior over ``batch``: the Fréchet distance d_F between
+    Gaussians fitted to the draws of :func:`aggregate_samples`, and d_F / (tr Σ_q + tr Σ_p), its scale-free version
+    (d_F alone grows and shrinks with the spread of z). This is what the adversarial game matches (the two
     distributions, not one poem's posterior against its keyword's prior as 'prior_post' does); 0 = the fits
-    coincide. Call under :func:`eval_mode` and :func:`fixed_rng`."""
-    return frechet_distance(*aggregate_samples(model, batch, samples, tau))
+    coincide, about 1 or more = they barely overlap. Call under :func:`eval_mode` and :func:`fixed_rng`."""
+    z_q, z_p = aggregate_samples(model, batch, samples, tau)
+    d_f = frechet_distance(z_q, z_p)
+    return d_f, d_f / float(z_q.var(0).sum() + z_p.var(0).sum())
 
 
 def diagnostic_row(
@@ -220,7 +226,8 @@ def diagnostic_row(
     tau: float,
     fixed: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
-    """The log columns 'diag_prior_post', 'diag_mixture', 'diag_match' of a factor model's training step.
+    """The log columns 'diag_prior_post', 'diag_mixture', 'diag_match', 'diag_match_rel' of a factor model's
+    training step.
 
     With a ``fixed`` batch (:func:`diagnostic_batch`): the mean over its first ``settings.diag_instances``
     instances, under :data:`VAL_SEED` every time, so that successive rows differ only by the model (and τ).
@@ -232,4 +239,4 @@ def diagnostic_row(
     else:
         index, seed = None, derived_seed(VAL_SEED, "diag", counters["tau_step"])
     d = latent_diagnostics(model, batch, settings.diag_samples, settings.diag_chunk, tau, seed, index)
-    return {"diag_prior_post": d["prior_post"], "diag_mixture": d["mixture"], "diag_match": d["match"]}
+    return {f"diag_{k}": v for k, v in d.items()}

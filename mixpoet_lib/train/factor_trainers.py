@@ -94,6 +94,7 @@ class IGSTrainer(FactorTrainer):
         "diag_prior_post",
         "diag_mixture",
         "diag_match",
+        "diag_match_rel",
     )
     val_columns = ("val_rec", "val_ppl", "val_kl1", "val_kl2", "val_active_units", *CL_VAL_COLUMNS)
 
@@ -147,6 +148,7 @@ class AUSTrainer(FactorTrainer):
         "diag_prior_post",
         "diag_mixture",
         "diag_match",
+        "diag_match_rel",
     )
     val_columns = ("val_rec", "val_ppl", "val_d_loss", "val_g_loss", *CL_VAL_COLUMNS)
 

@@ -210,7 +210,8 @@ def igs_step(
     ``settings.diag_every`` batches the row also gets the latent diagnostics (of ``diag_batch`` when given). Steps
     optimiser 'rec'.
     Returns {'lr', 'tf_ratio', 'tau', 'loss', 'rec', 'kl1', 'kl2', 'kl_weight', 'kl_above', 'bow', 'xw', 'ent',
-    'w', 'active_units', 'grad_norm'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match').
+    'w', 'active_units', 'grad_norm'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match',
+    'diag_match_rel').
     """
     lr, tau = opt.lr(), gumbel_temperature(settings, counters)
     beta = kl_weight(int(opt.steps["rec"]), settings.kl_anneal_steps, settings.kl_anneal_kind, settings.kl_max_weight)
@@ -398,8 +399,8 @@ def aus_step(
     The D steps see σ before the noise schedule advances (the official 1.0 until the first advance), the G step
     σ after it. Moves ``counters`` on; steps optimisers 'rec', 'dis' and 'gen'. Returns the log row
     {'lr_rec', 'lr_dis', 'lr_gen', 'tf_ratio', 'tau', 'sigma', 'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm',
-    'd_loss', 'g_loss', 'ms'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match' every ``settings.diag_every``
-    adversarial batches, of ``diag_batch`` when given).
+    'd_loss', 'g_loss', 'ms'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match', 'diag_match_rel' every
+    ``settings.diag_every`` adversarial batches, of ``diag_batch`` when given).
     """
     t, c = settings, counters
     tau = gumbel_temperature(t, c)
