@@ -43,6 +43,7 @@ from mixpoet_lib.evaluate import analysis
 from mixpoet_lib.evaluate.systems import test_items
 from mixpoet_lib import config
 from mixpoet_lib.overrides import run_name
+from mixpoet_lib.paths import repo_root
 from mixpoet_lib.generate.greedy import greedy_decode
 from mixpoet_lib.models import layers, losses
 from mixpoet_lib.models.factor_models import MixPoetAUS
@@ -213,6 +214,14 @@ print(f"C1 {len(c1)} steps, C2 {len(c2)} steps; last validation perplexity {val[
 #   fitted to prior samples, for one training instance (lower: the matching works);
 # * **distance between mixtures** — the mean symmetric Mahalanobis distance between the prior samples
 #   of the 6 factor mixtures for one keyword (higher: mixtures are better separated).
+#
+# *Which instance.* The official code takes one random instance of the current training batch, so neighbouring
+# points differ by keyword and poem as much as by the model. Runs trained with this version of the kit measure both
+# on one fixed validation batch (the mean over 8 of its instances, one fixed seed: `train.diag_instances`, design
+# §4.8), so the curve follows the model; they also log the scale-free aggregate match of the next subsection
+# (`diag_match_rel`, drawn on the right axis when present). **The published run was trained before that choice and
+# carries the official measure**; `docs/experiments.md` §13 shows the fixed-batch curves of the same recipe
+# (training seed 1235).
 
 # %%
 roll = log.rolling(max(1, len(log) // 40), min_periods=1).mean()
@@ -235,7 +244,12 @@ diag = log.dropna(subset=["diag_prior_post"])
 axes[1, 0].plot(diag["step"], diag["diag_prior_post"], ".-", alpha=0.6, label="raw")
 axes[1, 0].plot(diag["step"], diag["diag_prior_post"].expanding().mean(), label="cumulative mean (official plot)")
 axes[1, 0].set(title="prior–posterior distance", xlabel="step")
-axes[1, 0].legend(fontsize=8)
+axes[1, 0].legend(fontsize=8, loc="upper left")
+if diag.get("diag_match_rel", pd.Series(dtype=float)).notna().any():  # logged by runs of this kit version
+    rel = axes[1, 0].twinx()
+    rel.plot(diag["step"], diag["diag_match_rel"], "k.:", label="aggregate match, scale-free (right)")
+    rel.set_ylim(bottom=0)
+    rel.legend(fontsize=8, loc="upper right")
 axes[1, 1].plot(diag["step"], diag["diag_mixture"], ".-", alpha=0.6, label="raw")
 axes[1, 1].plot(diag["step"], diag["diag_mixture"].expanding().mean(), label="cumulative mean")
 axes[1, 1].set(title="distance between mixtures", xlabel="step")
@@ -266,9 +280,9 @@ plt.show()
 #   the adversarial batches, with one outlying point near 108 — one instance per point, so single points jump. It
 #   no longer **rises** several-fold as it did without mode seeking (24 → 96 in the previous run): a prior whose
 #   draws for one keyword spread out (section "Does the prior use its noise?") covers a sharp posterior better.
-#   The aggregate view below measures the match directly. (The official repository's screenshot shows the authors'
-#   run rising for its first ~9k batches before a slow fall; this run has 500 adversarial batches, so neither
-#   shape says much about convergence.) The cumulative mean of the official figure hides both the jumps and the
+#   The aggregate view below measures the match directly, at the end of training and, on a fixed batch, during
+#   it. (The official repository's screenshot shows the authors' run rising for its first ~9k batches before a
+#   slow fall; this run has 500 adversarial batches, so neither shape says much about convergence.) The cumulative mean of the official figure hides both the jumps and the
 #   trend, which is why the raw values are drawn too.
 # * *Distance between mixtures* (Mahalanobis, i.e. in units of each mixture's own spread) **falls** from 14 to
 #   ≈ 8: as the prior learns to use its noise, each mixture's cloud widens, so the six clouds of a keyword
@@ -348,6 +362,45 @@ for tag, net in (("prior as generation samples it", aus), ("prior as the discrim
 # $\ln 2$, yet by this aggregate distance their priors were *further* from their posteriors (scale-free 1.1–1.4):
 # a discriminator kept near chance is no proof of a match. What moved the match was not the balance of the game
 # but the prior's use of its noise, the next measurement.
+
+# %% [markdown]
+# ### Does the match improve *during* training? The same recipe on a fixed batch
+#
+# A single end point cannot say whether the game moves the prior towards the posterior. The published run logged
+# the official per-instance measure (a new random instance at every point), so the kit re-trained the same recipe
+# with training seed 1235 — bit-identical losses to that seed's own run, since diagnostics never touch the
+# weights — and logged every 40 adversarial batches, on one fixed batch of 128 validation instances under one seed:
+# the per-instance distance (mean over 8 instances), the Fréchet distance $d_F$ and its scale-free version
+# $d_F/(\operatorname{tr}\Sigma_q+\operatorname{tr}\Sigma_p)$. The numbers are committed beside the experiment
+# that made them (`docs/experiments.md` §13).
+
+# %%
+fixed = pd.read_csv(repo_root() / "docs" / "experiments_data" / "aus_fixed_diagnostics_seed1235.csv")
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
+for ax, col, title in zip(axes, ["diag_prior_post", "diag_match", "diag_match_rel"],
+                          ["per-instance prior–posterior distance", "aggregate match $d_F$",
+                           "aggregate match, scale-free"]):
+    ax.plot(fixed["training_step"], fixed[col], "o-")
+    ax.axvline(500, color="grey", ls=":", label="C1 → C2 (fine-tuning)")
+    ax.set(title=title, xlabel="training step (C1, then C2)", ylim=(0, None))
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+first, last = fixed.iloc[0], fixed.iloc[-1]
+print(" → ".join(f"{v:.2f}" for v in fixed["diag_match_rel"]), "(scale-free match)")
+print(f"per-instance distance {first['diag_prior_post']:.1f} → {last['diag_prior_post']:.1f}; "
+      f"d_F {first['diag_match']:.0f} → {last['diag_match']:.0f}")
+
+# %% [markdown]
+# **Reading.** The aggregate match improves through training: the scale-free distance falls from 1.02 at the first
+# adversarial batch (the prior's and the posterior's clouds barely overlap) to 0.35 at the end of C1 and ≈ 0.32
+# through C2, steadily after the discriminator's early win; $d_F$ falls from 168 to 74–111, more jumpily, because
+# it also follows the spread of $z$. The per-instance distance does the opposite — 25 → 34–40 over C1, ≈ 30 in C2 —
+# which is what design §4.8 expects of it: as the posterior learns, it sharpens around its own poem, while the
+# prior for the keyword must cover every poem the keyword has. So "the prior–posterior distance falls during
+# training" holds for the distance the game optimises, not for the official per-instance one. One training seed,
+# 500 + 150 steps; runs trained with this version of the kit log these columns themselves, and the training-curve
+# figure above draws the scale-free match when its log has it.
 
 # %% [markdown]
 # ### Does the prior use its noise?
