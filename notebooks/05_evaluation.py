@@ -444,6 +444,14 @@ pd.DataFrame(rows).set_index(["keyword", "length"]).T
 # larger than generation noise, not that it would survive retraining. `mixpoet reproduce --train-seeds
 # 1234,1235,1236` trains every model once per seed and judges the same claims on the spread over training ×
 # generation seeds (`training_seeds.md` in the run folder; about an hour per seed on a 2-core CPU).
+#
+# The published run did exactly that (`runs/tutorial/training_seeds.md`; seeds 1235 and 1236 in
+# `runs/tutorial/train-seeds/`), and seed 1234, the run these notebooks show, was the favourable draw: pooled over
+# the 3 × 3 runs, MixPoet-AUS's lines shared across keywords are 0.064 ± 0.029 (seed 1236 alone 0.10) and its
+# troubled-era recall 0.45 ± 0.09, both back inside the spread of their targets (≤ 0.05, above chance); its six
+# mixtures of a keyword stay level with IGS's mixtures and CVAE's samples (word Jaccard 0.078 / 0.076 / 0.075), its
+# living accuracy under target (0.62 ± 0.03); keyword use (0.79), doubling (0.06) and era accuracy (0.64 ± 0.02)
+# clear theirs beyond the spread.
 
 # %%
 verdicts = claims.claims(summary) if "aus" in systems else pd.DataFrame()
