@@ -154,8 +154,8 @@ def latent_diagnostics(
     'prior_post': one instance of ``batch`` (random unless ``index``; the mean over the instances when ``index``
     lists several) replicated ``chunk``×; ``samples`` prior and posterior draws; mean Mahalanobis distance of the
     posterior draws from a Gaussian fitted to the prior draws. 'mixture': for that keyword, ``samples`` prior draws
-    under each of the 6 (y1, y2) mixtures; mean symmetric Mahalanobis distance over the 15 pairs. 'match':
-    :func:`aggregate_match` over the whole ``batch``.
+    under each of the 6 (y1, y2) mixtures; mean symmetric Mahalanobis distance over the 15 pairs. 'match' and
+    'match_rel': :func:`aggregate_match` over the whole ``batch``.
     """
     with eval_mode(model), fixed_rng(seed):
         if index is None:
