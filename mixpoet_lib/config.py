@@ -197,6 +197,9 @@ class TrainConfig:
     # [kit choice] where the free-bits floor applies: "dimension" (each dimension's KL ≥ free_bits; official-style)
     # or "subspace" (each sub-space's summed KL ≥ free_bits × its size; design §4.5, docs/experiments.md §9)
     free_bits_scope: str = "dimension"
+    # [kit experiment] CVAE / IGS / AUS second stage: share of the decoder's input characters replaced by <UNK> in
+    # training (word dropout, Bowman et al. 2016), so that the decoder must lean on z; 0 = official
+    word_dropout: float = 0.0
     ckpt_every: int = 500  # optimiser steps between resumable checkpoints
     log_every: int = 50  # steps between refreshes of the live losses on the progress bar (the CSV gets every step)
     val_batches: int = 50  # batches per validation pass (official: 50)
@@ -223,7 +226,9 @@ class TrainConfig:
             )
         _check(self, "> 0", "ndis gen_lr_scale clip_grad_norm min_tau ckpt_every log_every val_batches")
         _check(self, "≥ 0", "weight_decay dis_decay_exponent rec_warm_steps tau_annealing_steps")
-        _check(self, "≥ 0", "noise_init noise_decay_steps kl_anneal_steps free_bits bow_weight kl_max_weight")
+        _check(
+            self, "≥ 0", "noise_init noise_decay_steps kl_anneal_steps free_bits bow_weight kl_max_weight word_dropout"
+        )
         _check(self, "≥ 0", "mode_seeking_weight")
         _check(self, "≥ 0", "cl_val_instances validate_every diag_every diag_instances num_threads")
         _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")

@@ -44,6 +44,7 @@ SIGNATURE_IF_SET: dict[str, tuple[Any, frozenset[str]]] = {
     "bow_weight": (0.0, CVAE_IGS),
     "kl_max_weight": (1.0, CVAE_IGS),
     "free_bits_scope": ("dimension", CVAE_IGS),
+    "word_dropout": (0.0, CVAE_IGS | AUS_MODELS),
 }
 
 

@@ -240,6 +240,41 @@ def test_settings_of_one_model_family_leave_the_other_phases_signed_as_before(al
     assert weight_settings(variant.train, "aus", SMOKE.train)["ndis"] == 2
 
 
+def test_word_dropout_retrains_only_the_latent_models(all_phases, smoke_data, tmp_path):
+    """train.word_dropout acts in the second stage of CVAE/IGS/AUS: Basic and the DAE are reused, CVAE re-trains."""
+    run, _, _ = all_phases
+    shutil.copytree(run, tmp_path / "run")
+    variant = replace(SMOKE, train=replace(SMOKE.train, word_dropout=0.25))
+    res = train(["basic", "cvae"], variant, data=smoke_data, run_dir=tmp_path / "run", progress=False, max_steps=CAP)
+    assert res["shared_dae"].steps_run == 0 and res["basic_c1"].steps_run == 0
+    assert res["cvae_c1"].steps_run > 0
+    assert "word_dropout" not in weight_settings(variant.train, "basic", SMOKE.train)  # not a setting of Basic's
+    assert "word_dropout" not in weight_settings(SMOKE.train, "cvae", SMOKE.train)  # nor of anything when off
+    assert weight_settings(variant.train, "cvae", SMOKE.train)["word_dropout"] == 0.25
+
+
+def test_word_dropout_hides_the_gold_characters_from_the_decoder(smoke_data):
+    torch.manual_seed(0)
+    model = build_model("basic", SMOKE.model, len(smoke_data.vocab)).train()
+    batch = next(iter(BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 4, seed=1).batches(0)))
+    lines = batch["lines"]
+    other = torch.where(lines > 3, 4 + (lines - 3) % (len(smoke_data.vocab) - 4), lines)  # other characters
+    assert not torch.equal(lines, other)
+    s0 = torch.zeros(lines.size(0), model.s0_size)
+    for p, same in ((1.0, True), (0.0, False)):
+        model.word_dropout = p
+        torch.manual_seed(1)
+        a = model.decode(s0, lines, batch["length"]).logits
+        torch.manual_seed(1)
+        b = model.decode(s0, other, batch["length"]).logits
+        assert torch.equal(a, b) == same  # every input <UNK>: the decoder cannot tell the two poems apart
+    model.eval()
+    model.word_dropout = 1.0
+    assert not torch.equal(
+        model.decode(s0, lines, batch["length"]).logits, model.decode(s0, other, batch["length"]).logits
+    )
+
+
 def test_resuming_aus_mid_adversarial_phase_is_exact(all_phases, smoke_data, tmp_path):
     """Continue aus_c2 from its step-6 checkpoint (3 optimisers, σ/τ counters, SN and BN buffers, RNG) to step 9."""
     run, _, _ = all_phases

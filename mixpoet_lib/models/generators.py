@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixpoet_lib.config import ModelConfig
-from mixpoet_lib.data.vocab import BOS, PAD
+from mixpoet_lib.data.vocab import BOS, PAD, UNK
 from mixpoet_lib.models.layers import (
     BiRNNEncoder,
     DecodeOutput,
@@ -53,6 +53,7 @@ class PoetBase(nn.Module):
     """Shared pieces of every model: embedding, poem/keyword encoders, line decoder, context, projection."""
 
     kind = "base"
+    word_dropout = 0.0  # share of decoder input characters replaced by <UNK> in training (set by the trainer)
 
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
@@ -117,12 +118,17 @@ class PoetBase(nn.Module):
         ``teacher_ratio < 1``, one Bernoulli(r) draw per line and time step decides for the whole batch
         whether the gold previous character or the argmax of the model's own previous output (no
         gradient) is fed. Eval mode is always teacher-forced. Logits are projected only at non-PAD targets.
+        In training mode with ``word_dropout`` > 0 each gold input character is replaced by <UNK> with that
+        probability (the targets stay).
         """
         b, n_lines, _ = lines.shape
         mask_full = lines.ne(PAD)
         steps = max(int(mask_full.sum(-1).max()), 1)
         lines, mask = lines[:, :, :steps], mask_full[:, :, :steps]
         inputs = torch.cat([lines.new_full((b, n_lines, 1), BOS), lines[:, :, :-1]], dim=-1)
+        if self.training and self.word_dropout > 0:  # never <B> or padding
+            drop = torch.rand(inputs.shape, device=inputs.device) < self.word_dropout
+            inputs = inputs.masked_fill(drop & inputs.gt(BOS), UNK)
         e = self.cfg.emb_size
         w_emb, w_ctx = self.map_x.weight[:, :e], self.map_x.weight[:, e:]
         gold = F.linear(self.embed(inputs), w_emb)  # (B, S, T, H): embedding part of map_x, all lines at once

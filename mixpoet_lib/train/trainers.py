@@ -27,7 +27,9 @@ from mixpoet_lib.config import PhaseConfig, Profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
 from mixpoet_lib.models.factor_models import FactorModelBase
+from mixpoet_lib.models.generators import PoetBase
 from mixpoet_lib.models.losses import gaussian_kl, reconstruction_loss
+from mixpoet_lib.signatures import AUS_MODELS, CVAE_IGS
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.diagnostics import (
     VAL_SEED,
@@ -44,6 +46,8 @@ __all__ = ["TrainContext", "Trainer", "Callback"]  # and the Trainer subclasses,
 
 Callback = Callable[[str, int, dict[str, Any]], None]
 Extra = Callable[[dict[str, Any], dict[str, Tensor]], None]  # sees each (model output, batch) of a validation
+
+WORD_DROPOUT_MODELS = CVAE_IGS | AUS_MODELS  # the models whose decoder input ``train.word_dropout`` thins
 
 
 @dataclass
@@ -288,6 +292,13 @@ class SecondStage(Trainer):
     def pcfg(self) -> PhaseConfig:
         """Fine-tuning settings in C2, mixture settings in C1."""
         return self.tcfg.finetune if self.phase == "c2" else self.tcfg.mixture
+
+    def build(self) -> nn.Module:
+        """A fresh model; the latent models (CVAE, IGS, AUS) get ``train.word_dropout`` on their decoder input."""
+        model = super().build()
+        if self.name in WORD_DROPOUT_MODELS and isinstance(model, PoetBase):
+            model.word_dropout = self.tcfg.word_dropout
+        return model
 
     def stream(self) -> BatchStream:
         """All training instances in C1, the labelled ones in C2."""
