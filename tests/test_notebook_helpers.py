@@ -87,7 +87,8 @@ def test_pretraining_stage_shows_the_published_runs_log(monkeypatch, tmp_path, f
 
 
 def test_notebooks_write_beside_the_reference_run_never_into_it(monkeypatch, tmp_path):
-    monkeypatch.delenv(ENV_FIGURES, raising=False)
+    monkeypatch.setenv(ENV_FIGURES, "")  # recorded, so that what notebook_run_dir sets is undone after the test
+    monkeypatch.delenv(ENV_FIGURES)
     assert notebook.notebook_run_dir("tutorial", "../runs/x") == "../runs/x"  # papermill's folder wins
     assert ENV_FIGURES not in os.environ
     folder = notebook.notebook_run_dir("tutorial-1a2b3c4d")
