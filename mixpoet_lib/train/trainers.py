@@ -29,7 +29,7 @@ from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
 from mixpoet_lib.models.factor_models import FactorModelBase
 from mixpoet_lib.models.generators import PoetBase
 from mixpoet_lib.models.losses import gaussian_kl, reconstruction_loss
-from mixpoet_lib.signatures import AUS_MODELS, CVAE_IGS
+from mixpoet_lib.signatures import SIGNATURE_IF_SET
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.diagnostics import (
     VAL_SEED,
@@ -47,7 +47,7 @@ __all__ = ["TrainContext", "Trainer", "Callback"]  # and the Trainer subclasses,
 Callback = Callable[[str, int, dict[str, Any]], None]
 Extra = Callable[[dict[str, Any], dict[str, Tensor]], None]  # sees each (model output, batch) of a validation
 
-WORD_DROPOUT_MODELS = CVAE_IGS | AUS_MODELS  # the models whose decoder input ``train.word_dropout`` thins
+WORD_DROPOUT_MODELS = SIGNATURE_IF_SET["word_dropout"][1]  # the models ``train.word_dropout`` acts in (and signs)
 
 
 @dataclass
