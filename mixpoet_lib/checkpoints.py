@@ -46,7 +46,7 @@ from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator,
 from mixpoet_lib.models.judges import CharLM, JudgeClassifier
 from mixpoet_lib.paths import repo_root
 from mixpoet_lib.published import PUBLISHED_FORMAT, published_vocab, read_published, save_published
-from mixpoet_lib.signatures import weight_settings
+from mixpoet_lib.signatures import FACTOR_MODELS, MODEL_NAMES, TUNED_MODELS, weight_settings
 
 __all__ = [
     "MODEL_NAMES",
@@ -75,10 +75,7 @@ __all__ = [
     "total_size_mb",
 ]
 
-MODEL_NAMES = ("basic", "fbasic", "cvae", "igs", "aus", "aus_st")
 PHASES = ("dae", "cl1", "cl2", "c1", "c2")
-FACTOR_MODELS = ("igs", "aus", "aus_st")  # these have classifiers and start from the B phases
-TUNED_MODELS = ("fbasic", *FACTOR_MODELS)  # these are fine-tuned on the labelled poems (C2) after C1
 SHARED = "shared"  # the name of the phases every model starts from (DAE, classifier pre-training)
 CKPT_FORMAT = 1
 ENV_PUBLISHED = "MIXPOET_PUBLISHED"

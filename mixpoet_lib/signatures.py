@@ -15,7 +15,21 @@ from mixpoet_lib._util import default_device, jsonable
 from mixpoet_lib.config import TrainConfig
 from mixpoet_lib.runtime import bf16_choice
 
-__all__ = ["NOT_IN_SIGNATURE", "AUS_MODELS", "CVAE_IGS", "SIGNATURE_IF_SET", "ACTS_ONLY_IN", "weight_settings"]
+__all__ = [
+    "NOT_IN_SIGNATURE",
+    "AUS_MODELS",
+    "CVAE_IGS",
+    "SIGNATURE_IF_SET",
+    "ACTS_ONLY_IN",
+    "MODEL_NAMES",
+    "FACTOR_MODELS",
+    "TUNED_MODELS",
+    "weight_settings",
+]
+
+MODEL_NAMES = ("basic", "fbasic", "cvae", "igs", "aus", "aus_st")
+FACTOR_MODELS = ("igs", "aus", "aus_st")  # these have classifiers and start from the B phases
+TUNED_MODELS = ("fbasic", *FACTOR_MODELS)  # these are fine-tuned on the labelled poems (C2) after C1
 
 # TrainConfig fields that never change the trained weights (bookkeeping, validation, diagnostics run under a
 # forked RNG): left out of checkpoint signatures and of the published weights' key.
@@ -56,6 +70,10 @@ ACTS_ONLY_IN: dict[str, frozenset[str]] = {
     **dict.fromkeys(
         ("ndis", "dis_betas", "dis_decay_exponent", "noise_init", "noise_decay_steps", "rec_warm_steps"), AUS_MODELS
     ),
+    # the second stage's schedules: a variant with a longer or shorter C1 / C2 reuses the DAE and the classifiers
+    "mixture": frozenset(MODEL_NAMES),
+    "finetune": frozenset(TUNED_MODELS),
+    **dict.fromkeys(("tau_annealing_steps", "min_tau"), frozenset(FACTOR_MODELS)),  # Gumbel-sampled labels
 }
 
 
