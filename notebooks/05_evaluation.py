@@ -354,7 +354,10 @@ summary[summary["metric"].isin(f1_cols)].pivot(index="system", columns="metric",
 # (0.69, 0.64); the paper's "fBasic is the worst" holds here for era only — on living experience fBasic is the best
 # system (0.83). Where macro-F1 sits well below accuracy, one class is being written for several requested ones
 # (the confusion matrices below show which). The table under the figure gives the numbers; `docs/metrics.md`
-# defines them.
+# defines them. Is the living gap a matter of the tutorial's short fine-tune (150 steps on the labelled poems)?
+# Four times as many steps moved MixPoet-AUS's living accuracy by +0.05 ± 0.07 over three training seeds — up in
+# two, down in one — while the troubled era's recall rose in all three (`docs/experiments.md` §16): the budget
+# explains the era misses better than the living ones.
 
 # %%
 factor_systems = [s for s in systems if s in FACTOR_SYSTEMS]
