@@ -21,6 +21,7 @@ __all__ = [
     "CVAE_IGS",
     "SIGNATURE_IF_SET",
     "ACTS_ONLY_IN",
+    "C2_ONLY",
     "MODEL_NAMES",
     "FACTOR_MODELS",
     "TUNED_MODELS",
@@ -75,17 +76,25 @@ ACTS_ONLY_IN: dict[str, frozenset[str]] = {
     "finetune": frozenset(TUNED_MODELS),
     **dict.fromkeys(("tau_annealing_steps", "min_tau"), frozenset(FACTOR_MODELS)),  # Gumbel-sampled labels
 }
+# Settings read by the fine-tune phase (C2) alone: a fine-tuned model's C1 records the named profile's own value
+# too, so a variant with a longer fine-tune starts from the profile's C1 checkpoint.
+C2_ONLY = ("finetune",)
 
 
-def weight_settings(train: TrainConfig, model: str | None = None, base: TrainConfig | None = None) -> dict[str, Any]:
+def weight_settings(
+    train: TrainConfig, model: str | None = None, base: TrainConfig | None = None, phase: str | None = None
+) -> dict[str, Any]:
     """The TrainConfig fields (as JSON data) that decide the weights of ``model``'s second-stage phases (``None``:
     of any model); an option of :data:`SIGNATURE_IF_SET` counts only when set and only for the models it acts in
     (pass ``model=""`` for a phase where none of them acts: the DAE and the classifiers). With ``base`` (the
-    unchanged profile's settings), a field of :data:`ACTS_ONLY_IN` records ``base``'s value where it does not act."""
+    unchanged profile's settings), a field of :data:`ACTS_ONLY_IN` records ``base``'s value where it does not act,
+    and in the C1 phase (``phase="c1"``) so do the fields of :data:`C2_ONLY`."""
     values = jsonable(train)
     if base is not None and model is not None:
         own = jsonable(base)
         values.update({k: own[k] for k, models in ACTS_ONLY_IN.items() if model not in models})
+        if phase == "c1":
+            values.update({k: own[k] for k in C2_ONLY})
 
     def counts(k: str, v: Any) -> bool:
         if k in NOT_IN_SIGNATURE:

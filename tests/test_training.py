@@ -241,24 +241,23 @@ def test_settings_of_one_model_family_leave_the_other_phases_signed_as_before(al
 
 
 def test_second_stage_schedules_leave_the_shared_phases_signed_as_before(all_phases, smoke_data, tmp_path):
-    """A longer second stage (mixture / fine-tune steps) re-trains the second-stage models only, and the Gumbel
-    temperature schedule only the factor models: the DAE and the classifiers are reused, signed as before."""
+    """A longer fine-tune re-trains only the fine-tune phases (C2): the DAE, the classifiers, the CVAE and AUS's C1
+    are reused, signed as before; the C1 schedule signs every second-stage model, the Gumbel temperature the
+    factor models only."""
     run, _, _ = all_phases
     shutil.copytree(run, tmp_path / "run")
     t = SMOKE.train
-    variant = replace(
-        SMOKE, train=replace(t, finetune=replace(t.finetune, max_steps=t.finetune.max_steps + 5), min_tau=0.5)
-    )
+    variant = replace(SMOKE, train=replace(t, finetune=replace(t.finetune, max_steps=t.finetune.max_steps + 5)))
     res = train(["cvae", "aus"], variant, data=smoke_data, run_dir=tmp_path / "run", progress=False, max_steps=CAP)
-    for key in ("shared_dae", "shared_cl1", "shared_cl2", "cvae_c1"):  # CVAE has no fine-tune phase, no labels
+    for key in ("shared_dae", "shared_cl1", "shared_cl2", "cvae_c1", "aus_c1"):
         assert res[key].steps_run == 0, key
         assert torch.load(res[key].checkpoint, weights_only=True)["signature"] == STABLE_SIGNATURES[key]
-    assert res["aus_c1"].steps_run > 0 and res["aus_c2"].steps_run > 0
-    longer = replace(t, mixture=replace(t.mixture, max_steps=t.mixture.max_steps * 2))
+    assert res["aus_c2"].steps_run > 0
+    longer = replace(t, mixture=replace(t.mixture, max_steps=t.mixture.max_steps * 2), min_tau=0.5)
     assert weight_settings(longer, "", t) == weight_settings(t, "", t)
-    assert weight_settings(longer, "basic", t)["mixture"]["max_steps"] == t.mixture.max_steps * 2
-    assert weight_settings(variant.train, "cvae", t)["min_tau"] == t.min_tau
-    assert weight_settings(variant.train, "igs", t)["min_tau"] == 0.5
+    assert weight_settings(longer, "basic", t, "c1")["mixture"]["max_steps"] == t.mixture.max_steps * 2
+    assert weight_settings(longer, "cvae", t, "c1")["min_tau"] == t.min_tau
+    assert weight_settings(longer, "igs", t, "c1")["min_tau"] == 0.5
 
 
 def test_word_dropout_retrains_only_the_latent_models(all_phases, smoke_data, tmp_path):

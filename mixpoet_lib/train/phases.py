@@ -217,7 +217,7 @@ def phase_signature(
         "phase": phase,
         "model_args": model_args,
         "model": repr(profile.model),  # the repr string: the form every existing checkpoint was signed with
-        "train": weight_settings(profile.train, second_stage, base),
+        "train": weight_settings(profile.train, second_stage, base, phase),
         "seed": profile.seed,
         "data": data.root.name,
         "vocab": len(data.vocab),
