@@ -90,7 +90,7 @@ from mixpoet_lib.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from mixpoet_lib.config import PROFILES, Profile, get_profile
+from mixpoet_lib.config import FIRST_STAGE_OF, PROFILES, Profile, get_profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.signatures import weight_settings
@@ -211,7 +211,8 @@ def phase_signature(
     ``upstream`` is the (signature, step) of the checkpoint the phase starts from.
     """
     second_stage = name if phase in ("c1", "c2") else ""
-    base = get_profile(profile.name).train if profile.name in PROFILES else None  # see signatures.ACTS_ONLY_IN
+    base_name = FIRST_STAGE_OF.get(profile.name, profile.name)  # see signatures.ACTS_ONLY_IN
+    base = get_profile(base_name).train if profile.name in PROFILES else None
     blob = {
         "name": name,
         "phase": phase,
