@@ -1,8 +1,7 @@
 """One source of truth for every setting: dataclasses and the named profiles smoke / tutorial / long / full.
 
-Every notebook, command and test reads its settings from :func:`get_profile`. Values marked
-"official" come from the authors' ``codes/config.py``; everything else is a documented choice of this kit
-(docs/design.md says which and why).
+Every notebook, command and test reads its settings from :func:`get_profile`. Values marked "official" come
+from the authors' ``codes/config.py``; everything else is a documented choice of this kit (docs/design.md: why).
 """
 
 from __future__ import annotations
@@ -18,10 +17,7 @@ from mixpoet_lib.overrides import apply_overrides, parse_overrides
 from mixpoet_lib.paths import ENV_PROFILE
 
 PROFILES = ("smoke", "tutorial", "long", "full")
-# A profile that differs from another only in its second stage shares that profile's pre-trained phases (the DAE and
-# the classifiers): their checkpoint signatures are the other profile's (mixpoet_lib.signatures.ACTS_ONLY_IN), so
-# its checkpoints can be copied in and reused.
-FIRST_STAGE_OF = {"long": "tutorial"}
+FIRST_STAGE_OF = {"long": "tutorial"}  # pre-trained phases (DAE, classifiers) signed and reused as that profile's
 
 # Factor meanings (design §2.2). Index = label id; -1 = not annotated / "infer it".
 FACTOR_NAMES = ("living", "era")
@@ -39,8 +35,7 @@ FREE_BITS_SCOPES = ("dimension", "subspace")
 CHINESE_POETRY_SETS = ("tang", "song")
 MAX_KEYWORDS = 4  # keywords a poem may carry (1..4, design §2.2)
 N_BETAS = 2  # Adam's (beta1, beta2)
-# Bounds of the generation settings: beyond ~200 beams a line gains nothing while time and memory grow linearly
-# with beam × vocabulary (beam 100,000 took 457 s and 13 GB for one poem).
+# Generation bounds: past ~200 beams a line gains nothing, time and memory grow with beam × vocabulary (100,000: 457 s).
 MAX_BEAM = 200
 MAX_EXTRA_STEPS = 50  # decoder steps past the line length
 MAX_Z_CANDIDATES = 64  # latent draws per poem for the outlier guard
@@ -401,10 +396,8 @@ def _tutorial() -> Profile:
             tau_annealing_steps=500,
             noise_decay_steps=400,
             kl_anneal_steps=300,
-            # The tutorial recipe's departures from the official one, each measured against it with the same
-            # pre-trained checkpoints (docs/experiments.md §9, §10; README "Profiles"): the AUS prior gets a
-            # mode-seeking term (its draws otherwise ignore their noise), and CVAE / IGS weigh the KL at most 0.04
-            # per poem with the free-bits floor on each sub-space's sum (the posterior otherwise sits at the floor).
+            # Departures from the official recipe (docs/experiments.md §9, §10; README "Profiles"): a mode-seeking term
+            # for the AUS prior; CVAE / IGS weigh the KL ≤ 0.04 per poem, free-bits floor on each sub-space's sum.
             mode_seeking_weight=1.0,
             kl_max_weight=0.04,
             free_bits_scope="subspace",
@@ -431,25 +424,18 @@ def _tutorial() -> Profile:
 
 
 def _long() -> Profile:
-    """The tutorial with its second stage four times as long (≈ 2 h of training on 2 cores, README "Profiles").
-
-    Every C1 phase (Basic, fBasic, CVAE, MixPoet-IGS/AUS) trains 2,000 steps instead of 500 and every fine-tune 600
-    instead of 150; the C1 schedules are stretched with it (docs/experiments.md §16 measured this on MixPoet-AUS:
-    six-mixture word Jaccard 0.058 → 0.042, shared lines 0.042 → 0.014, living accuracy 0.68 → 0.62). Data, sizes,
-    the pre-trained phases, the search and the evaluation are the tutorial's.
-    """
-    tutorial = _tutorial()
-    train = tutorial.train
+    """The tutorial, every C1 (2,000 steps) and fine-tune (600) ×4, C1 schedules stretched (experiments §16, §17)."""
+    t = _tutorial().train
     train = dataclasses.replace(
-        train,
-        mixture=dataclasses.replace(train.mixture, max_steps=2000, warmup_steps=400),
-        finetune=dataclasses.replace(train.finetune, max_steps=600),
+        t,
+        mixture=dataclasses.replace(t.mixture, max_steps=2000, warmup_steps=400),
+        finetune=dataclasses.replace(t.finetune, max_steps=600),
         rec_warm_steps=600,
         tau_annealing_steps=2000,
         noise_decay_steps=1600,
         kl_anneal_steps=1200,
     )
-    return dataclasses.replace(tutorial, name="long", train=train)
+    return dataclasses.replace(_tutorial(), name="long", train=train)
 
 
 def _full() -> Profile:

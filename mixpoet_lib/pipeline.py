@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -34,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from mixpoet_lib._util import default_device, write_json_atomic
-from mixpoet_lib.checkpoints import use_published_default
-from mixpoet_lib.config import Profile, get_profile, resolve_profile_name
+from mixpoet_lib.checkpoints import checkpoint_path, use_published_default
+from mixpoet_lib.config import FIRST_STAGE_OF, Profile, get_profile, resolve_profile_name
 from mixpoet_lib.overrides import run_name
 from mixpoet_lib.paths import ENV_FIGURES, ENV_PROFILE, figures_dir, repo_root, run_path
 from mixpoet_lib.run_report import failed_copy, write_report
+from mixpoet_lib.train.logs import log_path
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar, e.g. " 40%|████      | 2/5"
@@ -78,6 +80,52 @@ def local_run_dir(profile: str, overrides: str = "") -> Path:
     """Where a user's ``mixpoet reproduce`` writes by default: ``runs/<run>-local/`` (ignored by git; not created
     here)."""
     return run_path(f"{run_name(profile, overrides)}-local")
+
+
+FIRST_STAGE_PHASES = (("shared", "dae"), ("shared", "cl1"), ("shared", "cl2"))
+
+
+def _copy_timing_row(src: Path, out: Path, key: str) -> None:
+    """Append ``key``'s row of ``src``'s logs/timing.csv to ``out``'s (with the header where it is new)."""
+    source, target = src / "logs" / "timing.csv", out / "logs" / "timing.csv"
+    if not source.exists():
+        return
+    lines = source.read_text(encoding="utf-8").splitlines()
+    rows = [line for line in lines[1:] if line.split(",", 1)[0] == key]
+    if not rows:
+        return
+    if not target.exists():
+        target.write_text(lines[0] + "\n", encoding="utf-8")
+    with target.open("a", encoding="utf-8") as f:
+        f.write(rows[-1] + "\n")
+
+
+def adopt_first_stage(profile_name: str, out: Path, sources: list[Path] | None = None) -> list[str]:
+    """Copy the pre-trained phases (DAE, classifiers) a profile shares with another (``config.FIRST_STAGE_OF``) into
+    the run folder ``out``: checkpoint, logs and timing row, from that profile's own run (``runs/<base>-local/``,
+    else its reference run ``runs/<base>/``). Phases ``out`` already has are left alone, and training still checks
+    every checkpoint's signature, so a copy from another seed or recipe is trained again. Returns the phases copied.
+    """
+    base = FIRST_STAGE_OF.get(profile_name)
+    if base is None:
+        return []
+    found = sources if sources is not None else [local_run_dir(base), reference_dir(base)]
+    copied = []
+    for name, phase in FIRST_STAGE_PHASES:
+        src = next((d for d in found if checkpoint_path(d, name, phase).exists()), None)
+        if src is None or checkpoint_path(out, name, phase).exists():
+            continue
+        for a, b in (
+            (checkpoint_path(src, name, phase), checkpoint_path(out, name, phase)),
+            (log_path(src, name, phase), log_path(out, name, phase)),
+            (log_path(src, name, phase, valid=True), log_path(out, name, phase, valid=True)),
+        ):
+            if a.exists():
+                b.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(a, b)
+        _copy_timing_row(src, out, f"{name}_{phase}")
+        copied.append(f"{name}_{phase} from {src}")
+    return copied
 
 
 def notebook_paths(folder: Path | None = None) -> list[Path]:
@@ -232,6 +280,8 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()  # papermill runs the kernel (and its own writes) from the notebooks folder
     is_ref = out.resolve() == ref.resolve()
+    for copied in adopt_first_stage(profile.name, out) if not overrides else []:
+        log(f"reusing the pre-trained phase {copied} (config.FIRST_STAGE_OF)")
     figures = figures_dir(run_name(profile.name, overrides)) if is_ref else out / "figures"
     state_path = out / "state.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}

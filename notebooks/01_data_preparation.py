@@ -37,7 +37,7 @@
 # All of the logic lives in the tested library `mixpoet_lib`; the notebook calls it and explains it.
 
 # %% tags=["parameters"]
-PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+PROFILE: str = None  # smoke | tutorial | long | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where run artefacts go (None: runs/<profile>-local)
 SEED: int = 1234  # seed of every random choice in this notebook

@@ -34,7 +34,7 @@
 # way an earlier line reaches a later one is the context vector $c_i$.
 
 # %% tags=["parameters"]
-PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+PROFILE: str = None  # smoke | tutorial | long | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>-local)
 SEED: int = 1234  # seed of every random choice in this notebook

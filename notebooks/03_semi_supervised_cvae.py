@@ -27,7 +27,7 @@
 # Notebook 04 then replaces the Gaussians and the KL term by implicit samplers and a discriminator.
 
 # %% tags=["parameters"]
-PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+PROFILE: str = None  # smoke | tutorial | long | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>-local)
 SEED: int = 1234  # seed of every random choice in this notebook

@@ -24,7 +24,7 @@
 # the official diagnostics, and looks at the posterior codes of labelled human poems.
 
 # %% tags=["parameters"]
-PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+PROFILE: str = None  # smoke | tutorial | long | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and logs go (None: runs/<profile>-local)
 SEED: int = 1234  # seed of every random choice in this notebook
@@ -517,11 +517,14 @@ for a, b in analysis.MIXTURES:
 # %%
 # "Did it learn" checks. In every profile: the reconstruction falls (smoke: ≈ 0.27 nats over its 60 steps,
 # batch noise ≈ 0.07; tutorial: ≈ 5) and the discriminator learns (smoke: smoothed L_D down to ≈ 0.08 from ln 2;
-# with its learning rate at 0 it would stay at ln 2).
+# with its learning rate at 0 it would stay at ln 2). The start is the first tenth of the log but at most its first 50
+# steps: in the long profile's 2,000 steps the first tenth already holds most of the fall (mean 5.8 against 9.4 at
+# step 1; end 4.8).
 assert np.isfinite(log["rec"]).all() and np.isfinite(log["d_loss"].dropna()).all()
 tenth = max(1, len(log) // 10)
+head = min(tenth, 50)
 rec_drop = 0.1 if profile.name == "smoke" else 1.0
-assert log["rec"].iloc[-tenth:].mean() < log["rec"].iloc[:tenth].mean() - rec_drop, "the reconstruction loss did not fall"
+assert log["rec"].iloc[-tenth:].mean() < log["rec"].iloc[:head].mean() - rec_drop, "the reconstruction loss did not fall"
 assert adv_roll["d_loss"].min() < np.log(2) - 0.2, "the discriminator never learnt to tell posterior from prior"
 # The smoke model's posterior codes separate living experience 1.4-4.4× the shuffled level depending on the seed,
 # an untrained model's 0.4-1.4×: too close to test. The tutorial run reaches ≈ 21× (17× without mode seeking).

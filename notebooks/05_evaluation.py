@@ -32,7 +32,7 @@
 # | MixPoet-AUS-ST | the same with straight-through Gumbel labels (ablation, [design §3.8](../docs/design.md#d3.8)) | here, if missing |
 
 # %% tags=["parameters"]
-PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+PROFILE: str = None  # smoke | tutorial | long | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints, poems and results go (None: runs/<profile>-local)
 TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here

@@ -27,7 +27,7 @@
 # 5. the paper's Figures 4a–4d and 5, each read against this run.
 
 # %% tags=["parameters"]
-PROFILE: str = None  # smoke | tutorial | full (None: $MIXPOET_PROFILE, else tutorial)
+PROFILE: str = None  # smoke | tutorial | long | full (None: $MIXPOET_PROFILE, else tutorial)
 OVERRIDES: str = ""  # changed settings, e.g. "model.latent_size=64,train.ndis=5" (README, "Profiles")
 RUN_DIR: str = None  # where checkpoints and results live (None: runs/<profile>-local)
 TRAIN: bool = False  # False: load the published weights of the profile when they exist; True: train here

@@ -1,10 +1,12 @@
-"""Regenerate the README's results section from a run's results.json (default: runs/tutorial), and from its
-training_seeds.json where the run was trained with more than one seed (`mixpoet reproduce --train-seeds`).
+"""Regenerate the README's results sections: the main one from a run's results.json (default: runs/tutorial), and
+from its training_seeds.json where the run was trained with more than one seed (`mixpoet reproduce --train-seeds`);
+and, where the long profile's run exists (runs/long), the comparison of the profiles, target by target.
 
-    .venv/bin/python scripts/update_readme_results.py [--run runs/tutorial] [--check]
+    .venv/bin/python scripts/update_readme_results.py [--run runs/tutorial] [--long runs/long] [--check]
 
-The section sits between the markers `<!-- results:start -->` and `<!-- results:end -->`; with --check the
-script only reports whether the README is up to date (exit 1 if not).
+The sections sit between the markers `<!-- results:start -->` … `<!-- results:end -->` and
+`<!-- results-long:start -->` … `<!-- results-long:end -->`; with --check the script only reports whether the
+README is up to date (exit 1 if not).
 """
 
 from __future__ import annotations
@@ -22,6 +24,26 @@ from mixpoet_lib.evaluate.seeds import per_seed_markdown, pooled_claims_markdown
 from mixpoet_lib.run_report import results_markdown  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+LONG_START, LONG_END = "<!-- results-long:start -->", "<!-- results-long:end -->"
+# the rows of the profile comparison: the issue's targets and what the longer second stage was expected to move
+PROFILE_ROWS: tuple[tuple[str, str], ...] = (
+    ("aus", "intra_jaccard_mix_word"),
+    ("igs", "intra_jaccard_mix_word"),
+    ("cvae", "intra_jaccard_word"),
+    ("aus", "inter_jaccard_word"),
+    ("cvae", "inter_jaccard_word"),
+    ("basic", "inter_jaccard_word"),
+    ("aus", "shared_lines"),
+    ("aus", "keyword_rate"),
+    ("aus", "doubled_poems"),
+    ("aus", "lms_closeness"),
+    ("aus", "distinct_2"),
+    ("aus", "living_acc"),
+    ("aus", "era_acc"),
+    ("aus", "era_recall_troubled"),
+    ("igs", "living_acc"),
+    ("fbasic", "living_acc"),
+)
 
 
 def _training_note(run: Path) -> str:
@@ -80,17 +102,72 @@ def block(run: Path) -> str:
     return "\n".join(lines)
 
 
+def _cell(summary: list[dict], system: str, metric: str) -> str:
+    for row in summary:
+        if (row["system"], row["metric"], row["length"]) == (system, metric, "all"):
+            return f"{row['mean']:.3f} ± {row['std']:.3f}"
+    return "—"
+
+
+def _verdicts(claims: list[dict]) -> dict[str, str]:
+    return {c["claim"]: f"{c['verdict']}: {c['evidence']}" for c in claims}
+
+
+def _timing_line(run: Path) -> str:
+    state = json.loads((run / "state.json").read_text(encoding="utf-8")) if (run / "state.json").exists() else {}
+    per_nb = ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
+    return f"Notebook wall times of the `{run.name}` run: {per_nb}{_training_note(run)}."
+
+
+def long_block(main: Path, long: Path) -> str:
+    """The profiles side by side: key numbers and every claim / target, tutorial (one seed and pooled) and long."""
+    tut, lng = (json.loads((r / "results.json").read_text(encoding="utf-8")) for r in (main, long))
+    pooled_path = main / "training_seeds.json"
+    pooled = json.loads(pooled_path.read_text(encoding="utf-8")) if pooled_path.exists() else None
+    cols = [(f"tutorial, seed {tut['meta'].get('seed', 1234)}", tut)]
+    if pooled is not None:
+        cols.append((f"tutorial, training seeds {', '.join(map(str, pooled['meta']['train_seeds']))}", pooled))
+    cols.append(("long, seed 1234 (one training seed)", lng))
+    titles = {k: v.get("title", k) for k, v in tut.get("metrics", {}).items()}
+    head = "| " + " | ".join(name for name, _ in cols) + " |"
+    lines = [
+        LONG_START,
+        f"_Generated from `{main.relative_to(ROOT)}` and `{long.relative_to(ROOT)}` by "
+        "`scripts/update_readme_results.py`._",
+        "",
+        _timing_line(long),
+        "",
+        "| system | metric " + head,
+        "|---|---" + "|---:" * len(cols) + "|",
+    ]
+    for system, metric in PROFILE_ROWS:
+        cells = " | ".join(_cell(r["summary"], system, metric) for _, r in cols)
+        lines.append(f"| {system} | {titles.get(metric, metric)} | {cells} |")
+    lines += ["", "| claim or target " + head, "|---" + "|---" * len(cols) + "|"]
+    verdicts = [_verdicts(r.get("claims", [])) for _, r in cols]
+    for claim in verdicts[0]:
+        lines.append(f"| {claim} | " + " | ".join(v.get(claim, "—") for v in verdicts) + " |")
+    return "\n".join([*lines, LONG_END])
+
+
+def _replace(text: str, start: str, end: str, new: str) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md lacks the markers {start} … {end}")
+    return text[: text.index(start)] + new + text[text.index(end) + len(end) :]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "tutorial"))
+    ap.add_argument("--long", default=str(ROOT / "runs" / "long"))
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        print(f"README.md lacks the markers {START} … {END}", file=sys.stderr)
-        return 1
-    new = text[: text.index(START)] + block(Path(args.run).resolve()) + text[text.index(END) + len(END) :]
+    main_run, long_run = Path(args.run).resolve(), Path(args.long).resolve()
+    new = _replace(text, START, END, block(main_run))
+    if (long_run / "results.json").exists():
+        new = _replace(new, LONG_START, LONG_END, long_block(main_run, long_run))
     if args.check:
         print("README results are up to date" if new == text else "README results are stale")
         return 0 if new == text else 1

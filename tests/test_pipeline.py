@@ -200,3 +200,28 @@ def test_training_section_sums_calls_per_phase_and_names_bad_rows(tmp_path, caps
     assert "| **total** | | | 190 |" in text
     assert "timing.csv:4: unreadable timing row" in capsys.readouterr().err
     assert run_report.training_section(tmp_path / "nowhere") == []
+
+
+def test_the_long_profile_adopts_the_tutorials_pre_trained_phases(tmp_path):
+    """A profile that shares its pre-trained phases (config.FIRST_STAGE_OF) copies them — checkpoint, logs, timing
+    row — from the base profile's run into its own, never over what it already has; other profiles copy nothing."""
+    src, out = tmp_path / "tutorial-local", tmp_path / "long-local"
+    (src / "checkpoints").mkdir(parents=True)
+    (src / "logs").mkdir()
+    (src / "checkpoints" / "shared_dae.pt").write_bytes(b"dae")
+    (src / "checkpoints" / "shared_cl1.pt").write_bytes(b"cl1")
+    (src / "logs" / "shared_dae.csv").write_text("step,loss\n1,9.0\n")
+    (src / "logs" / "shared_dae_valid.csv").write_text("step,val_rec\n1,5.0\n")
+    header = "phase,from_step,to_step,seconds\n"
+    (src / "logs" / "timing.csv").write_text(header + "shared_dae,0,1500,656.1\nbasic_c1,0,500,138.1\n")
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "shared_cl1.pt").write_bytes(b"own")
+
+    assert pipeline.adopt_first_stage("tutorial", out, [src]) == []
+    copied = pipeline.adopt_first_stage("long", out, [src])
+    assert copied == [f"shared_dae from {src}"]  # cl1 is already there, cl2 nowhere
+    assert (out / "checkpoints" / "shared_dae.pt").read_bytes() == b"dae"
+    assert (out / "checkpoints" / "shared_cl1.pt").read_bytes() == b"own"
+    assert (out / "logs" / "shared_dae_valid.csv").read_text() == "step,val_rec\n1,5.0\n"
+    assert (out / "logs" / "timing.csv").read_text() == header + "shared_dae,0,1500,656.1\n"
+    assert pipeline.adopt_first_stage("long", out, [src]) == []  # a second call copies nothing

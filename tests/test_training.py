@@ -37,7 +37,7 @@ from mixpoet_lib.train.factor_trainers import aus_optimiser_specs
 from mixpoet_lib.train.logs import CsvLog, read_log
 from mixpoet_lib.train.loop import ensure_model, train, validation_loss
 from mixpoet_lib.train.optimisers import make_optimisers
-from mixpoet_lib.train.phases import make_trainer, phase_plan
+from mixpoet_lib.train.phases import make_trainer, phase_plan, phase_signature
 from mixpoet_lib.train.schedules import gumbel_tau, phase_learning_rate, teacher_forcing_ratio
 from mixpoet_lib.train.steps import aus_step, cvae_step, dae_step
 from mixpoet_lib.train.trainers import TrainContext
@@ -258,6 +258,25 @@ def test_second_stage_schedules_leave_the_shared_phases_signed_as_before(all_pha
     assert weight_settings(longer, "basic", t, "c1")["mixture"]["max_steps"] == t.mixture.max_steps * 2
     assert weight_settings(longer, "cvae", t, "c1")["min_tau"] == t.min_tau
     assert weight_settings(longer, "igs", t, "c1")["min_tau"] == 0.5
+
+
+def test_the_long_profile_shares_the_tutorials_pre_trained_phases(smoke_data):
+    """`long` is the tutorial with a four-times-longer second stage: its DAE and classifier phases are signed as the
+    tutorial's (a copied tutorial checkpoint is reused), every second-stage phase is signed anew."""
+    tut, long = get_profile("tutorial"), get_profile("long")
+    assert (long.data, long.model, long.gen, long.eval, long.seed) == (tut.data, tut.model, tut.gen, tut.eval, tut.seed)
+    assert long.train.mixture.max_steps == 4 * tut.train.mixture.max_steps == 2000
+    assert long.train.finetune.max_steps == 4 * tut.train.finetune.max_steps == 600
+    for key in ("rec_warm_steps", "tau_annealing_steps", "noise_decay_steps", "kl_anneal_steps"):
+        assert getattr(long.train, key) == 4 * getattr(tut.train, key), key
+
+    def signs(profile, name, phase):
+        return phase_signature(profile, name, phase, {"vocab": 10}, smoke_data, None)
+
+    for name, phase in (("shared", "dae"), ("shared", "cl1"), ("shared", "cl2")):
+        assert signs(long, name, phase) == signs(tut, name, phase), phase
+    for name, phase in (("basic", "c1"), ("cvae", "c1"), ("igs", "c1"), ("aus", "c1"), ("aus", "c2")):
+        assert signs(long, name, phase) != signs(tut, name, phase), (name, phase)
 
 
 def test_word_dropout_retrains_only_the_latent_models(all_phases, smoke_data, tmp_path):
