@@ -36,7 +36,7 @@ reproduce: setup
 
 ## Maintainers: regenerate the committed reference run runs/<profile>/ and figures/ (overwrites them on purpose).
 reference: setup
-	$(BIN)/mixpoet reproduce --reference $(if $(PROFILE),--profile $(PROFILE),)
+	$(BIN)/mixpoet reproduce --reference $(if $(PROFILE),--profile $(PROFILE),) $(if $(TRAIN_SEEDS),--train-seeds $(TRAIN_SEEDS),)
 
 ## The tests: lint + format check + type check, library unit tests, then nbval over the notebooks (smoke profile).
 test: setup

@@ -370,6 +370,7 @@ def _execute(job: _Job, state: dict[str, Any]) -> float:
             "status": "interrupted" if interrupted else "failed",
             "seconds": round(time.perf_counter() - t0, 1),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **_earlier_attempts(state.get(name, {})),
         }
         write_json_atomic(state_path, state, sort_keys=False)
         if interrupted:
@@ -388,9 +389,19 @@ def _execute(job: _Job, state: dict[str, Any]) -> float:
         "status": "ok",
         "seconds": round(seconds, 1),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **_earlier_attempts(state.get(name, {})),
     }
     write_json_atomic(state_path, state, sort_keys=False)
     return seconds
+
+
+def _earlier_attempts(previous: dict[str, Any]) -> dict[str, Any]:
+    """``{"earlier_attempts": [...]}`` when the notebook's previous outcome was a failure or an interrupt: the time
+    spent in attempts that did not finish stays in ``state.json`` (and the report) after a re-run succeeds."""
+    if previous.get("status") not in ("failed", "interrupted"):
+        return {}
+    attempt = {k: previous[k] for k in ("status", "seconds", "finished") if k in previous}
+    return {"earlier_attempts": [*previous.get("earlier_attempts", []), attempt]}
 
 
 def _keep_partial(job: _Job) -> str:

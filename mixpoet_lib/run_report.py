@@ -122,6 +122,9 @@ def _notebooks_section(
         status = s.get("status", "not run")
         if status != "ok" and failed_copy(out / nb.name).exists():
             status += f" (partial copy: [{failed_copy(out / nb.name).name}]({failed_copy(out / nb.name).name}))"
+        if s.get("earlier_attempts"):
+            spent = sum(float(a.get("seconds", 0.0)) for a in s["earlier_attempts"])
+            status += f" (after {len(s['earlier_attempts'])} unfinished attempt(s): {spent:.0f} s more)"
         row = f"| [{nb.name}]({nb.name}) | {status} | {s.get('seconds', '')} | {s.get('finished', '')} |"
         lines.append(row + (f" {ref.get(nb.name, {}).get('seconds', '')} |" if ref else ""))
     ref_total = f" {sum(float(r.get('seconds', 0.0)) for r in ref.values()):.0f} |" if ref else ""

@@ -84,6 +84,11 @@ def test_runner_stops_on_failure_naming_notebook_and_cell(env):
         "smoke", out_dir=out, notebooks=pipeline.notebook_paths(folder), log=lambda m: None, progress=False
     )
     assert [r.status for r in runs] == ["skipped", "ran", "ran"]
+    state = json.loads((out / "state.json").read_text())
+    earlier = state["02_bad.ipynb"]["earlier_attempts"]  # the failed attempt's time is kept, and reported
+    assert state["02_bad.ipynb"]["status"] == "ok" and [a["status"] for a in earlier] == ["failed"]
+    assert earlier[0]["seconds"] > 0 and "after 1 unfinished attempt(s)" in (out / "report.md").read_text()
+    assert "earlier_attempts" not in state["01_good.ipynb"]
 
 
 def _notebook(folder, name, params, code):
