@@ -95,9 +95,7 @@ def block(run: Path) -> str:
         "",
     ]
     if state_path.exists():
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        per_nb = ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
-        lines += [f"Notebook wall times of this run: {per_nb}{_training_note(run)}.", ""]
+        lines += [f"Notebook wall times of this run: {_wall_times(run)}{_training_note(run)}.", ""]
     lines += [*results_markdown(results), "", *_seed_lines(run), END]
     return "\n".join(lines)
 
@@ -113,10 +111,11 @@ def _verdicts(claims: list[dict]) -> dict[str, str]:
     return {c["claim"]: f"{c['verdict']}: {c['evidence']}" for c in claims}
 
 
-def _timing_line(run: Path) -> str:
-    state = json.loads((run / "state.json").read_text(encoding="utf-8")) if (run / "state.json").exists() else {}
-    per_nb = ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
-    return f"Notebook wall times of the `{run.name}` run: {per_nb}{_training_note(run)}."
+def _wall_times(run: Path) -> str:
+    """Each notebook's wall time from the run's state.json, e.g. ``01 0.8 min, 02 13.4 min``."""
+    path = run / "state.json"
+    state = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
 
 
 def long_block(main: Path, long: Path) -> str:
@@ -135,7 +134,7 @@ def long_block(main: Path, long: Path) -> str:
         f"_Generated from `{main.relative_to(ROOT)}` and `{long.relative_to(ROOT)}` by "
         "`scripts/update_readme_results.py`._",
         "",
-        _timing_line(long),
+        f"Notebook wall times of the `{long.name}` run: {_wall_times(long)}{_training_note(long)}.",
         "",
         "| system | metric " + head,
         "|---|---" + "|---:" * len(cols) + "|",
