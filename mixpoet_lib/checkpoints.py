@@ -51,6 +51,7 @@ from mixpoet_lib.signatures import FACTOR_MODELS, MODEL_NAMES, TUNED_MODELS, wei
 __all__ = [
     "MODEL_NAMES",
     "PHASES",
+    "PRETRAINED_PHASES",
     "FACTOR_MODELS",
     "TUNED_MODELS",
     "SHARED",
@@ -77,6 +78,7 @@ __all__ = [
 
 PHASES = ("dae", "cl1", "cl2", "c1", "c2")
 SHARED = "shared"  # the name of the phases every model starts from (DAE, classifier pre-training)
+PRETRAINED_PHASES = ((SHARED, "dae"), (SHARED, "cl1"), (SHARED, "cl2"))  # (name, phase) of those shared phases
 CKPT_FORMAT = 1
 ENV_PUBLISHED = "MIXPOET_PUBLISHED"
 

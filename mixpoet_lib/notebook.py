@@ -23,7 +23,14 @@ from torch import nn
 
 from mixpoet_lib import plots
 from mixpoet_lib._util import default_device, seed_everything
-from mixpoet_lib.checkpoints import MODEL_NAMES, checkpoint_path, final_phase, find_published, load_model
+from mixpoet_lib.checkpoints import (
+    MODEL_NAMES,
+    PRETRAINED_PHASES,
+    checkpoint_path,
+    final_phase,
+    find_published,
+    load_model,
+)
 from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.data.batching import make_batch
 from mixpoet_lib.data.dataset import PreparedData, prepare
@@ -46,7 +53,7 @@ __all__ = [
 ]
 
 TRAIN_HINT = "set TRAIN=True (or run make reproduce) to train from scratch"
-PRETRAINING_LOGS = {"dae": (("shared", "dae"),), "classifiers": (("shared", "cl1"), ("shared", "cl2"))}
+PRETRAINING_LOGS = {"dae": PRETRAINED_PHASES[:1], "classifiers": PRETRAINED_PHASES[1:]}
 
 
 def setup(

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mixpoet_lib._util import default_device, write_json_atomic
-from mixpoet_lib.checkpoints import checkpoint_path, use_published_default
+from mixpoet_lib.checkpoints import PRETRAINED_PHASES, checkpoint_path, use_published_default
 from mixpoet_lib.config import FIRST_STAGE_OF, Profile, get_profile, resolve_profile_name
 from mixpoet_lib.overrides import run_name
 from mixpoet_lib.paths import ENV_FIGURES, ENV_PROFILE, figures_dir, repo_root, run_path
@@ -82,9 +82,6 @@ def local_run_dir(profile: str, overrides: str = "") -> Path:
     return run_path(f"{run_name(profile, overrides)}-local")
 
 
-FIRST_STAGE_PHASES = (("shared", "dae"), ("shared", "cl1"), ("shared", "cl2"))
-
-
 def _copy_timing_row(src: Path, out: Path, key: str) -> None:
     """Append ``key``'s row of ``src``'s logs/timing.csv to ``out``'s (with the header where it is new)."""
     source, target = src / "logs" / "timing.csv", out / "logs" / "timing.csv"
@@ -111,7 +108,7 @@ def adopt_first_stage(profile_name: str, out: Path, sources: list[Path] | None =
         return []
     found = sources if sources is not None else [local_run_dir(base), reference_dir(base)]
     copied = []
-    for name, phase in FIRST_STAGE_PHASES:
+    for name, phase in PRETRAINED_PHASES:
         src = next((d for d in found if checkpoint_path(d, name, phase).exists()), None)
         if src is None or checkpoint_path(out, name, phase).exists():
             continue
