@@ -67,7 +67,8 @@ def setup(
     font = plots.setup_style()
     data = prepare(profile) if prepare_data else None
     vocab = f" | vocabulary {len(data.vocab)}" if data is not None else ""
-    print(f"profile {profile.name} | seed {seed} | device {default_device()} | CJK font {font}{vocab}")
+    trained = f" | training seed {profile.seed}" if profile.seed != seed else ""  # e.g. --set seed=1235
+    print(f"profile {profile.name} | seed {seed}{trained} | device {default_device()} | CJK font {font}{vocab}")
     return profile, data
 
 

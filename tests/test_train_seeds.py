@@ -140,3 +140,37 @@ def test_reproduce_with_train_seeds_runs_each_seed_and_pools(monkeypatch, tmp_pa
     assert "training_seeds.md" in capsys.readouterr().out
     assert cli.main(["reproduce", "--profile", "smoke", "-q", "--run-dir", str(out), "--train-seeds", "x"]) == 2
     assert "--train-seeds: 'x'" in capsys.readouterr().err
+
+
+def test_a_run_without_some_systems_is_pooled_over_the_runs_that_have_them(tmp_path, capsys):
+    """scripts/pool_seeds.py: the main run (first) holds fBasic, the seed runs do not; fBasic's rows come from the
+    main run alone (n_runs 1) and the report says which seeds hold it; bad arguments stop with one line."""
+    spec = importlib.util.spec_from_file_location("pool_seeds", repo_root() / "scripts" / "pool_seeds.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    runs = {
+        1234: {("aus", "keyword_rate"): [0.5, 0.6], ("fbasic", "keyword_rate"): [0.2, 0.3]},
+        1235: {("aus", "keyword_rate"): [0.4, 0.5]},
+        1236: {("aus", "keyword_rate"): [0.3, 0.4]},
+    }
+    for seed, values in runs.items():
+        (tmp_path / str(seed)).mkdir()
+        (tmp_path / str(seed) / "results.json").write_text(json.dumps(_results(values)), encoding="utf-8")
+    assert script.main([f"{s}={tmp_path / str(s)}" for s in runs]) == 0
+    pooled = json.loads((tmp_path / "1234" / "training_seeds.json").read_text(encoding="utf-8"))
+    rows = {(r["system"], r["metric"]): r for r in pooled["summary"]}
+    assert rows[("aus", "keyword_rate")]["mean"] == pytest.approx(0.45) and rows[("aus", "keyword_rate")]["n_runs"] == 3
+    assert rows[("fbasic", "keyword_rate")]["mean"] == pytest.approx(0.25)
+    assert rows[("fbasic", "keyword_rate")]["n_runs"] == 1
+    assert pooled["meta"]["train_seeds"] == [1234, 1235, 1236] and pooled["meta"]["main_seed"] == 1234
+    md = (tmp_path / "1234" / "training_seeds.md").read_text(encoding="utf-8")
+    assert "Not every run holds every system (fbasic: seed 1234)" in md
+    assert "pool_seeds: wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not distinct"):
+        script.main([f"1234={tmp_path / '1234'}", f"1234={tmp_path / '1235'}"])
+    with pytest.raises(SystemExit, match=r"no evaluation results at .*nowhere"):
+        script.main([f"1234={tmp_path / '1234'}", f"7={tmp_path / 'nowhere'}"])
+    with pytest.raises(SystemExit):  # argparse: "'x' is not SEED=RUN_FOLDER"
+        script.main(["x"])
+    assert "is not SEED=RUN_FOLDER" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS
+from mixpoet_lib.evaluate.report import load_results
 from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.models.generators import BasicGenerator
 from mixpoet_lib.paths import repo_root
@@ -349,8 +350,20 @@ def _numbered_batches(stream: BatchStream, n: int) -> Iterator[tuple[int, dict]]
 
 def test_public_step_functions_reproduce_the_loop(all_phases, smoke_data):
     """A notebook-style loop over the public step functions ends with the loop's weights, bit for bit:
-    the DAE from scratch, and AUS fine-tuning (R, ndis D and G steps) from the loop's C1 checkpoint."""
+    the DAE from scratch, and AUS fine-tuning (R, ndis D and G steps) from the loop's C1 checkpoint. Bit for bit
+    needs the summation order of the run, so the loop here uses the torch thread count the run's phases used."""
     run, _, _ = all_phases
+    threads = set(pd.read_csv(run / "logs" / "timing.csv")["threads"])
+    assert len(threads) == 1, f"the smoke run's phases used different thread counts: {threads}"
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads.pop()))
+    try:
+        _replay_dae_and_aus_fine_tune(run, smoke_data)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _replay_dae_and_aus_fine_tune(run: Path, smoke_data: Any) -> None:
     t, dev, vocab = SMOKE.train, default_device(), len(smoke_data.vocab)
     seed_everything(derived_seed(SMOKE.seed, "shared", "dae"))  # the loop seeds each phase from (seed, name, phase)
     dae = build_model("dae", SMOKE.model, vocab).to(dev).train()
@@ -811,6 +824,10 @@ def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoin
     assert set(by_system) == {"cvae", "aus"}
     assert 0 <= by_system["cvae"]["inter_jaccard_word"] <= 1 and "prior_spread_noise" not in by_system["cvae"]
     assert by_system["aus"]["prior_spread_noise"] >= 0 and 0 <= by_system["aus"]["living_acc"] <= 1
+    # the human poems need no checkpoint; --results writes notebook 05's files, which load_results reads back
+    assert script.main([str(tmp_path / "run"), "--systems", "gt", "cvae", "--profile", "smoke", "--results"]) == 0
+    results = load_results(tmp_path / "run")
+    assert results["meta"]["systems"] == ["gt", "cvae"] and {"gt", "cvae"} == {r["system"] for r in results["summary"]}
     (tmp_path / "run" / "checkpoints" / "cvae_c1.pt").unlink()
     with pytest.raises(SystemExit, match=r"cvae_c1\.pt"):
         script.main([str(tmp_path / "run"), "--systems", "cvae", "--profile", "smoke"])

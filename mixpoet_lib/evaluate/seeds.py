@@ -33,6 +33,7 @@ __all__ = [
     "seed_table",
     "per_seed_markdown",
     "pooled_claims_markdown",
+    "coverage_markdown",
     "seed_report_markdown",
     "write_seed_report",
 ]
@@ -97,6 +98,7 @@ def pooled_results(results: Mapping[int, dict[str, Any]], main: int | None = Non
             "train_seeds": seeds,
             "main_seed": next(iter(results)) if main is None else main,
             "weights": {s: results[s]["meta"].get("weights") for s in seeds},
+            "systems_by_seed": {s: sorted(set(summaries[i]["system"])) for i, s in enumerate(seeds)},
         },
         "summary": json.loads(pooled.to_json(orient="records")),
         "judge_ceiling": ceiling,
@@ -137,16 +139,32 @@ def pooled_claims_markdown(pooled: dict[str, Any]) -> list[str]:
     ]
 
 
+def coverage_markdown(systems_by_seed: Mapping[Any, Sequence[str]]) -> list[str]:
+    """Which training seeds hold each system, when not every run holds every system (else nothing to say)."""
+    every = sorted({x for systems in systems_by_seed.values() for x in systems})
+    partial = {x: [str(s) for s, systems in systems_by_seed.items() if x in systems] for x in every}
+    partial = {x: seeds for x, seeds in partial.items() if len(seeds) < len(systems_by_seed)}
+    if not partial:
+        return []
+    held = "; ".join(f"{x}: seed{'s' * (len(seeds) > 1)} {', '.join(seeds)}" for x, seeds in partial.items())
+    return [
+        f"Not every run holds every system ({held}): such a system's rows pool only the runs that hold it, so their"
+        " spread (and a claim that compares it) covers fewer training seeds (`n_runs` in training_seeds.json).",
+        "",
+    ]
+
+
 def seed_report_markdown(pooled: dict[str, Any]) -> list[str]:
     """The Markdown of ``training_seeds.md``: per-seed key numbers, the pooled tables, the claims on that spread."""
     meta = pooled["meta"]
     return [
         f"# {meta['profile']}: results over training seeds {meta['train_seeds']}",
         "",
-        f"Each training seed is a whole run (every phase, the judges and the LM re-trained), evaluated over generation"
-        f" seeds {meta['seeds']}; mean ± std below are over all {len(meta['train_seeds'])} × {len(meta['seeds'])}"
-        " (training × generation) values, pooled exactly from each run's mean and std.",
+        f"Each training seed is a run of its own (its models, judges and LM trained with that seed), evaluated over"
+        f" its generation seeds (the main run's: {meta['seeds']}); mean ± std below are over every (training ×"
+        " generation) value, pooled exactly from each run's mean and std.",
         "",
+        *coverage_markdown(meta.get("systems_by_seed", {})),
         "## Key numbers per training seed (mean over generation seeds)",
         "",
         *per_seed_markdown(pooled),
