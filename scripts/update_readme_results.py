@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mixpoet_lib.evaluate.seeds import per_seed_markdown, pooled_claims_markdown  # noqa: E402
+from mixpoet_lib.evaluate.seeds import coverage_markdown, per_seed_markdown, pooled_claims_markdown  # noqa: E402
 from mixpoet_lib.run_report import results_markdown  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -44,6 +44,11 @@ PROFILE_ROWS: tuple[tuple[str, str], ...] = (
     ("igs", "living_acc"),
     ("fbasic", "living_acc"),
 )
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository where it lies inside it (no machine paths in the README)."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def _training_note(run: Path) -> str:
@@ -71,7 +76,7 @@ def _seed_lines(run: Path) -> list[str]:
     meta = pooled["meta"]
     seeds, gen, main = meta["train_seeds"], meta["seeds"], meta.get("main_seed", meta["train_seeds"][0])
     others = ", ".join(str(s) for s in seeds if s != main)
-    where = path.parent.relative_to(ROOT) if path.parent.is_relative_to(ROOT) else path.parent
+    where = _shown(path.parent)
     return [
         f"**Over training seeds {', '.join(map(str, seeds))}.** The tables above are the run of seed {main}, "
         f"their ± over its generation seeds only. The same recipe was also trained with seed(s) {others} (whole "
@@ -89,11 +94,7 @@ def _seed_lines(run: Path) -> list[str]:
 def block(run: Path) -> str:
     results = json.loads((run / "results.json").read_text(encoding="utf-8"))
     state_path = run / "state.json"
-    lines = [
-        START,
-        f"_Generated from `{run.relative_to(ROOT)}/results.json` by `scripts/update_readme_results.py`._",
-        "",
-    ]
+    lines = [START, f"_Generated from `{_shown(run)}/results.json` by `scripts/update_readme_results.py`._", ""]
     if state_path.exists():
         lines += [f"Notebook wall times of this run: {_wall_times(run)}{_training_note(run)}.", ""]
     lines += [*results_markdown(results), "", *_seed_lines(run), END]
@@ -118,21 +119,43 @@ def _wall_times(run: Path) -> str:
     return ", ".join(f"{k.split('_')[0]} {v.get('seconds', 0) / 60:.1f} min" for k, v in sorted(state.items()))
 
 
+def _pooled(run: Path) -> dict | None:
+    """The run's ``training_seeds.json`` (results pooled over training seeds), or None where it has none."""
+    path = run / "training_seeds.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _long_seed_lines(long: Path, pooled: dict | None) -> list[str]:
+    """The long profile's key numbers per training seed and which seeds hold each system (none with one seed)."""
+    if pooled is None:
+        return []
+    where = _shown(long)
+    return [
+        "",
+        f"The `{long.name}` profile per training seed (each the mean over its generation seeds; how the further "
+        f"seeds were made: `{where}/train-seeds/README.md`; every pooled table: `{where}/training_seeds.md`):",
+        "",
+        *per_seed_markdown(pooled),
+        *coverage_markdown(pooled["meta"].get("systems_by_seed", {})),
+    ]
+
+
 def long_block(main: Path, long: Path) -> str:
-    """The profiles side by side: key numbers and every claim / target, tutorial (one seed and pooled) and long."""
+    """The profiles side by side: key numbers and every claim / target, tutorial and long, each for its main
+    training seed and, where the run has them, pooled over its training seeds."""
     tut, lng = (json.loads((r / "results.json").read_text(encoding="utf-8")) for r in (main, long))
-    pooled_path = main / "training_seeds.json"
-    pooled = json.loads(pooled_path.read_text(encoding="utf-8")) if pooled_path.exists() else None
+    pooled, long_pooled = _pooled(main), _pooled(long)
     cols = [(f"tutorial, seed {tut['meta'].get('seed', 1234)}", tut)]
     if pooled is not None:
         cols.append((f"tutorial, training seeds {', '.join(map(str, pooled['meta']['train_seeds']))}", pooled))
-    cols.append(("long, seed 1234 (one training seed)", lng))
+    cols.append(("long, seed 1234" + (" (one training seed)" if long_pooled is None else ""), lng))
+    if long_pooled is not None:
+        cols.append((f"long, training seeds {', '.join(map(str, long_pooled['meta']['train_seeds']))}", long_pooled))
     titles = {k: v.get("title", k) for k, v in tut.get("metrics", {}).items()}
     head = "| " + " | ".join(name for name, _ in cols) + " |"
     lines = [
         LONG_START,
-        f"_Generated from `{main.relative_to(ROOT)}` and `{long.relative_to(ROOT)}` by "
-        "`scripts/update_readme_results.py`._",
+        f"_Generated from `{_shown(main)}` and `{_shown(long)}` by `scripts/update_readme_results.py`._",
         "",
         f"Notebook wall times of the `{long.name}` run: {_wall_times(long)}{_training_note(long)}.",
         "",
@@ -146,7 +169,7 @@ def long_block(main: Path, long: Path) -> str:
     verdicts = [_verdicts(r.get("claims", [])) for _, r in cols]
     for claim in verdicts[0]:
         lines.append(f"| {claim} | " + " | ".join(v.get(claim, "—") for v in verdicts) + " |")
-    return "\n".join([*lines, LONG_END])
+    return "\n".join([*lines, *_long_seed_lines(long, long_pooled), LONG_END])
 
 
 def _replace(text: str, start: str, end: str, new: str) -> str:

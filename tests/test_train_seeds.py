@@ -174,3 +174,28 @@ def test_a_run_without_some_systems_is_pooled_over_the_runs_that_have_them(tmp_p
     with pytest.raises(SystemExit):  # argparse: "'x' is not SEED=RUN_FOLDER"
         script.main(["x"])
     assert "is not SEED=RUN_FOLDER" in capsys.readouterr().err
+
+
+def test_readme_profile_comparison_adds_the_long_profiles_training_seeds(tmp_path):
+    """The long section gains a pooled column, the per-seed table and the note on which seeds hold each system once
+    the long run has a training_seeds.json; without it, the long column says it is one training seed."""
+    spec = importlib.util.spec_from_file_location("readme", repo_root() / "scripts" / "update_readme_results.py")
+    assert spec is not None and spec.loader is not None
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    main, long = tmp_path / "tutorial", tmp_path / "long"
+    for run, rate in ((main, 0.5), (long, 0.6)):
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps(_results({("aus", "keyword_rate"): [rate, rate]})))
+    assert "| long, seed 1234 (one training seed) |" in readme.long_block(main, long)
+    runs = {1234: long, 1235: tmp_path / "s1235"}
+    runs[1235].mkdir()
+    values = {("aus", "keyword_rate"): [0.4, 0.4], ("igs", "keyword_rate"): [0.3, 0.3]}
+    (runs[1235] / "results.json").write_text(json.dumps(_results(values)))
+    write_seed_report({s: json.loads((r / "results.json").read_text()) for s, r in runs.items()}, long, main=1234)
+    text = readme.long_block(main, long)
+    assert "| long, seed 1234 | long, training seeds 1234, 1235 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 1235 |"))
+    assert "| 0.400 |" in row  # the seed run's AUS keyword rate in the per-seed table
+    assert "Not every run holds every system (igs: seed 1235)" in text
+    assert text.endswith(readme.LONG_END)
