@@ -25,7 +25,15 @@ from mixpoet_lib.config import Profile
 from mixpoet_lib.evaluate.report import markdown_paper, markdown_result_groups
 from mixpoet_lib.evaluate.systems import SYSTEM_TITLES, SYSTEMS
 
-__all__ = ["write_report", "training_section", "results_markdown", "comparison_markdown", "environment", "failed_copy"]
+__all__ = [
+    "write_report",
+    "phase_training_times",
+    "training_section",
+    "results_markdown",
+    "comparison_markdown",
+    "environment",
+    "failed_copy",
+]
 
 # The metrics the comparison with the reference run shows (all of them are in results.csv).
 KEY_METRICS = ("fail_rate", "form_ok", "inter_jaccard", "intra_jaccard", "distinct_2", "lm_ppl", "joint_acc")
@@ -131,17 +139,15 @@ def _notebooks_section(
     return [*lines, f"| **total** | | {total:.0f} | |{ref_total}", ""]
 
 
-def training_section(out: Path) -> list[str]:
-    """Markdown table of the training time per phase, summed over the calls since its last fresh start.
-
-    The notebooks that train (02–04) only load a phase whose checkpoint is already finished, so their wall
-    times above leave out training done earlier (by ``mixpoet train`` or an interrupted run); this says where
-    that time went. A malformed row is named and skipped.
-    """
+def phase_training_times(out: Path) -> tuple[dict[str, list[float]], set[str]]:
+    """{phase: [seconds, last step, calls]} from ``<out>/logs/timing.csv``, summed over the calls since the phase
+    last started from step 0 (a retrain replaces what its earlier calls did), and the threads the calls used.
+    A malformed row is named and skipped; no file gives nothing."""
     path = out / "logs" / "timing.csv"
-    if not path.is_file():
-        return []
     totals: dict[str, list[float]] = {}
+    threads: set[str] = set()
+    if not path.is_file():
+        return totals, threads
     with path.open(encoding="utf-8", newline="") as fh:
         for n, row in enumerate(csv.DictReader(fh), start=2):
             try:
@@ -153,6 +159,18 @@ def training_section(out: Path) -> list[str]:
                 totals.pop(row["phase"], None)
             t = totals.setdefault(row["phase"], [0.0, 0.0, 0.0])
             t[0], t[1], t[2] = t[0] + sec, max(t[1], to_step), t[2] + 1
+            threads.add(str(row.get("threads", "?")))
+    return totals, threads
+
+
+def training_section(out: Path) -> list[str]:
+    """Markdown table of the training time per phase (:func:`phase_training_times`).
+
+    The notebooks that train (02–04) only load a phase whose checkpoint is already finished, so their wall
+    times above leave out training done earlier (by ``mixpoet train`` or an interrupted run); this says where
+    that time went.
+    """
+    totals, _ = phase_training_times(out)
     if not totals:
         return []
     lines = [

@@ -12,7 +12,6 @@ README is up to date (exit 1 if not).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mixpoet_lib.evaluate.seeds import coverage_markdown, per_seed_markdown, pooled_claims_markdown  # noqa: E402
-from mixpoet_lib.run_report import results_markdown  # noqa: E402
+from mixpoet_lib.run_report import phase_training_times, results_markdown  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 LONG_START, LONG_END = "<!-- results-long:start -->", "<!-- results-long:end -->"
@@ -52,18 +51,16 @@ def _shown(path: Path) -> Path:
 
 
 def _training_note(run: Path) -> str:
-    """How much of the notebooks' time was training, from the run's ``logs/timing.csv`` (empty if it has none)."""
-    timing = run / "logs" / "timing.csv"
-    if not timing.exists():
+    """How much of the notebooks' time was training, from the run's ``logs/timing.csv`` (empty if it has none);
+    counted as the run's report counts it (``run_report.phase_training_times``)."""
+    totals, threads = phase_training_times(run)
+    if not totals:
         return ""
-    with timing.open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    seconds = sum(float(r["seconds"]) for r in rows)
-    threads = sorted({r["threads"] for r in rows})
+    seconds = sum(t[0] for t in totals.values())
     return (
-        f"; {seconds / 60:.1f} min of it training {len(rows)} phases inside the notebooks "
-        f"({', '.join(threads)} thread(s); `logs/timing.csv`), the rest data preparation, judges, LM, generation "
-        "and scoring"
+        f"; {seconds / 60:.1f} min of it training {len(totals)} phases inside the notebooks "
+        f"({', '.join(sorted(threads))} thread(s); `logs/timing.csv`), the rest data preparation, judges, LM, "
+        "generation and scoring"
     )
 
 

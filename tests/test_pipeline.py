@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from mixpoet_lib import pipeline, run_report
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.evaluate import report
+from mixpoet_lib.paths import repo_root
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,6 +207,12 @@ def test_training_section_sums_calls_per_phase_and_names_bad_rows(tmp_path, caps
     assert "| **total** | | | 190 |" in text
     assert "timing.csv:4: unreadable timing row" in capsys.readouterr().err
     assert run_report.training_section(tmp_path / "nowhere") == []
+    # the README's training note counts the same way (the retrained aus_c1 once, not three times)
+    spec = importlib.util.spec_from_file_location("readme", repo_root() / "scripts" / "update_readme_results.py")
+    assert spec is not None and spec.loader is not None
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    assert readme._training_note(tmp_path).startswith("; 3.2 min of it training 2 phases inside the notebooks (2 ")
 
 
 def test_the_long_profile_adopts_the_tutorials_pre_trained_phases(tmp_path):
