@@ -13,7 +13,7 @@ import pytest
 from mixpoet_lib import pipeline
 from mixpoet_lib.cli import app as cli
 from mixpoet_lib.cli import reproduce as cmd_reproduce
-from mixpoet_lib.evaluate.seeds import pool_summaries, pooled_results, write_seed_report
+from mixpoet_lib.evaluate.seeds import pool_summaries, pooled_results, seed_report_markdown, write_seed_report
 from mixpoet_lib.paths import repo_root
 
 
@@ -166,6 +166,7 @@ def test_a_run_without_some_systems_is_pooled_over_the_runs_that_have_them(tmp_p
     assert pooled["meta"]["train_seeds"] == [1234, 1235, 1236] and pooled["meta"]["main_seed"] == 1234
     md = (tmp_path / "1234" / "training_seeds.md").read_text(encoding="utf-8")
     assert "Not every run holds every system (fbasic: seed 1234)" in md
+    assert "evaluated over its generation seeds (1, 2);" in md  # the same in every run here
     assert "pool_seeds: wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not distinct"):
         script.main([f"1234={tmp_path / '1234'}", f"1234={tmp_path / '1235'}"])
@@ -199,3 +200,10 @@ def test_readme_profile_comparison_adds_the_long_profiles_training_seeds(tmp_pat
     assert "| 0.400 |" in row  # the seed run's AUS keyword rate in the per-seed table
     assert "Not every run holds every system (igs: seed 1235)" in text
     assert text.endswith(readme.LONG_END)
+
+
+def test_the_seed_report_names_each_runs_generation_seeds_when_they_differ():
+    one, two = _results({("aus", "keyword_rate"): [0.5, 0.6]}), _results({("aus", "keyword_rate"): [0.4]})
+    two["meta"] = {**two["meta"], "seeds": [1]}
+    md = "\n".join(seed_report_markdown(pooled_results({1234: one, 1235: two})))
+    assert "evaluated over its generation seeds (training seed 1234: 1, 2; training seed 1235: 1);" in md

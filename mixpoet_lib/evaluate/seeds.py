@@ -99,6 +99,7 @@ def pooled_results(results: Mapping[int, dict[str, Any]], main: int | None = Non
             "main_seed": next(iter(results)) if main is None else main,
             "weights": {s: results[s]["meta"].get("weights") for s in seeds},
             "systems_by_seed": {s: sorted(set(summaries[i]["system"])) for i, s in enumerate(seeds)},
+            "generation_seeds_by_seed": {s: results[s]["meta"].get("seeds") for s in seeds},
         },
         "summary": json.loads(pooled.to_json(orient="records")),
         "judge_ceiling": ceiling,
@@ -154,14 +155,23 @@ def coverage_markdown(systems_by_seed: Mapping[Any, Sequence[str]]) -> list[str]
     ]
 
 
+def _generation_seeds(meta: Mapping[str, Any]) -> str:
+    """``1, 2, 3`` when every run used the same generation seeds, else ``seed 1234: 1, 2, 3; seed 1235: 1, 2``."""
+    by_seed = meta.get("generation_seeds_by_seed") or {s: meta["seeds"] for s in meta["train_seeds"]}
+    shown = {s: ", ".join(map(str, g or [])) for s, g in by_seed.items()}
+    if len(set(shown.values())) == 1:
+        return next(iter(shown.values()))
+    return "; ".join(f"training seed {s}: {g}" for s, g in shown.items())
+
+
 def seed_report_markdown(pooled: dict[str, Any]) -> list[str]:
     """The Markdown of ``training_seeds.md``: per-seed key numbers, the pooled tables, the claims on that spread."""
     meta = pooled["meta"]
     return [
         f"# {meta['profile']}: results over training seeds {meta['train_seeds']}",
         "",
-        f"Each training seed is a run of its own (its models, judges and LM trained with that seed), evaluated over"
-        f" its generation seeds (the main run's: {meta['seeds']}); mean ± std below are over every (training ×"
+        "Each training seed is a run of its own (its models, judges and LM trained with that seed), evaluated over"
+        f" its generation seeds ({_generation_seeds(meta)}); mean ± std below are over every (training ×"
         " generation) value, pooled exactly from each run's mean and std.",
         "",
         *coverage_markdown(meta.get("systems_by_seed", {})),
