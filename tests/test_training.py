@@ -828,6 +828,19 @@ def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoin
     assert script.main([str(tmp_path / "run"), "--systems", "gt", "cvae", "--profile", "smoke", "--results"]) == 0
     results = load_results(tmp_path / "run")
     assert results["meta"]["systems"] == ["gt", "cvae"] and {"gt", "cvae"} == {r["system"] for r in results["summary"]}
+    # scripts/inter_topic_labels.py reads the stored AUS poems back (docs/experiments.md §18)
+    spec = importlib.util.spec_from_file_location("labels", repo_root() / "scripts" / "inter_topic_labels.py")
+    assert spec is not None and spec.loader is not None
+    labels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(labels)
+    assert labels.main([str(tmp_path / "run"), "--systems", "aus"]) == 0
+    spread = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= spread["inferred"] <= 1 and 0 <= spread["even"] <= 1 and 1 <= spread["mixtures_used"] <= 6
+    assert len([k for k in spread if k.startswith("fixed_")]) == 6  # one per mixture: 3 living × 2 era
+    with pytest.raises(SystemExit, match=r"cvae_seed3\.json"):  # generation seed 3 was not run
+        labels.main([str(tmp_path / "run"), "--systems", "cvae", "--seeds", "3"])
+    with pytest.raises(SystemExit, match=r"cvae_seed1\.json: no inter-topic or mixture poems"):
+        labels.main([str(tmp_path / "run"), "--systems", "cvae"])
     (tmp_path / "run" / "checkpoints" / "cvae_c1.pt").unlink()
     with pytest.raises(SystemExit, match=r"cvae_c1\.pt"):
         script.main([str(tmp_path / "run"), "--systems", "cvae", "--profile", "smoke"])
