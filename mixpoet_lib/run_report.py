@@ -145,9 +145,9 @@ def phase_training_times(out: Path) -> tuple[dict[str, list[float]], set[str]]:
     A malformed row is named and skipped; no file gives nothing."""
     path = out / "logs" / "timing.csv"
     totals: dict[str, list[float]] = {}
-    threads: set[str] = set()
+    threads: dict[str, set[str]] = {}
     if not path.is_file():
-        return totals, threads
+        return totals, set()
     with path.open(encoding="utf-8", newline="") as fh:
         for n, row in enumerate(csv.DictReader(fh), start=2):
             try:
@@ -157,10 +157,11 @@ def phase_training_times(out: Path) -> tuple[dict[str, list[float]], set[str]]:
                 continue
             if start == 0:  # a fresh start (a retrain) replaces what the phase's earlier calls did
                 totals.pop(row["phase"], None)
+                threads.pop(row["phase"], None)
             t = totals.setdefault(row["phase"], [0.0, 0.0, 0.0])
             t[0], t[1], t[2] = t[0] + sec, max(t[1], to_step), t[2] + 1
-            threads.add(str(row.get("threads", "?")))
-    return totals, threads
+            threads.setdefault(row["phase"], set()).add(str(row.get("threads", "?")))
+    return totals, set().union(*threads.values())
 
 
 def training_section(out: Path) -> list[str]:

@@ -156,7 +156,8 @@ def coverage_markdown(systems_by_seed: Mapping[Any, Sequence[str]]) -> list[str]
 
 
 def _generation_seeds(meta: Mapping[str, Any]) -> str:
-    """``1, 2, 3`` when every run used the same generation seeds, else ``seed 1234: 1, 2, 3; seed 1235: 1, 2``."""
+    """``1, 2, 3`` when every run used the same generation seeds, else one entry per run:
+    ``training seed 1234: 1, 2, 3; training seed 1235: 1, 2``."""
     by_seed = meta.get("generation_seeds_by_seed") or {s: meta["seeds"] for s in meta["train_seeds"]}
     shown = {s: ", ".join(map(str, g or [])) for s, g in by_seed.items()}
     if len(set(shown.values())) == 1:
