@@ -43,7 +43,7 @@ from mixpoet_lib.data.dataset import prepare
 from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.models.factor_models import FactorModelBase, MixPoetAUS, MixPoetIGS
 from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator, PoetBase
-from mixpoet_lib.models.judges import CharLM, JudgeClassifier
+from mixpoet_lib.models.judges import CharLM, Judge, JudgeClassifier, NgramJudge
 from mixpoet_lib.paths import repo_root
 from mixpoet_lib.published import PUBLISHED_FORMAT, published_vocab, read_published, save_published
 from mixpoet_lib.signatures import FACTOR_MODELS, MODEL_NAMES, TUNED_MODELS, weight_settings
@@ -266,8 +266,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
     return model.to(device or default_device()).eval()
 
 
-def load_judge(path: str | os.PathLike[str], device: str | torch.device | None = None) -> JudgeClassifier:
-    """A judge classifier from its checkpoint (.pt) or published weights (.safetensors), with its report."""
+def load_judge(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Judge:
+    """A judge (n-gram or BiGRU, from ``hparams["kind"]``) from its checkpoint (.pt) or published weights
+    (.safetensors), with its report."""
     path = Path(path)
     if path.suffix == ".safetensors":
         meta, state = read_published(path, "judge")
@@ -275,7 +276,12 @@ def load_judge(path: str | os.PathLike[str], device: str | torch.device | None =
     else:
         meta = read_checkpoint(path)
         vocab, factor, state = Vocab(tuple(meta["tokens"])), meta["factor"], meta["state_dict"]
-    model = JudgeClassifier(vocab, factor, **meta["hparams"])
+    hparams = dict(meta["hparams"])
+    model: Judge
+    if hparams.pop("kind", "bigru") == "ngram":
+        model = NgramJudge(vocab, factor, **hparams)
+    else:
+        model = JudgeClassifier(vocab, factor, **hparams)
     _restore(model, state, path, f"{factor} judge")
     model.report = meta["report"]
     return model.to(device or default_device()).eval()

@@ -32,6 +32,7 @@ REPETITION_RULES = ("attested", "intended", "official")  # in-line repetition ru
 KL_ANNEAL_KINDS = ("linear", "sigmoid", "constant")
 AMP_MODES = ("auto", "on", "off")
 FREE_BITS_SCOPES = ("dimension", "subspace")
+JUDGE_KINDS = ("ngram", "bigru")  # eval.judge_kind (design §6.4)
 CHINESE_POETRY_SETS = ("tang", "song")
 MAX_KEYWORDS = 4  # keywords a poem may carry (1..4, design §2.2)
 N_BETAS = 2  # Adam's (beta1, beta2)
@@ -52,8 +53,7 @@ _RULES = {"> 0": lambda v: v > 0, "≥ 0": lambda v: v >= 0, "≥ 1 or None": la
 
 
 def _check(owner: object, rule: str, *names: str) -> None:
-    """Apply one of the :data:`_RULES` to several fields of ``owner`` (each argument: one or more space-separated
-    field names)."""
+    """Apply one of the :data:`_RULES` to several fields of ``owner`` (arguments: space-separated field names)."""
     for name in " ".join(names).split():
         _require(owner, name, _RULES[rule](getattr(owner, name)), rule)
 
@@ -92,12 +92,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network sizes (design §3.1).
-
-    ``n_class1`` / ``n_class2`` are not settings: they always equal the class counts of :data:`FACTOR_CLASSES`
-    (use :attr:`n_classes`). They stay fields only because checkpoint signatures and the published
-    ``weights_key`` hash this dataclass with them; any other value is rejected.
-    """
+    """Network sizes (design §3.1). ``n_class1``/``n_class2`` are no settings: always the class counts of
+    :data:`FACTOR_CLASSES` (:attr:`n_classes`), fields because checkpoint signatures and ``weights_key`` hash them."""
 
     emb_size: int = 256
     hidden_size: int = 512
@@ -286,11 +282,13 @@ class EvalConfig:
     seeds: tuple[int, ...] = (1, 2, 3)  # generation seeds (mean ± std over them)
     intra_n: int = 6  # poems per keyword for intra-topic diversity
     max_pairs: int = 100_000  # sub-sample of poem pairs for inter-topic Jaccard
+    # [kit choice] judges (design §6.4): "ngram" (linear over TF-IDF chars and pairs, L2 picked on CQCF valid from
+    # judge_l2) or "bigru" (judge_emb/_hidden/judge; virtual adversarial training: judge_vat_weight > 0, _eps)
+    judge_kind: str = "ngram"
+    judge_l2: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
     judge_emb: int = 128
     judge_hidden: int = 256
     judge: PhaseConfig = PhaseConfig(batch_size=64, epochs=10, lr_max=1e-3, warmup_steps=200)
-    # [kit choice] semi-supervised judges: virtual adversarial training (Miyato et al. 2017) on unlabelled poems
-    # with this weight (0 = supervised only) and this L2 norm ε of a poem's embedding perturbation (design §6.4)
     judge_vat_weight: float = 0.0
     judge_vat_eps: float = 1.0
     lm_emb: int = 256
@@ -300,7 +298,10 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(self.seeds))  # JSON gives lists
+        object.__setattr__(self, "judge_l2", tuple(self.judge_l2))
         _require(self, "seeds", len(self.seeds) >= 1, "at least one seed")
+        _require(self, "judge_kind", self.judge_kind in JUDGE_KINDS, f"one of {JUDGE_KINDS}")
+        _require(self, "judge_l2", bool(self.judge_l2) and min(self.judge_l2) >= 0, "non-empty, each ≥ 0")
         _check(self, "> 0", "n_keywords intra_n max_pairs judge_emb judge_hidden lm_emb lm_hidden lm_layers")
         _check(self, "≥ 0", "judge_vat_weight judge_vat_eps")
 

@@ -105,9 +105,18 @@ for s, m in models.items():
 #
 # **Factor control** needs someone to tell whether a generated poem really is, say, *military* and
 # *troubled*. MixPoet's own classifier $q(y\mid x,w)$ must not be that judge: the generator was trained
-# to please it. So we train an independent BiGRU classifier per factor on the CQCF training split (only the
+# to please it. So we train an independent classifier per factor on the CQCF training split (only the
 # poems labelled for that factor), select it on CQCF valid, and report it on CQCF test first. That test
 # score is the **ceiling**: no generator can be judged more accurately than the judge can read human poems.
+#
+# The judge is linear over **n-grams** ([design §6.4](../docs/design.md#d6.4)): a poem becomes the bag of its
+# characters and of the pairs of adjacent characters within a line, each weighted by how often it occurs (tf) and
+# how rare it is in the unlabelled pool (idf), $x_j = \mathrm{tf}_j\,\mathrm{idf}_j / \lVert \mathrm{tf}\cdot
+# \mathrm{idf}\rVert$ with $\mathrm{idf}_j=\ln\frac{N+1}{\mathrm{df}_j+1}+1$ over the $N$ unlabelled poems; then
+# $p(y\mid x)=\mathrm{softmax}(Wx+b)$, fitted by class-balanced cross-entropy $+\,\lambda\lVert W\rVert^2$ for
+# several $\lambda$, the one best on CQCF valid kept (`train.judges.fit_ngram`). With a few thousand labelled poems
+# this beats the BiGRU the kit used before — macro-F1 0.87 / 0.72 on CQCF test against 0.82 / 0.66, close to the
+# paper's semi-supervised judge (0.87 / 0.74) — and trains in seconds (`docs/experiments.md` §19).
 #
 # **Quality** is measured with a separately trained character language model (trained on the unlabelled
 # training pool, never on evaluation poems). The LM score of a poem $p=c_1\dots c_T$ is its mean
@@ -137,9 +146,10 @@ plt.show()
 
 # %% [markdown]
 # **Reading the confusion matrices** (rows: the annotators' label, columns: the judge's). In the published
-# `tutorial` run the living-experience judge gets most poems of every class right; most of its errors are between
-# *military* and *other*, the catch-all class. The era judge errs in both directions about a third of the time:
-# historical background is hard to read from four lines. Every factor-control number below is read through these
+# `tutorial` run the living-experience judge gets 82–91 % of every class right; most of its errors put *military*
+# poems into *other*, the catch-all class (20 of 133). The era judge errs in both directions on 28 % of the poems
+# (44 prosperous judged troubled, 32 troubled judged prosperous): historical background is hard to read from four
+# lines. Every factor-control number below is read through these
 # matrices: a requested style counts as controlled only when this judge recognises it, so the judge's accuracy on
 # human poems is the natural reference. It is not a hard bound — a stereotyped generated poem can be easier to
 # read than a human one (section 5: fBasic's living accuracy tops the judge's own).
@@ -329,12 +339,12 @@ plt.show()
 
 # %% [markdown]
 # **Reading the bars.** Each factor model is above chance (dashed) for both factors. On living experience fBasic,
-# which feeds its labels straight into the decoder, is best (0.83) — even a little above the judge's accuracy on
-# human poems (dotted), which shows the reference is not a ceiling for text more stereotyped than people write —
-# while MixPoet-IGS (0.69) and MixPoet-AUS (0.64) stay well below it. On historical background the order turns:
-# AUS is best (0.66), at the judge's own level, fBasic worst (0.62). "Both factors" has chance 1/6 and no
-# single-judge reference; there fBasic leads (0.50) ahead of IGS (0.45) and AUS (0.42). The confusion matrices
-# below show where the misses go.
+# which feeds its labels straight into the decoder, is best (0.87) — level with the judge's accuracy on human poems
+# (dotted, 0.87), which shows the reference is not a ceiling for text more stereotyped than people write — while
+# MixPoet-IGS (0.70) and MixPoet-AUS (0.65) stay well below it. On historical background the order turns: AUS is
+# best (0.68), close to the judge's own 0.72, IGS next (0.66), fBasic worst (0.61). "Both factors" has chance 1/6
+# and no single-judge reference; there fBasic leads (0.52) ahead of IGS (0.46) and AUS (0.44). The confusion
+# matrices below show where the misses go.
 
 # %% [markdown]
 # **The paper's Fig. 3 counterpart.** The paper shows accuracy *and* macro-F1 of factor control per system (its
@@ -350,9 +360,9 @@ summary[summary["metric"].isin(f1_cols)].pivot(index="system", columns="metric",
 
 # %% [markdown]
 # **Reading Fig. 3.** Compare each bar with the paper's bound (80 % living, 60 % era) and with the judge's own
-# score on human poems. Both MixPoet variants clear the era bound (IGS 0.64, AUS 0.66) and miss the living bound
-# (0.69, 0.64); the paper's "fBasic is the worst" holds here for era only — on living experience fBasic is the best
-# system (0.83). Where macro-F1 sits well below accuracy, one class is being written for several requested ones
+# score on human poems. Both MixPoet variants clear the era bound (IGS 0.66, AUS 0.68) and miss the living bound
+# (0.70, 0.65); the paper's "fBasic is the worst" holds here for era only — on living experience fBasic is the best
+# system (0.87). Where macro-F1 sits well below accuracy, one class is being written for several requested ones
 # (the confusion matrices below show which). The table under the figure gives the numbers; `docs/metrics.md`
 # defines them. Is the living gap a matter of the tutorial's short fine-tune (150 steps on the labelled poems)?
 # Four times as many steps moved MixPoet-AUS's living accuracy by +0.05 ± 0.07 over three training seeds — up in
@@ -378,14 +388,14 @@ if factor_systems:
 # %% [markdown]
 # **Reading the matrices** (rows: the requested label, columns: the judge's verdict, summed over the seeds). In the
 # published run *countryside* is written on request by every model (97–100 % judged countryside) — and it is also
-# where the misses go: MixPoet-IGS and MixPoet-AUS write about 40 % of their *military* requests and about 40 % of
-# their *other* requests as countryside (fBasic: 95 % of military requests come out military). *Other*, a class
-# defined by being neither, is the weakest for every model. For historical background every model writes
-# *prosperous* easily; a poem requested as *troubled* is judged troubled 56 % of the time for AUS, the only system
-# above chance on that class (IGS 38 %, fBasic 40%: they write prosperous poems for most troubled requests). The
-# previously published AUS, trained without the mode-seeking term, was the other way round — military recalled 89 %,
-# troubled only 33 % — a reminder that one training seed per recipe cannot tell which of these moves the recipe
-# caused (`docs/experiments.md` §10, §12).
+# where the misses go: MixPoet-IGS and MixPoet-AUS write 41–44 % of their *military* requests and 36–38 % of their
+# *other* requests as countryside (fBasic: 96 % of military requests come out military). *Other*, a class defined
+# by being neither, is the weakest for every model. For historical background MixPoet-AUS is the only balanced
+# system: 68 % of its *prosperous* and 67 % of its *troubled* requests are judged as asked, while IGS (87 % / 46 %)
+# and fBasic (71 % / 51 %) write prosperous poems for about half of their troubled requests. The previously
+# published AUS, trained without the mode-seeking term, was the other way round — military recalled 89 %, troubled
+# only 33 % (judged by the BiGRU judges of that time) — a reminder that one training seed per recipe cannot tell
+# which of these moves the recipe caused (`docs/experiments.md` §10, §12).
 
 # %% [markdown]
 # ## 6 · How often the constraints had to be relaxed, and how long generation takes
@@ -451,9 +461,9 @@ pd.DataFrame(rows).set_index(["keyword", "length"]).T
 # The published run did exactly that (`runs/tutorial/training_seeds.md`; seeds 1235 and 1236 in
 # `runs/tutorial/train-seeds/`), and seed 1234, the run these notebooks show, was the favourable draw: pooled over
 # the 3 × 3 runs, MixPoet-AUS's lines shared across keywords are 0.064 ± 0.029 (seed 1236 alone 0.10) and its
-# troubled-era recall 0.45 ± 0.09, both back inside the spread of their targets (≤ 0.05, above chance); its six
+# troubled-era recall 0.53 ± 0.11, both back inside the spread of their targets (≤ 0.05, above chance); its six
 # mixtures of a keyword stay level with IGS's mixtures and CVAE's samples (word Jaccard 0.078 / 0.076 / 0.075), its
-# living accuracy under target (0.62 ± 0.03); keyword use (0.79), doubling (0.06) and era accuracy (0.64 ± 0.02)
+# living accuracy under target (0.64 ± 0.03); keyword use (0.79), doubling (0.06) and era accuracy (0.66 ± 0.02)
 # clear theirs beyond the spread.
 
 # %%
@@ -509,7 +519,7 @@ for item in paper.not_reproduced(systems, len(items)):
 # mixtures (0.45) — is not reproduced: here both ratios are about 1 (0.96 and 1.01). The kit's CVAE samples are far
 # *more* diverse than the paper's (word Jaccard 0.066 against 0.38), which alone makes the paper's ratio out of
 # reach; fBasic's six mixtures (0.11) are close to the paper's 0.09. Factor control reaches the paper's era bound
-# (0.66 against "more than 0.60") but not its living bound (0.64 against 0.80), and the LMS of every generator
+# (0.68 against "more than 0.60") but not its living bound (0.65 against 0.80), and the LMS of every generator
 # (0.002–0.12) is far below the paper's 0.31–0.39: the generated text is much more predictable to the character LM
 # than human verse. The list under the tables says what this run cannot compare at all.
 
@@ -533,10 +543,11 @@ assert (fails < 0.2).all(), f"too many failed generations:\n{fails}"
 uniform = np.log(len(data.vocab))
 assert lm.report["valid_char_ppl"] < 0.9 * len(data.vocab), "the char LM predicts no better than uniform guessing"
 assert result.lm_reference["mean_lms"] > -uniform + 0.1, "the char LM scores human poems like uniform guessing"
-# The smoke judges train 30 steps and stay at the majority class (measured: 0.352 vs 0.355, 0.478 vs 0.538).
-if profile.name != "smoke":
-    for f in config.FACTOR_NAMES:
-        assert judge_models[f].report["test"]["accuracy"] > ceiling.loc[f, "majority class"], f"judge {f} ≤ majority"
+# The n-gram judges learn in every profile, smoke included (measured in smoke: test accuracy 0.88 against a majority
+# class of 0.36 for living, 0.72 against 0.54 for era); a judge less than 0.1 above its majority class did not.
+for f in config.FACTOR_NAMES:
+    margin = judge_models[f].report["test"]["accuracy"] - ceiling.loc[f, "majority class"]
+    assert margin > 0.1, f"judge {f}: test accuracy only {margin:+.3f} above the majority class"
 
 # %% [markdown]
 # ## Summary

@@ -91,7 +91,10 @@ def test_smoke_judges_run_end_to_end(smoke_judges, smoke_data, run_dir):
             == sum(p.labels[FACTOR_NAMES.index(factor)] >= 0 for p in smoke_data.poems("cqcf_test"))
         )
         assert 0.0 <= rep["test"]["accuracy"] <= 1.0 and math.isfinite(rep["test"]["macro_f1"])
-        assert rep["steps"] == SMOKE.eval.judge.max_steps and rep["history"]
+        assert isinstance(model, NJ.NgramJudge) and SMOKE.eval.judge_kind == "ngram"
+        assert rep["steps"] == len(SMOKE.eval.judge_l2) == len(rep["history"])
+        assert rep["valid"]["l2"] in SMOKE.eval.judge_l2
+        assert rep["valid"]["macro_f1"] == max(h["valid_macro_f1"] for h in rep["history"])
         ck = torch.load(ckpt.judge_path(run_dir, factor), map_location="cpu", weights_only=True)
         assert ck["factor"] == factor and ck["report"]["test"] == rep["test"]
     poems = [p.content for p in smoke_data.poems("cqcf_test")[:5]]
@@ -121,15 +124,98 @@ def test_judge_checkpoint_is_reused_and_equal(smoke_judges, smoke_data, run_dir)
 
 
 def test_judge_retrains_when_settings_change(smoke_judges, smoke_data, tmp_path):
+    """The n-gram judge is deterministic, so its key holds no seed: another training seed reuses it; another L2
+    grid or the BiGRU retrains; an unreadable file is retrained, not fatal."""
     J.ensure_judges(smoke_data, SMOKE, tmp_path, factors=("era",))
     path = ckpt.judge_path(tmp_path, "era")
     before = path.stat().st_mtime_ns
     J.ensure_judges(smoke_data, SMOKE, tmp_path, seed=SMOKE.seed + 1, factors=("era",))
-    assert path.stat().st_mtime_ns != before
+    assert path.stat().st_mtime_ns == before and "seed" not in torch.load(path, weights_only=True)["key"]
+    grid = dataclasses.replace(SMOKE, eval=dataclasses.replace(SMOKE.eval, judge_l2=(1e-3,)))
+    J.ensure_judges(smoke_data, grid, tmp_path, factors=("era",))
+    assert torch.load(path, weights_only=True)["key"]["l2"] == [1e-3]
+    bigru = dataclasses.replace(SMOKE, eval=dataclasses.replace(SMOKE.eval, judge_kind="bigru"))
+    J.ensure_judges(smoke_data, bigru, tmp_path, seed=SMOKE.seed + 1, factors=("era",))
     assert torch.load(path, weights_only=True)["key"]["seed"] == SMOKE.seed + 1
-    path.write_bytes(b"not a checkpoint")  # an unreadable file is retrained, not fatal
+    assert isinstance(ckpt.load_judge(path), NJ.JudgeClassifier)
+    path.write_bytes(b"not a checkpoint")
     J.ensure_judges(smoke_data, SMOKE, tmp_path, factors=("era",))
-    assert torch.load(path, weights_only=True)["key"]["seed"] == SMOKE.seed
+    assert torch.load(path, weights_only=True)["key"]["judge"] == "ngram"
+    with pytest.raises(ValueError, match="judge_kind"):
+        dataclasses.replace(SMOKE.eval, judge_kind="cnn")
+    with pytest.raises(ValueError, match="judge_l2"):
+        dataclasses.replace(SMOKE.eval, judge_l2=())
+
+
+# ----------------------------------------------------------------------------- the n-gram judge
+
+NGRAM_VOCAB = Vocab(SPECIALS + tuple("春风秋月花"))  # ids 4..8
+
+
+def _ngram(n_bigrams: int = 2) -> NJ.NgramJudge:
+    """A judge knowing the pairs 春风 (4·9 + 5 = 41) and 风秋 (5·9 + 6 = 51); idf 1 except 花 (id 8: 2)."""
+    model = NJ.NgramJudge(NGRAM_VOCAB, "era", n_bigrams)
+    model.bigram_keys.copy_(torch.tensor([41, 51][:n_bigrams]))
+    model.idf[8] = 2.0
+    return model
+
+
+def test_ngram_features_by_hand():
+    """'春风|风秋花' → characters 春 风 风 秋 花 and the known pairs 春风, 风秋 (秋花 is unknown; 风|风 crosses a line
+    end): tf·idf = 春 1, 风 2, 秋 1, 花 2, 春风 1, 风秋 1, norm √12; padding and specials are no features."""
+    model = _ngram()
+    tok, ln = model.encode(["春风|风秋花", "月"])
+    x = model.features(tok).to_dense()
+    want = torch.zeros(2, len(NGRAM_VOCAB) + 2)
+    want[0, [4, 5, 6, 8, 9, 10]] = torch.tensor([1.0, 2.0, 1.0, 2.0, 1.0, 1.0]) / math.sqrt(12)
+    want[1, 7] = 1.0
+    assert torch.allclose(x, want)
+    with torch.no_grad():
+        model.out.weight.copy_(torch.arange(2 * x.shape[1], dtype=torch.float32).view(2, -1))
+        model.out.bias.copy_(torch.tensor([0.5, -0.5]))
+    assert torch.allclose(model(tok, ln), want @ model.out.weight.T + model.out.bias)
+    assert torch.equal(_ngram(0).features(tok).to_dense()[:, 9:], torch.zeros(2, 0))  # no bigrams known
+
+
+def test_ngram_judge_counts_its_features_on_the_right_poems():
+    """Bigrams: pairs of ≥ NGRAM_MIN_DF (2) training poems, sorted; idf from the pool; characters seen in fewer than
+    2 training poems get idf 0."""
+    train, _ = NJ.encode_texts(NGRAM_VOCAB, ["春风秋", "春风|月", "风秋|秋月"], False, False)
+    pool, _ = NJ.encode_texts(NGRAM_VOCAB, ["春风", "花", "花月", "秋"], False, False)
+    model = J.ngram_judge(NGRAM_VOCAB, "living", train, pool)
+    assert model.bigram_keys.tolist() == [41, 51]  # 春风 ×2, 风秋 ×2; 秋月 once
+    idf = model.idf.tolist()
+    n = 4  # pool poems; df: 春 1, 风 1, 秋 1, 月 1, 花 2; 春风 1, 风秋 0
+
+    def want(df: int) -> float:
+        return math.log((n + 1) / (df + 1)) + 1
+
+    assert idf[:4] == [0.0] * 4  # specials are never counted
+    assert idf[4:8] == pytest.approx([want(1)] * 4)  # 春 2, 风 3, 秋 2, 月 2 training poems
+    assert idf[8] == 0.0  # 花: in no training poem (though in two pool poems)
+    assert idf[9:] == pytest.approx([want(1), want(0)])
+
+
+def test_fit_ngram_learns_a_separable_task_and_keeps_the_best_strength():
+    rng = np.random.default_rng(0)
+    vocab = Vocab(SPECIALS + tuple("兵戈田桑月花之乎者也云山水风雨天日人心春秋"))
+    sets = {}
+    for name, n in (("train", 300), ("valid", 60), ("test", 150)):
+        poems, labels = _synthetic(n, rng)
+        sets[name] = (*NJ.encode_texts(vocab, poems, False, False), torch.tensor(labels))
+    model = J.ngram_judge(vocab, "living", sets["train"][0], sets["test"][0])
+    fit = J.fit_ngram(model, sets["train"], sets["valid"], (1.0, 1e-4))
+    assert [h["l2"] for h in fit["history"]] == [1.0, 1e-4] and fit["steps"] == 2
+    first_best = max(fit["history"], key=lambda h: h["valid_macro_f1"])  # max() keeps the first of equal scores
+    assert fit["best"]["l2"] == first_best["l2"] and fit["best"]["step"] == first_best["step"]
+    assert fit["history"][0]["train_loss"] > fit["history"][1]["train_loss"]  # the stronger L2 fits less
+    kept = J.evaluate_classifier(model, *sets["valid"])
+    assert (kept["accuracy"], kept["macro_f1"]) == (fit["best"]["accuracy"], fit["best"]["macro_f1"])
+    ev = J.evaluate_classifier(model, *sets["test"])
+    assert ev["accuracy"] >= 0.95 and ev["macro_f1"] >= 0.95 and not model.training
+    again = J.ngram_judge(vocab, "living", sets["train"][0], sets["test"][0])
+    J.fit_ngram(again, sets["train"], sets["valid"], (1.0, 1e-4))
+    assert _state_equal(again, model)  # deterministic: no seed
 
 
 def _synthetic(n: int, rng: np.random.Generator) -> tuple[list[str], list[int]]:
@@ -200,12 +286,13 @@ def test_virtual_adversarial_loss_by_its_definition():
 def test_vat_judge_draws_unlabelled_poems_and_keys_its_settings(smoke_data, tmp_path):
     """A smoke judge with judge_vat_weight > 0 trains (finite losses) on labelled + unlabelled poems; the setting
     enters its checkpoint key (a supervised judge is not reused for it), and at weight 0 the key is unchanged."""
-    vat = dataclasses.replace(SMOKE, eval=dataclasses.replace(SMOKE.eval, judge_vat_weight=1.0, judge_vat_eps=0.5))
+    bigru = dataclasses.replace(SMOKE, eval=dataclasses.replace(SMOKE.eval, judge_kind="bigru"))
+    vat = dataclasses.replace(bigru, eval=dataclasses.replace(bigru.eval, judge_vat_weight=1.0, judge_vat_eps=0.5))
     _, report = J.train_judge(smoke_data, "era", vat, tmp_path)
     assert all(np.isfinite(h["train_loss"]) for h in report["history"])
     key = torch.load(ckpt.judge_path(tmp_path, "era"), weights_only=True)["key"]
     assert key["vat"] == [1.0, 0.5]
-    assert "vat" not in J._judge_key(smoke_data, "era", SMOKE, SMOKE.seed)
+    assert "vat" not in J._judge_key(smoke_data, "era", bigru, SMOKE.seed)
     with pytest.raises(ValueError, match="judge_vat_eps"):
         dataclasses.replace(SMOKE.eval, judge_vat_eps=-1.0)
 

@@ -825,9 +825,12 @@ def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoin
     assert 0 <= by_system["cvae"]["inter_jaccard_word"] <= 1 and "prior_spread_noise" not in by_system["cvae"]
     assert by_system["aus"]["prior_spread_noise"] >= 0 and 0 <= by_system["aus"]["living_acc"] <= 1
     # the human poems need no checkpoint; --results writes notebook 05's files, which load_results reads back
-    assert script.main([str(tmp_path / "run"), "--systems", "gt", "cvae", "--profile", "smoke", "--results"]) == 0
+    args = ["--systems", "gt", "cvae", "aus", "--profile", "smoke", "--results"]
+    assert script.main([str(tmp_path / "run"), *args]) == 0
     results = load_results(tmp_path / "run")
-    assert results["meta"]["systems"] == ["gt", "cvae"] and {"gt", "cvae"} == {r["system"] for r in results["summary"]}
+    assert results["meta"]["systems"] == ["gt", "cvae", "aus"]
+    assert {"gt", "cvae", "aus"} == {r["system"] for r in results["summary"]}
+    _check_rescore_judges(tmp_path / "run", capsys)
     # scripts/inter_topic_labels.py reads the stored AUS poems back (docs/experiments.md §18)
     spec = importlib.util.spec_from_file_location("labels", repo_root() / "scripts" / "inter_topic_labels.py")
     assert spec is not None and spec.loader is not None
@@ -844,6 +847,41 @@ def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoin
     (tmp_path / "run" / "checkpoints" / "cvae_c1.pt").unlink()
     with pytest.raises(SystemExit, match=r"cvae_c1\.pt"):
         script.main([str(tmp_path / "run"), "--systems", "cvae", "--profile", "smoke"])
+
+
+def _check_rescore_judges(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/rescore_judges.py: the same judges give the same factor-control rows back; other judges (the BiGRU)
+    change those rows and the ceiling and keep every other row; a damaged poems file stops with its name."""
+    spec = importlib.util.spec_from_file_location("rescore", repo_root() / "scripts" / "rescore_judges.py")
+    assert spec is not None and spec.loader is not None
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+    keys = ["system", "seed", "length", "metric"]
+
+    def scores() -> pd.DataFrame:
+        return pd.read_csv(run / "eval" / "scores.csv", dtype={"length": str}).sort_values(keys, ignore_index=True)
+
+    before = scores()
+    assert rescore.main([str(run), "--profile", "smoke"]) == 0
+    pd.testing.assert_frame_equal(scores(), before)
+    assert "aus living / era accuracy" in capsys.readouterr().out
+    assert rescore.main([str(run), "--profile", "smoke", "--set", "eval.judge_kind=bigru"]) == 0
+    after = scores()
+    judged = before["metric"].str.startswith(("living", "era", "joint"))
+    assert judged.sum() > 0 and after[keys].equals(before[keys])
+    pd.testing.assert_frame_equal(after[~judged], before[~judged])
+    assert not np.allclose(after.loc[judged, "value"], before.loc[judged, "value"], equal_nan=True)
+    ceiling = load_results(run)["judge_ceiling"]
+    assert (
+        ceiling["era"]["accuracy"]
+        == torch.load(run / "checkpoints" / "judge_era.pt", weights_only=True)["report"]["test"]["accuracy"]
+    )
+    poems = run / "eval" / "poems" / "aus_seed1.json"
+    stored = poems.read_bytes()
+    poems.write_text("{}", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"aus_seed1\.json: not a poems file"):
+        rescore.main([str(run), "--profile", "smoke"])
+    poems.write_bytes(stored)
 
 
 def test_judge_variants_script_starts_the_judges_from_the_dae_embedding(all_phases, capsys):

@@ -25,7 +25,7 @@ from mixpoet_lib.config import FACTOR_NAMES, ModelConfig
 from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.generate.requests import LENGTHS
 from mixpoet_lib.metrics import is_unit_char, split_lines
-from mixpoet_lib.models.judges import JudgeClassifier
+from mixpoet_lib.models.judges import Judge
 from mixpoet_lib.runtime import flush_denormal, resolve_device
 from mixpoet_lib.train.judges import classify
 
@@ -116,10 +116,7 @@ def poem_warnings(content: str, vocab: Vocab) -> list[str]:
 
 
 def classify_jsonl(
-    judges: dict[str, JudgeClassifier],
-    source: str | os.PathLike[str] | BinaryIO,
-    out_stream: IO[str],
-    batch_size: int = 512,
+    judges: dict[str, Judge], source: str | os.PathLike[str] | BinaryIO, out_stream: IO[str], batch_size: int = 512
 ) -> tuple[int, list[str]]:
     """Classify JSON lines of ``{"content": "l1|l2|l3|l4", …}`` (a path or a binary stream); write one JSON
     line per good poem.
@@ -197,7 +194,7 @@ def _check_paths(source: str, target: str | None) -> None:
         raise ValueError(f"--output {target} is the input file {source}; write the tagged poems to another file")
 
 
-def _run(judges: dict[str, JudgeClassifier], source: str, target: str | None) -> tuple[int, list[str]]:
+def _run(judges: dict[str, Judge], source: str, target: str | None) -> tuple[int, list[str]]:
     """Classify ``source`` (a path or '-') into ``target`` (a path, written atomically, or stdout)."""
     stream: str | BinaryIO = sys.stdin.buffer if source == STDIO else source
     with flush_denormal():  # long repetitive lines drive the GRU into slow denormal floats

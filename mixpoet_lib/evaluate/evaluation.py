@@ -37,7 +37,15 @@ from mixpoet_lib._util import progress_bar
 from mixpoet_lib.config import Profile
 from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.data.rhythm import default_tone_rhyme
-from mixpoet_lib.evaluate.scoring import Scorers, relaxation_counts, score_rows, summarise
+from mixpoet_lib.evaluate.scoring import (
+    CLASS_METRICS,
+    METRIC_GROUPS,
+    Scorers,
+    judged_rows,
+    relaxation_counts,
+    score_rows,
+    summarise,
+)
 from mixpoet_lib.evaluate.systems import (
     DETERMINISTIC,
     SYSTEMS,
@@ -56,7 +64,7 @@ from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.relevance import fit_char_embedding
 from mixpoet_lib.train.charlm import LM_VAL_POEMS, lm_score
 
-__all__ = ["EvaluationResult", "build_scorers", "evaluate"]
+__all__ = ["EvaluationResult", "build_scorers", "evaluate", "rejudge"]
 
 REFERENCE_SPLIT = "unl_valid"  # held-out human poems the LMS reconstruction is measured against
 EMBEDDING_SPLIT = "unl_train"  # poems the keyword-relevance embedding is fitted on
@@ -236,3 +244,19 @@ def _result(
         **references,
     }
     return EvaluationResult(pd.DataFrame(rows), poems, items, ceiling, ref, seeds, meta)
+
+
+def rejudge(result: EvaluationResult, judges: dict[str, Any]) -> EvaluationResult:
+    """The same evaluation with its factor-control metrics and the judges' ceiling from ``judges``.
+
+    Nothing is generated again and every other metric is kept: for scoring stored poems (e.g. a committed run's
+    ``eval/poems``, read with :func:`mixpoet_lib.evaluate.report.load_evaluation`) with judges trained later.
+    """
+    judged = set(METRIC_GROUPS["Factor control"]) | set(CLASS_METRICS)
+    kept = result.scores[~result.scores["metric"].isin(judged)]
+    rows = [row for (system, seed), sp in result.poems.items() for row in judged_rows(sp, system, seed, judges)]
+    scores = pd.concat([kept, pd.DataFrame(rows)], ignore_index=True)
+    ceiling = {f: dict(getattr(j, "report", {}).get("test", {})) for f, j in judges.items()}
+    return EvaluationResult(
+        scores, result.poems, result.items, ceiling, result.lm_reference, result.seeds, dict(result.meta)
+    )

@@ -30,7 +30,7 @@ from mixpoet_lib.data.dataset import PreparedData
 from mixpoet_lib.data.vocab import PAD, Vocab
 from mixpoet_lib.evaluate.analysis import MIXTURES, keyword_tensor, mixture_prior_samples, pca_2d, separation_ratio
 from mixpoet_lib.metrics import split_lines
-from mixpoet_lib.models.judges import CharLM, JudgeClassifier
+from mixpoet_lib.models.judges import CharLM, Judge
 from mixpoet_lib.train.judges import classify
 
 __all__ = [
@@ -210,7 +210,7 @@ class Attribution:
         return [(i, j) for _, i, j in sorted(flat, key=lambda t: (-t[0], t[1], t[2]))[:k]]
 
 
-def factor_attribution(judges: Mapping[str, JudgeClassifier], poem: str, labels: Sequence[int]) -> Attribution:
+def factor_attribution(judges: Mapping[str, Judge], poem: str, labels: Sequence[int]) -> Attribution:
     """Occlusion: delete each character in turn and ask the judges again (one batched call per judge)."""
     lines = split_lines(poem)
     variants = [

@@ -20,12 +20,13 @@ from mixpoet_lib.evaluate import paper
 from mixpoet_lib.evaluate.claims import claims
 from mixpoet_lib.evaluate.evaluation import EvaluationResult
 from mixpoet_lib.evaluate.scoring import METRIC_GROUPS, METRICS
-from mixpoet_lib.evaluate.systems import SYSTEM_TITLES, SYSTEMS
+from mixpoet_lib.evaluate.systems import DETERMINISTIC, SYSTEM_TITLES, SYSTEMS, load_stored, poems_path
 
 __all__ = [
     "results_table",
     "paper_section",
     "write_results",
+    "load_evaluation",
     "load_results",
     "markdown_results",
     "markdown_result_groups",
@@ -104,6 +105,24 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"no evaluation results at {path}; run notebook 05 (or `mixpoet reproduce`) first")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_evaluation(run_dir: str | Path) -> EvaluationResult:
+    """An evaluation read back from the files :func:`write_results` and the poem cache left in a run folder
+    (``results.json``, ``eval/scores.csv``, ``eval/poems/``), to be scored again without generating.
+
+    Test items are not stored, so ``items`` is empty (``meta`` keeps their number).
+    """
+    run_dir = Path(run_dir)
+    saved = load_results(run_dir)
+    meta, seeds = saved["meta"], tuple(int(s) for s in saved["meta"]["seeds"])
+    poems = {}
+    for system in meta["systems"]:
+        for seed in seeds:
+            gen_seed = seeds[0] if system in DETERMINISTIC else seed
+            poems[(system, seed)] = load_stored(poems_path(run_dir, system, gen_seed))
+    scores = pd.read_csv(run_dir / "eval" / "scores.csv", dtype={"length": str})
+    return EvaluationResult(scores, poems, [], saved["judge_ceiling"], saved["lm_reference_gt"], seeds, meta)
 
 
 def _markdown_table(table: pd.DataFrame, first: str = "system") -> list[str]:

@@ -55,6 +55,7 @@ __all__ = [
     "topk_word_curves",
     "relaxation_counts",
     "score_rows",
+    "judged_rows",
     "summarise",
 ]
 
@@ -320,6 +321,19 @@ def score_rows(sp: SystemPoems, system: str, seed: int, scorers: Scorers) -> lis
                 "n_poems": _poems_behind(m, counts),
             }
             for m, v in metrics.items()
+        ]
+    return rows
+
+
+def judged_rows(sp: SystemPoems, system: str, seed: int, judges: dict[str, Any]) -> list[dict[str, Any]]:
+    """The factor-control rows of :func:`score_rows` alone (the same layout), e.g. for other judges."""
+    rows = []
+    for length in ("all", "5", "7"):
+        lens = (5, 7) if length == "all" else (int(length),)
+        mix = [r for r in sp.records if r["role"] == "mixture" and r["length"] in lens]
+        rows += [
+            {"system": system, "seed": seed, "length": length, "metric": m, "value": v, "n_poems": len(mix)}
+            for m, v in _control([r for r in mix if r["ok"]], judges).items()
         ]
     return rows
 

@@ -46,6 +46,7 @@ __all__ = [
     "generate_system",
     "poems_path",
     "load_cached",
+    "load_stored",
     "save_cached",
 ]
 
@@ -292,6 +293,20 @@ def load_cached(path: Path, key: str) -> SystemPoems | None:
     return SystemPoems(
         obj["system"], int(obj["seed"]), obj["records"], float(obj["seconds"]), int(obj["n_generated"]), key
     )
+
+
+def load_stored(path: Path) -> SystemPoems:
+    """The poems stored at ``path`` under their own key; a missing, unreadable or damaged file raises ValueError."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: no readable poems file ({type(exc).__name__})") from None
+    if not isinstance(obj, dict) or not {"key", "system", "seed", "records"} <= set(obj):
+        raise ValueError(f"{path}: not a poems file (it lacks key, system, seed or records)")
+    sp = load_cached(path, obj["key"])
+    if sp is None:
+        raise ValueError(f"{path}: its digest does not match its content (damaged); generate the poems again")
+    return sp
 
 
 def save_cached(sp: SystemPoems, path: Path) -> None:

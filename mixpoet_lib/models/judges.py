@@ -3,6 +3,8 @@
 They share nothing with MixPoet (a generated poem is never judged by MixPoet's own q(y|x,w)); how they are
 trained, saved and reused is in :mod:`mixpoet_lib.train.judges` and :mod:`mixpoet_lib.train.charlm`.
 
+* :class:`NgramJudge` (the default judge) — a linear classifier over the poem's TF-IDF-weighted characters and
+  within-line character pairs, the IDF counted on the unlabelled pool (design §6.4).
 * :class:`JudgeClassifier` — a BiGRU over the poem's characters, max-pooled over time, then a linear layer.
 * :class:`CharLM` — a character LSTM language model over whole poems with an adaptive-softmax output
   (``nn.AdaptiveLogSoftmaxWithLoss``; the vocabulary is sorted by frequency, so frequent characters sit in
@@ -24,10 +26,19 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mixpoet_lib.config import FACTOR_CLASSES, FACTOR_NAMES
 from mixpoet_lib.data.dataset import SplitArrays
-from mixpoet_lib.data.vocab import BOS, EOS, PAD, Vocab
+from mixpoet_lib.data.vocab import BOS, EOS, N_SPECIALS, PAD, Vocab
 from mixpoet_lib.metrics import split_lines
 
-__all__ = ["LM_CUTOFFS", "JudgeClassifier", "CharLM", "encode_poem", "encode_arrays", "encode_texts"]
+__all__ = [
+    "LM_CUTOFFS",
+    "Judge",
+    "NgramJudge",
+    "JudgeClassifier",
+    "CharLM",
+    "encode_poem",
+    "encode_arrays",
+    "encode_texts",
+]
 
 LM_CUTOFFS = (400, 2000)  # adaptive-softmax clusters: ids < 400 (head), 400-1999, ≥ 2000
 LM_DIV_VALUE = 4.0
@@ -131,6 +142,71 @@ class JudgeClassifier(nn.Module):
         return encode_texts(self.vocab, poems, bos=False, eos=False)
 
 
+class NgramJudge(nn.Module):
+    """Linear classifier of one factor over a poem's characters and within-line character pairs (bigrams).
+
+    Feature j of a poem is x_j = tf_j · idf_j / ‖tf · idf‖: tf counts the character (j < V) or the pair of
+    adjacent characters of one line (j ≥ V, one of the ``bigrams`` the judge knows), idf_j = ln((N + 1) /
+    (df_j + 1)) + 1 over the N poems it was counted on. logits = W x + b. Pairs never cross a line end; specials
+    (padding, unknown, line ends) are no features.
+    """
+
+    bigram_keys: torch.Tensor
+    idf: torch.Tensor
+
+    def __init__(self, vocab: Vocab, factor: str, n_bigrams: int) -> None:
+        super().__init__()
+        if factor not in FACTOR_CLASSES:
+            raise ValueError(f"unknown factor {factor!r}; choose one of {', '.join(FACTOR_NAMES)}")
+        self.vocab, self.factor = vocab, factor
+        self.classes = FACTOR_CLASSES[factor]
+        self.hparams = {"kind": "ngram", "n_bigrams": n_bigrams}
+        self.report: dict[str, Any] = {}
+        self.register_buffer("bigram_keys", torch.zeros(n_bigrams, dtype=torch.long))  # sorted a·V + b
+        self.register_buffer("idf", torch.ones(len(vocab) + n_bigrams))
+        self.out = nn.Linear(len(vocab) + n_bigrams, len(self.classes))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live."""
+        return self.out.weight.device
+
+    @property
+    def n_features(self) -> int:
+        """V characters + the known bigrams."""
+        return int(self.idf.numel())
+
+    def feature_ids(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, feature ids) of every character and known bigram occurrence in (B, T) token ids (repeats kept)."""
+        tokens = tokens.to(self.idf.device)
+        real = tokens >= N_SPECIALS
+        rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None].expand_as(tokens)
+        uni_rows, uni = rows[real], tokens[real]
+        pair = real[:, :-1] & real[:, 1:]
+        keys = (tokens[:, :-1] * len(self.vocab) + tokens[:, 1:])[pair]
+        pos = torch.searchsorted(self.bigram_keys, keys).clamp(max=max(self.bigram_keys.numel() - 1, 0))
+        known = self.bigram_keys[pos] == keys if self.bigram_keys.numel() else torch.zeros_like(keys, dtype=torch.bool)
+        bi_rows = rows[:, :-1][pair][known]
+        return torch.cat([uni_rows, bi_rows]), torch.cat([uni, len(self.vocab) + pos[known]])
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, F) sparse TF-IDF features, each row of L2 norm 1 (a poem with no feature stays zero)."""
+        rows, ids = self.feature_ids(tokens)
+        shape = (tokens.shape[0], self.n_features)
+        x = torch.sparse_coo_tensor(torch.stack([rows, ids]), self.idf[ids], shape, check_invariants=True).coalesce()
+        r, v = x.indices()[0], x.values()
+        norm = torch.zeros(tokens.shape[0], device=v.device).index_add_(0, r, v * v).sqrt().clamp(min=1e-12)
+        return torch.sparse_coo_tensor(x.indices(), v / norm[r], shape, is_coalesced=True, check_invariants=True)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) token ids (lengths unused: padding is no feature) → (B, n_classes) logits."""
+        return torch.sparse.mm(self.features(tokens), self.out.weight.T) + self.out.bias
+
+    def encode(self, poems: Sequence[str | Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode raw poems for :meth:`forward` (no <B>/<E>)."""
+        return encode_texts(self.vocab, poems, bos=False, eos=False)
+
+
 class CharLM(nn.Module):
     """Character LSTM language model over ``<B> line1 <E> … line4 <E>`` with an adaptive-softmax output."""
 
@@ -184,3 +260,6 @@ class CharLM(nn.Module):
     def encode(self, poems: Sequence[str | Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode raw poems with <B> … <E>."""
         return encode_texts(self.vocab, poems, bos=True, eos=True)
+
+
+Judge = NgramJudge | JudgeClassifier  # what the judge loaders return

@@ -1,7 +1,10 @@
 """The independent factor judges of notebook 05: training, reuse, and classifying poems (design §6.4).
 
-The network is :class:`mixpoet_lib.models.judges.JudgeClassifier`, its loader and file place in
-:mod:`mixpoet_lib.checkpoints`. A judge per factor is trained on the CQCF train poems labelled for it,
+The network is ``eval.judge_kind``'s: :class:`~mixpoet_lib.models.judges.NgramJudge` (the default; bigrams from
+the labelled training poems, IDF counted on the unlabelled pool, an L2-regularised class-balanced logistic
+regression fitted with L-BFGS for each strength of ``eval.judge_l2``) or
+:class:`~mixpoet_lib.models.judges.JudgeClassifier` (a BiGRU, trained by the shared fitting loop); loader and file
+place in :mod:`mixpoet_lib.checkpoints`. A judge per factor is trained on the CQCF train poems labelled for it,
 model-selected on CQCF valid (best macro-F1) and scored on CQCF test: the *ceiling* a generated poem's factor
 control is judged against (MixPoet's own q(y|x,w) is never a judge). **Items are poems**, not (keyword, poem)
 instances: the judges never see keywords.
@@ -27,14 +30,16 @@ from mixpoet_lib._util import default_device, seed_everything
 from mixpoet_lib.checkpoints import CKPT_FORMAT, judge_path, load_judge
 from mixpoet_lib.config import FACTOR_NAMES, Profile
 from mixpoet_lib.data.dataset import PreparedData
+from mixpoet_lib.data.vocab import N_SPECIALS, Vocab
 from mixpoet_lib.metrics import accuracy, confusion_matrix, macro_f1, per_class_f1
-from mixpoet_lib.models.judges import JUDGE_DROPOUT, JudgeClassifier, encode_arrays
+from mixpoet_lib.models.judges import JUDGE_DROPOUT, Judge, JudgeClassifier, NgramJudge, encode_arrays
 from mixpoet_lib.train.supervised import (
     FitSettings,
     Items,
     Log,
     Selection,
     batches_of,
+    cpu_state,
     fit_supervised,
     quiet,
     reuse_checkpoint,
@@ -45,6 +50,10 @@ from mixpoet_lib.train.supervised import (
 __all__ = [
     "VAT_XI",
     "UNLABELLED_SPLIT",
+    "NGRAM_MIN_DF",
+    "NGRAM_MAX_ITER",
+    "ngram_judge",
+    "fit_ngram",
     "virtual_adversarial_loss",
     "fit_classifier",
     "evaluate_classifier",
@@ -55,13 +64,13 @@ __all__ = [
 ]
 
 VAT_XI = 1e-6  # norm of the random direction whose gradient gives the adversarial one (finite difference)
-UNLABELLED_SPLIT = "unl_train"  # the semi-supervised judges' unlabelled poems (never a test split)
+UNLABELLED_SPLIT = "unl_train"  # the judges' unlabelled poems: VAT, the n-gram judge's IDF (never a test split)
+NGRAM_MIN_DF = 2  # a character pair is a feature if at least this many labelled training poems hold it
+NGRAM_MAX_ITER = 300  # L-BFGS iterations of the n-gram judge, per L2 strength
 
 
 @torch.no_grad()
-def _predict(
-    model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int = 512
-) -> torch.Tensor:
+def _predict(model: Judge, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Class probabilities (N, C) on the CPU, in eval mode (the mode is restored)."""
     was_training = model.training
     model.eval()
@@ -75,7 +84,7 @@ def _predict(
 
 
 def evaluate_classifier(
-    model: JudgeClassifier, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor
+    model: Judge, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class F1 and confusion matrix (rows true, columns predicted) on encoded items."""
     pred = _predict(model, tokens, lengths).argmax(-1).numpy()
@@ -151,8 +160,99 @@ def fit_classifier(
     return fit_supervised(model, len(labels), batch_loss, validate, Selection("macro_f1", True, -1.0), fit)
 
 
+def _pair_keys(tokens: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(poem rows, a·V + b) of every pair of adjacent characters within a line of (P, T) token ids."""
+    real = tokens >= N_SPECIALS
+    pair = real[:, :-1] & real[:, 1:]
+    rows = torch.arange(tokens.shape[0])[:, None].expand(-1, tokens.shape[1] - 1)
+    return rows[pair], (tokens[:, :-1] * vocab_size + tokens[:, 1:])[pair]
+
+
+def _document_frequency(rows: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
+    """How many distinct rows hold each id in 0..size-1."""
+    unique = torch.unique(rows * size + ids)
+    return torch.bincount(unique % size, minlength=size)
+
+
+def ngram_judge(vocab: Vocab, factor: str, train_tokens: torch.Tensor, pool_tokens: torch.Tensor) -> NgramJudge:
+    """An untrained n-gram judge: the characters and pairs of ≥ :data:`NGRAM_MIN_DF` labelled training poems are its
+    features (idf 0 for every other character: no weight, no share of a poem's norm), with idf_j = ln((N + 1) /
+    (df_j + 1)) + 1 counted on the N poems of ``pool_tokens`` (the unlabelled pool)."""
+    rows, keys = _pair_keys(train_tokens, len(vocab))
+    uniq, counts = torch.unique(torch.unique(rows * len(vocab) ** 2 + keys) % len(vocab) ** 2, return_counts=True)
+    model = NgramJudge(vocab, factor, int((counts >= NGRAM_MIN_DF).sum()))
+    model.bigram_keys.copy_(uniq[counts >= NGRAM_MIN_DF])  # torch.unique sorts
+    df = torch.zeros(model.n_features, dtype=torch.long)
+    for sl in batches_of(len(pool_tokens), 4096):
+        df += _document_frequency(*model.feature_ids(pool_tokens[sl]), model.n_features)
+    idf = torch.log((len(pool_tokens) + 1) / (df.double() + 1)).float() + 1
+    real = train_tokens[train_tokens >= N_SPECIALS]
+    chars = torch.arange(train_tokens.shape[0])[:, None].expand_as(train_tokens)[train_tokens >= N_SPECIALS]
+    idf[: len(vocab)][_document_frequency(chars, real, len(vocab)) < NGRAM_MIN_DF] = 0.0
+    model.idf.copy_(idf)
+    return model
+
+
+def _lbfgs(model: NgramJudge, x: torch.Tensor, labels: torch.Tensor, l2: float) -> float:
+    """Fit ``model.out`` from zero to class-balanced cross-entropy + l2·‖W‖² with L-BFGS; return the final loss."""
+    k = len(model.classes)
+    weight = len(labels) / (k * torch.bincount(labels, minlength=k).clamp(min=1).float())
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.zero_()
+    opt = torch.optim.LBFGS(model.out.parameters(), max_iter=NGRAM_MAX_ITER, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = torch.sparse.mm(x, model.out.weight.T) + model.out.bias
+        loss = F.cross_entropy(logits, labels, weight=weight) + l2 * model.out.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(closure().detach())
+
+
+def fit_ngram(model: NgramJudge, train: Items, valid: Items, l2_grid: Sequence[float]) -> dict[str, Any]:
+    """Fit the n-gram judge for every L2 strength of ``l2_grid`` and keep the best on valid macro-F1.
+
+    Deterministic (L-BFGS from zero weights on the whole training set; no seed). Returns ``{"history": one row
+    per strength, "best": {"step": its 1-based index, "l2", macro_f1, accuracy}, "steps": len(l2_grid)}``.
+    """
+    x = model.features(train[0])
+    labels = train[2].to(model.device)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"macro_f1": -1.0}
+    best_state = cpu_state(model)
+    for step, l2 in enumerate(l2_grid, 1):
+        loss = _lbfgs(model, x, labels, l2)
+        ev = evaluate_classifier(model, *valid)
+        history.append({"step": step, "l2": l2, "train_loss": loss, **{f"valid_{k}": ev[k] for k in _SCORES}})
+        if ev["macro_f1"] > best["macro_f1"]:
+            best, best_state = {"step": step, "l2": l2, **{k: ev[k] for k in _SCORES}}, cpu_state(model)
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"history": history, "best": best, "steps": len(l2_grid)}
+
+
+_SCORES = ("accuracy", "macro_f1")
+
+
 def _judge_key(data: PreparedData, factor: str, profile: Profile, seed: int) -> dict[str, Any]:
     cfg = profile.eval
+    if cfg.judge_kind == "ngram":  # deterministic: no seed, so every training seed of a profile shares the judges
+        return {
+            "kind": "judge",
+            "format": CKPT_FORMAT,
+            "factor": factor,
+            "judge": "ngram",
+            "l2": list(cfg.judge_l2),
+            "min_df": NGRAM_MIN_DF,
+            "max_iter": NGRAM_MAX_ITER,
+            "idf": UNLABELLED_SPLIT,
+            "vocab": vocab_hash(data.vocab),
+            "dataset": data.root.name,
+        }
     return {
         "kind": "judge",
         "format": CKPT_FORMAT,
@@ -180,7 +280,7 @@ def factor_items(data: PreparedData, split: str, fi: int) -> Items:
 
 
 def _judge_report(
-    model: JudgeClassifier, fit: dict[str, Any], train: Items, valid: Items, test: Items, t0: float, seed: int
+    model: Judge, fit: dict[str, Any], train: Items, valid: Items, test: Items, t0: float, seed: int
 ) -> dict[str, Any]:
     """The report a judge checkpoint carries: data sizes, selection, test scores, history, time, device, seed."""
     counts = np.bincount(train[2].numpy(), minlength=len(model.classes)).tolist()
@@ -209,7 +309,7 @@ def train_judge(
     seed: int | None = None,
     progress: bool = False,
     log: Log = quiet,
-) -> tuple[JudgeClassifier, dict[str, Any]]:
+) -> tuple[Judge, dict[str, Any]]:
     """Train the judge of one factor (CQCF train → select on valid → report on test) and save its checkpoint."""
     if factor not in FACTOR_NAMES:
         raise ValueError(f"unknown factor {factor!r}; choose one of {', '.join(FACTOR_NAMES)}")
@@ -217,12 +317,17 @@ def train_judge(
     cfg, fi = profile.eval, FACTOR_NAMES.index(factor)
     t0 = time.perf_counter()
     train, valid, test = (factor_items(data, s, fi) for s in ("cqcf_train", "cqcf_valid", "cqcf_test"))
-    seed_everything(seed)
-    model = JudgeClassifier(data.vocab, factor, cfg.judge_emb, cfg.judge_hidden).to(default_device())
     log(f"judge {factor}: {len(train[2])} train / {len(valid[2])} valid / {len(test[2])} test poems")
-    settings = FitSettings.from_profile(profile, cfg.judge, seed, progress, f"judge {factor}")
-    unlabelled = encode_arrays(data.arrays(UNLABELLED_SPLIT)) if cfg.judge_vat_weight > 0 else None
-    fit = fit_classifier(model, train, valid, settings, unlabelled, (cfg.judge_vat_weight, cfg.judge_vat_eps))
+    model: Judge
+    if cfg.judge_kind == "ngram":
+        model = ngram_judge(data.vocab, factor, train[0], encode_arrays(data.arrays(UNLABELLED_SPLIT))[0])
+        fit = fit_ngram(model.to(default_device()), train, valid, cfg.judge_l2)
+    else:
+        seed_everything(seed)
+        model = JudgeClassifier(data.vocab, factor, cfg.judge_emb, cfg.judge_hidden).to(default_device())
+        settings = FitSettings.from_profile(profile, cfg.judge, seed, progress, f"judge {factor}")
+        unlabelled = encode_arrays(data.arrays(UNLABELLED_SPLIT)) if cfg.judge_vat_weight > 0 else None
+        fit = fit_classifier(model, train, valid, settings, unlabelled, (cfg.judge_vat_weight, cfg.judge_vat_eps))
     model.report = _judge_report(model, fit, train, valid, test, t0, seed)
     path = judge_path(run_dir, factor)
     save_fitted(model, _judge_key(data, factor, profile, seed), path, factor=model.factor)
@@ -244,7 +349,7 @@ def ensure_judges(
     factors: Sequence[str] = FACTOR_NAMES,
     retrain: bool = False,
     published: bool = False,
-) -> dict[str, JudgeClassifier]:
+) -> dict[str, Judge]:
     """Return {factor: judge}, loading a checkpoint whose settings key matches, else training (and saving) it.
 
     With ``published`` and no checkpoint in the run folder, matching published weights (weights/<profile>) are used.
@@ -270,7 +375,7 @@ def ensure_judges(
 
 
 def classify(
-    judges: dict[str, JudgeClassifier], poems: Sequence[str | Sequence[str]], batch_size: int = 512
+    judges: dict[str, Judge], poems: Sequence[str | Sequence[str]], batch_size: int = 512
 ) -> list[dict[str, dict[str, Any]]]:
     """Per poem and factor: predicted label id, its name and the class probabilities (ordered by label id)."""
     out: list[dict[str, dict[str, Any]]] = [{} for _ in poems]

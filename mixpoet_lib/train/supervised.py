@@ -31,7 +31,7 @@ from mixpoet_lib.checkpoints import find_published, read_checkpoint, save_checkp
 from mixpoet_lib.config import PhaseConfig, Profile
 from mixpoet_lib.data.batching import epoch_order
 from mixpoet_lib.data.vocab import Vocab
-from mixpoet_lib.models.judges import CharLM, JudgeClassifier
+from mixpoet_lib.models.judges import CharLM, Judge
 from mixpoet_lib.train.schedules import make_optimizer, phase_lr_scheduler, planned_steps
 
 __all__ = [
@@ -201,7 +201,7 @@ def fit_supervised(
 # ------------------------------------------------------------------------------ checkpoint reuse
 
 
-def save_fitted(model: JudgeClassifier | CharLM, key: dict[str, Any], path: Path, **extra: Any) -> None:
+def save_fitted(model: Judge | CharLM, key: dict[str, Any], path: Path, **extra: Any) -> None:
     """Save a judge or the char LM (``vocab``, ``hparams``, ``report`` attributes) as a plain-dict checkpoint.
 
     ``extra`` fields (e.g. the judge's ``factor``) follow the vocabulary; :func:`reuse_checkpoint` and the loaders
