@@ -417,8 +417,13 @@ def _export_model(run_dir: Path, out: Path, name: str, profile: str, key: str, n
 
 
 def _export_judge(run_dir: Path, out: Path, factor: str, profile: str, mode: str) -> list[Path]:
-    """Export the judge classifier of one factor (its report without the training history)."""
+    """Export the judge classifier of one factor (its report without the training history).
+
+    An n-gram judge is always stored in fp32: its one matrix maps tens of thousands of sparse features to 2–3
+    classes, so one int8 scale per class row would round most of its small weights to zero (≈ 0.3 MB in fp32).
+    """
     ck = read_checkpoint(judge_path(run_dir, factor))
+    mode = "fp32" if ck["hparams"].get("kind") == "ngram" else mode
     report = {k: v for k, v in ck["report"].items() if k != "history"}
     meta = {
         "type": "judge",

@@ -197,12 +197,7 @@ def test_ngram_judge_counts_its_features_on_the_right_poems():
 
 
 def test_fit_ngram_learns_a_separable_task_and_keeps_the_best_strength():
-    rng = np.random.default_rng(0)
-    vocab = Vocab(SPECIALS + tuple("兵戈田桑月花之乎者也云山水风雨天日人心春秋"))
-    sets = {}
-    for name, n in (("train", 300), ("valid", 60), ("test", 150)):
-        poems, labels = _synthetic(n, rng)
-        sets[name] = (*NJ.encode_texts(vocab, poems, False, False), torch.tensor(labels))
+    vocab, sets = _synthetic_task()
     model = J.ngram_judge(vocab, "living", sets["train"][0], sets["test"][0])
     fit = J.fit_ngram(model, sets["train"], sets["valid"], (1.0, 1e-4))
     assert [h["l2"] for h in fit["history"]] == [1.0, 1e-4] and fit["steps"] == 2
@@ -233,13 +228,19 @@ def _synthetic(n: int, rng: np.random.Generator) -> tuple[list[str], list[int]]:
     return poems, labels
 
 
-def test_judge_learns_a_separable_task():
+def _synthetic_task() -> tuple[Vocab, dict[str, tuple[torch.Tensor, ...]]]:
+    """The vocabulary and encoded train / valid / test sets (300 / 60 / 150 poems) of :func:`_synthetic`."""
     rng = np.random.default_rng(0)
     vocab = Vocab(SPECIALS + tuple("兵戈田桑月花之乎者也云山水风雨天日人心春秋"))
     sets = {}
     for name, n in (("train", 300), ("valid", 60), ("test", 150)):
         poems, labels = _synthetic(n, rng)
         sets[name] = (*NJ.encode_texts(vocab, poems, False, False), torch.tensor(labels))
+    return vocab, sets
+
+
+def test_judge_learns_a_separable_task():
+    vocab, sets = _synthetic_task()
     seed_everything(0)
     model = NJ.JudgeClassifier(vocab, "living", emb=16, hidden=16)
     phase = PhaseConfig(batch_size=32, epochs=8, lr_max=5e-3, warmup_steps=10)

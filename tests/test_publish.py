@@ -91,6 +91,10 @@ def test_export_and_load_every_way(trained, smoke_data, tmp_path, mode, capsys):
     # judges and LM through the ensure_* fallbacks
     judge = publish.load_judge(out / "judge_era.safetensors")
     assert judge.report["test"]["n"] > 0
+    assert json.loads((out / "judge_era.json").read_text())["storage"] == "fp32"  # n-gram judges: never int8
+    trained_judge = J.ensure_judges(smoke_data, SMOKE, trained, factors=("era",))["era"]
+    sa, sb = judge.state_dict(), trained_judge.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
     lm = publish.load_lm(out / "char_lm.safetensors")
     assert L.lm_score(lm, ["春风吹又生|明月照高楼|白日依山尽|黄河入海流"]).lms[0] < 0
 

@@ -252,10 +252,12 @@ def rejudge(result: EvaluationResult, judges: dict[str, Any]) -> EvaluationResul
     Nothing is generated again and every other metric is kept: for scoring stored poems (e.g. a committed run's
     ``eval/poems``, read with :func:`mixpoet_lib.evaluate.report.load_evaluation`) with judges trained later.
     """
-    judged = set(METRIC_GROUPS["Factor control"]) | set(CLASS_METRICS)
-    kept = result.scores[~result.scores["metric"].isin(judged)]
+    keys = ["system", "seed", "length", "metric"]
+    judged = result.scores["metric"].isin(set(METRIC_GROUPS["Factor control"]) | set(CLASS_METRICS))
     rows = [row for (system, seed), sp in result.poems.items() for row in judged_rows(sp, system, seed, judges)]
-    scores = pd.concat([kept, pd.DataFrame(rows)], ignore_index=True)
+    fresh = result.scores.loc[judged, keys].merge(pd.DataFrame(rows), on=keys, how="left")  # keeps the row order
+    scores = result.scores.copy()
+    scores.loc[judged, ["value", "n_poems"]] = fresh[["value", "n_poems"]].to_numpy()
     ceiling = {f: dict(getattr(j, "report", {}).get("test", {})) for f, j in judges.items()}
     return EvaluationResult(
         scores, result.poems, result.items, ceiling, result.lm_reference, result.seeds, dict(result.meta)

@@ -171,9 +171,10 @@ def seed_report_markdown(pooled: dict[str, Any]) -> list[str]:
     return [
         f"# {meta['profile']}: results over training seeds {meta['train_seeds']}",
         "",
-        "Each training seed is a run of its own (its models, judges and LM trained with that seed), evaluated over"
-        f" its generation seeds ({_generation_seeds(meta)}); mean ± std below are over every (training ×"
-        " generation) value, pooled exactly from each run's mean and std.",
+        "Each training seed is a run of its own (its models and LM trained with that seed; the n-gram judges are"
+        " deterministic, so every seed has the same ones), evaluated over its generation seeds"
+        f" ({_generation_seeds(meta)}); mean ± std below are over every (training × generation) value, pooled"
+        " exactly from each run's mean and std.",
         "",
         *coverage_markdown(meta.get("systems_by_seed", {})),
         "## Key numbers per training seed (mean over generation seeds)",
