@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 COUNTS = ("n_inter", "n_poems", "n_intra", "n_mixture")  # poem counts score_subset reports beside the metrics
+LENGTH_SETS = {"all": (5, 7), "5": (5,), "7": (7,)}  # the length column of the scores → the line lengths it holds
 TOP_WORDS = 5  # top-k of the word-frequency summary (the paper's Fig. 4c: Basic's top 5 cover over 10 %)
 
 # per factor and class: recall and F1 of the judged mixture poems, e.g. "living_recall_military"
@@ -307,8 +308,7 @@ def _poems_behind(metric: str, counts: dict[str, int]) -> int:
 def score_rows(sp: SystemPoems, system: str, seed: int, scorers: Scorers) -> list[dict[str, Any]]:
     """Long-table rows (system, seed, length, metric, value, n_poems) for the lengths 'all', '5' and '7'."""
     rows = []
-    for length in ("all", "5", "7"):
-        lens = (5, 7) if length == "all" else (int(length),)
+    for length, lens in LENGTH_SETS.items():
         metrics = score_subset(sp, scorers, lens, seed)
         counts = {k: int(metrics.pop(k)) for k in COUNTS}
         rows += [
@@ -328,8 +328,7 @@ def score_rows(sp: SystemPoems, system: str, seed: int, scorers: Scorers) -> lis
 def judged_rows(sp: SystemPoems, system: str, seed: int, judges: dict[str, Any]) -> list[dict[str, Any]]:
     """The factor-control rows of :func:`score_rows` alone (the same layout), e.g. for other judges."""
     rows = []
-    for length in ("all", "5", "7"):
-        lens = (5, 7) if length == "all" else (int(length),)
+    for length, lens in LENGTH_SETS.items():
         mix = [r for r in sp.records if r["role"] == "mixture" and r["length"] in lens]
         rows += [
             {"system": system, "seed": seed, "length": length, "metric": m, "value": v, "n_poems": len(mix)}

@@ -38,6 +38,8 @@ __all__ = [
     "encode_poem",
     "encode_arrays",
     "encode_texts",
+    "character_occurrences",
+    "character_pairs",
 ]
 
 LM_CUTOFFS = (400, 2000)  # adaptive-softmax clusters: ids < 400 (head), 400-1999, ≥ 2000
@@ -101,6 +103,23 @@ def encode_texts(
             raise ValueError(f"poem {k} has no characters: {p!r}")
         seqs.append(ids)
     return _pad(seqs)
+
+
+def character_occurrences(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(poem rows, character ids) of every character in (P, T) token ids; specials (padding, unknown, line ends)
+    are left out."""
+    real = tokens >= N_SPECIALS
+    rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None].expand_as(tokens)
+    return rows[real], tokens[real]
+
+
+def character_pairs(tokens: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(poem rows, a·V + b) of every pair of adjacent characters a, b within a line of (P, T) token ids (a pair
+    never spans a line end or a special)."""
+    real = tokens >= N_SPECIALS
+    pair = real[:, :-1] & real[:, 1:]
+    rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None].expand(-1, tokens.shape[1] - 1)
+    return rows[pair], (tokens[:, :-1] * vocab_size + tokens[:, 1:])[pair]
 
 
 class JudgeClassifier(nn.Module):
@@ -179,15 +198,11 @@ class NgramJudge(nn.Module):
     def feature_ids(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, feature ids) of every character and known bigram occurrence in (B, T) token ids (repeats kept)."""
         tokens = tokens.to(self.idf.device)
-        real = tokens >= N_SPECIALS
-        rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None].expand_as(tokens)
-        uni_rows, uni = rows[real], tokens[real]
-        pair = real[:, :-1] & real[:, 1:]
-        keys = (tokens[:, :-1] * len(self.vocab) + tokens[:, 1:])[pair]
+        uni_rows, uni = character_occurrences(tokens)
+        pair_rows, keys = character_pairs(tokens, len(self.vocab))
         pos = torch.searchsorted(self.bigram_keys, keys).clamp(max=max(self.bigram_keys.numel() - 1, 0))
         known = self.bigram_keys[pos] == keys if self.bigram_keys.numel() else torch.zeros_like(keys, dtype=torch.bool)
-        bi_rows = rows[:, :-1][pair][known]
-        return torch.cat([uni_rows, bi_rows]), torch.cat([uni, len(self.vocab) + pos[known]])
+        return torch.cat([uni_rows, pair_rows[known]]), torch.cat([uni, len(self.vocab) + pos[known]])
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, F) sparse TF-IDF features, each row of L2 norm 1 (a poem with no feature stays zero)."""

@@ -30,9 +30,17 @@ from mixpoet_lib._util import default_device, seed_everything
 from mixpoet_lib.checkpoints import CKPT_FORMAT, judge_path, load_judge
 from mixpoet_lib.config import FACTOR_NAMES, Profile
 from mixpoet_lib.data.dataset import PreparedData
-from mixpoet_lib.data.vocab import N_SPECIALS, Vocab
+from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.metrics import accuracy, confusion_matrix, macro_f1, per_class_f1
-from mixpoet_lib.models.judges import JUDGE_DROPOUT, Judge, JudgeClassifier, NgramJudge, encode_arrays
+from mixpoet_lib.models.judges import (
+    JUDGE_DROPOUT,
+    Judge,
+    JudgeClassifier,
+    NgramJudge,
+    character_occurrences,
+    character_pairs,
+    encode_arrays,
+)
 from mixpoet_lib.train.supervised import (
     FitSettings,
     Items,
@@ -67,6 +75,7 @@ VAT_XI = 1e-6  # norm of the random direction whose gradient gives the adversari
 UNLABELLED_SPLIT = "unl_train"  # the judges' unlabelled poems: VAT, the n-gram judge's IDF (never a test split)
 NGRAM_MIN_DF = 2  # a character pair is a feature if at least this many labelled training poems hold it
 NGRAM_MAX_ITER = 300  # L-BFGS iterations of the n-gram judge, per L2 strength
+_SCORES = ("accuracy", "macro_f1")  # the validation scores a judge's history records
 
 
 @torch.no_grad()
@@ -160,14 +169,6 @@ def fit_classifier(
     return fit_supervised(model, len(labels), batch_loss, validate, Selection("macro_f1", True, -1.0), fit)
 
 
-def _pair_keys(tokens: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(poem rows, a·V + b) of every pair of adjacent characters within a line of (P, T) token ids."""
-    real = tokens >= N_SPECIALS
-    pair = real[:, :-1] & real[:, 1:]
-    rows = torch.arange(tokens.shape[0])[:, None].expand(-1, tokens.shape[1] - 1)
-    return rows[pair], (tokens[:, :-1] * vocab_size + tokens[:, 1:])[pair]
-
-
 def _document_frequency(rows: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
     """How many distinct rows hold each id in 0..size-1."""
     unique = torch.unique(rows * size + ids)
@@ -178,7 +179,7 @@ def ngram_judge(vocab: Vocab, factor: str, train_tokens: torch.Tensor, pool_toke
     """An untrained n-gram judge: the characters and pairs of ≥ :data:`NGRAM_MIN_DF` labelled training poems are its
     features (idf 0 for every other character: no weight, no share of a poem's norm), with idf_j = ln((N + 1) /
     (df_j + 1)) + 1 counted on the N poems of ``pool_tokens`` (the unlabelled pool)."""
-    rows, keys = _pair_keys(train_tokens, len(vocab))
+    rows, keys = character_pairs(train_tokens, len(vocab))
     uniq, counts = torch.unique(torch.unique(rows * len(vocab) ** 2 + keys) % len(vocab) ** 2, return_counts=True)
     model = NgramJudge(vocab, factor, int((counts >= NGRAM_MIN_DF).sum()))
     model.bigram_keys.copy_(uniq[counts >= NGRAM_MIN_DF])  # torch.unique sorts
@@ -186,9 +187,7 @@ def ngram_judge(vocab: Vocab, factor: str, train_tokens: torch.Tensor, pool_toke
     for sl in batches_of(len(pool_tokens), 4096):
         df += _document_frequency(*model.feature_ids(pool_tokens[sl]), model.n_features)
     idf = torch.log((len(pool_tokens) + 1) / (df.double() + 1)).float() + 1
-    real = train_tokens[train_tokens >= N_SPECIALS]
-    chars = torch.arange(train_tokens.shape[0])[:, None].expand_as(train_tokens)[train_tokens >= N_SPECIALS]
-    idf[: len(vocab)][_document_frequency(chars, real, len(vocab)) < NGRAM_MIN_DF] = 0.0
+    idf[: len(vocab)][_document_frequency(*character_occurrences(train_tokens), len(vocab)) < NGRAM_MIN_DF] = 0.0
     model.idf.copy_(idf)
     return model
 
@@ -233,9 +232,6 @@ def fit_ngram(model: NgramJudge, train: Items, valid: Items, l2_grid: Sequence[f
     model.load_state_dict(best_state)
     model.eval()
     return {"history": history, "best": best, "steps": len(l2_grid)}
-
-
-_SCORES = ("accuracy", "macro_f1")
 
 
 def _judge_key(data: PreparedData, factor: str, profile: Profile, seed: int) -> dict[str, Any]:
