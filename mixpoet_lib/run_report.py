@@ -27,6 +27,7 @@ from mixpoet_lib.evaluate.systems import SYSTEM_TITLES, SYSTEMS
 
 __all__ = [
     "write_report",
+    "rewrite_report",
     "phase_training_times",
     "training_section",
     "results_markdown",
@@ -106,6 +107,16 @@ def write_report(
     report = write_text_atomic(out / "report.md", text)
     write_text_atomic(out / "report.html", render_html(text))
     return report
+
+
+def rewrite_report(profile: Profile, run: Path) -> bool:
+    """Write ``report.md`` again for a ``mixpoet reproduce`` run folder (one with a ``state.json``) whose results
+    were rewritten without re-running it (re-scored, or systems replaced); False for any other folder."""
+    state = _read_json(run / "state.json")
+    if not isinstance(state, dict):
+        return False
+    write_report(profile, run, state, sorted(run.glob("0*.ipynb")))
+    return True
 
 
 def render_html(markdown: str) -> str:

@@ -19,14 +19,13 @@ notebook 05 would). Prints each system's living / era accuracy before → after.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from mixpoet_lib.config import FACTOR_NAMES
 from mixpoet_lib.evaluate import evaluation, report
 from mixpoet_lib.notebook import setup
-from mixpoet_lib.run_report import write_report
+from mixpoet_lib.run_report import rewrite_report
 from mixpoet_lib.train import judges
 
 NOTEBOOK_SEED = 1234  # notebook 05's SEED parameter (the judges of the n-gram kind do not depend on it)
@@ -43,11 +42,7 @@ def rescore(run: Path, judge_models: dict[str, judges.Judge]) -> dict[str, tuple
     before = report.load_evaluation(run)
     after = evaluation.rejudge(before, judge_models)
     report.write_results(after, run)
-    state = run / "state.json"
-    if state.is_file():
-        profile, _ = setup(before.meta["profile"], NOTEBOOK_SEED, "", prepare_data=False)
-        books = sorted(run.glob("0*.ipynb"))
-        write_report(profile, run, json.loads(state.read_text(encoding="utf-8")), books)
+    rewrite_report(setup(before.meta["profile"], NOTEBOOK_SEED, "", prepare_data=False)[0], run)
     old, new = _accuracies(before), _accuracies(after)
     for system, acc in new.items():
         print(f"{run}: {system} living / era accuracy {old.get(system)} → {acc}")

@@ -13,6 +13,7 @@ from mixpoet_lib.models.losses import (
     UNIFORM_ENTROPY_TERM,
     bow_loss,
     classifier_terms,
+    dimension_share_above,
     entropy_term,
     frechet_distance,
     gaussian_kl,
@@ -178,6 +179,10 @@ def test_kl_share_above_and_bow_loss_by_hand():
     mu, zeros = torch.tensor([[0.0, 1.0], [0.0, 3.0]]), torch.zeros(2, 2)
     assert kl_share_above(mu, zeros, zeros, zeros, 1.0) == 0.5
     assert kl_share_above(mu, zeros, zeros, zeros, 3.0) == 0.0
+    # the validation form: per-item, per-dimension KLs whose means over the items are (0.5, 0.1, 0) with λ = 0.2
+    per_item = torch.tensor([[1.0, 0.2, 0.0], [0.0, 0.0, 0.0]])
+    assert dimension_share_above(per_item, 0.2) == pytest.approx(1 / 3)
+    assert dimension_share_above(per_item, 0.05) == pytest.approx(2 / 3)
     poems = torch.tensor([[3, 5, 6, 2, 0], [4, 4, 7, 0, 0]])
     logits = torch.zeros(2, 8)
     logits[0, 5] = logits[0, 6] = 100.0

@@ -110,6 +110,8 @@ def test_every_phase_runs_logs_and_is_finite(all_phases):
             assert 1 < float(val["val_ppl"].iloc[0]) < 2 * 3004, key  # below uniform over the vocabulary
     cl = pd.read_csv(run / "logs" / "shared_cl1_valid.csv")
     assert 0 <= cl["val_acc_xw"].iloc[0] <= 1 and 0 <= cl["val_f1_w"].iloc[0] <= 1
+    for key in ("cvae_c1", "igs_c1", "igs_c2"):  # share of dimensions whose validation-mean KL is above λ
+        assert 0 <= pd.read_csv(run / "logs" / f"{key}_valid.csv")["val_kl_above"].iloc[0] <= 1, key
 
 
 def test_aus_adversarial_steps_noise_and_diagnostics(all_phases):
@@ -831,6 +833,7 @@ def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoin
     assert results["meta"]["systems"] == ["gt", "cvae", "aus"]
     assert {"gt", "cvae", "aus"} == {r["system"] for r in results["summary"]}
     _check_rescore_judges(tmp_path / "run", capsys)
+    _check_merge_systems(tmp_path / "run", tmp_path / "src", capsys)
     # scripts/inter_topic_labels.py reads the stored AUS poems back (docs/experiments.md §18)
     spec = importlib.util.spec_from_file_location("labels", repo_root() / "scripts" / "inter_topic_labels.py")
     assert spec is not None and spec.loader is not None
@@ -882,6 +885,39 @@ def _check_rescore_judges(run: Path, capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit, match=r"aus_seed1\.json: not a poems file"):
         rescore.main([str(run), "--profile", "smoke"])
     poems.write_bytes(stored)
+
+
+def _check_merge_systems(run: Path, src: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/merge_systems.py: the CVAE's rows, poems and weight digest come from the other folder (here a copy
+    whose CVAE rows were shifted by hand), every other system's rows stay; evaluations of another number of
+    keywords are refused in one line."""
+    spec = importlib.util.spec_from_file_location("merge", repo_root() / "scripts" / "merge_systems.py")
+    assert spec is not None and spec.loader is not None
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    shutil.copytree(run, src)
+    path = Path("eval") / "scores.csv"
+    other = pd.read_csv(src / path, dtype={"length": str})
+    other.loc[other["system"] == "cvae", "value"] += 1.0
+    other.to_csv(src / path, index=False)
+    meta = json.loads((src / "results.json").read_text(encoding="utf-8"))
+    meta["meta"]["weights"]["cvae"] = "retrained"
+    (src / "results.json").write_text(json.dumps(meta), encoding="utf-8")
+    (src / "eval" / "poems" / "cvae_seed1.json").write_bytes((run / "eval" / "poems" / "cvae_seed1.json").read_bytes())
+    before = pd.read_csv(run / path, dtype={"length": str})
+    assert merge.main([str(src), str(run), "--systems", "cvae"]) == 0
+    after = pd.read_csv(run / path, dtype={"length": str})
+    is_cvae = after["system"] == "cvae"
+    np.testing.assert_allclose(after.loc[is_cvae, "value"], other.loc[other["system"] == "cvae", "value"])
+    keep = before["system"] != "cvae"
+    pd.testing.assert_frame_equal(after[~is_cvae].reset_index(drop=True), before[keep].reset_index(drop=True))
+    assert list(dict.fromkeys(after["system"])) == ["gt", "cvae", "aus"]  # the kit's system order
+    assert load_results(run)["meta"]["weights"]["cvae"] == "retrained"
+    assert "cvae inter_jaccard_word" in capsys.readouterr().out
+    meta["meta"]["n_keywords"] += 1
+    (src / "results.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"merge_systems: .*number of keywords differ"):
+        merge.main([str(src), str(run), "--systems", "cvae"])
 
 
 def test_judge_variants_script_starts_the_judges_from_the_dae_embedding(all_phases, capsys):

@@ -64,7 +64,7 @@ from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.relevance import fit_char_embedding
 from mixpoet_lib.train.charlm import LM_VAL_POEMS, lm_score
 
-__all__ = ["EvaluationResult", "build_scorers", "evaluate", "rejudge"]
+__all__ = ["EvaluationResult", "build_scorers", "evaluate", "rejudge", "replace_systems"]
 
 REFERENCE_SPLIT = "unl_valid"  # held-out human poems the LMS reconstruction is measured against
 EMBEDDING_SPLIT = "unl_train"  # poems the keyword-relevance embedding is fitted on
@@ -262,3 +262,36 @@ def rejudge(result: EvaluationResult, judges: dict[str, Any]) -> EvaluationResul
     return EvaluationResult(
         scores, result.poems, result.items, ceiling, result.lm_reference, result.seeds, dict(result.meta)
     )
+
+
+def replace_systems(result: EvaluationResult, other: EvaluationResult, systems: Sequence[str]) -> EvaluationResult:
+    """``result`` with the score rows, poems and weight digests of ``systems`` taken from ``other``: for a run whose
+    other models stay as they were after only these were re-trained and evaluated again.
+
+    Every row depends on one system's poems, the test keywords, the judges and the character LM alone, so both
+    evaluations must share those: a different number of keywords, generation seeds, LM reference or judges'
+    ceiling stops it with one line naming what differs (as does a system ``other`` did not evaluate).
+    """
+    checks = {
+        "generation seeds": (result.seeds, other.seeds),
+        "number of keywords": (result.meta.get("n_keywords"), other.meta.get("n_keywords")),
+        "LM reference": (result.meta.get("lms_reference"), other.meta.get("lms_reference")),
+        "judges' ceiling": (result.judge_ceiling, other.judge_ceiling),
+    }
+    for what, (mine, theirs) in checks.items():
+        if mine != theirs:
+            raise ValueError(f"cannot take systems from another evaluation: its {what} differ ({mine} vs {theirs})")
+    missing = [s for s in systems if s not in set(other.scores["system"])]
+    if missing:
+        raise ValueError(f"cannot take systems from another evaluation: it has no scores for {', '.join(missing)}")
+    taken = set(systems)
+    scores = pd.concat(
+        [result.scores[~result.scores["system"].isin(taken)], other.scores[other.scores["system"].isin(taken)]]
+    )
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    scores = scores.sort_values("system", key=lambda col: col.map(order), kind="stable").reset_index(drop=True)
+    poems = {k: v for k, v in result.poems.items() if k[0] not in taken}
+    poems.update({k: v for k, v in other.poems.items() if k[0] in taken})
+    meta = dict(result.meta)
+    meta["weights"] = {**meta.get("weights", {}), **{s: other.meta.get("weights", {}).get(s) for s in systems}}
+    return EvaluationResult(scores, poems, result.items, result.judge_ceiling, result.lm_reference, result.seeds, meta)

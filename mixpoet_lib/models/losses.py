@@ -28,6 +28,7 @@ __all__ = [
     "gaussian_kl",
     "gaussian_kl_per_item",
     "kl_share_above",
+    "dimension_share_above",
     "bow_loss",
     "supervised_ce",
     "entropy_term",
@@ -160,8 +161,15 @@ def gaussian_kl(
 def kl_share_above(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor, floor: float) -> float:
     """Share of latent dimensions whose batch-mean KL exceeds ``floor`` nats: with free bits per dimension, the
     dimensions that still get a KL gradient because the posterior uses them beyond the free allowance."""
-    kl = gaussian_kl_per_item(mu_q.detach(), logvar_q.detach(), mu_p.detach(), logvar_p.detach())
-    return float(kl.reshape(-1, kl.size(-1)).mean(0).gt(floor).float().mean())
+    return dimension_share_above(
+        gaussian_kl_per_item(mu_q.detach(), logvar_q.detach(), mu_p.detach(), logvar_p.detach()), floor
+    )
+
+
+def dimension_share_above(kl: Tensor, floor: float) -> float:
+    """Share of latent dimensions (last axis of the per-item, per-dimension KL ``kl``) whose mean KL over the items
+    exceeds ``floor`` nats — the validation version of ``kl_above`` (design §4.5)."""
+    return float(kl.detach().float().reshape(-1, kl.size(-1)).mean(0).gt(floor).float().mean())
 
 
 def bow_loss(logits: Tensor, poems: Tensor) -> Tensor:

@@ -16,7 +16,13 @@ from torch import Tensor
 from mixpoet_lib.config import PhaseConfig, TrainConfig
 from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.models.layers import unique_params
-from mixpoet_lib.models.losses import gaussian_kl, relativistic_d_loss, relativistic_g_loss
+from mixpoet_lib.models.losses import (
+    dimension_share_above,
+    gaussian_kl,
+    gaussian_kl_per_item,
+    relativistic_d_loss,
+    relativistic_g_loss,
+)
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.diagnostics import active_units, diagnostic_batch
 from mixpoet_lib.train.optimisers import OptimiserSpec
@@ -96,7 +102,7 @@ class IGSTrainer(FactorTrainer):
         "diag_match",
         "diag_match_rel",
     )
-    val_columns = ("val_rec", "val_ppl", "val_kl1", "val_kl2", "val_active_units", *CL_VAL_COLUMNS)
+    val_columns = ("val_rec", "val_ppl", "val_kl1", "val_kl2", "val_kl_above", "val_active_units", *CL_VAL_COLUMNS)
 
     def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
         """:func:`~mixpoet_lib.train.steps.igs_step`."""
@@ -105,19 +111,24 @@ class IGSTrainer(FactorTrainer):
         )
 
     def validate(self) -> dict[str, Any]:
-        """Reconstruction, per-factor KL, active units and both factors' classifier scores."""
+        """Reconstruction, per-factor KL, share of dimensions whose mean KL is above λ, active units and both
+        factors' classifier scores."""
         kls: list[list[float]] = [[], []]
-        mus = []
+        dims, mus = [], []
 
         def _extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
-            for k, ((mq, lq), (mp, lp)) in enumerate(zip(out["posterior"], out["prior"])):
-                kls[k].append(float(gaussian_kl(mq.float(), lq.float(), mp.float(), lp.float())))
+            post_prior = zip(out["posterior"], out["prior"])
+            pairs = [((mq.float(), lq.float()), (mp.float(), lp.float())) for (mq, lq), (mp, lp) in post_prior]
+            for k, ((mq, lq), (mp, lp)) in enumerate(pairs):
+                kls[k].append(float(gaussian_kl(mq, lq, mp, lp)))
+            dims.append(torch.cat([gaussian_kl_per_item(*q, *p) for q, p in pairs], -1))
             mus.append(torch.cat([mq for mq, _ in out["posterior"]], -1))
 
         res = self.rec_validation(lambda b: self.model(b, tau=self.tau()), extra=_extra)
         res.update(
             val_kl1=float(np.mean(kls[0])),
             val_kl2=float(np.mean(kls[1])),
+            val_kl_above=dimension_share_above(torch.cat(dims), self.tcfg.free_bits),
             val_active_units=active_units(torch.cat(mus)),
         )
         res.update(self.classifier_validation([0, 1]))

@@ -28,7 +28,7 @@ from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS, PreparedData
 from mixpoet_lib.models.factor_models import FactorModelBase
 from mixpoet_lib.models.generators import PoetBase
-from mixpoet_lib.models.losses import gaussian_kl, reconstruction_loss
+from mixpoet_lib.models.losses import dimension_share_above, gaussian_kl, gaussian_kl_per_item, reconstruction_loss
 from mixpoet_lib.signatures import SIGNATURE_IF_SET
 from mixpoet_lib.train import steps
 from mixpoet_lib.train.diagnostics import (
@@ -383,21 +383,26 @@ class CVAETrainer(SecondStage):
         *("epoch", "lr", "tf_ratio", "loss", "rec", "kl", "kl_fb", "kl_weight"),
         *("kl_above", "bow", "active_units", "grad_norm"),
     )
-    val_columns = ("val_rec", "val_ppl", "val_kl", "val_active_units")
+    val_columns = ("val_rec", "val_ppl", "val_kl", "val_kl_above", "val_active_units")
 
     def step(self, batch: dict[str, Tensor], epoch: int) -> dict[str, Any]:
         """:func:`~mixpoet_lib.train.steps.cvae_step`."""
         return steps.cvae_step(self.model, batch, self.opt, self.tcfg, self.tf_ratio(epoch))
 
     def validate(self) -> dict[str, Any]:
-        """Reconstruction, KL and active units on the validation poems."""
-        kls, mus = [], []
+        """Reconstruction, KL, share of dimensions whose mean KL is above λ, and active units on validation poems."""
+        kls, dims, mus = [], [], []
 
         def _extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
             (mq, lq), (mp, lp) = [(a.float(), b.float()) for a, b in (out["posterior"], out["prior"])]
             kls.append(float(gaussian_kl(mq, lq, mp, lp)))
+            dims.append(gaussian_kl_per_item(mq, lq, mp, lp))
             mus.append(mq)
 
         res = self.rec_validation(lambda b: self.model(b), extra=_extra)
-        res.update(val_kl=float(np.mean(kls)), val_active_units=active_units(torch.cat(mus)))
+        res.update(
+            val_kl=float(np.mean(kls)),
+            val_kl_above=dimension_share_above(torch.cat(dims), self.tcfg.free_bits),
+            val_active_units=active_units(torch.cat(mus)),
+        )
         return res
