@@ -107,10 +107,10 @@ print(f"KL = {kl.item():.4f}; by hand = {0.5 * (2 + 2 / np.e**2 - 1):.4f}")
 # with $\overline{\operatorname{KL}}_d$ the batch mean of dimension $d$'s KL, $\beta_t$ rising linearly from 0 to 1
 # and $\lambda$ = `free_bits` ([design §4.5](../docs/design.md#d4.5)). That is the official objective (the `full`
 # profile). **The tutorial recipe changes two things**, for reasons the end of this section measures: $\beta_t$
-# rises only to $\beta_{\max}$ = `kl_max_weight` = 0.04, and the floor applies to the KL summed over the latent
+# rises only to $\beta_{\max}$ = `kl_max_weight` = 0.01, and the floor applies to the KL summed over the latent
 # (`free_bits_scope="subspace"`; for MixPoet-IGS over each factor's half):
 #
-# $$\mathcal L_{\text{CVAE}}^{\text{tutorial}}=\mathcal L_{\text{rec}}+\beta_t\,\max\Bigl(\lambda Z,\ \sum_{d}\overline{\operatorname{KL}}_d\Bigr),\qquad \beta_t\to0.04 .$$
+# $$\mathcal L_{\text{CVAE}}^{\text{tutorial}}=\mathcal L_{\text{rec}}+\beta_t\,\max\Bigl(\lambda Z,\ \sum_{d}\overline{\operatorname{KL}}_d\Bigr),\qquad \beta_t\to0.01 .$$
 #
 # The loss function and the training step that compute either form:
 
@@ -150,13 +150,14 @@ print(val.tail(1).round(3).to_string(index=False))
 # %% [markdown]
 # **Reading the curves** (published tutorial run; the smoke profile's curves mean nothing). The reconstruction
 # loss falls fast and then flattens. The KL does *not* fall towards 0, so there is no classic posterior collapse.
-# While $\beta$ is still near 0 the raw KL jumps to ≈ 7.4 nats, then falls back and from step ≈ 100 on settles at
-# ≈ 6.2–6.4 nats, just under the floor $\lambda Z$ = 6.4: the posterior spends its free allowance and hardly a nat
-# more. On the steps where the sum is under the floor, $\max(\lambda Z,\cdot)$ is a constant and **the KL term
-# gives no gradient at all**; where it pokes above, the pull is $\beta\le0.04$ per nat. So $z$ carries about
-# 6.3 nats — more than the 4 nats of the official recipe (below), still little against the 24–32 characters a
-# poem's decoder predicts. The active-unit count dips to ≈ 40 during the early KL jump and then returns to all
-# 128: $z$ spreads its nats over many dimensions, each saying little. The numbers of this run:
+# While $\beta$ is still tiny the raw KL climbs to ≈ 13 nats (step ≈ 140), then falls back as $\beta$ reaches
+# 0.01 and settles at ≈ 9.3 nats, **well above the floor** $\lambda Z$ = 6.4: after the first ≈ 60 steps the
+# penalised KL equals the raw KL, so the KL term pulls the posterior towards the prior — and trains the prior
+# network $p(z\mid w)$ — at every step, with a pull of $\beta$ = 0.01 per nat. (Under the β → 0.04 of the
+# previously published recipe the sum sat *on* the floor, 6.2–6.4 nats, and the KL term gave no gradient on most
+# steps: below, and `docs/experiments.md` §20.) The active-unit count dips to ≈ 20 during the early climb and
+# returns to all 128: $z$ spreads its 9 nats over many dimensions — about half of them above $\lambda$ = 0.05 each.
+# The numbers of this run:
 
 # %%
 at_floor = np.mean(np.isclose(log["kl_fb"], floor, rtol=0.02))
@@ -185,13 +186,15 @@ print(f"penalised KL within 2% of the floor {floor:g} on {at_floor:.0%} of the s
 # dimensions. Flooring the *sum* of the KL at $\lambda\cdot128$ instead of each dimension
 # (`train.free_bits_scope="subspace"`) changed nothing that one run can show — the posterior settles at the free
 # allowance either way — and dropping the floor let the KL collapse to 0.9 nats with a worse reconstruction
-# (`docs/experiments.md` §9). **The tutorial recipe therefore uses $\beta\to0.04$ with the floor on the sum**, and
-# the curves above are of that recipe. Against the previously published CVAE trained with the official
-# $\beta\to1$ (same sizes and steps): raw KL 6.3 nats instead of 4.1, the penalised KL on the floor on 74 % of the
-# last steps instead of 96 %, a third of the dimensions above $\lambda$ instead of none, validation perplexity 129
-# instead of 140. What it does *not* do is what the reproduction issue asks — a KL clearly above its floor on most
-# dimensions: the posterior settles at whatever allowance the floor grants. The first exercise restores the
-# official setting.
+# (`docs/experiments.md` §9). That recipe (β → 0.04, floor on the sum) was the tutorial's until the next step:
+# its posterior settled *on* the floor (6.2–6.4 nats; the penalised KL within 2 % of it on 74 % of the last steps),
+# so the KL term still gave no gradient most of the time. **Letting β anneal only to 0.01** (`docs/experiments.md`
+# §20) is what moves the KL off the floor: the KL the model wants at that weight (≈ 9 nats in this seed, ≈ 7 in
+# another) lies above the 6.4-nat allowance, the floor stops binding, and the validation perplexity improves from
+# 129 to 123 (same DAE, same steps). The curves above are of that recipe. Per dimension the picture is less
+# tidy: half the dimensions carry more than $\lambda$ = 0.05 nats on validation poems (a third before), so a *clear
+# majority* above λ, as the reproduction issue words it, is still not reached — the posterior spreads its nats
+# thinly. The first exercise restores the official setting.
 
 # %% [markdown]
 # ## 2 · Semi-supervised learning with missing labels (Kingma et al.'s M2)
@@ -307,7 +310,7 @@ clf.round(3)
 #   q(z_k\mid x,w,y_k)=\mathcal N\bigl(\mu'_k(x,w,y_k),\,\sigma'^2_k(x,w,y_k)I\bigr),$$
 #
 # and the KL splits into one analytic term per sub-space, each with its own free bits (in the tutorial recipe a
-# floor $\lambda Z/2$ on each sub-space's summed KL and $\beta_t\to0.04$, as for the CVAE above). The whole
+# floor $\lambda Z/2$ on each sub-space's summed KL and $\beta_t\to0.01$, as for the CVAE above). The whole
 # official objective of a batch adds the semi-supervised terms of section 2:
 #
 # $$\mathcal L_{\text{IGS}}=\mathcal L_{\text{rec}}+\beta_t\sum_{k=1}^{2}\sum_{d}\max\bigl(\lambda,\overline{\operatorname{KL}}_{k,d}\bigr)
@@ -351,12 +354,13 @@ plots.save_figure(fig, "03_igs_training", RUN)
 plt.show()
 
 # %% [markdown]
-# **Reading the curves.** Reconstruction behaves as for the CVAE. Each sub-space's KL starts above its floor
-# (3.6 and 3.35 nats), drops under it within ≈ 50 steps and then hovers at 3.0–3.2, just under the floor of 3.2
-# and touching it: as for the CVAE, each half spends about its free allowance, and the KL penalty acts only on
-# the steps where a sum pokes above the floor, so the sub-spaces are shaped mostly by reconstruction and by the
-# labels fed to the prior and posterior. (On validation poems the halves carry 3.8 / 3.7 nats; the previously
-# published IGS, with the official $\beta\to1$, carried 2.1 / 2.0.)
+# **Reading the curves.** Reconstruction behaves as for the CVAE. Each sub-space's KL starts near its floor of
+# 3.2 nats, rises to ≈ 4.3 / 3.9 while $\beta$ is small, and settles at ≈ 3.45 / 3.4 — above the floor, but only
+# just: the KL term pulls on nearly every step (living half) and on most (era half), where under the previous
+# β → 0.04 each half hovered at 3.0–3.2, touching the floor, and pulled on a quarter of the steps
+# (`docs/experiments.md` §20). The sub-spaces are still shaped mostly by reconstruction and by the labels fed to
+# the prior and posterior. (On validation poems the halves carry 4.0 / 3.8 nats, 48 % of the dimensions above λ;
+# the IGS published before carried 3.8 / 3.7 nats, and one with the official $\beta\to1$ 2.1 / 2.0.)
 # Right: the supervised cross-entropy of $q$ falls. The entropy term falls from about −0.2 to about −0.45
 # (0 would be a certain $q$, −0.712 a uniform one): minimising it makes $q$ *less* certain on the unlabelled
 # poems, as M2's $+\mathcal H$ term intends; with the official Gumbel sampling nothing pulls the other way on
