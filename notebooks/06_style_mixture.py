@@ -183,9 +183,8 @@ pd.DataFrame({SYSTEM_TITLES[s]: {f"K={k}": c[k - 1] for k in (10, 50, 100, 500)}
 # **Reading the curves.** Every generator's curve rises far faster than the human one: in the published
 # `tutorial` run the 100 most frequent characters make up 68–81 % of all generated text but about a third of the
 # human poems, and every generator has used up its whole character inventory by a few hundred characters, where the
-# human curve is still climbing. Basic is the most concentrated; MixPoet-AUS is the flattest generator (68 % in the
-# top 100 against CVAE's 72 %; in the previous run CVAE was the flattest), so the paper's ordering for words holds
-# for characters too — but all three remain far from human variety.
+# human curve is still climbing. Basic is the most concentrated; MixPoet-AUS and CVAE are level (67 % and 68 % in the
+# top 100) — all three far from human variety.
 
 # %% [markdown]
 # ## 3 · Walking from one mixture to another
@@ -317,7 +316,7 @@ say(f"separation of the six mixtures for {kw4a}: MixPoet-AUS {views['aus'].separ
 # %% [markdown]
 # **Reading Fig. 4a.** The printed line says how much more AUS separates the mixtures than IGS in this run. In the
 # published `tutorial` run the paper's picture is **not** there: AUS's six clouds lie on top of each other just as
-# IGS's do, and the separation is 0.03 against 0.01 — three times IGS's, but both are close to zero (the previous
+# IGS's do, and the separation is 0.03 against 0.01 — larger than IGS's, but both are close to zero (the previous
 # run: 2.28, six clearly apart clouds). The mode-seeking term did what it was meant to do, make the prior use its
 # noise: AUS's samples now spread over about ±15 units along two main directions, where the previous run's clouds
 # were about one unit wide, and beside that spread the mixtures' centres barely differ. So in $z$ it is now the
@@ -417,11 +416,11 @@ say("share of all words taken by the 5 most frequent: "
 
 # %% [markdown]
 # **Reading Fig. 4c.** Compare the printed top-5 shares: the human poems spread their words thinly (3 % in the
-# top five), every generator concentrates far more. In the published run Basic is the most concentrated (10.4 %,
-# the paper's "more than 10 %"), CVAE is next (7.0 %) and MixPoet-AUS is the flattest generator (6.0 %), so the
-# paper's ordering (MixPoet flattest) is reproduced — in the previous run AUS was the most concentrated (11.0 %).
-# The margin over CVAE is small (the two curves stay close up to 50 words), 何处 (where) is the most frequent word
-# of both Basic and MixPoet-AUS, and every generator is still about two to three times the human share.
+# top five), every generator concentrates far more. In the published run Basic is the most concentrated (10.3 %,
+# the paper's "more than 10 %"); MixPoet-AUS (6.2 %) is flatter than Basic but *not* flatter than CVAE (5.5 %), so
+# the paper's ordering (MixPoet flattest) holds against Basic only. (Before CVAE trained with β → 0.01, notebook 03,
+# its share was 7.0 % and AUS was the flattest generator by a small margin.) Every generator is still about two to
+# three times the human share.
 
 # **Fig. 4d — which keywords call for which mixture.** The keyword classifier $p(y\mid w)$ of MixPoet-AUS, run on
 # the keywords of the corpus, ranks for each mixture the keywords it finds most probable. If the model learned
@@ -508,7 +507,8 @@ assert tables4b and all(np.isfinite(t.to_numpy(float)).all() for t in tables4b.v
 #   need not move monotonically (in the published run only the 7-character living probabilities do, and
 #   P(military) only because it starts near zero: the path's military end is not read as military): the decoder
 #   is discrete and the middle of the path is outside what it was trained on.
-# * Of the paper's figures, Fig. 4c's ordering is there (MixPoet-AUS the flattest generator, Basic above 10 %);
+# * Of the paper's figures, Fig. 4c's ordering is there only in part (Basic above 10 %, MixPoet-AUS far flatter than
+#   Basic, but level with CVAE);
 #   the separated AUS prior of Fig. 4a is not (AUS's six mixtures overlap as IGS's do, separation 0.03 against
 #   0.01), nor is the bridge of Fig. 4b: in the character LM's embedding MixPoet-AUS's MC&PT poems lie apart from
 #   the human MC and PT poems, beyond the PT end, not between them.

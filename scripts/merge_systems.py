@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -43,7 +44,8 @@ def merge(src: Path, dst: Path, systems: list[str]) -> None:
     for system in systems:
         for metric in (m for m in shown if (system, m) in now.index and (system, m) in old.index):
             was, becomes = old.loc[(system, metric), "mean"], now.loc[(system, metric), "mean"]
-            print(f"{dst}: {system} {metric} {was:.3f} → {becomes:.3f}")
+            if not (math.isnan(was) and math.isnan(becomes)):  # NaN: a metric that does not apply to the system
+                print(f"{dst}: {system} {metric} {was:.3f} → {becomes:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,9 +58,8 @@ def _training_note(run: Path) -> str:
         return ""
     seconds = sum(t[0] for t in totals.values())
     return (
-        f"; {seconds / 60:.1f} min of it training {len(totals)} phases inside the notebooks "
-        f"({', '.join(sorted(threads))} thread(s); `logs/timing.csv`), the rest data preparation, judges, LM, "
-        "generation and scoring"
+        f"; training its {len(totals)} phases took {seconds / 60:.1f} min ({', '.join(sorted(threads))} thread(s); "
+        "`logs/timing.csv`, each phase's latest training, which an execution over finished checkpoints does not repeat)"
     )
 
 
@@ -93,7 +92,7 @@ def block(run: Path) -> str:
     state_path = run / "state.json"
     lines = [START, f"_Generated from `{_shown(run)}/results.json` by `scripts/update_readme_results.py`._", ""]
     if state_path.exists():
-        lines += [f"Notebook wall times of this run: {_wall_times(run)}{_training_note(run)}.", ""]
+        lines += [f"Notebook wall times of this run's last execution: {_wall_times(run)}{_training_note(run)}.", ""]
     lines += [*results_markdown(results), "", *_seed_lines(run), END]
     return "\n".join(lines)
 
@@ -154,7 +153,7 @@ def long_block(main: Path, long: Path) -> str:
         LONG_START,
         f"_Generated from `{_shown(main)}` and `{_shown(long)}` by `scripts/update_readme_results.py`._",
         "",
-        f"Notebook wall times of the `{long.name}` run: {_wall_times(long)}{_training_note(long)}.",
+        f"Notebook wall times of the `{long.name}` run's last execution: {_wall_times(long)}{_training_note(long)}.",
         "",
         "| system | metric " + head,
         "|---|---" + "|---:" * len(cols) + "|",

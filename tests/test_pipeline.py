@@ -212,7 +212,7 @@ def test_training_section_sums_calls_per_phase_and_names_bad_rows(tmp_path, caps
     assert spec is not None and spec.loader is not None
     readme = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(readme)
-    assert readme._training_note(tmp_path).startswith("; 3.2 min of it training 2 phases inside the notebooks (2 ")
+    assert readme._training_note(tmp_path).startswith("; training its 2 phases took 3.2 min (2 ")
 
 
 def test_the_long_profile_adopts_the_tutorials_pre_trained_phases(tmp_path):
