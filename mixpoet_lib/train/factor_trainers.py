@@ -18,7 +18,6 @@ from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.models.layers import unique_params
 from mixpoet_lib.models.losses import (
     dimension_share_above,
-    gaussian_kl,
     gaussian_kl_per_item,
     relativistic_d_loss,
     relativistic_g_loss,
@@ -117,11 +116,13 @@ class IGSTrainer(FactorTrainer):
         dims, mus = [], []
 
         def _extra(out: dict[str, Any], _b: dict[str, Tensor]) -> None:
-            post_prior = zip(out["posterior"], out["prior"])
-            pairs = [((mq.float(), lq.float()), (mp.float(), lp.float())) for (mq, lq), (mp, lp) in post_prior]
-            for k, ((mq, lq), (mp, lp)) in enumerate(pairs):
-                kls[k].append(float(gaussian_kl(mq, lq, mp, lp)))
-            dims.append(torch.cat([gaussian_kl_per_item(*q, *p) for q, p in pairs], -1))
+            per_factor = [
+                gaussian_kl_per_item(mq.float(), lq.float(), mp.float(), lp.float())
+                for (mq, lq), (mp, lp) in zip(out["posterior"], out["prior"])
+            ]
+            for k, kl in enumerate(per_factor):
+                kls[k].append(float(kl.mean(0).sum()))  # = gaussian_kl of the sub-space: batch mean, summed
+            dims.append(torch.cat(per_factor, -1))
             mus.append(torch.cat([mq for mq, _ in out["posterior"]], -1))
 
         res = self.rec_validation(lambda b: self.model(b, tau=self.tau()), extra=_extra)
