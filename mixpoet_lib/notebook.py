@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 TRAIN_HINT = "set TRAIN=True (or run make reproduce) to train from scratch"
+PROSE_PROFILE = "tutorial"  # the readings between the cells describe the published run of this profile
 PRETRAINING_LOGS = {"dae": PRETRAINED_PHASES[:1], "classifiers": PRETRAINED_PHASES[1:]}
 
 
@@ -69,6 +70,12 @@ def setup(
     vocab = f" | vocabulary {len(data.vocab)}" if data is not None else ""
     trained = f" | training seed {profile.seed}" if profile.seed != seed else ""  # e.g. --set seed=1235
     print(f"profile {profile.name} | seed {seed}{trained} | device {default_device()} | CJK font {font}{vocab}")
+    if profile.name != PROSE_PROFILE or overrides:
+        changed = f" with {overrides}" if overrides else ""
+        print(
+            f"note: the readings between the cells describe the published {PROSE_PROFILE} run; this run uses "
+            f"profile {profile.name}{changed}, so its own numbers are in the outputs, not in the prose"
+        )
     return profile, data
 
 

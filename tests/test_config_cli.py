@@ -246,4 +246,13 @@ def test_notebook_setup_without_data(capsys):
     first = torch.rand(1)
     setup("smoke", 7, prepare_data=False)
     assert profile.name == "smoke" and data is None and torch.equal(first, torch.rand(1))
-    assert "profile smoke | seed 7" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "profile smoke | seed 7" in out
+    # the prose was written for the published tutorial run: any other profile or setting says so under the line
+    assert (
+        "note: the readings between the cells describe the published tutorial run; this run uses profile smoke" in out
+    )
+    setup("tutorial", 7, prepare_data=False)
+    assert "note:" not in capsys.readouterr().out
+    setup("tutorial", 7, "seed=1235", prepare_data=False)
+    assert "this run uses profile tutorial with seed=1235" in capsys.readouterr().out
