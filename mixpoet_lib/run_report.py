@@ -21,7 +21,7 @@ import numpy
 import torch
 
 from mixpoet_lib._util import write_text_atomic
-from mixpoet_lib.config import Profile
+from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.evaluate.report import markdown_paper, markdown_result_groups
 from mixpoet_lib.evaluate.systems import SYSTEM_TITLES, SYSTEMS
 
@@ -109,13 +109,14 @@ def write_report(
     return report
 
 
-def rewrite_report(profile: Profile, run: Path) -> bool:
-    """Write ``report.md`` again for a ``mixpoet reproduce`` run folder (one with a ``state.json``) whose results
-    were rewritten without re-running it (re-scored, or systems replaced); False for any other folder."""
+def rewrite_report(run: Path, profile_name: str) -> bool:
+    """Write ``report.md`` again for a ``mixpoet reproduce`` run folder (one with a ``state.json``) of the profile
+    ``profile_name`` whose results were rewritten without re-running it (re-scored, or systems replaced); False for
+    any other folder (nothing is resolved or written then)."""
     state = _read_json(run / "state.json")
     if not isinstance(state, dict):
         return False
-    write_report(profile, run, state, sorted(run.glob("0*.ipynb")))
+    write_report(get_profile(profile_name), run, state, sorted(run.glob("0*.ipynb")))
     return True
 
 

@@ -24,10 +24,7 @@ from pathlib import Path
 
 from mixpoet_lib.evaluate import evaluation, report
 from mixpoet_lib.evaluate.systems import DETERMINISTIC, poems_path
-from mixpoet_lib.notebook import setup
 from mixpoet_lib.run_report import rewrite_report
-
-NOTEBOOK_SEED = 1234  # notebook 05's SEED parameter
 
 
 def merge(src: Path, dst: Path, systems: list[str]) -> None:
@@ -38,7 +35,7 @@ def merge(src: Path, dst: Path, systems: list[str]) -> None:
         for seed in merged.seeds[:1] if system in DETERMINISTIC else merged.seeds:
             shutil.copyfile(poems_path(src, system, seed), poems_path(dst, system, seed))
     report.write_results(merged, dst)
-    rewrite_report(setup(merged.meta["profile"], NOTEBOOK_SEED, "", prepare_data=False)[0], dst)
+    rewrite_report(dst, merged.meta["profile"])
     old, now = before.summary().set_index(["system", "metric"]), merged.summary().set_index(["system", "metric"])
     shown = ("intra_jaccard_word", "intra_jaccard_mix_word", "inter_jaccard_word", "keyword_rate", "living_acc")
     for system in systems:

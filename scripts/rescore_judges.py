@@ -42,7 +42,7 @@ def rescore(run: Path, judge_models: dict[str, judges.Judge]) -> dict[str, tuple
     before = report.load_evaluation(run)
     after = evaluation.rejudge(before, judge_models)
     report.write_results(after, run)
-    rewrite_report(setup(before.meta["profile"], NOTEBOOK_SEED, "", prepare_data=False)[0], run)
+    rewrite_report(run, before.meta["profile"])
     old, new = _accuracies(before), _accuracies(after)
     for system, acc in new.items():
         print(f"{run}: {system} living / era accuracy {old.get(system)} → {acc}")

@@ -905,7 +905,9 @@ def _check_merge_systems(run: Path, src: Path, capsys: pytest.CaptureFixture[str
     (src / "results.json").write_text(json.dumps(meta), encoding="utf-8")
     (src / "eval" / "poems" / "cvae_seed1.json").write_bytes((run / "eval" / "poems" / "cvae_seed1.json").read_bytes())
     before = pd.read_csv(run / path, dtype={"length": str})
+    (run / "state.json").write_text("{}", encoding="utf-8")  # a `mixpoet reproduce` folder: its report is rewritten
     assert merge.main([str(src), str(run), "--systems", "cvae"]) == 0
+    assert "run report — profile `smoke`" in (run / "report.md").read_text(encoding="utf-8")
     after = pd.read_csv(run / path, dtype={"length": str})
     is_cvae = after["system"] == "cvae"
     np.testing.assert_allclose(after.loc[is_cvae, "value"], other.loc[other["system"] == "cvae", "value"])
