@@ -254,20 +254,19 @@ class GenConfig:
     doubling_word_share: float = 0.1
     max_doublings: int = 1
     doubling_penalty: float = 0.0  # nats taken from every allowed doubling (design §5.3); 0 = none
-    # Keyword placement [kit choice, design §5.8]: nats added to the keyword's next character until the poem holds
-    # the keyword (generate/keyword.py); 0 = official search.
-    keyword_bonus: float = 0.0
+    keyword_bonus: float = 0.0  # [kit choice, design §5.8] nats for the keyword's next character; 0 = official
     # Anti-generic scoring [kit choice, design §5.9]: score log p(c | poem) − generic_weight · log p(c | generic start
     # state), the generic state being the mean start state of generic_keywords frequent characters; 0 = official.
     generic_weight: float = 0.0
     generic_keywords: int = 64
+    mixture_contrast: float = 0.0  # [kit choice, design §5.10] γ: mixtures pushed apart from their mean; 0 = official
 
     def __post_init__(self) -> None:
         for name, most in (("beam_size", MAX_BEAM), ("z_candidates", MAX_Z_CANDIDATES)):
             _require(self, name, 1 <= getattr(self, name) <= most, f"in 1..{most}")
         _require(self, "extra_steps", 0 <= self.extra_steps <= MAX_EXTRA_STEPS, f"in 0..{MAX_EXTRA_STEPS}")
-        _check(self, "≥ 0", "z_outlier_ratio doubling_min_count doubling_word_count max_doublings")
-        _check(self, "≥ 0", "keyword_bonus generic_weight doubling_penalty")
+        _check(self, "≥ 0", "z_outlier_ratio doubling_min_count doubling_word_count max_doublings keyword_bonus")
+        _check(self, "≥ 0", "generic_weight doubling_penalty mixture_contrast")
         _check(self, "> 0", "generic_keywords")
         _require(self, "repetition_rule", self.repetition_rule in REPETITION_RULES, f"one of {REPETITION_RULES}")
         for name in ("doubling_min_share", "doubling_min_rate", "doubling_word_share"):

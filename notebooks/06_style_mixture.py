@@ -20,7 +20,8 @@
 # six regions of the latent space; sampling inside a region, or moving between regions, changes the poem
 # while the keyword stays the same. This notebook is the case study of [design §7.1](../docs/design.md#d7.1):
 #
-# 1. one keyword under all six mixtures, 5- and 7-character, with what the independent judges make of them;
+# 1. one keyword under all six mixtures, 5- and 7-character, with what the independent judges make of them,
+#    and the same mixtures pushed apart by a mixture contrast γ (1b);
 # 2. the accumulated frequency of the top-K characters in generated versus human poems;
 # 3. a walk through the latent space from one mixture to another;
 # 4. an interactive generator;
@@ -36,8 +37,10 @@ KEYWORDS: list = ["秋风", "明月"]  # case-study keywords (each must be in th
 MIX_FROM: list = [0, 1]  # interpolation start, [living, era]: military, troubled
 MIX_TO: list = [1, 0]  # interpolation end: countryside, prosperous
 STEPS: int = 5  # points on the interpolation path
+CONTRASTS: list = [0.0, 1.0, 2.0]  # mixture contrasts γ of section 1b (0 = the model as trained)
 
 # %%
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,7 +61,8 @@ from mixpoet_lib.generate import generator as generation
 from mixpoet_lib.train import charlm, judges
 from mixpoet_lib import metrics
 from mixpoet_lib import plots
-from mixpoet_lib.notebook import load_or_train, notebook_run_dir, say, setup
+from mixpoet_lib.models.factor_models import FactorModelBase
+from mixpoet_lib.notebook import load_or_train, notebook_run_dir, say, setup, show_source
 
 profile, data = setup(PROFILE, SEED, OVERRIDES)
 RUN = run_name(profile.name, OVERRIDES)  # the profile's name, or <profile>-<digest> when settings are changed
@@ -144,6 +148,68 @@ for kw in keywords:
                      "of": 4 * length})
 distinct = pd.DataFrame(rows)
 distinct.round(1)
+
+# %% [markdown]
+# ### 1b · Pushing the mixtures apart: the mixture contrast γ
+#
+# The decoder starts from $s_0=\tanh\big(W[z;\,h_w;\,d_1(y_1);\,d_2(y_2)]+b\big)$: the mixture reaches it twice,
+# through the prior draw $z(y,\varepsilon)$ and through the label embeddings $d_k(y_k)$. Draw all six mixtures
+# with the *same* noise $\varepsilon$ and average: $\bar z$ and $\bar d_k$ are what the keyword's six poems share,
+# $z(y,\varepsilon)-\bar z$ and $d_k(y_k)-\bar d_k$ what one mixture adds. A **mixture contrast** $\gamma\ge 0$
+# scales only the second part:
+#
+# $$\tilde z=\bar z+(1+\gamma)\big(z(y,\varepsilon)-\bar z\big),\qquad
+#   \tilde d_k=\bar d_k+(1+\gamma)\big(d_k(y_k)-\bar d_k\big).$$
+#
+# Since $W$ is linear, this moves the pre-activation of $s_0$ $(1+\gamma)$ times as far from the mixtures' mean,
+# the way classifier-free guidance extrapolates away from an unconditional model. $\gamma=0$ is the model as
+# trained and the default of every profile; it is a generation-time choice of the kit, not part of the paper
+# ([design §5.10](../docs/design.md#d5.10)), and it changes no weight. The two functions:
+
+# %%
+show_source(FactorModelBase.contrast_latent, FactorModelBase.decoder_s0)
+
+# %% [markdown]
+# The first keyword, 7-character, under the six mixtures and the values of `CONTRASTS` (same seed, so within a
+# column only the labels differ, and along a row only γ); under each poem the judges' verdict as above.
+
+# %%
+contrast_gens = {}
+
+
+def contrast_generator(gamma: float) -> generation.Generator:
+    """The notebook's generator with ``gen.mixture_contrast = gamma`` (built once per value)."""
+    if gamma not in contrast_gens:
+        cfg = dataclasses.replace(profile.gen, mixture_contrast=float(gamma))
+        contrast_gens[gamma] = generation.Generator(aus, vocab, training_lines=data.training_lines(), gen_cfg=cfg)
+    return contrast_gens[gamma]
+
+
+grid, hits = {}, []
+for gamma in CONTRASTS:
+    column = {}
+    for mix in analysis.MIXTURES:
+        poem = contrast_generator(gamma).generate(keywords[0], 7, labels=mix, seed=SEED)[0]
+        if not poem.ok:
+            column[mixture_name(mix)] = "(no poem: constraints failed)"
+            continue
+        tag = judges.classify(judge_models, [poem.text])[0]
+        ok = [tag[f]["label"] == mix[k] for k, f in enumerate(config.FACTOR_NAMES)]
+        hits.append({"γ": gamma, "living ✓": ok[0], "era ✓": ok[1], "text": poem.text})
+        marks = [("✓" if o else "✗") + tag[f]["name"] for o, f in zip(ok, config.FACTOR_NAMES)]
+        column[mixture_name(mix)] = "\n".join(poem.lines) + f"\n({' · '.join(marks)})"
+    grid[f"γ = {gamma:g}"] = column
+display(pd.DataFrame(grid).style.set_caption(f"keyword {keywords[0]}, 7-character").set_properties(
+    **{"white-space": "pre-wrap", "text-align": "left"}))
+hits = pd.DataFrame(hits)
+pd.DataFrame({"poems": hits.groupby("γ").size(),
+              "living judged as asked": hits.groupby("γ")["living ✓"].sum(),
+              "era judged as asked": hits.groupby("γ")["era ✓"].sum(),
+              "distinct characters in the six": hits.groupby("γ")["text"].apply(
+                  lambda t: len(set("".join(t).replace("|", ""))))})
+
+# %% [markdown]
+# READING_1B
 
 # %% [markdown]
 # ## 2 · Do generated poems lean on a few characters?

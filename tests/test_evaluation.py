@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -192,23 +193,30 @@ def test_changed_weights_invalidate_cache(smoke_data, run_dir, models, result):
     assert S.load_cached(S.poems_path(run_dir, "aus", 1), k1) is None
 
 
-def test_cache_key_is_the_sha256_of_the_sorted_settings_json(result):
-    # the committed caches (runs/<profile>/eval/poems) depend on this exact scheme
+@pytest.mark.parametrize("contrast", [0.0, 1.0])
+def test_cache_key_is_the_sha256_of_the_sorted_settings_json(result, contrast):
+    # the committed caches (runs/<profile>/eval/poems) depend on this exact scheme: a generation setting added
+    # later (mixture_contrast) enters the key only when set away from its default
     items = result.items
+    profile = dataclasses.replace(SMOKE, gen=dataclasses.replace(SMOKE.gen, mixture_contrast=contrast))
+    gen = asdict(SMOKE.gen)
+    del gen["mixture_contrast"]
+    if contrast:
+        gen["mixture_contrast"] = contrast
     blob = json.dumps(
         {
             "format": S.EVAL_FORMAT,
             "system": "aus",
             "seed": 2,
             "items": [asdict(it) for it in items],
-            "gen": asdict(SMOKE.gen),
+            "gen": gen,
             "intra_n": 2,
             "weights": "w",
         },
         sort_keys=True,
         ensure_ascii=False,
     )
-    assert S.cache_key("aus", 2, items, SMOKE, 2, "w") == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert S.cache_key("aus", 2, items, profile, 2, "w") == hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def test_corrupt_cache_file_is_regenerated(tmp_path):

@@ -63,6 +63,9 @@ SYSTEM_TITLES: dict[str, str] = {
 FACTOR_SYSTEMS: frozenset[str] = frozenset({"fbasic", "igs", "aus", "aus_st"})  # they write one poem per mixture
 DETERMINISTIC: frozenset[str] = frozenset({"gt", "basic", "fbasic"})  # no latent: the same poems for every seed
 EVAL_FORMAT = 1
+# Generation settings added after poem caches were committed: in the cache key only when set away from this default,
+# so the committed runs' poems stay valid.
+GEN_IF_SET: dict[str, Any] = {"mixture_contrast": 0.0}
 MIN_INTRA_N = 2  # poems per keyword in an intra-topic group (Jaccard needs pairs)
 NO_LABELS = (-1, -1)  # the 'requested' labels of a poem generated without a requested mixture
 
@@ -167,7 +170,7 @@ def cache_key(
             "system": system,
             "seed": seed if system not in DETERMINISTIC else 0,
             "items": [asdict(it) for it in items],
-            "gen": asdict(profile.gen),
+            "gen": {k: v for k, v in asdict(profile.gen).items() if k not in GEN_IF_SET or v != GEN_IF_SET[k]},
             "intra_n": intra_n,
             "weights": weights,
         }

@@ -284,7 +284,7 @@ class Generator:
             ids = m.infer_labels(h_w, labels) if self.kind != "cvae" else None
             y = [ids[:, k] for k in range(ids.size(1))] if ids is not None else []
             z, rejected = draw_latents(
-                functools.partial(prior_from_eps, m),
+                functools.partial(prior_from_eps, m, contrast=self.gen_cfg.mixture_contrast),
                 h_w,
                 y,
                 [st.rng for st in states],
@@ -293,7 +293,7 @@ class Generator:
                 self.gen_cfg.z_outlier_ratio,
             )
             self.z_rejections += rejected
-            s0 = m.decoder_s0(z, h_w, y) if y else m.decoder_s0(z, h_w)
+            s0 = m.decoder_s0(z, h_w, y, self.gen_cfg.mixture_contrast) if y else m.decoder_s0(z, h_w)
         else:
             raise ValueError(f"unsupported model kind {self.kind!r}")
         if ids is not None:

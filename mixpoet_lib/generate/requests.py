@@ -159,11 +159,12 @@ def length_onehot(lengths: Sequence[int], dtype: torch.dtype, device: torch.devi
     return torch.tensor([[1.0, 0.0] if n == LONG_LINE else [0.0, 1.0] for n in lengths], dtype=dtype, device=device)
 
 
-def prior_from_eps(model: Any, h_w: Tensor, y: list[Tensor], eps: Tensor) -> Tensor:
-    """Prior latent for given noise: Gaussian kinds reparameterise, AUS runs its implicit sampler."""
+def prior_from_eps(model: Any, h_w: Tensor, y: list[Tensor], eps: Tensor, contrast: float = 0.0) -> Tensor:
+    """Prior latent for given noise: Gaussian kinds reparameterise, AUS runs its implicit sampler; a factor model
+    with ``contrast`` > 0 returns the mixture-contrasted draw (design §5.10)."""
     if model.kind == "cvae":
         return model.prior_sample(h_w, eps=eps)
-    return model.prior_sample(h_w, y, eps=eps)
+    return model.contrast_latent(h_w, y, eps, contrast)
 
 
 def draw_latents(

@@ -8,7 +8,8 @@ label-conditioned decoder start. :class:`MixPoetIGS` gives each factor an isotro
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -95,10 +96,33 @@ class FactorModelBase(PoetBase):
         labels = labels.to(guess.device)
         return torch.where(labels.ge(0), labels, guess)
 
-    def decoder_s0(self, z: Tensor, h_w: Tensor, y: list[Tensor]) -> Tensor:
-        """Return s0 = tanh(dec_init([z; h_w; d_1(y_1); d_2(y_2)])) (B, S0)."""
+    def decoder_s0(self, z: Tensor, h_w: Tensor, y: list[Tensor], contrast: float = 0.0) -> Tensor:
+        """Return s0 = tanh(dec_init([z; h_w; d_1(y_1); d_2(y_2)])) (B, S0).
+
+        ``contrast`` γ > 0 (generation only, design §5.10) moves each label embedding away from its factor's mean
+        embedding: d̄ + (1 + γ)(d(y) − d̄); pass a latent contrasted the same way (:meth:`contrast_latent`).
+        """
         labs = [embed_label(tab, yk) for tab, yk in zip(self.factor_embed, y)]
+        if contrast > 0:
+            means = [cast(Tensor, tab.weight).mean(0) for tab in self.factor_embed]
+            labs = [m + (1 + contrast) * (d - m) for d, m in zip(labs, means)]
         return torch.tanh(self.dec_init(torch.cat([z, h_w, *labs], dim=-1)))
+
+    def contrast_latent(self, h_w: Tensor, y: list[Tensor], eps: Tensor, contrast: float) -> Tensor:
+        """Mixture contrast of a prior draw (design §5.10): z̄ + (1 + γ)(z(y, ε) − z̄), z̄ = mean over all mixtures.
+
+        Every mixture (y_1, y_2) is drawn with the same noise ε (B, Z), so z̄ is what a keyword's draws share and
+        z(y, ε) − z̄ what the requested mixture adds; γ = 0 returns the plain prior draw z(y, ε).
+        """
+        z = self.prior_sample(h_w, y, eps=eps)
+        if contrast <= 0:
+            return z
+        mixtures = list(itertools.product(*(range(k) for k in self.n_classes)))
+        b = h_w.size(0)
+        ids = torch.tensor(mixtures, dtype=torch.long, device=h_w.device).repeat_interleave(b, dim=0)  # (M·B, F)
+        every = self.prior_sample(h_w.repeat(len(mixtures), 1), self._split(ids), eps=eps.repeat(len(mixtures), 1))
+        z_bar = every.view(len(mixtures), b, -1).mean(0)
+        return z_bar + (1 + contrast) * (z - z_bar)
 
     def classifier_groups(self) -> dict[str, list[nn.Parameter]]:
         """Return {'cl1': ..., 'cl2': ...}: embed, encoders and factor k's two classifiers (phases B1/B2)."""
