@@ -368,7 +368,10 @@ summary[summary["metric"].isin(f1_cols)].pivot(index="system", columns="metric",
 # defines them. Is the living gap a matter of the tutorial's short fine-tune (150 steps on the labelled poems)?
 # Four times as many steps moved MixPoet-AUS's living accuracy by +0.05 ± 0.07 over three training seeds — up in
 # two, down in one — while the troubled era's recall rose in all three (`docs/experiments.md` §16): the budget
-# explains the era misses better than the living ones.
+# explains the era misses better than the living ones. The living style is in the trained models, though: pushing
+# the six mixtures' start states apart at generation (the mixture contrast of notebook 06 §1b, γ = 1, an option that
+# is off here) lifts MixPoet-AUS to 0.82 living / 0.77 era with the same weights — and MixPoet-IGS as much
+# (`docs/experiments.md` §21).
 
 # %%
 factor_systems = [s for s in systems if s in FACTOR_SYSTEMS]
