@@ -970,3 +970,26 @@ def test_mixture_contrast_in_generation() -> None:
     assert [p.lines for p in zero] == [p.lines for p in plain]
     assert [p.lines for p in sharp] == [p.lines for p in single] != [p.lines for p in plain]
     assert [p.labels for p in sharp] == labels
+
+
+def test_contrast_sweep_keeps_gamma_on_one_path_only() -> None:
+    """scripts/contrast_sweep.py (experiments §21): 'labels' leaves the prior draw plain, 'latent' the embeddings."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("sweep", Path(__file__).parents[1] / "scripts" / "contrast_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    h_w_keys = keyword_tensor(VOCAB, ["秋风"])
+    eps = torch.randn(1, SMOKE.latent_size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    y = [torch.tensor([1]), torch.tensor([0])]
+    full = make_model("aus", seed=4, dtype=torch.float64)
+    h_w = full.encode_keyword(h_w_keys)
+    z_plain, z_sharp = full.contrast_latent(h_w, y, eps, 0.0), full.contrast_latent(h_w, y, eps, 1.0)
+    labels = sweep.one_path(make_model("aus", seed=4, dtype=torch.float64), "labels")
+    latent = sweep.one_path(make_model("aus", seed=4, dtype=torch.float64), "latent")
+    assert torch.equal(labels.contrast_latent(h_w, y, eps, 1.0), z_plain)
+    assert torch.equal(labels.decoder_s0(z_plain, h_w, y, 1.0), full.decoder_s0(z_plain, h_w, y, 1.0))
+    assert torch.equal(latent.contrast_latent(h_w, y, eps, 1.0), z_sharp)
+    assert torch.equal(latent.decoder_s0(z_sharp, h_w, y, 1.0), full.decoder_s0(z_sharp, h_w, y, 0.0))
+    assert not torch.equal(z_sharp, z_plain)
