@@ -43,14 +43,16 @@ def one_path(model: FactorModelBase, path: str) -> FactorModelBase:
 def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (γ, system): means and stds over the generation seeds."""
     seeds = tuple(int(s) for s in args.seeds.split(","))
+    if not args.weights.is_dir() and len(args.systems) > 1:
+        raise SystemExit(f"contrast_sweep: {args.weights} is one file; name one system, or give a weights folder")
+    models = {}
+    for system in args.systems:
+        path = args.weights / f"{system}.safetensors" if args.weights.is_dir() else args.weights
+        if not path.is_file():
+            raise SystemExit(f"contrast_sweep: no weights {path} for {system!r}")
+        models[system] = one_path(load_model(path), args.path)  # generation does not change them: loaded once
     rows = []
     for gamma in (float(g) for g in args.gammas.split(",")):
-        models = {}
-        for system in args.systems:
-            path = args.weights / f"{system}.safetensors" if args.weights.is_dir() else args.weights
-            if not path.is_file():
-                raise SystemExit(f"contrast_sweep: no weights {path} for {system!r}")
-            models[system] = one_path(load_model(path), args.path)
         profile, data = setup(args.profile, NOTEBOOK_SEED, f"gen.mixture_contrast={gamma}")
         if data is None:
             raise SystemExit("contrast_sweep: the data could not be prepared")
