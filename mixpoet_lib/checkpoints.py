@@ -156,14 +156,21 @@ def weights_key(profile: Profile) -> str:
 
 
 def build_model(
-    kind: str, cfg: ModelConfig, vocab_size: int, *, straight_through: bool = False, bow: bool = False
+    kind: str,
+    cfg: ModelConfig,
+    vocab_size: int,
+    *,
+    straight_through: bool = False,
+    bow: bool = False,
+    readout: bool = False,
 ) -> PoetBase:
     """Build an untrained network of this kind with these sizes and vocabulary size.
 
     Kinds: ``dae`` (the keyword + poem autoencoder of phase A), ``classifier`` (the shared networks with the
     factor classifiers, phases B1/B2), ``basic`` (keyword only), ``fbasic`` (keyword and factor labels), ``cvae``,
     ``igs``, ``aus``; ``straight_through`` (igs/aus) makes the sampled labels differentiable; ``bow`` (cvae/igs)
-    adds the bag-of-words head of ``train.bow_weight``.
+    adds the bag-of-words head of ``train.bow_weight``; ``readout`` (aus) the latent read-out heads of
+    ``train.readout_weight``.
     """
     builders = {
         "dae": lambda: BasicGenerator(cfg, vocab_size, condition_on_poem=True),
@@ -172,7 +179,7 @@ def build_model(
         "fbasic": lambda: FBasicGenerator(cfg, vocab_size),
         "cvae": lambda: CVAE(cfg, vocab_size, bow=bow),
         "igs": lambda: MixPoetIGS(cfg, vocab_size, straight_through=straight_through, bow=bow),
-        "aus": lambda: MixPoetAUS(cfg, vocab_size, straight_through=straight_through),
+        "aus": lambda: MixPoetAUS(cfg, vocab_size, straight_through=straight_through, readout=readout),
     }
     key = str(kind).strip().lower()
     if key not in builders:
@@ -260,6 +267,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
         int(size),
         straight_through=bool(args.get("straight_through", False)),
         bow=bool(args.get("bow", False)),
+        readout=bool(args.get("readout", False)),
     )
     _restore(model, state, path, f"{args.get('kind')} model")
     object.__setattr__(model, "training_info", info)  # a plain attribute (Module.__setattr__ is typed for tensors)

@@ -74,12 +74,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chinese_poetry_sets", tuple(self.chinese_poetry_sets))  # JSON gives lists
-        _require(
-            self,
-            "chinese_poetry_sets",
-            set(self.chinese_poetry_sets) <= set(CHINESE_POETRY_SETS),
-            f"a subset of {CHINESE_POETRY_SETS}",
-        )
+        ok = set(self.chinese_poetry_sets) <= set(CHINESE_POETRY_SETS)
+        _require(self, "chinese_poetry_sets", ok, f"a subset of {CHINESE_POETRY_SETS}")
         _check(self, "≥ 1 or None", "chinese_poetry_max_files", "unlabelled_train_instances", "max_vocab")
         _check(self, "≥ 0", "unlabelled_valid_poems", "unlabelled_test_poems")
         _require(self, "max_keywords", 1 <= self.max_keywords <= MAX_KEYWORDS, f"in 1..{MAX_KEYWORDS}")
@@ -172,6 +168,8 @@ class TrainConfig:
     gen_lr_scale: float = 1.0  # [kit choice] AUS: G's learning rate × this (1 = official; docs/experiments.md §2)
     encode_once: bool = False  # [kit choice] R, the ndis D steps and G share R's encoder pass (design §4.11)
     mode_seeking_weight: float = 0.0  # [kit choice] AUS: G also minimises this × the prior's mode-seeking term (§4.6)
+    # [kit experiment] AUS: G also minimises this × the cross-entropy of y_k read back from z_k (design §4.13)
+    readout_weight: float = 0.0
     gen_shared: bool = True  # AUS: G also moves the embedding and encoders (official); False = prior + posterior
     kl_max_weight: float = 1.0  # [kit choice] CVAE / IGS: the KL weight β rises to this (1 = KL per poem, rec per char)
     bow_weight: float = 0.0  # [kit choice] CVAE / IGS: bag-of-words loss from z × this (0 = official; design §4.5)
@@ -195,6 +193,8 @@ class TrainConfig:
     # [kit experiment] CVAE / IGS / AUS second stage: share of the decoder's input characters replaced by <UNK> in
     # training (word dropout, Bowman et al. 2016), so that the decoder must lean on z; 0 = official
     word_dropout: float = 0.0
+    # [kit experiment] IGS / AUS: chance a decoder label embedding is zeroed in training (1 = never; design §4.12)
+    label_dropout: float = 0.0
     ckpt_every: int = 500  # optimiser steps between resumable checkpoints
     log_every: int = 50  # steps between refreshes of the live losses on the progress bar (the CSV gets every step)
     val_batches: int = 50  # batches per validation pass (official: 50)
@@ -221,11 +221,10 @@ class TrainConfig:
             )
         _check(self, "> 0", "ndis gen_lr_scale clip_grad_norm min_tau ckpt_every log_every val_batches")
         _check(self, "≥ 0", "weight_decay dis_decay_exponent rec_warm_steps tau_annealing_steps")
-        _check(
-            self, "≥ 0", "noise_init noise_decay_steps kl_anneal_steps free_bits bow_weight kl_max_weight word_dropout"
-        )
-        _check(self, "≥ 0", "mode_seeking_weight")
-        _check(self, "≥ 0", "cl_val_instances validate_every diag_every diag_instances num_threads")
+        _check(self, "≥ 0", "noise_init noise_decay_steps kl_anneal_steps free_bits bow_weight kl_max_weight")
+        _check(self, "≥ 0", "word_dropout mode_seeking_weight readout_weight cl_val_instances validate_every")
+        _require(self, "label_dropout", 0 <= self.label_dropout <= 1, "in [0, 1]")
+        _check(self, "≥ 0", "diag_every diag_instances num_threads")
         _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")
         _require(self, "kl_anneal_kind", self.kl_anneal_kind in KL_ANNEAL_KINDS, f"one of {KL_ANNEAL_KINDS}")
         _require(self, "amp_bf16", self.amp_bf16 in AMP_MODES, f"one of {AMP_MODES}")

@@ -180,9 +180,9 @@ def _check_model(meta: dict[str, Any], where: str) -> None:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: model_config: {exc}") from None
     _check_types(meta["model_args"], {"kind": str}, where, "model_args.")
-    flags = [meta["model_args"].get(k, False) for k in ("straight_through", "bow")]
+    flags = [meta["model_args"].get(k, False) for k in ("straight_through", "bow", "readout")]
     if any(_kind_error(f, bool) for f in flags) or meta["vocab_size"] < 1:
-        raise ValueError(f"{where}: model_args.straight_through and .bow must be true/false and vocab_size ≥ 1")
+        raise ValueError(f"{where}: model_args.straight_through, .bow, .readout must be true/false and vocab_size ≥ 1")
 
 
 def _read_meta(meta_path: Path) -> dict[str, Any]:

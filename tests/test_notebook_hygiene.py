@@ -7,6 +7,8 @@ stray return values and printed paths have to be fixed in the notebook's code.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMITTED = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted((REPO / "runs").glob("*/*.ipynb"))
+SOURCES = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+COMMITTED = SOURCES + sorted((REPO / "runs").glob("*/*.ipynb"))
 
 MACHINE_PATH = re.compile(r"(/home/|/work/|/tmp/|/Users/|/root/|[A-Za-z]:\\\\)")
 PROGRESS_BAR = re.compile(r"\d+%\||\b\d+/\d+ \[\d+:\d+")  # tqdm: " 40%|████  | 2/5 [00:01<00:01, ...]"
@@ -78,3 +81,37 @@ def test_the_checks_catch_each_kind_of_problem():
     clean = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
     clean.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="accuracy 0.82 (n = 369)\n")]
     assert _problems(clean) == []
+
+
+def _refresh_sources():
+    spec = importlib.util.spec_from_file_location("refresh_sources", REPO / "scripts" / "refresh_sources.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_notebooks_show_the_library_code_as_it_is(path):
+    """A stored show_source(...) output is the code that runs now (scripts/refresh_sources.py --write mends it).
+    The executed copies of published runs keep the code they ran with, so only notebooks/ is checked."""
+    stale = _refresh_sources().stale_cells(path)
+    cells = [i for i, _ in stale]
+    assert not stale, f"{path.name}: cells {cells} show old source; run scripts/refresh_sources.py --write"
+
+
+def test_refresh_sources_finds_and_mends_a_stale_display(tmp_path):
+    script = _refresh_sources()
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("from mixpoet_lib.models import losses"),
+            nbformat.v4.new_code_cell("show_source(losses.mode_seeking_loss)"),
+        ]
+    )
+    nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "```python\nold\n```"})]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert [i for i, _ in script.stale_cells(path)] == [1]
+    assert script.main([str(path)]) == 1 and script.main(["--write", str(path)]) == 0
+    shown = "".join(json.loads(path.read_text())["cells"][1]["outputs"][0]["data"]["text/markdown"])
+    assert shown.startswith("```python\ndef mode_seeking_loss(") and script.stale_cells(path) == []

@@ -317,6 +317,46 @@ def test_word_dropout_hides_the_gold_characters_from_the_decoder(smoke_data):
     )
 
 
+def test_label_dropout_zeroes_the_decoder_labels_in_training_only(smoke_data):
+    """train.label_dropout (design §4.12): p = 0.5 zeroes some poems' d_k(y_k) in training, none at generation;
+    p = 1 zeroes and freezes the embeddings, so the start state no longer depends on the labels anywhere."""
+    torch.manual_seed(0)
+    model = build_model("aus", SMOKE.model, len(smoke_data.vocab))
+    z, h_w = torch.randn(64, SMOKE.model.latent_size), torch.randn(64, model.hw_size)
+    ys = [[torch.full((64,), c, dtype=torch.long) for c in pair] for pair in ((0, 0), (2, 1))]
+    model.set_label_dropout(0.5)
+    model.train()
+    torch.manual_seed(1)
+    a = model.decoder_s0(z, h_w, ys[0])
+    torch.manual_seed(1)
+    b = model.decoder_s0(z, h_w, ys[1])
+    same = (a - b).abs().amax(dim=1).eq(0)  # poems whose both label embeddings were dropped
+    assert 0 < same.sum() < 64  # about a quarter: both factors dropped (chance 0.25 each)
+    model.eval()
+    assert not (model.decoder_s0(z, h_w, ys[0]) - model.decoder_s0(z, h_w, ys[1])).abs().amax(dim=1).eq(0).any()
+    model.set_label_dropout(1.0)
+    assert all(t.weight.abs().sum() == 0 and not t.weight.requires_grad for t in model.factor_embed)
+    for mode in (model.train, model.eval):
+        mode()
+        assert torch.equal(model.decoder_s0(z, h_w, ys[0]), model.decoder_s0(z, h_w, ys[1]))
+
+
+def test_label_dropout_and_readout_sign_only_the_factor_models(all_phases, smoke_data, tmp_path):
+    """The settings re-train AUS's C phases and reuse the DAE and classifiers; p = 1 trains with d_k frozen at 0,
+    and the read-out heads travel with the checkpoint."""
+    run, _, _ = all_phases
+    shutil.copytree(run, tmp_path / "run")
+    variant = replace(SMOKE, train=replace(SMOKE.train, label_dropout=1.0, readout_weight=1.0))
+    res = train(["aus"], variant, data=smoke_data, run_dir=tmp_path / "run", progress=False, max_steps=CAP)
+    assert res["shared_dae"].steps_run == 0 and res["shared_cl1"].steps_run == 0
+    assert res["aus_c1"].steps_run > 0 and res["aus_c2"].steps_run > 0
+    assert "label_dropout" not in weight_settings(variant.train, "cvae", SMOKE.train)
+    assert "label_dropout" not in weight_settings(SMOKE.train, "aus", SMOKE.train)  # off: old signatures hold
+    model = load_model(checkpoint_path(tmp_path / "run", "aus", "c2"))
+    assert all(t.weight.abs().sum() == 0 for t in model.factor_embed) and model.readout is not None
+    assert read_log("aus", "c2", SMOKE, tmp_path / "run")["readout"].notna().any()  # c2 is past the warm-up
+
+
 def test_resuming_aus_mid_adversarial_phase_is_exact(all_phases, smoke_data, tmp_path):
     """Continue aus_c2 from its step-6 checkpoint (3 optimisers, σ/τ counters, SN and BN buffers, RNG) to step 9."""
     run, _, _ = all_phases
@@ -652,10 +692,10 @@ def test_checkpoint_signatures_are_stable(all_phases):
 # ----------------------------------------------------------------------------------------------
 
 
-def _aus_with_optimisers(vocab: int) -> tuple[MixPoetAUS, Any]:
+def _aus_with_optimisers(vocab: int, readout: bool = False) -> tuple[MixPoetAUS, Any]:
     t = SMOKE.train
     torch.manual_seed(0)
-    aus = build_model("aus", SMOKE.model, vocab).train()
+    aus = build_model("aus", SMOKE.model, vocab, readout=readout).train()
     return aus, make_optimisers(aus_optimiser_specs(aus, t, t.mixture), t.mixture, t)
 
 
@@ -788,6 +828,44 @@ def test_free_bits_scope_subspace_reaches_the_cvae_loss(smoke_data, tmp_path):
         replace(SMOKE.train, free_bits_scope="token")
 
 
+def test_readout_loss_by_hand(smoke_data):
+    """Zero read-out heads give uniform guesses: log 3 + log 2 for any labels, as indices or one-hot rows alike."""
+    model = build_model("aus", SMOKE.model, len(smoke_data.vocab), readout=True)
+    for head in model.readout:
+        torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
+    z = torch.randn(5, SMOKE.model.latent_size)
+    ids = [torch.tensor([0, 1, 2, 0, 1]), torch.tensor([1, 0, 1, 1, 0])]
+    onehot = [torch.nn.functional.one_hot(y, k).float() for y, k in zip(ids, (3, 2))]
+    for y in (ids, onehot):
+        assert model.readout_loss(z, y).item() == pytest.approx(math.log(3) + math.log(2), rel=1e-6)
+    with pytest.raises(ValueError, match="readout=True"):
+        build_model("aus", SMOKE.model, len(smoke_data.vocab)).readout_loss(z, ids)
+
+
+@pytest.mark.parametrize("encode_once", [False, True])
+def test_readout_weight_adds_the_readout_term_to_g_only(smoke_data, encode_once):
+    """``train.readout_weight`` > 0, same start and seed: D's and G's adversarial losses are the same numbers, the
+    row logs the read-out term (NaN without it), G moves the prior and the heads; AUS's signature only."""
+    batch = next(iter(BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 8, seed=1).batches(0)))
+    rows, priors = {}, {}
+    for w in (0.0, 5.0):
+        t = replace(SMOKE.train, encode_once=encode_once, ndis=1, diag_every=0, readout_weight=w)
+        aus, opt = _aus_with_optimisers(len(smoke_data.vocab), readout=w > 0)
+        heads = [p.detach().clone() for p in aus.readout.parameters()] if w > 0 else []
+        counters = {"tau_step": 0, "rec_steps": t.rec_warm_steps, "noise_step": 0, "adv_batches": 0}
+        torch.manual_seed(3)
+        rows[w] = aus_step(aus, batch, opt, t, counters, 1.0)
+        priors[w] = torch.cat([p.detach().flatten() for p in aus.prior.parameters()])
+        assert all(not torch.equal(a, b) for a, b in zip(heads, aus.readout.parameters() if w > 0 else []))
+    assert rows[5.0]["d_loss"] == pytest.approx(rows[0.0]["d_loss"], rel=1e-5)
+    assert rows[5.0]["g_loss"] == pytest.approx(rows[0.0]["g_loss"], rel=1e-5)
+    assert math.isnan(rows[0.0]["readout"]) and rows[5.0]["readout"] > 0
+    assert not torch.allclose(priors[0.0], priors[5.0])
+    ro = replace(SMOKE.train, readout_weight=1.0)
+    assert "readout_weight" in weight_settings(ro, "aus") and "readout_weight" not in weight_settings(ro, "igs")
+    assert "readout_weight" not in weight_settings(SMOKE.train, "aus")
+
+
 @pytest.mark.parametrize("encode_once", [False, True])
 def test_mode_seeking_weight_adds_the_prior_term_to_g_only(smoke_data, encode_once):
     """``train.mode_seeking_weight`` > 0, from the same start and seed: D's and G's adversarial losses are the same
@@ -826,6 +904,7 @@ def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoin
     assert set(by_system) == {"cvae", "aus"}
     assert 0 <= by_system["cvae"]["inter_jaccard_word"] <= 1 and "prior_spread_noise" not in by_system["cvae"]
     assert by_system["aus"]["prior_spread_noise"] >= 0 and 0 <= by_system["aus"]["living_acc"] <= 1
+    assert by_system["aus"]["std"]["living_acc"] == 0  # one generation seed: no spread
     # the human poems need no checkpoint; --results writes notebook 05's files, which load_results reads back
     args = ["--systems", "gt", "cvae", "aus", "--profile", "smoke", "--results"]
     assert script.main([str(tmp_path / "run"), *args]) == 0

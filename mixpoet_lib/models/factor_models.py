@@ -45,6 +45,18 @@ class FactorModelBase(PoetBase):
         self.cl_w = nn.ModuleList(MLPClassifier(hw, max(hw // 2, 1), max(hw // 8, 1), k, d) for k in self.n_classes)
         self.factor_embed = nn.ModuleList(nn.Embedding(k, f) for k in self.n_classes)  # decoder-side d_k
         self.dec_init = nn.Linear(cfg.latent_size + hw + f * len(self.n_classes), self.s0_size)
+        self.label_dropout = 0.0  # training: chance that d_k(y_k) is zeroed (set by the trainer, design §4.12)
+
+    def set_label_dropout(self, p: float) -> None:
+        """Zero each factor's decoder label embedding d_k(y_k) with chance ``p`` per poem in training (design §4.12).
+
+        ``p`` = 1 cuts the label path for good: the embeddings are zeroed and frozen, so the decoder sees the style
+        only through z, in training and at generation alike (the saved weights carry the zeros).
+        """
+        self.label_dropout = p
+        if p >= 1:
+            for tab in self.factor_embed:
+                nn.init.zeros_(cast(Tensor, tab.weight)).requires_grad_(False)
 
     def classify_xw(self, h_x: Tensor, h_w: Tensor) -> list[Tensor]:
         """Return the logits of q(y_k|x,w) for every factor, each (B, K_k)."""
@@ -97,12 +109,14 @@ class FactorModelBase(PoetBase):
         return torch.where(labels.ge(0), labels, guess)
 
     def decoder_s0(self, z: Tensor, h_w: Tensor, y: list[Tensor], contrast: float = 0.0) -> Tensor:
-        """Return s0 = tanh(dec_init([z; h_w; d_1(y_1); d_2(y_2)])) (B, S0).
+        """Return s0 = tanh(dec_init([z; h_w; d_1(y_1); d_2(y_2)])) (B, S0); d_k dropped as :meth:`set_label_dropout`.
 
         ``contrast`` γ > 0 (generation only, design §5.10) moves each label embedding away from its factor's mean
         embedding: d̄ + (1 + γ)(d(y) − d̄); pass a latent contrasted the same way (:meth:`contrast_latent`).
         """
         labs = [embed_label(tab, yk) for tab, yk in zip(self.factor_embed, y)]
+        if self.training and 0 < self.label_dropout < 1:
+            labs = [d * (torch.rand(d.size(0), 1, device=d.device) >= self.label_dropout).to(d.dtype) for d in labs]
         if contrast > 0:
             means = [cast(Tensor, tab.weight).mean(0) for tab in self.factor_embed]
             labs = [m + (1 + contrast) * (d - m) for d, m in zip(labs, means)]
@@ -224,11 +238,27 @@ class MixPoetAUS(FactorModelBase):
 
     kind = "aus"
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False, readout: bool = False):
         super().__init__(cfg, vocab_size, straight_through)
         self.prior = ImplicitPrior(cfg, self.hw_size, self.n_classes)
         self.posterior = ImplicitPosterior(cfg, self.hx_size, self.hw_size, self.n_classes)
         self.discriminator = LatentDiscriminator(cfg, self.n_classes)
+        sub = self.prior.sub_size  # ``readout``: linear heads z_k → y_k of the training term train.readout_weight
+        self.readout = nn.ModuleList(nn.Linear(sub, k) for k in self.n_classes) if readout else None
+
+    def readout_loss(self, z: Tensor, y: list[Tensor]) -> Tensor:
+        """Σ_k cross-entropy of y_k read back from its own sub-space z_k by a linear head (design §4.13).
+
+        ``y`` holds indices or (Gumbel) one-hot rows; needs a model built with ``readout``.
+        """
+        if self.readout is None:
+            raise ValueError("readout_loss needs a MixPoetAUS built with readout=True (train.readout_weight > 0)")
+        total = z.new_zeros((), dtype=torch.float32)
+        for head, zk, yk in zip(self.readout, z.split(self.prior.sub_size, dim=-1), y):
+            logp = F.log_softmax(head(zk).float(), dim=-1)
+            soft = yk.is_floating_point()
+            total = total + (-(yk.float() * logp).sum(-1).mean() if soft else F.nll_loss(logp, yk))
+        return total
 
     def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
         """Return (n·B, Z) prior samples (row j·B + b belongs to item b); BN uses batch stats in train mode."""
@@ -307,5 +337,5 @@ class MixPoetAUS(FactorModelBase):
             self.context,
             self.map_x,
         )
-        gen = unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed)
+        gen = unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed, self.readout)
         return {"rec": rec, "gen": gen, "dis": unique_params(self.discriminator), **self.classifier_groups()}

@@ -79,10 +79,10 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def unique_params(*modules: nn.Module) -> list[nn.Parameter]:
+def unique_params(*modules: nn.Module | None) -> list[nn.Parameter]:
     seen: set[int] = set()
     out: list[nn.Parameter] = []
-    for mod in modules:
+    for mod in (m for m in modules if m is not None):  # None: an optional module the model was built without
         for p in mod.parameters():
             if id(p) not in seen:
                 seen.add(id(p))

@@ -52,9 +52,10 @@ class FactorTrainer(SecondStage):
     _diag_cache: dict[str, Tensor] | None = None
 
     def model_args(self) -> dict[str, Any]:
-        """Kind (and bag-of-words flag) and straight-through flag (always on for aus_st)."""
+        """Kind (and bag-of-words flag), straight-through flag (always on for aus_st), AUS's 'readout' when set."""
         st = True if self.name == "aus_st" else bool(self.tcfg.straight_through_labels)
-        return {**super().model_args(), "straight_through": st}
+        readout = self.model_kind == "aus" and self.tcfg.readout_weight > 0
+        return {**super().model_args(), "straight_through": st, **({"readout": True} if readout else {})}
 
     def fresh_counters(self, upstream: dict[str, Any] | None) -> None:
         """C1 starts the factor counters at 0; C2 continues them."""
@@ -157,6 +158,7 @@ class AUSTrainer(FactorTrainer):
         "d_loss",
         "g_loss",
         "ms",
+        "readout",
         "diag_prior_post",
         "diag_mixture",
         "diag_match",

@@ -48,6 +48,7 @@ Callback = Callable[[str, int, dict[str, Any]], None]
 Extra = Callable[[dict[str, Any], dict[str, Tensor]], None]  # sees each (model output, batch) of a validation
 
 WORD_DROPOUT_MODELS = SIGNATURE_IF_SET["word_dropout"][1]  # the models ``train.word_dropout`` acts in (and signs)
+LABEL_DROPOUT_MODELS = SIGNATURE_IF_SET["label_dropout"][1]  # the models ``train.label_dropout`` acts in
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Trainer:
             self.ctx.vocab_size,
             straight_through=bool(args.get("straight_through", False)),
             bow=bool(args.get("bow", False)),
+            readout=bool(args.get("readout", False)),
         ).to(self.ctx.device)
         self.model.train()
         return self.model
@@ -294,10 +296,12 @@ class SecondStage(Trainer):
         return self.tcfg.finetune if self.phase == "c2" else self.tcfg.mixture
 
     def build(self) -> nn.Module:
-        """A fresh model; the latent models (CVAE, IGS, AUS) get ``train.word_dropout`` on their decoder input."""
+        """A fresh model; the latent models get ``train.word_dropout``, IGS / AUS also ``train.label_dropout``."""
         model = super().build()
         if self.name in WORD_DROPOUT_MODELS and isinstance(model, PoetBase):
             model.word_dropout = self.tcfg.word_dropout
+        if self.name in LABEL_DROPOUT_MODELS and isinstance(model, FactorModelBase):
+            model.set_label_dropout(self.tcfg.label_dropout)
         return model
 
     def stream(self) -> BatchStream:
