@@ -439,6 +439,31 @@ print("tr Σ of prior draws moved by — " + ", ".join(f"{k}: {v:.2f}" for k, v 
 # draw's style is decided by its labels only on average — notebook 05 measures how often the judges recognise it.
 
 # %% [markdown]
+# ### Two experiments: can the mixed latent space carry the mixture?
+#
+# The reading above is the heart of the reproduction gap: the mixture moves a prior draw's centre about a
+# twentieth as far as the noise spreads it, and notebook 06 §1b shows that the style the poems do have comes
+# through the decoder's own label embeddings $d(y)$ in $s_0=\tanh(W[z;h_w;d_1(y_1);d_2(y_2)])$, not through
+# $z$. Two training settings test whether $z$ can carry it (both off in every profile; design
+# [§4.12](../docs/design.md#d4.12), [§4.13](../docs/design.md#d4.13); measurements in `docs/experiments.md` §22,
+# one training seed on a 2-core AMD machine, notebook 05's protocol):
+#
+# * `train.label_dropout=1` takes $d(y)$ away, so the style must travel in $z$. On its own it fails: the mixture
+#   spread hardly grows (3.5 → 5.6) and the judged living accuracy falls from 0.66 to 0.45 — nothing in the
+#   objective asks $z$ to hold the labels, since the posterior sees the poem itself.
+# * `train.readout_weight=1` adds to the G step the cross-entropy of reading $y_k$ back from sub-space $z_k$
+#   alone, $\lambda\sum_k[\mathrm{CE}(r_k(z_k^{prior}),y_k)+\mathrm{CE}(r_k(z_k^{post}),y_k)]$, for prior and
+#   posterior draws alike. The mixtures separate in $z$ (mixture spread 3.5 → 44, noise 78 → 59) while the
+#   adversarial match ends where it did. With $d(y)$ kept, a keyword's six mixtures become somewhat more diverse
+#   (word Jaccard 0.066 → 0.057) and the style is judged as before (living 0.68); with $d(y)$ removed as well,
+#   the style now reaches the poems *through the latent space*: living 0.79 (military recall 0.45 → 0.82), the
+#   paper's mechanism at work — but the poems turn stereotyped (the same stock lines across keywords: inter-topic
+#   Jaccard 0.024 → 0.037), so the six mixtures are *not* more diverse (0.074).
+#
+# Neither closes the paper's diversity gap, and one training seed is not evidence beyond the training-seed
+# spread; `mixpoet train --set train.readout_weight=1 --models aus` reruns the first in about ten minutes.
+
+# %% [markdown]
 # ## 7 · The posterior codes of labelled human poems
 #
 # Projections of *prior* samples cannot tell us whether the halves of $z$ follow their factors: each prior
@@ -558,5 +583,7 @@ if profile.name != "smoke":
 # 2. Set `ndis` to 1 in a copy of the profile. What happens to the discriminator loss?
 # 3. Encode the test poems with their *annotated* labels instead of the guesses (`posterior_codes` is short:
 #    copy it and change one line). How much of the separation comes from the labels fed in?
+# 4. Retrain AUS with `train.readout_weight=1` (`mixpoet train --models aus --set train.readout_weight=1`) and
+#    rerun `analysis.prior_spread` and section 8 on it: do the six greedy poems of one keyword differ more?
 # 4. The prior–posterior distance uses a covariance fitted on 512 samples in a 256-dimensional space. Why
 #    is regularising it necessary, and how does the shrinkage change the numbers?
