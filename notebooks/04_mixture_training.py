@@ -455,7 +455,8 @@ print("tr Σ of prior draws moved by — " + ", ".join(f"{k}: {v:.2f}" for k, v 
 #   alone, $\lambda\sum_k[\mathrm{CE}(r_k(z_k^{prior}),y_k)+\mathrm{CE}(r_k(z_k^{post}),y_k)]$, for prior and
 #   posterior draws alike. The mixtures separate in $z$ (mixture spread 3.5 → 44, noise 78 → 59) while the
 #   adversarial match ends where it did. With $d(y)$ kept, a keyword's six mixtures become somewhat more diverse
-#   (word Jaccard 0.066 → 0.057) and the style is judged as before (living 0.68); with $d(y)$ removed as well,
+#   (word Jaccard 0.066 → 0.057, level with MixPoet-IGS and CVAE retrained beside it, not below them) and the
+#   style is judged as before (living 0.68); with $d(y)$ removed as well,
 #   the style now reaches the poems *through the latent space*: living 0.79 (military recall 0.45 → 0.82), the
 #   paper's mechanism at work — but the poems turn stereotyped (the same stock lines across keywords: inter-topic
 #   Jaccard 0.024 → 0.037), so the six mixtures are *not* more diverse (0.074).
