@@ -843,50 +843,30 @@ def test_readout_loss_by_hand(smoke_data):
 
 
 @pytest.mark.parametrize("encode_once", [False, True])
-def test_readout_weight_adds_the_readout_term_to_g_only(smoke_data, encode_once):
-    """``train.readout_weight`` > 0, same start and seed: D's and G's adversarial losses are the same numbers, the
-    row logs the read-out term (NaN without it), G moves the prior and the heads; AUS's signature only."""
+@pytest.mark.parametrize(("option", "column"), [("mode_seeking_weight", "ms"), ("readout_weight", "readout")])
+def test_g_step_terms_act_in_g_only(smoke_data, encode_once, option, column):
+    """``train.mode_seeking_weight`` / ``train.readout_weight`` > 0, from the same start and seed: D's and G's
+    adversarial losses are the same numbers, the row logs the term (NaN without it), and the G update moves the
+    prior differently (and the read-out heads); the option counts in AUS's signature only."""
     batch = next(iter(BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 8, seed=1).batches(0)))
     rows, priors = {}, {}
     for w in (0.0, 5.0):
-        t = replace(SMOKE.train, encode_once=encode_once, ndis=1, diag_every=0, readout_weight=w)
-        aus, opt = _aus_with_optimisers(len(smoke_data.vocab), readout=w > 0)
-        heads = [p.detach().clone() for p in aus.readout.parameters()] if w > 0 else []
+        t = replace(SMOKE.train, encode_once=encode_once, ndis=1, diag_every=0, **{option: w})
+        aus, opt = _aus_with_optimisers(len(smoke_data.vocab), readout=option == "readout_weight" and w > 0)
+        heads = [p.detach().clone() for p in aus.readout.parameters()] if aus.readout is not None else []
         counters = {"tau_step": 0, "rec_steps": t.rec_warm_steps, "noise_step": 0, "adv_batches": 0}
         torch.manual_seed(3)
         rows[w] = aus_step(aus, batch, opt, t, counters, 1.0)
         priors[w] = torch.cat([p.detach().flatten() for p in aus.prior.parameters()])
-        assert all(not torch.equal(a, b) for a, b in zip(heads, aus.readout.parameters() if w > 0 else []))
+        if heads:
+            assert all(not torch.equal(a, b) for a, b in zip(heads, aus.readout.parameters()))
     assert rows[5.0]["d_loss"] == pytest.approx(rows[0.0]["d_loss"], rel=1e-5)
     assert rows[5.0]["g_loss"] == pytest.approx(rows[0.0]["g_loss"], rel=1e-5)
-    assert math.isnan(rows[0.0]["readout"]) and rows[5.0]["readout"] > 0
+    assert math.isnan(rows[0.0][column]) and rows[5.0][column] > 0
     assert not torch.allclose(priors[0.0], priors[5.0])
-    ro = replace(SMOKE.train, readout_weight=1.0)
-    assert "readout_weight" in weight_settings(ro, "aus") and "readout_weight" not in weight_settings(ro, "igs")
-    assert "readout_weight" not in weight_settings(SMOKE.train, "aus")
-
-
-@pytest.mark.parametrize("encode_once", [False, True])
-def test_mode_seeking_weight_adds_the_prior_term_to_g_only(smoke_data, encode_once):
-    """``train.mode_seeking_weight`` > 0, from the same start and seed: D's and G's adversarial losses are the same
-    numbers, the row logs the mode-seeking term 'ms' (NaN without it), and the G update moves the prior differently;
-    the option counts in AUS's signature only."""
-    batch = next(iter(BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 8, seed=1).batches(0)))
-    rows, priors = {}, {}
-    for w in (0.0, 5.0):
-        t = replace(SMOKE.train, encode_once=encode_once, ndis=1, diag_every=0, mode_seeking_weight=w)
-        aus, opt = _aus_with_optimisers(len(smoke_data.vocab))
-        counters = {"tau_step": 0, "rec_steps": t.rec_warm_steps, "noise_step": 0, "adv_batches": 0}
-        torch.manual_seed(3)
-        rows[w] = aus_step(aus, batch, opt, t, counters, 1.0)
-        priors[w] = torch.cat([p.detach().flatten() for p in aus.prior.parameters()])
-    assert rows[5.0]["d_loss"] == pytest.approx(rows[0.0]["d_loss"], rel=1e-5)
-    assert rows[5.0]["g_loss"] == pytest.approx(rows[0.0]["g_loss"], rel=1e-5)
-    assert math.isnan(rows[0.0]["ms"]) and rows[5.0]["ms"] > 0
-    assert not torch.allclose(priors[0.0], priors[5.0])
-    ms = replace(SMOKE.train, mode_seeking_weight=1.0)
-    assert "mode_seeking_weight" in weight_settings(ms, "aus") and "mode_seeking_weight" not in weight_settings(ms, "")
-    assert "mode_seeking_weight" not in weight_settings(SMOKE.train, "aus")
+    on = replace(SMOKE.train, **{option: 1.0})
+    assert option in weight_settings(on, "aus") and option not in weight_settings(on, "igs")
+    assert option not in weight_settings(on, "") and option not in weight_settings(SMOKE.train, "aus")
 
 
 def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoint(all_phases, tmp_path, capsys):
