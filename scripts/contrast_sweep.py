@@ -63,12 +63,8 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
         result = evaluation.evaluate(
             profile, data, run, models, judge_models, lm, args.systems, seeds, args.keywords, progress=False
         )
-        summary = result.summary().set_index(["system", "metric"])
         for system in args.systems:
-            own = summary.xs(system, level="system")
-            row: dict[str, Any] = {"gamma": gamma, "path": args.path, "system": system}
-            row.update({m: round(float(v), 4) for m, v in own["mean"].items() if v == v})
-            row.update({f"{m}_sd": round(float(v), 4) for m, v in own["std"].items() if v == v})
+            row: dict[str, Any] = {"gamma": gamma, "path": args.path, "system": system, **result.system_row(system)}
             rows.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
     return rows

@@ -43,7 +43,7 @@ def evaluate_run(
     seeds: tuple[int, ...],
     write_results: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """{system: {metric: mean over ``seeds``, "std": {metric: std over them}}} for the final checkpoints of
+    """{system: {metric: mean over ``seeds``, metric_sd: std over them}} for the final checkpoints of
     ``systems`` in ``run_dir`` (``gt``: the human poems, no checkpoint); ``write_results``: also notebook 05's
     result files in ``run_dir``."""
     profile, data = setup(profile_name, NOTEBOOK_SEED, overrides)
@@ -60,14 +60,10 @@ def evaluate_run(
     result = evaluation.evaluate(profile, data, run_dir, models, judge_models, lm, systems, seeds, progress=False)
     if write_results:
         print(f"evaluate_run: wrote {report.write_results(result, run_dir)['json']}")
-    table = result.summary().set_index(["system", "metric"])
-    summary, spread_over_seeds = table["mean"], table["std"]
     keywords = [it.keyword for it in test_items(data, profile.eval.n_keywords, profile.seed)][:SPREAD_KEYWORDS]
     out = {}
     for system in systems:
-        means: dict[str, Any] = {m: round(float(v), 4) for m, v in summary.xs(system, level="system").items() if v == v}
-        stds = spread_over_seeds.xs(system, level="system")
-        means["std"] = {m: round(float(v), 4) for m, v in stds.items() if v == v}
+        means: dict[str, Any] = result.system_row(system)
         if system in FACTOR_SYSTEMS:
             spread = analysis.prior_spread(models[system], data.vocab, keywords, n=SPREAD_DRAWS)
             means.update({f"prior_spread_{k}": round(v, 2) for k, v in spread.items()})

@@ -884,7 +884,7 @@ def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoin
     assert set(by_system) == {"cvae", "aus"}
     assert 0 <= by_system["cvae"]["inter_jaccard_word"] <= 1 and "prior_spread_noise" not in by_system["cvae"]
     assert by_system["aus"]["prior_spread_noise"] >= 0 and 0 <= by_system["aus"]["living_acc"] <= 1
-    assert by_system["aus"]["std"]["living_acc"] == 0  # one generation seed: no spread
+    assert by_system["aus"]["living_acc_sd"] == 0  # one generation seed: no spread
     # the human poems need no checkpoint; --results writes notebook 05's files, which load_results reads back
     args = ["--systems", "gt", "cvae", "aus", "--profile", "smoke", "--results"]
     assert script.main([str(tmp_path / "run"), *args]) == 0

@@ -86,6 +86,13 @@ class EvaluationResult:
         """Mean and std over seeds per system and metric (see :func:`summarise`)."""
         return summarise(self.scores, length)
 
+    def system_row(self, system: str) -> dict[str, float]:
+        """{metric: mean, metric_sd: std} over the seeds for one system (all lengths), 4 places, NaNs left out."""
+        own = self.summary().set_index(["system", "metric"]).xs(system, level="system")
+        row = {m: round(float(v), 4) for m, v in own["mean"].items() if v == v}
+        row.update({f"{m}_sd": round(float(v), 4) for m, v in own["std"].items() if v == v})
+        return row
+
     def relaxations(self) -> pd.DataFrame:
         """Poems per relaxation rung, per system, summed over seeds (deterministic systems counted once)."""
         rows: dict[str, dict[str, int]] = {}
