@@ -168,8 +168,7 @@ class TrainConfig:
     gen_lr_scale: float = 1.0  # [kit choice] AUS: G's learning rate × this (1 = official; docs/experiments.md §2)
     encode_once: bool = False  # [kit choice] R, the ndis D steps and G share R's encoder pass (design §4.11)
     mode_seeking_weight: float = 0.0  # [kit choice] AUS: G also minimises this × the prior's mode-seeking term (§4.6)
-    # [kit experiment] AUS: G also minimises this × the cross-entropy of y_k read back from z_k (design §4.13)
-    readout_weight: float = 0.0
+    readout_weight: float = 0.0  # [kit choice] AUS: G also minimises this × CE of y_k read from z_k (design §4.13)
     gen_shared: bool = True  # AUS: G also moves the embedding and encoders (official); False = prior + posterior
     kl_max_weight: float = 1.0  # [kit choice] CVAE / IGS: the KL weight β rises to this (1 = KL per poem, rec per char)
     bow_weight: float = 0.0  # [kit choice] CVAE / IGS: bag-of-words loss from z × this (0 = official; design §4.5)
@@ -258,6 +257,7 @@ class GenConfig:
     # state), the generic state being the mean start state of generic_keywords frequent characters; 0 = official.
     generic_weight: float = 0.0
     generic_keywords: int = 64
+    generic_per_label: bool = False  # [kit choice, design §5.11] the generic state at the poem's own labels
     mixture_contrast: float = 0.0  # [kit choice, design §5.10] γ: mixtures pushed apart from their mean; 0 = official
 
     def __post_init__(self) -> None:
@@ -437,7 +437,7 @@ def _long() -> Profile:
     return dataclasses.replace(_tutorial(), name="long", train=train)
 
 
-def _full() -> Profile:
+def _full() -> Profile:  # the official configuration: every default
     return Profile(name="full")
 
 

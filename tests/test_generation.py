@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from mixpoet_lib.data.rhythm import (
     tone_masks,
     tone_of,
 )
-from mixpoet_lib.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+from mixpoet_lib.data.vocab import BOS, EOS, N_SPECIALS, PAD, SPECIALS, UNK, Vocab
 from mixpoet_lib.generate.beam import beam_search
 from mixpoet_lib.generate.bench import benchmark_generation
 from mixpoet_lib.generate.constraints import (
@@ -914,6 +915,27 @@ def test_generic_scoring_keeps_poems_independent_of_their_batch() -> None:
     plain = gen(model).generate(KEYWORDS, 5, seed=7)
     assert [p.lines for p in batched] == [p.lines for p in single]
     assert [p.lines for p in batched] != [p.lines for p in plain]
+
+
+def test_generic_state_per_label_is_the_mean_start_at_the_poem_own_labels() -> None:
+    """gen.generic_per_label (design §5.11): each poem's generic row is the mean start state of the pool keywords at
+    its own labels; poems still do not depend on their batch, and the search differs from the inferred-label state."""
+    model = make_model("aus", seed=6, dtype=torch.float64)
+    cfg = GenConfig(beam_size=6, generic_weight=0.5, generic_keywords=8, generic_per_label=True)
+    g = gen(model, gen_cfg=cfg)
+    labels = [(0, 1), (2, 0), (0, 1)]
+    poems = g.generate(KEYWORDS[:3], 5, labels, seed=7)
+    rows = g._generic_s0([SimpleNamespace(labels=lab) for lab in labels])  # only a poem's labels choose its row
+    assert rows is not None
+    pool = [t for t in g.tokens[N_SPECIALS:] if len(t) == 1][:8]
+    for row, lab in zip(rows, labels):
+        assert torch.allclose(row, g.decoder_start(pool, 5, lab, seed=0)[0].mean(0))
+    assert torch.equal(rows[0], rows[2]) and not torch.allclose(rows[0], rows[1])
+    single = [gen(model, gen_cfg=cfg).generate([kw], 5, lab, seed=7)[0] for kw, lab in zip(KEYWORDS, labels)]
+    assert [p.lines for p in poems] == [p.lines for p in single]
+    plain_cfg = dataclasses.replace(cfg, generic_per_label=False)
+    inferred = gen(model, gen_cfg=plain_cfg).generate(KEYWORDS[:3], 5, labels, seed=7)
+    assert [p.lines for p in poems] != [p.lines for p in inferred]
 
 
 def test_doubling_penalty_is_taken_once_per_doubled_pair() -> None:

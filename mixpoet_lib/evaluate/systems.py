@@ -65,7 +65,7 @@ DETERMINISTIC: frozenset[str] = frozenset({"gt", "basic", "fbasic"})  # no laten
 EVAL_FORMAT = 1
 # Generation settings added after poem caches were committed: in the cache key only when set away from this default,
 # so the committed runs' poems stay valid.
-GEN_IF_SET: dict[str, Any] = {"mixture_contrast": 0.0}
+GEN_IF_SET: dict[str, Any] = {"mixture_contrast": 0.0, "generic_per_label": False}
 MIN_INTRA_N = 2  # poems per keyword in an intra-topic group (Jaccard needs pairs)
 NO_LABELS = (-1, -1)  # the 'requested' labels of a poem generated without a requested mixture
 

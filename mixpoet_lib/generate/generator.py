@@ -174,7 +174,7 @@ class Generator:
         self.window = model.cfg.max_line_len + 1
         self.kind = getattr(model, "kind", "base")
         self.z_rejections = 0  # latent draws replaced by the outlier guard so far
-        self._generic: Tensor | None = None  # see _generic_s0
+        self._generic: dict[tuple[int, int], Tensor] = {}  # label pair → generic start state, see _generic_s0
         self.line_type = functools.lru_cache(maxsize=1 << 18)(lambda s: line_type(s, tr=self.tr))
 
     # -- public API ------------------------------------------------------------------------------
@@ -334,26 +334,27 @@ class Generator:
                 self.gen_cfg.keyword_bonus,
                 self.device,
             ),
-            generic_s0=self._generic_s0(len(states)),
+            generic_s0=self._generic_s0(states),
             generic_weight=self.gen_cfg.generic_weight,
             doubling_penalty=self.gen_cfg.doubling_penalty,
         )
 
-    def _generic_s0(self, n: int) -> Tensor | None:
-        """The generic start state (design §5.9) repeated n times; None when the anti-generic weight is 0.
+    def _generic_s0(self, states: Sequence[PoemState]) -> Tensor | None:
+        """The generic start state (design §5.9), one row per poem; None when the anti-generic weight is 0.
 
-        It is the mean of the start states of the ``generic_keywords`` most frequent characters as keywords
-        (labels inferred, one latent draw each, seed 0), computed once per generator: a property of the model, so
-        a poem still does not depend on the rest of its batch.
+        It is the mean of the start states of the ``generic_keywords`` most frequent characters as keywords (one
+        latent draw each, seed 0), computed once per generator and label pair: with labels inferred, or with each
+        poem's own labels under ``gen.generic_per_label`` (design §5.11). A property of the model and the poem's
+        own request, so a poem still does not depend on the rest of its batch.
         """
         if self.gen_cfg.generic_weight == 0:
             return None
-        if self._generic is None:
+        keys = [st.labels if self.gen_cfg.generic_per_label else (-1, -1) for st in states]
+        for key in set(keys) - set(self._generic):
             pool = [t for t in self.tokens[N_SPECIALS:] if len(t) == 1][: self.gen_cfg.generic_keywords]
-            reqs = make_requests(self.vocab, self.kind, pool, SHORT_LINE, (-1, -1), 1, 0)
-            _, s0, _ = self._init_poems(reqs)
-            self._generic = s0.mean(0, keepdim=True)
-        return self._generic.expand(n, -1)
+            reqs = make_requests(self.vocab, self.kind, pool, SHORT_LINE, key, 1, 0)
+            self._generic[key] = self._init_poems(reqs)[1].mean(0, keepdim=True)
+        return torch.cat([self._generic[k] for k in keys])
 
     # -- poem loop ------------------------------------------------------------------------------------
     def _run_lines(self, states: list[PoemState], s0: Tensor, length_oh: Tensor, ctx: Tensor, start_line: int) -> None:
