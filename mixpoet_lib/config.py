@@ -168,7 +168,8 @@ class TrainConfig:
     gen_lr_scale: float = 1.0  # [kit choice] AUS: G's learning rate × this (1 = official; docs/experiments.md §2)
     encode_once: bool = False  # [kit choice] R, the ndis D steps and G share R's encoder pass (design §4.11)
     mode_seeking_weight: float = 0.0  # [kit choice] AUS: G also minimises this × the prior's mode-seeking term (§4.6)
-    readout_weight: float = 0.0  # [kit choice] AUS: G also minimises this × CE of y_k read from z_k (design §4.13)
+    # [kit experiment] AUS: G also minimises this × the cross-entropy of y_k read back from z_k (design §4.13)
+    readout_weight: float = 0.0
     gen_shared: bool = True  # AUS: G also moves the embedding and encoders (official); False = prior + posterior
     kl_max_weight: float = 1.0  # [kit choice] CVAE / IGS: the KL weight β rises to this (1 = KL per poem, rec per char)
     bow_weight: float = 0.0  # [kit choice] CVAE / IGS: bag-of-words loss from z × this (0 = official; design §4.5)
@@ -437,7 +438,7 @@ def _long() -> Profile:
     return dataclasses.replace(_tutorial(), name="long", train=train)
 
 
-def _full() -> Profile:  # the official configuration: every default
+def _full() -> Profile:
     return Profile(name="full")
 
 
