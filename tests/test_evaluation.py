@@ -193,16 +193,19 @@ def test_changed_weights_invalidate_cache(smoke_data, run_dir, models, result):
     assert S.load_cached(S.poems_path(run_dir, "aus", 1), k1) is None
 
 
-@pytest.mark.parametrize("contrast", [0.0, 1.0])
-def test_cache_key_is_the_sha256_of_the_sorted_settings_json(result, contrast):
-    # the committed caches (runs/<profile>/eval/poems) depend on this exact scheme: a generation setting added
-    # later (mixture_contrast) enters the key only when set away from its default
+@pytest.mark.parametrize(("contrast", "per_label"), [(0.0, False), (1.0, False), (0.0, True)])
+def test_cache_key_is_the_sha256_of_the_sorted_settings_json(result, contrast, per_label):
+    # the committed caches (runs/<profile>/eval/poems) depend on this exact scheme: generation settings added
+    # later (mixture_contrast, generic_per_label) enter the key only when set away from their defaults
     items = result.items
-    profile = dataclasses.replace(SMOKE, gen=dataclasses.replace(SMOKE.gen, mixture_contrast=contrast))
+    gen_cfg = dataclasses.replace(SMOKE.gen, mixture_contrast=contrast, generic_per_label=per_label)
+    profile = dataclasses.replace(SMOKE, gen=gen_cfg)
     gen = asdict(SMOKE.gen)
-    del gen["mixture_contrast"]
+    del gen["mixture_contrast"], gen["generic_per_label"]
     if contrast:
         gen["mixture_contrast"] = contrast
+    if per_label:
+        gen["generic_per_label"] = True
     blob = json.dumps(
         {
             "format": S.EVAL_FORMAT,
