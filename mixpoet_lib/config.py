@@ -168,8 +168,7 @@ class TrainConfig:
     gen_lr_scale: float = 1.0  # [kit choice] AUS: G's learning rate × this (1 = official; docs/experiments.md §2)
     encode_once: bool = False  # [kit choice] R, the ndis D steps and G share R's encoder pass (design §4.11)
     mode_seeking_weight: float = 0.0  # [kit choice] AUS: G also minimises this × the prior's mode-seeking term (§4.6)
-    # [kit experiment] AUS: G also minimises this × the cross-entropy of y_k read back from z_k (design §4.13)
-    readout_weight: float = 0.0
+    readout_weight: float = 0.0  # [kit choice] AUS: G also minimises this × y_k's CE read back from z_k (design §4.13)
     gen_shared: bool = True  # AUS: G also moves the embedding and encoders (official); False = prior + posterior
     kl_max_weight: float = 1.0  # [kit choice] CVAE / IGS: the KL weight β rises to this (1 = KL per poem, rec per char)
     bow_weight: float = 0.0  # [kit choice] CVAE / IGS: bag-of-words loss from z × this (0 = official; design §4.5)
@@ -396,9 +395,10 @@ def _tutorial() -> Profile:
             tau_annealing_steps=500,
             noise_decay_steps=400,
             kl_anneal_steps=300,
-            # Departures from the official recipe (experiments §9, §10, §20; README "Profiles"): mode seeking for AUS.
-            # CVAE / IGS weigh the KL ≤ 0.01 per poem, free-bits floor on each sub-space's sum.
+            # Departures from the official recipe (experiments §9, §10, §20, §23; README "Profiles"): mode seeking and
+            # the latent read-out for AUS; CVAE / IGS weigh the KL ≤ 0.01 per poem, free-bits floor per sub-space sum.
             mode_seeking_weight=1.0,
+            readout_weight=1.0,
             kl_max_weight=0.01,
             free_bits_scope="subspace",
             ckpt_every=100,
@@ -434,6 +434,7 @@ def _long() -> Profile:
         noise_decay_steps=1600,
         kl_anneal_steps=1200,  # β → 0.04: the KL weight of its published run (the tutorial's until experiments §20)
         kl_max_weight=0.04,
+        readout_weight=0.0,  # its published run had no read-out (experiments §23)
     )
     return dataclasses.replace(_tutorial(), name="long", train=train)
 
