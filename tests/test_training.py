@@ -979,6 +979,15 @@ def _check_merge_systems(run: Path, src: Path, capsys: pytest.CaptureFixture[str
     (src / "results.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(SystemExit, match=r"merge_systems: .*number of keywords differ"):
         merge.main([str(src), str(run), "--systems", "cvae"])
+    meta["meta"]["n_keywords"] -= 1
+    # the same LM re-trained with another summation order: its reference agrees to the eighth digit, accepted
+    meta["meta"]["lms_reference"]["mean"] *= 1 + 3e-9
+    (src / "results.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert merge.main([str(src), str(run), "--systems", "cvae"]) == 0
+    meta["meta"]["lms_reference"]["mean"] *= 1 + 1e-4  # another LM: refused
+    (src / "results.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"merge_systems: .*LM reference differ"):
+        merge.main([str(src), str(run), "--systems", "cvae"])
 
 
 def test_judge_variants_script_starts_the_judges_from_the_dae_embedding(all_phases, capsys):

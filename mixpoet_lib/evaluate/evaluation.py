@@ -25,6 +25,7 @@ files (``results.csv``, ``results.json``) in :mod:`mixpoet_lib.evaluate.report`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,13 +272,26 @@ def rejudge(result: EvaluationResult, judges: dict[str, Any]) -> EvaluationResul
     )
 
 
+def _same(a: Any, b: Any, rel_tol: float) -> bool:
+    """Equal, except that floats (also inside dicts and lists) may differ by ``rel_tol`` relative."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=rel_tol)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], rel_tol) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y, rel_tol) for x, y in zip(a, b))
+    return bool(a == b)
+
+
 def replace_systems(result: EvaluationResult, other: EvaluationResult, systems: Sequence[str]) -> EvaluationResult:
     """``result`` with the score rows, poems and weight digests of ``systems`` taken from ``other``: for a run whose
     other models stay as they were after only these were re-trained and evaluated again.
 
     Every row depends on one system's poems, the test keywords, the judges and the character LM alone, so both
     evaluations must share those: a different number of keywords, generation seeds, LM reference or judges'
-    ceiling stops it with one line naming what differs (as does a system ``other`` did not evaluate).
+    ceiling stops it with one line naming what differs (as does a system ``other`` did not evaluate). The LM
+    reference's numbers need only agree to a relative 1e-6: the same LM re-trained with another summation order
+    (thread count, processor) moves its mean log-probability in the eighth digit.
     """
     checks = {
         "generation seeds": (result.seeds, other.seeds),
@@ -286,7 +300,7 @@ def replace_systems(result: EvaluationResult, other: EvaluationResult, systems: 
         "judges' ceiling": (result.judge_ceiling, other.judge_ceiling),
     }
     for what, (mine, theirs) in checks.items():
-        if mine != theirs:
+        if not _same(mine, theirs, 1e-6 if what == "LM reference" else 0.0):
             raise ValueError(f"cannot take systems from another evaluation: its {what} differ ({mine} vs {theirs})")
     missing = [s for s in systems if s not in set(other.scores["system"])]
     if missing:
