@@ -168,7 +168,7 @@ def build_model(
 
     Kinds: ``dae`` (the keyword + poem autoencoder of phase A), ``classifier`` (the shared networks with the
     factor classifiers, phases B1/B2), ``basic`` (keyword only), ``fbasic`` (keyword and factor labels), ``cvae``,
-    ``igs``, ``aus``; ``straight_through`` (igs/aus) makes the sampled labels differentiable; ``bow`` (cvae/igs)
+    ``igs``, ``aus``; ``straight_through`` (igs/aus) makes the sampled labels differentiable; ``bow`` (cvae/igs/aus)
     adds the bag-of-words head of ``train.bow_weight``; ``readout`` (aus) the latent read-out heads of
     ``train.readout_weight``.
     """
@@ -179,7 +179,7 @@ def build_model(
         "fbasic": lambda: FBasicGenerator(cfg, vocab_size),
         "cvae": lambda: CVAE(cfg, vocab_size, bow=bow),
         "igs": lambda: MixPoetIGS(cfg, vocab_size, straight_through=straight_through, bow=bow),
-        "aus": lambda: MixPoetAUS(cfg, vocab_size, straight_through=straight_through, readout=readout),
+        "aus": lambda: MixPoetAUS(cfg, vocab_size, straight_through=straight_through, readout=readout, bow=bow),
     }
     key = str(kind).strip().lower()
     if key not in builders:

@@ -171,7 +171,7 @@ class TrainConfig:
     readout_weight: float = 0.0  # [kit choice] AUS: G also minimises this × y_k's CE read back from z_k (design §4.13)
     gen_shared: bool = True  # AUS: G also moves the embedding and encoders (official); False = prior + posterior
     kl_max_weight: float = 1.0  # [kit choice] CVAE / IGS: the KL weight β rises to this (1 = KL per poem, rec per char)
-    bow_weight: float = 0.0  # [kit choice] CVAE / IGS: bag-of-words loss from z × this (0 = official; design §4.5)
+    bow_weight: float = 0.0  # [kit choice] bag-of-words loss from z × this: CVAE / IGS §4.5, AUS's G step §4.14
     rec_warm_steps: int = 1500
     tau_annealing_steps: int = 6000
     min_tau: float = 0.01

@@ -57,7 +57,7 @@ SIGNATURE_IF_SET: dict[str, tuple[Any, frozenset[str]]] = {
     "gen_shared": (True, AUS_MODELS),
     "mode_seeking_weight": (0.0, AUS_MODELS),
     "readout_weight": (0.0, AUS_MODELS),
-    "bow_weight": (0.0, CVAE_IGS),
+    "bow_weight": (0.0, CVAE_IGS | AUS_MODELS),
     "kl_max_weight": (1.0, CVAE_IGS),
     "free_bits_scope": ("dimension", CVAE_IGS),
     "word_dropout": (0.0, CVAE_IGS | AUS_MODELS),

@@ -28,6 +28,7 @@ from mixpoet_lib.cli import app as cli
 from mixpoet_lib.config import get_profile
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.dataset import TRAIN_SPLITS
+from mixpoet_lib.data.vocab import N_SPECIALS
 from mixpoet_lib.evaluate.report import load_results
 from mixpoet_lib.models.factor_models import MixPoetAUS
 from mixpoet_lib.models.generators import BasicGenerator
@@ -692,10 +693,10 @@ def test_checkpoint_signatures_are_stable(all_phases):
 # ----------------------------------------------------------------------------------------------
 
 
-def _aus_with_optimisers(vocab: int, readout: bool = False) -> tuple[MixPoetAUS, Any]:
+def _aus_with_optimisers(vocab: int, readout: bool = False, bow: bool = False) -> tuple[MixPoetAUS, Any]:
     t = SMOKE.train
     torch.manual_seed(0)
-    aus = build_model("aus", SMOKE.model, vocab, readout=readout).train()
+    aus = build_model("aus", SMOKE.model, vocab, readout=readout, bow=bow).train()
     return aus, make_optimisers(aus_optimiser_specs(aus, t, t.mixture), t.mixture, t)
 
 
@@ -767,23 +768,27 @@ def test_gen_shared_off_leaves_the_encoders_to_r(smoke_data):
     assert "gen_shared" not in weight_settings(SMOKE.train, "aus")
 
 
-def test_bow_weight_retrains_only_cvae_and_igs_with_the_head(all_phases, smoke_data, tmp_path):
-    """``train.bow_weight`` > 0: CVAE and IGS are retrained with the bag-of-words head (the shared phases and AUS are
-    reused), log a finite 'bow' loss and 'kl_above' share, and their checkpoints load back with the head."""
+def test_bow_weight_retrains_the_latent_models_with_the_head(all_phases, smoke_data, tmp_path):
+    """``train.bow_weight`` > 0: CVAE, IGS and AUS are retrained with the bag-of-words head (the shared phases are
+    reused), log a finite 'bow' loss (AUS: on its adversarial steps) and 'kl_above' share, and their checkpoints load
+    back with the head."""
     run, _, _ = all_phases
     shutil.copytree(run, tmp_path / "run")
     bow = replace(SMOKE, train=replace(SMOKE.train, bow_weight=1.0))
     res = train(["cvae", "igs", "aus"], bow, data=smoke_data, run_dir=tmp_path / "run", progress=False, max_steps=CAP)
-    assert res["shared_dae"].steps_run == 0 and res["aus_c1"].steps_run == 0
-    assert res["cvae_c1"].steps_run == CAP and res["igs_c2"].steps_run == CAP
-    for key in ("cvae_c1", "igs_c1"):
+    assert res["shared_dae"].steps_run == 0 and res["shared_cl2"].steps_run == 0
+    assert res["cvae_c1"].steps_run == CAP and res["igs_c2"].steps_run == CAP and res["aus_c2"].steps_run == CAP
+    for key in ("cvae_c1", "igs_c1", "aus_c2"):
         log = pd.read_csv(tmp_path / "run" / "logs" / f"{key}.csv")
-        assert np.isfinite(log["bow"]).all() and log["bow"].iloc[0] > 0
-        assert log["kl_above"].between(0, 1).all()
+        terms = log["bow"].dropna()
+        assert len(terms) > 0 and np.isfinite(terms).all() and terms.iloc[0] > 0
+        if key != "aus_c2":
+            assert log["kl_above"].between(0, 1).all()
         model = load_model(checkpoint_path(tmp_path / "run", *key.split("_")))
         assert isinstance(model.bow, torch.nn.Linear) and model.bow.out_features == len(smoke_data.vocab)
-    plain = pd.read_csv(run / "logs" / "cvae_c1.csv")
-    assert plain["bow"].isna().all() and load_model(checkpoint_path(run, "cvae", "c1")).bow is None
+    for key in ("cvae_c1", "aus_c2"):
+        assert pd.read_csv(run / "logs" / f"{key}.csv")["bow"].isna().all()
+        assert load_model(checkpoint_path(run, *key.split("_"))).bow is None
 
 
 def test_kl_max_weight_scales_the_annealed_kl_weight(smoke_data, tmp_path):
@@ -842,30 +847,50 @@ def test_readout_loss_by_hand(smoke_data):
         build_model("aus", SMOKE.model, len(smoke_data.vocab)).readout_loss(z, ids)
 
 
+def test_latent_bow_loss_by_hand(smoke_data):
+    """A zero bag-of-words head guesses uniformly: log V per character, whatever z; PAD, UNK and the line marks are
+    left out of the count; an AUS built without the head refuses the term."""
+    vocab = len(smoke_data.vocab)
+    model = build_model("aus", SMOKE.model, vocab, bow=True)
+    torch.nn.init.zeros_(model.bow.weight), torch.nn.init.zeros_(model.bow.bias)
+    poems = torch.tensor([[N_SPECIALS, N_SPECIALS + 1, 0], [N_SPECIALS + 2, 0, 0]])
+    z = torch.randn(2, SMOKE.model.latent_size)
+    assert model.latent_bow_loss(z, poems).item() == pytest.approx(math.log(vocab), rel=1e-6)
+    torch.nn.init.zeros_(model.bow.bias).data[N_SPECIALS + 2] = 50.0  # item 2's only character gets all the mass
+    assert model.latent_bow_loss(z, poems[1:]).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="bow=True"):
+        build_model("aus", SMOKE.model, vocab).latent_bow_loss(z, poems)
+
+
+_G_TERMS = [("mode_seeking_weight", "ms", None), ("readout_weight", "readout", "readout"), ("bow_weight", "bow", "bow")]
+
+
 @pytest.mark.parametrize("encode_once", [False, True])
-@pytest.mark.parametrize(("option", "column"), [("mode_seeking_weight", "ms"), ("readout_weight", "readout")])
-def test_g_step_terms_act_in_g_only(smoke_data, encode_once, option, column):
-    """``train.mode_seeking_weight`` / ``train.readout_weight`` > 0, from the same start and seed: D's and G's
-    adversarial losses are the same numbers, the row logs the term (NaN without it), and the G update moves the
-    prior differently (and the read-out heads); the option counts in AUS's signature only."""
+@pytest.mark.parametrize(("option", "column", "head"), _G_TERMS)
+def test_g_step_terms_act_in_g_only(smoke_data, encode_once, option, column, head):
+    """``train.mode_seeking_weight`` / ``.readout_weight`` / ``.bow_weight`` > 0, from the same start and seed: D's
+    and G's adversarial losses are the same numbers, the row logs the term (NaN without it), and the G update moves
+    the prior differently (and the term's head); the option counts in AUS's signature (bow: also CVAE / IGS)."""
     batch = next(iter(BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 8, seed=1).batches(0)))
     rows, priors = {}, {}
     for w in (0.0, 5.0):
         t = replace(SMOKE.train, encode_once=encode_once, ndis=1, diag_every=0, **{option: w})
-        aus, opt = _aus_with_optimisers(len(smoke_data.vocab), readout=option == "readout_weight" and w > 0)
-        heads = [p.detach().clone() for p in aus.readout.parameters()] if aus.readout is not None else []
+        flags = {k: head == k and w > 0 for k in ("readout", "bow")}
+        aus, opt = _aus_with_optimisers(len(smoke_data.vocab), **flags)
+        module = getattr(aus, head) if head else None
+        before = [p.detach().clone() for p in module.parameters()] if module is not None else []
         counters = {"tau_step": 0, "rec_steps": t.rec_warm_steps, "noise_step": 0, "adv_batches": 0}
         torch.manual_seed(3)
         rows[w] = aus_step(aus, batch, opt, t, counters, 1.0)
         priors[w] = torch.cat([p.detach().flatten() for p in aus.prior.parameters()])
-        if heads:
-            assert all(not torch.equal(a, b) for a, b in zip(heads, aus.readout.parameters()))
+        if before:
+            assert all(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
     assert rows[5.0]["d_loss"] == pytest.approx(rows[0.0]["d_loss"], rel=1e-5)
     assert rows[5.0]["g_loss"] == pytest.approx(rows[0.0]["g_loss"], rel=1e-5)
     assert math.isnan(rows[0.0][column]) and rows[5.0][column] > 0
     assert not torch.allclose(priors[0.0], priors[5.0])
     on = replace(SMOKE.train, **{option: 1.0})
-    assert option in weight_settings(on, "aus") and option not in weight_settings(on, "igs")
+    assert option in weight_settings(on, "aus") and (option in weight_settings(on, "igs")) == (option == "bow_weight")
     assert option not in weight_settings(on, "") and option not in weight_settings(SMOKE.train, "aus")
 
 

@@ -29,6 +29,7 @@ from mixpoet_lib.models.layers import (
     reparameterise,
     unique_params,
 )
+from mixpoet_lib.models.losses import bow_loss
 
 __all__ = ["FactorModelBase", "MixPoetIGS", "MixPoetAUS"]
 
@@ -238,13 +239,21 @@ class MixPoetAUS(FactorModelBase):
 
     kind = "aus"
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, straight_through: bool = False, readout: bool = False):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        vocab_size: int,
+        straight_through: bool = False,
+        readout: bool = False,
+        bow: bool = False,
+    ):
         super().__init__(cfg, vocab_size, straight_through)
         self.prior = ImplicitPrior(cfg, self.hw_size, self.n_classes)
         self.posterior = ImplicitPosterior(cfg, self.hx_size, self.hw_size, self.n_classes)
         self.discriminator = LatentDiscriminator(cfg, self.n_classes)
         sub = self.prior.sub_size  # ``readout``: linear heads z_k → y_k of the training term train.readout_weight
         self.readout = nn.ModuleList(nn.Linear(sub, k) for k in self.n_classes) if readout else None
+        self.bow = nn.Linear(cfg.latent_size, vocab_size) if bow else None  # ``bow``: z → V of train.bow_weight
 
     def readout_loss(self, z: Tensor, y: list[Tensor]) -> Tensor:
         """Σ_k cross-entropy of y_k read back from its own sub-space z_k by a linear head (design §4.13).
@@ -259,6 +268,15 @@ class MixPoetAUS(FactorModelBase):
             soft = yk.is_floating_point()
             total = total + (-(yk.float() * logp).sum(-1).mean() if soft else F.nll_loss(logp, yk))
         return total
+
+    def latent_bow_loss(self, z: Tensor, poems: Tensor) -> Tensor:
+        """The bag-of-words loss of the poem's characters predicted from a latent draw z alone (design §4.14).
+
+        Needs a model built with ``bow``.
+        """
+        if self.bow is None:
+            raise ValueError("latent_bow_loss needs a MixPoetAUS built with bow=True (train.bow_weight > 0)")
+        return bow_loss(self.bow(z), poems)
 
     def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
         """Return (n·B, Z) prior samples (row j·B + b belongs to item b); BN uses batch stats in train mode."""
@@ -337,5 +355,6 @@ class MixPoetAUS(FactorModelBase):
             self.context,
             self.map_x,
         )
-        gen = unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed, self.readout)
+        heads = (self.readout, self.bow)
+        gen = unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed, *heads)
         return {"rec": rec, "gen": gen, "dis": unique_params(self.discriminator), **self.classifier_groups()}

@@ -37,7 +37,7 @@ def aus_optimiser_specs(model: MixPoetAUS, settings: TrainConfig, phase: PhaseCo
     betas and LR decay) and G (prior and posterior; also the embedding and both encoders unless
     ``settings.gen_shared`` is off)."""
     g, t = model.param_groups(), settings
-    gen = g["gen"] if t.gen_shared else unique_params(model.prior, model.posterior)
+    gen = g["gen"] if t.gen_shared else unique_params(model.prior, model.posterior, model.readout, model.bow)
     return {
         "rec": (list(g["rec"]), t.betas, phase.decay_exponent),
         "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
@@ -159,6 +159,7 @@ class AUSTrainer(FactorTrainer):
         "g_loss",
         "ms",
         "readout",
+        "bow",
         "diag_prior_post",
         "diag_mixture",
         "diag_match",

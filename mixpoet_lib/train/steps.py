@@ -309,37 +309,39 @@ def aus_discriminator_step(
 
 
 def _g_loss(
-    model: MixPoetAUS,
-    batch: dict[str, Tensor],
-    tau: float,
-    sigma: float,
-    encoded: Any = None,
-    ms: float = 0.0,
-    ro: float = 0.0,
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """(L_G + ms × L_ms + ro × L_ro, L_G, L_ms or None, L_ro or None): L_G = −E log σ(D(z_prior, y) − D(z_post, y))
-    on a fresh latent pair (``encoded`` reuses an encoder pass); L_ms the mode-seeking term of two prior draws of
-    the same (w, y), which trains the prior alone; L_ro the read-out term of design §4.13, y_k read back from z_k
-    of the same prior and posterior draws (ms = ro = 0: official, no terms)."""
+    model: MixPoetAUS, batch: dict[str, Tensor], tau: float, sigma: float, settings: TrainConfig, encoded: Any = None
+) -> tuple[Tensor, dict[str, Tensor | None]]:
+    """(L_G + ms × L_ms + ro × L_ro + bw × L_bow, the terms {'g_loss', 'ms', 'readout', 'bow'}; None when off).
+
+    L_G = −E log σ(D(z_prior, y) − D(z_post, y)) on a fresh latent pair (``encoded`` reuses an encoder pass); L_ms
+    the mode-seeking term of two prior draws of the same (w, y), which trains the prior alone; L_ro the read-out term
+    of design §4.13 and L_bow the bag-of-words term of design §4.14, both read from the same prior and posterior
+    draws. The weights are ``settings``' mode_seeking_weight, readout_weight and bow_weight (0: official, no term).
+    """
+    ms, ro, bw = settings.mode_seeking_weight, settings.readout_weight, settings.bow_weight
     z_post, z_prior, y = model.latent_pair(batch, tau, sigma, encoded)
     adversarial = relativistic_g_loss(model.discriminate(z_post, y), model.discriminate(z_prior, y))
-    total, readout = adversarial, None
+    terms: dict[str, Tensor | None] = {"g_loss": adversarial, "ms": None, "readout": None, "bow": None}
     if ro > 0:
-        readout = model.readout_loss(z_prior, y) + model.readout_loss(z_post, y)
-        total = total + ro * readout
-    if ms <= 0:
-        return total, adversarial, None, readout
-    h_w = (model.encode_keyword(batch["keys"]) if encoded is None else encoded[1]).detach()
-    eps = torch.randn(2 * h_w.shape[0], z_post.shape[1], device=h_w.device)
-    z1, z2 = model.prior_sample(h_w, [_detach(yk) for yk in y], n=2, eps=eps).chunk(2)
-    e1, e2 = eps.chunk(2)
-    seeking = mode_seeking_loss(z1, z2, e1, e2)
-    return total + ms * seeking, adversarial, seeking, readout
+        terms["readout"] = model.readout_loss(z_prior, y) + model.readout_loss(z_post, y)
+    if bw > 0:
+        terms["bow"] = model.latent_bow_loss(z_prior, batch["poems"]) + model.latent_bow_loss(z_post, batch["poems"])
+    if ms > 0:
+        h_w = (model.encode_keyword(batch["keys"]) if encoded is None else encoded[1]).detach()
+        eps = torch.randn(2 * h_w.shape[0], z_post.shape[1], device=h_w.device)
+        z1, z2 = model.prior_sample(h_w, [_detach(yk) for yk in y], n=2, eps=eps).chunk(2)
+        e1, e2 = eps.chunk(2)
+        terms["ms"] = mode_seeking_loss(z1, z2, e1, e2)
+    total = adversarial
+    for key, weight in (("readout", ro), ("bow", bw), ("ms", ms)):
+        term = terms[key]
+        if term is not None:
+            total = total + weight * term
+    return total, terms
 
 
-def _g_row(adversarial: Tensor, seeking: Tensor | None, readout: Tensor | None) -> dict[str, float]:
-    nan_or = {k: math.nan if v is None else v.item() for k, v in (("ms", seeking), ("readout", readout))}
-    return {"g_loss": adversarial.item(), **nan_or}
+def _g_row(terms: dict[str, Tensor | None]) -> dict[str, float]:
+    return {k: math.nan if v is None else v.item() for k, v in terms.items()}
 
 
 @contextlib.contextmanager
@@ -355,24 +357,18 @@ def _frozen(params: list[nn.Parameter]) -> Any:
 
 
 def aus_generator_step(
-    model: MixPoetAUS,
-    batch: dict[str, Tensor],
-    opt: Optimisers,
-    tau: float,
-    sigma: float,
-    ms: float = 0.0,
-    ro: float = 0.0,
+    model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tau: float, sigma: float, settings: TrainConfig
 ) -> dict[str, float]:
     """AUS step G: minimise L_G = −E log σ(D(z_prior, y) − D(z_post, y)) in prior, posterior and encoders
-    (+ ``ms`` × the prior's mode-seeking term L_ms + ``ro`` × the read-out term L_ro, see ``_g_loss``).
+    (+ the mode-seeking, read-out and bag-of-words terms that ``settings`` weigh in, see ``_g_loss``).
 
     The discriminator is frozen during the step. Steps optimiser 'gen'. Returns {'g_loss': L_G, 'ms': L_ms,
-    'readout': L_ro} (NaN without the term).
+    'readout': L_ro, 'bow': L_bow} (NaN without the term).
     """
     with _frozen(opt.params["dis"]):
-        total, adversarial, seeking, readout = _g_loss(model, batch, tau, sigma, ms=ms, ro=ro)
+        total, terms = _g_loss(model, batch, tau, sigma, settings)
         opt.update(model, "gen", total)
-    return _g_row(adversarial, seeking, readout)
+    return _g_row(terms)
 
 
 def aus_encode_once_step(
@@ -389,19 +385,18 @@ def aus_encode_once_step(
     R's forward encodes the batch; the D steps draw their latent pairs from those codes (detached, fresh labels
     and noise each), and G's gradient is taken through the same pass, before R's update (the official code
     re-encodes the batch for every D and G step, after the previous update). Then 'rec' and 'gen' step.
-    Returns R's row plus 'd_loss', 'g_loss', 'ms' and 'readout'.
+    Returns R's row plus 'd_loss', 'g_loss', 'ms', 'readout' and 'bow'.
     """
     loss, terms, out = _aus_rec_loss(model, batch, tf_ratio, tau, settings.amp_bf16)
     codes = (out["h_x"].float(), out["h_w"].float())
     detached = (codes[0].detach(), codes[1].detach())
     d_losses = [aus_discriminator_step(model, batch, opt, tau, sigmas[0], detached) for _ in range(settings.ndis)]
     with _frozen(opt.params["dis"]):
-        weights = (settings.mode_seeking_weight, settings.readout_weight)
-        total, adversarial, seeking, readout = _g_loss(model, batch, tau, sigmas[1], codes, *weights)
+        total, g_terms = _g_loss(model, batch, tau, sigmas[1], settings, codes)
         g_grads = torch.autograd.grad(total, opt.params["gen"], retain_graph=True, allow_unused=True)
     row = _rec_row(loss, terms, opt.update(model, "rec", loss))
     opt.apply("gen", g_grads)
-    return {**row, "d_loss": float(np.mean(d_losses)), **_g_row(adversarial, seeking, readout)}
+    return {**row, "d_loss": float(np.mean(d_losses)), **_g_row(g_terms)}
 
 
 def aus_step(
@@ -418,8 +413,8 @@ def aus_step(
     The D steps see σ before the noise schedule advances (the official 1.0 until the first advance), the G step
     σ after it. Moves ``counters`` on; steps optimisers 'rec', 'dis' and 'gen'. Returns the log row
     {'lr_rec', 'lr_dis', 'lr_gen', 'tf_ratio', 'tau', 'sigma', 'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm',
-    'd_loss', 'g_loss', 'ms', 'readout'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match', 'diag_match_rel' every
-    ``settings.diag_every`` adversarial batches, of ``diag_batch`` when given).
+    'd_loss', 'g_loss', 'ms', 'readout', 'bow'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match', 'diag_match_rel'
+    every ``settings.diag_every`` adversarial batches, of ``diag_batch`` when given).
     """
     t, c = settings, counters
     tau = gumbel_temperature(t, c)
@@ -445,7 +440,7 @@ def aus_step(
         if not t.encode_once:
             d_losses = [aus_discriminator_step(model, batch, opt, tau, sigma) for _ in range(t.ndis)]
             row.update(d_loss=float(np.mean(d_losses)))
-            row.update(aus_generator_step(model, batch, opt, tau, sigma_g, t.mode_seeking_weight, t.readout_weight))
+            row.update(aus_generator_step(model, batch, opt, tau, sigma_g, t))
         c["noise_step"] += 1
         row.update(lr_dis=lrs["dis"], lr_gen=lrs["gen"])
         c["adv_batches"] += 1

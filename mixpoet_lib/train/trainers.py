@@ -92,7 +92,7 @@ class Trainer:
 
     def model_args(self) -> dict[str, Any]:
         """The arguments of ``build_model`` (stored in the checkpoint and its signature); 'bow' only when set."""
-        bow = self.model_kind in ("cvae", "igs") and self.tcfg.bow_weight > 0
+        bow = self.model_kind in ("cvae", "igs", "aus") and self.tcfg.bow_weight > 0
         return {"kind": self.model_kind, **({"bow": True} if bow else {})}
 
     def stream(self) -> BatchStream:
