@@ -653,3 +653,9 @@ if profile.name != "smoke":
 #    keyword differ less?
 # 5. The prior–posterior distance uses a covariance fitted on 512 samples in a 256-dimensional space. Why
 #    is regularising it necessary, and how does the shrinkage change the numbers?
+# 6. The read-out asks each sub-space *which class*; `train.bow_weight` (design
+#    [§4.14](../docs/design.md#d4.14)) also asks a prior draw *what the poem is about*: the poem's characters,
+#    predicted from $z$ alone. Retrain AUS with `--set train.bow_weight=1` and compare `analysis.prior_spread`'s
+#    keyword column and section 8's poems with this run's. `docs/experiments.md` §26 found the keyword's spread
+#    doubled while the poems named their keyword less often. Look at which characters the six poems of one keyword
+#    use instead, and explain why a bag-of-words target favours them.
