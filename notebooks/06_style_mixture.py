@@ -652,3 +652,4 @@ assert tables4b and all(np.isfinite(t.to_numpy(float)).all() for t in tables4b.v
 # 5. Which path carries the style in MixPoet-IGS, which trains without the read-out? Run
 #    `scripts/contrast_sweep.py --weights weights/tutorial --gammas 1 --systems igs --path latent --out …` (about
 #    ten minutes on two cores), then `--path labels`, and compare with AUS's answer (`docs/experiments.md` §25).
+#    `docs/experiments.md` §27 has the kit's own run of this exercise to check yours against.
