@@ -34,8 +34,8 @@ CL_VAL_COLUMNS = tuple(f"val_{m}_{t}{k}" for k in (1, 2) for t in ("xw", "w") fo
 
 def aus_optimiser_specs(model: MixPoetAUS, settings: TrainConfig, phase: PhaseConfig) -> dict[str, OptimiserSpec]:
     """MixPoet-AUS's three optimisers (design §4.6): R (reconstruction and classifiers), D (discriminator, its own
-    betas and LR decay) and G (prior and posterior; also the embedding and both encoders unless
-    ``settings.gen_shared`` is off)."""
+    betas and LR decay) and G (prior, posterior and the read-out / bag-of-words heads when built; also the embedding
+    and both encoders unless ``settings.gen_shared`` is off)."""
     g, t = model.param_groups(), settings
     gen = g["gen"] if t.gen_shared else unique_params(model.prior, model.posterior, model.readout, model.bow)
     return {
