@@ -269,6 +269,10 @@ class MixPoetAUS(FactorModelBase):
             total = total + (-(yk.float() * logp).sum(-1).mean() if soft else F.nll_loss(logp, yk))
         return total
 
+    def term_heads(self) -> tuple[nn.Module | None, ...]:
+        """The training-only heads of G's extra terms (read-out, bag-of-words); None where the model has none."""
+        return (self.readout, self.bow)
+
     def latent_bow_loss(self, z: Tensor, poems: Tensor) -> Tensor:
         """The bag-of-words loss of the poem's characters predicted from a latent draw z alone (design §4.14).
 
@@ -355,6 +359,5 @@ class MixPoetAUS(FactorModelBase):
             self.context,
             self.map_x,
         )
-        heads = (self.readout, self.bow)
-        gen = unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed, *heads)
+        gen = unique_params(self.prior, self.posterior, self.encoder, self.word_encoder, self.embed, *self.term_heads())
         return {"rec": rec, "gen": gen, "dis": unique_params(self.discriminator), **self.classifier_groups()}

@@ -37,7 +37,7 @@ def aus_optimiser_specs(model: MixPoetAUS, settings: TrainConfig, phase: PhaseCo
     betas and LR decay) and G (prior, posterior and the read-out / bag-of-words heads when built; also the embedding
     and both encoders unless ``settings.gen_shared`` is off)."""
     g, t = model.param_groups(), settings
-    gen = g["gen"] if t.gen_shared else unique_params(model.prior, model.posterior, model.readout, model.bow)
+    gen = g["gen"] if t.gen_shared else unique_params(model.prior, model.posterior, *model.term_heads())
     return {
         "rec": (list(g["rec"]), t.betas, phase.decay_exponent),
         "dis": (list(g["dis"]), t.dis_betas, t.dis_decay_exponent),
