@@ -172,6 +172,7 @@ class TrainConfig:
     gen_shared: bool = True  # AUS: G also moves the embedding and encoders (official); False = prior + posterior
     kl_max_weight: float = 1.0  # [kit choice] CVAE / IGS: the KL weight β rises to this (1 = KL per poem, rec per char)
     bow_weight: float = 0.0  # [kit choice] bag-of-words loss from z × this: CVAE / IGS §4.5, AUS's G step §4.14
+    unlikelihood_weight: float = 0.0  # [kit experiment] AUS step R: × unlikelihood of stock lines (design §4.15)
     rec_warm_steps: int = 1500
     tau_annealing_steps: int = 6000
     min_tau: float = 0.01
@@ -192,8 +193,7 @@ class TrainConfig:
     # [kit experiment] CVAE / IGS / AUS second stage: share of the decoder's input characters replaced by <UNK> in
     # training (word dropout, Bowman et al. 2016), so that the decoder must lean on z; 0 = official
     word_dropout: float = 0.0
-    # [kit experiment] IGS / AUS: chance a decoder label embedding is zeroed in training (1 = never; design §4.12)
-    label_dropout: float = 0.0
+    label_dropout: float = 0.0  # [kit experiment] IGS / AUS: chance d_k(y_k) is zeroed (1 = never used; §4.12)
     ckpt_every: int = 500  # optimiser steps between resumable checkpoints
     log_every: int = 50  # steps between refreshes of the live losses on the progress bar (the CSV gets every step)
     val_batches: int = 50  # batches per validation pass (official: 50)
@@ -204,8 +204,8 @@ class TrainConfig:
     diag_every: int = 40  # latent diagnostics (design §4.8) every this many adversarial batches (AUS) / batches (IGS)
     diag_samples: int = 512  # samples per distribution in the diagnostics (official: 4 × 128 and 8 × 64)
     diag_chunk: int = 128  # replicas of the chosen instance per sampling round
-    # latent diagnostics on the first this many instances of one fixed validation batch, under one fixed seed (a
-    # curve of the model, not of the batch drawn); 0 = one random instance of the training batch, as the official code
+    # latent diagnostics on the first this many instances of one fixed validation batch, under one fixed seed (a curve
+    # of the model, not of the batch drawn); 0 = one random instance of the training batch, as the official code does
     diag_instances: int = 8
     num_threads: int = 0  # torch threads while training; 0 = auto, fewer on a loaded machine (runtime.choose_threads)
 
@@ -221,9 +221,9 @@ class TrainConfig:
         _check(self, "> 0", "ndis gen_lr_scale clip_grad_norm min_tau ckpt_every log_every val_batches")
         _check(self, "≥ 0", "weight_decay dis_decay_exponent rec_warm_steps tau_annealing_steps")
         _check(self, "≥ 0", "noise_init noise_decay_steps kl_anneal_steps free_bits bow_weight kl_max_weight")
-        _check(self, "≥ 0", "word_dropout mode_seeking_weight readout_weight cl_val_instances validate_every")
+        _check(self, "≥ 0", "word_dropout mode_seeking_weight readout_weight unlikelihood_weight")
         _require(self, "label_dropout", 0 <= self.label_dropout <= 1, "in [0, 1]")
-        _check(self, "≥ 0", "diag_every diag_instances num_threads")
+        _check(self, "≥ 0", "cl_val_instances validate_every diag_every diag_instances num_threads")
         _require(self, "dae_corrupt_ratio", 0 <= self.dae_corrupt_ratio < 1, "in [0, 1)")
         _require(self, "kl_anneal_kind", self.kl_anneal_kind in KL_ANNEAL_KINDS, f"one of {KL_ANNEAL_KINDS}")
         _require(self, "amp_bf16", self.amp_bf16 in AMP_MODES, f"one of {AMP_MODES}")

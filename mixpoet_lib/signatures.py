@@ -58,6 +58,7 @@ SIGNATURE_IF_SET: dict[str, tuple[Any, frozenset[str]]] = {
     "mode_seeking_weight": (0.0, AUS_MODELS),
     "readout_weight": (0.0, AUS_MODELS),
     "bow_weight": (0.0, CVAE_IGS | AUS_MODELS),
+    "unlikelihood_weight": (0.0, AUS_MODELS),
     "kl_max_weight": (1.0, CVAE_IGS),
     "free_bits_scope": ("dimension", CVAE_IGS),
     "word_dropout": (0.0, CVAE_IGS | AUS_MODELS),

@@ -26,9 +26,11 @@ from mixpoet_lib.models.losses import (
     mode_seeking_loss,
     relativistic_d_loss,
     relativistic_g_loss,
+    stock_line_mask,
     supervised_ce,
     symmetric_mahalanobis,
     token_cross_entropy,
+    unlikelihood_loss,
 )
 
 
@@ -230,3 +232,26 @@ def test_mode_seeking_loss_by_hand():
     assert mode_seeking_loss(z2, z2, e1, e2, floor=0.01).item() == pytest.approx(100.0)
     (g,) = torch.autograd.grad(loss, z1)
     assert g[0, 1] < 0  # larger z1[1] (further from z2) lowers the loss
+
+
+def test_stock_line_mask_marks_lines_shared_across_keywords_only():
+    """Poems 0 and 1 share a keyword, poem 2 has another: a line of 0 also in 1 is not stock; a line of 0 also
+    in 2 (at another position) is stock in both poems; a line nobody else wrote is not."""
+    keys = torch.tensor([[3, 10, 2], [3, 10, 2], [3, 11, 2]])
+    a, b, c, d, e = ([5, 6, 2], [7, 8, 2], [9, 9, 2], [4, 5, 2], [6, 7, 2])
+    lines = torch.tensor([[a, b], [a, c], [d, b]])  # b: poems 0 and 2; a: poems 0 and 1 (same keyword)
+    assert stock_line_mask(lines, keys).tolist() == [[False, True], [False, False], [False, True]]
+    lines[2, 0] = torch.tensor(e)
+    assert stock_line_mask(lines, keys[[0, 0, 0]]).sum() == 0  # one keyword for all: nothing is stock
+
+
+def test_unlikelihood_loss_by_hand():
+    """Two positions, V = 2: p(target) = 1/2 at the penalised one gives −log(1 − 1/2) / 2 positions; nothing
+    penalised gives 0; a target of probability ≈ 1 stays finite."""
+    logits = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    targets = torch.tensor([1, 0])
+    loss = unlikelihood_loss(logits, targets, torch.tensor([True, False]))
+    assert loss.item() == pytest.approx(math.log(2) / 2, rel=1e-6)
+    assert unlikelihood_loss(logits, targets, torch.tensor([False, False])).item() == 0.0
+    sure = unlikelihood_loss(torch.tensor([[50.0, -50.0]]), torch.tensor([0]), torch.tensor([True]))
+    assert torch.isfinite(sure) and sure.item() == pytest.approx(-math.log(1e-6), rel=1e-3)

@@ -415,3 +415,39 @@ def test_context_features_are_the_convolution_computed_as_one_matmul():
     g_want = torch.autograd.grad(want.sum(), (states, ctx.conv.weight))
     g_got = torch.autograd.grad(got.sum(), (states, ctx.conv.weight))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_got, g_want, strict=True))
+
+
+def test_greedy_lines_mixed_lengths_match_each_poem_alone():
+    """A batch of a 5- and a 7-character poem writes what each writes alone (the context chain masks the short
+    poem's extra steps): characters, then <E>, then PAD; no gradient; the dropout's mode is left as it was."""
+    torch.manual_seed(2)
+    m = MixPoetAUS(SMOKE, 200).train()
+    b = fake_batch(batch_size=2, vocab=200, lengths=[5, 7])
+    s0 = torch.tanh(torch.randn(2, m.dec_init.out_features, requires_grad=True))
+    n = torch.tensor([5, 7])
+    both = m.greedy_lines(s0, b["length"], n, 8)
+    assert not both.requires_grad and m.dropout.training and both.shape == (2, 4, 8)
+    for i in range(2):
+        alone = m.greedy_lines(s0[i : i + 1], b["length"][i : i + 1], n[i : i + 1], 8)
+        assert torch.equal(alone[0], both[i])
+    assert both[0, :, 5].eq(EOS).all() and both[0, :, 6:].eq(PAD).all() and both[1, :, 7].eq(EOS).all()
+    assert both[:, :, :5].ge(4).all()  # never a special inside the line
+
+
+def test_stock_line_loss_penalises_only_lines_other_keywords_share():
+    """Eight poems of two keywords from one z: the greedy poems are identical, so every line is stock across
+    the keywords (share 1) and the term is positive with a gradient into the decoder; with a single keyword
+    nothing is stock and the term is 0."""
+    torch.manual_seed(4)
+    m = MixPoetAUS(SMOKE, 200).train()
+    b = fake_batch(batch_size=8, vocab=200, lengths=[5] * 8)
+    b["keys"] = torch.tensor([[BOS, 10, EOS]] * 4 + [[BOS, 11, EOS]] * 4)
+    z, h_w = torch.zeros(1, SMOKE.latent_size).expand(8, -1), torch.zeros(1, m.hw_size).expand(8, -1)
+    y = [torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long)]
+    loss, share = m.stock_line_loss(z, h_w, y, b)
+    assert share.item() == 1.0 and loss.item() > 0
+    loss.backward()
+    assert m.out_proj.weight.grad is not None and m.out_proj.weight.grad.abs().sum() > 0
+    b["keys"][:] = b["keys"][0]
+    loss, share = m.stock_line_loss(z, h_w, y, b)
+    assert share.item() == 0.0 and loss.item() == 0.0

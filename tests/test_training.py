@@ -894,6 +894,35 @@ def test_g_step_terms_act_in_g_only(smoke_data, encode_once, option, column, hea
     assert option not in weight_settings(on, "") and option not in weight_settings(SMOKE.train, "aus")
 
 
+@pytest.mark.parametrize("encode_once", [False, True])
+def test_stock_line_term_acts_in_the_r_step(smoke_data, encode_once):
+    """``train.unlikelihood_weight`` > 0, from the same start and seed (a decoder start that ignores its inputs, so
+    every greedy line recurs under other keywords): R's reconstruction and classifier terms are the same numbers,
+    the row logs the term and the share of stock lines (NaN without it), the R update moves the decoder
+    differently; the option counts in AUS's signature only."""
+    batch = next(iter(BatchStream(smoke_data, TRAIN_SPLITS, "mixpoet_pre", 8, seed=1).batches(0)))
+    rows, decoders = {}, {}
+    for w in (0.0, 5.0):
+        t = replace(SMOKE.train, encode_once=encode_once, ndis=1, diag_every=0, unlikelihood_weight=w)
+        aus, opt = _aus_with_optimisers(len(smoke_data.vocab))
+        torch.nn.init.zeros_(aus.dec_init.weight)  # s0 = tanh(bias) for every poem: the same greedy lines for all
+        counters = {"tau_step": 0, "rec_steps": t.rec_warm_steps, "noise_step": 0, "adv_batches": 0}
+        torch.manual_seed(3)
+        rows[w] = aus_step(aus, batch, opt, t, counters, 1.0)
+        decoders[w] = aus.out_proj.weight.detach().clone()
+    for key in ("rec", "xw", "ent", "w"):
+        assert rows[5.0][key] == pytest.approx(rows[0.0][key], rel=1e-6)
+    assert math.isnan(rows[0.0]["stock"]) and math.isnan(rows[0.0]["stock_share"])
+    assert rows[5.0]["stock"] >= 0 and 0 <= rows[5.0]["stock_share"] <= 1
+    assert rows[5.0]["loss"] == pytest.approx(rows[0.0]["loss"] + 5.0 * rows[5.0]["stock"], rel=1e-5)
+    assert rows[5.0]["stock"] > 0 and rows[5.0]["stock_share"] == 1.0  # one start state: every line is stock
+    assert not torch.equal(decoders[0.0], decoders[5.0])
+    on = replace(SMOKE.train, unlikelihood_weight=1.0)
+    assert "unlikelihood_weight" in weight_settings(on, "aus") and "unlikelihood_weight" not in weight_settings(on, "")
+    assert "unlikelihood_weight" not in weight_settings(on, "igs")
+    assert "unlikelihood_weight" not in weight_settings(SMOKE.train, "aus")
+
+
 def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoint(all_phases, tmp_path, capsys):
     """scripts/evaluate_run.py on the smoke run: one JSON line per system with the notebook-05 metrics (and the
     prior's spread for a factor model); a system without its final checkpoint stops with a line naming the file."""

@@ -13,8 +13,7 @@ import torch
 
 from mixpoet_lib.config import GenConfig
 from mixpoet_lib.data.rhythm import ToneRhyme
-from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK, Vocab
-from mixpoet_lib.generate.constraints import N_LINES
+from mixpoet_lib.data.vocab import Vocab
 from mixpoet_lib.generate.generator import Generator
 from mixpoet_lib.generate.poems import eval_mode
 from mixpoet_lib.models.generators import PoetBase
@@ -35,23 +34,6 @@ def greedy_decode(
         model, vocab, ToneRhyme.from_strings("", ""), None, GenConfig(beam_size=1), repetition_rule="intended"
     )
     s0, length_oh = gen.decoder_start([keyword], length, labels, 1, seed)
-    banned = torch.tensor([PAD, UNK, BOS, EOS], device=gen.device)
-    lines: list[str] = []
     with eval_mode(model):
-        ctx = model.initial_context(1, like=s0)
-        for i in range(N_LINES):
-            h = model.init_decoder_state(s0, length_oh, i)
-            tok = torch.full((1,), BOS, dtype=torch.long, device=gen.device)
-            hs, ids = [], []
-            for k in range(length + 1):
-                logits, h = model.decode_step(tok, h, ctx)
-                hs.append(h)
-                if k == length:
-                    break
-                tok = logits.index_fill(1, banned, float("-inf")).argmax(-1)
-                ids.append(int(tok))
-            states = torch.stack(hs, 1)
-            mask = torch.ones(1, states.size(1), dtype=torch.bool, device=gen.device)
-            ctx = model.update_context(ctx, states, mask)
-            lines.append("".join(gen.tokens[t] for t in ids))
-    return lines
+        ids = model.greedy_lines(s0, length_oh, torch.tensor([length], device=gen.device), length + 1)
+    return ["".join(gen.tokens[t] for t in line[:length].tolist()) for line in ids[0]]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixpoet_lib.config import ModelConfig
+from mixpoet_lib.data.vocab import EOS, PAD
 from mixpoet_lib.models.generators import Batch, PoetBase
 from mixpoet_lib.models.layers import (
     GaussianHead,
@@ -29,7 +30,7 @@ from mixpoet_lib.models.layers import (
     reparameterise,
     unique_params,
 )
-from mixpoet_lib.models.losses import bow_loss
+from mixpoet_lib.models.losses import bow_loss, stock_line_mask, unlikelihood_loss
 
 __all__ = ["FactorModelBase", "MixPoetIGS", "MixPoetAUS"]
 
@@ -281,6 +282,21 @@ class MixPoetAUS(FactorModelBase):
         if self.bow is None:
             raise ValueError("latent_bow_loss needs a MixPoetAUS built with bow=True (train.bow_weight > 0)")
         return bow_loss(self.bow(z), poems)
+
+    def stock_line_loss(self, z: Tensor, h_w: Tensor, y: list[Tensor], batch: Batch) -> tuple[Tensor, Tensor]:
+        """(unlikelihood of the stock lines, their share) for the decoder started from prior draws z (design §4.15).
+
+        Writes each poem greedily from s0(z, w, y) (no gradient), marks the lines that a poem of another keyword in
+        the batch also got (:func:`stock_line_mask`) and returns :func:`unlikelihood_loss` of their characters under
+        the teacher-forced decoder (gradient into s0's inputs and the decoder), with the share of marked lines.
+        """
+        s0 = self.decoder_s0(z, h_w, y)
+        n_chars = batch["lines"][:, 0].ne(PAD).sum(-1) - 1
+        lines = self.greedy_lines(s0.detach(), batch["length"], n_chars, batch["lines"].size(-1))
+        stock = stock_line_mask(lines, batch["keys"])
+        dec = self.decode(s0, lines, batch["length"])
+        penalised = (stock.unsqueeze(-1) & dec.targets.ne(EOS))[dec.mask]
+        return unlikelihood_loss(dec.logits, dec.targets[dec.mask], penalised), stock.float().mean()
 
     def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
         """Return (n·B, Z) prior samples (row j·B + b belongs to item b); BN uses batch stats in train mode."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixpoet_lib.config import ModelConfig
-from mixpoet_lib.data.vocab import BOS, PAD, UNK
+from mixpoet_lib.data.vocab import BOS, EOS, PAD, UNK
 from mixpoet_lib.models.layers import (
     BiRNNEncoder,
     DecodeOutput,
@@ -109,6 +109,33 @@ class PoetBase(nn.Module):
     def update_context(self, context: Tensor, states: Tensor, mask: Tensor | None = None) -> Tensor:
         """Update the context (B, C) with a finished line's decoder states (B, T, H); mask marks real steps."""
         return self.context(context, states, mask)
+
+    @torch.no_grad()
+    def greedy_lines(self, s0: Tensor, length: Tensor, n_chars: Tensor, slots: int) -> Tensor:
+        """Four lines from s0, the argmax character at every step: (B, S, slots) ids, <E> after ``n_chars`` (B,).
+
+        PAD follows the <E>. ``length`` is the (B, 2) length one-hot; only the specials are excluded; dropout is off
+        whatever the mode.
+        """
+        b, dropout = s0.size(0), self.dropout.training
+        banned = torch.tensor([PAD, UNK, BOS, EOS], device=s0.device)
+        steps = torch.arange(slots, device=s0.device)
+        out = s0.new_full((b, self.cfg.sens_num, slots), PAD, dtype=torch.long)
+        context = self.initial_context(b, like=s0)
+        self.dropout.eval()
+        try:
+            for i in range(self.cfg.sens_num):
+                h, tok, states = self.init_decoder_state(s0, length, i), s0.new_full((b,), BOS, dtype=torch.long), []
+                for k in range(int(n_chars.max()) + 1):
+                    logits, h = self.decode_step(tok, h, context)
+                    states.append(h)
+                    tok = logits.index_fill(1, banned, float("-inf")).argmax(-1)
+                    out[:, i, k] = tok.masked_fill(n_chars.lt(k), PAD).masked_fill(n_chars.eq(k), EOS)
+                real = steps[: len(states)].unsqueeze(0) <= n_chars.unsqueeze(1)  # <B> … last character
+                context = self.update_context(context, torch.stack(states, 1), real)
+        finally:
+            self.dropout.train(dropout)
+        return out
 
     # -- whole-poem decoding for training -------------------------------------------------------
     def decode(self, s0: Tensor, lines: Tensor, length: Tensor, teacher_ratio: float = 1.0) -> DecodeOutput:

@@ -30,6 +30,8 @@ __all__ = [
     "kl_share_above",
     "dimension_share_above",
     "bow_loss",
+    "stock_line_mask",
+    "unlikelihood_loss",
     "supervised_ce",
     "entropy_term",
     "keyword_distill_ce",
@@ -181,6 +183,31 @@ def bow_loss(logits: Tensor, poems: Tensor) -> Tensor:
     logp = F.log_softmax(logits.float(), dim=-1).gather(1, poems)
     mask = poems.ge(N_SPECIALS).to(logp.dtype)
     return -((logp * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
+def stock_line_mask(lines: Tensor, keys: Tensor) -> Tensor:
+    """(B, S) bool: line s of poem b also occurs, anywhere, in a poem of the batch with a different keyword.
+
+    ``lines`` (B, S, T) character ids (PAD after the line), ``keys`` (B, K) the keyword ids of each poem. Two poems
+    of the same keyword may share a line; this marks the lines a model writes whatever the keyword (design §4.15).
+    """
+    b, s, _ = lines.shape
+    flat = lines.reshape(b * s, -1)
+    same_line = flat.unsqueeze(1).eq(flat.unsqueeze(0)).all(-1)  # (B·S, B·S)
+    owner = torch.arange(b, device=lines.device).repeat_interleave(s)
+    other_keyword = ~keys.unsqueeze(1).eq(keys.unsqueeze(0)).all(-1)[owner][:, owner]
+    return (same_line & other_keyword).any(1).view(b, s)
+
+
+def unlikelihood_loss(logits: Tensor, targets: Tensor, penalised: Tensor) -> Tensor:
+    """Σ −log(1 − p(target)) over the ``penalised`` positions / the number of positions (Welleck et al. 2020).
+
+    ``logits`` (N, V), ``targets`` (N,), ``penalised`` (N,) bool. Dividing by all N (not by the penalised ones)
+    lets the term fade as the penalised characters become rare; 0 when nothing is penalised.
+    """
+    p = F.softmax(logits.float(), dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    ul = -torch.log1p(-p.clamp(max=1 - 1e-6))
+    return (ul * penalised.to(ul.dtype)).sum() / max(targets.numel(), 1)
 
 
 # ----------------------------------------------------------------------------------------------

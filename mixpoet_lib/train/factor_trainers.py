@@ -155,6 +155,8 @@ class AUSTrainer(FactorTrainer):
         "ent",
         "w",
         "grad_norm",
+        "stock",
+        "stock_share",
         "d_loss",
         "g_loss",
         "ms",

@@ -259,32 +259,47 @@ def _detach(y: Tensor) -> Tensor:
 
 
 def _aus_rec_loss(
-    model: MixPoetAUS, batch: dict[str, Tensor], tf_ratio: float, tau: float, amp: str
+    model: MixPoetAUS, batch: dict[str, Tensor], tf_ratio: float, tau: float, amp: str, stock_weight: float = 0.0
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Any]]:
-    """The loss of step R, its terms and the forward pass; then (no grad, fp32) one prior draw for its BN statistics."""
+    """The loss of step R, its terms and the forward pass; then (no grad, fp32) one prior draw for its BN statistics.
+
+    With ``stock_weight`` > 0 that draw also starts the stock-line unlikelihood term (design §4.15), added × weight.
+    """
     with autocast(model, amp):
         out = model(batch, teacher_ratio=tf_ratio, tau=tau, update_prior_stats=False)
         rec = reconstruction_loss(out["decode"])
         terms = classifier_terms(out["logits_xw"], out["logits_w"], batch["labels"], batch["label_mask"], out["labels"])
         loss = rec + terms["xw"] + terms["ent"] + terms["w"]
+    y = [_detach(yk) for yk in out["labels"]]
     with torch.no_grad():
-        model.prior_sample(out["h_w"].detach().float(), [_detach(y) for y in out["labels"]])
+        z_prior = model.prior_sample(out["h_w"].detach().float(), y)
+    if stock_weight > 0:
+        terms["stock"], terms["stock_share"] = model.stock_line_loss(z_prior, out["h_w"].float(), y, batch)
+        loss = loss + stock_weight * terms["stock"]
     return loss, {"rec": rec, **terms}, out
 
 
 def _rec_row(loss: Tensor, terms: dict[str, Tensor], grad_norm: float) -> dict[str, float]:
-    return {"loss": loss.item(), **{k: terms[k].item() for k in ("rec", "xw", "ent", "w")}, "grad_norm": grad_norm}
+    row = {"loss": loss.item(), **{k: terms[k].item() for k in ("rec", "xw", "ent", "w")}, "grad_norm": grad_norm}
+    return {**row, **{k: terms[k].item() if k in terms else math.nan for k in ("stock", "stock_share")}}
 
 
 def aus_reconstruction_step(
-    model: MixPoetAUS, batch: dict[str, Tensor], opt: Optimisers, tf_ratio: float, tau: float, amp: str = "off"
+    model: MixPoetAUS,
+    batch: dict[str, Tensor],
+    opt: Optimisers,
+    tf_ratio: float,
+    tau: float,
+    amp: str = "off",
+    stock_weight: float = 0.0,
 ) -> dict[str, float]:
-    """AUS step R: minimise L = rec(decoded from z_post) + Σ_k (L_xw + L_ent + L_w).
+    """AUS step R: minimise L = rec(decoded from z_post) + Σ_k (L_xw + L_ent + L_w) [+ λ_ul · L_stock].
 
-    Afterwards (no grad, fp32) one prior draw moves the prior's batch-norm statistics. Steps optimiser 'rec'.
-    Returns {'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm'}.
+    Afterwards (no grad, fp32) one prior draw moves the prior's batch-norm statistics; with ``stock_weight`` = λ_ul
+    > 0 the decoder's greedy lines from that draw give the stock-line term (design §4.15). Steps optimiser 'rec'.
+    Returns {'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm', 'stock', 'stock_share'} (NaN without the term).
     """
-    loss, terms, _ = _aus_rec_loss(model, batch, tf_ratio, tau, amp)
+    loss, terms, _ = _aus_rec_loss(model, batch, tf_ratio, tau, amp, stock_weight)
     return _rec_row(loss, terms, opt.update(model, "rec", loss))
 
 
@@ -387,7 +402,7 @@ def aus_encode_once_step(
     re-encodes the batch for every D and G step, after the previous update). Then 'rec' and 'gen' step.
     Returns R's row plus 'd_loss', 'g_loss', 'ms', 'readout' and 'bow'.
     """
-    loss, terms, out = _aus_rec_loss(model, batch, tf_ratio, tau, settings.amp_bf16)
+    loss, terms, out = _aus_rec_loss(model, batch, tf_ratio, tau, settings.amp_bf16, settings.unlikelihood_weight)
     codes = (out["h_x"].float(), out["h_w"].float())
     detached = (codes[0].detach(), codes[1].detach())
     d_losses = [aus_discriminator_step(model, batch, opt, tau, sigmas[0], detached) for _ in range(settings.ndis)]
@@ -413,8 +428,8 @@ def aus_step(
     The D steps see σ before the noise schedule advances (the official 1.0 until the first advance), the G step
     σ after it. Moves ``counters`` on; steps optimisers 'rec', 'dis' and 'gen'. Returns the log row
     {'lr_rec', 'lr_dis', 'lr_gen', 'tf_ratio', 'tau', 'sigma', 'loss', 'rec', 'xw', 'ent', 'w', 'grad_norm',
-    'd_loss', 'g_loss', 'ms', 'readout', 'bow'} (+ 'diag_prior_post', 'diag_mixture', 'diag_match', 'diag_match_rel'
-    every ``settings.diag_every`` adversarial batches, of ``diag_batch`` when given).
+    'stock', 'stock_share', 'd_loss', 'g_loss', 'ms', 'readout', 'bow'} (+ 'diag_prior_post', 'diag_mixture',
+    'diag_match', 'diag_match_rel' every ``settings.diag_every`` adversarial batches, of ``diag_batch`` when given).
     """
     t, c = settings, counters
     tau = gumbel_temperature(t, c)
@@ -433,7 +448,7 @@ def aus_step(
     if adversarial and t.encode_once:
         row.update(aus_encode_once_step(model, batch, opt, t, tf_ratio, tau, (sigma, sigma_g)))
     else:
-        row.update(aus_reconstruction_step(model, batch, opt, tf_ratio, tau, t.amp_bf16))
+        row.update(aus_reconstruction_step(model, batch, opt, tf_ratio, tau, t.amp_bf16, t.unlikelihood_weight))
     c["rec_steps"] += 1
     row["sigma"] = sigma
     if adversarial:
