@@ -659,3 +659,10 @@ if profile.name != "smoke":
 #    keyword column and section 8's poems with this run's. `docs/experiments.md` §26 found the keyword's spread
 #    doubled while the poems named their keyword less often. Look at which characters the six poems of one keyword
 #    use instead, and explain why a bag-of-words target favours them.
+# 7. Stock lines are a habit of the decoder, so `train.unlikelihood_weight` (design
+#    [§4.15](../docs/design.md#d4.15)) acts on what it writes: in step R it decodes each poem greedily from a prior
+#    draw and lowers the probability of every line that a poem of another keyword in the batch also got. Retrain
+#    AUS with `--set train.unlikelihood_weight=4` *and* once with `=1e-9` (same computation and random numbers, no
+#    gradient: a control), plot the logs' `stock_share` column of both, and count the greedy stock lines of each
+#    final model with `scripts/stock_lines.py`. `docs/experiments.md` §28 found the term's effect only against such
+#    a control, because two AUS runs differ by chance as much as some of the effects reported before it.

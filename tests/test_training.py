@@ -923,6 +923,26 @@ def test_stock_line_term_acts_in_the_r_step(smoke_data, encode_once):
     assert "unlikelihood_weight" not in weight_settings(SMOKE.train, "aus")
 
 
+def test_stock_lines_script_counts_greedy_stock_lines_and_refuses_another_model(all_phases, capsys):
+    """scripts/stock_lines.py on the smoke run's AUS: one JSON line with the share of stock lines (most of them,
+    for a model of a few steps) and the recurring lines; a CVAE checkpoint stops it with a line naming the file."""
+    run, _, _ = all_phases
+    spec = importlib.util.spec_from_file_location("stock_lines", repo_root() / "scripts" / "stock_lines.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    aus = checkpoint_path(run, "aus", "c2")
+    assert script.main([str(aus), "--profile", "smoke", "--batches", "2"]) == 0
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert row["model"] == str(aus) and 0 <= row["stock_share"] <= 1
+    assert row["top"] and all(isinstance(line, str) and count >= 2 for line, count in row["top"])  # a smoke model:
+    assert row["stock_share"] > 0.5  # its few steps write the same lines (人人人人山) for most keywords
+    cvae = checkpoint_path(run, "cvae", "c1")
+    with pytest.raises(SystemExit, match="not a MixPoet-AUS") as stop:
+        script.main([str(cvae), "--profile", "smoke"])
+    assert str(cvae) in str(stop.value)
+
+
 def test_evaluate_run_script_scores_a_run_folder_and_refuses_a_missing_checkpoint(all_phases, tmp_path, capsys):
     """scripts/evaluate_run.py on the smoke run: one JSON line per system with the notebook-05 metrics (and the
     prior's spread for a factor model); a system without its final checkpoint stops with a line naming the file."""
