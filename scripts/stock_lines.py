@@ -3,7 +3,7 @@
 For each AUS checkpoint (or published weights file) given, over ``--batches`` fixed batches of 64 validation poems
 (``unl_valid``, seeded): one prior draw per poem at its keyword and labels (the annotated ones, else p(y|w)'s
 argmax), the four greedy lines from it, and the share of lines that a poem of another keyword in the batch also
-got (the greedy decoding and the mask that ``MixPoetAUS.stock_line_loss`` trains with, design §4.15, here in eval
+got (``MixPoetAUS.greedy_stock_lines``, what ``stock_line_loss`` trains against, design §4.15, here in eval
 mode). Also the lines that recur most often. ``docs/experiments.md`` §28 reads the before/after of the term with it.
 
 Usage::
@@ -26,7 +26,6 @@ from mixpoet_lib.checkpoints import load_model
 from mixpoet_lib.data.batching import BatchStream
 from mixpoet_lib.data.vocab import EOS, PAD
 from mixpoet_lib.models.factor_models import MixPoetAUS
-from mixpoet_lib.models.losses import stock_line_mask
 from mixpoet_lib.notebook import setup
 
 BATCH = 64
@@ -43,10 +42,7 @@ def stock_lines(model: MixPoetAUS, stream: BatchStream, n_batches: int, tokens: 
             h_w = model.encode_keyword(batch["keys"])
             ids = model.infer_labels(h_w, batch["labels"])
             y = [ids[:, k] for k in range(ids.size(1))]
-            s0 = model.decoder_s0(model.prior_sample(h_w, y), h_w, y)
-            n_chars = batch["lines"][:, 0].ne(PAD).sum(-1) - 1
-            lines = model.greedy_lines(s0, batch["length"], n_chars, batch["lines"].size(-1))
-            stock = stock_line_mask(lines, batch["keys"])
+            lines, stock = model.greedy_stock_lines(model.decoder_s0(model.prior_sample(h_w, y), h_w, y), batch)
             shares.append(float(stock.float().mean()))
             for b, s in stock.nonzero().tolist():
                 counts["".join(tokens[t] for t in lines[b, s].tolist() if t not in (EOS, PAD))] += 1

@@ -283,17 +283,22 @@ class MixPoetAUS(FactorModelBase):
             raise ValueError("latent_bow_loss needs a MixPoetAUS built with bow=True (train.bow_weight > 0)")
         return bow_loss(self.bow(z), poems)
 
+    def greedy_stock_lines(self, s0: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(greedy lines (B, S, T), stock mask (B, S)): each poem of the batch written greedily from s0 at its own line
+        length (no gradient), and the lines that a poem of another keyword in the batch also got (design §4.15)."""
+        n_chars = batch["lines"][:, 0].ne(PAD).sum(-1) - 1
+        lines = self.greedy_lines(s0.detach(), batch["length"], n_chars, batch["lines"].size(-1))
+        return lines, stock_line_mask(lines, batch["keys"])
+
     def stock_line_loss(self, z: Tensor, h_w: Tensor, y: list[Tensor], batch: Batch) -> tuple[Tensor, Tensor]:
         """(unlikelihood of the stock lines, their share) for the decoder started from prior draws z (design §4.15).
 
-        Writes each poem greedily from s0(z, w, y) (no gradient), marks the lines that a poem of another keyword in
-        the batch also got (:func:`stock_line_mask`) and returns :func:`unlikelihood_loss` of their characters under
-        the teacher-forced decoder (gradient into s0's inputs and the decoder), with the share of marked lines.
+        The greedy poems and their stock lines of :meth:`greedy_stock_lines`; returns :func:`unlikelihood_loss` of
+        the stock lines' characters under the teacher-forced decoder (gradient into s0's inputs and the decoder),
+        with the share of stock lines.
         """
         s0 = self.decoder_s0(z, h_w, y)
-        n_chars = batch["lines"][:, 0].ne(PAD).sum(-1) - 1
-        lines = self.greedy_lines(s0.detach(), batch["length"], n_chars, batch["lines"].size(-1))
-        stock = stock_line_mask(lines, batch["keys"])
+        lines, stock = self.greedy_stock_lines(s0, batch)
         dec = self.decode(s0, lines, batch["length"])
         penalised = (stock.unsqueeze(-1) & dec.targets.ne(EOS))[dec.mask]
         return unlikelihood_loss(dec.logits, dec.targets[dec.mask], penalised), stock.float().mean()
