@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mixpoet_lib.metrics import shared_line_rate
 from mixpoet_lib.models import losses
 from mixpoet_lib.models.losses import (
     UNIFORM_ENTROPY_TERM,
@@ -255,3 +256,16 @@ def test_unlikelihood_loss_by_hand():
     assert unlikelihood_loss(logits, targets, torch.tensor([False, False])).item() == 0.0
     sure = unlikelihood_loss(torch.tensor([[50.0, -50.0]]), torch.tensor([0]), torch.tensor([True]))
     assert torch.isfinite(sure) and sure.item() == pytest.approx(-math.log(1e-6), rel=1e-3)
+
+
+def test_stock_line_mask_is_the_evaluations_shared_line_rate():
+    """The training mask is the tensor form of the evaluation's "lines shared across keywords": on random poems
+    of three keywords drawn from a few lines, its mean equals ``metrics.shared_line_rate`` of the same poems."""
+    gen = torch.Generator().manual_seed(5)
+    pool = torch.randint(4, 40, (40, 3), generator=gen)  # forty 3-character lines, some repeated
+    picks = torch.randint(0, 40, (12, 4), generator=gen)
+    keys = torch.tensor([[3, 10 + i % 3, 2] for i in range(12)])
+    lines = torch.cat([pool[picks], torch.full((12, 4, 1), 2)], dim=-1)  # + <E>
+    text = ["|".join("".join(chr(0x4E00 + int(c)) for c in line[:3]) for line in poem) for poem in lines]
+    rate = shared_line_rate(text, [str(int(k[1])) for k in keys])
+    assert 0 < rate < 1 and stock_line_mask(lines, keys).float().mean().item() == pytest.approx(rate)

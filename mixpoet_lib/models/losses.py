@@ -190,6 +190,8 @@ def stock_line_mask(lines: Tensor, keys: Tensor) -> Tensor:
 
     ``lines`` (B, S, T) character ids (PAD after the line), ``keys`` (B, K) the keyword ids of each poem. Two poems
     of the same keyword may share a line; this marks the lines a model writes whatever the keyword (design §4.15).
+    Its mean is :func:`mixpoet_lib.metrics.shared_line_rate` (the evaluation's "lines shared across keywords") of the
+    same poems, here on id tensors inside training.
     """
     b, s, _ = lines.shape
     flat = lines.reshape(b * s, -1)
