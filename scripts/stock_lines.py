@@ -39,10 +39,7 @@ def stock_lines(model: MixPoetAUS, stream: BatchStream, n_batches: int, tokens: 
         for i, batch in enumerate(stream.batches(0)):
             if i == n_batches:
                 break
-            h_w = model.encode_keyword(batch["keys"])
-            ids = model.infer_labels(h_w, batch["labels"])
-            y = [ids[:, k] for k in range(ids.size(1))]
-            lines, stock = model.greedy_stock_lines(model.decoder_s0(model.prior_sample(h_w, y), h_w, y), batch)
+            lines, stock = model.greedy_stock_lines(model.generation_init(batch["keys"], batch["labels"])["s0"], batch)
             shares.append(float(stock.float().mean()))
             for b, s in stock.nonzero().tolist():
                 counts["".join(tokens[t] for t in lines[b, s].tolist() if t not in (EOS, PAD))] += 1
