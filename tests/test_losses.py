@@ -247,13 +247,16 @@ def test_stock_line_mask_marks_lines_shared_across_keywords_only():
 
 
 def test_unlikelihood_loss_by_hand():
-    """Two positions, V = 2: p(target) = 1/2 at the penalised one gives −log(1 − 1/2) / 2 positions; nothing
-    penalised gives 0; a target of probability ≈ 1 stays finite."""
+    """Two positions, V = 2: p(target) = 1/2 at the penalised one gives −log(1 − 1/2) / 2 positions (/ 5 when the
+    batch had n = 5); nothing penalised gives 0; a target of probability ≈ 1 stays finite."""
     logits = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
     targets = torch.tensor([1, 0])
     loss = unlikelihood_loss(logits, targets, torch.tensor([True, False]))
     assert loss.item() == pytest.approx(math.log(2) / 2, rel=1e-6)
     assert unlikelihood_loss(logits, targets, torch.tensor([False, False])).item() == 0.0
+    assert unlikelihood_loss(logits, targets, torch.tensor([True, False]), n=5).item() == pytest.approx(
+        math.log(2) / 5, rel=1e-6
+    )  # the two positions of a batch of five that can be penalised
     sure = unlikelihood_loss(torch.tensor([[50.0, -50.0]]), torch.tensor([0]), torch.tensor([True]))
     assert torch.isfinite(sure) and sure.item() == pytest.approx(-math.log(1e-6), rel=1e-3)
 

@@ -14,7 +14,7 @@ from mixpoet_lib.data.vocab import BOS, EOS, PAD
 from mixpoet_lib.models.factor_models import MixPoetAUS, MixPoetIGS
 from mixpoet_lib.models.generators import CVAE, BasicGenerator, FBasicGenerator
 from mixpoet_lib.models.layers import ConditionalBatchNorm, InterLineContext, gumbel_label_sample
-from mixpoet_lib.models.losses import line_cross_entropy, reconstruction_loss
+from mixpoet_lib.models.losses import line_cross_entropy, reconstruction_loss, unlikelihood_loss
 from mixpoet_lib.train.optimisers import make_optimisers
 from mixpoet_lib.train.steps import fbasic_step
 
@@ -451,3 +451,28 @@ def test_stock_line_loss_penalises_only_lines_other_keywords_share():
     b["keys"][:] = b["keys"][0]
     loss, share = m.stock_line_loss(z, h_w, y, b)
     assert share.item() == 0.0 and loss.item() == 0.0
+
+
+def test_stock_line_loss_decodes_only_poems_with_stock_lines_and_keeps_the_whole_batch_norm():
+    """Four poems from one z over two keywords (all lines stock) and four from far-apart z's with keywords of their
+    own (none stock, two of them 7-character): the term, decoded again for the first four only, equals the
+    unlikelihood over all eight poems' characters (eval mode: no dropout), value and gradient."""
+    torch.manual_seed(0)
+    m = MixPoetAUS(SMOKE, 200).eval()
+    b = fake_batch(batch_size=8, vocab=200, lengths=[5] * 6 + [7] * 2)
+    b["keys"] = torch.tensor([[BOS, 10, EOS]] * 2 + [[BOS, 11, EOS]] * 2 + [[BOS, 12 + i, EOS] for i in range(4)])
+    z = torch.cat([torch.zeros(4, SMOKE.latent_size), 30 * torch.randn(4, SMOKE.latent_size)])
+    h_w, y = torch.zeros(8, m.hw_size), [torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long)]
+    loss, share = m.stock_line_loss(z, h_w, y, b)
+    assert share.item() == 0.5
+    loss.backward()
+    fast = m.out_proj.weight.grad.clone()
+    m.zero_grad()
+    s0 = m.decoder_s0(z, h_w, y)
+    lines, stock = m.greedy_stock_lines(s0, b)
+    assert stock[:4].all() and not stock[4:].any()
+    dec = m.decode(s0, lines, b["length"])
+    full = unlikelihood_loss(dec.logits, dec.targets[dec.mask], (stock.unsqueeze(-1) & dec.targets.ne(EOS))[dec.mask])
+    full.backward()
+    assert loss.item() == pytest.approx(full.item(), rel=1e-5) and loss.item() > 0
+    assert torch.allclose(fast, m.out_proj.weight.grad, rtol=1e-4, atol=1e-8)

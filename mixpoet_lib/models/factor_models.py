@@ -295,13 +295,18 @@ class MixPoetAUS(FactorModelBase):
 
         The greedy poems and their stock lines of :meth:`greedy_stock_lines`; returns :func:`unlikelihood_loss` of
         the stock lines' characters under the teacher-forced decoder (gradient into s0's inputs and the decoder),
-        with the share of stock lines.
+        with the share of stock lines. Only the poems with a stock line are decoded again (the others add nothing);
+        the sum is still divided by the characters of the whole batch.
         """
         s0 = self.decoder_s0(z, h_w, y)
         lines, stock = self.greedy_stock_lines(s0, batch)
-        dec = self.decode(s0, lines, batch["length"])
-        penalised = (stock.unsqueeze(-1) & dec.targets.ne(EOS))[dec.mask]
-        return unlikelihood_loss(dec.logits, dec.targets[dec.mask], penalised), stock.float().mean()
+        rows = stock.any(1)
+        if not bool(rows.any()):
+            return s0.new_zeros(()), stock.float().mean()
+        dec = self.decode(s0[rows], lines[rows], batch["length"][rows])
+        penalised = (stock[rows].unsqueeze(-1) & dec.targets.ne(EOS))[dec.mask]
+        n_all = int(lines.ne(PAD).sum())
+        return unlikelihood_loss(dec.logits, dec.targets[dec.mask], penalised, n_all), stock.float().mean()
 
     def prior_sample(self, h_w: Tensor, y: list[Tensor], n: int = 1, eps: Tensor | None = None) -> Tensor:
         """Return (n·B, Z) prior samples (row j·B + b belongs to item b); BN uses batch stats in train mode."""

@@ -201,15 +201,16 @@ def stock_line_mask(lines: Tensor, keys: Tensor) -> Tensor:
     return (same_line & other_keyword).any(1).view(b, s)
 
 
-def unlikelihood_loss(logits: Tensor, targets: Tensor, penalised: Tensor) -> Tensor:
+def unlikelihood_loss(logits: Tensor, targets: Tensor, penalised: Tensor, n: int | None = None) -> Tensor:
     """Σ −log(1 − p(target)) over the ``penalised`` positions / the number of positions (Welleck et al. 2020).
 
-    ``logits`` (N, V), ``targets`` (N,), ``penalised`` (N,) bool. Dividing by all N (not by the penalised ones)
-    lets the term fade as the penalised characters become rare; 0 when nothing is penalised.
+    ``logits`` (N, V), ``targets`` (N,), ``penalised`` (N,) bool. Dividing by all positions (not by the penalised
+    ones) lets the term fade as the penalised characters become rare; 0 when nothing is penalised. ``n`` (default N)
+    is that count when the logits cover only part of the positions (those that can be penalised).
     """
     p = F.softmax(logits.float(), dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
     ul = -torch.log1p(-p.clamp(max=1 - 1e-6))
-    return (ul * penalised.to(ul.dtype)).sum() / max(targets.numel(), 1)
+    return (ul * penalised.to(ul.dtype)).sum() / max(targets.numel() if n is None else n, 1)
 
 
 # ----------------------------------------------------------------------------------------------
