@@ -662,7 +662,8 @@ if profile.name != "smoke":
 # 7. Stock lines are a habit of the decoder, so `train.unlikelihood_weight` (design
 #    [§4.15](../docs/design.md#d4.15)) acts on what it writes: in step R it decodes each poem greedily from a prior
 #    draw and lowers the probability of every line that a poem of another keyword in the batch also got. Retrain
-#    AUS with `--set train.unlikelihood_weight=4` *and* once with `=1e-9` (same computation and random numbers, no
-#    gradient: a control), plot the logs' `stock_share` column of both, and count the greedy stock lines of each
-#    final model with `scripts/stock_lines.py`. `docs/experiments.md` §28 found the term's effect only against such
-#    a control, because two AUS runs differ by chance as much as some of the effects reported before it.
+#    AUS with `--set train.unlikelihood_weight=4` *and* once with `=1e-9` (the same computation, no gradient: a
+#    control), plot the logs' `stock_share` column of both, and count the greedy stock lines of each final model
+#    with `scripts/stock_lines.py`. `docs/experiments.md` §28 found the term's effect only against such a control,
+#    because two AUS runs differ by chance as much as some of the effects reported before it; §29 ran it twice and
+#    found which of those effects survive a second run.
