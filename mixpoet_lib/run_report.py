@@ -24,6 +24,7 @@ from mixpoet_lib._util import write_text_atomic
 from mixpoet_lib.config import Profile, get_profile
 from mixpoet_lib.evaluate.report import markdown_paper, markdown_result_groups
 from mixpoet_lib.evaluate.systems import SYSTEM_TITLES, SYSTEMS
+from mixpoet_lib.runtime import processor_summary
 
 __all__ = [
     "write_report",
@@ -53,6 +54,7 @@ def environment() -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
+        "processor": processor_summary(),
         "device": device,
         "command": " ".join(sys.argv[:1] + sys.argv[1:]),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ __all__ = [
     "sampled_busy_cores",
     "auto_threads",
     "cpu_identity",
+    "speed_flags",
+    "processor_summary",
     "bf16_choice",
 ]
 
@@ -180,6 +183,17 @@ def cpu_identity() -> tuple[str, frozenset[str]]:
         elif key == "flags" and not flags:
             flags = frozenset(value.split())
     return model, flags
+
+
+def speed_flags(flags: frozenset[str]) -> list[str]:
+    """The speed-relevant instruction sets among a processor's ``flags``: AVX2, FMA, AVX-512* and AMX*, sorted."""
+    return sorted(f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx")))
+
+
+def processor_summary() -> str:
+    """The processor that ran this, for reports: its model name and speed flags, e.g. "AMD EPYC (avx2, fma)"."""
+    model, flags = cpu_identity()
+    return f"{model or platform.processor() or 'unknown'} ({', '.join(speed_flags(flags)) or 'no AVX2'})"
 
 
 def bf16_choice(setting: str, device_type: str) -> tuple[bool, str]:

@@ -318,6 +318,17 @@ def test_bf16_is_chosen_by_the_setting_or_by_the_cpus_bf16_units(monkeypatch):
     assert runtime.bf16_choice("auto", "mps")[0] is False
 
 
+def test_report_environment_names_the_processor_and_its_speed_flags(monkeypatch):
+    """Timings in a report mean little without the processor: the environment table names it and the instruction
+    sets that decide the speed (AMX/AVX-512 against AVX2 only), leaving the others out."""
+    flags = frozenset({"sse4_2", "avx2", "fma", "avx512f", "amx_bf16", "aes"})
+    monkeypatch.setattr(runtime, "cpu_identity", lambda: ("Intel Xeon", flags))
+    assert runtime.processor_summary() == "Intel Xeon (amx_bf16, avx2, avx512f, fma)"
+    assert run_report.environment()["processor"] == "Intel Xeon (amx_bf16, avx2, avx512f, fma)"
+    monkeypatch.setattr(runtime, "cpu_identity", lambda: ("Old CPU", frozenset({"sse4_2"})))
+    assert runtime.processor_summary() == "Old CPU (no AVX2)"
+
+
 def test_amp_setting_takes_three_words():
     assert get_profile("tutorial", "train.amp_bf16=on").train.amp_bf16 == "on"
     assert all(get_profile(p).train.amp_bf16 == "off" for p in ("smoke", "tutorial", "full"))

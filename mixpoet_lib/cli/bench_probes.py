@@ -13,7 +13,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from mixpoet_lib.runtime import cpu_identity
+from mixpoet_lib.runtime import cpu_identity, speed_flags
 
 __all__ = ["matmul_peak", "flop_counter", "RSSSampler", "cpu_info", "StepTimer"]
 
@@ -111,8 +111,7 @@ def cpu_info() -> dict[str, Any]:
     """The processor model and its speed-relevant instruction sets (AVX2, AVX-512*, AMX*), from /proc/cpuinfo
     or ``lscpu``; empty values where neither is available."""
     model, flags = cpu_identity()
-    fast = sorted(f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx")))
-    return {"model": model or platform.processor() or "unknown", "flags": fast, "cores": os.cpu_count()}
+    return {"model": model or platform.processor() or "unknown", "flags": speed_flags(flags), "cores": os.cpu_count()}
 
 
 class StepTimer:
