@@ -187,7 +187,7 @@ pd.DataFrame([{"keyword": it.keyword, "length": it.length, "human poem (GT)": it
 # %%
 print(f"this profile: w = {profile.gen.generic_weight}, b = {profile.gen.keyword_bonus}, "
       f"δ = {profile.gen.doubling_penalty}")
-show_source(KeywordBonus.additive)
+show_source(KeywordBonus.add_to_)
 
 # %% [markdown]
 # The same model, keywords and latent draws under the official search and under this profile's (the first three

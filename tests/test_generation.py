@@ -49,7 +49,7 @@ from mixpoet_lib.generate.constraints import (
     LineConstraints,
     accept_line,
     closest_line_types,
-    inline_ban_mask,
+    inline_banned,
     line_constraints,
     repetition_window,
 )
@@ -122,9 +122,8 @@ def test_repetition_window_tables():
         ("intended", [BOS, 10, 11, 12, 13, 14], {BOS, 10, 11, 12, 13}),
     ],
 )
-def test_inline_ban_mask_hand_tables(rule, hyp, banned):
-    mask = inline_ban_mask(torch.tensor([hyp]), 20, rule)
-    assert set(mask[0].nonzero().flatten().tolist()) == banned
+def test_inline_banned_hand_tables(rule, hyp, banned):
+    assert set(inline_banned(torch.tensor([hyp]), rule)[0].tolist()) == banned
 
 
 def test_constraint_tables_follow_tone_lists():
@@ -197,8 +196,6 @@ def test_line_bans_per_position() -> None:
     assert banned(4, 0, "年烟风山") == [False, False, True, True]  # last position: only rhyme class 1
     assert not bans.at(5)[0, EOS] and bans.at(5)[1, EOS]
     assert bans.at(7)[1].sum() == len(VOCAB) - 1 and not bans.at(7)[1, EOS]  # forced end: only <E>
-    add = bans.additive(1, torch.float64)
-    assert add.dtype == torch.float64 and torch.equal(add.isinf(), bans.at(1)) and add.max() == 0
 
 
 def test_accept_line_post_filter() -> None:
@@ -873,7 +870,7 @@ def _one_line_search(model, s0, length_oh, length: int = 5, **extra):
 def test_keyword_bonus_targets_the_keyword_next_character(keyword, line, target) -> None:
     kb = KeywordBonus.build(VOCAB, [keyword], [[]], 2.0)
     assert kb is not None
-    add = kb.additive(torch.tensor([[BOS, *VOCAB.encode(line)]]), torch.tensor([0]), len(VOCAB))
+    add = kb.add_to_(torch.zeros(1, len(VOCAB)), torch.tensor([[BOS, *VOCAB.encode(line)]]), torch.tensor([0]))
     expected = torch.zeros(1, len(VOCAB))
     if target is not None:
         expected[0, VOCAB.encode(target)[0]] = 2.0
@@ -883,7 +880,7 @@ def test_keyword_bonus_targets_the_keyword_next_character(keyword, line, target)
 def test_keyword_bonus_ends_once_an_earlier_line_holds_the_keyword() -> None:
     kb = KeywordBonus.build(VOCAB, ["秋风", "月"], [["秋风山月色"], ["山秋风"]], 2.0)
     assert kb is not None
-    add = kb.additive(torch.tensor([[BOS], [BOS]]), torch.tensor([0, 1]), len(VOCAB))
+    add = kb.add_to_(torch.zeros(2, len(VOCAB)), torch.tensor([[BOS], [BOS]]), torch.tensor([0, 1]))
     assert not add[0].any() and add[1, VOCAB.encode("月")[0]] == 2.0
     assert KeywordBonus.build(VOCAB, ["春"], [[]], 0.0) is None
 

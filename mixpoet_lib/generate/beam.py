@@ -3,7 +3,7 @@
 For every character position **one** ``decode_step`` call serves every live hypothesis of every item in
 the batch; every constraint is a boolean tensor over the vocabulary from
 :mod:`mixpoet_lib.generate.constraints` (:class:`~mixpoet_lib.generate.constraints.LineBans` for the
-per-line and per-position bans, :func:`~mixpoet_lib.generate.constraints.inline_ban_mask` for the in-line
+per-line and per-position bans, :func:`~mixpoet_lib.generate.constraints.inline_banned` for the in-line
 repetition rule).
 
 Scores are accumulated log-probabilities; banned tokens get -inf (the official code adds +1e5 to the cost,
@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from mixpoet_lib.data.vocab import BOS, EOS
-from mixpoet_lib.generate.constraints import ConstraintTables, LineBans, LineConstraints, inline_ban_mask
-from mixpoet_lib.generate.doubling import ReduplicationTable, doubling_ban
+from mixpoet_lib.generate.constraints import ConstraintTables, LineBans, LineConstraints, inline_banned
+from mixpoet_lib.generate.doubling import ReduplicationTable, doubling_barred
 from mixpoet_lib.generate.keyword import KeywordBonus
 from mixpoet_lib.models.generators import PoetBase
 
@@ -119,7 +119,7 @@ def beam_search(
     states: list[Tensor] = [h]
     parents: list[Tensor | None] = [None]
     if keyword is not None:
-        first = first + keyword.additive(torch.full((n, 1), BOS, device=dev), torch.arange(n, device=dev), v)
+        keyword.add_to_(first, torch.full((n, 1), BOS, device=dev), torch.arange(n, device=dev))
     hyps = _first_position(first, bans, beam)
     ctx_rep = ctx.repeat_interleave(beam, 0)
     done: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []  # item, norm, step, row, ids
@@ -134,11 +134,8 @@ def beam_search(
         scores, h = _expand(model, hyps, h, alive, ctx_rep, generic)
         if k <= l_max:
             states.append(h)
-        scores = scores.view(n, beam, v).add_(bans.additive(k, scores.dtype).unsqueeze(1)).view(n * beam, v)
-        scores.masked_fill_(inline_ban_mask(hyps.hist, v, repetition_rule), NEG_INF)
-        if doubling is not None:
-            before = earlier_doublings if earlier_doublings is not None else lens.new_zeros(n)
-            scores.masked_fill_(doubling_ban(doubling, hyps.hist, hyps.item_of, lens, before, v), NEG_INF)
+        scores.view(n, beam, v).masked_fill_(bans.at(k).unsqueeze(1), NEG_INF)
+        _ban_repeats(scores, hyps, repetition_rule, doubling, earlier_doublings, lens)
         _prefer(scores, hyps, keyword, doubling_penalty)
         hyps = _select(scores, hyps, alive, n, beam)
     return BeamResult(_collect(done, n), states, parents)
@@ -147,7 +144,7 @@ def beam_search(
 def _first_position(logp: Tensor, bans: LineBans, beam: int) -> _Beam:
     """Position 0: one row per item, whose best ``beam`` tokens start the hypotheses (padded with -inf)."""
     n, v = logp.shape
-    scores = logp + bans.additive(0, logp.dtype)
+    scores = logp.masked_fill(bans.at(0), NEG_INF)
     kk = min(beam, v)
     top, idx = scores.topk(kk, dim=-1)
     if kk < beam:
@@ -200,10 +197,29 @@ def _start(
     )
 
 
+def _ban_repeats(
+    scores: Tensor,
+    hyps: _Beam,
+    rule: str,
+    doubling: ReduplicationTable | None,
+    earlier_doublings: Tensor | None,
+    lens: Tensor,
+) -> None:
+    """Set the scores of the in-line repetition rule's banned tokens to -inf in place, and under the attested rule
+    the doubling of each barred row's last character (a scatter each: a handful of entries per row)."""
+    banned = inline_banned(hyps.hist, rule)
+    if banned.size(1):
+        scores.scatter_(1, banned, NEG_INF)
+    if doubling is not None:
+        before = earlier_doublings if earlier_doublings is not None else lens.new_zeros(lens.size(0))
+        rows = doubling_barred(doubling, hyps.hist, hyps.item_of, lens, before).nonzero().squeeze(1)
+        scores[rows, hyps.hist[rows, -1]] = NEG_INF
+
+
 def _prefer(scores: Tensor, hyps: _Beam, keyword: KeywordBonus | None, doubling_penalty: float) -> None:
     """Add the keyword bonus and take the doubling penalty (the next character repeating ``hyps.tok``) in place."""
     if keyword is not None:
-        scores.add_(keyword.additive(hyps.hist, hyps.item_of, scores.size(1)).to(scores.dtype))
+        keyword.add_to_(scores, hyps.hist, hyps.item_of)
     if doubling_penalty:
         scores.scatter_add_(1, hyps.tok.unsqueeze(1), scores.new_full((scores.size(0), 1), -doubling_penalty))
 
@@ -213,28 +229,28 @@ def _expand(
 ) -> tuple[Tensor, Tensor]:
     """One decoder step for the live rows: scores (rows, V) = cost + log p − weight · log p_generic (-inf for
     dead rows) and the new states; the generic run's states are advanced in place."""
-    rows = None if bool(alive.all()) else alive.nonzero().squeeze(1)
-    logp, h = _log_probs(model, hyps.tok, h[hyps.parent_row], ctx_rep, rows, NEG_INF)
+    live = None if bool(alive.all()) else alive
+    logp, h = _log_probs(model, hyps.tok, h[hyps.parent_row], ctx_rep, live, NEG_INF)
     if generic is not None:
-        logp_g, generic.states = _log_probs(model, hyps.tok, generic.states[hyps.parent_row], ctx_rep, rows, 0.0)
+        logp_g, generic.states = _log_probs(model, hyps.tok, generic.states[hyps.parent_row], ctx_rep, live, 0.0)
         logp = logp.sub_(logp_g, alpha=generic.weight)
     return logp.add_(hyps.cost.unsqueeze(1)), h
 
 
 def _log_probs(
-    model: PoetBase, tok: Tensor, hidden: Tensor, ctx: Tensor, rows: Tensor | None, fill: float
+    model: PoetBase, tok: Tensor, hidden: Tensor, ctx: Tensor, live: Tensor | None, fill: float
 ) -> tuple[Tensor, Tensor]:
-    """log p(next | hidden) for the given rows (all when None; the others get ``fill``), and the new states."""
-    if rows is None:
+    """log p(next | hidden) for the ``live`` rows (a bool mask; all when None; the others get ``fill``), and the
+    new states. Only the live rows are decoded; each row of the (rows, V) result is written once."""
+    if live is None:
         logits, h = model.decode_step(tok, hidden, ctx)
         return torch.log_softmax(score_dtype(logits), -1), h
+    rows, dead = live.nonzero().squeeze(1), (~live).nonzero().squeeze(1)
     logits_a, h_a = model.decode_step(tok[rows], hidden[rows], ctx[rows])
-    h = hidden.clone()
-    h[rows] = h_a
+    h = hidden.index_copy(0, rows, h_a)
     logp_a = torch.log_softmax(score_dtype(logits_a), -1)
-    logp = logp_a.new_full((tok.numel(), logp_a.size(1)), fill)
-    logp[rows] = logp_a
-    return logp, h
+    logp = logp_a.new_empty((tok.numel(), logp_a.size(1))).index_copy_(0, rows, logp_a)
+    return logp.index_fill_(0, dead, fill), h
 
 
 def _select(scores: Tensor, hyps: _Beam, alive: Tensor, n: int, beam: int) -> _Beam:

@@ -3,7 +3,7 @@
 Every ban is a boolean tensor over the vocabulary. :class:`ConstraintTables` builds the per-vocabulary
 tables once, from the same functions :mod:`mixpoet_lib.data.rhythm` exposes and tests
 (:func:`~mixpoet_lib.data.rhythm.tone_ban_mask`, :func:`~mixpoet_lib.data.rhythm.rhyme_mask`);
-:class:`LineBans` combines them per position for a batch of lines; :func:`inline_ban_mask` adds the
+:class:`LineBans` combines them per position for a batch of lines; :func:`inline_banned` adds the
 in-line repetition rule. The beam search (:mod:`mixpoet_lib.generate.beam`) calls exactly these.
 
 Bans
@@ -106,7 +106,7 @@ __all__ = [
     "SHORT_LINE",
     "LONG_LINE",
     "repetition_window",
-    "inline_ban_mask",
+    "inline_banned",
     "closest_line_types",
     "ConstraintTables",
     "LineConstraints",
@@ -153,13 +153,12 @@ def repetition_window(k: int, rule: str = "intended") -> int:
     raise ValueError(f"unknown repetition rule {rule!r}; choose one of {', '.join(REPETITION_RULES)}")
 
 
-def inline_ban_mask(hyps: Tensor, vocab_size: int, rule: str = "intended") -> Tensor:
-    """Tokens banned by the in-line repetition rule: hypotheses (N, k+1) = ``[<B>, c1..ck]`` → bool (N, V)."""
-    m = repetition_window(hyps.size(1) - 1, rule)
-    mask = torch.zeros(hyps.size(0), vocab_size, dtype=torch.bool, device=hyps.device)
-    if m > 0:
-        mask.scatter_(1, hyps[:, :m], True)
-    return mask
+def inline_banned(hyps: Tensor, rule: str = "intended") -> Tensor:
+    """Tokens banned by the in-line repetition rule: hypotheses (N, k+1) = ``[<B>, c1..ck]`` → ids (N, m).
+
+    The first m = :func:`repetition_window` entries of each hypothesis (m may be 0); the beam sets their scores
+    to -inf with one scatter instead of a dense (N, V) mask."""
+    return hyps[:, : repetition_window(hyps.size(1) - 1, rule)]
 
 
 def closest_line_types(line: str, *, tr: ToneRhyme) -> list[int]:
@@ -307,11 +306,6 @@ class LineBans:
         if bool(fe.any()):
             ban |= fe.unsqueeze(1) & tb.not_eos
         return ban
-
-    def additive(self, k: int, dtype: torch.dtype) -> Tensor:
-        """:meth:`at` as an additive score mask (n, V): 0 allowed, -inf banned."""
-        ban = self.at(k)
-        return torch.zeros(ban.shape, dtype=dtype, device=ban.device).masked_fill_(ban, float("-inf"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ The ``'attested'`` repetition rule (the kit's default) therefore lets the beam e
   and is followed by another c in fewer than ``word_share`` of them: 深处 (490 lines, 深处处 in 2) and 今日
   (1,443, 今日日 in 9) are words whose tail must not be doubled, 水悠 (48, 水悠悠 in 48) is not.
 
-:class:`ReduplicationTable` measures the first two from the training lines; :func:`doubling_ban` applies
+:class:`ReduplicationTable` measures the first two from the training lines; :func:`doubling_barred` applies
 them to a beam. Everything else about in-line repetition (no other repeats, no tripling) stays with
-:func:`~mixpoet_lib.generate.constraints.inline_ban_mask`.
+:func:`~mixpoet_lib.generate.constraints.inline_banned`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from mixpoet_lib.data.vocab import Vocab
 
 WORD_CONTEXT = 2  # positions needed before a doubling for a word xc to precede it
 
-__all__ = ["ReduplicationTable", "doubled_positions", "count_doublings", "doubling_ban", "earlier_doublings"]
+__all__ = ["ReduplicationTable", "doubled_positions", "count_doublings", "doubling_barred", "earlier_doublings"]
 
 
 def doubled_positions(line: str) -> list[int]:
@@ -118,18 +118,18 @@ class ReduplicationTable:
         return [int(i) for i in self.positions[length].nonzero().flatten()]
 
 
-def doubling_ban(
-    table: ReduplicationTable, hist: Tensor, item_of: Tensor, lengths: Tensor, earlier_doublings: Tensor, v: int
+def doubling_barred(
+    table: ReduplicationTable, hist: Tensor, item_of: Tensor, lengths: Tensor, earlier_doublings: Tensor
 ) -> Tensor:
-    """Tokens banned at the next position by the attested rule: bool (rows, V), at most one True per row.
+    """Rows that the attested rule forbids to double their last character next: bool (rows,).
 
     ``hist`` (rows, k+1) = ``[<B>, c1, …, ck]``; the next character sits at 0-based position k and doubles
-    ``ck`` when equal to it. ``item_of`` maps rows to items, ``lengths`` and ``earlier_doublings`` are per item.
+    ``ck`` when equal to it, so a barred row bans exactly one token, ``ck``. ``item_of`` maps rows to items,
+    ``lengths`` and ``earlier_doublings`` are per item.
     """
     rows, k = hist.size(0), hist.size(1) - 1
-    ban = torch.zeros(rows, v, dtype=torch.bool, device=hist.device)
     if k < 1:
-        return ban
+        return torch.zeros(rows, dtype=torch.bool, device=hist.device)
     last = hist[:, -1]
     lens = lengths[item_of]
     pos_ok = table.positions[lens.clamp(max=table.positions.size(0) - 1), min(k, table.positions.size(1) - 1)]
@@ -137,9 +137,8 @@ def doubling_ban(
     so_far = earlier_doublings[item_of] + (hist[:, 2:] == hist[:, 1:-1]).sum(1)
     ok = table.chars[last] & pos_ok & (so_far < table.max_doublings)
     if k >= WORD_CONTEXT:
-        ok &= ~torch.isin(hist[:, -2] * v + last, table.word_tails)
-    ban[torch.arange(rows, device=hist.device), last] = ~ok
-    return ban
+        ok &= ~torch.isin(hist[:, -2] * table.chars.numel() + last, table.word_tails)
+    return ~ok
 
 
 def earlier_doublings(lines_per_item: Sequence[Sequence[str]], device: torch.device | str = "cpu") -> Tensor:

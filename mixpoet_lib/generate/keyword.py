@@ -52,8 +52,9 @@ class KeywordBonus:
         lens = torch.tensor([len(k) for k in keywords])
         return cls(ids.to(device), lens.to(device), torch.tensor(need, device=device), float(bonus))
 
-    def additive(self, hist: Tensor, item_of: Tensor, vocab_size: int) -> Tensor:
-        """Scores to add to the next position of each hypothesis ``[<B>, c1 … ck]`` (rows, V)."""
+    def add_to_(self, scores: Tensor, hist: Tensor, item_of: Tensor) -> Tensor:
+        """Add the bonus in place to ``scores`` (rows, V) of the next position of each hypothesis ``[<B>, c1 … ck]``:
+        at most one character per row, the keyword's next one. Returns ``scores``."""
         kw, kl = self.ids[item_of], self.lens[item_of]
         rows, t = hist.shape
         width = kw.size(1)
@@ -66,8 +67,6 @@ class KeywordBonus:
             ends = (hist[:, t - j :] == kw[:, :j]).all(1) & (j < kl)
             nxt = torch.where(ends, torch.full_like(nxt, j), nxt)
         active = self.need[item_of] & ~holds
-        out = torch.zeros(rows, vocab_size, dtype=torch.float32, device=hist.device)
         target = kw.gather(1, nxt.unsqueeze(1)).squeeze(1)
         sel = active.nonzero().squeeze(1)
-        out[sel, target[sel]] = self.bonus
-        return out
+        return scores.index_put_((sel, target[sel]), scores.new_tensor(self.bonus), accumulate=True)
