@@ -477,6 +477,16 @@ def test_top_n_distinct_basic():
     assert g.generate(["春"], 5, n_samples=2)[0].lines == g.generate(["春"], 5, n_samples=2)[1].lines
 
 
+def test_top_n_distinct_batches_keywords_without_changing_their_poems():
+    """Keywords decoded together (two batches of two: max_batch_poems 8, n 4) give each keyword's poems alone."""
+    g = gen(make_model("basic", seed=1), gen_cfg=GenConfig(beam_size=4), max_batch_poems=8)
+    kws, lens = ["春", "秋风", "月", "山"], [5, 7, 5, 7]
+    together = g.top_n_distinct(kws, lens, 4, seed=3)
+    alone = [p for kw, n in zip(kws, lens) for p in g.top_n_distinct(kw, n, 4, seed=3)]
+    assert [(p.keyword, p.lines, p.ok) for p in together] == [(p.keyword, p.lines, p.ok) for p in alone]
+    assert [p.keyword for p in together] == [kw for kw in kws for _ in range(4)]
+
+
 # ----------------------------------------------------------------------------------------------
 # bad inputs
 # ----------------------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     with flush_denormal():
         if args.distinct:
-            poems = [p for kw in args.keyword for p in gen.top_n_distinct(kw, length, n, labels=labels, seed=seed)]
+            poems = gen.top_n_distinct(args.keyword, length, n, labels=labels, seed=seed)
         else:
             poems = gen.generate(args.keyword, length, labels=labels, n_samples=n, seed=seed)
     if args.json:

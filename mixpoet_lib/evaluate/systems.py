@@ -212,9 +212,9 @@ def _basic_records(generator: Generator, items: Sequence[TestItem], seed: int, i
     (fBasic writes them with its "unknown" labels)."""
     inter = generator.generate([it.keyword for it in items], [it.length for it in items], n_samples=1, seed=seed)
     records = [_record("inter", i, p, NO_LABELS) for i, p in enumerate(inter)]
-    for i, it in enumerate(items):
-        group = generator.top_n_distinct(it.keyword, it.length, intra_n, seed=seed)
-        records += [_record("intra", i, replace(p, sample=j), NO_LABELS) for j, p in enumerate(group)]
+    groups = generator.top_n_distinct([it.keyword for it in items], [it.length for it in items], intra_n, seed=seed)
+    for k, p in enumerate(groups):  # keyword-major: intra_n poems per item
+        records.append(_record("intra", k // intra_n, replace(p, sample=k % intra_n), NO_LABELS))
     return records
 
 

@@ -27,7 +27,7 @@ Procedure per poem (design §5.1–5.5)
 API
 ---
 * ``Generator(model, vocab, tone_rhyme, training_lines, gen_cfg, device).generate(keywords, length, labels,
-  n_samples, seed)`` → list of :class:`GeneratedPoem`; ``.top_n_distinct(keyword, length, n)`` for a model
+  n_samples, seed)`` → list of :class:`GeneratedPoem`; ``.top_n_distinct(keywords, length, n)`` for a model
   without latent (the basic baseline's intra-topic diversity); ``.generate_from_s0`` for given decoder
   start states (e.g. interpolated latents); ``.decoder_start`` for the start states ``generate`` uses;
 * argmax decoding without constraints (a first look at a model): :func:`mixpoet_lib.generate.greedy.greedy_decode`;
@@ -223,34 +223,53 @@ class Generator:
         return s0, length_oh
 
     def top_n_distinct(
-        self, keyword: str, length: int, n: int, labels: Any = (-1, -1), seed: int = 0
+        self, keywords: Sequence[str] | str, length: int | Sequence[int], n: int, labels: Any = (-1, -1), seed: int = 0
     ) -> list[GeneratedPoem]:
-        """N poems from the N best distinct first lines of one beam (intra-topic diversity of the basic model).
+        """N poems per keyword from the N best distinct first lines of its beam (keyword-major, as :meth:`generate`).
 
-        The beam of line 1 is widened to max(beam_size, n); its distinct surviving candidates are taken in
-        rank order, climbing the relaxation ladder when fewer than n survive, and each is completed into a
-        poem. Fewer than n distinct first lines → the missing poems come back failed (``ok=False``).
+        The intra-topic diversity of a model without latent (Basic, fBasic): the beam of line 1 is widened to
+        max(beam_size, n); its distinct surviving candidates are taken in rank order, climbing the relaxation ladder
+        when fewer than n survive, and each is completed into a poem. Fewer than n distinct first lines → the missing
+        poems come back failed (``ok=False``). Keywords are decoded together, as many as keep n poems per keyword
+        within ``max_batch_poems``; a keyword's poems do not depend on the others.
         """
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
-        req = make_requests(self.vocab, self.kind, [keyword], length, labels, 1, seed)[0]
-        with eval_mode(self.model):
-            states, s0, length_oh = self._init_poems([req])
-            first = states[0]
-            ctx0 = self.model.initial_context(1, like=s0)
-            picked = self._distinct_first_lines(first, s0, length_oh, ctx0, n)
-            polys = [PoemState(req=req, rng=clone_rng(first.rng), labels=first.labels) for _ in picked]
-            for st, (cand, text, level, _, _) in zip(polys, picked):
-                self._record(st, cand, text, level, 0)
-            if polys:
-                k = len(polys)
-                ctx = self.model.update_context(
-                    ctx0.expand(k, -1), torch.cat([p[3] for p in picked]), torch.cat([p[4] for p in picked])
-                )
-                self._run_lines(polys, s0.expand(k, -1), length_oh.expand(k, -1), ctx, start_line=1)
-            poems = [st.result(self.tr) for st in polys]
-        failed = PoemState(req=req, rng=first.rng, labels=first.labels, failed_line=0, last_level=self.max_relaxation)
-        return poems + [failed.result(self.tr) for _ in range(n - len(poems))]
+        reqs = make_requests(self.vocab, self.kind, keywords, length, labels, 1, seed)
+        per_chunk = max(1, self.max_batch_poems // n)
+        out: list[GeneratedPoem] = []
+        for start in range(0, len(reqs), per_chunk):
+            with eval_mode(self.model):
+                out.extend(self._top_n_chunk(reqs[start : start + per_chunk], n))
+        return out
+
+    def _top_n_chunk(self, reqs: Sequence[PoemRequest], n: int) -> list[GeneratedPoem]:
+        """:meth:`top_n_distinct` for one batch of keywords."""
+        firsts, s0, length_oh = self._init_poems(reqs)
+        ctx0 = self.model.initial_context(len(reqs), like=s0)
+        picked = self._distinct_first_lines(firsts, s0, length_oh, ctx0, n)
+        polys: list[PoemState] = []
+        owner: list[int] = []
+        for j, (first, lines) in enumerate(zip(firsts, picked)):
+            for cand, text, level, _, _ in lines:
+                polys.append(PoemState(req=first.req, rng=clone_rng(first.rng), labels=first.labels))
+                self._record(polys[-1], cand, text, level, 0)
+                owner.append(j)
+        if polys:
+            rows = torch.tensor(owner, device=self.device)
+            states = torch.cat([p[3] for lines in picked for p in lines])
+            masks = torch.cat([p[4] for lines in picked for p in lines])
+            ctx = self.model.update_context(ctx0[rows], states, masks)
+            self._run_lines(polys, s0[rows], length_oh[rows], ctx, start_line=1)
+        done = iter([st.result(self.tr) for st in polys])
+        out: list[GeneratedPoem] = []
+        for first, lines in zip(firsts, picked):
+            out.extend(next(done) for _ in lines)
+            failed = PoemState(
+                req=first.req, rng=first.rng, labels=first.labels, failed_line=0, last_level=self.max_relaxation
+            )
+            out.extend(failed.result(self.tr) for _ in range(n - len(lines)))
+        return out
 
     def generate_from_s0(self, keyword: str, length: int, s0: Tensor, seed: int = 0) -> list[GeneratedPoem]:
         """Decode one poem per row of a given decoder start state s0 (P, S0), e.g. an interpolated latent.
@@ -435,26 +454,35 @@ class Generator:
         return None
 
     def _distinct_first_lines(
-        self, first: PoemState, s0: Tensor, length_oh: Tensor, ctx0: Tensor, n: int
-    ) -> list[tuple[Candidate, str, int, Tensor, Tensor]]:
-        """Up to n distinct accepted first lines of one widened beam: (candidate, text, rung, states, mask)."""
+        self, firsts: Sequence[PoemState], s0: Tensor, length_oh: Tensor, ctx0: Tensor, n: int
+    ) -> list[list[tuple[Candidate, str, int, Tensor, Tensor]]]:
+        """Per poem, up to n distinct accepted first lines of one widened beam: (candidate, text, rung, states, mask).
+
+        Every rung re-runs the beam only for the poems whose beam constraints it changes, all of them together."""
         beam = max(self.gen_cfg.beam_size, n)
-        picked: list[tuple[Candidate, str, int, Tensor, Tensor]] = []
-        seen: set[str] = set()
-        rules_used: LineConstraints | None = None
-        result: BeamResult | None = None
+        picked: list[list[tuple[Candidate, str, int, Tensor, Tensor]]] = [[] for _ in firsts]
+        seen: list[set[str]] = [set() for _ in firsts]
+        beams: dict[int, tuple[LineConstraints, BeamResult, int]] = {}  # poem → rules, beam result, its item there
         for level in range(self.min_relaxation, self.max_relaxation + 1):
-            rules = self._rules(first, 0, level)
-            if result is None or rules != rules_used:
-                result = self._beam(s0, length_oh, ctx0, 0, [first], [rules], beam)
-                rules_used = rules
-            for cand in result.candidates[0]:
-                text = self._accept(cand, first, 0, level)
-                if text is not None and text not in seen:
-                    seen.add(text)
-                    picked.append((cand, text, level, *line_states(result, [cand], [first.req.length], self.window)))
-                    if len(picked) == n:
-                        return picked
+            active = [j for j in range(len(firsts)) if len(picked[j]) < n]
+            rules = {j: self._rules(firsts[j], 0, level) for j in active}
+            redo = [j for j in active if j not in beams or beams[j][0] != rules[j]]
+            if redo:
+                idx = torch.tensor(redo, device=self.device)
+                result = self._beam(
+                    s0[idx], length_oh[idx], ctx0[idx], 0, [firsts[j] for j in redo], [rules[j] for j in redo], beam
+                )
+                beams.update({j: (rules[j], result, item) for item, j in enumerate(redo)})
+            for j in active:
+                _, result, item = beams[j]
+                for cand in result.candidates[item]:
+                    text = self._accept(cand, firsts[j], 0, level)
+                    if text is not None and text not in seen[j]:
+                        seen[j].add(text)
+                        states = line_states(result, [cand], [firsts[j].req.length], self.window)
+                        picked[j].append((cand, text, level, *states))
+                        if len(picked[j]) == n:
+                            break
         return picked
 
     def _record(self, st: PoemState, cand: Candidate, text: str, level: int, i: int) -> None:
