@@ -165,7 +165,8 @@ def auto_threads(requested: int = 0) -> tuple[int, str]:
 
 @functools.lru_cache(maxsize=1)
 def cpu_identity() -> tuple[str, frozenset[str]]:
-    """The processor's model name and its flags, from /proc/cpuinfo or ``lscpu`` (empty where neither answers)."""
+    """The processor's model name and its flags, from /proc/cpuinfo or ``lscpu``; where neither answers, the name is
+    ``platform.processor()`` (else "unknown") and the flags are empty."""
     text = ""
     with contextlib.suppress(OSError):
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
@@ -182,7 +183,7 @@ def cpu_identity() -> tuple[str, frozenset[str]]:
             model = value.strip()
         elif key == "flags" and not flags:
             flags = frozenset(value.split())
-    return model, flags
+    return model or platform.processor() or "unknown", flags
 
 
 def speed_flags(flags: frozenset[str]) -> list[str]:
@@ -193,7 +194,7 @@ def speed_flags(flags: frozenset[str]) -> list[str]:
 def processor_summary() -> str:
     """The processor that ran this, for reports: its model name and speed flags, e.g. "AMD EPYC (avx2, fma)"."""
     model, flags = cpu_identity()
-    return f"{model or platform.processor() or 'unknown'} ({', '.join(speed_flags(flags)) or 'no AVX2'})"
+    return f"{model} ({', '.join(speed_flags(flags)) or 'no AVX2'})"
 
 
 def bf16_choice(setting: str, device_type: str) -> tuple[bool, str]:

@@ -329,6 +329,22 @@ def test_report_environment_names_the_processor_and_its_speed_flags(monkeypatch)
     assert runtime.processor_summary() == "Old CPU (no AVX2)"
 
 
+def test_cpu_identity_without_cpuinfo_or_lscpu_falls_back_to_the_platform_name(monkeypatch):
+    def unreadable(self, *args, **kwargs):
+        raise OSError("no such file")
+
+    def no_lscpu(*args, **kwargs):
+        raise OSError("lscpu: not found")
+
+    monkeypatch.setattr(runtime.Path, "read_text", unreadable)
+    monkeypatch.setattr(runtime.subprocess, "run", no_lscpu)
+    monkeypatch.setattr(runtime.platform, "processor", lambda: "x86_64")
+    read = runtime.cpu_identity.__wrapped__  # not the cached answer of this machine, nor caching this fake one
+    assert read() == ("x86_64", frozenset())
+    monkeypatch.setattr(runtime.platform, "processor", lambda: "")
+    assert read()[0] == "unknown"
+
+
 def test_amp_setting_takes_three_words():
     assert get_profile("tutorial", "train.amp_bf16=on").train.amp_bf16 == "on"
     assert all(get_profile(p).train.amp_bf16 == "off" for p in ("smoke", "tutorial", "full"))

@@ -4,7 +4,6 @@ model and instruction sets, and the per-step timer it hands to training as its c
 from __future__ import annotations
 
 import os
-import platform
 import threading
 import time
 from typing import Any
@@ -111,7 +110,7 @@ def cpu_info() -> dict[str, Any]:
     """The processor model and its speed-relevant instruction sets (AVX2, AVX-512*, AMX*), from /proc/cpuinfo
     or ``lscpu``; empty values where neither is available."""
     model, flags = cpu_identity()
-    return {"model": model or platform.processor() or "unknown", "flags": speed_flags(flags), "cores": os.cpu_count()}
+    return {"model": model, "flags": speed_flags(flags), "cores": os.cpu_count()}
 
 
 class StepTimer:
