@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mixpoet_lib.config import GenConfig
 from mixpoet_lib.data.corpora import LINE_LENGTHS
 from mixpoet_lib.data.vocab import Vocab
 
@@ -111,6 +112,23 @@ class ReduplicationTable:
         )
         return cls(
             chars.to(device), positions.to(device), torch.tensor(tails, dtype=torch.long, device=device), max_doublings
+        )
+
+    @classmethod
+    def for_generation(
+        cls, lines: Iterable[str], vocab: Vocab, cfg: GenConfig, device: torch.device | str = "cpu"
+    ) -> ReduplicationTable:
+        """The table under the generation settings' thresholds (``cfg.doubling_*``, ``cfg.max_doublings``)."""
+        return cls.from_lines(
+            lines,
+            vocab,
+            min_count=cfg.doubling_min_count,
+            min_share=cfg.doubling_min_share,
+            min_rate=cfg.doubling_min_rate,
+            word_count=cfg.doubling_word_count,
+            word_share=cfg.doubling_word_share,
+            max_doublings=cfg.max_doublings,
+            device=device,
         )
 
     def allowed_positions(self, length: int) -> list[int]:

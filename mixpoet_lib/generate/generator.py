@@ -86,25 +86,6 @@ MAX_BEAM_ROWS = 2560
 # ----------------------------------------------------------------------------------------------
 
 
-def _doubling_table(
-    lines: frozenset[str] | None, vocab: Vocab, cfg: GenConfig, device: torch.device
-) -> ReduplicationTable | None:
-    """The attested rule's table measured on the training lines (None without them)."""
-    if lines is None:
-        return None
-    return ReduplicationTable.from_lines(
-        lines,
-        vocab,
-        min_count=cfg.doubling_min_count,
-        min_share=cfg.doubling_min_share,
-        min_rate=cfg.doubling_min_rate,
-        word_count=cfg.doubling_word_count,
-        word_share=cfg.doubling_word_share,
-        max_doublings=cfg.max_doublings,
-        device=device,
-    )
-
-
 class Generator:
     """Batched constrained beam-search generator for every model kind (see the module docstring).
 
@@ -169,7 +150,11 @@ class Generator:
         if next(model.parameters()).device != self.device:
             model.to(self.device)
         self.tables = ConstraintTables(self.vocab, self.tr, self.device)
-        self.doubling = _doubling_table(lines, self.vocab, gen_cfg, self.device) if rule == "attested" else None
+        self.doubling = (
+            ReduplicationTable.for_generation(lines, self.vocab, gen_cfg, self.device)
+            if rule == "attested" and lines is not None
+            else None
+        )
         self.tokens = list(self.vocab.tokens)
         self.window = model.cfg.max_line_len + 1
         self.kind = getattr(model, "kind", "base")
