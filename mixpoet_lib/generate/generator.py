@@ -216,7 +216,8 @@ class Generator:
         max(beam_size, n); its distinct surviving candidates are taken in rank order, climbing the relaxation ladder
         when fewer than n survive, and each is completed into a poem. Fewer than n distinct first lines → the missing
         poems come back failed (``ok=False``). Keywords are decoded together, as many as keep n poems per keyword
-        within ``max_batch_poems``; a keyword's poems do not depend on the others.
+        within ``max_batch_poems``; a keyword gets the poems it gets alone (their beam scores may differ in the last
+        bits of fp32, as the batch shape of the matrix products does).
         """
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
