@@ -1,10 +1,10 @@
 """The constrained beam search of one line (design §5.2–5.4), batched over poems and hypotheses.
 
 For every character position **one** ``decode_step`` call serves every live hypothesis of every item in
-the batch; every constraint is a boolean tensor over the vocabulary from
-:mod:`mixpoet_lib.generate.constraints` (:class:`~mixpoet_lib.generate.constraints.LineBans` for the
-per-line and per-position bans, :func:`~mixpoet_lib.generate.constraints.inline_banned` for the in-line
-repetition rule).
+the batch; the constraints come from :mod:`mixpoet_lib.generate.constraints`
+(:class:`~mixpoet_lib.generate.constraints.LineBans`: the per-line and per-position bans, a boolean (items × V)
+tensor per position; :func:`~mixpoet_lib.generate.constraints.inline_banned`: the ids the in-line repetition rule
+bans) and :mod:`mixpoet_lib.generate.doubling`, and are written into the scores in place (design §5.2).
 
 Scores are accumulated log-probabilities; banned tokens get -inf (the official code adds +1e5 to the cost,
 which lets a banned token through when nothing else is left; here such a hypothesis simply dies). At

@@ -1,10 +1,11 @@
 """The constraints of quatrain generation (design §5.2–5.6): bans inside the beam, the post-filter, the ladder.
 
-Every ban is a boolean tensor over the vocabulary. :class:`ConstraintTables` builds the per-vocabulary
+The bans of a line are boolean tensors over the vocabulary. :class:`ConstraintTables` builds the per-vocabulary
 tables once, from the same functions :mod:`mixpoet_lib.data.rhythm` exposes and tests
 (:func:`~mixpoet_lib.data.rhythm.tone_ban_mask`, :func:`~mixpoet_lib.data.rhythm.rhyme_mask`);
-:class:`LineBans` combines them per position for a batch of lines; :func:`inline_banned` adds the
-in-line repetition rule. The beam search (:mod:`mixpoet_lib.generate.beam`) calls exactly these.
+:class:`LineBans` combines them per position for a batch of lines; :func:`inline_banned` gives the ids the
+in-line repetition rule bans for each hypothesis. The beam search (:mod:`mixpoet_lib.generate.beam`) calls exactly
+these.
 
 Bans
 ----
